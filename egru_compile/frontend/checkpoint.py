@@ -1,0 +1,294 @@
+"""Checkpoint formats and loaders.
+
+Supported sources (detected from content, not file name):
+
+* **project checkpoint** — ``torch.save`` of a dict ``{"format": "egru-compile/checkpoint", "version": 1,
+  "config": {...}, "vocab": [...], "state_dict": {...}, "meta": {...}}``. Weights may carry
+  ``torch.nn.utils.prune`` masks (``<name>_orig`` + ``<name>_mask``).
+* **EvNN LanguageModel state_dict** — keys ``embeddings.weight``, ``rnns.{l}.kernel``,
+  ``rnns.{l}.recurrent_kernel``, ``rnns.{l}.bias``, ``rnns.{l}.recurrent_bias``, ``rnns.{l}.thr``,
+  ``decoder.decoder.weight``, ``decoder.decoder.bias``; other buffers are ignored. Vocabulary from ``--vocab``.
+* **torch.export program** (``.pt2``) of an EGRU step (see `trace.export_step` for the signature).
+
+``torch.load`` always runs with ``weights_only=True``; a pickled module is refused unless ``trust=True``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.utils import prune
+
+from ..data import Vocabulary
+from ..errors import EgruError
+from ..model import EGRUConfig, EGRULanguageModel
+
+FORMAT_TAG = "egru-compile/checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(EgruError):
+    """A checkpoint cannot be loaded; the message says why in one line."""
+
+
+@dataclass
+class SourceModel:
+    """What a loader produced: a PyTorch model (or an exported program) plus its vocabulary."""
+
+    kind: str                                   # "egru-checkpoint" | "evnn-state-dict" | "exported-program" | "pickled-module"
+    path: str
+    sha256: str
+    model: EGRULanguageModel | None = None
+    exported: torch.export.ExportedProgram | None = None
+    vocab: Vocabulary | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        if self.model is not None:
+            return list(self.model.config.hidden_sizes)
+        sig = self.exported.graph_signature
+        vals = {n.name: n.meta.get("val") for n in self.exported.graph.nodes if n.op == "placeholder"}
+        return [int(vals[name].shape[-1]) for name in sig.user_inputs[1::2]]
+
+    def to_graph(self):
+        """Trace into the IR (torch.export of the step, then ATen pattern matching)."""
+        from .trace import import_exported_program, trace_model
+        if self.exported is not None:
+            return import_exported_program(self.exported)
+        return trace_model(self.model)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- saving
+def _atomic_torch_save(obj, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: EGRULanguageModel, vocab: Vocabulary | list[str] | None,
+                    meta: dict | None = None) -> None:
+    """Write a project checkpoint (atomically). Prune masks present on the model are kept."""
+    words = vocab.words if isinstance(vocab, Vocabulary) else (list(vocab) if vocab is not None else None)
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_torch_save({"format": FORMAT_TAG, "version": FORMAT_VERSION, "config": model.config.to_dict(),
+                        "vocab": words, "state_dict": sd, "meta": dict(meta or {})}, path)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:200] if s else type(e).__name__
+
+
+def _torch_load(path: str, trust: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        msg = str(e)
+        if "Weights only load failed" in msg or "weights_only" in msg or "Unsupported global" in msg:
+            if not trust:
+                raise CheckpointError(
+                    f"{path} contains pickled Python objects, which could run arbitrary code when loaded; "
+                    "refusing (re-run with --trust-checkpoint if you trust its author)") from None
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as e2:  # noqa: BLE001
+                raise CheckpointError(f"cannot read {path}: {_first_line(e2)}") from e2
+        raise CheckpointError(f"cannot read {path}: truncated or corrupt checkpoint ({_first_line(e)})") from e
+
+
+def _apply_prune_masks(model: torch.nn.Module, state_dict: dict) -> dict:
+    """Register `torch.nn.utils.prune` masks for every ``<name>_mask`` in `state_dict` (strict about shapes)."""
+    for key in [k for k in state_dict if k.endswith("_mask")]:
+        base = key[: -len("_mask")]
+        if base + "_orig" not in state_dict:
+            continue
+        mod_path, _, pname = base.rpartition(".")
+        try:
+            module = model.get_submodule(mod_path)
+        except AttributeError:
+            raise CheckpointError(f"prune mask {key} names a module {mod_path!r} the model does not have") from None
+        if not isinstance(getattr(module, pname, None), torch.nn.Parameter):
+            raise CheckpointError(f"prune mask {key} names an unknown parameter")
+        mask = state_dict[key]
+        if mask.shape != getattr(module, pname).shape:
+            raise CheckpointError(f"prune mask {key} has shape {tuple(mask.shape)}, weight has "
+                                  f"{tuple(getattr(module, pname).shape)}")
+        prune.custom_from_mask(module, pname, mask)
+    return state_dict
+
+
+def _check_finite(state_dict: dict, path: str) -> None:
+    for k, v in state_dict.items():
+        if torch.is_floating_point(v) and not torch.isfinite(v).all():
+            raise CheckpointError(f"{path}: weight {k} contains NaN or Inf")
+
+
+def _clamp_thresholds(model: EGRULanguageModel, path: str) -> None:
+    with torch.no_grad():
+        for i, layer in enumerate(model.rnns):
+            thr = layer.thr
+            if (thr < 0).any() or (thr > 1).any():
+                warnings.warn(f"{path}: rnns.{i}.thr has values outside [0, 1]; clamped as EvNN does",
+                              stacklevel=3)
+                thr.clamp_(0.0, 1.0)
+
+
+def _build(config: EGRUConfig, state_dict: dict, path: str) -> EGRULanguageModel:
+    model = EGRULanguageModel(config)
+    _apply_prune_masks(model, state_dict)
+    _check_finite(state_dict, path)
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state_dict))
+    if missing:
+        raise CheckpointError(f"{path}: missing weights {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
+    extra = sorted(set(state_dict) - expected)
+    if extra:
+        warnings.warn(f"{path}: ignoring unknown keys {', '.join(extra[:4])}" + (" ..." if len(extra) > 4 else ""),
+                      stacklevel=3)
+    for k in expected:
+        want = model.state_dict()[k].shape
+        if state_dict[k].shape != want:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(state_dict[k].shape)}, expected {tuple(want)}")
+    model.load_state_dict({k: state_dict[k].float() if torch.is_floating_point(state_dict[k]) else state_dict[k]
+                           for k in expected})
+    _refresh_pruned_weights(model)
+    _clamp_thresholds(model, path)
+    model.eval()
+    return model
+
+
+def _refresh_pruned_weights(model: torch.nn.Module) -> None:
+    """Recompute `<name> = <name>_orig * <name>_mask` (prune hooks only do it on the next forward)."""
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                setattr(module, hook._tensor_name, hook.apply_mask(module))
+
+
+_EVNN_LAYER = re.compile(r"^rnns\.(\d+)\.(kernel|recurrent_kernel|bias|recurrent_bias|thr)(_orig|_mask)?$")
+
+
+def evnn_config_from_state_dict(sd: dict, path: str) -> EGRUConfig:
+    if "embeddings.weight" not in sd:
+        raise CheckpointError(f"{path}: EvNN state_dict lacks embeddings.weight")
+    vocab_size, emb = sd["embeddings.weight"].shape
+    layers = sorted({int(m.group(1)) for k in sd if (m := _EVNN_LAYER.match(k))})
+    if layers != list(range(len(layers))) or not layers:
+        raise CheckpointError(f"{path}: EvNN state_dict has no or non-contiguous rnns.* layers")
+    hidden = []
+    prev = emb
+    for l in layers:
+        rk = sd.get(f"rnns.{l}.recurrent_kernel", sd.get(f"rnns.{l}.recurrent_kernel_orig"))
+        k = sd.get(f"rnns.{l}.kernel", sd.get(f"rnns.{l}.kernel_orig"))
+        if rk is None or k is None:
+            raise CheckpointError(f"{path}: layer {l} lacks kernel or recurrent_kernel")
+        h = rk.shape[0]
+        if tuple(rk.shape) != (h, 3 * h):
+            raise CheckpointError(f"{path}: rnns.{l}.recurrent_kernel has shape {tuple(rk.shape)}, expected (h, 3h)")
+        if tuple(k.shape) != (prev, 3 * h):
+            raise CheckpointError(f"{path}: rnns.{l}.kernel has shape {tuple(k.shape)}, expected ({prev}, {3 * h}) "
+                                  "(input size must match the previous layer)")
+        hidden.append(h)
+        prev = h
+    try:
+        return EGRUConfig(vocab_size=int(vocab_size), embedding_size=int(emb), hidden_sizes=hidden)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _load_evnn(sd: dict, path: str, vocab: Vocabulary | None) -> EGRULanguageModel:
+    config = evnn_config_from_state_dict(sd, path)
+    dec = sd.get("decoder.decoder.weight")
+    if dec is not None and not torch.equal(dec, sd["embeddings.weight"]):
+        raise CheckpointError(f"{path}: decoder.decoder.weight differs from embeddings.weight; "
+                              "only tied decoders (EvNN default) are supported")
+    keep = {}
+    for k, v in sd.items():
+        if k == "embeddings.weight" or k == "decoder.decoder.bias" or _EVNN_LAYER.match(k):
+            keep[k] = v
+        elif k == "decoder.decoder.weight":
+            keep[k] = v
+    if "decoder.decoder.bias" not in keep:
+        raise CheckpointError(f"{path}: EvNN state_dict lacks decoder.decoder.bias")
+    if vocab is not None and len(vocab) != config.vocab_size:
+        raise CheckpointError(f"{path}: model has {config.vocab_size} words, vocabulary file gives {len(vocab)}")
+    return _build(config, keep, path)
+
+
+def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | None = None) -> SourceModel:
+    """Load any supported source; raises CheckpointError with a one-line reason."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    sha = file_sha256(path)
+    vocab = Vocabulary.from_train_file(vocab_file) if vocab_file else None
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ep = torch.export.load(path)
+            except Exception as e:  # noqa: BLE001
+                raise CheckpointError(f"cannot read exported program {path}: {_first_line(e)}") from e
+            return SourceModel("exported-program", path, sha, exported=ep, vocab=vocab)
+    obj = _torch_load(path, trust)
+    if isinstance(obj, EGRULanguageModel):
+        obj.eval()
+        return SourceModel("pickled-module", path, sha, model=obj, vocab=vocab)
+    if isinstance(obj, torch.nn.Module):
+        raise CheckpointError(f"{path}: pickled module of type {type(obj).__name__} is not an EGRULanguageModel")
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(obj).__name__}")
+    if obj.get("format") == FORMAT_TAG:
+        if obj.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')} is not supported "
+                                  f"(this compiler reads version {FORMAT_VERSION})")
+        for key in ("config", "state_dict"):
+            if key not in obj:
+                raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+        try:
+            config = EGRUConfig.from_dict(obj["config"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: bad config: {e}") from None
+        model = _build(config, dict(obj["state_dict"]), path)
+        words = obj.get("vocab")
+        if vocab is None and words:
+            vocab = Vocabulary(words)
+        if vocab is not None and len(vocab) != config.vocab_size:
+            raise CheckpointError(f"{path}: model has {config.vocab_size} words, vocabulary has {len(vocab)}")
+        return SourceModel("egru-checkpoint", path, sha, model=model, vocab=vocab, meta=dict(obj.get("meta") or {}))
+    sd = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
+    if any(isinstance(k, str) and _EVNN_LAYER.match(k) for k in sd):
+        if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise CheckpointError(f"{path}: state_dict holds non-tensor entries")
+        return SourceModel("evnn-state-dict", path, sha, model=_load_evnn(sd, path, vocab), vocab=vocab)
+    raise CheckpointError(f"{path}: not an egru-compile checkpoint, EvNN state_dict or exported program")

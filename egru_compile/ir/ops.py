@@ -1,0 +1,313 @@
+"""Op definitions: for each IR op, its type rule and its reference (numpy) semantics.
+
+Frontend ops mirror the ATen subset an EGRU step uses; compiler ops (``sparse_matvec``,
+``compress_events``, ``event_matvec``, ``egru_cell``) are introduced by passes. The numpy functions here
+*define* what each op means; every target must agree with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .sparse import SparseMatrix
+from .types import TensorType
+
+
+class OpError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    infer: Callable[[list[TensorType], dict], list[TensorType]]
+    compute: Callable[..., list]
+    doc: str = ""
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def _op(name: str, doc: str = ""):
+    def wrap(cls):
+        OPS[name] = OpDef(name, cls.infer, cls.compute, doc or (cls.__doc__ or "").strip())
+        return cls
+    return wrap
+
+
+def infer_types(op: str, in_types: list[TensorType], attrs: dict) -> list[TensorType]:
+    if op not in OPS:
+        raise OpError(f"unknown IR op {op!r}")
+    return OPS[op].infer(in_types, attrs)
+
+
+def _broadcast(a: tuple, b: tuple) -> tuple:
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError as e:
+        raise OpError(f"shapes {a} and {b} do not broadcast") from e
+
+
+def _sigmoid(x):
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ frontend ops
+@_op("const")
+class _Const:
+    """A constant tensor (``data``: numpy array or SparseMatrix)."""
+    infer = staticmethod(lambda t, a: [TensorType(a["data"].shape, a["data"].dtype if isinstance(
+        a["data"], SparseMatrix) else TensorType.of(a["data"]).dtype)])
+    compute = staticmethod(lambda attrs: [attrs["data"]])
+
+
+@_op("embedding")
+class _Embedding:
+    """embedding(table [V,E], ids [B] i64) -> [B,E]."""
+    @staticmethod
+    def infer(t, a):
+        table, ids = t
+        if len(table.shape) != 2 or ids.dtype not in ("i64", "i32"):
+            raise OpError("embedding expects table [V,E] and integer ids")
+        return [TensorType(ids.shape + (table.shape[1],), table.dtype)]
+
+    @staticmethod
+    def compute(attrs, table, ids):
+        return [np.asarray(table)[np.asarray(ids)]]
+
+
+@_op("matmul")
+class _MatMul:
+    """matmul(a [B,K], b [K,N]) -> [B,N]."""
+    @staticmethod
+    def infer(t, a):
+        x, w = t
+        if len(x.shape) != 2 or len(w.shape) != 2 or x.shape[1] != w.shape[0]:
+            raise OpError(f"matmul shapes {x.shape} @ {w.shape} do not agree")
+        return [TensorType((x.shape[0], w.shape[1]), "f32")]
+
+    @staticmethod
+    def compute(attrs, x, w):
+        return [(x.astype(np.float32) @ w.astype(np.float32)).astype(np.float32)]
+
+
+@_op("linear")
+class _Linear:
+    """linear(x [B,K], w [N,K], b [N]) -> x @ w.T + b, [B,N] (torch.nn.Linear; keeps a tied decoder tied)."""
+    @staticmethod
+    def infer(t, a):
+        x, w = t[0], t[1]
+        if len(x.shape) != 2 or len(w.shape) != 2 or x.shape[1] != w.shape[1]:
+            raise OpError(f"linear shapes {x.shape} and weight {w.shape} do not agree")
+        if len(t) == 3 and t[2].shape[-1] != w.shape[0]:
+            raise OpError(f"linear bias {t[2].shape} does not match weight {w.shape}")
+        return [TensorType((x.shape[0], w.shape[0]), "f32")]
+
+    @staticmethod
+    def compute(attrs, x, w, b=None):
+        out = np.asarray(x, np.float32) @ np.asarray(w, np.float32).T
+        if b is not None:
+            out = out + b
+        return [out.astype(np.float32)]
+
+
+@_op("transpose")
+class _Transpose:
+    """transpose(a [M,N]) -> [N,M]."""
+    infer = staticmethod(lambda t, a: [TensorType(t[0].shape[::-1], t[0].dtype)])
+    compute = staticmethod(lambda attrs, x: [np.ascontiguousarray(np.asarray(x).T)])
+
+
+def _binary(name, fn):
+    class _B:
+        @staticmethod
+        def infer(t, a):
+            return [TensorType(_broadcast(t[0].shape, t[1].shape), "f32")]
+
+        @staticmethod
+        def compute(attrs, x, y):
+            return [fn(np.asarray(x, np.float32), np.asarray(y, np.float32)).astype(np.float32)]
+    _B.__doc__ = f"{name}(a, b): elementwise with numpy broadcasting."
+    _op(name)(_B)
+
+
+_binary("add", np.add)
+_binary("sub", np.subtract)
+_binary("mul", np.multiply)
+
+
+def _unary(name, fn, doc):
+    class _U:
+        infer = staticmethod(lambda t, a: [TensorType(t[0].shape, "f32")])
+        compute = staticmethod(lambda attrs, x: [fn(np.asarray(x, np.float32)).astype(np.float32)])
+    _U.__doc__ = doc
+    _op(name)(_U)
+
+
+_unary("sigmoid", _sigmoid, "sigmoid(x) = 1 / (1 + exp(-x))")
+_unary("tanh", np.tanh, "tanh(x)")
+_unary("heaviside", lambda x: (x > 0).astype(np.float32), "heaviside(x) = 1 where x > 0 else 0 (f32)")
+
+
+@_op("greater")
+class _Greater:
+    """greater(a, b) -> bool, broadcasting."""
+    infer = staticmethod(lambda t, a: [TensorType(_broadcast(t[0].shape, t[1].shape), "bool")])
+    compute = staticmethod(lambda attrs, x, y: [np.greater(x, y)])
+
+
+@_op("cast")
+class _Cast:
+    """cast(x, dtype=...)."""
+    infer = staticmethod(lambda t, a: [TensorType(t[0].shape, a["dtype"])])
+    compute = staticmethod(lambda attrs, x: [np.asarray(x).astype(TensorType((), attrs["dtype"]).np_dtype)])
+
+
+@_op("clamp")
+class _Clamp:
+    """clamp(x, min=..., max=...) (either bound may be None)."""
+    infer = staticmethod(lambda t, a: [TensorType(t[0].shape, t[0].dtype)])
+
+    @staticmethod
+    def compute(attrs, x):
+        lo, hi = attrs.get("min"), attrs.get("max")
+        return [np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi).astype(x.dtype)]
+
+
+@_op("split")
+class _Split:
+    """split(x, sizes=[...], axis=k) -> one output per size."""
+    @staticmethod
+    def infer(t, a):
+        shape = list(t[0].shape)
+        axis = a["axis"] % len(shape)
+        if sum(a["sizes"]) != shape[axis]:
+            raise OpError(f"split sizes {a['sizes']} do not add up to {shape[axis]}")
+        outs = []
+        for s in a["sizes"]:
+            shape[axis] = s
+            outs.append(TensorType(tuple(shape), t[0].dtype))
+        return outs
+
+    @staticmethod
+    def compute(attrs, x):
+        idx = np.cumsum(attrs["sizes"])[:-1]
+        return [np.ascontiguousarray(p) for p in np.split(x, idx, axis=attrs["axis"])]
+
+
+@_op("concat")
+class _Concat:
+    """concat(x0, x1, ..., axis=k)."""
+    @staticmethod
+    def infer(t, a):
+        shape = list(t[0].shape)
+        axis = a["axis"] % len(shape)
+        shape[axis] = sum(x.shape[axis] for x in t)
+        return [TensorType(tuple(shape), t[0].dtype)]
+
+    compute = staticmethod(lambda attrs, *xs: [np.concatenate(xs, axis=attrs["axis"])])
+
+
+# ------------------------------------------------------------------------------------------------ compiler ops
+def _sparse_type(t: TensorType, what: str):
+    if len(t.shape) != 2:
+        raise OpError(f"{what} expects a 2-D sparse matrix")
+
+
+@_op("sparse_matvec")
+class _SparseMatVec:
+    """sparse_matvec(x [B,K], M sparse [N,K], bias [N]?) -> x @ M.T (+ bias), [B,N]. Dense input (every
+    input unit counted active)."""
+    @staticmethod
+    def infer(t, a):
+        x, m = t[0], t[1]
+        _sparse_type(m, "sparse_matvec")
+        if x.shape[-1] != m.shape[1]:
+            raise OpError(f"sparse_matvec input {x.shape} does not match matrix {m.shape}")
+        if len(t) == 3 and t[2].shape[-1] != m.shape[0]:
+            raise OpError(f"sparse_matvec bias {t[2].shape} does not match matrix {m.shape}")
+        return [TensorType((x.shape[0], m.shape[0]), "f32")]
+
+    @staticmethod
+    def compute(attrs, x, m: SparseMatrix, bias=None):
+        out = (np.asarray(x, np.float32) @ m.to_dense().T).astype(np.float32)
+        if bias is not None:
+            out = (out + bias).astype(np.float32)
+        return [out]
+
+
+@_op("compress_events")
+class _CompressEvents:
+    """compress_events(y [1,N]) -> (idx [N] i32, val [N] f32, count [1] i64): the first `count` entries of
+    idx/val are the active (non-zero) units of y in ascending order; the rest are zero padding."""
+    @staticmethod
+    def infer(t, a):
+        (y,) = t
+        if len(y.shape) != 2 or y.shape[0] != 1:
+            raise OpError("compress_events expects a batch-1 vector [1,N]")
+        n = y.shape[1]
+        return [TensorType((n,), "i32"), TensorType((n,), "f32"), TensorType((1,), "i64")]
+
+    @staticmethod
+    def compute(attrs, y):
+        y = np.asarray(y, np.float32)[0]
+        act = np.nonzero(y)[0]
+        idx = np.zeros(y.shape[0], np.int32)
+        val = np.zeros(y.shape[0], np.float32)
+        idx[:len(act)] = act
+        val[:len(act)] = y[act]
+        return [idx, val, np.array([len(act)], np.int64)]
+
+
+@_op("event_matvec")
+class _EventMatVec:
+    """event_matvec(idx, val, count, M sparse csc [N,K], bias [N]?) -> [1,N]: (bias +) the sum over the
+    `count` active input units i of val_i * M[:, i], touching only the columns of active units."""
+    @staticmethod
+    def infer(t, a):
+        idx, val, count, m = t[:4]
+        _sparse_type(m, "event_matvec")
+        if idx.shape[0] != m.shape[1]:
+            raise OpError(f"event_matvec events over {idx.shape[0]} units, matrix {m.shape}")
+        if len(t) == 5 and t[4].shape[-1] != m.shape[0]:
+            raise OpError(f"event_matvec bias {t[4].shape} does not match matrix {m.shape}")
+        return [TensorType((1, m.shape[0]), "f32")]
+
+    @staticmethod
+    def compute(attrs, idx, val, count, m: SparseMatrix, bias=None):
+        csc = m if m.fmt == "csc" else m.convert("csc")
+        vals = csc.dequantized_values()
+        out = np.zeros(m.shape[0], np.float32) if bias is None else np.array(bias, np.float32).reshape(-1)
+        for k in range(int(count[0])):
+            i = idx[k]
+            s, e = csc.indptr[i], csc.indptr[i + 1]
+            out[csc.indices[s:e]] += np.float32(val[k]) * vals[s:e]
+        return [out[None, :]]
+
+
+@_op("egru_cell")
+class _EGRUCell:
+    """egru_cell(gx [1,3h], gh [1,3h], c [1,h], thr [h]) -> (c_next, y_next), gate order z, r, g:
+    z=σ(gx_z+gh_z), r=σ(gx_r+gh_r), g=tanh(gx_g + r*gh_g), c~=z*c+(1-z)*g, o=H(c~-thr),
+    y_next=o*c~, c_next=c~-o*thr. gx and gh include their biases."""
+    @staticmethod
+    def infer(t, a):
+        gx, gh, c, thr = t
+        h = c.shape[-1]
+        if gx.shape[-1] != 3 * h or gh.shape[-1] != 3 * h or thr.shape[-1] != h:
+            raise OpError(f"egru_cell shapes gx {gx.shape} gh {gh.shape} c {c.shape} thr {thr.shape}")
+        return [TensorType(c.shape, "f32"), TensorType(c.shape, "f32")]
+
+    @staticmethod
+    def compute(attrs, gx, gh, c, thr):
+        h = c.shape[-1]
+        gx = np.asarray(gx, np.float32)
+        gh = np.asarray(gh, np.float32)
+        z = _sigmoid(gx[:, :h] + gh[:, :h])
+        r = _sigmoid(gx[:, h:2 * h] + gh[:, h:2 * h])
+        g = np.tanh(gx[:, 2 * h:] + r * gh[:, 2 * h:]).astype(np.float32)
+        ct = (z * c + (np.float32(1.0) - z) * g).astype(np.float32)
+        o = ((ct - thr) > 0).astype(np.float32)
+        return [(ct - o * thr).astype(np.float32), (o * ct).astype(np.float32)]

@@ -1,0 +1,107 @@
+"""Sparse weight constants.
+
+A `SparseMatrix` holds the math-convention matrix M [n_out, n_in] (y = M @ x) of a weight with its zeros
+removed. For a kernel W [in, out] used as `x @ W`, M = W.T.
+
+* ``csr``: rows are output units — ``indptr`` has n_out + 1 entries, ``indices`` are input (column) ids.
+* ``csc``: columns are presynaptic (input) units — ``indptr`` has n_in + 1 entries, ``indices`` are output
+  (row) ids. This is the form event-driven code needs: an active input unit touches only its column.
+
+Within each row/column indices are sorted ascending; explicit zeros are never stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(eq=False)
+class SparseMatrix:
+    shape: tuple[int, int]          # (n_out, n_in)
+    fmt: str                         # "csr" or "csc"
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    scale: np.ndarray | None = field(default=None)  # per-output-row dequantisation scale (int8 data)
+
+    def __post_init__(self):
+        if self.fmt not in ("csr", "csc"):
+            raise ValueError(f"unknown sparse format {self.fmt!r}")
+        major = self.shape[0] if self.fmt == "csr" else self.shape[1]
+        if len(self.indptr) != major + 1:
+            raise ValueError(f"{self.fmt} indptr has {len(self.indptr)} entries, expected {major + 1}")
+        if self.indptr[-1] != len(self.indices) or len(self.indices) != len(self.data):
+            raise ValueError("sparse indptr/indices/data disagree")
+
+    @property
+    def nnz(self) -> int:
+        return int(len(self.data))
+
+    @property
+    def density(self) -> float:
+        total = self.shape[0] * self.shape[1]
+        return self.nnz / total if total else 0.0
+
+    @property
+    def dtype(self) -> str:
+        return "i8" if self.data.dtype == np.int8 else "f32"
+
+    @classmethod
+    def from_dense(cls, m: np.ndarray, fmt: str = "csc") -> "SparseMatrix":
+        """Build from a dense M [n_out, n_in], dropping exact zeros."""
+        m = np.asarray(m)
+        major = m if fmt == "csr" else m.T
+        rows, cols = np.nonzero(major)          # row-major order: sorted by major, then minor
+        counts = np.bincount(rows, minlength=major.shape[0])
+        indptr = np.zeros(major.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return cls((m.shape[0], m.shape[1]), fmt, indptr, cols.astype(np.int64),
+                   major[rows, cols].astype(m.dtype, copy=True))
+
+    def dequantized_values(self) -> np.ndarray:
+        """Values as float32 (applies the per-output-row scale of int8 data)."""
+        if self.scale is None:
+            return self.data.astype(np.float32)
+        if self.fmt == "csr":
+            rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
+        else:
+            rows = self.indices
+        return self.data.astype(np.float32) * self.scale[rows]
+
+    def to_dense(self) -> np.ndarray:
+        m = np.zeros(self.shape, dtype=np.float32)
+        major = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+        vals = self.dequantized_values()
+        if self.fmt == "csr":
+            m[major, self.indices] = vals
+        else:
+            m[self.indices, major] = vals
+        return m
+
+    def convert(self, fmt: str) -> "SparseMatrix":
+        if fmt == self.fmt:
+            return self
+        out = SparseMatrix.from_dense(self.to_dense() if self.scale is None else self._raw_dense(), fmt)
+        out.scale = self.scale
+        return out
+
+    def _raw_dense(self) -> np.ndarray:
+        m = np.zeros(self.shape, dtype=self.data.dtype)
+        major = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+        if self.fmt == "csr":
+            m[major, self.indices] = self.data
+        else:
+            m[self.indices, major] = self.data
+        return m
+
+    def column_nnz(self) -> np.ndarray:
+        """Non-zero fan-out of each input unit (length n_in)."""
+        if self.fmt == "csc":
+            return np.diff(self.indptr)
+        return np.bincount(self.indices, minlength=self.shape[1])
+
+    def describe(self) -> str:
+        q = f", scale" if self.scale is not None else ""
+        return (f"sparse<{self.shape[0]}x{self.shape[1]}, {self.fmt}, nnz={self.nnz}, "
+                f"density={self.density:.4f}{q}>")

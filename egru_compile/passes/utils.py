@@ -1,0 +1,247 @@
+"""Helpers shared by the passes: dead-code removal, constant evaluation, structural analyses.
+
+Everything here identifies structure from the graph alone (state roles on graph inputs/outputs, op
+kinds, data flow) — never from parameter names.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from ..ir import Graph, Node, SparseMatrix, Value
+from ..ir.ops import OPS
+
+#: ops that multiply an input vector by a weight matrix (operand positions below).
+MATVEC_OPS = ("matmul", "linear", "sparse_matvec", "event_matvec")
+
+
+# ------------------------------------------------------------------------------------------------ basics
+def remove_dead_nodes(graph: Graph) -> int:
+    """Drop nodes none of whose results are used (repeatedly); returns how many were removed."""
+    removed = 0
+    while True:
+        used = {v for n in graph.nodes for v in n.inputs} | set(graph.outputs)
+        dead = [n for n in graph.nodes if not any(v in used for v in n.outputs)]
+        if not dead:
+            return removed
+        dead_ids = {id(n) for n in dead}
+        graph.nodes = [n for n in graph.nodes if id(n) not in dead_ids]
+        removed += len(dead)
+
+
+def producer_op(v: Value) -> str | None:
+    return v.producer.op if v.producer is not None else None
+
+
+def is_const(v: Value) -> bool:
+    return v.producer is not None and v.producer.is_const
+
+
+def const_data(v: Value):
+    return v.producer.attrs["data"] if is_const(v) else None
+
+
+def scalar_value(v: Value) -> float | None:
+    """The value of a constant holding exactly one element, else None."""
+    d = const_data(v)
+    if d is None or isinstance(d, SparseMatrix):
+        return None
+    a = np.asarray(d)
+    return float(a.reshape(-1)[0]) if a.size == 1 else None
+
+
+def users_map(graph: Graph) -> dict[Value, list[Node]]:
+    return graph.users()
+
+
+def const_label(v: Value) -> str | None:
+    return v.producer.attrs.get("label") if is_const(v) else None
+
+
+def eval_constant(v: Value, _cache: dict | None = None):
+    """Evaluate `v` if it depends only on constants (through any ops); None otherwise."""
+    cache = {} if _cache is None else _cache
+    if v in cache:
+        return cache[v]
+    p = v.producer
+    if p is None:
+        cache[v] = None
+        return None
+    if p.is_const:
+        cache[v] = p.attrs["data"]
+        return cache[v]
+    args = []
+    for x in p.inputs:
+        a = eval_constant(x, cache)
+        if a is None:
+            cache[v] = None
+            return None
+        args.append(a)
+    outs = OPS[p.op].compute(p.attrs, *args)
+    for o, val in zip(p.outputs, outs):
+        cache[o] = val
+    return cache[v]
+
+
+# ------------------------------------------------------------------------------------------------ structure
+def state_input(graph: Graph, layer: int, kind: str) -> Value | None:
+    for v in graph.inputs:
+        if v.meta.get("role") == "state_in" and v.meta.get("layer") == layer and v.meta.get("kind") == kind:
+            return v
+    return None
+
+
+def state_output(graph: Graph, layer: int, kind: str) -> Value | None:
+    for v in graph.outputs:
+        if v.meta.get("role") == "state_out" and v.meta.get("layer") == layer and v.meta.get("kind") == kind:
+            return v
+    return None
+
+
+def is_event_tensor(graph: Graph, v: Value) -> bool:
+    """True for an EGRU layer's event output y = o * c~: a ``y`` state input, a ``y`` state output (the
+    value a layer emits as its next y, which also feeds the next layer), or the y result of ``egru_cell``."""
+    if v.meta.get("kind") == "y" and v.meta.get("role") in ("state_in", "state_out"):
+        return True
+    if v.producer is not None and v.producer.op == "egru_cell" and v is v.producer.outputs[1]:
+        return True
+    return any(o is v and o.meta.get("role") == "state_out" and o.meta.get("kind") == "y" for o in graph.outputs)
+
+
+def event_source(v: Value) -> Value:
+    """For the idx/val/count results of ``compress_events`` return the compressed tensor, else `v`."""
+    if v.producer is not None and v.producer.op == "compress_events":
+        return v.producer.inputs[0]
+    return v
+
+
+def fed_layers(graph: Graph) -> dict[Node, int | None]:
+    """For every node: the lowest layer index whose recurrent state (a ``state_out``) it reaches, or None.
+
+    A layer's input and recurrent matrices reach their own layer's state first (later layers are reached
+    only through it), so this is "the layer whose EGRU state the node feeds"."""
+    out_layer: dict[Value, int] = {}
+    for v in graph.outputs:
+        if v.meta.get("role") == "state_out":
+            l = v.meta["layer"]
+            out_layer[v] = min(l, out_layer.get(v, l))
+    users = graph.users()
+    result: dict[Node, int | None] = {}
+    for n in reversed(graph.nodes):
+        best = None
+        for o in n.outputs:
+            cands = [out_layer.get(o)] + [result.get(u) for u in users.get(o, [])]
+            cands = [c for c in cands if c is not None]
+            if cands:
+                m = min(cands)
+                best = m if best is None else min(best, m)
+        result[n] = best
+    return result
+
+
+def matvec_operands(node: Node) -> tuple[Value, Value]:
+    """(input vector value, weight value) of a matvec-like node; for event_matvec the input is the
+    tensor given to compress_events."""
+    if node.op == "event_matvec":
+        return event_source(node.inputs[1]), node.inputs[3]
+    return node.inputs[0], node.inputs[1]
+
+
+def matvec_role(graph: Graph, node: Node, layer: int | None) -> str:
+    """``recurrent`` when the matvec's input is (a compressed form of) its own layer's state input,
+    ``input`` for other layer matrices, ``decoder`` for matrices that feed no layer state."""
+    if layer is None:
+        return "decoder"
+    x, _ = matvec_operands(node)
+    if x.meta.get("role") == "state_in" and x.meta.get("layer") == layer:
+        return "recurrent"
+    return "input"
+
+
+def weight_matrix(node: Node, cache: dict | None = None) -> SparseMatrix | np.ndarray | None:
+    """The math-convention weight M [n_out, n_in] of a matvec-like node: a SparseMatrix for the
+    sparse ops; a dense array (evaluated from constants) for matmul (W.T) / linear (W); None if the
+    weight is not constant."""
+    if node.op in ("sparse_matvec", "event_matvec"):
+        return const_data(node.inputs[1 if node.op == "sparse_matvec" else 3])
+    w = eval_constant(node.inputs[1], cache)
+    if w is None:
+        return None
+    w = np.asarray(w)
+    return w.T if node.op == "matmul" else w
+
+
+def column_nnz(m) -> np.ndarray:
+    """Non-zero fan-out of each input unit of M [n_out, n_in]."""
+    if isinstance(m, SparseMatrix):
+        return np.asarray(m.column_nnz(), dtype=np.int64)
+    return np.count_nonzero(np.asarray(m), axis=0).astype(np.int64)
+
+
+def sanitize(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name) or "v"
+
+
+def combine_labels(labels: Iterable[str | None]) -> str | None:
+    """``['a.w_z', 'a.w_r']`` -> ``'a.{w_z,w_r}'`` (common dotted prefix), else labels joined by ``+``."""
+    labels = [l for l in labels if l]
+    if not labels:
+        return None
+    if len(set(labels)) == 1:
+        return labels[0]
+    parts = [l.split(".") for l in labels]
+    k = 0
+    while all(len(p) > k + 1 for p in parts) and len({p[k] for p in parts}) == 1:
+        k += 1
+    if k:
+        return ".".join(parts[0][:k]) + ".{" + ",".join(".".join(p[k:]) for p in parts) + "}"
+    return "+".join(labels)
+
+
+def insert_index_before_users(graph: Graph, values: list[Value]) -> int:
+    """Smallest node index at which a user of any of `values` sits (len(nodes) if none)."""
+    vs = set(values)
+    for i, n in enumerate(graph.nodes):
+        if any(v in vs for v in n.inputs):
+            return i
+    return len(graph.nodes)
+
+
+# ------------------------------------------------------------------------------------------------ running
+def zero_state(graph: Graph) -> dict[Value, np.ndarray]:
+    return {v: np.zeros(v.type.shape, v.type.np_dtype) for v in graph.inputs if v.meta.get("role") == "state_in"}
+
+
+class Stepper:
+    """Streams tokens through a step graph carrying state matched by (layer, kind) — not by position."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.tokens_in = next((v for v in graph.inputs if v.meta.get("role") == "tokens"), graph.inputs[0])
+        self.logits_out = next((v for v in graph.outputs if v.meta.get("role") == "logits"), graph.outputs[0])
+        self.pairs = []   # (input index, output index)
+        for i, v in enumerate(graph.inputs):
+            if v.meta.get("role") == "state_in":
+                j = next(j for j, o in enumerate(graph.outputs) if o.meta.get("role") == "state_out"
+                         and (o.meta["layer"], o.meta["kind"]) == (v.meta["layer"], v.meta["kind"]))
+                self.pairs.append((i, j))
+        self.reset()
+
+    def reset(self, state: dict[int, np.ndarray] | None = None) -> None:
+        self.inputs = [np.zeros(v.type.shape, v.type.np_dtype) for v in self.graph.inputs]
+        if state:
+            for i, a in state.items():
+                self.inputs[i] = np.asarray(a, self.graph.inputs[i].type.np_dtype)
+
+    def step(self, token: int, observe=None) -> list[np.ndarray]:
+        from ..ir import run_graph
+        ti = self.graph.inputs.index(self.tokens_in)
+        self.inputs[ti] = np.array([token], dtype=self.tokens_in.type.np_dtype)
+        outs = run_graph(self.graph, self.inputs, observe)
+        for i, j in self.pairs:
+            self.inputs[i] = outs[j]
+        return outs
+
+    def logits(self, outs: list[np.ndarray]) -> np.ndarray:
+        return outs[self.graph.outputs.index(self.logits_out)]

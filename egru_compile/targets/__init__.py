@@ -1,0 +1,36 @@
+"""Compilation targets. Each target is a function ``compile(graph, source, out_dir, options) -> dict`` in
+its own subpackage; it writes into `out_dir` (a fresh temporary directory the CLI renames into place)."""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import EgruError
+
+#: target name -> "module:function" of its compile entry point.
+TARGETS = {
+    "onnx": "egru_compile.targets.onnx:compile_onnx",
+    "tvm": "egru_compile.targets.tvm:compile_tvm",
+    "loihi-like": "egru_compile.targets.chip:compile_loihi_like",
+    "spinnaker2-like": "egru_compile.targets.chip:compile_spinnaker2_like",
+}
+
+
+class TargetError(EgruError):
+    pass
+
+
+def get_target(name: str):
+    """The compile function of target `name`; TargetError if unknown or not implemented yet."""
+    if name not in TARGETS:
+        raise TargetError(f"unknown target {name!r} (known: {', '.join(TARGETS)})")
+    mod_name, fn_name = TARGETS[name].split(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        if e.name and (e.name == mod_name or mod_name.startswith(e.name + ".")):
+            raise TargetError(f"target {name} is not implemented yet") from None
+        raise
+    fn = getattr(mod, fn_name, None)
+    if fn is None:
+        raise TargetError(f"target {name} is not implemented yet")
+    return fn

@@ -1,0 +1,68 @@
+"""Atomic output directories: build into a temporary sibling, rename into place only on success."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import EgruError
+
+
+class OutputError(EgruError):
+    pass
+
+
+def check_output_dir(path: str | Path, force: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputError(f"output directory {path} already exists (use --force to replace it)")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output path {path} exists and is not a directory")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {path}: parent directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write {path}: parent directory {parent} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | Path, force: bool = False):
+    """Yield a temporary directory beside `path`; on success it replaces `path`, on any error (or Ctrl-C)
+    it is removed and `path` is left as it was."""
+    path = check_output_dir(path, force)
+    parent = path.absolute().parent
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file via a temporary sibling and rename, so readers never see half a file."""
+    path = Path(path)
+    if not path.absolute().parent.is_dir():
+        raise OutputError(f"cannot write {path}: directory {path.absolute().parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.absolute().parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,768 @@
+"""TIR kernels for batch-1, event-driven EGRU inference (IR independent, numpy in / numpy out).
+
+Everything here is generated as TVMScript text, parsed with ``tvm.script.from_source`` and compiled
+with ``tvm.compile(mod, target)`` (TVM >= 0.27, module ``tvm.tirx``).  ``tvm`` is imported lazily,
+so this module imports fine without it (only the numpy helpers work then).
+
+Math of one layer (gate order z, r, g; hidden h; input n_in)::
+
+    gx = x @ W + b        (W [n_in, 3h])        gh = y @ R + br      (R [h, 3h])
+    z = sigmoid(gx_z + gh_z)   r = sigmoid(gx_r + gh_r)   g = tanh(gx_g + r * gh_g)
+    ct = z * c + (1 - z) * g   o = (ct - thr > 0)   y' = o * ct   c' = ct - o * thr
+
+Sparse weight layout ("input-major CSR" = CSC of M = W^T): for input unit i,
+``indptr[i]:indptr[i+1]`` are the output indices (0..3h) and values of row i of W.
+
+Fused step internals (see :func:`pack_layer`):
+
+* one accumulator ``acc[4h]`` per layer: ``[0:2h)`` = z,r pre-activations (gx + gh share them),
+  ``[2h:3h)`` = gx_g, ``[3h:4h)`` = gh_g.  W's indices stay in 0..3h; R's g-indices are moved by +h;
+  the packed bias is ``[b_z+br_z, b_r+br_r, b_g, br_g]``.
+* every layer keeps, besides c and y, the compressed event list of y (``ev_idx[h]`` int32,
+  ``ev_val[h]`` f32, ``ev_cnt[1]`` int32); the update kernel emits it, the next layer consumes it as
+  its input events and the same layer consumes it as recurrent events in the next step.
+* layer 0 input (a dense embedding row) is either scattered column by column (``embed_mode="csc"``)
+  or read from a precomputed gate table ``tab[V, 3h0] = E @ W0`` (``embed_mode="table"``).
+* decoder: ``logits = dbias + y_last @ D^T``; event mode walks the active units of y_last over rows
+  of ``D^T`` (``dwt[H_last, V]``) in register-sized chunks of V; dense mode is a plain GEMV.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "EGRUKernelSpec", "TVMStepRunner", "build_egru_step", "build_kernel_library", "default_target",
+    "to_input_major", "from_input_major", "pack_layer", "choose_index_dtype", "reference_step",
+    "reference_run", "load_module",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# numpy helpers
+# --------------------------------------------------------------------------------------------------
+
+def to_input_major(W_dense: np.ndarray, index_dtype: str | np.dtype = np.int32):
+    """Dense ``W [n_in, n_out]`` -> input-major CSR ``(indptr int32[n_in+1], indices[nnz], data f32[nnz])``.
+
+    Row i of W (= column i of the math matrix W^T) becomes ``indices/data[indptr[i]:indptr[i+1]]``,
+    output indices ascending.  Exact zeros are dropped."""
+    W = np.asarray(W_dense, dtype=np.float32)
+    if W.ndim != 2:
+        raise ValueError("W must be 2-D [n_in, n_out]")
+    rows, cols = np.nonzero(W)  # row-major order: grouped by row, cols ascending
+    indptr = np.zeros(W.shape[0] + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=W.shape[0]), out=indptr[1:])
+    return indptr, cols.astype(index_dtype), W[rows, cols].astype(np.float32)
+
+
+def from_input_major(indptr, indices, data, n_out: int) -> np.ndarray:
+    """Inverse of :func:`to_input_major`: back to dense ``W [n_in, n_out]``."""
+    indptr = np.asarray(indptr)
+    W = np.zeros((len(indptr) - 1, n_out), dtype=np.float32)
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    W[rows, np.asarray(indices).astype(np.int64)] = data
+    return W
+
+
+def choose_index_dtype(max_index_exclusive: int, requested: str = "auto") -> str:
+    """int16 when every index fits, else uint16, else int32 (``requested`` overrides ``auto``)."""
+    if requested != "auto":
+        return requested
+    if max_index_exclusive <= 32767:
+        return "int16"
+    if max_index_exclusive <= 65535:
+        return "uint16"
+    return "int32"
+
+
+def _as_csr(M, n_out: int, index_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accept a dense [n_in, n_out] array or an (indptr, indices, data) triple."""
+    if isinstance(M, (tuple, list)) and len(M) == 3:
+        p, i, d = M
+        return (np.ascontiguousarray(p, dtype=np.int32), np.asarray(i).astype(index_dtype),
+                np.ascontiguousarray(d, dtype=np.float32))
+    M = np.asarray(M, dtype=np.float32)
+    if M.shape[1] != n_out:
+        raise ValueError(f"weight has {M.shape[1]} outputs, expected {n_out}")
+    return to_input_major(M, index_dtype)
+
+
+def pack_layer(W, R, b, br, thr, index_dtype: str = "auto") -> dict[str, np.ndarray]:
+    """Pack one layer for the fused step (see module doc for the 4h accumulator layout).
+
+    W: dense [n_in, 3h] or input-major CSR triple; R: dense [h, 3h] or triple; b, br: [3h]; thr: [h].
+    Returns dict with w_ptr, w_idx, w_val, r_ptr, r_idx (g-part shifted by +h), r_val, bias4 [4h], thr."""
+    thr = np.ascontiguousarray(thr, dtype=np.float32).reshape(-1)
+    h = thr.shape[0]
+    idt = choose_index_dtype(4 * h, index_dtype)
+    wp, wi, wv = _as_csr(W, 3 * h, np.int64)
+    rp, ri, rv = _as_csr(R, 3 * h, np.int64)
+    if len(rp) != h + 1:
+        raise ValueError(f"R has {len(rp) - 1} inputs, expected h={h}")
+    ri = ri.astype(np.int64)
+    ri = np.where(ri >= 2 * h, ri + h, ri)
+    b = np.asarray(b, dtype=np.float32).reshape(-1)
+    br = np.asarray(br, dtype=np.float32).reshape(-1)
+    bias4 = np.concatenate([b[:2 * h] + br[:2 * h], b[2 * h:], br[2 * h:]]).astype(np.float32)
+    return {"w_ptr": wp, "w_idx": wi.astype(idt), "w_val": wv, "r_ptr": rp, "r_idx": ri.astype(idt),
+            "r_val": rv, "bias4": bias4, "thr": thr}
+
+
+def _sigmoid(x):
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def reference_step(token: int, emb, layers, dec_w, dec_b, state):
+    """float32 numpy reference of one step. layers: list of dicts with dense W, R, b, br, thr;
+    dec_w [V, H_last]; state: list of (c, y). Returns (logits [V], new state)."""
+    x = np.asarray(emb, dtype=np.float32)[token]
+    new = []
+    for L, (c, y) in zip(layers, state):
+        h = L["thr"].shape[0]
+        gx = x @ L["W"] + L["b"]
+        gh = y @ L["R"] + L["br"]
+        z = _sigmoid(gx[:h] + gh[:h])
+        r = _sigmoid(gx[h:2 * h] + gh[h:2 * h])
+        g = np.tanh(gx[2 * h:] + r * gh[2 * h:]).astype(np.float32)
+        ct = z * c + (1.0 - z) * g
+        o = (ct - L["thr"] > 0).astype(np.float32)
+        y = (o * ct).astype(np.float32)
+        c = (ct - o * L["thr"]).astype(np.float32)
+        new.append((c, y))
+        x = y
+    return (x @ np.asarray(dec_w, dtype=np.float32).T + dec_b).astype(np.float32), new
+
+
+def reference_run(tokens, emb, layers, dec_w, dec_b, state=None):
+    if state is None:
+        state = [(np.zeros(L["thr"].shape[0], np.float32), np.zeros(L["thr"].shape[0], np.float32))
+                 for L in layers]
+    out = []
+    for t in tokens:
+        lg, state = reference_step(int(t), emb, layers, dec_w, dec_b, state)
+        out.append(lg)
+    return np.stack(out), state
+
+
+# --------------------------------------------------------------------------------------------------
+# spec / target
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EGRUKernelSpec:
+    """Shape of the model the fused step is compiled for.
+
+    embed_mode: "csc" (scatter the dense embedding row through W0, no extra memory) or "table"
+        (precomputed ``E @ W0`` [V, 3h0]: fastest, costs V*3h0*4 bytes).
+    decoder_mode: "event" (walk active units of y_last over rows of D^T) or "dense" (GEMV).
+    index_dtype: "auto" (int16 if 4h <= 32767, uint16 if <= 65535, else int32), or explicit.
+    fast_math: polynomial exp (max rel. error ~1e-7) so the gate update vectorises; False uses
+        TVM's sigmoid/tanh (libm expf calls).
+    decoder_chunk: width of the V chunk kept in registers by the event decoder."""
+
+    vocab_size: int
+    embedding_size: int
+    hidden_sizes: tuple[int, ...]
+    index_dtype: str = "auto"
+    embed_mode: str = "csc"
+    decoder_mode: str = "event"
+    fast_math: bool = True
+    decoder_chunk: int = 64
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if self.embed_mode not in ("csc", "table"):
+            raise ValueError("embed_mode must be 'csc' or 'table'")
+        if self.decoder_mode not in ("event", "dense"):
+            raise ValueError("decoder_mode must be 'event' or 'dense'")
+        if not self.hidden_sizes:
+            raise ValueError("need at least one layer")
+
+    @property
+    def input_sizes(self) -> tuple[int, ...]:
+        return (self.embedding_size,) + self.hidden_sizes[:-1]
+
+    def layer_index_dtype(self, l: int) -> str:
+        return choose_index_dtype(4 * self.hidden_sizes[l], self.index_dtype)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EGRUKernelSpec":
+        return cls(**d)
+
+
+def default_target():
+    """LLVM target for this CPU (dict form: flags in target strings are rejected in 0.27)."""
+    import tvm
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def _target(target):
+    import tvm
+    if target is None:
+        return default_target()
+    if isinstance(target, (dict, str)):
+        return tvm.target.Target(target)
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# TVMScript text generation
+# --------------------------------------------------------------------------------------------------
+
+def _f(x: float) -> str:
+    return f"T.float32({float(x)!r})"
+
+
+class _Emitter:
+    def __init__(self):
+        self.lines: list[str] = []
+        self.ind = 1
+        self.n = 0
+
+    def __call__(self, s: str):
+        self.lines.append("    " * self.ind + s)
+
+    def fresh(self, base: str) -> str:
+        self.n += 1
+        return f"{base}_{self.n}"
+
+    def block(self):
+        em = self
+
+        class _B:
+            def __enter__(self):
+                em.ind += 1
+
+            def __exit__(self, *a):
+                em.ind -= 1
+        return _B()
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _emit_exp(em: _Emitter, x: str) -> str:
+    """Cephes-style expf: clamp, range-reduce by ln2, degree-6 polynomial, scale by 2^n built with
+    integer bit ops. Branch free, vectorisable, rel. error < 1.5e-7."""
+    v = em.fresh("ex")
+    em(f"{v}_x: T.let = T.max(T.min({x}, {_f(88.0)}), {_f(-87.0)})")
+    em(f"{v}_n: T.let = T.floor({v}_x * {_f(1.44269504088896341)} + {_f(0.5)})")
+    em(f"{v}_r: T.let = {v}_x - {v}_n * {_f(0.693359375)} + {v}_n * {_f(2.12194440e-4)}")
+    em(f"{v}_p: T.let = (((((({_f(1.9875691500e-4)} * {v}_r + {_f(1.3981999507e-3)}) * {v}_r"
+       f" + {_f(8.3334519073e-3)}) * {v}_r + {_f(4.1665795894e-2)}) * {v}_r + {_f(1.6666665459e-1)})"
+       f" * {v}_r + {_f(5.0000001201e-1)}) * {v}_r * {v}_r + {v}_r + {_f(1.0)})")
+    em(f"{v}: T.let = {v}_p * T.reinterpret(\"float32\", T.shift_left(T.Cast(\"int32\", {v}_n)"
+       f" + 127, 23))")
+    return v
+
+
+def _emit_sigmoid(em: _Emitter, x: str, fast: bool) -> str:
+    v = em.fresh("sg")
+    if fast:
+        e = _emit_exp(em, f"{_f(0.0)} - ({x})")
+        em(f"{v}: T.let = {_f(1.0)} / ({_f(1.0)} + {e})")
+    else:
+        em(f"{v}: T.let = T.sigmoid({x})")
+    return v
+
+
+def _emit_tanh(em: _Emitter, x: str, fast: bool) -> str:
+    v = em.fresh("th")
+    if fast:
+        e = _emit_exp(em, f"{_f(-2.0)} * ({x})")
+        em(f"{v}: T.let = {_f(2.0)} / ({_f(1.0)} + {e}) - {_f(1.0)}")
+    else:
+        em(f"{v}: T.let = T.tanh({x})")
+    return v
+
+
+def _emit_scatter_events(em, ptr, idx, val, acc, ei, ev, en, idx_dtype):
+    """acc[idx[k]] += v * val[k] for the CSC columns of the active inputs (ei, ev, en)."""
+    e = em.fresh("e")
+    em(f"for {e} in range({en}[0]):")
+    with em.block():
+        em(f"{e}_i: T.let = {ei}[{e}]")
+        em(f"{e}_v: T.let = {ev}[{e}]")
+        em(f"{e}_k0: T.let = {ptr}[{e}_i]")
+        em(f"{e}_k1: T.let = {ptr}[{e}_i + 1]")
+        em(f"for {e}_k in range({e}_k0, {e}_k1):")
+        with em.block():
+            ix = f"T.Cast(\"int32\", {idx}[{e}_k])" if idx_dtype != "int32" else f"{idx}[{e}_k]"
+            em(f"{acc}[{ix}] = {acc}[{ix}] + {e}_v * {val}[{e}_k]")
+
+
+def _emit_scatter_dense(em, ptr, idx, val, acc, x_expr, n_in, idx_dtype):
+    """acc[idx[k]] += x[i] * val[k] over all inputs i (x_expr is a format string with {i})."""
+    i = em.fresh("i")
+    em(f"for {i} in range({n_in}):")
+    with em.block():
+        em(f"{i}_v: T.let = {x_expr.format(i=i)}")
+        em(f"{i}_k0: T.let = {ptr}[{i}]")
+        em(f"{i}_k1: T.let = {ptr}[{i} + 1]")
+        em(f"for {i}_k in range({i}_k0, {i}_k1):")
+        with em.block():
+            ix = f"T.Cast(\"int32\", {idx}[{i}_k])" if idx_dtype != "int32" else f"{idx}[{i}_k]"
+            em(f"{acc}[{ix}] = {acc}[{ix}] + {i}_v * {val}[{i}_k]")
+
+
+def _emit_update(em, h, az, ar, agx, agh, thr, c, y, fast, zr_offsets=None):
+    """Elementwise gate/threshold/reset update over h units (vectorisable, branch free).
+
+    az, ar, agx, agh: format strings with {j} giving z-preact, r-preact, gx_g, gh_g."""
+    j = em.fresh("j")
+    em(f"for {j} in range({h}):")
+    with em.block():
+        z = _emit_sigmoid(em, az.format(j=j), fast)
+        r = _emit_sigmoid(em, ar.format(j=j), fast)
+        g = _emit_tanh(em, f"{agx.format(j=j)} + {r} * {agh.format(j=j)}", fast)
+        em(f"{j}_ct: T.let = {z} * {c}[{j}] + ({_f(1.0)} - {z}) * {g}")
+        em(f"{j}_th: T.let = {thr}[{j}]")
+        em(f"{j}_sp: T.let = {j}_ct - {j}_th > {_f(0.0)}")
+        em(f"{y}[{j}] = T.Select({j}_sp, {j}_ct, {_f(0.0)})")
+        em(f"{c}[{j}] = T.Select({j}_sp, {j}_ct - {j}_th, {j}_ct)")
+
+
+def _emit_compress(em, h, y, ei, ev, en):
+    """Branch-free stream compaction of y's non-zeros into (ei, ev, en)."""
+    j = em.fresh("q")
+    em(f"{en}[0] = 0")
+    em(f"for {j} in range({h}):")
+    with em.block():
+        em(f"{j}_n: T.let = {en}[0]")
+        em(f"{j}_y: T.let = {y}[{j}]")
+        em(f"{ei}[{j}_n] = {j}")
+        em(f"{ev}[{j}_n] = {j}_y")
+        em(f"{en}[0] = {j}_n + T.Cast(\"int32\", {j}_y != {_f(0.0)})")
+
+
+def _emit_decoder(em, spec: EGRUKernelSpec, ei, ev, en, ybuf, logits_row: str):
+    """logits[row, v] = dbias[v] + sum over active j of y[j] * dwt[j, v] (event) or dense GEMV.
+
+    logits_row: format string with {v} indexing the output logits element."""
+    V = spec.vocab_size
+    H = spec.hidden_sizes[-1]
+    if spec.decoder_mode == "dense":
+        v = em.fresh("v")
+        em(f"for {v} in range({V}):")
+        with em.block():
+            em(f"{logits_row.format(v=v)} = dbias[{v}]")
+            em(f"for {v}_j in range({H}):")
+            with em.block():
+                em(f"{logits_row.format(v=v)} = {logits_row.format(v=v)} + {ybuf}[{v}_j] * dw[{v}, {v}_j]")
+        return
+    CH = max(1, min(int(spec.decoder_chunk), V))
+    nfull, tail = divmod(V, CH)
+
+    def chunk(base: str, width: int):
+        vi = em.fresh("vi")
+        em(f"for {vi} in range({width}):")
+        with em.block():
+            em(f"{logits_row.format(v=f'{base} + {vi}')} = dbias[{base} + {vi}]")
+        e = em.fresh("de")
+        em(f"for {e} in range({en}[0]):")
+        with em.block():
+            em(f"{e}_j: T.let = {ei}[{e}]")
+            em(f"{e}_y: T.let = {ev}[{e}]")
+            em(f"for {e}_v in range({width}):")
+            with em.block():
+                lv = logits_row.format(v=f"{base} + {e}_v")
+                em(f"{lv} = {lv} + {e}_y * dwt[{e}_j, {base} + {e}_v]")
+
+    if nfull:
+        vb = em.fresh("vb")
+        em(f"for {vb} in range({nfull}):")
+        with em.block():
+            chunk(f"{vb} * {CH}", CH)
+    if tail:
+        chunk(str(nfull * CH), tail)
+
+
+def _step_signature(spec: EGRUKernelSpec, multi: bool) -> tuple[list[str], list[str]]:
+    """(argument list, match_buffer lines) of the fused step / K-token run."""
+    V, E = spec.vocab_size, spec.embedding_size
+    args: list[str] = []
+    body: list[str] = []
+    if multi:
+        args += ["tokens_h: T.handle"]
+        body += ["K = T.int32()", "tokens = T.match_buffer(tokens_h, (K,), \"int32\")"]
+    else:
+        args += ["token: T.int32"]
+    h0 = spec.hidden_sizes[0]
+    if spec.embed_mode == "table":
+        args += [f"tab: T.Buffer(({V}, {3 * h0}), \"float32\")"]
+    else:
+        args += [f"emb: T.Buffer(({V}, {E}), \"float32\")"]
+    for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
+        idt = spec.layer_index_dtype(l)
+        if not (l == 0 and spec.embed_mode == "table"):
+            args += [f"w{l}_ptr: T.Buffer(({n_in + 1},), \"int32\")", f"w{l}_idx_h: T.handle",
+                     f"w{l}_val_h: T.handle"]
+            body += [f"nw{l} = T.int32()",
+                     f"w{l}_idx = T.match_buffer(w{l}_idx_h, (nw{l},), \"{idt}\")",
+                     f"w{l}_val = T.match_buffer(w{l}_val_h, (nw{l},), \"float32\")"]
+        args += [f"r{l}_ptr: T.Buffer(({h + 1},), \"int32\")", f"r{l}_idx_h: T.handle",
+                 f"r{l}_val_h: T.handle"]
+        body += [f"nr{l} = T.int32()",
+                 f"r{l}_idx = T.match_buffer(r{l}_idx_h, (nr{l},), \"{idt}\")",
+                 f"r{l}_val = T.match_buffer(r{l}_val_h, (nr{l},), \"float32\")"]
+        args += [f"b{l}: T.Buffer(({4 * h},), \"float32\")", f"thr{l}: T.Buffer(({h},), \"float32\")",
+                 f"c{l}: T.Buffer(({h},), \"float32\")", f"y{l}: T.Buffer(({h},), \"float32\")",
+                 f"ei{l}: T.Buffer(({h},), \"int32\")", f"ev{l}: T.Buffer(({h},), \"float32\")",
+                 f"en{l}: T.Buffer((1,), \"int32\")", f"acc{l}: T.Buffer(({4 * h},), \"float32\")"]
+    H = spec.hidden_sizes[-1]
+    if spec.decoder_mode == "event":
+        args += [f"dwt: T.Buffer(({H}, {V}), \"float32\")"]
+    else:
+        args += [f"dw: T.Buffer(({V}, {H}), \"float32\")"]
+    args += [f"dbias: T.Buffer(({V},), \"float32\")"]
+    if multi:
+        args += ["logits_h: T.handle"]
+        body += [f"logits = T.match_buffer(logits_h, (K, {V}), \"float32\")"]
+    else:
+        args += [f"logits: T.Buffer(({V},), \"float32\")"]
+    return args, body
+
+
+def step_arg_names(spec: EGRUKernelSpec) -> list[str]:
+    """Names of the weight/state/scratch arguments between the token and the logits (same order
+    for egru_step and egru_run)."""
+    args, _ = _step_signature(spec, multi=False)
+    return [a.split(":")[0].removesuffix("_h") if a.endswith("T.handle") else a.split(":")[0]
+            for a in args[1:-1]]
+
+
+def _emit_step_body(em: _Emitter, spec: EGRUKernelSpec, tok: str, logits_row: str):
+    V = spec.vocab_size
+    fast = spec.fast_math
+    em(f"tk: T.let = T.max(T.min({tok}, {V - 1}), 0)")
+    for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
+        idt = spec.layer_index_dtype(l)
+        acc = f"acc{l}"
+        o = em.fresh("o")
+        if l == 0 and spec.embed_mode == "table":
+            em(f"for {o} in range({3 * h}):")
+            with em.block():
+                em(f"{acc}[{o}] = b{l}[{o}] + tab[tk, {o}]")
+            em(f"for {o}_g in range({h}):")
+            with em.block():
+                em(f"{acc}[{3 * h} + {o}_g] = b{l}[{3 * h} + {o}_g]")
+        else:
+            em(f"for {o} in range({4 * h}):")
+            with em.block():
+                em(f"{acc}[{o}] = b{l}[{o}]")
+            if l == 0:
+                _emit_scatter_dense(em, "w0_ptr", "w0_idx", "w0_val", acc, "emb[tk, {i}]", n_in, idt)
+            else:
+                _emit_scatter_events(em, f"w{l}_ptr", f"w{l}_idx", f"w{l}_val", acc, f"ei{l - 1}",
+                                     f"ev{l - 1}", f"en{l - 1}", idt)
+        _emit_scatter_events(em, f"r{l}_ptr", f"r{l}_idx", f"r{l}_val", acc, f"ei{l}", f"ev{l}",
+                             f"en{l}", idt)
+        _emit_update(em, h, f"{acc}[{{j}}]", f"{acc}[{h} + {{j}}]", f"{acc}[{2 * h} + {{j}}]",
+                     f"{acc}[{3 * h} + {{j}}]", f"thr{l}", f"c{l}", f"y{l}", fast)
+        _emit_compress(em, h, f"y{l}", f"ei{l}", f"ev{l}", f"en{l}")
+    L = len(spec.hidden_sizes) - 1
+    _emit_decoder(em, spec, f"ei{L}", f"ev{L}", f"en{L}", f"y{L}", logits_row)
+
+
+def egru_step_source(spec: EGRUKernelSpec) -> str:
+    """TVMScript text of the module with ``egru_step`` and ``egru_run``."""
+    out = []
+    for multi in (False, True):
+        name = "egru_run" if multi else "egru_step"
+        args, mb = _step_signature(spec, multi)
+        em = _Emitter()
+        em(f"T.func_attr({{\"global_symbol\": \"{name}\", \"tir.noalias\": True}})")
+        for line in mb:
+            em(line)
+        if multi:
+            em("for t in range(K):")
+            with em.block():
+                _emit_step_body(em, spec, "tokens[t]", "logits[t, {v}]")
+        else:
+            _emit_step_body(em, spec, "token", "logits[{v}]")
+        out.append((name, "@T.prim_func\ndef " + name + "(" + ", ".join(args) + "):\n" + em.text()))
+    return out
+
+
+def build_egru_step(spec: EGRUKernelSpec, target=None):
+    """Compile the fused whole-step kernels for ``spec``.
+
+    Returns a ``tvm.runtime.Executable`` with two packed functions (argument order = :func:`step_arg_names`):
+
+    * ``egru_step(token:int32, <weights/states/scratch...>, logits f32[V])``
+    * ``egru_run(tokens int32[K], <same...>, logits f32[K, V])`` (states carried across the K tokens)
+    """
+    import tvm
+    funcs = {}
+    for name, src in egru_step_source(spec):
+        funcs[name] = tvm.script.from_source(src)
+    return tvm.compile(tvm.IRModule(funcs), _target(target))
+
+
+# --------------------------------------------------------------------------------------------------
+# generic single kernels (symbolic sizes)
+# --------------------------------------------------------------------------------------------------
+
+def kernel_library_source(index_dtype: str = "int32", fast_math: bool = True) -> list[tuple[str, str]]:
+    idt = index_dtype
+    fns = []
+
+    def fn(name, args, mb, emit):
+        em = _Emitter()
+        em(f"T.func_attr({{\"global_symbol\": \"{name}\", \"tir.noalias\": True}})")
+        for line in mb:
+            em(line)
+        emit(em)
+        fns.append((name, "@T.prim_func\ndef " + name + "(" + ", ".join(args) + "):\n" + em.text()))
+
+    # 1. compress: y[h] -> idx, val, cnt
+    fn("compress", ["y_h: T.handle", "ei_h: T.handle", "ev_h: T.handle", "en: T.Buffer((1,), \"int32\")"],
+       ["h = T.int32()", "y = T.match_buffer(y_h, (h,), \"float32\")",
+        "ei = T.match_buffer(ei_h, (h,), \"int32\")", "ev = T.match_buffer(ev_h, (h,), \"float32\")"],
+       lambda em: _emit_compress(em, "h", "y", "ei", "ev", "en"))
+
+    sparse_args = ["ptr_h: T.handle", "idx_h: T.handle", "val_h: T.handle"]
+    sparse_mb = ["np1 = T.int32()", "nnz = T.int32()", "m = T.int32()",
+                 "ptr = T.match_buffer(ptr_h, (np1,), \"int32\")",
+                 f"idx = T.match_buffer(idx_h, (nnz,), \"{idt}\")",
+                 "val = T.match_buffer(val_h, (nnz,), \"float32\")",
+                 "bias = T.match_buffer(bias_h, (m,), \"float32\")",
+                 "acc = T.match_buffer(acc_h, (m,), \"float32\")"]
+
+    # 2. event-gated sparse matvec: acc = bias + sum_e ev[e] * W[ei[e], :]
+    def ev_mv(em):
+        em("for o in range(m):")
+        with em.block():
+            em("acc[o] = bias[o]")
+        _emit_scatter_events(em, "ptr", "idx", "val", "acc", "ei", "ev", "en", idt)
+    fn("event_matvec", sparse_args + ["ei_h: T.handle", "ev_h: T.handle", "en: T.Buffer((1,), \"int32\")",
+                                      "bias_h: T.handle", "acc_h: T.handle"],
+       sparse_mb + ["ne = T.int32()", "ei = T.match_buffer(ei_h, (ne,), \"int32\")",
+                    "ev = T.match_buffer(ev_h, (ne,), \"float32\")"], ev_mv)
+
+    # 3. dense-input sparse matvec: acc = bias + x @ W
+    def de_mv(em):
+        em("for o in range(m):")
+        with em.block():
+            em("acc[o] = bias[o]")
+        _emit_scatter_dense(em, "ptr", "idx", "val", "acc", "x[{i}]", "np1 - 1", idt)
+    fn("dense_matvec", sparse_args + ["x_h: T.handle", "bias_h: T.handle", "acc_h: T.handle"],
+       sparse_mb + ["n_in = T.int32()", "x = T.match_buffer(x_h, (n_in,), \"float32\")"], de_mv)
+
+    # 4. update (+ fused event compression): gx[3h], gh[3h] -> c, y, (ei, ev, en)
+    def upd(em):
+        _emit_update(em, "h", "gx[{j}] + gh[{j}]", "gx[h + {j}] + gh[h + {j}]", "gx[2 * h + {j}]",
+                     "gh[2 * h + {j}]", "thr", "c", "y", fast_math)
+        _emit_compress(em, "h", "y", "ei", "ev", "en")
+    fn("update", ["gx_h: T.handle", "gh_h: T.handle", "thr_h: T.handle", "c_h: T.handle", "y_h: T.handle",
+                  "ei_h: T.handle", "ev_h: T.handle", "en: T.Buffer((1,), \"int32\")"],
+       ["h = T.int32()", "gx = T.match_buffer(gx_h, (3 * h,), \"float32\")",
+        "gh = T.match_buffer(gh_h, (3 * h,), \"float32\")", "thr = T.match_buffer(thr_h, (h,), \"float32\")",
+        "c = T.match_buffer(c_h, (h,), \"float32\")", "y = T.match_buffer(y_h, (h,), \"float32\")",
+        "ei = T.match_buffer(ei_h, (h,), \"int32\")", "ev = T.match_buffer(ev_h, (h,), \"float32\")"], upd)
+
+    # 5. event decoder: logits = dbias + sum_e ev[e] * dwt[ei[e], :]
+    def dec(em):
+        em("for v in range(V):")
+        with em.block():
+            em("logits[v] = dbias[v]")
+        em("for e in range(en[0]):")
+        with em.block():
+            em("e_j: T.let = ei[e]")
+            em("e_y: T.let = ev[e]")
+            em("for v in range(V):")
+            with em.block():
+                em("logits[v] = logits[v] + e_y * dwt[e_j, v]")
+    fn("event_decoder", ["ei_h: T.handle", "ev_h: T.handle", "en: T.Buffer((1,), \"int32\")", "dwt_h: T.handle",
+                         "dbias_h: T.handle", "logits_h: T.handle"],
+       ["H = T.int32()", "V = T.int32()", "ne = T.int32()", "ei = T.match_buffer(ei_h, (ne,), \"int32\")",
+        "ev = T.match_buffer(ev_h, (ne,), \"float32\")", "dwt = T.match_buffer(dwt_h, (H, V), \"float32\")",
+        "dbias = T.match_buffer(dbias_h, (V,), \"float32\")", "logits = T.match_buffer(logits_h, (V,), \"float32\")"],
+       dec)
+    return fns
+
+
+def build_kernel_library(index_dtype: str = "int32", fast_math: bool = True, target=None):
+    """Compile the stand-alone kernels (all sizes symbolic). Packed functions:
+
+    * ``compress(y f32[h], ei i32[h], ev f32[h], en i32[1])``
+    * ``event_matvec(ptr i32[n_in+1], idx[nnz], val f32[nnz], ei i32[ne], ev f32[ne], en i32[1],
+      bias f32[m], acc f32[m])``: acc = bias + sum_{e<en} ev[e] * W[ei[e], :]
+    * ``dense_matvec(ptr, idx, val, x f32[n_in], bias f32[m], acc f32[m])``: acc = bias + x @ W
+    * ``update(gx f32[3h], gh f32[3h], thr f32[h], c f32[h], y f32[h], ei, ev, en)``: in-place c, y
+      and the compressed events of the new y
+    * ``event_decoder(ei, ev, en, dwt f32[H, V], dbias f32[V], logits f32[V])``
+    """
+    import tvm
+    funcs = {name: tvm.script.from_source(src) for name, src in kernel_library_source(index_dtype, fast_math)}
+    return tvm.compile(tvm.IRModule(funcs), _target(target))
+
+
+def load_module(path: str):
+    """Load a library written by ``Executable.export_library`` (no recompilation)."""
+    import tvm
+    return tvm.runtime.load_module(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# runner
+# --------------------------------------------------------------------------------------------------
+
+class TVMStepRunner:
+    """Holds packed weights, states and scratch in TVM tensors and calls the fused step.
+
+    Parameters
+    ----------
+    embedding: [V, E] float32.
+    layers: list of dicts with W ([n_in, 3h] dense or input-major CSR triple), R ([h, 3h] or triple),
+        b [3h], br [3h], thr [h] (used as given: clamp it yourself if the model does).
+    dec_bias: [V]; dec_weight: [V, H_last] (default: the embedding, tied decoder).
+    spec options (index_dtype, embed_mode, decoder_mode, fast_math, decoder_chunk) via kwargs.
+    module: an already compiled/loaded module (skips compilation).
+    """
+
+    def __init__(self, embedding, layers: Sequence[dict], dec_bias, dec_weight=None, *, target=None,
+                 module=None, spec: EGRUKernelSpec | None = None, **spec_kw):
+        import tvm
+        emb = np.ascontiguousarray(embedding, dtype=np.float32)
+        V, E = emb.shape
+        hs = [int(np.asarray(L["thr"]).reshape(-1).shape[0]) for L in layers]
+        if spec is None:
+            spec = EGRUKernelSpec(V, E, tuple(hs), **spec_kw)
+        if spec.vocab_size != V or spec.embedding_size != E or tuple(spec.hidden_sizes) != tuple(hs):
+            raise ValueError("spec does not match the weights")
+        self.spec = spec
+        dw = emb if dec_weight is None else np.ascontiguousarray(dec_weight, dtype=np.float32)
+        arrays: dict[str, np.ndarray] = {}
+        for l, L in enumerate(layers):
+            p = pack_layer(L["W"], L["R"], L["b"], L["br"], L["thr"], spec.index_dtype)
+            if l == 0 and spec.embed_mode == "table":
+                W0 = L["W"]
+                if isinstance(W0, (tuple, list)):
+                    W0 = from_input_major(*W0, n_out=3 * hs[0])
+                arrays["tab"] = np.ascontiguousarray(emb @ np.asarray(W0, np.float32), dtype=np.float32)
+            else:
+                if l == 0:
+                    arrays["emb"] = emb
+                arrays[f"w{l}_ptr"], arrays[f"w{l}_idx"], arrays[f"w{l}_val"] = p["w_ptr"], p["w_idx"], p["w_val"]
+            arrays[f"r{l}_ptr"], arrays[f"r{l}_idx"], arrays[f"r{l}_val"] = p["r_ptr"], p["r_idx"], p["r_val"]
+            arrays[f"b{l}"], arrays[f"thr{l}"] = p["bias4"], p["thr"]
+        if spec.decoder_mode == "event":
+            arrays["dwt"] = np.ascontiguousarray(dw.T)
+        else:
+            arrays["dw"] = dw
+        arrays["dbias"] = np.ascontiguousarray(dec_bias, dtype=np.float32).reshape(-1)
+        self._init_from_arrays(arrays, module, target)
+
+    # -- construction helpers --------------------------------------------------------------------
+    def _init_from_arrays(self, arrays: dict, module, target):
+        import tvm
+        spec = self.spec
+        self.arrays = arrays  # packed numpy weights (kept for export)
+        self.module = module if module is not None else build_egru_step(spec, target)
+        self._step_fn = self.module["egru_step"]
+        self._run_fn = self.module["egru_run"]
+        self.tensors: dict[str, Any] = {k: tvm.runtime.tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        for l, h in enumerate(spec.hidden_sizes):
+            for k, dt in (("c", "float32"), ("y", "float32"), ("ei", "int32"), ("ev", "float32")):
+                self.tensors[f"{k}{l}"] = tvm.runtime.tensor(np.zeros(h, dt))
+            self.tensors[f"en{l}"] = tvm.runtime.tensor(np.zeros(1, "int32"))
+            self.tensors[f"acc{l}"] = tvm.runtime.tensor(np.zeros(4 * h, "float32"))
+        self._logits = tvm.runtime.tensor(np.zeros(spec.vocab_size, "float32"))
+        self._args = [self.tensors[n] for n in step_arg_names(spec)]
+        self._run_bufs: dict[int, tuple] = {}
+
+    @classmethod
+    def from_model(cls, model, **kw) -> "TVMStepRunner":
+        """From an ``egru_compile.model.EGRULanguageModel`` (thr clamped to [0, 1] like the model)."""
+        import torch
+        with torch.no_grad():
+            emb = model.embeddings.weight.detach().cpu().numpy()
+            layers = [dict(W=r.kernel.detach().cpu().numpy(), R=r.recurrent_kernel.detach().cpu().numpy(),
+                           b=r.bias.detach().cpu().numpy(), br=r.recurrent_bias.detach().cpu().numpy(),
+                           thr=r.thr.detach().clamp(0.0, 1.0).cpu().numpy()) for r in model.rnns]
+            dec = model.decoder.decoder
+            return cls(emb, layers, dec.bias.detach().cpu().numpy(), dec.weight.detach().cpu().numpy(), **kw)
+
+    # -- state -----------------------------------------------------------------------------------
+    def reset(self):
+        for l, h in enumerate(self.spec.hidden_sizes):
+            self.set_layer_state(l, np.zeros(h, np.float32), np.zeros(h, np.float32))
+
+    def set_layer_state(self, l: int, c, y):
+        c = np.ascontiguousarray(c, dtype=np.float32).reshape(-1)
+        y = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
+        h = self.spec.hidden_sizes[l]
+        nz = np.flatnonzero(y).astype(np.int32)
+        ei = np.zeros(h, np.int32)
+        ev = np.zeros(h, np.float32)
+        ei[:len(nz)] = nz
+        ev[:len(nz)] = y[nz]
+        self.tensors[f"c{l}"].copyfrom(c)
+        self.tensors[f"y{l}"].copyfrom(y)
+        self.tensors[f"ei{l}"].copyfrom(ei)
+        self.tensors[f"ev{l}"].copyfrom(ev)
+        self.tensors[f"en{l}"].copyfrom(np.array([len(nz)], np.int32))
+
+    def set_state(self, state):
+        """state: list of (c, y) per layer."""
+        for l, (c, y) in enumerate(state):
+            self.set_layer_state(l, c, y)
+
+    def get_state(self):
+        return [(self.tensors[f"c{l}"].numpy(), self.tensors[f"y{l}"].numpy())
+                for l in range(len(self.spec.hidden_sizes))]
+
+    def activity(self) -> list[float]:
+        """Fraction of active units per layer in the current y."""
+        return [int(self.tensors[f"en{l}"].numpy()[0]) / h for l, h in enumerate(self.spec.hidden_sizes)]
+
+    # -- execution -------------------------------------------------------------------------------
+    def step(self, token: int, copy: bool = True) -> np.ndarray:
+        """One token -> logits [V] (copy=False returns a view that the next step overwrites)."""
+        self._step_fn(int(token), *self._args, self._logits)
+        if copy:
+            return self._logits.numpy()
+        return np.from_dlpack(self._logits)
+
+    def run(self, tokens) -> np.ndarray:
+        """tokens [K] -> logits [K, V], states carried (one packed call)."""
+        import tvm
+        tok = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+        K = tok.shape[0]
+        bufs = self._run_bufs.get(K)
+        if bufs is None:
+            bufs = (tvm.runtime.tensor(np.zeros(K, np.int32)),
+                    tvm.runtime.tensor(np.zeros((K, self.spec.vocab_size), np.float32)))
+            self._run_bufs = {K: bufs}
+        bufs[0].copyfrom(tok)
+        self._run_fn(bufs[0], *self._args, bufs[1])
+        return bufs[1].numpy()
+
+    # -- save / load -----------------------------------------------------------------------------
+    def export_library(self, path: str):
+        """Write the compiled step to ``path`` (.so) plus ``path + '.npz'`` (packed weights + spec)."""
+        self.module.export_library(path)
+        np.savez(path + ".npz", __spec__=np.frombuffer(json.dumps(self.spec.to_dict()).encode(), np.uint8),
+                 **self.arrays)
+
+    @classmethod
+    def load(cls, path: str) -> "TVMStepRunner":
+        """Load a runner saved by :meth:`export_library` without recompiling."""
+        z = np.load(path + ".npz")
+        spec = EGRUKernelSpec.from_dict(json.loads(bytes(z["__spec__"]).decode()))
+        arrays = {k: z[k] for k in z.files if k != "__spec__"}
+        self = cls.__new__(cls)
+        self.spec = spec
+        self._init_from_arrays(arrays, load_module(path), None)
+        return self

@@ -1,0 +1,436 @@
+"""Word-level LM training for EGRU (and dense GRU/LSTM baselines): AdamW, surrogate gradients, dropouts,
+DropConnect, activity regularisation, truncated BPTT, iterative global magnitude pruning with fine-tuning,
+project-format checkpoints, resume, CSV log, DDP (gloo/CPU) under torchrun.
+
+Plan of a run = stages: stage 0 trains the dense model for ``epochs`` epochs; stage k >= 1 prunes to
+``prune_schedule[k-1]`` (global magnitude over all RNN kernels) then fine-tunes ``finetune_epochs`` epochs.
+Each stage restarts warmup + cosine LR decay. After every epoch ``<ckpt_dir>/last.pt`` (+ ``last.state.pt``:
+optimizer) is written, after every stage ``<ckpt_dir>/dense.pt`` or ``<ckpt_dir>/sparsity_XX.pt``, at the end
+``output``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Vocabulary
+from ..frontend.checkpoint import load_source, save_checkpoint
+from ..model import EGRUConfig, EGRULanguageModel
+from .baselines import (BASELINE_FORMAT, DenseRNNConfig, DenseRNNLanguageModel, dense_forward,
+                        load_baseline_checkpoint, save_baseline_checkpoint)
+from .data import iter_bptt, load_corpus, num_bptt_steps, shard_streams
+from .forward import Regularisation, detach_state, egru_forward
+from .metrics import measure_activity_and_macs
+from .prune import global_sparsity, masked_fraction, prune_to, refresh_pruned_attributes
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    output: str
+    model: str = "egru"                 # egru | gru | lstm
+    emb: int = 128
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    epochs: int = 10
+    batch_size: int = 32                # per process
+    bptt: int = 70
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 0.1           # AdamW (decoupled); matrices only, not biases / thresholds
+    act_reg: float = 0.0                # x MAC-weighted mean event rate (surrogate gradient)
+    clip: float = 0.5
+    dropout: float = 0.1
+    dropout_emb: float = 0.1
+    dropout_words: float = 0.0
+    dropconnect: float = 0.1
+    dampening: float = 0.7
+    support: float = 1.0
+    thr_init: tuple[float, float] = (0.0, 0.5)
+    prune_schedule: list[float] = field(default_factory=list)
+    finetune_epochs: int = 1
+    finetune_lr: float | None = None    # default: lr / 2
+    seed: int = 1111
+    resume: str | None = None
+    log: str | None = None              # CSV; default <ckpt_dir>/train_log.csv
+    ckpt_dir: str | None = None         # default <output stem>_ckpts next to output
+    train_tokens: int | None = None
+    valid_tokens: int | None = None
+    max_steps: int | None = None        # cap on steps per epoch (smoke tests)
+    eval_batch_size: int = 10
+    threads: int = 1
+    progress: bool = True
+    test: bool = False                  # evaluate the final model on the test split (rank 0, batch 1)
+
+    def resolved_ckpt_dir(self) -> Path:
+        if self.ckpt_dir:
+            return Path(self.ckpt_dir)
+        out = Path(self.output)
+        return out.with_name(out.stem + "_ckpts")
+
+    def resolved_log(self) -> Path:
+        return Path(self.log) if self.log else self.resolved_ckpt_dir() / "train_log.csv"
+
+
+# ------------------------------------------------------------------------------------------- distributed
+def _dist_setup() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_sum(values: list[float], local: bool = False) -> list[float]:
+    if local or not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+class _Step(nn.Module):
+    """What DDP wraps: one training window -> (cross-entropy, activity term, new state, activity)."""
+
+    def __init__(self, model, reg: Regularisation, act_weights: list[float] | None):
+        super().__init__()
+        self.model = model
+        self.reg = reg
+        self.act_weights = act_weights
+
+    def forward(self, inp, tgt, state):
+        if isinstance(self.model, EGRULanguageModel):
+            out = egru_forward(self.model, inp, state, self.reg, training=self.training)
+        else:
+            out = dense_forward(self.model, inp, state, self.reg, training=self.training)
+        ce = F.cross_entropy(out.logits.view(-1, out.logits.size(-1)), tgt.reshape(-1))
+        if out.spikes and self.act_weights:
+            act_term = sum(w * s for w, s in zip(self.act_weights, out.spikes))
+        else:
+            act_term = ce.new_zeros(())
+        return ce, act_term, out.state, out.active
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def build_model(cfg: TrainConfig, vocab_size: int):
+    if cfg.model == "egru":
+        model = EGRULanguageModel(EGRUConfig(vocab_size, cfg.emb, list(cfg.hidden), cfg.dampening, cfg.support))
+        lo, hi = cfg.thr_init
+        with torch.no_grad():
+            for layer in model.rnns:
+                layer.thr.uniform_(lo, hi)
+        return model
+    return DenseRNNLanguageModel(DenseRNNConfig(vocab_size, cfg.emb, list(cfg.hidden), cfg.model))
+
+
+def activity_weights(model) -> list[float]:
+    """Per-layer weight of the mean event rate in the MAC-weighted activity term: a unit's fan-out is its
+    recurrent row (3h) plus its row of the next layer's kernel; the weights sum to 1."""
+    hs = model.config.hidden_sizes
+    costs = [h * (3 * h + (3 * hs[i + 1] if i + 1 < len(hs) else 0)) for i, h in enumerate(hs)]
+    return [c / sum(costs) for c in costs]
+
+
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999))
+
+
+def lr_at(step: int, total: int, base: float, warmup: int, min_ratio: float) -> float:
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    frac = min(1.0, step / max(1, total))
+    return base * warm * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+def evaluate(model, tokens: torch.Tensor, batch_size: int, bptt: int = 200, local: bool = False) -> dict:
+    """Loss/ppl (+ activity and dynamic MACs for EGRU) over `tokens`, split across DDP ranks and summed
+    (`local`: this process evaluates all of `tokens` alone)."""
+    distributed = dist.is_initialized() and not local
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    n = tokens.numel() // world
+    chunk = tokens[rank * n:(rank + 1) * n]
+    L = len(model.config.hidden_sizes)
+    if isinstance(model, EGRULanguageModel):
+        m = measure_activity_and_macs(model, chunk, batch_size=batch_size, bptt=bptt)
+        ntok = m["tokens"]
+        sums = _all_sum([m["loss"] * ntok, ntok, m["dynamic_macs_per_token"] * ntok]
+                        + [a * ntok for a in m["activity"]], local)
+        loss, ntok = sums[0] / sums[1], sums[1]
+        return {"loss": loss, "ppl": math.exp(loss), "tokens": int(ntok), "dynamic_macs_per_token": sums[2] / ntok,
+                "activity": [a / ntok for a in sums[3:]], "static_dense_macs": m["static_dense_macs"],
+                "nonzero_weights": m["nonzero_weights"]}
+    was = model.training
+    model.eval()
+    from .data import batchify
+    src = batchify(chunk, batch_size)
+    state = model.init_state(batch_size)
+    nll, ntok = 0.0, 0
+    with torch.no_grad():
+        for inp, tgt in iter_bptt(src, bptt):
+            out = dense_forward(model, inp, state)
+            nll += float(F.cross_entropy(out.logits.view(-1, out.logits.size(-1)), tgt.reshape(-1), reduction="sum"))
+            ntok += tgt.numel()
+            state = detach_state(out.state)
+    model.train(was)
+    nll, ntok = _all_sum([nll, ntok], local)
+    return {"loss": nll / ntok, "ppl": math.exp(nll / ntok), "tokens": int(ntok),
+            "dynamic_macs_per_token": float(model.static_macs()), "activity": [1.0] * L,
+            "static_dense_macs": model.static_macs(), "nonzero_weights": None}
+
+
+def save_any(path: Path, model, vocab: Vocabulary, meta: dict) -> None:
+    if isinstance(model, EGRULanguageModel):
+        refresh_pruned_attributes(model)
+        save_checkpoint(path, model, vocab, meta)
+    else:
+        save_baseline_checkpoint(path, model, vocab, meta)
+
+
+def load_any(path: str):
+    """-> (model, vocab, meta) from a project EGRU checkpoint (masks restored) or a baseline checkpoint."""
+    try:
+        obj_fmt = torch.load(path, map_location="cpu", weights_only=True).get("format")
+    except Exception:  # noqa: BLE001 - let load_source give its one-line reason
+        obj_fmt = None
+    if obj_fmt == BASELINE_FORMAT:
+        model, words, meta = load_baseline_checkpoint(path)
+        return model, Vocabulary(words) if words else None, meta
+    src = load_source(path)
+    return src.model, src.vocab, src.meta
+
+
+def stage_name(target: float) -> str:
+    return "dense" if target <= 0 else f"sparsity_{round(target * 100):02d}"
+
+
+class CsvLog:
+    def __init__(self, path: Path, n_layers: int, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+        self.fields = (["time", "kind", "stage", "target_sparsity", "sparsity", "epoch", "step", "lr",
+                        "train_loss", "train_ppl", "act_term", "valid_loss", "valid_ppl"]
+                       + [f"activity_{i}" for i in range(n_layers)]
+                       + ["dynamic_macs_per_token", "macs_reduction", "tokens_per_s", "elapsed_s"])
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists() or path.stat().st_size == 0:
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerow(self.fields)
+
+    def write(self, **row) -> None:
+        if not self.enabled:
+            return
+        row.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(k, "")) for k in self.fields])
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+# ------------------------------------------------------------------------------------------- main
+def run_training(cfg: TrainConfig, echo=print):
+    """Run the whole plan; returns the trained model (identical on every DDP rank)."""
+    rank, world = _dist_setup()
+    torch.set_num_threads(max(1, cfg.threads))
+    is_main = rank == 0
+    say = echo if is_main else (lambda *a, **k: None)
+    ckpt_dir = cfg.resolved_ckpt_dir()
+
+    progress = {"stage": 0, "epochs_done": 0}
+    vocab = None
+    model = None
+    resume_state = None
+    if cfg.resume:
+        model, vocab, meta = load_any(cfg.resume)
+        model.train()
+        progress = dict(meta.get("progress") or {"stage": 0, "epochs_done": 0})
+        st_path = Path(cfg.resume).with_suffix(".state.pt")
+        if st_path.exists():
+            resume_state = torch.load(st_path, map_location="cpu", weights_only=True)
+        say(f"resumed {cfg.resume}: stage {progress['stage']}, {progress['epochs_done']} epoch(s) done, "
+            f"sparsity {masked_fraction(model) if isinstance(model, EGRULanguageModel) else 0.0:.3f}")
+    corpus = load_corpus(cfg.data, vocab, cfg.train_tokens, cfg.valid_tokens)
+    vocab = corpus.vocab
+    if model is None:
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, len(vocab))
+    if cfg.prune_schedule and not isinstance(model, EGRULanguageModel):
+        raise ValueError("pruning is implemented for EGRU models only")
+    if world > 1:  # identical start on every rank (DDP also broadcasts, but masks/thr are set up before)
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                dist.broadcast(t, 0)
+
+    train_src = shard_streams(corpus.train, cfg.batch_size, rank, world)
+    steps_per_epoch = num_bptt_steps(train_src, cfg.bptt)
+    if cfg.max_steps:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+    n_layers = len(model.config.hidden_sizes)
+    log = CsvLog(cfg.resolved_log(), n_layers, is_main)
+    if is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / "config.json").write_text(json.dumps(
+            {"train": asdict(cfg), "model": model.config.to_dict(), "model_type": cfg.model, "world_size": world,
+             "torch": torch.__version__, "train_tokens": int(corpus.train.numel()),
+             "valid_tokens": int(corpus.valid.numel())}, indent=2, default=str))
+    reg = Regularisation(cfg.dropout, cfg.dropout_emb, cfg.dropout_words, cfg.dropconnect)
+    act_w = activity_weights(model) if (isinstance(model, EGRULanguageModel) and cfg.act_reg > 0) else None
+    if act_w:
+        act_w = [cfg.act_reg * w for w in act_w]
+    stages = [(0.0, cfg.epochs, cfg.lr)] + [(float(s), cfg.finetune_epochs, cfg.finetune_lr or cfg.lr / 2)
+                                            for s in cfg.prune_schedule]
+    t_start = time.time()
+    tokens_seen = 0
+    last_valid = None
+
+    def meta_for(si, epochs_done, valid):
+        return {"model_type": cfg.model, "train_config": asdict(cfg), "world_size": world,
+                "progress": {"stage": si, "epochs_done": epochs_done},
+                "target_sparsity": stages[si][0] if si < len(stages) else None,
+                "sparsity": masked_fraction(model) if isinstance(model, EGRULanguageModel) else 0.0,
+                "valid_ppl": valid["ppl"] if valid else None,
+                "activity": valid["activity"] if valid else None,
+                "dynamic_macs_per_token": valid["dynamic_macs_per_token"] if valid else None,
+                "elapsed_s": time.time() - t_start}
+
+    si0 = int(progress["stage"])
+    e0 = int(progress["epochs_done"])
+    if si0 < len(stages) and e0 >= stages[si0][1] and not (si0 == 0 and e0 == 0):
+        si0, e0 = si0 + 1, 0
+    for si in range(si0, len(stages)):
+        target, n_epochs, base_lr = stages[si]
+        start_epoch = e0 if si == si0 else 0
+        if si > 0 and start_epoch == 0:
+            info = prune_to(model, target)
+            say(f"pruned to global sparsity {info['sparsity']:.4f} (target {target}): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in info["per_tensor"].items()))
+            v = evaluate(model, corpus.valid, cfg.eval_batch_size)
+            say(f"  after pruning, before fine-tuning: valid ppl {v['ppl']:.2f}")
+            log.write(kind="pruned", stage=stage_name(target), target_sparsity=target,
+                      sparsity=global_sparsity(model), epoch=0, valid_loss=v["loss"], valid_ppl=v["ppl"],
+                      dynamic_macs_per_token=v["dynamic_macs_per_token"],
+                      macs_reduction=v["static_dense_macs"] / v["dynamic_macs_per_token"],
+                      elapsed_s=time.time() - t_start, **{f"activity_{i}": a for i, a in enumerate(v["activity"])})
+            last_valid = v
+        opt = make_optimizer(model, base_lr, cfg.weight_decay)
+        if resume_state is not None and si == si0 and start_epoch > 0:
+            try:
+                opt.load_state_dict(resume_state["optimizer"])
+            except (ValueError, KeyError) as e:
+                say(f"note: optimizer state not restored ({e}); continuing with a fresh optimizer")
+        resume_state = None
+        step_mod = _Step(model, reg, act_w)
+        runner = step_mod
+        if world > 1:
+            runner = nn.parallel.DistributedDataParallel(step_mod, broadcast_buffers=False)
+        runner.train()
+        total_steps = max(1, n_epochs * steps_per_epoch)
+        params = [p for p in model.parameters() if p.requires_grad]
+        for epoch in range(start_epoch, n_epochs):
+            torch.manual_seed(cfg.seed + 100003 * rank + 1009 * si + epoch + 1)
+            state = model.init_state(cfg.batch_size)
+            t0 = time.time()
+            loss_sum, act_sum, n_steps, n_tok = 0.0, 0.0, 0, 0
+            bar = None
+            if is_main and cfg.progress:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=steps_per_epoch, desc=f"{stage_name(target)} ep {epoch + 1}/{n_epochs}",
+                           unit="step", file=sys.stderr, dynamic_ncols=True, leave=False,
+                           mininterval=0.5 if sys.stderr.isatty() else 60)
+            for i, (inp, tgt) in enumerate(iter_bptt(train_src, cfg.bptt)):
+                if i >= steps_per_epoch:
+                    break
+                lr = lr_at(epoch * steps_per_epoch + i, total_steps, base_lr, cfg.warmup_steps, cfg.min_lr_ratio)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                ce, act_term, state, active = runner(inp, tgt, state)
+                loss = ce + act_term
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+                opt.step()
+                state = detach_state(state)
+                if not math.isfinite(float(ce)):
+                    raise FloatingPointError(f"loss became {float(ce)} at stage {si} epoch {epoch} step {i}")
+                loss_sum += float(ce)
+                act_sum += sum(active) / len(active)
+                n_steps += 1
+                n_tok += inp.numel() * world
+                if bar is not None:
+                    bar.update(1)
+                    if i % 10 == 0:
+                        bar.set_postfix(loss=f"{loss_sum / n_steps:.3f}", act=f"{act_sum / n_steps:.3f}",
+                                        lr=f"{lr:.2e}", refresh=False)
+            if bar is not None:
+                bar.close()
+            train_loss = _all_sum([loss_sum / max(1, n_steps)])[0] / world
+            dt = time.time() - t0
+            tokens_seen += n_tok
+            valid = evaluate(model, corpus.valid, cfg.eval_batch_size)
+            last_valid = valid
+            macs_red = valid["static_dense_macs"] / valid["dynamic_macs_per_token"]
+            say(f"[{stage_name(target)}] epoch {epoch + 1}/{n_epochs}: train loss {train_loss:.3f} "
+                f"(ppl {math.exp(train_loss):.1f}), valid ppl {valid['ppl']:.2f}, activity "
+                + "/".join(f"{a:.3f}" for a in valid["activity"])
+                + f", MACs/token {valid['dynamic_macs_per_token']:.0f} ({macs_red:.1f}x below dense), "
+                  f"{n_tok / dt:.0f} tok/s, {dt / 60:.1f} min")
+            log.write(kind="epoch", stage=stage_name(target), target_sparsity=target,
+                      sparsity=global_sparsity(model) if isinstance(model, EGRULanguageModel) else 0.0,
+                      epoch=epoch + 1, step=(epoch + 1) * steps_per_epoch, lr=lr, train_loss=train_loss,
+                      train_ppl=math.exp(train_loss), act_term=act_sum / max(1, n_steps),
+                      valid_loss=valid["loss"], valid_ppl=valid["ppl"],
+                      dynamic_macs_per_token=valid["dynamic_macs_per_token"], macs_reduction=macs_red,
+                      tokens_per_s=n_tok / dt, elapsed_s=time.time() - t_start,
+                      **{f"activity_{i}": a for i, a in enumerate(valid["activity"])})
+            if is_main:
+                save_any(ckpt_dir / "last.pt", model, vocab, meta_for(si, epoch + 1, valid))
+                torch.save({"optimizer": opt.state_dict(), "progress": {"stage": si, "epochs_done": epoch + 1}},
+                           ckpt_dir / "last.state.pt")
+        if is_main:
+            if last_valid is None:
+                last_valid = evaluate(model, corpus.valid, cfg.eval_batch_size)
+            save_any(ckpt_dir / f"{stage_name(target)}.pt", model, vocab, meta_for(si, n_epochs, last_valid))
+        elif last_valid is None:
+            last_valid = evaluate(model, corpus.valid, cfg.eval_batch_size)
+        if world > 1:
+            dist.barrier()
+    final_si = len(stages) - 1
+    if is_main:
+        meta = meta_for(final_si, stages[final_si][1], last_valid)
+        meta["tokens_seen"] = tokens_seen
+        if cfg.test:
+            test = evaluate_test(model, cfg.data, vocab)
+            meta["test_ppl"] = test["ppl"]
+            say(f"test ppl {test['ppl']:.2f} (batch 1, {test['tokens']} tokens)")
+        save_any(Path(cfg.output), model, vocab, meta)
+        say(f"wrote {cfg.output}")
+    if world > 1:
+        dist.barrier()
+    return model
+
+
+def evaluate_test(model, data_dir: str, vocab: Vocabulary, batch_size: int = 1) -> dict:
+    """Test-split perplexity on this process only (no DDP), AWD convention: batch 1, carried state."""
+    from .data import find_split
+    tokens = torch.from_numpy(vocab.encode_file(find_split(data_dir, "test")))
+    return evaluate(model, tokens, batch_size, local=True)
