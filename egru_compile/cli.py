@@ -91,16 +91,20 @@ def _load_calibration(path, source, n_tokens, unk):
               help="chip profile file (neuromorphic targets)")
 @click.option("--max-chips", type=int, default=16, show_default=True, help="most chips a placement may use")
 @click.option("--float-weights", is_flag=True, help="keep float weights on chip targets (no int8 quantization)")
+@click.option("--placement-objective", type=click.Choice(["traffic", "latency"]), default="traffic",
+              show_default=True, help="chip targets: fewest spike hops within the baseline's cores, or use spare "
+              "cores to cut the busiest core's load")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace an existing output directory")
 @click.option("-v", "--verbose", is_flag=True, help="print pass timings and progress")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 def compile_cmd(model, target, out_dir, vocab_file, passes, print_ir, print_ir_after_all, calib_data,
-                calib_tokens, unk, report_path, profile_path, max_chips, float_weights, trust_checkpoint, force,
-                verbose, debug):
+                calib_tokens, unk, report_path, profile_path, max_chips, float_weights, placement_objective,
+                trust_checkpoint, force, verbose, debug):
     """Compile MODEL (project checkpoint, EvNN state_dict or torch.export .pt2) for --target."""
     options = dict(target=target, passes=passes, calib_data=calib_data, calib_tokens=calib_tokens, unk=unk,
-                   profile=profile_path, max_chips=max_chips, float_weights=float_weights)
+                   profile=profile_path, max_chips=max_chips, float_weights=float_weights,
+                   placement_objective=placement_objective)
     _run_guarded(debug, _compile, model, out_dir, vocab_file, print_ir, print_ir_after_all, report_path,
                  trust_checkpoint, force, verbose, options)
 
@@ -129,7 +133,8 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     calib = None
     if options["calib_data"]:
         calib = _load_calibration(options["calib_data"], source, options["calib_tokens"], options["unk"])
-    graph = _run_passes(graph, options["passes"], calib, print_ir_after_all, verbose)
+    graph = _run_passes(graph, options["passes"], calib, print_ir_after_all, verbose,
+                        quantize=target in CHIP_TARGETS and not options["float_weights"])
     if report_path and "macs" in graph.meta:
         from .targets.output import atomic_write_text
         atomic_write_text(report_path, json.dumps(graph.meta["macs"], indent=2, sort_keys=True) + "\n")
@@ -145,14 +150,17 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     click.echo(f"wrote {out_dir} ({target}) in {time.perf_counter() - t0:.1f} s")
 
 
-def _run_passes(graph, passes, calib, print_after_all, verbose):
-    try:
-        from .passes import PassManager, PassOptions
-    except ImportError:
-        if passes:
-            raise EgruError("the pass pipeline is not implemented yet") from None
-        return graph
-    names = [p.strip() for p in passes.split(",") if p.strip()] if passes else None
+CHIP_TARGETS = ("loihi-like", "spinnaker2-like")
+
+
+def _run_passes(graph, passes, calib, print_after_all, verbose, quantize=False):
+    """Run `--passes` (default pipeline when None). Chip targets hold int8 weights: unless --float-weights,
+    quantize-int8 runs before count-macs so the MAC report describes the weights the chip holds."""
+    from .passes import DEFAULT_PIPELINE, PassManager, PassOptions
+    names = [p.strip() for p in passes.split(",") if p.strip()] if passes else list(DEFAULT_PIPELINE)
+    if quantize and "quantize-int8" not in names:
+        at = names.index("count-macs") if "count-macs" in names else len(names)
+        names.insert(at, "quantize-int8")
     pm = PassManager(names, options=PassOptions(calib_tokens=calib), print_ir_after_all=print_after_all,
                      verbose=verbose, stream=sys.stdout if print_after_all else sys.stderr)
     return pm.run(graph)

@@ -232,7 +232,7 @@ class _SparseMatVec:
 
     @staticmethod
     def compute(attrs, x, m: SparseMatrix, bias=None):
-        out = (np.asarray(x, np.float32) @ m.to_dense().T).astype(np.float32)
+        out = (np.asarray(x, np.float32) @ m.cached_dense().T).astype(np.float32)
         if bias is not None:
             out = (out + bias).astype(np.float32)
         return [out]
@@ -277,14 +277,22 @@ class _EventMatVec:
 
     @staticmethod
     def compute(attrs, idx, val, count, m: SparseMatrix, bias=None):
-        csc = m if m.fmt == "csc" else m.convert("csc")
-        vals = csc.dequantized_values()
-        out = np.zeros(m.shape[0], np.float32) if bias is None else np.array(bias, np.float32).reshape(-1)
-        for k in range(int(count[0])):
-            i = idx[k]
-            s, e = csc.indptr[i], csc.indptr[i + 1]
-            out[csc.indices[s:e]] += np.float32(val[k]) * vals[s:e]
-        return [out[None, :]]
+        csc = m.cached_csc()
+        vals = csc.cached_values()
+        out = np.zeros(m.shape[0], np.float64)
+        n = int(count[0])
+        if n:
+            act = np.asarray(idx[:n], np.int64)
+            starts, ends = csc.indptr[act], csc.indptr[act + 1]
+            lens = ends - starts
+            total = int(lens.sum())
+            if total:
+                offs = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(total)
+                contrib = vals[offs].astype(np.float64) * np.repeat(np.asarray(val[:n], np.float64), lens)
+                out += np.bincount(csc.indices[offs], weights=contrib, minlength=m.shape[0])
+        if bias is not None:
+            out += np.asarray(bias, np.float64).reshape(-1)
+        return [out.astype(np.float32)[None, :]]
 
 
 @_op("egru_cell")

@@ -95,6 +95,24 @@ class SparseMatrix:
             m[self.indices, major] = self.data
         return m
 
+    # Cached views for interpreters (a SparseMatrix is immutable once built).
+    def cached_dense(self) -> np.ndarray:
+        if getattr(self, "_dense", None) is None:
+            self._dense = self.to_dense()
+        return self._dense
+
+    def cached_csc(self) -> "SparseMatrix":
+        if self.fmt == "csc":
+            return self
+        if getattr(self, "_csc", None) is None:
+            self._csc = self.convert("csc")
+        return self._csc
+
+    def cached_values(self) -> np.ndarray:
+        if getattr(self, "_values", None) is None:
+            self._values = self.dequantized_values()
+        return self._values
+
     def column_nnz(self) -> np.ndarray:
         """Non-zero fan-out of each input unit (length n_in)."""
         if self.fmt == "csc":

@@ -14,7 +14,7 @@ After::
 
     %rnns_0_kernel = const @rnns.0.kernel : tensor<8x36xf32>
     %matmul = matmul(%embedding, %rnns_0_kernel) : tensor<1x36xf32>
-    %rnns_0_thr_1 = const @rnns.0.thr : tensor<12xf32>
+    %rnns_0_thr_clamp = const @rnns.0.thr : tensor<12xf32>
 
 The new constant's ``label`` comes from its sources (``_orig`` / ``_mask`` suffixes dropped; labels of a
 concat are combined). A constant that is still used by a non-foldable op (e.g. the embedding table, also
@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Graph, Node, SparseMatrix
+from ..ir import Graph, SparseMatrix
 from ..ir.ops import OPS
 from .manager import PassOptions, register_pass
-from .utils import combine_labels, remove_dead_nodes, sanitize
+from .utils import combine_labels, eval_constant, remove_dead_nodes, sanitize
 
 _SUFFIXES = ("_orig", "_mask")
 
@@ -40,18 +40,24 @@ def _strip(label: str) -> str:
     return label
 
 
-def _is_small(node: Node) -> bool:
-    d = node.attrs["data"]
-    return not isinstance(d, SparseMatrix) and np.asarray(d).size <= 1
+def _is_small(v) -> bool:
+    return v.type.numel <= 1
 
 
-def _derived_label(node: Node) -> str | None:
-    srcs = [v.producer for v in node.inputs if v.producer is not None and v.producer.is_const
-            and not _is_small(v.producer)]
-    labels = [s.attrs.get("label") for s in srcs if s.attrs.get("label")]
+def _derived_label(v, inner: set) -> str | None:
+    """Label of a folded value from the labelled constants it is computed from."""
+    p = v.producer
+    if p is None:
+        return None
+    if p.is_const:
+        return p.attrs.get("label")
+    if p not in inner:
+        return None
+    labels = [(x, _derived_label(x, inner)) for x in p.inputs if not _is_small(x)]
+    labels = [l for _, l in labels if l]
     if not labels:
         return None
-    if node.op == "concat":
+    if p.op == "concat":
         return combine_labels([_strip(l) for l in labels])
     for l in labels:                      # the weight itself, not its mask
         if l.endswith("_orig"):
@@ -60,49 +66,55 @@ def _derived_label(node: Node) -> str | None:
     return _strip((non_mask or labels)[0])
 
 
-def _foldable(node: Node) -> bool:
-    if node.is_const or node.op not in OPS or not node.inputs:
-        return False
-    for v in node.inputs:
-        p = v.producer
-        if p is None or not p.is_const or isinstance(p.attrs["data"], SparseMatrix):
-            return False
-    return True
-
-
 def const_fold(graph: Graph) -> int:
-    """Fold all-constant ops in place; returns the number of ops folded."""
-    folded = 0
+    """Fold all-constant subgraphs in place (one new constant per result still needed at run time);
+    returns the number of ops folded away."""
+    users = graph.users()
+    # 1. optimistic candidate set: ops computed from constants only
+    cand: set = set()
+    for n in graph.nodes:
+        if n.is_const or n.op not in OPS or not n.inputs:
+            continue
+        if all(v.producer is not None and (v.producer in cand or (v.producer.is_const and not isinstance(
+                v.producer.attrs["data"], SparseMatrix))) for v in n.inputs):
+            cand.add(n)
+    # 2. never derive a copy of a (non-scalar) tensor that stays live for a non-folded user
     changed = True
     while changed:
         changed = False
-        for node in list(graph.nodes):
-            if not _foldable(node):
+        for n in [n for n in graph.nodes if n in cand]:
+            ok = all(v.producer is not None and (v.producer.is_const or v.producer in cand) for v in n.inputs)
+            if ok:
+                ok = not any(not _is_small(v) and any(u not in cand for u in users.get(v, [])) for v in n.inputs)
+            if not ok:
+                cand.discard(n)
+                changed = True
+    # 3. materialise the results that something outside the folded set still reads
+    outputs = set(graph.outputs)
+    roots = [n for n in graph.nodes if n in cand and any(
+        v in outputs or any(u not in cand for u in users.get(v, [])) for v in n.outputs)]
+    cache: dict = {}
+    names = getattr(graph, "_names", set())
+    for node in roots:
+        label = _derived_label(node.outputs[0], cand)
+        idx = graph.index_of(node)
+        for k, old in enumerate(node.outputs):
+            if not (old in outputs or users.get(old)):
                 continue
-            users = graph.users()
-            # never duplicate a (non-scalar) constant that stays live for a non-foldable user
-            if any(not _is_small(v.producer) and any(not _foldable(u) for u in users.get(v, []))
-                   for v in node.inputs):
-                continue
-            outs = OPS[node.op].compute(node.attrs, *[v.producer.attrs["data"] for v in node.inputs])
-            label = _derived_label(node)
-            idx = graph.index_of(node)
-            for k, (old, data) in enumerate(zip(node.outputs, outs)):
-                data = np.ascontiguousarray(data)
-                attrs = {"label": label} if label else {}
-                hint = sanitize(label) if label else old.name
-                if len(node.outputs) > 1 and label:
-                    hint += f"_{k}"
-                new = graph.const(data, name=hint, index=idx + k, **attrs)
-                if node.meta.get("loc"):
-                    new.producer.meta["loc"] = node.meta["loc"]
-                graph.replace_all_uses(old, new)
-            graph.remove_node(node)
-            folded += 1
-            changed = True
-        if changed:
-            remove_dead_nodes(graph)
-    return folded
+            data = np.ascontiguousarray(eval_constant(old, cache))
+            attrs = {"label": label} if label else {}
+            hint = sanitize(label) if label else old.name
+            if label and hint in names:
+                hint = f"{hint}_{node.op}"
+            if len(node.outputs) > 1:
+                hint += f"_{k}"
+            new = graph.const(data, name=hint, index=idx, **attrs)
+            idx += 1
+            if node.meta.get("loc"):
+                new.producer.meta["loc"] = node.meta["loc"]
+            graph.replace_all_uses(old, new)
+    remove_dead_nodes(graph)
+    return len(cand)
 
 
 @register_pass("const-fold")

@@ -14,10 +14,11 @@ from typing import Callable, TextIO
 
 import numpy as np
 
+from ..errors import EgruError
 from ..ir import Graph, VerificationError, verify
 
 
-class PassError(Exception):
+class PassError(EgruError):
     """A pass pipeline cannot be built or a pass failed (the message names the pass)."""
 
 

@@ -30,33 +30,12 @@ def remove_dead_nodes(graph: Graph) -> int:
         removed += len(dead)
 
 
-def producer_op(v: Value) -> str | None:
-    return v.producer.op if v.producer is not None else None
-
-
 def is_const(v: Value) -> bool:
     return v.producer is not None and v.producer.is_const
 
 
 def const_data(v: Value):
     return v.producer.attrs["data"] if is_const(v) else None
-
-
-def scalar_value(v: Value) -> float | None:
-    """The value of a constant holding exactly one element, else None."""
-    d = const_data(v)
-    if d is None or isinstance(d, SparseMatrix):
-        return None
-    a = np.asarray(d)
-    return float(a.reshape(-1)[0]) if a.size == 1 else None
-
-
-def users_map(graph: Graph) -> dict[Value, list[Node]]:
-    return graph.users()
-
-
-def const_label(v: Value) -> str | None:
-    return v.producer.attrs.get("label") if is_const(v) else None
 
 
 def eval_constant(v: Value, _cache: dict | None = None):
@@ -199,20 +178,7 @@ def combine_labels(labels: Iterable[str | None]) -> str | None:
     return "+".join(labels)
 
 
-def insert_index_before_users(graph: Graph, values: list[Value]) -> int:
-    """Smallest node index at which a user of any of `values` sits (len(nodes) if none)."""
-    vs = set(values)
-    for i, n in enumerate(graph.nodes):
-        if any(v in vs for v in n.inputs):
-            return i
-    return len(graph.nodes)
-
-
 # ------------------------------------------------------------------------------------------------ running
-def zero_state(graph: Graph) -> dict[Value, np.ndarray]:
-    return {v: np.zeros(v.type.shape, v.type.np_dtype) for v in graph.inputs if v.meta.get("role") == "state_in"}
-
-
 class Stepper:
     """Streams tokens through a step graph carrying state matched by (layer, kind) — not by position."""
 
@@ -245,3 +211,16 @@ class Stepper:
 
     def logits(self, outs: list[np.ndarray]) -> np.ndarray:
         return outs[self.graph.outputs.index(self.logits_out)]
+
+
+def rename(graph: Graph, value: Value, name: str) -> bool:
+    """Give `value` the name `name` if no other live value uses it (names of removed values can be reused;
+    `Graph.fresh_name` never forgets a name). Returns whether it was renamed."""
+    live = {v.name for v in graph.inputs} | {v.name for n in graph.nodes for v in n.outputs if v is not value}
+    if name in live:
+        return False
+    value.name = name
+    names = getattr(graph, "_names", None)
+    if isinstance(names, set):
+        names.add(name)
+    return True

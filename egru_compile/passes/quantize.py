@@ -1,0 +1,101 @@
+"""quantize-int8 (not in the default pipeline): per-row (per output unit) symmetric int8 quantization of
+every float sparse weight matrix: ``scale[r] = max|M[r,:]| / 127``, ``q = round(M / scale[r])`` clipped to
+[-127, 127]; the `SparseMatrix` keeps int8 ``data`` plus the float32 ``scale`` per output row (see
+`SparseMatrix.dequantized_values`). Entries that round to 0 are dropped (they contribute nothing), so a
+matrix's nnz can fall slightly; the const attrs record ``nnz``, ``density``, ``quantized`` and ``dropped``.
+
+Before::
+
+    %w0_recurrent = const @rnns.0.recurrent_kernel sparse<36x12, csc, nnz=216, density=0.5000> : tensor<36x12xf32>
+
+After::
+
+    %w0_recurrent = const @rnns.0.recurrent_kernel sparse<36x12, csc, nnz=216, density=0.5000, scale> : tensor<36x12xi8>
+
+With ``PassOptions.calib_tokens`` (and ``quantize_measure_ppl``), the pass measures the perplexity of the
+step graph before and after on those tokens: ``graph.meta["quantize"] = {"ppl_before", "ppl_after", ...}``
+(`quantize_report` does the same for any two graphs).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, SparseMatrix
+from .manager import PassOptions, register_pass
+from .utils import Stepper, remove_dead_nodes, rename
+
+
+def quantize_matrix(m: SparseMatrix) -> SparseMatrix:
+    """Per-output-row symmetric int8 version of a float SparseMatrix (same format)."""
+    csr = m.convert("csr")
+    vals = csr.data.astype(np.float32)
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    absmax = np.zeros(csr.shape[0], np.float32)
+    np.maximum.at(absmax, rows, np.abs(vals))
+    scale = (absmax / np.float32(127.0)).astype(np.float32)
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(vals / scale[rows]), -127, 127).astype(np.int8)
+    keep = q != 0
+    counts = np.bincount(rows[keep], minlength=csr.shape[0])
+    indptr = np.zeros(csr.shape[0] + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    out = SparseMatrix(csr.shape, "csr", indptr, np.asarray(csr.indices)[keep].astype(np.int64), q[keep], scale)
+    return out.convert(m.fmt)
+
+
+def quantize_int8(graph: Graph) -> dict:
+    n = dropped = 0
+    for node in list(graph.nodes):
+        if not node.is_const:
+            continue
+        data = node.attrs["data"]
+        if not isinstance(data, SparseMatrix) or data.scale is not None or data.data.dtype == np.int8:
+            continue
+        q = quantize_matrix(data)
+        attrs = {k: v for k, v in node.attrs.items() if k != "data"}
+        attrs.update(nnz=q.nnz, density=round(float(q.density), 6), quantized="int8-per-row",
+                     dropped=data.nnz - q.nnz)
+        new = graph.const(q, name=node.output.name + "_q", index=graph.index_of(node), **attrs)
+        graph.replace_all_uses(node.output, new)
+        graph.remove_node(node)
+        rename(graph, new, node.output.name)
+        n += 1
+        dropped += data.nnz - q.nnz
+    remove_dead_nodes(graph)
+    return {"matrices": n, "dropped": dropped}
+
+
+def perplexity(graph: Graph, tokens) -> float:
+    """exp(mean NLL) of predicting tokens[t+1] from the logits after tokens[t] (zero initial state)."""
+    tokens = np.asarray(tokens, np.int64).reshape(-1)
+    if len(tokens) < 2:
+        raise ValueError("perplexity needs at least 2 tokens")
+    st = Stepper(graph)
+    nll = 0.0
+    for t in range(len(tokens) - 1):
+        logits = st.logits(st.step(int(tokens[t]))).astype(np.float64).reshape(-1)
+        mx = logits.max()
+        nll += mx + np.log(np.exp(logits - mx).sum()) - logits[tokens[t + 1]]
+    return float(np.exp(nll / (len(tokens) - 1)))
+
+
+def quantize_report(graph_before: Graph, graph_after: Graph, tokens) -> dict:
+    """PPL of both graphs on `tokens`: {"ppl_before", "ppl_after", "ppl_delta", "ppl_rel_change", "tokens"}."""
+    a = perplexity(graph_before, tokens)
+    b = perplexity(graph_after, tokens)
+    return {"ppl_before": a, "ppl_after": b, "ppl_delta": b - a, "ppl_rel_change": (b - a) / a,
+            "tokens": int(np.asarray(tokens).size)}
+
+
+@register_pass("quantize-int8")
+def run(graph: Graph, options: PassOptions) -> dict:
+    before = graph.clone() if options.calib_tokens is not None and options.quantize_measure_ppl else None
+    stats = quantize_int8(graph)
+    rep = {"method": "int8 symmetric per output row", **stats, "ppl_before": None, "ppl_after": None}
+    if before is not None and len(options.calib_tokens) >= 2:
+        rep.update(quantize_report(before, graph, options.calib_tokens))
+    graph.meta["quantize"] = rep
+    out = dict(stats)
+    if rep["ppl_before"] is not None:
+        out["ppl"] = f"{rep['ppl_before']:.3f}->{rep['ppl_after']:.3f}"
+    return out
