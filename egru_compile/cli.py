@@ -219,7 +219,7 @@ def _inspect(path, core, trust):
             info = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise EgruError(f"{manifest} is unreadable: {e}") from None
-        from .runtime.inspect import describe_artifact  # provided by the targets that write reports
+        from .targets.describe import describe_artifact
         click.echo(describe_artifact(p, info, core=core), nl=False)
         return
     from .frontend import load_source
