@@ -135,9 +135,16 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
         calib = _load_calibration(options["calib_data"], source, options["calib_tokens"], options["unk"])
     graph = _run_passes(graph, options["passes"], calib, print_ir_after_all, verbose,
                         quantize=target in CHIP_TARGETS and not options["float_weights"])
+    q = graph.meta.get("quantize")
+    if q and q.get("ppl_before") is not None:
+        click.echo(f"quantize-int8: calibration perplexity {q['ppl_before']:.3f} -> {q['ppl_after']:.3f} "
+                   f"({100 * q['ppl_rel_change']:+.3f} %)", err=True)
     if report_path and "macs" in graph.meta:
         from .targets.output import atomic_write_text
-        atomic_write_text(report_path, json.dumps(graph.meta["macs"], indent=2, sort_keys=True) + "\n")
+        report = dict(graph.meta["macs"])
+        if q:
+            report["quantize"] = q
+        atomic_write_text(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     elif report_path:
         raise EgruError("--report needs the count-macs pass in the pipeline")
     if target_fn is None:

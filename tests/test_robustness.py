@@ -1,0 +1,118 @@
+"""Hostile and broken inputs: each gives a one-line error (or a warning where EvNN would carry on), a
+non-zero exit, and no partial output directory."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import make_model
+from egru_compile.cli import main
+from egru_compile.frontend import load_source, save_checkpoint, trace_model
+from egru_compile.ir import Interpreter
+from egru_compile.passes import PassManager
+
+WORDS = [f"w{i}" for i in range(39)] + ["<eos>"]
+
+
+def _evnn(tmp_path, mutate):
+    model = make_model()
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    mutate(sd)
+    torch.save(sd, tmp_path / "m.pt")
+    (tmp_path / "train.txt").write_text(" ".join(WORDS[:-1]) + "\n")
+    return CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--vocab", str(tmp_path / "train.txt"),
+                                     "--target", "loihi-like", "-o", str(tmp_path / "out")])
+
+
+def _one_line_failure(res, tmp_path, *needles):
+    assert res.exit_code != 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_missing_key(tmp_path):
+    res = _evnn(tmp_path, lambda sd: sd.pop("rnns.1.thr"))
+    _one_line_failure(res, tmp_path, "missing weights", "rnns.1.thr")
+
+
+def test_shape_mismatch_between_layers(tmp_path):
+    res = _evnn(tmp_path, lambda sd: sd.__setitem__("rnns.1.kernel", torch.zeros(11, 24)))
+    _one_line_failure(res, tmp_path, "rnns.1.kernel", "input size must match")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_inf_weights(tmp_path, bad):
+    def mutate(sd):
+        sd["rnns.0.kernel"][0, 0] = bad
+    _one_line_failure(_evnn(tmp_path, mutate), tmp_path, "NaN or Inf", "rnns.0.kernel")
+
+
+def test_unknown_extra_keys_warn(tmp_path):
+    model = make_model()
+    sd = dict(model.state_dict())
+    sd["rnns.0.kernel_extra"] = torch.zeros(3)
+    torch.save({"format": "egru-compile/checkpoint", "version": 1, "config": model.config.to_dict(),
+                "vocab": WORDS, "state_dict": sd}, tmp_path / "m.pt")
+    with pytest.warns(UserWarning, match="ignoring unknown keys rnns.0.kernel_extra"):
+        load_source(tmp_path / "m.pt")
+
+
+def test_threshold_outside_unit_interval_is_clamped_with_warning(tmp_path):
+    model = make_model()
+    with torch.no_grad():
+        model.rnns[0].thr[0] = 1.7
+        model.rnns[0].thr[1] = -0.2
+    save_checkpoint(tmp_path / "m.pt", model, WORDS)
+    with pytest.warns(UserWarning, match="outside \\[0, 1\\]; clamped"):
+        src = load_source(tmp_path / "m.pt")
+    thr = src.model.rnns[0].thr.detach()
+    assert float(thr.max()) <= 1.0 and float(thr.min()) >= 0.0
+
+
+def test_unsupported_format_version(tmp_path):
+    model = make_model()
+    torch.save({"format": "egru-compile/checkpoint", "version": 99, "config": model.config.to_dict(),
+                "state_dict": model.state_dict()}, tmp_path / "m.pt")
+    res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", "loihi-like", "-o", str(tmp_path / "out")])
+    _one_line_failure(res, tmp_path, "version 99")
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "m.pt").write_text("hello, I am text")
+    res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", "loihi-like", "-o", str(tmp_path / "out")])
+    _one_line_failure(res, tmp_path, "truncated or corrupt")
+
+
+def test_zero_rows_columns_and_fully_pruned_layer_compile_and_match():
+    model = make_model(hidden=(12, 8))              # zeros baked into the weights (no prune masks)
+    with torch.no_grad():
+        model.rnns[0].kernel[:, 5] = 0             # an output unit's gate row with no input synapses
+        model.rnns[0].recurrent_kernel[3] = 0      # a presynaptic unit with no recurrent fan-out
+        model.rnns[1].kernel.zero_()               # a 100 %-pruned input matrix
+        model.rnns[1].recurrent_kernel.zero_()
+    graph = PassManager(None).run(trace_model(model))
+    sparse = [n.attrs["data"] for n in graph.const_nodes() if hasattr(n.attrs["data"], "nnz")]
+    assert any(m.nnz == 0 for m in sparse)
+    it = Interpreter(graph)
+    state = model.init_state(1)
+    with torch.no_grad():
+        for tok in [1, 2, 3, 4, 5, 6]:
+            logits, state = model.step(torch.tensor([tok]), state)
+            assert np.abs(it.step(tok) - logits.numpy()).max() < 1e-5
+
+
+@pytest.mark.parametrize("content,needle", [("", "is empty"), ("w1 zzz w2\n", "'zzz' is not in the vocabulary")])
+def test_bad_calibration_data(tmp_path, content, needle):
+    save_checkpoint(tmp_path / "m.pt", make_model(), WORDS)
+    (tmp_path / "c.txt").write_text(content)
+    res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", "loihi-like", "-o", str(tmp_path / "out"),
+                                    "--calib-data", str(tmp_path / "c.txt")])
+    _one_line_failure(res, tmp_path, needle)
+    if "zzz" in content:
+        assert "c.txt:1" in res.output
