@@ -175,3 +175,11 @@ def test_spinnaker2_target(chip_model):
     m = json.loads((out / "mapping.json").read_text())
     assert m["profile"]["name"] == "spinnaker2-like" and m["calibrated"] is False
     assert all(c["macs_measured"] is None for c in m["cores"])
+
+
+def test_mapping_json_is_deterministic(chip_model):
+    d, _ = chip_model
+    a, _ = _compile(d)
+    first = (a / "mapping.json").read_bytes()
+    b, _ = _compile(d)
+    assert (b / "mapping.json").read_bytes() == first

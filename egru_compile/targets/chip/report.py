@@ -15,8 +15,11 @@ mapping.json::
       "baseline": {"placement": "sequential", "totals": {...}, "cores": [...]},
       "traffic": {"spike_hops_per_token": x, "baseline_spike_hops_per_token": y, "ratio": y / x},
       "count_macs": {"dynamic": ..., "static": ...},            # the count-macs analysis on the same graph
-      "placement_seconds": s
+      "dense_reference": {"chips", "cores", "memory_bytes", "synapses"},  # the same layers unpruned
+      "placement_objective": "traffic" | "latency"
     }
+
+Deterministic: compiling the same input twice writes byte-identical mapping.json (no timings in it).
 
 `macs_measured` is null without calibration data; energy then assumes every unit fires every step.
 """
