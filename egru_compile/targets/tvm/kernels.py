@@ -23,14 +23,16 @@ Fused step internals (see :func:`pack_layer`):
   its input events and the same layer consumes it as recurrent events in the next step.
 * layer 0 input (a dense embedding row) is either scattered column by column (``embed_mode="csc"``)
   or read from a precomputed gate table ``tab[V, 3h0] = E @ W0`` (``embed_mode="table"``).
-* decoder: ``logits = dbias + y_last @ D^T``; event mode walks the active units of y_last over rows
-  of ``D^T`` (``dwt[H_last, V]``) in register-sized chunks of V; dense mode is a plain GEMV.
+* decoder: ``logits = dbias + y_last @ D^T``; event mode walks only the active units of y_last over
+  rows of ``D^T`` (``dwt[H_last, V]``, 8 rows streamed per pass over the logits); dense mode walks all.
+* scatter loops walk 8 sparse columns in lock step (``interleave``): the inner loops are latency
+  bound on L2/L3 misses when the weights are not cache resident, and more streams in flight help.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,7 +40,7 @@ import numpy as np
 __all__ = [
     "EGRUKernelSpec", "TVMStepRunner", "build_egru_step", "build_kernel_library", "default_target",
     "to_input_major", "from_input_major", "pack_layer", "choose_index_dtype", "reference_step",
-    "reference_run", "load_module",
+    "reference_run", "load_module", "egru_step_source", "kernel_library_source", "step_arg_names",
 ]
 
 
@@ -92,6 +94,17 @@ def _as_csr(M, n_out: int, index_dtype) -> tuple[np.ndarray, np.ndarray, np.ndar
     return to_input_major(M, index_dtype)
 
 
+def _check_csr(p, i, d, n_out: int, name: str):
+    """The kernels trust their indices (no bounds checks in the inner loops): validate once here."""
+    if p.ndim != 1 or len(p) < 1 or p[0] != 0 or np.any(np.diff(p) < 0) or p[-1] != len(i) or len(i) != len(d):
+        raise ValueError(f"{name}: malformed input-major CSR (indptr must start at 0, be non-decreasing "
+                         f"and end at nnz; indices and data must have nnz entries)")
+    if len(i) and (int(np.min(i)) < 0 or int(np.max(i)) >= n_out):
+        raise ValueError(f"{name}: output index out of range [0, {n_out})")
+    if len(p) - 1 > 2 ** 31 - 1 or len(i) > 2 ** 31 - 1:
+        raise ValueError(f"{name}: too large for int32 offsets")
+
+
 def pack_layer(W, R, b, br, thr, index_dtype: str = "auto") -> dict[str, np.ndarray]:
     """Pack one layer for the fused step (see module doc for the 4h accumulator layout).
 
@@ -104,6 +117,8 @@ def pack_layer(W, R, b, br, thr, index_dtype: str = "auto") -> dict[str, np.ndar
     rp, ri, rv = _as_csr(R, 3 * h, np.int64)
     if len(rp) != h + 1:
         raise ValueError(f"R has {len(rp) - 1} inputs, expected h={h}")
+    _check_csr(wp, wi, wv, 3 * h, "W")
+    _check_csr(rp, ri, rv, 3 * h, "R")
     ri = ri.astype(np.int64)
     ri = np.where(ri >= 2 * h, ri + h, ri)
     b = np.asarray(b, dtype=np.float32).reshape(-1)
@@ -157,25 +172,35 @@ def reference_run(tokens, emb, layers, dec_w, dec_b, state=None):
 class EGRUKernelSpec:
     """Shape of the model the fused step is compiled for.
 
-    embed_mode: "csc" (scatter the dense embedding row through W0, no extra memory) or "table"
-        (precomputed ``E @ W0`` [V, 3h0]: fastest, costs V*3h0*4 bytes).
-    decoder_mode: "event" (walk active units of y_last over rows of D^T) or "dense" (GEMV).
+    embed_mode: "csc" (scatter the dense embedding row through W0, no extra memory), "table"
+        (precomputed ``E @ W0`` [V, 3h0]: skips the ~0.45 ns/nnz dense-input matvec, costs V*3h0*4
+        bytes) or "auto" (table when it needs <= table_limit_mb, resolved at construction).
+    decoder_mode: "event" (walk the active units of y_last over rows of D^T) or "dense" (all rows,
+        same vectorised code; for comparison).
     index_dtype: "auto" (int16 if 4h <= 32767, uint16 if <= 65535, else int32), or explicit.
     fast_math: polynomial exp (max rel. error ~1e-7) so the gate update vectorises; False uses
         TVM's sigmoid/tanh (libm expf calls).
-    decoder_chunk: width of the V chunk kept in registers by the event decoder."""
+    decoder_chunk: V-chunk of the event decoder (0 = whole rows: best when D^T is not cache resident).
+    decoder_unroll: active units handled per pass over the logits (more concurrent row streams).
+    interleave: number of sparse columns walked in lock step by the scatter loops (1 = off)."""
 
     vocab_size: int
     embedding_size: int
     hidden_sizes: tuple[int, ...]
     index_dtype: str = "auto"
-    embed_mode: str = "csc"
+    embed_mode: str = "auto"
     decoder_mode: str = "event"
     fast_math: bool = True
-    decoder_chunk: int = 64
+    decoder_chunk: int = 0
+    decoder_unroll: int = 8
+    interleave: int = 8
+    table_limit_mb: float = 512.0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if self.embed_mode == "auto" and self.hidden_sizes:
+            table_mb = self.vocab_size * 3 * self.hidden_sizes[0] * 4 / 2 ** 20
+            object.__setattr__(self, "embed_mode", "table" if table_mb <= self.table_limit_mb else "csc")
         if self.embed_mode not in ("csc", "table"):
             raise ValueError("embed_mode must be 'csc' or 'table'")
         if self.decoder_mode not in ("event", "dense"):
@@ -286,33 +311,66 @@ def _emit_tanh(em: _Emitter, x: str, fast: bool) -> str:
     return v
 
 
-def _emit_scatter_events(em, ptr, idx, val, acc, ei, ev, en, idx_dtype):
+def _ix(idx: str, k: str, idx_dtype: str) -> str:
+    return f"T.Cast(\"int32\", {idx}[{k}])" if idx_dtype != "int32" else f"{idx}[{k}]"
+
+
+def _emit_columns(em, ptr, idx, val, acc, n: str, col: str, wgt: str, idx_dtype: str, interleave: int):
+    """Scatter-add columns: for c in range(n): acc[idx[k]] += wgt(c) * val[k] over column col(c).
+
+    col / wgt are format strings with {c}. With ``interleave`` = G > 1, G columns are walked in lock
+    step (2G independent load streams in flight, which hides L2/L3 latency); indices inside one
+    column are distinct, so the G read-modify-writes of one iteration only meet through the cache."""
+    c = em.fresh("c")
+    n = f"({n})"
+    G = max(1, int(interleave))
+    if G > 1:
+        tags = [chr(ord("a") + g) for g in range(G)]
+        em(f"for {c} in range({n} // {G}):")
+        with em.block():
+            for g, s_ in enumerate(tags):
+                cc = f"{c} * {G} + {g}"
+                em(f"{c}_{s_}i: T.let = {col.format(c=cc)}")
+                em(f"{c}_{s_}v: T.let = {wgt.format(c=cc)}")
+                em(f"{c}_{s_}0: T.let = {ptr}[{c}_{s_}i]")
+                em(f"{c}_{s_}n: T.let = {ptr}[{c}_{s_}i + 1] - {c}_{s_}0")
+            mins = f"{c}_an"
+            for s_ in tags[1:]:
+                mins = f"T.min({mins}, {c}_{s_}n)"
+            em(f"{c}_m: T.let = {mins}")
+            em(f"for {c}_k in range({c}_m):")
+            with em.block():
+                for s_ in tags:
+                    ix = _ix(idx, f"{c}_{s_}0 + {c}_k", idx_dtype)
+                    em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_{s_}v * {val}[{c}_{s_}0 + {c}_k]")
+            for s_ in tags:
+                em(f"for {c}_{s_}k in range({c}_{s_}0 + {c}_m, {c}_{s_}0 + {c}_{s_}n):")
+                with em.block():
+                    ix = _ix(idx, f"{c}_{s_}k", idx_dtype)
+                    em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_{s_}v * {val}[{c}_{s_}k]")
+        start = f"{n} // {G} * {G}"
+    else:
+        start = "0"
+    em(f"for {c} in range({start}, {n}):")
+    with em.block():
+        em(f"{c}_i: T.let = {col.format(c=c)}")
+        em(f"{c}_v: T.let = {wgt.format(c=c)}")
+        em(f"{c}_k0: T.let = {ptr}[{c}_i]")
+        em(f"{c}_k1: T.let = {ptr}[{c}_i + 1]")
+        em(f"for {c}_k in range({c}_k0, {c}_k1):")
+        with em.block():
+            ix = _ix(idx, f"{c}_k", idx_dtype)
+            em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_v * {val}[{c}_k]")
+
+
+def _emit_scatter_events(em, ptr, idx, val, acc, ei, ev, en, idx_dtype, interleave=8):
     """acc[idx[k]] += v * val[k] for the CSC columns of the active inputs (ei, ev, en)."""
-    e = em.fresh("e")
-    em(f"for {e} in range({en}[0]):")
-    with em.block():
-        em(f"{e}_i: T.let = {ei}[{e}]")
-        em(f"{e}_v: T.let = {ev}[{e}]")
-        em(f"{e}_k0: T.let = {ptr}[{e}_i]")
-        em(f"{e}_k1: T.let = {ptr}[{e}_i + 1]")
-        em(f"for {e}_k in range({e}_k0, {e}_k1):")
-        with em.block():
-            ix = f"T.Cast(\"int32\", {idx}[{e}_k])" if idx_dtype != "int32" else f"{idx}[{e}_k]"
-            em(f"{acc}[{ix}] = {acc}[{ix}] + {e}_v * {val}[{e}_k]")
+    _emit_columns(em, ptr, idx, val, acc, f"{en}[0]", f"{ei}[{{c}}]", f"{ev}[{{c}}]", idx_dtype, interleave)
 
 
-def _emit_scatter_dense(em, ptr, idx, val, acc, x_expr, n_in, idx_dtype):
+def _emit_scatter_dense(em, ptr, idx, val, acc, x_expr, n_in, idx_dtype, interleave=8):
     """acc[idx[k]] += x[i] * val[k] over all inputs i (x_expr is a format string with {i})."""
-    i = em.fresh("i")
-    em(f"for {i} in range({n_in}):")
-    with em.block():
-        em(f"{i}_v: T.let = {x_expr.format(i=i)}")
-        em(f"{i}_k0: T.let = {ptr}[{i}]")
-        em(f"{i}_k1: T.let = {ptr}[{i} + 1]")
-        em(f"for {i}_k in range({i}_k0, {i}_k1):")
-        with em.block():
-            ix = f"T.Cast(\"int32\", {idx}[{i}_k])" if idx_dtype != "int32" else f"{idx}[{i}_k]"
-            em(f"{acc}[{ix}] = {acc}[{ix}] + {i}_v * {val}[{i}_k]")
+    _emit_columns(em, ptr, idx, val, acc, str(n_in), "{c}", x_expr.replace("{i}", "{c}"), idx_dtype, interleave)
 
 
 def _emit_update(em, h, az, ar, agx, agh, thr, c, y, fast, zr_offsets=None):
@@ -346,22 +404,21 @@ def _emit_compress(em, h, y, ei, ev, en):
 
 
 def _emit_decoder(em, spec: EGRUKernelSpec, ei, ev, en, ybuf, logits_row: str):
-    """logits[row, v] = dbias[v] + sum over active j of y[j] * dwt[j, v] (event) or dense GEMV.
+    """logits[row, v] = dbias[v] + sum_j y[j] * dwt[j, v].
 
+    event mode: j runs over the active units (ei, ev, en) only; dense mode: over all H units of y
+    (same vectorised row-axpy code, for comparison). ``decoder_unroll`` rows of D^T are streamed per
+    pass over the logits, in V-chunks of ``decoder_chunk`` (0 = whole rows).
     logits_row: format string with {v} indexing the output logits element."""
     V = spec.vocab_size
     H = spec.hidden_sizes[-1]
-    if spec.decoder_mode == "dense":
-        v = em.fresh("v")
-        em(f"for {v} in range({V}):")
-        with em.block():
-            em(f"{logits_row.format(v=v)} = dbias[{v}]")
-            em(f"for {v}_j in range({H}):")
-            with em.block():
-                em(f"{logits_row.format(v=v)} = {logits_row.format(v=v)} + {ybuf}[{v}_j] * dw[{v}, {v}_j]")
-        return
-    CH = max(1, min(int(spec.decoder_chunk), V))
+    CH = V if spec.decoder_chunk <= 0 else max(1, min(int(spec.decoder_chunk), V))
     nfull, tail = divmod(V, CH)
+    U = max(1, int(spec.decoder_unroll))
+    if spec.decoder_mode == "dense":
+        n, row, wgt = str(H), "{e}", f"{ybuf}[{{e}}]"
+    else:
+        n, row, wgt = f"{en}[0]", f"{ei}[{{e}}]", f"{ev}[{{e}}]"
 
     def chunk(base: str, width: int):
         vi = em.fresh("vi")
@@ -369,10 +426,24 @@ def _emit_decoder(em, spec: EGRUKernelSpec, ei, ev, en, ybuf, logits_row: str):
         with em.block():
             em(f"{logits_row.format(v=f'{base} + {vi}')} = dbias[{base} + {vi}]")
         e = em.fresh("de")
-        em(f"for {e} in range({en}[0]):")
+        if U > 1:
+            em(f"for {e} in range({n} // {U}):")
+            with em.block():
+                for u in range(U):
+                    em(f"{e}_j{u}: T.let = {row.format(e=f'{e} * {U} + {u}')}")
+                    em(f"{e}_y{u}: T.let = {wgt.format(e=f'{e} * {U} + {u}')}")
+                em(f"for {e}_v in range({width}):")
+                with em.block():
+                    lv = logits_row.format(v=f"{base} + {e}_v")
+                    terms = " + ".join(f"{e}_y{u} * dwt[{e}_j{u}, {base} + {e}_v]" for u in range(U))
+                    em(f"{lv} = {lv} + ({terms})")
+            e0 = f"{n} // {U} * {U}"
+        else:
+            e0 = "0"
+        em(f"for {e} in range({e0}, {n}):")
         with em.block():
-            em(f"{e}_j: T.let = {ei}[{e}]")
-            em(f"{e}_y: T.let = {ev}[{e}]")
+            em(f"{e}_j: T.let = {row.format(e=e)}")
+            em(f"{e}_y: T.let = {wgt.format(e=e)}")
             em(f"for {e}_v in range({width}):")
             with em.block():
                 lv = logits_row.format(v=f"{base} + {e}_v")
@@ -420,10 +491,7 @@ def _step_signature(spec: EGRUKernelSpec, multi: bool) -> tuple[list[str], list[
                  f"ei{l}: T.Buffer(({h},), \"int32\")", f"ev{l}: T.Buffer(({h},), \"float32\")",
                  f"en{l}: T.Buffer((1,), \"int32\")", f"acc{l}: T.Buffer(({4 * h},), \"float32\")"]
     H = spec.hidden_sizes[-1]
-    if spec.decoder_mode == "event":
-        args += [f"dwt: T.Buffer(({H}, {V}), \"float32\")"]
-    else:
-        args += [f"dw: T.Buffer(({V}, {H}), \"float32\")"]
+    args += [f"dwt: T.Buffer(({H}, {V}), \"float32\")"]
     args += [f"dbias: T.Buffer(({V},), \"float32\")"]
     if multi:
         args += ["logits_h: T.handle"]
@@ -461,12 +529,13 @@ def _emit_step_body(em: _Emitter, spec: EGRUKernelSpec, tok: str, logits_row: st
             with em.block():
                 em(f"{acc}[{o}] = b{l}[{o}]")
             if l == 0:
-                _emit_scatter_dense(em, "w0_ptr", "w0_idx", "w0_val", acc, "emb[tk, {i}]", n_in, idt)
+                _emit_scatter_dense(em, "w0_ptr", "w0_idx", "w0_val", acc, "emb[tk, {i}]", n_in, idt,
+                                    spec.interleave)
             else:
                 _emit_scatter_events(em, f"w{l}_ptr", f"w{l}_idx", f"w{l}_val", acc, f"ei{l - 1}",
-                                     f"ev{l - 1}", f"en{l - 1}", idt)
+                                     f"ev{l - 1}", f"en{l - 1}", idt, spec.interleave)
         _emit_scatter_events(em, f"r{l}_ptr", f"r{l}_idx", f"r{l}_val", acc, f"ei{l}", f"ev{l}",
-                             f"en{l}", idt)
+                             f"en{l}", idt, spec.interleave)
         _emit_update(em, h, f"{acc}[{{j}}]", f"{acc}[{h} + {{j}}]", f"{acc}[{2 * h} + {{j}}]",
                      f"{acc}[{3 * h} + {{j}}]", f"thr{l}", f"c{l}", f"y{l}", fast)
         _emit_compress(em, h, f"y{l}", f"ei{l}", f"ev{l}", f"en{l}")
@@ -474,8 +543,8 @@ def _emit_step_body(em: _Emitter, spec: EGRUKernelSpec, tok: str, logits_row: st
     _emit_decoder(em, spec, f"ei{L}", f"ev{L}", f"en{L}", f"y{L}", logits_row)
 
 
-def egru_step_source(spec: EGRUKernelSpec) -> str:
-    """TVMScript text of the module with ``egru_step`` and ``egru_run``."""
+def egru_step_source(spec: EGRUKernelSpec) -> list[tuple[str, str]]:
+    """[(name, TVMScript text)] of ``egru_step`` and ``egru_run``."""
     out = []
     for multi in (False, True):
         name = "egru_run" if multi else "egru_step"
@@ -513,7 +582,8 @@ def build_egru_step(spec: EGRUKernelSpec, target=None):
 # generic single kernels (symbolic sizes)
 # --------------------------------------------------------------------------------------------------
 
-def kernel_library_source(index_dtype: str = "int32", fast_math: bool = True) -> list[tuple[str, str]]:
+def kernel_library_source(index_dtype: str = "int32", fast_math: bool = True,
+                          interleave: int = 8) -> list[tuple[str, str]]:
     idt = index_dtype
     fns = []
 
@@ -544,7 +614,7 @@ def kernel_library_source(index_dtype: str = "int32", fast_math: bool = True) ->
         em("for o in range(m):")
         with em.block():
             em("acc[o] = bias[o]")
-        _emit_scatter_events(em, "ptr", "idx", "val", "acc", "ei", "ev", "en", idt)
+        _emit_scatter_events(em, "ptr", "idx", "val", "acc", "ei", "ev", "en", idt, interleave)
     fn("event_matvec", sparse_args + ["ei_h: T.handle", "ev_h: T.handle", "en: T.Buffer((1,), \"int32\")",
                                       "bias_h: T.handle", "acc_h: T.handle"],
        sparse_mb + ["ne = T.int32()", "ei = T.match_buffer(ei_h, (ne,), \"int32\")",
@@ -555,7 +625,7 @@ def kernel_library_source(index_dtype: str = "int32", fast_math: bool = True) ->
         em("for o in range(m):")
         with em.block():
             em("acc[o] = bias[o]")
-        _emit_scatter_dense(em, "ptr", "idx", "val", "acc", "x[{i}]", "np1 - 1", idt)
+        _emit_scatter_dense(em, "ptr", "idx", "val", "acc", "x[{i}]", "np1 - 1", idt, interleave)
     fn("dense_matvec", sparse_args + ["x_h: T.handle", "bias_h: T.handle", "acc_h: T.handle"],
        sparse_mb + ["n_in = T.int32()", "x = T.match_buffer(x_h, (n_in,), \"float32\")"], de_mv)
 
@@ -570,6 +640,32 @@ def kernel_library_source(index_dtype: str = "int32", fast_math: bool = True) ->
         "gh = T.match_buffer(gh_h, (3 * h,), \"float32\")", "thr = T.match_buffer(thr_h, (h,), \"float32\")",
         "c = T.match_buffer(c_h, (h,), \"float32\")", "y = T.match_buffer(y_h, (h,), \"float32\")",
         "ei = T.match_buffer(ei_h, (h,), \"int32\")", "ev = T.match_buffer(ev_h, (h,), \"float32\")"], upd)
+
+    # 4b. one whole event-driven layer (packed 4h layout of pack_layer): input events -> new c, y, events
+    def layer(em):
+        em("for o in range(4 * h):")
+        with em.block():
+            em("acc[o] = b4[o]")
+        _emit_scatter_events(em, "w_ptr", "w_idx", "w_val", "acc", "xi", "xv", "xn", idt, interleave)
+        _emit_scatter_events(em, "r_ptr", "r_idx", "r_val", "acc", "ei", "ev", "en", idt, interleave)
+        _emit_update(em, "h", "acc[{j}]", "acc[h + {j}]", "acc[2 * h + {j}]", "acc[3 * h + {j}]",
+                     "thr", "c", "y", fast_math)
+        _emit_compress(em, "h", "y", "ei", "ev", "en")
+    fn("egru_layer", ["xi_h: T.handle", "xv_h: T.handle", "xn: T.Buffer((1,), \"int32\")",
+                      "w_ptr_h: T.handle", "w_idx_h: T.handle", "w_val_h: T.handle",
+                      "r_ptr_h: T.handle", "r_idx_h: T.handle", "r_val_h: T.handle",
+                      "thr_h: T.handle", "b4_h: T.handle", "c_h: T.handle", "y_h: T.handle",
+                      "ei_h: T.handle", "ev_h: T.handle", "en: T.Buffer((1,), \"int32\")", "acc_h: T.handle"],
+       ["n_in = T.int32()", "h = T.int32()", "nw = T.int32()", "nr = T.int32()",
+        "xi = T.match_buffer(xi_h, (n_in,), \"int32\")", "xv = T.match_buffer(xv_h, (n_in,), \"float32\")",
+        "wp1 = T.int32()", "w_ptr = T.match_buffer(w_ptr_h, (wp1,), \"int32\")",
+        f"w_idx = T.match_buffer(w_idx_h, (nw,), \"{idt}\")", "w_val = T.match_buffer(w_val_h, (nw,), \"float32\")",
+        "rp1 = T.int32()", "r_ptr = T.match_buffer(r_ptr_h, (rp1,), \"int32\")",
+        f"r_idx = T.match_buffer(r_idx_h, (nr,), \"{idt}\")", "r_val = T.match_buffer(r_val_h, (nr,), \"float32\")",
+        "thr = T.match_buffer(thr_h, (h,), \"float32\")", "b4 = T.match_buffer(b4_h, (4 * h,), \"float32\")",
+        "c = T.match_buffer(c_h, (h,), \"float32\")", "y = T.match_buffer(y_h, (h,), \"float32\")",
+        "ei = T.match_buffer(ei_h, (h,), \"int32\")", "ev = T.match_buffer(ev_h, (h,), \"float32\")",
+        "acc = T.match_buffer(acc_h, (4 * h,), \"float32\")"], layer)
 
     # 5. event decoder: logits = dbias + sum_e ev[e] * dwt[ei[e], :]
     def dec(em):
@@ -592,7 +688,7 @@ def kernel_library_source(index_dtype: str = "int32", fast_math: bool = True) ->
     return fns
 
 
-def build_kernel_library(index_dtype: str = "int32", fast_math: bool = True, target=None):
+def build_kernel_library(index_dtype: str = "int32", fast_math: bool = True, target=None, interleave: int = 8):
     """Compile the stand-alone kernels (all sizes symbolic). Packed functions:
 
     * ``compress(y f32[h], ei i32[h], ev f32[h], en i32[1])``
@@ -601,10 +697,14 @@ def build_kernel_library(index_dtype: str = "int32", fast_math: bool = True, tar
     * ``dense_matvec(ptr, idx, val, x f32[n_in], bias f32[m], acc f32[m])``: acc = bias + x @ W
     * ``update(gx f32[3h], gh f32[3h], thr f32[h], c f32[h], y f32[h], ei, ev, en)``: in-place c, y
       and the compressed events of the new y
+    * ``egru_layer(xi i32[n_in], xv f32[n_in], xn i32[1], w_ptr, w_idx, w_val, r_ptr, r_idx, r_val, thr f32[h],
+      b4 f32[4h], c, y, ei, ev, en, acc f32[4h])``: one whole event-driven layer with the packed
+      weights of :func:`pack_layer` (input events in, new c / y / events out)
     * ``event_decoder(ei, ev, en, dwt f32[H, V], dbias f32[V], logits f32[V])``
     """
     import tvm
-    funcs = {name: tvm.script.from_source(src) for name, src in kernel_library_source(index_dtype, fast_math)}
+    funcs = {name: tvm.script.from_source(src)
+             for name, src in kernel_library_source(index_dtype, fast_math, interleave)}
     return tvm.compile(tvm.IRModule(funcs), _target(target))
 
 
@@ -627,13 +727,16 @@ class TVMStepRunner:
     layers: list of dicts with W ([n_in, 3h] dense or input-major CSR triple), R ([h, 3h] or triple),
         b [3h], br [3h], thr [h] (used as given: clamp it yourself if the model does).
     dec_bias: [V]; dec_weight: [V, H_last] (default: the embedding, tied decoder).
-    spec options (index_dtype, embed_mode, decoder_mode, fast_math, decoder_chunk) via kwargs.
-    module: an already compiled/loaded module (skips compilation).
+    spec / spec_kw: an :class:`EGRUKernelSpec`, or its options (index_dtype, embed_mode, decoder_mode,
+        fast_math, decoder_chunk, decoder_unroll, interleave, table_limit_mb) as keywords.
+    module: an already compiled/loaded module for the same spec (skips compilation).
+
+    States (c, y and y's event list per layer) live in TVM tensors and are carried across
+    :meth:`step` / :meth:`run`; :attr:`views` are zero-copy numpy views of every tensor.
     """
 
     def __init__(self, embedding, layers: Sequence[dict], dec_bias, dec_weight=None, *, target=None,
                  module=None, spec: EGRUKernelSpec | None = None, **spec_kw):
-        import tvm
         emb = np.ascontiguousarray(embedding, dtype=np.float32)
         V, E = emb.shape
         hs = [int(np.asarray(L["thr"]).reshape(-1).shape[0]) for L in layers]
@@ -643,6 +746,9 @@ class TVMStepRunner:
             raise ValueError("spec does not match the weights")
         self.spec = spec
         dw = emb if dec_weight is None else np.ascontiguousarray(dec_weight, dtype=np.float32)
+        if dw.shape != (V, hs[-1]):
+            raise ValueError(f"decoder weight must be [V, H_last] = {(V, hs[-1])}, got {dw.shape} "
+                             "(a tied decoder needs hidden_sizes[-1] == embedding size)")
         arrays: dict[str, np.ndarray] = {}
         for l, L in enumerate(layers):
             p = pack_layer(L["W"], L["R"], L["b"], L["br"], L["thr"], spec.index_dtype)
@@ -657,10 +763,7 @@ class TVMStepRunner:
                 arrays[f"w{l}_ptr"], arrays[f"w{l}_idx"], arrays[f"w{l}_val"] = p["w_ptr"], p["w_idx"], p["w_val"]
             arrays[f"r{l}_ptr"], arrays[f"r{l}_idx"], arrays[f"r{l}_val"] = p["r_ptr"], p["r_idx"], p["r_val"]
             arrays[f"b{l}"], arrays[f"thr{l}"] = p["bias4"], p["thr"]
-        if spec.decoder_mode == "event":
-            arrays["dwt"] = np.ascontiguousarray(dw.T)
-        else:
-            arrays["dw"] = dw
+        arrays["dwt"] = np.ascontiguousarray(dw.T)
         arrays["dbias"] = np.ascontiguousarray(dec_bias, dtype=np.float32).reshape(-1)
         self._init_from_arrays(arrays, module, target)
 
@@ -680,6 +783,10 @@ class TVMStepRunner:
             self.tensors[f"acc{l}"] = tvm.runtime.tensor(np.zeros(4 * h, "float32"))
         self._logits = tvm.runtime.tensor(np.zeros(spec.vocab_size, "float32"))
         self._args = [self.tensors[n] for n in step_arg_names(spec)]
+        # zero-copy numpy views of every tensor (Tensor.numpy() / copyfrom cost ~12 us each); writing
+        # through a view (e.g. views["thr0"][:] = ...) changes what the next step sees
+        self.views = {k: np.from_dlpack(v) for k, v in self.tensors.items()}
+        self._logits_np = np.from_dlpack(self._logits)
         self._run_bufs: dict[int, tuple] = {}
 
     @classmethod
@@ -696,63 +803,71 @@ class TVMStepRunner:
 
     # -- state -----------------------------------------------------------------------------------
     def reset(self):
-        for l, h in enumerate(self.spec.hidden_sizes):
-            self.set_layer_state(l, np.zeros(h, np.float32), np.zeros(h, np.float32))
+        """Zero all states (c, y and the event lists)."""
+        for l in range(len(self.spec.hidden_sizes)):
+            for k in ("c", "y", "ev", "ei", "en"):
+                self.views[f"{k}{l}"][:] = 0
 
     def set_layer_state(self, l: int, c, y):
-        c = np.ascontiguousarray(c, dtype=np.float32).reshape(-1)
-        y = np.ascontiguousarray(y, dtype=np.float32).reshape(-1)
-        h = self.spec.hidden_sizes[l]
-        nz = np.flatnonzero(y).astype(np.int32)
-        ei = np.zeros(h, np.int32)
-        ev = np.zeros(h, np.float32)
-        ei[:len(nz)] = nz
-        ev[:len(nz)] = y[nz]
-        self.tensors[f"c{l}"].copyfrom(c)
-        self.tensors[f"y{l}"].copyfrom(y)
-        self.tensors[f"ei{l}"].copyfrom(ei)
-        self.tensors[f"ev{l}"].copyfrom(ev)
-        self.tensors[f"en{l}"].copyfrom(np.array([len(nz)], np.int32))
+        c = np.asarray(c, dtype=np.float32).reshape(-1)
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        nz = np.flatnonzero(y)
+        v = self.views
+        v[f"c{l}"][:] = c
+        v[f"y{l}"][:] = y
+        v[f"ei{l}"][:] = 0
+        v[f"ev{l}"][:] = 0
+        v[f"ei{l}"][:len(nz)] = nz
+        v[f"ev{l}"][:len(nz)] = y[nz]
+        v[f"en{l}"][0] = len(nz)
 
     def set_state(self, state):
-        """state: list of (c, y) per layer."""
+        """state: list of (c, y) per layer (y's event list is rebuilt)."""
         for l, (c, y) in enumerate(state):
             self.set_layer_state(l, c, y)
 
     def get_state(self):
-        return [(self.tensors[f"c{l}"].numpy(), self.tensors[f"y{l}"].numpy())
+        """Copies of (c, y) per layer."""
+        return [(self.views[f"c{l}"].copy(), self.views[f"y{l}"].copy())
                 for l in range(len(self.spec.hidden_sizes))]
 
     def activity(self) -> list[float]:
         """Fraction of active units per layer in the current y."""
-        return [int(self.tensors[f"en{l}"].numpy()[0]) / h for l, h in enumerate(self.spec.hidden_sizes)]
+        return [int(self.views[f"en{l}"][0]) / h for l, h in enumerate(self.spec.hidden_sizes)]
 
     # -- execution -------------------------------------------------------------------------------
     def step(self, token: int, copy: bool = True) -> np.ndarray:
         """One token -> logits [V] (copy=False returns a view that the next step overwrites)."""
         self._step_fn(int(token), *self._args, self._logits)
-        if copy:
-            return self._logits.numpy()
-        return np.from_dlpack(self._logits)
+        return self._logits_np.copy() if copy else self._logits_np
 
-    def run(self, tokens) -> np.ndarray:
-        """tokens [K] -> logits [K, V], states carried (one packed call)."""
+    def run(self, tokens, copy: bool = True) -> np.ndarray:
+        """tokens [K] -> logits [K, V] in one packed call, states carried (copy=False: reused buffer)."""
         import tvm
-        tok = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+        tok = np.asarray(tokens).reshape(-1)
         K = tok.shape[0]
         bufs = self._run_bufs.get(K)
         if bufs is None:
-            bufs = (tvm.runtime.tensor(np.zeros(K, np.int32)),
-                    tvm.runtime.tensor(np.zeros((K, self.spec.vocab_size), np.float32)))
+            t = tvm.runtime.tensor(np.zeros(K, np.int32))
+            lg = tvm.runtime.tensor(np.zeros((K, self.spec.vocab_size), np.float32))
+            bufs = (t, lg, np.from_dlpack(t), np.from_dlpack(lg))
             self._run_bufs = {K: bufs}
-        bufs[0].copyfrom(tok)
+        bufs[2][:] = tok
         self._run_fn(bufs[0], *self._args, bufs[1])
-        return bufs[1].numpy()
+        return bufs[3].copy() if copy else bufs[3]
 
     # -- save / load -----------------------------------------------------------------------------
     def export_library(self, path: str):
-        """Write the compiled step to ``path`` (.so) plus ``path + '.npz'`` (packed weights + spec)."""
-        self.module.export_library(path)
+        """Write the compiled step to ``path`` (.so) plus ``path + '.npz'`` (packed weights + spec).
+
+        The .so is compiled for the target CPU (default: this machine's ``mcpu``)."""
+        src = getattr(self, "_lib_path", None)
+        if src is not None:  # loaded from a .so: a runtime module cannot be re-exported, copy the file
+            import shutil
+            if os.path.abspath(src) != os.path.abspath(path):
+                shutil.copyfile(src, path)
+        else:
+            self.module.export_library(path)
         np.savez(path + ".npz", __spec__=np.frombuffer(json.dumps(self.spec.to_dict()).encode(), np.uint8),
                  **self.arrays)
 
@@ -765,4 +880,5 @@ class TVMStepRunner:
         self = cls.__new__(cls)
         self.spec = spec
         self._init_from_arrays(arrays, load_module(path), None)
+        self._lib_path = path
         return self

@@ -1,0 +1,99 @@
+"""`--target tvm`: lower the optimised IR to the TIR step kernels and export a shared library.
+
+Output directory::
+
+    manifest.json   target, spec (sizes, index dtype, kernel options), I/O, source checksum, host CPU
+    egru_step.so    compiled `egru_step` (one token per call) and `egru_run` (K tokens per call)
+    weights.npz     the stack's sparse weights (input-major CSR, float32) the runner packs at load time
+    vocab.txt       vocabulary (when the source has one)
+
+The runner (`runner.py`) loads the .so without recompiling. Weights quantized by ``quantize-int8`` are
+dequantized (the kernels compute in float32).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import EgruError
+from ..stack import EGRUStack, extract_stack
+
+LIBRARY = "egru_step.so"
+WEIGHTS = "weights.npz"
+
+
+def stack_layer_arrays(stack: EGRUStack) -> list[dict]:
+    """Per layer: W/R as input-major CSR triples (indptr, indices, data) of the kernel layout [n_in, 3h]."""
+    layers = []
+    for lw in stack.layers:
+        entry = {"b": lw.b.astype(np.float32), "br": lw.br.astype(np.float32), "thr": lw.thr.astype(np.float32)}
+        for name, m in (("W", lw.W), ("R", lw.R)):
+            csc = m.convert("csc") if m.fmt != "csc" else m     # columns = input units = kernel rows
+            entry[name] = (csc.indptr.astype(np.int32), csc.indices.astype(np.int32),
+                           csc.dequantized_values().astype(np.float32))
+        layers.append(entry)
+    return layers
+
+
+def save_weights(path: Path, stack: EGRUStack) -> None:
+    arrays = {"embedding": stack.embedding, "decoder_weight": stack.decoder_weight,
+              "decoder_bias": stack.decoder_bias, "n_layers": np.array(len(stack.layers))}
+    for l, entry in enumerate(stack_layer_arrays(stack)):
+        for k in ("b", "br", "thr"):
+            arrays[f"l{l}_{k}"] = entry[k]
+        for k in ("W", "R"):
+            for part, arr in zip(("indptr", "indices", "data"), entry[k]):
+                arrays[f"l{l}_{k}_{part}"] = arr
+    tied = np.array_equal(stack.embedding, stack.decoder_weight)
+    if tied:
+        del arrays["decoder_weight"]
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_weights(path: Path):
+    z = np.load(path, allow_pickle=False)
+    emb = z["embedding"]
+    layers = []
+    for l in range(int(z["n_layers"])):
+        entry = {k: z[f"l{l}_{k}"] for k in ("b", "br", "thr")}
+        for k in ("W", "R"):
+            entry[k] = tuple(z[f"l{l}_{k}_{p}"] for p in ("indptr", "indices", "data"))
+        layers.append(entry)
+    dec_w = z["decoder_weight"] if "decoder_weight" in z else emb
+    return emb, layers, dec_w, z["decoder_bias"]
+
+
+def compile_tvm(graph, source, out_dir, options: dict) -> dict:
+    try:
+        import tvm  # noqa: F401
+    except ModuleNotFoundError:
+        raise EgruError("target tvm needs Apache TVM: pip install apache-tvm==0.27.0.post1") from None
+    from .kernels import TVMStepRunner, default_target
+    out_dir = Path(out_dir)
+    stack = extract_stack(graph)
+    t0 = time.perf_counter()
+    runner = TVMStepRunner(stack.embedding, stack_layer_arrays(stack), stack.decoder_bias, stack.decoder_weight)
+    runner.module.export_library(str(out_dir / LIBRARY))
+    compile_s = time.perf_counter() - t0
+    save_weights(out_dir / WEIGHTS, stack)
+    vocab_file = None
+    if source is not None and source.vocab is not None:
+        (out_dir / "vocab.txt").write_text("\n".join(source.vocab.words) + "\n")
+        vocab_file = "vocab.txt"
+    tgt = default_target()
+    manifest = {"target": "tvm", "format": "egru-compile/tvm-step", "version": 1, "library": LIBRARY,
+                "weights": WEIGHTS, "spec": runner.spec.to_dict(), "llvm_target": str(tgt),
+                "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
+                "source_sha256": getattr(source, "sha256", None),
+                "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call"},
+                "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")}}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    (out_dir / "report.txt").write_text(
+        f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, index dtype {runner.spec.index_dtype}, "
+        f"embedding mode {runner.spec.embed_mode}, decoder {runner.spec.decoder_mode}; "
+        f"kernels compiled in {compile_s:.1f} s for {tgt}\n")
+    return {"summary": (out_dir / "report.txt").read_text().rstrip()}
