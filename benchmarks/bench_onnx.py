@@ -1,0 +1,223 @@
+"""Per-token latency of the ONNX-compiled (event-gated, sparse) EGRU vs an ORT dense baseline, batch 1.
+
+PTB-size layers by default (embedding 750, hidden 1350,1350,750, vocabulary 10000), random weights with
+the RNN matrices magnitude-pruned to 85 %, per-layer thresholds bisected so that every layer fires at
+about 10 / 20 / 30 % of its units on a random token stream. Both models run in onnxruntime with the same
+session options (1 intra-op thread, sequential, all graph optimisations) in one process, interleaved:
+
+* ``dense``  — a plain MatMul graph of the same (pruned, zero-filled) weights: the traced frontend graph
+  lowered with event gating, embedding folding and sparse storage switched off;
+* ``onnx``   — `compile_onnx` output after the default pass pipeline (f32, exact);
+* ``onnx-f16`` — the same with ``weight_dtype="f16"`` (event-gated rows stored as float16);
+* ``onnx-int8`` — default pipeline + ``quantize-int8`` (int8 rows, per-row scale; exact w.r.t. that IR but
+  not the same weights as ``dense``).
+
+"RNN stack" times the graphs without the decoder (token -> embedding -> layers); "token" the full step.
+
+    python benchmarks/bench_onnx.py                      # PTB size, ~5 min on 2 cores
+    python benchmarks/bench_onnx.py --small              # quick smoke run
+    python benchmarks/bench_onnx.py --json out.json --threads 1 --tokens 200 --rounds 7
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils import prune
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from egru_compile.frontend import trace_model  # noqa: E402
+from egru_compile.ir import Graph  # noqa: E402
+from egru_compile.model import EGRUConfig, EGRULanguageModel  # noqa: E402
+from egru_compile.passes import PassManager  # noqa: E402
+from egru_compile.passes.utils import remove_dead_nodes  # noqa: E402
+from egru_compile.runtime.onnx_runner import session_options  # noqa: E402
+from egru_compile.targets.onnx import lower_graph, serialize  # noqa: E402
+
+
+def build_model(vocab, emb, hidden, sparsity, seed=0) -> EGRULanguageModel:
+    torch.manual_seed(seed)
+    m = EGRULanguageModel(EGRUConfig(vocab, emb, list(hidden)))
+    with torch.no_grad():
+        for layer in m.rnns:
+            layer.bias.normal_(0, 0.1)
+            layer.recurrent_bias.normal_(0, 0.1)
+    for layer in m.rnns:
+        for name in ("kernel", "recurrent_kernel"):
+            prune.l1_unstructured(layer, name, amount=sparsity)
+            prune.remove(layer, name)
+    return m.eval()
+
+
+@torch.no_grad()
+def layer_activity(model, tokens) -> np.ndarray:
+    state = model.init_state(1)
+    act = np.zeros(len(model.rnns))
+    for t in tokens:
+        _, state = model.step(torch.tensor([int(t)]), state)
+        act += [float((y != 0).float().mean()) for _, y in state]
+    return act / len(tokens)
+
+
+@torch.no_grad()
+def calibrate(model, target: float, tokens, iters: int = 14) -> list[float]:
+    """Per-layer scalar threshold (layer by layer, bisection) giving mean activity ~= target."""
+    thrs = []
+    for l, layer in enumerate(model.rnns):
+        lo, hi = 0.0, 1.0
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            layer.thr.fill_(mid)
+            a = layer_activity(model, tokens)[l]
+            lo, hi = (mid, hi) if a > target else (lo, mid)
+        layer.thr.fill_((lo + hi) / 2)
+        thrs.append((lo + hi) / 2)
+    return thrs
+
+
+def strip_decoder(graph: Graph) -> Graph:
+    """The step without its decoder: 'logits' := the last layer's events (RNN stack only)."""
+    g = graph.clone()
+    ys = [v for v in g.outputs if v.meta.get("role") == "state_out" and v.meta.get("kind") == "y"]
+    last = max(ys, key=lambda v: v.meta["layer"])
+    zero = g.const(np.zeros((), np.float32), name="zero")
+    out = g.op("add", last, zero, name="rnn_out")
+    out.meta["role"] = "logits"
+    g.outputs[0] = out
+    remove_dead_nodes(g)
+    return g
+
+
+def make_session(model_proto, threads):
+    import onnxruntime as ort
+    return ort.InferenceSession(serialize(model_proto), session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def time_sessions(sessions: dict, tokens, rounds: int) -> dict:
+    """Interleaved rounds; each round streams `tokens` from the zero state. Returns per-token µs lists."""
+    res = {k: [] for k in sessions}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            ins = [i for i in s.get_inputs()]
+            names = [o.name for o in s.get_outputs()]
+            state = {i.name: np.zeros(i.shape, np.float32) for i in ins if i.name != "tokens"}
+            outmap = [(names.index(n + "_out"), n) for n in state]
+            tok = np.zeros(1, np.int64)
+            t0 = time.perf_counter()
+            for t in tokens:
+                tok[0] = t
+                state["tokens"] = tok
+                outs = s.run(None, state)
+                for j, n in outmap:
+                    state[n] = outs[j]
+            res[k].append((time.perf_counter() - t0) / len(tokens) * 1e6)
+    return res
+
+
+def measured_activity(session, tokens, sizes) -> list[float]:
+    names = [o.name for o in session.get_outputs()]
+    state = {i.name: np.zeros(i.shape, np.float32) for i in session.get_inputs() if i.name != "tokens"}
+    ev = np.zeros(len(sizes))
+    macs = 0
+    for t in tokens:
+        outs = dict(zip(names, session.run(None, {"tokens": np.array([t], np.int64), **state})))
+        for n in state:
+            state[n] = outs[n + "_out"]
+        ev += [int(outs[f"events{l}"][0]) for l in range(len(sizes))]
+        macs += int(outs["macs"][0])
+    return list(ev / len(tokens) / np.asarray(sizes)), macs / len(tokens)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vocab", type=int, default=10000)
+    ap.add_argument("--emb", type=int, default=750)
+    ap.add_argument("--hidden", default="1350,1350,750")
+    ap.add_argument("--sparsity", type=float, default=0.85)
+    ap.add_argument("--activity", default="0.1,0.2,0.3")
+    ap.add_argument("--tokens", type=int, default=100, help="tokens per timed round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variants", default="onnx,onnx-f16,onnx-int8",
+                    help="compiled variants to time against dense: onnx (f32, exact), onnx-f16, onnx-int8 "
+                         "(default pipeline + quantize-int8)")
+    ap.add_argument("--small", action="store_true", help="tiny sizes (smoke test)")
+    ap.add_argument("--json", help="write the results here")
+    a = ap.parse_args(argv)
+    if a.small:
+        a.vocab, a.emb, a.hidden, a.tokens, a.rounds = 200, 32, "48,32", 30, 2
+    hidden = [int(h) for h in a.hidden.split(",")]
+    acts = [float(x) for x in a.activity.split(",")]
+    rng = np.random.default_rng(0)
+    calib = rng.integers(0, a.vocab, 60)
+    stream = rng.integers(0, a.vocab, a.tokens)
+    model = build_model(a.vocab, a.emb, hidden, a.sparsity)
+    print(f"# EGRU vocab {a.vocab}, emb {a.emb}, hidden {hidden}, RNN sparsity {a.sparsity:.0%}, "
+          f"{a.threads} thread(s), {a.tokens} tokens x {a.rounds} rounds (interleaved), per-token µs (median)",
+          flush=True)
+    variants = ["dense"] + [v for v in a.variants.split(",") if v != "dense"]
+    rows = []
+    for target in acts:
+        thrs = calibrate(model, target, calib)
+        raw = trace_model(model)
+        opt = PassManager(None).run(raw)
+        q8 = PassManager(["quantize-int8"]).run(opt) if "onnx-int8" in variants else None
+        graphs = {"token": (raw, opt, q8),
+                  "rnn": (strip_decoder(raw), strip_decoder(opt), strip_decoder(q8) if q8 is not None else None)}
+        row = {"target_activity": target, "thresholds": thrs}
+        for scope, (graw, gopt, gq8) in graphs.items():
+            protos = {}
+            for k in variants:
+                if k == "dense":
+                    protos[k] = lower_graph(graw, {"event_gating": False, "fold_embedding": False,
+                                                   "sparse_storage": False, "extras": False}).model
+                elif k == "onnx":
+                    protos[k] = lower_graph(gopt).model
+                elif k == "onnx-f16":
+                    protos[k] = lower_graph(gopt, {"weight_dtype": "f16"}).model
+                elif k == "onnx-int8":
+                    protos[k] = lower_graph(gq8).model
+                else:
+                    raise SystemExit(f"unknown variant {k}")
+            t0 = time.perf_counter()
+            sessions = {k: make_session(p, a.threads) for k, p in protos.items()}
+            row[f"{scope}_session_s"] = round(time.perf_counter() - t0, 2)
+            if scope == "token":
+                row["activity"], row["macs_per_token"] = measured_activity(sessions["onnx"], stream, hidden)
+            res = time_sessions(sessions, stream, a.rounds)
+            for k, v in res.items():
+                row[f"{scope}_{k}_us"] = float(np.median(v))
+                row[f"{scope}_{k}_us_min"] = float(np.min(v))
+            del sessions, protos
+            gc.collect()
+        rows.append(row)
+        act = "/".join(f"{x:.2f}" for x in row["activity"])
+        print(f"activity {target:.2f} (measured {act}): " + "  ".join(
+            f"{scope} " + " ".join(f"{k}={row[f'{scope}_{k}_us']:.0f}" for k in variants)
+            for scope in ("rnn", "token")), flush=True)
+    print()
+    for scope, title in (("rnn", "RNN stack (embedding + layers)"), ("token", "whole token (+ decoder)")):
+        print(f"{title}: per-token µs, median of {a.rounds} interleaved rounds (speed-up vs dense)")
+        head = "| activity target / measured | " + " | ".join(variants) + " |"
+        print(head)
+        print("|" + "---|" * (len(variants) + 1))
+        for r in rows:
+            cells = [f"{r['target_activity']:.0%} / " + "/".join(f"{x:.0%}" for x in r["activity"])]
+            for k in variants:
+                us = r[f"{scope}_{k}_us"]
+                cells.append(f"{us:,.0f}" if k == "dense" else f"{us:,.0f} ({r[f'{scope}_dense_us'] / us:.2f}x)")
+            print("| " + " | ".join(cells) + " |")
+        print()
+    if a.json:
+        Path(a.json).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

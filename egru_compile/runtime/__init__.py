@@ -1,0 +1,30 @@
+"""One Python API to run any compiled artifact (or a source checkpoint) token by token.
+
+    from egru_compile.runtime import open_artifact, evaluate, load_eval_tokens
+    r = open_artifact("model.onnx.d")          # dir: runner chosen by manifest.json "target"; file: TorchRunner
+    r.reset()
+    logits = r.step(token_id)                  # [V] float32; r.last_stats = StepStats(events, macs)
+    logits = r.run(token_ids)                  # [T, V]; r.last_run = RunStats(events [T,L], macs [T])
+    ids = load_eval_tokens("test.txt", r.vocab, max_tokens=None, unk=None)
+    evaluate(r, ids, quiet=True)               # {"perplexity", "tokens", "macs_per_token", "activity", ...}
+
+Targets register their runner with `register_runner(target, factory)`; ``onnx`` is built in, and for
+another target `open_artifact` imports ``egru_compile.targets.<target>.runner`` (``-`` -> ``_``), then
+``egru_compile.targets.<target>``, expecting the import to register it.
+"""
+from .base import (ArtifactError, Runner, RunStats, StepStats, open_artifact, read_manifest, read_vocab_file,
+                   register_runner)
+from .evaluate import evaluate, evaluate_path, load_eval_tokens
+from .torch_runner import GraphRunner, TorchRunner
+
+
+def __getattr__(name):        # OnnxRunner imports onnxruntime only when asked for
+    if name in ("OnnxRunner", "session_options"):
+        from . import onnx_runner
+        return getattr(onnx_runner, name)
+    raise AttributeError(name)
+
+
+__all__ = ["ArtifactError", "Runner", "RunStats", "StepStats", "open_artifact", "read_manifest", "read_vocab_file",
+           "register_runner", "evaluate", "evaluate_path", "load_eval_tokens", "GraphRunner", "TorchRunner",
+           "OnnxRunner", "session_options"]

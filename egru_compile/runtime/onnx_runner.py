@@ -1,0 +1,152 @@
+"""Runner for ``target: onnx`` artifacts (onnxruntime, CPU, batch 1)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import ArtifactError, Runner, StepStats, read_vocab_file, register_runner
+
+
+def session_options(threads: int = 1, profile_prefix: str | None = None):
+    """onnxruntime session options for batch-1 streaming latency: sequential execution, `threads` intra-op
+    threads (1: kernels run on the calling thread, no pool hand-offs), every graph optimisation (constant
+    folding expands the sparse weights once at load)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
+_NP = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "float64": np.float64}
+
+
+class OnnxRunner(Runner):
+    """Runs ``model.onnx`` with onnxruntime. With ``io_binding=True`` (default) inputs and outputs are
+    bound to preallocated numpy buffers (state double-buffered), so a step allocates and copies nothing
+    on the Python side."""
+
+    target = "onnx"
+
+    def __init__(self, model, manifest: dict, *, vocab=None, path=None, threads: int = 1, io_binding: bool = True,
+                 profile_prefix: str | None = None):
+        super().__init__()
+        import onnxruntime as ort
+        self.manifest = manifest
+        self.path = None if path is None else str(path)
+        self.vocab = vocab
+        try:
+            self.sess = ort.InferenceSession(model, session_options(threads, profile_prefix),
+                                             providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"onnxruntime cannot load {self.path or 'the model'}: {first}") from e
+        ins = {s["name"]: s for s in manifest["inputs"]}
+        outs = {s["name"]: s for s in manifest["outputs"]}
+        have_in = {i.name for i in self.sess.get_inputs()}
+        have_out = {o.name for o in self.sess.get_outputs()}
+        if set(ins) != have_in or not set(outs) <= have_out:
+            raise ArtifactError(f"{self.path}: model.onnx does not match manifest.json (inputs {sorted(have_in)})")
+        self.state_pairs = []          # (input name, output name)
+        for o in manifest["outputs"]:
+            if o["role"] == "state_out":
+                self.state_pairs.append((o["state_input"], o["name"]))
+        self.logits_name = next(o["name"] for o in manifest["outputs"] if o["role"] == "logits")
+        self.tokens_name = next(i["name"] for i in manifest["inputs"] if i["role"] == "tokens")
+        self.event_names = [o["name"] for o in sorted((o for o in manifest["outputs"] if o["role"] == "events"),
+                                                      key=lambda o: o["layer"])]
+        self.macs_name = next((o["name"] for o in manifest["outputs"] if o["role"] == "macs"), None)
+        cs = sorted((i for i in manifest["inputs"] if i["role"] == "state_in" and i.get("kind") == "c"),
+                    key=lambda i: i["layer"])
+        self.layer_sizes = [int(i["shape"][-1]) for i in cs]
+        self.vocab_size = int(outs[self.logits_name]["shape"][-1])
+        self._specs = {**ins, **outs}
+        self._tok_dtype = _NP.get(ins[self.tokens_name]["dtype"], np.int64)
+        self.io_binding = bool(io_binding)
+        self._alloc()
+        self.reset()
+
+    @classmethod
+    def from_artifact(cls, path: Path, manifest: dict, **options) -> "OnnxRunner":
+        model = path / manifest.get("model", "model.onnx")
+        if not model.is_file():
+            raise ArtifactError(f"{path}: {model.name} is missing")
+        vocab = None
+        if manifest.get("vocab"):
+            vf = path / manifest["vocab"]
+            if not vf.is_file():
+                raise ArtifactError(f"{path}: vocabulary {manifest['vocab']} is missing")
+            vocab = read_vocab_file(vf)
+        return cls(str(model), manifest, vocab=vocab, path=path, **options)
+
+    # ------------------------------------------------------------------ buffers
+    def _buf(self, name):
+        s = self._specs[name]
+        return np.zeros(s["shape"], _NP.get(s["dtype"], np.float32))
+
+    def _alloc(self):
+        self._tok = np.zeros(self._specs[self.tokens_name]["shape"], self._tok_dtype)
+        self._state = [{i: self._buf(i) for i, _ in self.state_pairs} for _ in range(2)]
+        self._logits = self._buf(self.logits_name)
+        self._extra = {n: self._buf(n) for n in self.event_names + ([self.macs_name] if self.macs_name else [])}
+        self._out_names = [self.logits_name] + [o for _, o in self.state_pairs] + list(self._extra)
+        self._cur = 0
+        if self.io_binding:
+            self._bindings = [self._make_binding(k) for k in range(2)]
+
+    def _make_binding(self, k: int):
+        b = self.sess.io_binding()
+        src, dst = self._state[k], self._state[1 - k]
+        b.bind_cpu_input(self.tokens_name, self._tok)
+        for i, o in self.state_pairs:
+            b.bind_cpu_input(i, src[i])
+            self._bind_out(b, o, dst[i])
+        self._bind_out(b, self.logits_name, self._logits)
+        for n, a in self._extra.items():
+            self._bind_out(b, n, a)
+        return b
+
+    @staticmethod
+    def _bind_out(b, name, arr: np.ndarray):
+        b.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+
+    # ------------------------------------------------------------------ stepping
+    def reset(self) -> None:
+        for st in self._state:
+            for a in st.values():
+                a[...] = 0
+        self._cur = 0
+        self.last_stats = None
+
+    def step(self, token: int) -> np.ndarray:
+        self._tok[...] = self.check_token(token)
+        k = self._cur
+        if self.io_binding:
+            self.sess.run_with_iobinding(self._bindings[k])
+        else:
+            feed = {self.tokens_name: self._tok, **self._state[k]}
+            res = self.sess.run(self._out_names, feed)
+            self._logits[...] = res[0]
+            for (i, _), r in zip(self.state_pairs, res[1:]):
+                self._state[1 - k][i][...] = r
+            for (n, a), r in zip(self._extra.items(), res[1 + len(self.state_pairs):]):
+                a[...] = r
+        self._cur = 1 - k
+        events = tuple(int(self._extra[n].reshape(-1)[0]) for n in self.event_names)
+        macs = int(self._extra[self.macs_name].reshape(-1)[0]) if self.macs_name else 0
+        self.last_stats = StepStats(events, macs)
+        return self._logits.reshape(-1).copy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Copy of the current recurrent state by input name (c0, y0, ...)."""
+        return {k: v.copy() for k, v in self._state[self._cur].items()}
+
+
+register_runner("onnx", OnnxRunner.from_artifact)

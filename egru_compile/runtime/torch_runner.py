@@ -1,0 +1,113 @@
+"""Reference runners: `TorchRunner` (PyTorch ``model.step`` of a source checkpoint) and `GraphRunner`
+(the IR interpreter). Both report the same activity and MACs as the compiled artifacts."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ArtifactError, Runner, StepStats
+
+
+class TorchRunner(Runner):
+    """Runs ``EGRULanguageModel.step`` (float32, no grad). MACs per step: layer 0's input matrix counts all
+    its non-zeros (the embedding input is dense); every other matrix counts the non-zero fan-out of the
+    input units that are active (y != 0) — layer l's input matrix the units of layer l-1 that fired this
+    step, its recurrent matrix the units of layer l that fired in the previous step. Fan-outs are of
+    ``kernel`` / ``recurrent_kernel`` as the model uses them (prune masks applied)."""
+
+    target = "torch"
+
+    def __init__(self, model, vocab=None, path: str | None = None):
+        super().__init__()
+        import torch
+        self.torch = torch
+        self.model = model.eval()
+        self.vocab = vocab
+        self.path = path
+        cfg = model.config
+        self.layer_sizes = list(cfg.hidden_sizes)
+        self.vocab_size = int(cfg.vocab_size)
+        with torch.no_grad():
+            self.fan_in, self.fan_rec = [], []
+            for layer in model.rnns:
+                k = layer.kernel.detach()
+                r = layer.recurrent_kernel.detach()
+                self.fan_in.append((k != 0).sum(dim=1).cpu().numpy().astype(np.int64))
+                self.fan_rec.append((r != 0).sum(dim=1).cpu().numpy().astype(np.int64))
+        self.reset()
+
+    @classmethod
+    def from_source(cls, source, **options) -> "TorchRunner":
+        if source.model is None:
+            raise ArtifactError(f"{source.path}: a {source.kind} has no PyTorch model to run; compile it and "
+                                "evaluate the compiled artifact")
+        unknown = set(options) - {"threads", "io_binding", "profile_prefix"}
+        if unknown:
+            raise ArtifactError(f"unknown runner option(s) for a PyTorch checkpoint: {', '.join(sorted(unknown))}")
+        if options.get("threads"):
+            import torch
+            torch.set_num_threads(int(options["threads"]))
+        return cls(source.model, source.vocab, source.path)
+
+    def reset(self) -> None:
+        self.state = self.model.init_state(1)
+        self.last_stats = None
+
+    def step(self, token: int) -> np.ndarray:
+        torch = self.torch
+        token = self.check_token(token)
+        prev = [(y.reshape(-1) != 0).numpy() for _, y in self.state]
+        with torch.no_grad():
+            logits, self.state = self.model.step(torch.tensor([token], dtype=torch.long), self.state)
+        cur = [(y.reshape(-1) != 0).numpy() for _, y in self.state]
+        macs = 0
+        for l in range(len(self.layer_sizes)):
+            macs += int(self.fan_in[l].sum()) if l == 0 else int(self.fan_in[l][cur[l - 1]].sum())
+            macs += int(self.fan_rec[l][prev[l]].sum())
+        self.last_stats = StepStats(tuple(int(c.sum()) for c in cur), macs)
+        return logits.reshape(-1).numpy().astype(np.float32, copy=True)
+
+
+class GraphRunner(Runner):
+    """Runs an IR step graph with the reference interpreter; MACs as the ``count-macs`` pass counts them."""
+
+    target = "ir"
+
+    def __init__(self, graph, vocab=None, path: str | None = None):
+        super().__init__()
+        from ..passes.count_macs import collect_matrices
+        from ..passes.utils import Stepper, state_output
+        self.graph = graph
+        self.vocab = vocab
+        self.path = path
+        self.stepper = Stepper(graph)
+        sizes = {v.meta["layer"]: v.type.shape[-1] for v in graph.outputs if v.meta.get("role") == "state_out"}
+        self.layer_sizes = [sizes[l] for l in sorted(sizes)]
+        self.vocab_size = int(self.stepper.logits_out.type.shape[-1])
+        self.mats = [m for m in collect_matrices(graph) if m.layer is not None]
+        self.ys = [graph.outputs.index(state_output(graph, l, "y")) for l in sorted(sizes)]
+        self._want = {m.x for m in self.mats if m.event}
+        self.reset()
+
+    def reset(self) -> None:
+        self.stepper.reset()
+        self.last_stats = None
+
+    def step(self, token: int) -> np.ndarray:
+        token = self.check_token(token)
+        seen = {v: a for v, a in zip(self.graph.inputs, self.stepper.inputs) if v in self._want}
+
+        def observe(node, outs):
+            for v, o in zip(node.outputs, outs):
+                if v in self._want:
+                    seen[v] = o
+
+        outs = self.stepper.step(token, observe)
+        macs = 0
+        for m in self.mats:
+            if m.event:
+                macs += int(m.colnnz[np.asarray(seen[m.x]).reshape(-1) != 0].sum())
+            else:
+                macs += m.nnz
+        events = tuple(int(np.count_nonzero(outs[j])) for j in self.ys)
+        self.last_stats = StepStats(events, macs)
+        return np.asarray(self.stepper.logits(outs), np.float32).reshape(-1).copy()

@@ -1,0 +1,135 @@
+"""`compile_onnx`: IR step graph -> artifact directory ``model.onnx`` + ``manifest.json`` + ``report.txt``
+(+ ``vocab.txt``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ...ir import Graph, verify
+from ..output import OutputError, atomic_output_dir
+from . import functions as F
+from .lower import OnnxLoweringError, OnnxOptions, lower_graph
+
+MANIFEST_FORMAT = "egru-compile/onnx-model"
+MANIFEST_VERSION = 1
+
+
+def _jsonable(v) -> bool:
+    if isinstance(v, np.ndarray):
+        return False
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def serialize(model: onnx.ModelProto) -> bytes:
+    """Deterministic bytes of `model`."""
+    return model.SerializeToString(deterministic=True)
+
+
+def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, model_bytes: int,
+                   vocab_file: str | None) -> dict:
+    logits = next(s for s in lowered.outputs if s.role == "logits")
+    sizes = [s.shape[-1] for s in sorted((s for s in lowered.inputs if s.role == "state_in" and s.kind == "c"),
+                                         key=lambda s: s.layer)]
+    generic = {}
+    if isinstance(options, dict):
+        for k, v in sorted(options.items()):
+            if k in ("calib_token_ids", "verbose") or k.startswith("onnx_") or v is None or not _jsonable(v):
+                continue
+            generic[k] = v
+    weights = lowered.stats["weights"]
+    nnz = sum(w["nnz"] for w in weights)
+    dense = sum(w["shape"][0] * w["shape"][1] for w in weights)
+    macs = (graph.meta.get("macs") or {}).get("macs_per_token")
+    src = None
+    if source is not None:
+        src = {"path": str(getattr(source, "path", "")) or None, "kind": getattr(source, "kind", None),
+               "sha256": getattr(source, "sha256", None)}
+    return {
+        "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "target": "onnx",
+        "model": "model.onnx", "model_bytes": model_bytes,
+        "vocab": vocab_file, "vocab_size": int(logits.shape[-1]), "hidden_sizes": sizes,
+        "inputs": [s.to_dict() for s in lowered.inputs],
+        "outputs": [s.to_dict() for s in lowered.outputs],
+        "source_sha256": src["sha256"] if src else None, "source": src,
+        "options": {"onnx": opts.to_dict(), **generic},
+        "onnx": {"opset": F.OPSET, "ir_version": lowered.model.ir_version, "domain": F.DOMAIN,
+                 "domain_version": F.DOMAIN_VERSION, "functions": lowered.stats["functions"],
+                 "nodes": lowered.stats["nodes"]},
+        "weights": {"nnz": nnz, "dense": dense, "density": (nnz / dense) if dense else None,
+                    "matrices": weights, "initializer_bytes": lowered.stats["initializer_bytes"]},
+        "lowering": {"event_gated_matvecs": lowered.stats["gated_matvecs"],
+                     "dense_matvecs": lowered.stats["dense_matvecs"],
+                     "folded_embedding": lowered.stats["folded_embedding"]},
+        "macs_per_token": macs,
+    }
+
+
+def report_text(m: dict) -> str:
+    """The human-readable description written to ``report.txt`` (shown by ``egru-compile inspect``)."""
+    w, lo, ox = m["weights"], m["lowering"], m["onnx"]
+    lines = [f"model         {m['model']} {m['model_bytes'] / 2 ** 20:.2f} MiB, opset {ox['opset']}, "
+             f"{ox['domain']} v{ox['domain_version']}, {ox['nodes']} nodes"]
+    if w["dense"]:
+        lines.append(f"weights       nnz {w['nnz']:,} of {w['dense']:,} (density {w['density']:.4f})")
+    for mat in w["matrices"]:
+        shape = "x".join(str(s) for s in mat["shape"])
+        lines.append(f"  {mat['name']:<30} {shape:<11} nnz {mat['nnz']:>10,}  {mat['stored']}"
+                     + (f" {mat['dtype']}" if mat.get("dtype") else ""))
+    lines.append(f"lowering      {lo['event_gated_matvecs']} event-gated, {lo['dense_matvecs']} dense matvecs"
+                 + (", embedding folded into layer 0" if lo["folded_embedding"] else ""))
+    lines.append(f"ai.egru ops   {', '.join(ox['functions'])}")
+    lines.append("inputs        " + ", ".join(f"{s['name']}{s['shape']}" for s in m["inputs"]))
+    lines.append("outputs       " + ", ".join(f"{s['name']}{s['shape']}" for s in m["outputs"]))
+    if m.get("macs_per_token"):
+        lines.append("MACs/token    " + ", ".join(f"{k} {v:,.0f}" for k, v in m["macs_per_token"].items()
+                                                  if v is not None))
+    lines.append(f"options       {json.dumps(m['options']['onnx'], sort_keys=True)}")
+    return "\n".join(lines) + "\n"
+
+
+def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
+    """Lower `graph` (IR step graph; optimised or not) to ``out_dir/model.onnx`` + ``manifest.json``
+    (+ ``vocab.txt`` when `source` has a vocabulary). `source` is the `SourceModel` it came from (or None).
+    `options`: the compile options dict; ONNX keys are the fields of `OnnxOptions` (optionally prefixed
+    ``onnx_``), ``force`` allows replacing a non-empty `out_dir`. Everything is written into a temporary
+    sibling directory that replaces `out_dir` only on success. Returns ``{"summary", "manifest"}``."""
+    opts = OnnxOptions.from_options(options)
+    out_dir = Path(out_dir)
+    force = bool(options.get("force")) if isinstance(options, dict) else False
+    if out_dir.exists() and out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise OutputError(f"output directory {out_dir} already exists and is not empty")
+    verify(graph)
+    lowered = lower_graph(graph, opts)
+    try:
+        onnx.checker.check_model(lowered.model, full_check=True)
+    except onnx.checker.ValidationError as e:    # a lowering bug, reported in one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OnnxLoweringError(f"generated ONNX model fails the checker: {first}") from e
+    data = serialize(lowered.model)
+    vocab = getattr(source, "vocab", None) if source is not None else None
+    if vocab is not None and len(vocab) != lowered.outputs[0].shape[-1]:
+        raise OnnxLoweringError(f"vocabulary has {len(vocab)} words but the model predicts "
+                                f"{lowered.outputs[0].shape[-1]}")
+    vocab_file = "vocab.txt" if vocab is not None else None
+    manifest = build_manifest(lowered, source, graph, opts, options, len(data), vocab_file)
+    with atomic_output_dir(out_dir, force=True) as tmp:
+        (tmp / "model.onnx").write_bytes(data)
+        if vocab is not None:
+            (tmp / "vocab.txt").write_text("\n".join(vocab.words) + "\n", encoding="utf-8")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / "report.txt").write_text(report_text(manifest))
+    w = manifest["weights"]
+    lo = manifest["lowering"]
+    summary = (f"onnx: model.onnx {len(data) / 2 ** 20:.2f} MiB, weights nnz {w['nnz']:,} of {w['dense']:,}"
+               + (f" (density {w['density']:.3f})" if w["density"] is not None else "")
+               + f"; {lo['event_gated_matvecs']} event-gated + {lo['dense_matvecs']} dense matvecs"
+               + ("; embedding folded into layer 0" if lo["folded_embedding"] else "")
+               + f"; ai.egru ops: {', '.join(manifest['onnx']['functions'])}")
+    return {"summary": summary, "manifest": manifest}
