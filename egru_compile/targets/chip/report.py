@@ -173,5 +173,5 @@ def plot_mapping(m: dict, costs: CoreCosts, pl: Placement, profile, path) -> Non
 
 def write_json(path, obj) -> None:
     with open(path, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
+        json.dump(obj, f, indent=1, sort_keys=True, default=str)
         f.write("\n")

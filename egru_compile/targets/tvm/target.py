@@ -91,7 +91,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                 "source_sha256": getattr(source, "sha256", None),
                 "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call"},
                 "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")}}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     (out_dir / "report.txt").write_text(
         f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, index dtype {runner.spec.index_dtype}, "
         f"embedding mode {runner.spec.embed_mode}, decoder {runner.spec.decoder_mode}; "
