@@ -116,3 +116,39 @@ def test_bad_calibration_data(tmp_path, content, needle):
     _one_line_failure(res, tmp_path, needle)
     if "zzz" in content:
         assert "c.txt:1" in res.output
+
+
+@pytest.mark.parametrize("target", ["onnx", "tvm", "loihi-like"])
+def test_fully_pruned_layer_on_every_target(tmp_path, target):
+    if target == "tvm":
+        pytest.importorskip("tvm")
+    from egru_compile.runtime.base import open_artifact
+    model = make_model(hidden=(12, 8))
+    with torch.no_grad():
+        model.rnns[0].kernel[:, 5] = 0
+        model.rnns[1].kernel.zero_()
+        model.rnns[1].recurrent_kernel.zero_()
+    save_checkpoint(tmp_path / "m.pt", model, WORDS)
+    extra = ["--float-weights"] if target == "loihi-like" else []
+    res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", target, "-o", str(tmp_path / "out"), *extra])
+    assert res.exit_code == 0, res.output
+    runner = open_artifact(tmp_path / "out")
+    state = model.init_state(1)
+    with torch.no_grad():
+        for tok in [1, 2, 3, 4, 5, 6]:
+            logits, state = model.step(torch.tensor([tok]), state)
+            assert np.abs(runner.step(tok) - logits.numpy()[0]).max() < 1e-5
+
+
+def test_interrupt_leaves_no_partial_output(tmp_path, monkeypatch):
+    from egru_compile import targets
+    save_checkpoint(tmp_path / "m.pt", make_model(), WORDS)
+
+    def boom(graph, source, out_dir, options):
+        (out_dir / "half.bin").write_bytes(b"x" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(targets, "get_target", lambda name: boom)
+    res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", "onnx", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 130 and "interrupted" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
