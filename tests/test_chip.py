@@ -17,8 +17,7 @@ from egru_compile.ir import Interpreter, SparseMatrix
 from egru_compile.passes import PassManager, PassOptions
 from egru_compile.targets.chip import compile_chip, load_profile
 from egru_compile.targets.chip.network import build_network
-from egru_compile.targets.chip.placement import (balanced_placement, evaluate, sequential_placement,
-                                                 violations)
+from egru_compile.targets.chip.placement import evaluate, place, sequential_placement, violations
 from egru_compile.targets.chip.simulate import ChipSimulator
 from egru_compile.targets.stack import EGRUStack, LayerWeights, extract_stack
 
@@ -84,9 +83,7 @@ def test_simulator_matches_unplaced_model(chip_model, objective):
     stack = extract_stack(graph)
     nets = build_network(stack)
     profile = load_profile("loihi-like")
-    seq = sequential_placement(nets, profile, 4)
-    pl = balanced_placement(nets, profile, 4, False, min_cores=[len(np.unique(c)) for c in seq.core_of],
-                            objective=objective)
+    seq, pl = place(nets, profile, 4, False, objective=objective)
     sim = ChipSimulator(stack, nets, pl)
     ref = Interpreter(graph)
     rng = np.random.default_rng(1)
@@ -132,8 +129,7 @@ def test_ptb_size_pruned_model_fits_one_loihi_chip_dense_needs_more():
     nets = build_network(stack)
     profile = load_profile("loihi-like")
     t0 = time.perf_counter()
-    seq = sequential_placement(nets, profile, 16)
-    pl = balanced_placement(nets, profile, 16, False, min_cores=[len(np.unique(c)) for c in seq.core_of])
+    seq, pl = place(nets, profile, 16, False)
     seconds = time.perf_counter() - t0
     costs = evaluate(nets, pl, profile, False)
     assert pl.chips == 1 and not violations(costs, profile)

@@ -15,7 +15,7 @@ from egru_compile.passes import PassManager, PassOptions  # noqa: E402
 from egru_compile.targets.chip import load_profile  # noqa: E402
 from egru_compile.targets.chip.kernels import CoreProgram, tvm_available  # noqa: E402
 from egru_compile.targets.chip.network import build_network  # noqa: E402
-from egru_compile.targets.chip.placement import Placement, balanced_placement, sequential_placement  # noqa: E402
+from egru_compile.targets.chip.placement import Placement, place  # noqa: E402
 from egru_compile.targets.chip.simulate import ChipSimulator, default_backend  # noqa: E402
 from egru_compile.targets.stack import extract_stack  # noqa: E402
 
@@ -27,9 +27,7 @@ def placed():
     stack = extract_stack(graph)
     nets = build_network(stack)
     profile = load_profile("loihi-like")
-    seq = sequential_placement(nets, profile, 4)
-    balanced = balanced_placement(nets, profile, 4, False, min_cores=[len(np.unique(c)) for c in seq.core_of],
-                                  objective="latency")
+    _, balanced = place(nets, profile, 4, False, objective="latency")
     # hand-made: every layer split over several cores, interleaved units, core ids 3 and 5 hold two layers
     # (routing is per core id, delivery must still reach only the right layer's synapses)
     rng = np.random.default_rng(7)

@@ -48,7 +48,7 @@ def test_all_backends_agree_step_by_step(tmp_path_factory, case):
     from egru_compile.targets.onnx import compile_onnx
     from egru_compile.targets.chip import load_profile
     from egru_compile.targets.chip.network import build_network
-    from egru_compile.targets.chip.placement import balanced_placement, sequential_placement
+    from egru_compile.targets.chip.placement import place
     from egru_compile.targets.chip.simulate import ChipSimulator
     from egru_compile.targets.stack import extract_stack
 
@@ -63,9 +63,7 @@ def test_all_backends_agree_step_by_step(tmp_path_factory, case):
     stack = extract_stack(opt)
     nets = build_network(stack)
     profile = load_profile("loihi-like")
-    seq = sequential_placement(nets, profile, 4)
-    pl = balanced_placement(nets, profile, 4, False, min_cores=[len(np.unique(c)) for c in seq.core_of],
-                            objective="latency")
+    _, pl = place(nets, profile, 4, False, objective="latency")
     sim = ChipSimulator(stack, nets, pl)
     a, b = Interpreter(raw), Interpreter(opt)
     for t, r in zip(tokens, ref):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .forward import ForwardOut, Regularisation, embed, locked_dropout
+from .forward import ForwardOut, Regularisation, decode, embed, locked_dropout
 
 BASELINE_FORMAT = "egru-compile/baseline-checkpoint"
 
@@ -70,7 +70,7 @@ class DenseRNNLanguageModel(nn.Module):
 
 
 def dense_forward(model: DenseRNNLanguageModel, tokens: torch.Tensor, state, reg: Regularisation | None = None,
-                  training: bool = False, keep_outputs: bool = False) -> ForwardOut:
+                  training: bool = False, keep_outputs: bool = False, bf16_decoder: bool = False) -> ForwardOut:
     reg = reg or Regularisation()
     if state is None:
         state = model.init_state(tokens.size(1))
@@ -87,7 +87,7 @@ def dense_forward(model: DenseRNNLanguageModel, tokens: torch.Tensor, state, reg
         if keep_outputs:
             outs.append(x)
         x = locked_dropout(x, reg.dropout, training)
-    logits = model.decoder(x)
+    logits = decode(model, x, bf16_decoder)
     ones = [1.0] * len(model.rnns)
     return ForwardOut(logits, new_state, [], ones, outs if keep_outputs else None)
 

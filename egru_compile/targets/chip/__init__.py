@@ -21,8 +21,8 @@ import numpy as np
 from ...errors import EgruError
 from ..stack import extract_stack
 from .network import LayerNet, attach_activity, build_network
-from .placement import (Placement, PlacementError, balanced_placement, evaluate, required_chips_error,
-                        sequential_placement, violations)
+from .placement import (Placement, PlacementError, evaluate, place, required_chips_error, sequential_placement,
+                        violations)
 from .profile import ChipProfile, ProfileError, load_profile
 from .report import core_rows, plot_mapping, text_report, totals, write_json
 
@@ -86,11 +86,8 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     if calibrated:
         measure_unit_activity(graph, np.asarray(calib, np.int64), nets)
     t0 = time.perf_counter()
-    seq = sequential_placement(nets, profile, max_chips)
+    seq, ours = place(nets, profile, max_chips, calibrated, options.get("placement_objective") or "traffic")
     seq_costs = evaluate(nets, seq, profile, calibrated)
-    ours = balanced_placement(nets, profile, max_chips, calibrated,
-                              min_cores=[len(np.unique(c)) for c in seq.core_of],
-                              objective=options.get("placement_objective") or "traffic")
     costs = evaluate(nets, ours, profile, calibrated)
     place_s = time.perf_counter() - t0
     bad = violations(costs, profile)

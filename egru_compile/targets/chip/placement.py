@@ -355,3 +355,12 @@ def required_chips_error(nets, profile: ChipProfile, max_chips: int, pl: Placeme
         why = f"cores: the placement needs {pl.n_cores} cores ({need} chips) under the per-core limits"
     raise PlacementError(f"model does not fit on {max_chips} {profile.name} chip(s) — limiting resource {why}; "
                          f"it needs {need} chips (raise --max-chips)")
+
+
+def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objective: str = "traffic",
+          ) -> tuple[Placement, Placement]:
+    """(sequential baseline, ours) for the same network; ours starts from the baseline's per-layer core counts."""
+    seq = sequential_placement(nets, profile, max_chips)
+    ours = balanced_placement(nets, profile, max_chips, calibrated,
+                              min_cores=[len(np.unique(c)) for c in seq.core_of], objective=objective)
+    return seq, ours
