@@ -109,7 +109,14 @@ def text_report(m: dict) -> str:
                                                for i in busiest))
     lines.append(f"energy/token {t['energy_pj'] / 1e6:.3f} uJ, latency/token {t['latency_ns'] / 1e3:.2f} us")
     tr = m["traffic"]
-    ratio = f"{tr['ratio']:.2f}x less" if tr["ratio"] is not None else "no inter-core hops"
+    if tr["ratio"] is None:
+        ratio = "no inter-core hops"
+    elif abs(tr["ratio"] - 1) < 5e-3:
+        ratio = "the same as the baseline"
+    elif tr["ratio"] >= 1:
+        ratio = f"{tr['ratio']:.2f}x less"
+    else:
+        ratio = f"{1 / tr['ratio']:.2f}x more"
     lines.append(f"spike traffic: {tr['spike_hops_per_token']:,.1f} spike-hops/token vs sequential baseline "
                  f"{tr['baseline_spike_hops_per_token']:,.1f} ({ratio})")
     lines.append(f"baseline (sequential): {b['cores_used']} cores, max core MACs {b['max_core_macs']:,.0f}, "
