@@ -94,17 +94,19 @@ def _load_calibration(path, source, n_tokens, unk):
 @click.option("--placement-objective", type=click.Choice(["traffic", "latency"]), default="traffic",
               show_default=True, help="chip targets: fewest spike hops within the baseline's cores, or use spare "
               "cores to cut the busiest core's load")
+@click.option("--onnx-weight-dtype", type=click.Choice(["auto", "f32", "f16"]), default="auto", show_default=True,
+              help="onnx target: dtype of gathered weight rows (auto: f32, or int8 after quantize-int8)")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace an existing output directory")
 @click.option("-v", "--verbose", is_flag=True, help="print pass timings and progress")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 def compile_cmd(model, target, out_dir, vocab_file, passes, print_ir, print_ir_after_all, calib_data,
                 calib_tokens, unk, report_path, profile_path, max_chips, float_weights, placement_objective,
-                trust_checkpoint, force, verbose, debug):
+                onnx_weight_dtype, trust_checkpoint, force, verbose, debug):
     """Compile MODEL (project checkpoint, EvNN state_dict or torch.export .pt2) for --target."""
     options = dict(target=target, passes=passes, calib_data=calib_data, calib_tokens=calib_tokens, unk=unk,
                    profile=profile_path, max_chips=max_chips, float_weights=float_weights,
-                   placement_objective=placement_objective)
+                   placement_objective=placement_objective, onnx_weight_dtype=onnx_weight_dtype)
     _run_guarded(debug, _compile, model, out_dir, vocab_file, print_ir, print_ir_after_all, report_path,
                  trust_checkpoint, force, verbose, options)
 
