@@ -25,8 +25,10 @@ Fused step internals (see :func:`pack_layer`):
   or read from a precomputed gate table ``tab[V, 3h0] = E @ W0`` (``embed_mode="table"``).
 * decoder: ``logits = dbias + y_last @ D^T``; event mode walks only the active units of y_last over
   rows of ``D^T`` (``dwt[H_last, V]``, 8 rows streamed per pass over the logits); dense mode walks all.
-* scatter loops walk 8 sparse columns in lock step (``interleave``): the inner loops are latency
-  bound on L2/L3 misses when the weights are not cache resident, and more streams in flight help.
+* scatter loops: each column's non-zeros in groups of 8 (indices read as 64-bit words, one vector
+  multiply for the 8 products, then 8 scalar read-modify-writes of acc); optionally several sparse
+  columns walked in lock step (``interleave``, default 8): a lone layer whose weights sit in L2/L3
+  is fastest with 1, but in the 3-layer stack the weights miss the caches and 8 streams in flight win.
 """
 from __future__ import annotations
 
@@ -315,14 +317,57 @@ def _ix(idx: str, k: str, idx_dtype: str) -> str:
     return f"T.Cast(\"int32\", {idx}[{k}])" if idx_dtype != "int32" else f"{idx}[{k}]"
 
 
+_SCATTER_GROUP = 8  # non-zeros per group in the scatter inner loop (one float32x8 product vector)
+
+
+def _emit_group(em, tag: str, idx, val, acc, k: str, v: str, idx_dtype: str, U: int):
+    """U consecutive non-zeros k..k+U-1 of one column: acc[idx[k+j]] += (v * val[k:k+U])[j].
+
+    The indices are read as 64-bit words (4 int16/uint16 or 2 int32 per load; unaligned is fine)
+    and split with shifts/masks in registers, the U products come from one vector multiply and are
+    taken lane by lane: per non-zero only the acc load + store remain as memory operations (the
+    scalar loop needs four), which is what bounds this loop.  Indices are >= 0 (checked at pack
+    time), so masking the low bits is exact for the signed types too."""
+    bits = 32 if idx_dtype == "int32" else 16
+    per = 64 // bits
+    mask = (1 << bits) - 1
+    for w in range(U // per):
+        em(f"{tag}_w{w}: T.let = T.reinterpret(\"int64\", {idx}[T.Ramp({k} + {w * per}, 1, {per})])")
+    em(f"{tag}_p: T.let = T.Broadcast({v}, {U}) * {val}[T.Ramp({k}, 1, {U})]")
+    for j in range(U):
+        w, sub = divmod(j, per)
+        word = f"{tag}_w{w}"
+        sh = f"T.shift_right({word}, T.int64({bits * sub}))" if sub else word
+        ix = (f"T.Cast(\"int32\", {sh})" if sub == per - 1
+              else f"T.Cast(\"int32\", T.bitwise_and({sh}, T.int64({mask})))")
+        em(f"{acc}[{ix}] = {acc}[{ix}] + T.Shuffle([{tag}_p], [{j}])")
+
+
+def _emit_column_range(em, tag: str, idx, val, acc, k0: str, k1: str, v: str, idx_dtype: str, U: int):
+    """acc[idx[k]] += v * val[k] for k in [k0, k1): groups of U, then a scalar tail."""
+    em(f"{tag}_s: T.let = {k0}")
+    em(f"{tag}_m: T.let = ({k1} - {tag}_s) // {U}")
+    em(f"for {tag}_q in range({tag}_m):")
+    with em.block():
+        _emit_group(em, f"{tag}_g", idx, val, acc, f"{tag}_s + {tag}_q * {U}", v, idx_dtype, U)
+    em(f"for {tag}_t in range({tag}_s + {tag}_m * {U}, {k1}):")
+    with em.block():
+        ix = _ix(idx, f"{tag}_t", idx_dtype)
+        em(f"{acc}[{ix}] = {acc}[{ix}] + {v} * {val}[{tag}_t]")
+
+
 def _emit_columns(em, ptr, idx, val, acc, n: str, col: str, wgt: str, idx_dtype: str, interleave: int):
     """Scatter-add columns: for c in range(n): acc[idx[k]] += wgt(c) * val[k] over column col(c).
 
-    col / wgt are format strings with {c}. With ``interleave`` = G > 1, G columns are walked in lock
-    step (2G independent load streams in flight, which hides L2/L3 latency); indices inside one
-    column are distinct, so the G read-modify-writes of one iteration only meet through the cache."""
+    col / wgt are format strings with {c}.  Each column's non-zeros are processed in groups of
+    ``_SCATTER_GROUP`` (see :func:`_emit_group`: ~0.37 vs ~0.61 ns per non-zero for the plain
+    scalar loop on Zen 4, 750 -> 1350 at 85 % sparsity).  With ``interleave`` = G > 1, G columns are
+    walked in lock step (more independent streams in flight: wins when the weights are not cache
+    resident, e.g. the whole PTB stack; costs ~25 % when one layer sits in L2/L3); indices inside one column are distinct, so the
+    read-modify-writes of one column never conflict."""
     c = em.fresh("c")
     n = f"({n})"
+    U = _SCATTER_GROUP
     G = max(1, int(interleave))
     if G > 1:
         tags = [chr(ord("a") + g) for g in range(G)]
@@ -333,21 +378,19 @@ def _emit_columns(em, ptr, idx, val, acc, n: str, col: str, wgt: str, idx_dtype:
                 em(f"{c}_{s_}i: T.let = {col.format(c=cc)}")
                 em(f"{c}_{s_}v: T.let = {wgt.format(c=cc)}")
                 em(f"{c}_{s_}0: T.let = {ptr}[{c}_{s_}i]")
-                em(f"{c}_{s_}n: T.let = {ptr}[{c}_{s_}i + 1] - {c}_{s_}0")
-            mins = f"{c}_an"
+                em(f"{c}_{s_}1: T.let = {ptr}[{c}_{s_}i + 1]")
+            mins = f"{c}_a1 - {c}_a0"
             for s_ in tags[1:]:
-                mins = f"T.min({mins}, {c}_{s_}n)"
-            em(f"{c}_m: T.let = {mins}")
-            em(f"for {c}_k in range({c}_m):")
+                mins = f"T.min({mins}, {c}_{s_}1 - {c}_{s_}0)"
+            em(f"{c}_m: T.let = ({mins}) // {U}")
+            em(f"for {c}_q in range({c}_m):")
             with em.block():
                 for s_ in tags:
-                    ix = _ix(idx, f"{c}_{s_}0 + {c}_k", idx_dtype)
-                    em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_{s_}v * {val}[{c}_{s_}0 + {c}_k]")
+                    _emit_group(em, f"{c}_{s_}g", idx, val, acc, f"{c}_{s_}0 + {c}_q * {U}", f"{c}_{s_}v",
+                                idx_dtype, U)
             for s_ in tags:
-                em(f"for {c}_{s_}k in range({c}_{s_}0 + {c}_m, {c}_{s_}0 + {c}_{s_}n):")
-                with em.block():
-                    ix = _ix(idx, f"{c}_{s_}k", idx_dtype)
-                    em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_{s_}v * {val}[{c}_{s_}k]")
+                _emit_column_range(em, f"{c}_{s_}r", idx, val, acc, f"{c}_{s_}0 + {c}_m * {U}", f"{c}_{s_}1",
+                                   f"{c}_{s_}v", idx_dtype, U)
         start = f"{n} // {G} * {G}"
     else:
         start = "0"
@@ -357,10 +400,7 @@ def _emit_columns(em, ptr, idx, val, acc, n: str, col: str, wgt: str, idx_dtype:
         em(f"{c}_v: T.let = {wgt.format(c=c)}")
         em(f"{c}_k0: T.let = {ptr}[{c}_i]")
         em(f"{c}_k1: T.let = {ptr}[{c}_i + 1]")
-        em(f"for {c}_k in range({c}_k0, {c}_k1):")
-        with em.block():
-            ix = _ix(idx, f"{c}_k", idx_dtype)
-            em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_v * {val}[{c}_k]")
+        _emit_column_range(em, f"{c}_r", idx, val, acc, f"{c}_k0", f"{c}_k1", f"{c}_v", idx_dtype, U)
 
 
 def _emit_scatter_events(em, ptr, idx, val, acc, ei, ev, en, idx_dtype, interleave=8):
