@@ -60,7 +60,7 @@ class TrainConfig:
     support: float = 1.0
     thr_init: tuple[float, float] = (0.0, 0.5)
     prune_schedule: list[float] = field(default_factory=list)
-    finetune_epochs: int = 1
+    finetune_epochs: int | list[int] = 1  # per pruning step (one value for all, or one per step)
     finetune_lr: float | None = None    # default: lr / 2
     seed: int = 1111
     resume: str | None = None
@@ -310,8 +310,13 @@ def run_training(cfg: TrainConfig, echo=print):
     act_w = activity_weights(model) if (isinstance(model, EGRULanguageModel) and cfg.act_reg > 0) else None
     if act_w:
         act_w = [cfg.act_reg * w for w in act_w]
-    stages = [(0.0, cfg.epochs, cfg.lr)] + [(float(s), cfg.finetune_epochs, cfg.finetune_lr or cfg.lr / 2)
-                                            for s in cfg.prune_schedule]
+    ft = cfg.finetune_epochs if isinstance(cfg.finetune_epochs, (list, tuple)) else [cfg.finetune_epochs]
+    if len(ft) == 1:
+        ft = list(ft) * len(cfg.prune_schedule)
+    if len(ft) != len(cfg.prune_schedule):
+        raise ValueError(f"--finetune-epochs gives {len(ft)} values for {len(cfg.prune_schedule)} pruning steps")
+    stages = [(0.0, cfg.epochs, cfg.lr)] + [(float(s), int(k), cfg.finetune_lr or cfg.lr / 2)
+                                            for s, k in zip(cfg.prune_schedule, ft)]
     t_start = time.time()
     tokens_seen = 0
     last_valid = None

@@ -1,0 +1,111 @@
+"""`egru-compile train`: train / prune / fine-tune an EGRU language model (import-cheap: click only)."""
+from __future__ import annotations
+
+import click
+
+
+def _floats(ctx, param, value):
+    if value is None or value == "":
+        return []
+    try:
+        return [float(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def _ints(ctx, param, value):
+    try:
+        out = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not out or min(out) <= 0:
+        raise click.BadParameter("expected positive sizes, e.g. 256,128")
+    return out
+
+
+@click.command("train", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Directory with ptb.{train,valid,test}.txt (or train/valid/test.txt). Vocabulary = first "
+                   "appearance in train, <eos> per line.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Final checkpoint (project format).")
+@click.option("--model", "model_type", type=click.Choice(["egru", "gru", "lstm"]), default="egru",
+              help="egru, or a dense GRU/LSTM baseline of the same shape.")
+@click.option("--emb", default=128, type=int, help="Embedding size (= last hidden size: tied decoder).")
+@click.option("--hidden", default="256,128", callback=_ints, help="Hidden sizes per layer, comma-separated.")
+@click.option("--epochs", default=10, type=int, help="Epochs of dense training (0: only prune/fine-tune a --resume'd model).")
+@click.option("--batch-size", default=32, type=int, help="Streams per process.")
+@click.option("--bptt", default=70, type=int, help="Truncated BPTT window (states carried, detached).")
+@click.option("--lr", default=3e-3, type=float, help="AdamW peak learning rate (warmup, then cosine decay per stage).")
+@click.option("--min-lr-ratio", default=0.05, type=float, help="Final LR as a fraction of the peak.")
+@click.option("--warmup-steps", default=100, type=int)
+@click.option("--weight-decay", "--wd", "weight_decay", default=0.1, type=float,
+              help="AdamW decoupled weight decay on weight matrices (not biases/thresholds).")
+@click.option("--input-wd-mult", default=1.0, type=float,
+              help="Multiplier of the weight decay on layer 0's input kernel (its non-zeros cost MACs every token).")
+@click.option("--act-reg", default=0.0, type=float,
+              help="Activity regulariser: coefficient of the MAC-weighted mean event rate (surrogate gradient).")
+@click.option("--clip", default=0.5, type=float, help="Gradient-norm clipping (0: off).")
+@click.option("--dropout", default=0.1, type=float, help="Locked dropout between layers and before the decoder.")
+@click.option("--dropout-emb", default=0.1, type=float, help="Locked dropout on the embedding output.")
+@click.option("--dropout-words", default=0.0, type=float, help="Word dropout: drop whole word types.")
+@click.option("--dropconnect", default=0.1, type=float, help="DropConnect on recurrent weights.")
+@click.option("--dampening", default=0.7, type=float, help="Surrogate-gradient dampening.")
+@click.option("--support", default=1.0, type=float, help="Surrogate-gradient support (1/width).")
+@click.option("--thr-init", default="0.0,0.5", callback=_floats, help="Thresholds initialised uniform in LO,HI.")
+@click.option("--prune-schedule", default="", callback=_floats,
+              help="Global magnitude pruning targets, e.g. 0.5,0.75,0.85 (each followed by fine-tuning).")
+@click.option("--finetune-epochs", default="1",
+              callback=lambda c, p, v: [int(x) for x in str(v).split(",") if x.strip()],
+              help="Fine-tuning epochs after each pruning step: one value for all, or one per step (1,1,2).")
+@click.option("--finetune-lr", default=None, type=float, help="Peak LR of fine-tuning [default: lr/2].")
+@click.option("--seed", default=1111, type=int)
+@click.option("--resume", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Continue from a checkpoint (e.g. <ckpt-dir>/last.pt; its .state.pt sibling restores the optimizer).")
+@click.option("--ckpt-dir", default=None, type=click.Path(file_okay=False),
+              help="Per-epoch/per-stage checkpoints, config.json, log [default: <output stem>_ckpts].")
+@click.option("--log", "log", default=None, type=click.Path(dir_okay=False), help="CSV log [default: <ckpt-dir>/train_log.csv].")
+@click.option("--train-tokens", default=None, type=int, help="Use only the first N training tokens.")
+@click.option("--valid-tokens", default=None, type=int, help="Use only the first N validation tokens.")
+@click.option("--max-steps", default=None, type=int, help="At most N steps per epoch (smoke tests).")
+@click.option("--log-interval", default=100, type=int, help="Also log mean train loss every N steps (0: off).")
+@click.option("--eval-batch-size", default=10, type=int)
+@click.option("--threads", default=1, type=int, help="torch threads per process.")
+@click.option("--test/--no-test", "run_test", default=False, help="Report test perplexity of the final model (batch 1).")
+@click.option("--bf16-decoder/--fp32-decoder", default=False,
+              help="Run the decoder matmul in bfloat16 while training (faster on CPUs with AVX512-BF16).")
+@click.option("--progress/--no-progress", default=True, help="tqdm progress bar (rank 0).")
+def train(data, output, model_type, emb, hidden, epochs, batch_size, bptt, lr, min_lr_ratio, warmup_steps,
+          weight_decay, input_wd_mult, act_reg, clip, dropout, dropout_emb, dropout_words, dropconnect, dampening, support,
+          thr_init, prune_schedule, finetune_epochs, finetune_lr, seed, resume, ckpt_dir, log, train_tokens,
+          valid_tokens, max_steps, log_interval, eval_batch_size, threads, run_test, bf16_decoder, progress):
+    """Train an EGRU language model (truncated BPTT, AdamW, surrogate gradients), then prune it iteratively
+    (global magnitude over all RNN weights) with fine-tuning. Works under
+    `torchrun --nproc_per_node N -m egru_compile.train ...` (DDP, gloo)."""
+    if len(thr_init) != 2 or not 0.0 <= thr_init[0] <= thr_init[1] <= 1.0:
+        raise click.BadParameter("--thr-init needs LO,HI with 0 <= LO <= HI <= 1")
+    if any(not 0.0 < s < 1.0 for s in prune_schedule) or prune_schedule != sorted(prune_schedule):
+        raise click.BadParameter("--prune-schedule needs increasing fractions in (0, 1)")
+    if hidden[-1] != emb:
+        raise click.BadParameter(f"last hidden size {hidden[-1]} must equal --emb {emb} (tied decoder)")
+    if prune_schedule and model_type != "egru":
+        raise click.BadParameter("--prune-schedule is implemented for --model egru only")
+    from ..data import DataError
+    from ..frontend.checkpoint import CheckpointError
+    from .trainer import TrainConfig, run_training
+    cfg = TrainConfig(data=data, output=output, model=model_type, emb=emb, hidden=hidden, epochs=epochs,
+                      batch_size=batch_size, bptt=bptt, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
+                      weight_decay=weight_decay, input_wd_mult=input_wd_mult, act_reg=act_reg, clip=clip, dropout=dropout, dropout_emb=dropout_emb,
+                      dropout_words=dropout_words, dropconnect=dropconnect, dampening=dampening, support=support,
+                      thr_init=tuple(thr_init), prune_schedule=prune_schedule, finetune_epochs=finetune_epochs,
+                      finetune_lr=finetune_lr, seed=seed, resume=resume, log=log, ckpt_dir=ckpt_dir,
+                      train_tokens=train_tokens, valid_tokens=valid_tokens, max_steps=max_steps, log_interval=log_interval,
+                      eval_batch_size=eval_batch_size, threads=threads, progress=progress, test=run_test,
+                      bf16_decoder=bf16_decoder)
+    try:
+        run_training(cfg, echo=lambda m: click.echo(m, err=True))
+    except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
