@@ -63,8 +63,7 @@ def embed(model: torch.nn.Module, tokens: torch.Tensor, reg: Regularisation, tra
     return locked_dropout(x, reg.dropout_emb, training)
 
 
-def egru_layer_seq(layer: EGRULayer, x: torch.Tensor, state, dropconnect: float = 0.0, training: bool = False,
-                   keep_outputs: bool = True):
+def egru_layer_seq(layer: EGRULayer, x: torch.Tensor, state, dropconnect: float = 0.0, training: bool = False):
     """x [T, B, in] -> (y [T, B, h], (c, y) final, mean spike rate (tensor), fraction y != 0 (float))."""
     T, B, _ = x.shape
     h = layer.hidden_size
@@ -79,7 +78,6 @@ def egru_layer_seq(layer: EGRULayer, x: torch.Tensor, state, dropconnect: float 
     use_surrogate = torch.is_grad_enabled()
     ys = []
     o_sum = None
-    active = 0.0
     for t in range(T):
         gx = gx_all[t]
         gh = torch.addmm(rb, y, R)
