@@ -61,3 +61,15 @@ def test_tvm_eval_matches_source_eval(tvm_artifact):
     assert tvm["macs_per_token"] == src["macs_per_token"]
     assert tvm["tokens"] == src["tokens"] == 12 * 25 + 25 - 1
     assert np.allclose(tvm["activity"], src["activity"])
+
+
+def test_k_tokens_per_call_matches_streaming(tvm_artifact):
+    """egru_run (K tokens per call, used by eval) == egru_step token by token, including activity and MACs."""
+    from egru_compile.runtime.base import open_artifact
+    d, _ = tvm_artifact
+    a, b = open_artifact(d / "out"), open_artifact(d / "out")
+    toks = [3, 3, 17, 40, 0, 47, 12, 9, 9, 9, 30, 5]
+    batched = a.run(toks)
+    for t, tok in enumerate(toks):
+        assert np.abs(b.step(tok) - batched[t]).max() < 1e-6
+        assert b.last_stats.events == tuple(a.last_run.events[t]) and b.last_stats.macs == a.last_run.macs[t]

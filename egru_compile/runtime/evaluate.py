@@ -38,7 +38,7 @@ def _progress(total: int, quiet: bool):
     return tqdm(total=total, unit="tok", desc="eval", leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
-def evaluate(runner, token_ids, quiet: bool = False) -> dict:
+def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256) -> dict:
     """Stream `token_ids` through `runner` (reset first). Returns a JSON-serialisable dict with
     ``target``, ``tokens`` (predictions = len(token_ids) - 1), ``perplexity``, ``cross_entropy`` (nats),
     ``macs_per_token``, ``activity`` (per layer), ``events_per_token`` (per layer), ``layer_sizes``,
@@ -55,16 +55,20 @@ def evaluate(runner, token_ids, quiet: bool = False) -> dict:
     runner.reset()
     t0 = time.perf_counter()
     try:
-        for t in range(T):
-            logits = np.asarray(runner.step(int(ids[t])), np.float64).reshape(-1)
-            m = logits.max()
-            nll += float(m + math.log(np.exp(logits - m).sum()) - logits[ids[t + 1]])
-            st = runner.last_stats
-            if st is not None:
-                events += st.events
-                macs += st.macs
-            if bar is not None and (t & 63) == 63:
-                bar.update(64)
+        # chunks of tokens per call: runners with a K-tokens-per-call path (tvm's egru_run) use it; the
+        # others step token by token inside Runner.run; per-step activity/MACs come back in last_run
+        for start in range(0, T, chunk):
+            stop = min(start + chunk, T)
+            logits = np.asarray(runner.run(ids[start:stop]), np.float64).reshape(stop - start, -1)
+            m = logits.max(axis=1, keepdims=True)
+            lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
+            nll += float((lse - logits[np.arange(stop - start), ids[start + 1:stop + 1]]).sum())
+            run = runner.last_run
+            if run is not None:
+                events += run.events.sum(axis=0)
+                macs += int(run.macs.sum())
+            if bar is not None:
+                bar.update(stop - start)
     finally:
         if bar is not None:
             bar.close()

@@ -534,8 +534,10 @@ def _step_signature(spec: EGRUKernelSpec, multi: bool) -> tuple[list[str], list[
     args += [f"dwt: T.Buffer(({H}, {V}), \"float32\")"]
     args += [f"dbias: T.Buffer(({V},), \"float32\")"]
     if multi:
-        args += ["logits_h: T.handle"]
-        body += [f"logits = T.match_buffer(logits_h, (K, {V}), \"float32\")"]
+        L = len(spec.hidden_sizes)
+        args += ["logits_h: T.handle", "stats_h: T.handle"]
+        body += [f"logits = T.match_buffer(logits_h, (K, {V}), \"float32\")",
+                 f"stats = T.match_buffer(stats_h, (K, {L + 1}), \"int32\")"]
     else:
         args += [f"logits: T.Buffer(({V},), \"float32\")"]
     return args, body
@@ -549,10 +551,24 @@ def step_arg_names(spec: EGRUKernelSpec) -> list[str]:
             for a in args[1:-1]]
 
 
-def _emit_step_body(em: _Emitter, spec: EGRUKernelSpec, tok: str, logits_row: str):
+def _emit_fanout_count(em: _Emitter, ptr: str, ei: str, en: str, cell: str):
+    """cell += sum over the en active units of their column's non-zero count (the MACs of an event scatter)."""
+    e = em.fresh("e")
+    em(f"for {e} in range({en}[0]):")
+    with em.block():
+        em(f"{cell} = {cell} + ({ptr}[{ei}[{e}] + 1] - {ptr}[{ei}[{e}]])")
+
+
+def _emit_step_body(em: _Emitter, spec: EGRUKernelSpec, tok: str, logits_row: str, stats_row: str | None = None):
+    """One token through every layer and the decoder. With `stats_row` (egru_run), also writes
+    ``stats[t, l]`` = active units of layer l and ``stats[t, L]`` = the step's event-gated MACs (the
+    dense first-layer input's MACs are constant and added by the caller)."""
     V = spec.vocab_size
     fast = spec.fast_math
+    L_all = len(spec.hidden_sizes)
     em(f"tk: T.let = T.max(T.min({tok}, {V - 1}), 0)")
+    if stats_row is not None:
+        em(f"stats[{stats_row}, {L_all}] = 0")
     for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
         idt = spec.layer_index_dtype(l)
         acc = f"acc{l}"
@@ -572,13 +588,19 @@ def _emit_step_body(em: _Emitter, spec: EGRUKernelSpec, tok: str, logits_row: st
                 _emit_scatter_dense(em, "w0_ptr", "w0_idx", "w0_val", acc, "emb[tk, {i}]", n_in, idt,
                                     spec.interleave)
             else:
+                if stats_row is not None:
+                    _emit_fanout_count(em, f"w{l}_ptr", f"ei{l - 1}", f"en{l - 1}", f"stats[{stats_row}, {L_all}]")
                 _emit_scatter_events(em, f"w{l}_ptr", f"w{l}_idx", f"w{l}_val", acc, f"ei{l - 1}",
                                      f"ev{l - 1}", f"en{l - 1}", idt, spec.interleave)
+        if stats_row is not None:
+            _emit_fanout_count(em, f"r{l}_ptr", f"ei{l}", f"en{l}", f"stats[{stats_row}, {L_all}]")
         _emit_scatter_events(em, f"r{l}_ptr", f"r{l}_idx", f"r{l}_val", acc, f"ei{l}", f"ev{l}",
                              f"en{l}", idt, spec.interleave)
         _emit_update(em, h, f"{acc}[{{j}}]", f"{acc}[{h} + {{j}}]", f"{acc}[{2 * h} + {{j}}]",
                      f"{acc}[{3 * h} + {{j}}]", f"thr{l}", f"c{l}", f"y{l}", fast)
         _emit_compress(em, h, f"y{l}", f"ei{l}", f"ev{l}", f"en{l}")
+        if stats_row is not None:
+            em(f"stats[{stats_row}, {l}] = en{l}[0]")
     L = len(spec.hidden_sizes) - 1
     _emit_decoder(em, spec, f"ei{L}", f"ev{L}", f"en{L}", f"y{L}", logits_row)
 
@@ -596,7 +618,7 @@ def egru_step_source(spec: EGRUKernelSpec) -> list[tuple[str, str]]:
         if multi:
             em("for t in range(K):")
             with em.block():
-                _emit_step_body(em, spec, "tokens[t]", "logits[t, {v}]")
+                _emit_step_body(em, spec, "tokens[t]", "logits[t, {v}]", stats_row="t")
         else:
             _emit_step_body(em, spec, "token", "logits[{v}]")
         out.append((name, "@T.prim_func\ndef " + name + "(" + ", ".join(args) + "):\n" + em.text()))
@@ -609,7 +631,8 @@ def build_egru_step(spec: EGRUKernelSpec, target=None):
     Returns a ``tvm.runtime.Executable`` with two packed functions (argument order = :func:`step_arg_names`):
 
     * ``egru_step(token:int32, <weights/states/scratch...>, logits f32[V])``
-    * ``egru_run(tokens int32[K], <same...>, logits f32[K, V])`` (states carried across the K tokens)
+    * ``egru_run(tokens int32[K], <same...>, logits f32[K, V], stats int32[K, L+1])`` (states carried across
+      the K tokens; ``stats[t, l]`` active units of layer l, ``stats[t, L]`` event-gated MACs of step t)
     """
     import tvm
     funcs = {}
@@ -881,20 +904,27 @@ class TVMStepRunner:
         self._step_fn(int(token), *self._args, self._logits)
         return self._logits_np.copy() if copy else self._logits_np
 
-    def run(self, tokens, copy: bool = True) -> np.ndarray:
-        """tokens [K] -> logits [K, V] in one packed call, states carried (copy=False: reused buffer)."""
+    def run(self, tokens, copy: bool = True, with_stats: bool = False):
+        """tokens [K] -> logits [K, V] in one packed call, states carried (copy=False: reused buffer).
+        With `with_stats`, returns (logits, stats int32[K, L+1]): per step the active units of each layer and
+        the event-gated MACs (excluding the dense first-layer input's constant MACs)."""
         import tvm
         tok = np.asarray(tokens).reshape(-1)
         K = tok.shape[0]
         bufs = self._run_bufs.get(K)
         if bufs is None:
+            L = len(self.spec.hidden_sizes)
             t = tvm.runtime.tensor(np.zeros(K, np.int32))
             lg = tvm.runtime.tensor(np.zeros((K, self.spec.vocab_size), np.float32))
-            bufs = (t, lg, np.from_dlpack(t), np.from_dlpack(lg))
+            st = tvm.runtime.tensor(np.zeros((K, L + 1), np.int32))
+            bufs = (t, lg, st, np.from_dlpack(t), np.from_dlpack(lg), np.from_dlpack(st))
             self._run_bufs = {K: bufs}
-        bufs[2][:] = tok
-        self._run_fn(bufs[0], *self._args, bufs[1])
-        return bufs[3].copy() if copy else bufs[3]
+        bufs[3][:] = tok
+        self._run_fn(bufs[0], *self._args, bufs[1], bufs[2])
+        logits = bufs[4].copy() if copy else bufs[4]
+        if with_stats:
+            return logits, bufs[5].copy()
+        return logits
 
     # -- save / load -----------------------------------------------------------------------------
     def export_library(self, path: str):

@@ -61,4 +61,16 @@ class TVMRunner(Runner):
         return logits
 
 
+    def run(self, tokens) -> np.ndarray:
+        """K tokens in one packed call (`egru_run`), per-step activity and MACs from the kernel's own counts."""
+        from ...runtime.base import RunStats
+        toks = np.asarray(tokens, np.int64).reshape(-1)
+        if len(toks) and (toks.min() < 0 or toks.max() >= self.vocab_size):
+            self.check_token(int(toks.min() if toks.min() < 0 else toks.max()))
+        logits, stats = self.rt.run(toks, with_stats=True)
+        L = len(self.layer_sizes)
+        self.last_run = RunStats(stats[:, :L].astype(np.int64), stats[:, L].astype(np.int64) + self.embed_macs)
+        return logits
+
+
 register_runner("tvm", TVMRunner.from_artifact)
