@@ -120,6 +120,6 @@ class SparseMatrix:
         return np.bincount(self.indices, minlength=self.shape[1])
 
     def describe(self) -> str:
-        q = f", scale" if self.scale is not None else ""
+        q = ", scale" if self.scale is not None else ""
         return (f"sparse<{self.shape[0]}x{self.shape[1]}, {self.fmt}, nnz={self.nnz}, "
                 f"density={self.density:.4f}{q}>")
