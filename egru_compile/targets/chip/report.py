@@ -121,8 +121,8 @@ def text_report(m: dict) -> str:
                  f"{tr['baseline_spike_hops_per_token']:,.1f} ({ratio})")
     lines.append(f"baseline (sequential): {b['cores_used']} cores, max core MACs {b['max_core_macs']:,.0f}, "
                  f"energy {b['energy_pj'] / 1e6:.3f} uJ, latency {b['latency_ns'] / 1e3:.2f} us")
-    if m.get("count_macs"):
-        lines.append(f"count-macs dynamic MACs/token: {m['count_macs']['dynamic']}")
+    if m.get("count_macs") and m["count_macs"].get("dynamic") is not None:
+        lines.append(f"count-macs dynamic MACs/token: {m['count_macs']['dynamic']:,.3f} (= sum of per-core macs_measured)")
     if m.get("dense_reference"):
         d = m["dense_reference"]
         lines.append(f"the same model unpruned would need {d['chips']} chip(s) "
