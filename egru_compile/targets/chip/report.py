@@ -154,7 +154,7 @@ def plot_mapping(m: dict, costs: CoreCosts, pl: Placement, profile, path) -> Non
         gy = c["y"] * 2 + k // 2
         grid[gy, gx] = c[key]
         pos[c["core"]] = (gx, gy)
-    fig, ax = plt.subplots(figsize=(max(6, chips * 5), 4))
+    fig, ax = plt.subplots(figsize=(max(7.5, chips * 6), 4.8))
     im = ax.imshow(grid, cmap="viridis", origin="lower")
     fig.colorbar(im, ax=ax, label=f"{key} per token")
     tr = costs.traffic + costs.traffic.T
@@ -171,8 +171,9 @@ def plot_mapping(m: dict, costs: CoreCosts, pl: Placement, profile, path) -> Non
     ax.grid(color="grey", lw=0.5)
     ax.set_xticklabels([])
     ax.set_yticklabels([])
-    ax.set_title(f"{profile.name}: MACs per core, top-10% inter-core spike traffic "
-                 f"({m['traffic']['spike_hops_per_token']:,.0f} spike-hops/token)")
+    ax.set_title(f"{profile.name}, {chips} chip(s): MACs per core (2x2 cores per tile)\n"
+                 f"lines: top-10% inter-core spike traffic; {m['traffic']['spike_hops_per_token']:,.0f} "
+                 f"spike-hops/token", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
