@@ -102,7 +102,8 @@ def collect_matrices(graph: Graph) -> list[MatrixInfo]:
 
 
 def _measure(graph: Graph, mats: list[MatrixInfo], tokens: np.ndarray):
-    """(total MACs per matrix over all tokens, number of active units per layer y over all tokens)."""
+    """(total MACs per matrix over all tokens, per layer: how many tokens each unit's y was active, per layer:
+    the active mask of y after the last token)."""
     layer_ids = sorted({m.layer for m in mats if m.layer is not None} | {
         v.meta["layer"] for v in graph.outputs if v.meta.get("role") == "state_out"})
     ys = {l: state_output(graph, l, "y") for l in layer_ids}
@@ -116,7 +117,8 @@ def _measure(graph: Graph, mats: list[MatrixInfo], tokens: np.ndarray):
 
     stepper = Stepper(graph)
     totals = np.zeros(len(mats), dtype=np.int64)
-    active = {l: 0 for l in layer_ids}
+    active = {l: np.zeros(v.type.shape[-1], np.int64) for l, v in ys.items() if v is not None}
+    last = {}
     for tok in tokens:
         seen.clear()
         for v, a in zip(graph.inputs, stepper.inputs):     # state inputs (y of the previous step)
@@ -131,13 +133,16 @@ def _measure(graph: Graph, mats: list[MatrixInfo], tokens: np.ndarray):
                 totals[k] += m.nnz
         for l, v in ys.items():
             if v is not None:
-                active[l] += int(np.count_nonzero(seen[v]))
-    return totals, active
+                last[l] = np.asarray(seen[v]).reshape(-1) != 0
+                active[l] += last[l]
+    return totals, active, last
 
 
-def count_macs_for_tokens(graph: Graph, tokens=None) -> dict:
+def count_macs_for_tokens(graph: Graph, tokens=None, unit_activity: dict | None = None) -> dict:
     """The MACs report of `graph` (JSON-serialisable dict); with `tokens` (np.int64 ids) also the measured
-    activity and dynamic MACs. Reusable by any target: it only interprets the IR."""
+    activity and dynamic MACs. Reusable by any target: it only interprets the IR. If `unit_activity` is a
+    dict it receives ``tokens``, ``fires`` (layer -> tokens each unit's y was non-zero) and ``last`` (layer
+    -> active mask after the last token) from the same run."""
     mats = collect_matrices(graph)
     rnn = [m for m in mats if m.layer is not None]
     dec = [m for m in mats if m.layer is None]
@@ -147,7 +152,9 @@ def count_macs_for_tokens(graph: Graph, tokens=None) -> dict:
     T = 0 if tokens is None else len(tokens)
     totals = active = None
     if tokens is not None:
-        totals, active = _measure(graph, mats, tokens)
+        totals, active, last = _measure(graph, mats, tokens)
+        if unit_activity is not None:    # per-unit counts for targets that place units (not in the JSON report)
+            unit_activity.update(tokens=tokens, fires={l: a.copy() for l, a in active.items()}, last=last)
     sizes = {v.meta["layer"]: v.type.shape[-1] for v in graph.outputs if v.meta.get("role") == "state_out"}
     layer_ids = sorted(set(sizes) | {m.layer for m in rnn})
     layers = []
@@ -161,7 +168,7 @@ def count_macs_for_tokens(graph: Graph, tokens=None) -> dict:
             row[f"{role}_static"] = static
             row[f"{role}_density"] = static / dense if dense else None
             row[role] = float(sum(int(totals[k]) for k, _ in ms)) / T if T else None
-        row["activity"] = (active[l] / (T * sizes[l])) if T and sizes.get(l) else None
+        row["activity"] = (int(active[l].sum()) / (T * sizes[l])) if T and sizes.get(l) else None
         layers.append(row)
     # keep the documented key order
     layers = [{"layer": r["layer"], "input": r["input"], "recurrent": r["recurrent"],
@@ -205,8 +212,11 @@ def macs_report(graph: Graph, calib_tokens=None) -> dict:
 
 @register_pass("count-macs", kind="analysis")
 def run(graph: Graph, options: PassOptions) -> dict:
-    rep = count_macs_for_tokens(graph, options.calib_tokens)
+    unit_activity: dict = {}
+    rep = count_macs_for_tokens(graph, options.calib_tokens, unit_activity)
     graph.meta["macs"] = rep
+    if unit_activity:
+        graph.meta["unit_activity"] = unit_activity
     mp = rep["macs_per_token"]
     st = {"dense": mp["dense"], "static": mp["static"]}
     if mp["dynamic"] is not None:

@@ -31,26 +31,18 @@ __all__ = ["compile_loihi_like", "compile_spinnaker2_like", "compile_chip", "loa
 
 
 def measure_unit_activity(graph, tokens: np.ndarray, nets: list[LayerNet]) -> None:
-    """Run the IR (reference interpreter) on `tokens` and attach per-unit event counts to `nets`, the same
-    run `count-macs` does, so per-core MACs add up exactly to its dynamic total."""
-    from ...passes.utils import Stepper
-    st = Stepper(graph)
-    ys = {}
-    for j, v in enumerate(graph.outputs):
-        if v.meta.get("role") == "state_out" and v.meta.get("kind") == "y":
-            ys[v.meta["layer"]] = j
-    L = len(nets)
-    fires_out = [np.zeros(n.hidden, np.int64) for n in nets]
-    fires_rec = [np.zeros(n.hidden, np.int64) for n in nets]
-    prev = [np.zeros(n.hidden, bool) for n in nets]
-    for tok in tokens:
-        outs = st.step(int(tok))
-        for l in range(L):
-            fires_rec[l] += prev[l]
-            cur = np.asarray(outs[ys[l]]).reshape(-1) != 0
-            fires_out[l] += cur
-            prev[l] = cur
+    """Attach per-unit event counts on `tokens` to `nets`. Reuses the counts `count-macs` recorded on the same
+    graph and tokens (``graph.meta["unit_activity"]``), so per-core MACs add up exactly to its dynamic total;
+    runs that analysis when the pipeline did not."""
+    from ...passes import count_macs_for_tokens
+    ua = graph.meta.get("unit_activity")
+    if ua is None or not np.array_equal(ua["tokens"], tokens):
+        ua = {}
+        count_macs_for_tokens(graph, tokens, ua)
     T = len(tokens)
+    fires_out = [np.asarray(ua["fires"][l], np.int64) for l in range(len(nets))]
+    # the recurrent input at step t is y(t-1) (zero at t = 0): every firing but the last step's
+    fires_rec = [f - ua["last"][l] for l, f in enumerate(fires_out)]
     fires_in = [np.full(nets[0].n_in, T, np.int64)] + fires_out[:-1]
     attach_activity(nets, fires_in, fires_rec, fires_out, T)
 
