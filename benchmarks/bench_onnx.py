@@ -2,15 +2,18 @@
 
 PTB-size layers by default (embedding 750, hidden 1350,1350,750, vocabulary 10000), random weights with
 the RNN matrices magnitude-pruned to 85 %, per-layer thresholds bisected so that every layer fires at
-about 10 / 20 / 30 % of its units on a random token stream. Both models run in onnxruntime with the same
+about 10 / 20 / 30 % of its units on a random token stream. Every model runs in onnxruntime with the same
 session options (1 intra-op thread, sequential, all graph optimisations) in one process, interleaved:
 
 * ``dense``  — a plain MatMul graph of the same (pruned, zero-filled) weights: the traced frontend graph
-  lowered with event gating, embedding folding and sparse storage switched off;
+  lowered with event gating, embedding folding and sparse storage switched off. ORT runs it twice — with its
+  default optimisers (MatMul + bias Add fused into Gemm) and with ``MatMulAddFusion`` disabled (MatMul + Add,
+  faster at batch 1 on this machine) — and the faster of the two is the baseline;
 * ``onnx``   — `compile_onnx` output after the default pass pipeline (f32, exact);
 * ``onnx-f16`` — the same with ``weight_dtype="f16"`` (event-gated rows stored as float16);
-* ``onnx-int8`` — default pipeline + ``quantize-int8`` (int8 rows, per-row scale; exact w.r.t. that IR but
-  not the same weights as ``dense``).
+* ``onnx-int8`` — default pipeline + ``quantize-int8`` (``--onnx-weight-dtype int8``: int8 rows, per-row
+  scale applied after the sum). Its baseline is ``dense-q``: the same dense MatMul graph holding the
+  dequantized int8 weights (int8 x scale as f32), i.e. the very weights the int8 program computes with.
 
 "RNN stack" times the graphs without the decoder (token -> embedding -> layers); "token" the full step.
 
@@ -95,9 +98,17 @@ def strip_decoder(graph: Graph) -> Graph:
     return g
 
 
-def make_session(model_proto, threads):
+def make_session(model_proto, threads, disabled_optimizers=()):
     import onnxruntime as ort
-    return ort.InferenceSession(serialize(model_proto), session_options(threads), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(serialize(model_proto), session_options(threads), providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
+
+
+#: sessions timed for each baseline: ORT's defaults, and without the MatMul + Add -> Gemm fusion
+UNFUSED = ("MatMulAddFusion",)
+DENSE_OPTIONS = {"event_gating": False, "fold_embedding": False, "sparse_storage": False, "extras": False}
+#: the passes that give the dense baseline the int8 program's weights (no event gating)
+DENSE_Q_PASSES = ["const-fold", "fold-masks", "fuse-gates", "fuse-cell", "dce", "quantize-int8"]
 
 
 def time_sessions(sessions: dict, tokens, rounds: int) -> dict:
@@ -162,57 +173,69 @@ def main(argv=None):
     print(f"# EGRU vocab {a.vocab}, emb {a.emb}, hidden {hidden}, RNN sparsity {a.sparsity:.0%}, "
           f"{a.threads} thread(s), {a.tokens} tokens x {a.rounds} rounds (interleaved), per-token µs (median)",
           flush=True)
-    variants = ["dense"] + [v for v in a.variants.split(",") if v != "dense"]
+    variants = [v for v in a.variants.split(",") if v and not v.startswith("dense")]
+    dense_keys = ["dense"] + (["dense-q"] if "onnx-int8" in variants else [])
+    baseline_of = {v: ("dense-q" if v == "onnx-int8" else "dense") for v in variants}
     rows = []
     for target in acts:
         thrs = calibrate(model, target, calib)
         raw = trace_model(model)
         opt = PassManager(None).run(raw)
         q8 = PassManager(["quantize-int8"]).run(opt) if "onnx-int8" in variants else None
-        graphs = {"token": (raw, opt, q8),
-                  "rnn": (strip_decoder(raw), strip_decoder(opt), strip_decoder(q8) if q8 is not None else None)}
+        rawq = PassManager(DENSE_Q_PASSES).run(raw) if "onnx-int8" in variants else None
+        graphs = {"token": (raw, opt, q8, rawq),
+                  "rnn": tuple(strip_decoder(x) if x is not None else None for x in (raw, opt, q8, rawq))}
         row = {"target_activity": target, "thresholds": thrs}
-        for scope, (graw, gopt, gq8) in graphs.items():
-            protos = {}
+        for scope, (graw, gopt, gq8, grawq) in graphs.items():
+            protos = {"dense": lower_graph(graw, DENSE_OPTIONS).model}
+            if grawq is not None:
+                protos["dense-q"] = lower_graph(grawq, DENSE_OPTIONS).model
             for k in variants:
-                if k == "dense":
-                    protos[k] = lower_graph(graw, {"event_gating": False, "fold_embedding": False,
-                                                   "sparse_storage": False, "extras": False}).model
-                elif k == "onnx":
+                if k == "onnx":
                     protos[k] = lower_graph(gopt).model
                 elif k == "onnx-f16":
                     protos[k] = lower_graph(gopt, {"weight_dtype": "f16"}).model
                 elif k == "onnx-int8":
-                    protos[k] = lower_graph(gq8).model
+                    protos[k] = lower_graph(gq8, {"weight_dtype": "int8"}).model
                 else:
                     raise SystemExit(f"unknown variant {k}")
             t0 = time.perf_counter()
             sessions = {k: make_session(p, a.threads) for k, p in protos.items()}
+            for k in dense_keys:
+                sessions[f"{k}-unfused"] = make_session(protos[k], a.threads, UNFUSED)
             row[f"{scope}_session_s"] = round(time.perf_counter() - t0, 2)
             if scope == "token":
-                row["activity"], row["macs_per_token"] = measured_activity(sessions["onnx"], stream, hidden)
+                row["activity"], row["macs_per_token"] = measured_activity(sessions["onnx" if "onnx" in sessions
+                                                                                    else variants[0]], stream, hidden)
             res = time_sessions(sessions, stream, a.rounds)
             for k, v in res.items():
                 row[f"{scope}_{k}_us"] = float(np.median(v))
                 row[f"{scope}_{k}_us_min"] = float(np.min(v))
+            for k in dense_keys:          # the baseline: the faster of ORT's two ways to run the dense graph
+                row[f"{scope}_{k}_best_us"] = min(row[f"{scope}_{k}_us"], row[f"{scope}_{k}-unfused_us"])
             del sessions, protos
             gc.collect()
         rows.append(row)
         act = "/".join(f"{x:.2f}" for x in row["activity"])
         print(f"activity {target:.2f} (measured {act}): " + "  ".join(
-            f"{scope} " + " ".join(f"{k}={row[f'{scope}_{k}_us']:.0f}" for k in variants)
+            f"{scope} " + " ".join(f"{k}={row[f'{scope}_{k}_us']:.0f}"
+                                   for k in [d for dk in dense_keys for d in (dk, f"{dk}-unfused")] + variants)
             for scope in ("rnn", "token")), flush=True)
     print()
     for scope, title in (("rnn", "RNN stack (embedding + layers)"), ("token", "whole token (+ decoder)")):
-        print(f"{title}: per-token µs, median of {a.rounds} interleaved rounds (speed-up vs dense)")
-        head = "| activity target / measured | " + " | ".join(variants) + " |"
-        print(head)
-        print("|" + "---|" * (len(variants) + 1))
+        print(f"{title}: per-token µs, median of {a.rounds} interleaved rounds (speed-up vs the dense graph of the "
+              f"same weights; dense = faster of ORT default / MatMulAddFusion off)")
+        cols = ["ORT dense (default / unfused)"] + (["ORT dense-q"] if "dense-q" in dense_keys else []) + variants
+        print("| activity target / measured | " + " | ".join(cols) + " |")
+        print("|" + "---|" * (len(cols) + 1))
         for r in rows:
             cells = [f"{r['target_activity']:.0%} / " + "/".join(f"{x:.0%}" for x in r["activity"])]
+            for k in dense_keys:
+                cells.append(f"{r[f'{scope}_{k}_best_us']:,.0f} ({r[f'{scope}_{k}_us']:,.0f} / "
+                             f"{r[f'{scope}_{k}-unfused_us']:,.0f})")
             for k in variants:
-                us = r[f"{scope}_{k}_us"]
-                cells.append(f"{us:,.0f}" if k == "dense" else f"{us:,.0f} ({r[f'{scope}_dense_us'] / us:.2f}x)")
+                us, base = r[f"{scope}_{k}_us"], r[f"{scope}_{baseline_of[k]}_best_us"]
+                cells.append(f"{us:,.0f} ({base / us:.2f}x)")
             print("| " + " | ".join(cells) + " |")
         print()
     if a.json:

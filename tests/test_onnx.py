@@ -131,6 +131,13 @@ def test_int8_matrices_exact_and_f16_close():
     assert "EventMatVecF16" in low.stats["functions"]
 
 
+def test_int8_weight_dtype_needs_quantized_weights():
+    low, _ = _compare(hand_built(int8=True), {"weight_dtype": "int8"})
+    assert "EventMatVecQ" in low.stats["functions"] and "EventMatVec" in low.stats["functions"]   # f32 decoder
+    with pytest.raises(OnnxLoweringError, match="quantize-int8"):
+        lower_graph(hand_built(), {"weight_dtype": "int8"})
+
+
 def test_padded_compress_events_outputs():
     """compress_events results used as graph outputs keep the IR's padded semantics."""
     g = hand_built(expose_events=True)

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ...errors import EgruError
 from ...ir import Graph, SparseMatrix, Value
 from ...passes.count_macs import collect_matrices
-from ...passes.utils import eval_constant, fed_layers, is_event_tensor
+from ...passes.utils import eval_constant, fed_layers, is_event_tensor, matvec_operands
 from . import functions as F
 
 IR_VERSION = 10
@@ -50,7 +50,8 @@ class OnnxOptions:
     """Options of the ONNX target (keys of the compile `options` dict; others are ignored)."""
 
     #: runtime dtype of event-gated weight rows: "auto" (int8 rows + scale for the IR's int8 matrices —
-    #: exact —, f32 otherwise), "f32" (everything dequantized to f32), "f16" (half the bytes, ~1e-3 relative)
+    #: exact —, f32 otherwise), "f32" (everything dequantized to f32), "f16" (half the bytes, ~1e-3 relative),
+    #: "int8" (as auto, but an error unless quantize-int8 ran: a quarter of the f32 bytes)
     weight_dtype: str = "auto"
     #: gate matrix-vector products of event tensors (False: every product is a dense MatMul)
     event_gating: bool = True
@@ -68,8 +69,9 @@ class OnnxOptions:
     extras: bool = True
 
     def __post_init__(self):
-        if self.weight_dtype not in ("auto", "f32", "f16"):
-            raise OnnxLoweringError(f"onnx weight_dtype must be 'auto', 'f32' or 'f16', not {self.weight_dtype!r}")
+        if self.weight_dtype not in ("auto", "f32", "f16", "int8"):
+            raise OnnxLoweringError(f"onnx weight_dtype must be 'auto', 'f32', 'f16' or 'int8', "
+                                    f"not {self.weight_dtype!r}")
 
     @classmethod
     def from_options(cls, options) -> "OnnxOptions":
@@ -300,17 +302,21 @@ class _Lowering:
             self.weights[key] = (wt, sc)
         return self.weights[key]
 
-    def gated(self, node, w: Value, idx: str, val: str, hint: str) -> str:
-        """Event-gated product of the active units (idx, val) with the constant weight `w`."""
+    def gated(self, node, w: Value, idx: str, val: str, hint: str, bias: Value | None = None) -> str:
+        """Event-gated product of the active units (idx, val) with the constant weight `w`, plus `bias`."""
         data = self.const_of(w)
         mode = self.o.weight_dtype
         self.stats["gated_matvecs"] += 1
-        if mode == "auto" and isinstance(data, SparseMatrix) and data.scale is not None:
+        if mode in ("auto", "int8") and isinstance(data, SparseMatrix) and data.scale is not None:
             wt, sc = self.weight_q8(w)
-            return self.fn("EventMatVecQ", [idx, val, wt, sc], hint=hint)[0]
-        if mode == "f16":
-            return self.fn("EventMatVecF16", [idx, val, self.weight_t(node, w, "f16")], hint=hint)[0]
-        return self.fn("EventMatVec", [idx, val, self.weight_t(node, w)], hint=hint)[0]
+            r = self.fn("EventMatVecQ", [idx, val, wt, sc], hint=hint)[0]
+        elif mode == "f16":
+            r = self.fn("EventMatVecF16", [idx, val, self.weight_t(node, w, "f16")], hint=hint)[0]
+        else:
+            r = self.fn("EventMatVec", [idx, val, self.weight_t(node, w)], hint=hint)[0]
+        if bias is not None:
+            r = self.node("Add", [r, self.as_f32(bias)], hint=hint)[0]
+        return r
 
     # ------------------------------------------------------------------ values
     def val(self, v: Value) -> str:
@@ -401,7 +407,8 @@ class _Lowering:
                 and not self._too_active(x))
         if gate:
             idx, v, _ = self.events_of(x)
-            r = self.gated(node, w, idx, v, out.name)
+            self.vmap[out] = self.gated(node, w, idx, v, out.name, bias)
+            return
         elif self._fold_ok(node, x, n_out):
             table, ids = self._embedding_src(x)
             r = self.fn("EmbedMatVec", [self.val(ids), self.const_name(table), self.weight_t(node, w)],
@@ -455,10 +462,7 @@ class _Lowering:
                 idx = self.node("Slice", [self.val(idx_v), z, cnt], hint="ev_idx")[0]
                 idx = self.node("Cast", [idx], hint="ev_idx64", to=TensorProto.INT64)[0]
                 val = self.node("Slice", [self.as_f32(val_v), z, cnt], hint="ev_val")[0]
-            r = self.gated(n, w, idx, val, out.name)
-            if bias is not None:
-                r = self.node("Add", [r, self.as_f32(bias)], hint=out.name)[0]
-            self.vmap[out] = r
+            self.vmap[out] = self.gated(n, w, idx, val, out.name, bias)
         elif op == "egru_cell":
             gx, gh, c, thr = (self.as_f32(v) for v in ins)
             outs = self.fn("EGRUCell", [gx, gh, c, thr], 2, hint=f"{_san(out.name)}")
@@ -509,6 +513,11 @@ class _Lowering:
 
     def run(self) -> Lowered:
         g = self.g
+        if self.o.weight_dtype == "int8" and not any(
+                isinstance(w, SparseMatrix) and w.scale is not None
+                for w in (self.const_of(matvec_operands(m.node)[1]) for m in collect_matrices(g))):
+            raise OnnxLoweringError("onnx weight_dtype 'int8' needs int8 weights: run the quantize-int8 pass "
+                                    "(egru-compile adds it with --onnx-weight-dtype int8)")
         # ---- inputs
         inputs: list[IOSpec] = []
         value_infos_in = []
@@ -565,16 +574,25 @@ class _Lowering:
             for l, v in ys:
                 cnt = self.events_of(v)[2]
                 outs.append((cnt, TensorProto.INT64, IOSpec(f"events{l}", "int64", [1], "events", l)))
-            total = None
+            # one CountMACs per event tensor, over the summed fan-out of every matrix it feeds
+            parts, fanout, labels, dense_macs = [], {}, {}, 0
             for m in collect_matrices(g):
                 if m.layer is None:
                     continue
                 if m.event:
-                    idx = self.events_of(m.x)[0]
-                    fan = self.init(np.asarray(m.colnnz, np.int64), f"{_san(m.label)}_fanout")
-                    part = self.fn("CountMACs", [idx, fan], hint=f"{_san(m.label)}_macs")[0]
+                    cn = np.asarray(m.colnnz, np.int64)
+                    fanout[m.x] = fanout[m.x] + cn if m.x in fanout else cn
+                    labels.setdefault(m.x, _san(m.label))
                 else:
-                    part = self.ints([m.nnz], f"{_san(m.label)}_macs")
+                    dense_macs += int(m.nnz)
+            for x, fan in fanout.items():
+                idx = self.events_of(x)[0]
+                parts.append(self.fn("CountMACs", [idx, self.init(fan, f"{labels[x]}_fanout")],
+                                     hint=f"{labels[x]}_macs")[0])
+            if dense_macs:
+                parts.append(self.ints([dense_macs], "dense_macs"))
+            total = None
+            for part in parts:
                 total = part if total is None else self.node("Add", [total, part], hint="macs_sum")[0]
             if total is None:
                 total = self.ints([0], "macs0")
