@@ -9,7 +9,8 @@ session options (1 intra-op thread, sequential, all graph optimisations) in one 
   lowered with event gating, embedding folding and sparse storage switched off. ORT runs it twice — with its
   default optimisers (MatMul + bias Add fused into Gemm) and with ``MatMulAddFusion`` disabled (MatMul + Add,
   faster at batch 1 on this machine) — and the faster of the two is the baseline;
-* ``onnx``   — `compile_onnx` output after the default pass pipeline (f32, exact);
+* ``onnx``   — `compile_onnx` output after the default pass pipeline (f32, exact), in a session like
+  `open_artifact`'s (the same options, ``MatMulAddFusion`` off);
 * ``onnx-f16`` — the same with ``weight_dtype="f16"`` (event-gated rows stored as float16);
 * ``onnx-int8`` — default pipeline + ``quantize-int8`` (``--onnx-weight-dtype int8``: int8 rows, per-row
   scale applied after the sum). Its baseline is ``dense-q``: the same dense MatMul graph holding the
@@ -41,7 +42,7 @@ from egru_compile.ir import Graph  # noqa: E402
 from egru_compile.model import EGRUConfig, EGRULanguageModel  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.passes.utils import remove_dead_nodes  # noqa: E402
-from egru_compile.runtime.onnx_runner import session_options  # noqa: E402
+from egru_compile.runtime.onnx_runner import DISABLED_OPTIMIZERS, session_options  # noqa: E402
 from egru_compile.targets.onnx import lower_graph, serialize  # noqa: E402
 
 
@@ -104,8 +105,9 @@ def make_session(model_proto, threads, disabled_optimizers=()):
                                 disabled_optimizers=list(disabled_optimizers))
 
 
-#: sessions timed for each baseline: ORT's defaults, and without the MatMul + Add -> Gemm fusion
-UNFUSED = ("MatMulAddFusion",)
+#: sessions timed for each baseline: ORT's defaults, and without the MatMul + Add -> Gemm fusion (which the
+#: compiled models' runner switches off too)
+UNFUSED = DISABLED_OPTIMIZERS
 DENSE_OPTIONS = {"event_gating": False, "fold_embedding": False, "sparse_storage": False, "extras": False}
 #: the passes that give the dense baseline the int8 program's weights (no event gating)
 DENSE_Q_PASSES = ["const-fold", "fold-masks", "fuse-gates", "fuse-cell", "dce", "quantize-int8"]
@@ -200,7 +202,8 @@ def main(argv=None):
                 else:
                     raise SystemExit(f"unknown variant {k}")
             t0 = time.perf_counter()
-            sessions = {k: make_session(p, a.threads) for k, p in protos.items()}
+            sessions = {k: make_session(p, a.threads, () if k.startswith("dense") else UNFUSED)
+                        for k, p in protos.items()}
             for k in dense_keys:
                 sessions[f"{k}-unfused"] = make_session(protos[k], a.threads, UNFUSED)
             row[f"{scope}_session_s"] = round(time.perf_counter() - t0, 2)
