@@ -14,6 +14,10 @@ Variants (all from the same weights and thresholds):
 * ``ort-dense`` — the traced step lowered as a plain MatMul graph (no event gating, no folding, dense
   initializers), `compile_onnx` + `open_artifact`, stock onnxruntime;
 * ``onnx``      — default pass pipeline + `compile_onnx` (event-gated sparse program), `open_artifact`;
+* ``onnx-int8`` — the same plus ``quantize-int8``, compiled with ``weight_dtype="int8"`` (`--onnx-weight-dtype
+  int8`: int8 weight rows, per-row scale after the sum; the tied decoder stays f32). Its weights are the int8
+  ones, not the f32 ones the other variants hold; `bench_onnx.py` times the dense graph of those very
+  weights too (same speed as ORT dense: a dense MatMul's time does not depend on the values);
 * ``tvm``       — default pass pipeline + `compile_tvm` (`egru_step.so`), `open_artifact`; the timed call is
   the artifact's packed ``egru_step`` (one Python -> TVM call per token, logits written in place).
 
@@ -74,7 +78,7 @@ from egru_compile.targets.tvm.target import compile_tvm  # noqa: E402
 
 DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,
              "extras": False}
-VARIANTS = ("torch", "ort-dense", "onnx", "tvm")
+VARIANTS = ("torch", "ort-dense", "onnx", "onnx-int8", "tvm")
 SCOPES = ("rnn", "token")
 
 
@@ -194,13 +198,17 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
                       "total_s": round(t3 - t0, 2)}
     compile_onnx(opt, None, d / "onnx_token", {})
     compile_onnx(strip_decoder(opt), None, d / "onnx_rnn", {})
+    q8 = PassManager(["quantize-int8"]).run(opt)
+    compile_onnx(q8, None, d / "onnx8_token", {"weight_dtype": "int8"})
+    compile_onnx(strip_decoder(q8), None, d / "onnx8_rnn", {"weight_dtype": "int8"})
     compile_onnx(raw, None, d / "dense_token", DENSE_ORT)
     compile_onnx(strip_decoder(raw), None, d / "dense_rnn", DENSE_ORT)
-    del raw, opt
+    del raw, opt, q8
     gc.collect()
 
-    ort = {n: open_artifact(d / n, threads=1) for n in ("onnx_token", "onnx_rnn", "dense_token", "dense_rnn")}
-    for n in ("onnx_rnn", "dense_rnn"):   # the stripped graphs output the last layer's y; tokens are still 0..V-1
+    ort = {n: open_artifact(d / n, threads=1)
+           for n in ("onnx_token", "onnx_rnn", "onnx8_token", "onnx8_rnn", "dense_token", "dense_rnn")}
+    for n in ("onnx_rnn", "onnx8_rnn", "dense_rnn"):   # the stripped graphs output the last layer's y; tokens are still 0..V-1
         ort[n].vocab_size = V
     tv = open_artifact(d / "tvm")
     rt = tv.rt
@@ -214,10 +222,12 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
         ("torch", "rnn"): (t_reset, t_rnn),
         ("ort-dense", "rnn"): (ort["dense_rnn"].reset, lambda i: ort["dense_rnn"].step(toks[i])),
         ("onnx", "rnn"): (ort["onnx_rnn"].reset, lambda i: ort["onnx_rnn"].step(toks[i])),
+        ("onnx-int8", "rnn"): (ort["onnx8_rnn"].reset, lambda i: ort["onnx8_rnn"].step(toks[i])),
         ("tvm", "rnn"): (rt.reset, lambda i: rnn_fn(toks[i], *args, lg)),
         ("torch", "token"): (t_reset, t_token),
         ("ort-dense", "token"): (ort["dense_token"].reset, lambda i: ort["dense_token"].step(toks[i])),
         ("onnx", "token"): (ort["onnx_token"].reset, lambda i: ort["onnx_token"].step(toks[i])),
+        ("onnx-int8", "token"): (ort["onnx8_token"].reset, lambda i: ort["onnx8_token"].step(toks[i])),
         ("tvm", "token"): (rt.reset, lambda i: step_fn(toks[i], *args, lg)),
     }
 
@@ -336,15 +346,16 @@ def profile(mods, rt, toks, N, rounds, burn, hidden, V, E, scat, ev_t, res):
 # ------------------------------------------------------------------------------------------------ report
 def fmt_table(rows, scope):
     head = ("| weight sparsity | activity target / measured (L0/L1/L2) | MAC ratio | torch µs | ORT dense µs | "
-            "ONNX-compiled µs (vs torch) | TVM µs (vs torch / vs ORT dense) |")
-    out = [head, "|---|---|---|---|---|---|---|"]
+            "ONNX-compiled µs (vs torch / vs ORT dense) | ONNX int8 µs (vs torch / vs ORT dense) | "
+            "TVM µs (vs torch / vs ORT dense) |")
+    out = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tu, du = r[f"torch_{scope}_us"], r[f"ort-dense_{scope}_us"]
-        ou, vu = r[f"onnx_{scope}_us"], r[f"tvm_{scope}_us"]
+        ou, qu, vu = r[f"onnx_{scope}_us"], r[f"onnx-int8_{scope}_us"], r[f"tvm_{scope}_us"]
         act = "/".join(f"{x:.0%}" for x in r["activity_tvm"])
         out.append(f"| {r['sparsity']:.0%} | {r['target_activity']:.0%} / {act} | "
-                   f"{r['macs'][f'ratio_{scope}']:.1f}x | {tu:,.0f} | {du:,.0f} | {ou:,.0f} ({tu / ou:.1f}x) | "
-                   f"{vu:,.0f} ({tu / vu:.1f}x / {du / vu:.1f}x) |")
+                   f"{r['macs'][f'ratio_{scope}']:.1f}x | {tu:,.0f} | {du:,.0f} | "
+                   + " | ".join(f"{x:,.0f} ({tu / x:.1f}x / {du / x:.1f}x)" for x in (ou, qu, vu)) + " |")
     return "\n".join(out)
 
 
@@ -355,7 +366,7 @@ def plot(rows, path):
     fig, axs = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, scope in zip(axs, SCOPES):
         mr = [r["macs"][f"ratio_{scope}"] for r in rows]
-        for v, mk in (("tvm", "o"), ("onnx", "s"), ("ort-dense", "^")):
+        for v, mk in (("tvm", "o"), ("onnx", "s"), ("onnx-int8", "D"), ("ort-dense", "^")):
             sp = [r[f"torch_{scope}_us"] / r[f"{v}_{scope}_us"] for r in rows]
             ax.scatter(mr, sp, marker=mk, label=f"{v} / torch dense")
             if v == "tvm":
