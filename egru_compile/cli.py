@@ -119,6 +119,8 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     from .targets.output import atomic_output_dir, check_output_dir
 
     target = options["target"]
+    if options.get("onnx_weight_dtype", "auto") != "auto" and target != "onnx":
+        raise EgruError(f"--onnx-weight-dtype applies to --target onnx only (target: {target or 'none'})")
     if target is None and not (print_ir or print_ir_after_all or report_path):
         raise EgruError("nothing to do: give --target (onnx, tvm, loihi-like, spinnaker2-like) or --print-ir")
     target_fn = get_target(target) if target else None

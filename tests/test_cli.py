@@ -87,3 +87,15 @@ def test_no_files_written_outside_output(ckpt):
     res = run(ckpt / "m.pt", "--target", "loihi-like", "-o", ckpt / "o")
     assert res.exit_code == 0, res.output
     assert set(os.listdir(ckpt)) - before == {"o"}
+
+
+def test_onnx_weight_dtype_int8_adds_quantize_and_needs_onnx_target(ckpt):
+    import onnx
+    res = run(ckpt / "m.pt", "--target", "onnx", "--onnx-weight-dtype", "int8", "-o", ckpt / "o8",
+              "--calib-data", ckpt / "calib.txt")
+    assert res.exit_code == 0, res.output
+    assert "quantize-int8: calibration perplexity" in res.output
+    assert "EventMatVecQ" in {f.name for f in onnx.load(str(ckpt / "o8" / "model.onnx")).functions}
+    res = run(ckpt / "m.pt", "--target", "tvm", "--onnx-weight-dtype", "int8", "-o", ckpt / "t8")
+    assert res.exit_code != 0 and not (ckpt / "t8").exists()
+    assert res.output.strip().splitlines()[-1] == "error: --onnx-weight-dtype applies to --target onnx only (target: tvm)"
