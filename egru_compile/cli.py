@@ -170,8 +170,9 @@ def _run_passes(graph, passes, calib, print_after_all, verbose, quantize=False):
     """Run `--passes` (default pipeline when None). Chip targets hold int8 weights (unless --float-weights),
     and so does the onnx target with --onnx-weight-dtype int8: then quantize-int8 runs before count-macs so
     the MAC report describes the weights the target holds."""
-    from .passes import DEFAULT_PIPELINE, PassManager, PassOptions
-    names = [p.strip() for p in passes.split(",") if p.strip()] if passes else list(DEFAULT_PIPELINE)
+    from .passes import PassManager, PassOptions
+    from .passes.manager import parse_pipeline
+    names = parse_pipeline(passes or None)          # "default" expands before quantize-int8 is placed
     if quantize and "quantize-int8" not in names:
         at = names.index("count-macs") if "count-macs" in names else len(names)
         names.insert(at, "quantize-int8")

@@ -99,3 +99,11 @@ def test_onnx_weight_dtype_int8_adds_quantize_and_needs_onnx_target(ckpt):
     res = run(ckpt / "m.pt", "--target", "tvm", "--onnx-weight-dtype", "int8", "-o", ckpt / "t8")
     assert res.exit_code != 0 and not (ckpt / "t8").exists()
     assert res.output.strip().splitlines()[-1] == "error: --onnx-weight-dtype applies to --target onnx only (target: tvm)"
+
+
+def test_int8_quantize_goes_before_count_macs_with_passes_default(ckpt):
+    res = run(ckpt / "m.pt", "--target", "onnx", "--onnx-weight-dtype", "int8", "--passes", "default",
+              "-o", ckpt / "o8d", "-v")
+    assert res.exit_code == 0, res.output
+    order = [ln.split()[1] for ln in res.output.splitlines() if ln.startswith("[pass] ")]
+    assert order.index("quantize-int8") < order.index("count-macs"), order

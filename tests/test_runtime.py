@@ -43,8 +43,6 @@ def test_onnx_eval_matches_torch(artifact):
     assert np.allclose(a["activity"], b["activity"], atol=2e-3)
     assert all(0 < x < 1 for x in a["activity"])
     json.dumps(a)                                   # JSON-serialisable
-    for k in ("perplexity", "tokens", "macs_per_token", "activity", "target"):
-        assert k in a
 
 
 def test_macs_agree_with_count_macs_pass(artifact):

@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 
 from ...ir import Graph, verify
-from ..output import OutputError, atomic_output_dir
 from . import functions as F
 from .lower import OnnxLoweringError, OnnxOptions, lower_graph
 
@@ -98,13 +97,11 @@ def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
     """Lower `graph` (IR step graph; optimised or not) to ``out_dir/model.onnx`` + ``manifest.json``
     (+ ``vocab.txt`` when `source` has a vocabulary). `source` is the `SourceModel` it came from (or None).
     `options`: the compile options dict; ONNX keys are the fields of `OnnxOptions` (optionally prefixed
-    ``onnx_``), ``force`` allows replacing a non-empty `out_dir`. Everything is written into a temporary
-    sibling directory that replaces `out_dir` only on success. Returns ``{"summary", "manifest"}``."""
+    ``onnx_``). Like every target it writes into `out_dir` (created if missing); the CLI passes a fresh
+    temporary directory that it renames into place on success. Nothing is written before the model has
+    been lowered and checked. Returns ``{"summary", "manifest"}``."""
     opts = OnnxOptions.from_options(options)
     out_dir = Path(out_dir)
-    force = bool(options.get("force")) if isinstance(options, dict) else False
-    if out_dir.exists() and out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise OutputError(f"output directory {out_dir} already exists and is not empty")
     verify(graph)
     lowered = lower_graph(graph, opts)
     try:
@@ -119,12 +116,12 @@ def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
                                 f"{lowered.outputs[0].shape[-1]}")
     vocab_file = "vocab.txt" if vocab is not None else None
     manifest = build_manifest(lowered, source, graph, opts, options, len(data), vocab_file)
-    with atomic_output_dir(out_dir, force=True) as tmp:
-        (tmp / "model.onnx").write_bytes(data)
-        if vocab is not None:
-            (tmp / "vocab.txt").write_text("\n".join(vocab.words) + "\n", encoding="utf-8")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        (tmp / "report.txt").write_text(report_text(manifest))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.onnx").write_bytes(data)
+    if vocab is not None:
+        (out_dir / "vocab.txt").write_text("\n".join(vocab.words) + "\n", encoding="utf-8")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (out_dir / "report.txt").write_text(report_text(manifest))
     w = manifest["weights"]
     lo = manifest["lowering"]
     summary = (f"onnx: model.onnx {len(data) / 2 ** 20:.2f} MiB, weights nnz {w['nnz']:,} of {w['dense']:,}"
