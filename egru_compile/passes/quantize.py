@@ -22,7 +22,7 @@ import numpy as np
 
 from ..ir import Graph, SparseMatrix
 from .manager import PassOptions, register_pass
-from .utils import Stepper, remove_dead_nodes, rename
+from .utils import remove_dead_nodes, rename
 
 
 def quantize_matrix(m: SparseMatrix) -> SparseMatrix:
@@ -66,17 +66,11 @@ def quantize_int8(graph: Graph) -> dict:
 
 
 def perplexity(graph: Graph, tokens) -> float:
-    """exp(mean NLL) of predicting tokens[t+1] from the logits after tokens[t] (zero initial state)."""
-    tokens = np.asarray(tokens, np.int64).reshape(-1)
-    if len(tokens) < 2:
-        raise ValueError("perplexity needs at least 2 tokens")
-    st = Stepper(graph)
-    nll = 0.0
-    for t in range(len(tokens) - 1):
-        logits = st.logits(st.step(int(tokens[t]))).astype(np.float64).reshape(-1)
-        mx = logits.max()
-        nll += mx + np.log(np.exp(logits - mx).sum()) - logits[tokens[t + 1]]
-    return float(np.exp(nll / (len(tokens) - 1)))
+    """exp(mean NLL) of predicting tokens[t+1] from the logits after tokens[t] (zero initial state): the
+    runtime's `evaluate` over the reference interpreter."""
+    from ..runtime.evaluate import evaluate
+    from ..runtime.torch_runner import GraphRunner
+    return float(evaluate(GraphRunner(graph), tokens, quiet=True)["perplexity"])
 
 
 def quantize_report(graph_before: Graph, graph_after: Graph, tokens) -> dict:
