@@ -42,7 +42,7 @@ from egru_compile.ir import Graph  # noqa: E402
 from egru_compile.model import EGRUConfig, EGRULanguageModel  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.passes.utils import remove_dead_nodes  # noqa: E402
-from egru_compile.runtime.onnx_runner import DISABLED_OPTIMIZERS, session_options  # noqa: E402
+from egru_compile.runtime.onnx_runner import DISABLED_OPTIMIZERS, create_session  # noqa: E402
 from egru_compile.targets.onnx import lower_graph, serialize  # noqa: E402
 
 
@@ -100,9 +100,7 @@ def strip_decoder(graph: Graph) -> Graph:
 
 
 def make_session(model_proto, threads, disabled_optimizers=()):
-    import onnxruntime as ort
-    return ort.InferenceSession(serialize(model_proto), session_options(threads), providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(disabled_optimizers))
+    return create_session(serialize(model_proto), threads, disabled_optimizers=disabled_optimizers)
 
 
 #: sessions timed for each baseline: ORT's defaults, and without the MatMul + Add -> Gemm fusion (which the

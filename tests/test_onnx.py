@@ -13,6 +13,7 @@ from conftest import make_model
 from egru_compile.frontend import trace_model
 from egru_compile.ir import Graph, Interpreter, SparseMatrix, TensorType, run_graph
 from egru_compile.passes import PassManager
+from egru_compile.runtime.onnx_runner import create_session
 from egru_compile.targets.onnx import OP_NAMES, OnnxLoweringError, compile_onnx, lower_graph, serialize
 
 STEPS = 50
@@ -20,10 +21,7 @@ TOL = 1e-5
 
 
 def _session(model):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(serialize(model), so, providers=["CPUExecutionProvider"])
+    return create_session(serialize(model))           # the runtime's session: what users of open_artifact get
 
 
 def _compare(graph, options=None, steps=STEPS, vocab=None, tol=TOL, seed=0):

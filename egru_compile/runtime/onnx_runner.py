@@ -30,11 +30,13 @@ def session_options(threads: int = 1, profile_prefix: str | None = None):
 DISABLED_OPTIMIZERS = ("MatMulAddFusion",)
 
 
-def create_session(model, threads: int = 1, profile_prefix: str | None = None):
-    """An onnxruntime CPU session for batch-1 streaming (`session_options`, `DISABLED_OPTIMIZERS`)."""
+def create_session(model, threads: int = 1, profile_prefix: str | None = None,
+                   disabled_optimizers=DISABLED_OPTIMIZERS):
+    """An onnxruntime CPU session for batch-1 streaming (`session_options`, `DISABLED_OPTIMIZERS`); `model`:
+    path or serialized bytes."""
     import onnxruntime as ort
     return ort.InferenceSession(model, session_options(threads, profile_prefix), providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 _NP = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "float64": np.float64}

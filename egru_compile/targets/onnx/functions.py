@@ -133,43 +133,31 @@ def sparse_weight_i8() -> onnx.FunctionProto:
                "CSR int8 values -> dense int8 [rows, cols] (kept int8 for EventMatVecQ; folded at load time).")
 
 
-def event_matvec() -> onnx.FunctionProto:
+def _event_matvec_nodes(cast_rows: bool = False, scaled: bool = False) -> list:
+    """Gather(WT, idx) rows of the active units [-> Cast f32], MatMul with their values [-> * scale]."""
     n = helper.make_node
-    nodes = [
-        _const_ints("ax0", [0]),
-        n("Gather", ["WT", "idx"], ["rows"], axis=0),
-        n("Unsqueeze", ["val", "ax0"], ["v"]),
-        n("MatMul", ["v", "rows"], ["out"]),
-    ]
-    return _fn("EventMatVec", ["idx", "val", "WT"], ["out"], nodes,
+    nodes = [_const_ints("ax0", [0]), n("Gather", ["WT", "idx"], ["gathered" if cast_rows else "rows"], axis=0)]
+    if cast_rows:
+        nodes.append(n("Cast", ["gathered"], ["rows"], to=_F))
+    nodes += [n("Unsqueeze", ["val", "ax0"], ["v"]), n("MatMul", ["v", "rows"], ["acc" if scaled else "out"])]
+    if scaled:
+        nodes.append(n("Mul", ["acc", "scale"], ["out"]))
+    return nodes
+
+
+def event_matvec() -> onnx.FunctionProto:
+    return _fn("EventMatVec", ["idx", "val", "WT"], ["out"], _event_matvec_nodes(),
                "Event-gated matrix-vector product: sum over the active input units i of val_i * WT[i, :]; only "
                "the rows of the active units are read.")
 
 
 def event_matvec_f16() -> onnx.FunctionProto:
-    n = helper.make_node
-    nodes = [
-        _const_ints("ax0", [0]),
-        n("Gather", ["WT", "idx"], ["rows16"], axis=0),
-        n("Cast", ["rows16"], ["rows"], to=_F),
-        n("Unsqueeze", ["val", "ax0"], ["v"]),
-        n("MatMul", ["v", "rows"], ["out"]),
-    ]
-    return _fn("EventMatVecF16", ["idx", "val", "WT"], ["out"], nodes,
+    return _fn("EventMatVecF16", ["idx", "val", "WT"], ["out"], _event_matvec_nodes(cast_rows=True),
                "EventMatVec over float16 weight rows (half the bytes read), accumulated in float32.")
 
 
 def event_matvec_q() -> onnx.FunctionProto:
-    n = helper.make_node
-    nodes = [
-        _const_ints("ax0", [0]),
-        n("Gather", ["WT", "idx"], ["rows8"], axis=0),
-        n("Cast", ["rows8"], ["rows"], to=_F),
-        n("Unsqueeze", ["val", "ax0"], ["v"]),
-        n("MatMul", ["v", "rows"], ["acc"]),
-        n("Mul", ["acc", "scale"], ["out"]),
-    ]
-    return _fn("EventMatVecQ", ["idx", "val", "WT", "scale"], ["out"], nodes,
+    return _fn("EventMatVecQ", ["idx", "val", "WT", "scale"], ["out"], _event_matvec_nodes(True, scaled=True),
                "EventMatVec over int8 weight rows with a per-output scale applied after the sum: "
                "scale * sum_i val_i * WT[i, :] (a quarter of the f32 bytes; exact up to f32 rounding).")
 

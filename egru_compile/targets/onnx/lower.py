@@ -87,8 +87,6 @@ class OnnxOptions:
             key = k[len("onnx_"):] if isinstance(k, str) and k.startswith("onnx_") else k
             if key in known and v is not None:
                 kw[key] = v
-        if "fold_embedding" in options and options["fold_embedding"] is None:
-            kw.pop("fold_embedding", None)
         return cls(**kw)
 
     def to_dict(self) -> dict:
@@ -149,9 +147,7 @@ class _Lowering:
         self.stored: dict[int, str] = {}           # id(constant data) -> ONNX name
         self.keep: list = []                       # keep evaluated constants alive (ids stay unique)
         self.weights: dict[tuple, str] = {}
-        self.used_fns: set[str] = set()
         self.stats = {"weights": [], "gated_matvecs": 0, "dense_matvecs": 0, "folded_embedding": False}
-        self.users = graph.users()
 
     # ------------------------------------------------------------------ naming / emission
     def fresh(self, hint: str) -> str:
@@ -167,8 +163,6 @@ class _Lowering:
              out_names: list[str] | None = None, **attrs) -> list[str]:
         outs = out_names or [self.fresh(f"{hint or op.lower()}" + (f"_{i}" if n_out > 1 else ""))
                              for i in range(n_out)]
-        if domain == F.DOMAIN:
-            self.used_fns.add(op)
         self.nodes.append(helper.make_node(op, inputs, outs, domain=domain or None, **attrs))
         return outs
 
@@ -601,7 +595,6 @@ class _Lowering:
 
     def _finish(self, inputs, value_infos_in, outs) -> Lowered:
         graph_inputs = {s.name for s in inputs}
-        init_names = {t.name for t in self.inits}
         produced = {o for nd in self.nodes for o in nd.output}
         claimed: set[str] = set()
         rename: dict[str, str] = {}
@@ -632,7 +625,6 @@ class _Lowering:
         for k, nd in enumerate(kept):
             nd.name = f"n{k}_{nd.op_type}"
         inits = [t for t in self.inits if t.name in live]
-        del init_names
         graph = helper.make_graph(kept, "egru_step", value_infos_in, out_vis, inits)
         model = helper.make_model(
             graph, ir_version=IR_VERSION, producer_name="egru-compile", producer_version=_version(),
