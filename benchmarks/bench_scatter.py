@@ -95,10 +95,6 @@ def variants():
          "cur": lambda em, *a: K._emit_columns(em, *a, 8)}
     for G in (1, 2, 4):
         v[f"cur_G{G}"] = (lambda G: lambda em, *a: K._emit_columns(em, *a, G))(G)
-    VARS = v
-    extra = os.environ.get("SCATTER_EXTRA")
-    if extra:
-        exec(open(extra).read(), {**globals(), "VARS": v})
     return v
 
 

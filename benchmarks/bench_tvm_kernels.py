@@ -236,7 +236,7 @@ def main(argv=None):
         print(f"[embed={mode}, decoder={dec}] compile egru_step + egru_run: {t_compile:.1f} s; pack weights"
               f"{' + E@W0 table' if mode == 'table' else ''}: {t_pack:.1f} s")
         for act in (acts if dec == "event" else acts[:1]):
-            thr = calibrate(runner, act, toks)
+            calibrate(runner, act, toks)
             raw, py, run_tok, got = time_runner(runner, toks, steps)
             name = f"TVM fused step, embed={mode}" + ("" if dec == "event" else ", dense decoder")
             rows.append((name, act, raw, f"py .step {py[0]:.0f}, run(K=10) {run_tok:.0f}/tok, "
@@ -260,8 +260,6 @@ def main(argv=None):
     print("-" * 112)
     for name, act, s, note in rows:
         print(f"{name:46s} {'' if act is None else f'{act:.0%}':>5s} {fmt(s)}  {note}")
-    print("reference (quiet machine, 1 thread): dense torch GRUCell 750->1350 ~1350 us; tuned TIR event "
-          "layer 84/187/266 us at 10/20/30%")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ reports and errors."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -128,16 +127,13 @@ def test_ptb_size_pruned_model_fits_one_loihi_chip_dense_needs_more():
     stack = _random_stack([1350, 1350, 750], 750, 0.15)
     nets = build_network(stack)
     profile = load_profile("loihi-like")
-    t0 = time.perf_counter()
     seq, pl = place(nets, profile, 16, False)
-    seconds = time.perf_counter() - t0
     costs = evaluate(nets, pl, profile, False)
     assert pl.chips == 1 and not violations(costs, profile)
     dense = _dense_reference(nets, profile, 16)
     assert dense["chips"] > 1
     base = evaluate(nets, seq, profile, False)
     assert costs.hops_out.sum() < base.hops_out.sum()          # layout beats the sequential baseline
-    print(f"placement {seconds:.2f} s, dense needs {dense['chips']} chips")
 
 
 def test_capacity_overflow_names_resource(chip_model, tmp_path):

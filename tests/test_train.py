@@ -120,11 +120,11 @@ def test_training_reduces_loss_then_prunes_and_resumes(corpus_dir, tmp_path):
     assert len(epochs) == 5 and [r["stage"] for r in epochs] == ["dense"] * 3 + ["sparsity_50", "sparsity_85"]
     assert float(epochs[2]["train_loss"]) < float(epochs[0]["train_loss"]) - 0.1
     assert float(epochs[2]["valid_ppl"]) < 0.8 * 25  # well below a uniform guess over 25 words
-    assert all(float(r["activity_0"]) >= 0 for r in epochs)
+    assert all(0 < float(r["activity_0"]) < 1 for r in epochs)
     src = load_source(out)
     assert src.vocab is not None and len(src.vocab) == 25
     assert masked_fraction(src.model) == pytest.approx(0.85, abs=1e-3)
-    assert src.meta["test_ppl"] > 1 and src.meta["progress"] == {"stage": 2, "epochs_done": 1}
+    assert 1 < src.meta["test_ppl"] < 25 and src.meta["progress"] == {"stage": 2, "epochs_done": 1}
     for name in ("dense.pt", "sparsity_50.pt", "sparsity_85.pt", "last.pt", "last.state.pt", "config.json"):
         assert (tmp_path / "ck" / name).exists()
     assert masked_fraction(load_source(tmp_path / "ck" / "dense.pt").model) == 0.0

@@ -41,16 +41,16 @@ def test_input_major_roundtrip():
     np.testing.assert_array_equal(from_input_major(p, i, d, 12), W)
 
 
-@pytest.mark.parametrize("hidden,embed_mode,index_dtype", [
-    ((24,), "csc", "auto"),
-    ((24, 16), "csc", "auto"),
-    ((24, 16), "table", "int32"),
-    ((96, 64), "csc", "auto"),  # enough events per step for the 8-column interleaved scatter path
+@pytest.mark.parametrize("hidden,embed_mode,index_dtype,interleave", [
+    ((24,), "csc", "auto", 8),
+    ((24, 16), "csc", "auto", 8),
+    ((24, 16), "table", "int32", 8),
+    ((96, 64), "csc", "auto", 8),  # enough events per step for the 8-column interleaved scatter path
+    ((96, 64), "csc", "auto", 1),  # one column at a time (no interleaving)
 ])
-def test_fused_step_parity(hidden, embed_mode, index_dtype):
+def test_fused_step_parity(hidden, embed_mode, index_dtype, interleave):
     E, layers, db = rand_model(hidden=hidden, emb=hidden[-1])  # tied decoder: hidden[-1] == emb
-    r = TVMStepRunner(E, layers, db, embed_mode=embed_mode, index_dtype=index_dtype)
-    assert r.spec.embed_mode == embed_mode
+    r = TVMStepRunner(E, layers, db, embed_mode=embed_mode, index_dtype=index_dtype, interleave=interleave)
     toks = np.random.default_rng(2).integers(0, E.shape[0], 50)
     ref, ref_state = reference_run(toks, E, layers, E, db)
     acts = []
@@ -222,3 +222,9 @@ def test_kernel_library(index_dtype):
     lg = T_(np.zeros(V, np.float32))
     lib["event_decoder"](T_(ei), T_(ev), T_(en), T_(np.ascontiguousarray(D.T)), T_(db), lg)
     np.testing.assert_allclose(lg.numpy(), D @ y + db, atol=TOL, rtol=0)
+
+
+def test_auto_embed_mode_follows_the_table_size_limit():
+    from egru_compile.targets.tvm.kernels import EGRUKernelSpec
+    assert EGRUKernelSpec(50, 16, (24,), embed_mode="auto").embed_mode == "table"          # 50 x 72 floats
+    assert EGRUKernelSpec(50, 16, (24,), embed_mode="auto", table_limit_mb=0.0).embed_mode == "csc"
