@@ -6,7 +6,6 @@ Every user-facing failure prints one line ``error: ...`` and exits non-zero (tra
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import warnings

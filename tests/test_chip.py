@@ -14,7 +14,7 @@ from egru_compile.cli import main
 from egru_compile.frontend import save_checkpoint, trace_model
 from egru_compile.ir import Interpreter, SparseMatrix
 from egru_compile.passes import PassManager, PassOptions
-from egru_compile.targets.chip import compile_chip, load_profile
+from egru_compile.targets.chip import load_profile
 from egru_compile.targets.chip.network import build_network
 from egru_compile.targets.chip.placement import evaluate, place, sequential_placement, violations
 from egru_compile.targets.chip.simulate import ChipSimulator

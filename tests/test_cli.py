@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from conftest import make_model

@@ -96,26 +96,6 @@ def test_csr_weights_and_set_state():
     assert np.abs(np.stack([r.step(int(t)) for t in toks]) - ref).max() <= TOL
 
 
-def test_export_and_load_roundtrip(tmp_path):
-    E, layers, db = rand_model(hidden=(24, 16), emb=16, seed=8)
-    r = TVMStepRunner(E, layers, db, embed_mode="csc")
-    toks = np.random.default_rng(9).integers(0, E.shape[0], 30)
-    a = r.run(toks)
-    path = str(tmp_path / "egru_step.so")
-    r.export_library(path)
-    r2 = TVMStepRunner.load(path)
-    assert r2.spec == r.spec
-    b = np.stack([r2.step(int(t)) for t in toks])
-    np.testing.assert_array_equal(a, b)
-    ref, _ = reference_run(toks, E, layers, E, db)
-    assert np.abs(b - ref).max() <= TOL
-    # a loaded runner can be saved again and reloaded
-    path2 = str(tmp_path / "again.so")
-    r2.export_library(path2)
-    r3 = TVMStepRunner.load(path2)
-    np.testing.assert_array_equal(r3.run(toks), a)
-
-
 def test_pack_layer_rejects_bad_csr():
     W = np.zeros((3, 6), np.float32)
     W[0, 1] = W[2, 5] = 1.0

@@ -52,7 +52,6 @@ class OnnxRunner(Runner):
     def __init__(self, model, manifest: dict, *, vocab=None, path=None, threads: int = 1, io_binding: bool = True,
                  profile_prefix: str | None = None):
         super().__init__()
-        import onnxruntime as ort
         self.manifest = manifest
         self.path = None if path is None else str(path)
         self.vocab = vocab

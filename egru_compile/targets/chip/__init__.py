@@ -12,7 +12,6 @@ Output directory::
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

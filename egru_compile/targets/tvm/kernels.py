@@ -32,8 +32,6 @@ Fused step internals (see :func:`pack_layer`):
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -834,7 +832,6 @@ class TVMStepRunner:
     def _init_from_arrays(self, arrays: dict, module, target):
         import tvm
         spec = self.spec
-        self.arrays = arrays  # packed numpy weights (kept for export)
         self.module = module if module is not None else build_egru_step(spec, target)
         self._step_fn = self.module["egru_step"]
         self._run_fn = self.module["egru_run"]
@@ -925,30 +922,3 @@ class TVMStepRunner:
         if with_stats:
             return logits, bufs[5].copy()
         return logits
-
-    # -- save / load -----------------------------------------------------------------------------
-    def export_library(self, path: str):
-        """Write the compiled step to ``path`` (.so) plus ``path + '.npz'`` (packed weights + spec).
-
-        The .so is compiled for the target CPU (default: this machine's ``mcpu``)."""
-        src = getattr(self, "_lib_path", None)
-        if src is not None:  # loaded from a .so: a runtime module cannot be re-exported, copy the file
-            import shutil
-            if os.path.abspath(src) != os.path.abspath(path):
-                shutil.copyfile(src, path)
-        else:
-            self.module.export_library(path)
-        np.savez(path + ".npz", __spec__=np.frombuffer(json.dumps(self.spec.to_dict()).encode(), np.uint8),
-                 **self.arrays)
-
-    @classmethod
-    def load(cls, path: str) -> "TVMStepRunner":
-        """Load a runner saved by :meth:`export_library` without recompiling."""
-        z = np.load(path + ".npz")
-        spec = EGRUKernelSpec.from_dict(json.loads(bytes(z["__spec__"]).decode()))
-        arrays = {k: z[k] for k in z.files if k != "__spec__"}
-        self = cls.__new__(cls)
-        self.spec = spec
-        self._init_from_arrays(arrays, load_module(path), None)
-        self._lib_path = path
-        return self

@@ -72,12 +72,12 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
         import tvm  # noqa: F401
     except ModuleNotFoundError:
         raise EgruError("target tvm needs Apache TVM: pip install apache-tvm==0.27.0.post1") from None
-    from .kernels import TVMStepRunner, default_target
+    from .kernels import EGRUKernelSpec, build_egru_step, default_target
     out_dir = Path(out_dir)
     stack = extract_stack(graph)
     t0 = time.perf_counter()
-    runner = TVMStepRunner(stack.embedding, stack_layer_arrays(stack), stack.decoder_bias, stack.decoder_weight)
-    runner.module.export_library(str(out_dir / LIBRARY))
+    spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes))
+    build_egru_step(spec).export_library(str(out_dir / LIBRARY))     # weights are packed by the runner at load
     compile_s = time.perf_counter() - t0
     save_weights(out_dir / WEIGHTS, stack)
     vocab_file = None
@@ -86,14 +86,14 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
         vocab_file = "vocab.txt"
     tgt = default_target()
     manifest = {"target": "tvm", "format": "egru-compile/tvm-step", "version": 1, "library": LIBRARY,
-                "weights": WEIGHTS, "spec": runner.spec.to_dict(), "llvm_target": str(tgt),
+                "weights": WEIGHTS, "spec": spec.to_dict(), "llvm_target": str(tgt),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
                 "source_sha256": getattr(source, "sha256", None),
                 "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call"},
                 "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")}}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-    (out_dir / "report.txt").write_text(
-        f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, index dtype {runner.spec.index_dtype}, "
-        f"embedding mode {runner.spec.embed_mode}, decoder {runner.spec.decoder_mode}; "
-        f"kernels compiled in {compile_s:.1f} s for {tgt}\n")
-    return {"summary": (out_dir / "report.txt").read_text().rstrip()}
+    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, index dtype {spec.index_dtype}, "
+               f"embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}; "
+               f"kernels compiled in {compile_s:.1f} s for {tgt}")
+    (out_dir / "report.txt").write_text(summary + "\n")
+    return {"summary": summary}
