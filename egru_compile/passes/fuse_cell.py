@@ -73,47 +73,43 @@ def _assign(p1: Value, p2: Value, gx_g: Value, gh_g: Value) -> tuple[Value, Valu
     return p1, p2
 
 
-def _match(graph: Graph, hv, users):
+def _operands(node, op: str):
+    """(producer of one operand, the other operand) for each order of commutative `node` whose first
+    operand is produced by `op`."""
+    for a, b in _pairs(node):
+        p = _prod(a, op)
+        if p is not None:
+            yield p, b
+
+
+def _match(hv, users):
     d = _prod(hv.inputs[0], "sub")
-    if d is None:
-        return None
-    ct, thr = d.inputs
-    ctn = _prod(ct, "add")
+    ctn = _prod(d.inputs[0], "add") if d is not None else None
     if ctn is None:
         return None
-    o = hv.output
+    ct, thr = d.inputs
+    found = _outputs(users, hv.output, ct, thr)
+    if found is None:
+        return None
+    y_node, c_node = found
     for P, Q in permutations(ctn.inputs):
         pm, qm = _prod(P, "mul"), _prod(Q, "mul")
         if pm is None or qm is None:
             continue
-        for z, c in _pairs(pm):
-            zn = _prod(z, "sigmoid")
-            if zn is None:
-                continue
-            for omz, g in _pairs(qm):
-                on = _prod(omz, "sub")
+        for zn, c in _operands(pm, "sigmoid"):                       # z * c
+            z = zn.output
+            for on, g in _operands(qm, "sub"):                       # (1 - z) * g
                 gn = _prod(g, "tanh")
-                if on is None or gn is None or on.inputs[1] is not z or not _is_ones(on.inputs[0]):
+                if gn is None or on.inputs[1] is not z or not _is_ones(on.inputs[0]):
                     continue
-                gpre = _prod(gn.inputs[0], "add")
-                zpre = _prod(zn.inputs[0], "add")
+                gpre, zpre = _prod(gn.inputs[0], "add"), _prod(zn.inputs[0], "add")
                 if gpre is None or zpre is None:
                     continue
-                for gx_g, rgh in _pairs(gpre):
-                    rm = _prod(rgh, "mul")
-                    if rm is None:
-                        continue
-                    for r, gh_g in _pairs(rm):
-                        rn = _prod(r, "sigmoid")
-                        if rn is None:
-                            continue
+                for rm, gx_g in _operands(gpre, "mul"):              # gx_g + r * gh_g
+                    for rn, gh_g in _operands(rm, "sigmoid"):
                         rpre = _prod(rn.inputs[0], "add")
                         if rpre is None:
                             continue
-                        found = _outputs(users, o, ct, thr)
-                        if found is None:
-                            return None
-                        y_node, c_node = found
                         gx_z, gh_z = _assign(*zpre.inputs, gx_g, gh_g)
                         gx_r, gh_r = _assign(*rpre.inputs, gx_g, gh_g)
                         h = c.type.shape[-1]
@@ -161,7 +157,7 @@ def fuse_cells(graph: Graph) -> int:
         if hv not in graph.nodes:
             continue
         users = graph.users()
-        m = _match(graph, hv, users)
+        m = _match(hv, users)
         if m is None:
             continue
         c = m["c"]

@@ -66,3 +66,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+VOCAB_FILE = "vocab.txt"
+
+
+def write_vocab(out_dir: str | Path, source) -> str | None:
+    """Write `source`'s vocabulary (one word per line, in id order; `runtime.base.read_vocab_file` reads it)
+    into `out_dir`; returns the file name for the manifest, or None when the source has no vocabulary."""
+    vocab = getattr(source, "vocab", None) if source is not None else None
+    if vocab is None:
+        return None
+    (Path(out_dir) / VOCAB_FILE).write_text("\n".join(vocab.words) + "\n", encoding="utf-8")
+    return VOCAB_FILE

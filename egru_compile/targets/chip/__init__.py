@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import EgruError
+from ..output import write_vocab
 from ..stack import extract_stack
 from .network import LayerNet, attach_activity, build_network
 from .placement import (Placement, PlacementError, evaluate, place, required_chips_error, sequential_placement,
@@ -114,10 +115,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     (out_dir / "report.txt").write_text(report)
     plot_mapping(mapping, costs, ours, profile, out_dir / "mapping.png")
     _save_program(out_dir / "program.npz", stack, ours, float_weights)
-    vocab_file = None
-    if source is not None and source.vocab is not None:
-        (out_dir / "vocab.txt").write_text("\n".join(source.vocab.words) + "\n")
-        vocab_file = "vocab.txt"
+    vocab_file = write_vocab(out_dir, source)
     manifest = {"target": profile.name, "format": "egru-compile/chip-program", "version": 1,
                 "profile": profile.name, "program": "program.npz", "mapping": "mapping.json",
                 "vocab": vocab_file, "source_sha256": getattr(source, "sha256", None),

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from ...ir import Graph, verify
+from ..output import VOCAB_FILE, write_vocab
 from . import functions as F
 from .lower import OnnxLoweringError, OnnxOptions, lower_graph
 
@@ -114,12 +115,11 @@ def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
     if vocab is not None and len(vocab) != lowered.outputs[0].shape[-1]:
         raise OnnxLoweringError(f"vocabulary has {len(vocab)} words but the model predicts "
                                 f"{lowered.outputs[0].shape[-1]}")
-    vocab_file = "vocab.txt" if vocab is not None else None
+    vocab_file = VOCAB_FILE if vocab is not None else None
     manifest = build_manifest(lowered, source, graph, opts, options, len(data), vocab_file)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.onnx").write_bytes(data)
-    if vocab is not None:
-        (out_dir / "vocab.txt").write_text("\n".join(vocab.words) + "\n", encoding="utf-8")
+    write_vocab(out_dir, source)
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (out_dir / "report.txt").write_text(report_text(manifest))
     w = manifest["weights"]

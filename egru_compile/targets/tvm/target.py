@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import EgruError
+from ..output import write_vocab
 from ..stack import EGRUStack, extract_stack
 
 LIBRARY = "egru_step.so"
@@ -80,10 +81,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     build_egru_step(spec).export_library(str(out_dir / LIBRARY))     # weights are packed by the runner at load
     compile_s = time.perf_counter() - t0
     save_weights(out_dir / WEIGHTS, stack)
-    vocab_file = None
-    if source is not None and source.vocab is not None:
-        (out_dir / "vocab.txt").write_text("\n".join(source.vocab.words) + "\n")
-        vocab_file = "vocab.txt"
+    vocab_file = write_vocab(out_dir, source)
     tgt = default_target()
     manifest = {"target": "tvm", "format": "egru-compile/tvm-step", "version": 1, "library": LIBRARY,
                 "weights": WEIGHTS, "spec": spec.to_dict(), "llvm_target": str(tgt),
