@@ -27,6 +27,8 @@ __all__ = ["tvm_available", "kernel_library", "CoreProgram", "DEFAULT_FAST_MATH"
 DEFAULT_FAST_MATH = True
 INDEX_DTYPE = "int32"
 INTERLEAVE = 8
+#: the kernel-library functions a core program calls
+CORE_KERNELS = ("event_matvec", "dense_matvec", "update")
 
 _LIBS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
@@ -53,7 +55,8 @@ def kernel_library(fast_math: bool = DEFAULT_FAST_MATH):
         lib = _LIBS.get(key)
         if lib is None:
             from ..tvm.kernels import build_kernel_library
-            lib = build_kernel_library(INDEX_DTYPE, fast_math=bool(fast_math), interleave=INTERLEAVE)
+            lib = build_kernel_library(INDEX_DTYPE, fast_math=bool(fast_math), interleave=INTERLEAVE,
+                                       names=CORE_KERNELS)
             _LIBS[key] = lib
         return lib
 

@@ -749,8 +749,9 @@ def kernel_library_source(index_dtype: str = "int32", fast_math: bool = True,
     return fns
 
 
-def build_kernel_library(index_dtype: str = "int32", fast_math: bool = True, target=None, interleave: int = 8):
-    """Compile the stand-alone kernels (all sizes symbolic). Packed functions:
+def build_kernel_library(index_dtype: str = "int32", fast_math: bool = True, target=None, interleave: int = 8,
+                         names=None):
+    """Compile the stand-alone kernels (all sizes symbolic; only those in `names` when given). Packed functions:
 
     * ``compress(y f32[h], ei i32[h], ev f32[h], en i32[1])``
     * ``event_matvec(ptr i32[n_in+1], idx[nnz], val f32[nnz], ei i32[ne], ev f32[ne], en i32[1],
@@ -765,7 +766,10 @@ def build_kernel_library(index_dtype: str = "int32", fast_math: bool = True, tar
     """
     import tvm
     funcs = {name: tvm.script.from_source(src)
-             for name, src in kernel_library_source(index_dtype, fast_math, interleave)}
+             for name, src in kernel_library_source(index_dtype, fast_math, interleave)
+             if names is None or name in names}
+    if names is not None and set(names) - set(funcs):
+        raise ValueError(f"unknown kernels {sorted(set(names) - set(funcs))}")
     return tvm.compile(tvm.IRModule(funcs), _target(target))
 
 
