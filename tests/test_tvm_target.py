@@ -41,11 +41,15 @@ def test_tvm_stream_matches_pytorch_step(tvm_artifact):
     from egru_compile.runtime.base import open_artifact
     d, model = tvm_artifact
     runner = open_artifact(d / "out")
+    ref = open_artifact(d / "m.pt")
     state = model.init_state(1)
     with torch.no_grad():
         for tok in [3, 3, 17, 40, 0, 47, 12, 9, 9, 9, 30]:
             logits, state = model.step(torch.tensor([tok]), state)
             assert np.abs(runner.step(tok) - logits.numpy()[0]).max() < 1e-5
+            assert runner.last_stats.events == tuple(int((y != 0).sum()) for _, y in state)
+            ref.step(tok)                  # the kernel's own MAC count == the PyTorch runner's
+            assert runner.last_stats.macs == ref.last_stats.macs
 
 
 def test_tvm_eval_matches_source_eval(tvm_artifact):

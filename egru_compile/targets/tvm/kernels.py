@@ -919,7 +919,7 @@ class TVMStepRunner:
             lg = tvm.runtime.tensor(np.zeros((K, self.spec.vocab_size), np.float32))
             st = tvm.runtime.tensor(np.zeros((K, L + 1), np.int32))
             bufs = (t, lg, st, np.from_dlpack(t), np.from_dlpack(lg), np.from_dlpack(st))
-            self._run_bufs = {K: bufs}
+            self._run_bufs[K] = bufs            # one set per call size (streaming uses K = 1 and the chunk)
         bufs[3][:] = tok
         self._run_fn(bufs[0], *self._args, bufs[1], bufs[2])
         logits = bufs[4].copy() if copy else bufs[4]

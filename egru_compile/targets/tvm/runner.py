@@ -45,21 +45,11 @@ class TVMRunner(Runner):
         self.rt.reset()
 
     def step(self, token: int) -> np.ndarray:
+        """One token through `egru_run` (K = 1): activity and MACs come from the kernel's own counts."""
+        logits, stats = self.rt.run(np.array([self.check_token(token)]), with_stats=True)
         L = len(self.layer_sizes)
-        v = self.v
-        prev = [v[f"ei{l}"][: int(v[f"en{l}"][0])].copy() for l in range(L)]
-        logits = self.rt.step(self.check_token(token))
-        macs = self.embed_macs
-        events = []
-        for l in range(L):
-            cur = v[f"ei{l}"][: int(v[f"en{l}"][0])]
-            events.append(len(cur))
-            macs += int(self.fan_r[l][prev[l]].sum())
-            if l + 1 < L:
-                macs += int(self.fan_w[l + 1][cur].sum())
-        self.last_stats = StepStats(tuple(events), macs)
-        return logits
-
+        self.last_stats = StepStats(tuple(int(x) for x in stats[0, :L]), int(stats[0, L]) + self.embed_macs)
+        return logits.reshape(-1)
 
     def run(self, tokens) -> np.ndarray:
         """K tokens in one packed call (`egru_run`), per-step activity and MACs from the kernel's own counts."""
