@@ -196,10 +196,7 @@ def eval_cmd(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_
 
 
 def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust):
-    try:
-        from .runtime import evaluate_path
-    except ImportError:
-        raise EgruError("eval is not implemented yet") from None
+    from .runtime import evaluate_path
     quiet = quiet or not sys.stdout.isatty()
     result = evaluate_path(artifact, data, vocab_file=vocab_file, max_tokens=max_tokens, unk=unk, quiet=quiet,
                            trust=trust)
@@ -255,14 +252,7 @@ def _inspect(path, core, trust):
 
 
 def _register_train():
-    try:
-        from .train.cli import train
-    except ImportError:
-        @main.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-        def train():
-            """Train and prune an EGRU language model (not implemented yet)."""
-            _fail("train is not implemented yet")
-        return
+    from .train.cli import train
     main.add_command(train, "train")
 
 

@@ -309,17 +309,6 @@ def test_cli_unknown_target_and_missing_file(tmp_path):
     assert res.exit_code != 0 and "no such file" in res.output
 
 
-def test_unimplemented_target_is_refused_without_output(tmp_path, monkeypatch):
-    from egru_compile import targets
-    monkeypatch.setitem(targets.TARGETS, "loihi-like", "egru_compile.targets.does_not_exist:compile")
-    model = make_model()
-    save_checkpoint(tmp_path / "m.pt", model, None)
-    res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", "loihi-like", "-o", str(tmp_path / "out")])
-    assert res.exit_code != 0
-    assert "target loihi-like is not implemented yet" in res.output
-    assert not (tmp_path / "out").exists()
-
-
 def test_console_script_headline_form(tmp_path):
     """`egru-compile model.pt --target X` parses as written (no subcommand needed)."""
     model = make_model()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, TextIO
 
 import numpy as np
@@ -37,7 +37,6 @@ class PassOptions:
     sparse_format: str = "auto"
     quantize_measure_ppl: bool = True
     verify: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.calib_tokens is not None:

@@ -3,7 +3,7 @@
 * `make_pruned_model` — an `EGRULanguageModel` with uniformly random ``torch.nn.utils.prune`` masks.
 * `SeparateGateEGRU` — the same EGRU math written with one matrix per gate (three ``@`` per input), to show
   that fuse-gates / fuse-cell work on any layout the frontend can trace.
-* `run_steps` / `assert_graphs_close` — stream tokens through graphs from a given state and compare.
+* `run_steps` / `max_abs_diff` — stream tokens through graphs from a given state and compare.
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def _by_role(graph: Graph, outs: list[np.ndarray]) -> dict:
 def max_abs_diff(g1: Graph, g2: Graph, steps: int = 30, seed: int = 0) -> float:
     """Largest output difference of two step graphs over `steps` random tokens from a random state."""
     rng = np.random.default_rng(seed)
-    vocab = next(v for v in g1.outputs if v.meta.get("role") == "logits" or v is g1.outputs[0]).type.shape[-1]
+    vocab = Stepper(g1).logits_out.type.shape[-1]
     tokens = rng.integers(0, vocab, steps)
     state = random_state(g1, rng)
     names1 = [(v.meta.get("layer"), v.meta.get("kind")) for v in g1.inputs]

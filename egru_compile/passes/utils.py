@@ -64,13 +64,6 @@ def eval_constant(v: Value, _cache: dict | None = None):
 
 
 # ------------------------------------------------------------------------------------------------ structure
-def state_input(graph: Graph, layer: int, kind: str) -> Value | None:
-    for v in graph.inputs:
-        if v.meta.get("role") == "state_in" and v.meta.get("layer") == layer and v.meta.get("kind") == kind:
-            return v
-    return None
-
-
 def state_output(graph: Graph, layer: int, kind: str) -> Value | None:
     for v in graph.outputs:
         if v.meta.get("role") == "state_out" and v.meta.get("layer") == layer and v.meta.get("kind") == kind:

@@ -39,9 +39,6 @@ class Placement:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-    def units_of(self, core: int) -> list[tuple[int, np.ndarray]]:
-        return [(l, np.nonzero(c == core)[0]) for l, c in enumerate(self.core_of)]
-
 
 # ----------------------------------------------------------------------------------------------- geometry
 def slot_coords(profile: ChipProfile, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -233,10 +230,6 @@ def sequential_placement(nets, profile: ChipProfile, max_chips: int) -> Placemen
             reach = _dest_cores(nets, core_of, n)[l].sum(1)
             guess[l] = float(reach.max())
     return pl
-
-
-def _capacity_core_counts(nets, profile, seq: Placement) -> list[int]:
-    return [len(np.unique(c)) for c in seq.core_of]
 
 
 def balanced_placement(nets, profile: ChipProfile, max_chips: int, calibrated: bool, seed: int = 0,

@@ -140,12 +140,8 @@ class ChipSimulator:
                 self.cores.append(core)
             self.layer_cores.append(cs)
             del W_dense, R_dense
-        self.by_id = {}
-        for c in self.cores:
-            self.by_id.setdefault(c.id, []).append(c)
         # routing tables: for each source layer, unit -> destination core ids (own layer: recurrent; next: input)
         reach = _dest_cores(nets, placement.core_of, placement.n_cores)
-        self.routes = [[np.nonzero(r)[0] for r in reach[l]] for l in range(len(nets))]
         # delivery masks per (source layer, direction): for every core of the target layer, which source units
         # it receives — routed to its core id AND with a synapse on this core (routing is per core, not per
         # layer, so a core id shared by two layers' cores must not hand one layer's spikes to the other)

@@ -411,7 +411,7 @@ def _emit_scatter_dense(em, ptr, idx, val, acc, x_expr, n_in, idx_dtype, interle
     _emit_columns(em, ptr, idx, val, acc, str(n_in), "{c}", x_expr.replace("{i}", "{c}"), idx_dtype, interleave)
 
 
-def _emit_update(em, h, az, ar, agx, agh, thr, c, y, fast, zr_offsets=None):
+def _emit_update(em, h, az, ar, agx, agh, thr, c, y, fast):
     """Elementwise gate/threshold/reset update over h units (vectorisable, branch free).
 
     az, ar, agx, agh: format strings with {j} giving z-preact, r-preact, gx_g, gh_g."""
