@@ -101,6 +101,25 @@ def collect_matrices(graph: Graph) -> list[MatrixInfo]:
     return out
 
 
+def observed_step(stepper: Stepper, want: set, token: int):
+    """One interpreter step; returns (outputs, {value: array}) for the values in `want` — graph inputs
+    (the previous step's state) and any intermediate value."""
+    seen = {v: a for v, a in zip(stepper.graph.inputs, stepper.inputs) if v in want}
+
+    def observe(node, outs):
+        for v, o in zip(node.outputs, outs):
+            if v in want:
+                seen[v] = o
+
+    return stepper.step(int(token), observe), seen
+
+
+def step_macs(mats: list[MatrixInfo], seen: dict) -> np.ndarray:
+    """MACs of one step per matrix: an event input's active units' non-zero fan-out, all of a dense one's."""
+    return np.array([int(m.colnnz[np.asarray(seen[m.x]).reshape(-1) != 0].sum()) if m.event else m.nnz
+                     for m in mats], np.int64)
+
+
 def _measure(graph: Graph, mats: list[MatrixInfo], tokens: np.ndarray):
     """(total MACs per matrix over all tokens, per layer: how many tokens each unit's y was active, per layer:
     the active mask of y after the last token)."""
@@ -108,29 +127,13 @@ def _measure(graph: Graph, mats: list[MatrixInfo], tokens: np.ndarray):
         v.meta["layer"] for v in graph.outputs if v.meta.get("role") == "state_out"})
     ys = {l: state_output(graph, l, "y") for l in layer_ids}
     want = {m.x for m in mats if m.event} | {v for v in ys.values() if v is not None}
-    seen: dict[Value, np.ndarray] = {}
-
-    def observe(node, outs):
-        for v, o in zip(node.outputs, outs):
-            if v in want:
-                seen[v] = o
-
     stepper = Stepper(graph)
     totals = np.zeros(len(mats), dtype=np.int64)
     active = {l: np.zeros(v.type.shape[-1], np.int64) for l, v in ys.items() if v is not None}
     last = {}
     for tok in tokens:
-        seen.clear()
-        for v, a in zip(graph.inputs, stepper.inputs):     # state inputs (y of the previous step)
-            if v in want:
-                seen[v] = a
-        stepper.step(int(tok), observe)
-        for k, m in enumerate(mats):
-            if m.event:
-                act = np.asarray(seen[m.x]).reshape(-1) != 0
-                totals[k] += int(m.colnnz[act].sum())
-            else:
-                totals[k] += m.nnz
+        _, seen = observed_step(stepper, want, tok)
+        totals += step_macs(mats, seen)
         for l, v in ys.items():
             if v is not None:
                 last[l] = np.asarray(seen[v]).reshape(-1) != 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..passes.count_macs import collect_matrices, observed_step, step_macs
+from ..passes.utils import Stepper, state_output
 from .base import ArtifactError, Runner, StepStats
 
 
@@ -74,8 +76,6 @@ class GraphRunner(Runner):
 
     def __init__(self, graph, vocab=None, path: str | None = None):
         super().__init__()
-        from ..passes.count_macs import collect_matrices
-        from ..passes.utils import Stepper, state_output
         self.graph = graph
         self.vocab = vocab
         self.path = path
@@ -93,21 +93,8 @@ class GraphRunner(Runner):
         self.last_stats = None
 
     def step(self, token: int) -> np.ndarray:
-        token = self.check_token(token)
-        seen = {v: a for v, a in zip(self.graph.inputs, self.stepper.inputs) if v in self._want}
-
-        def observe(node, outs):
-            for v, o in zip(node.outputs, outs):
-                if v in self._want:
-                    seen[v] = o
-
-        outs = self.stepper.step(token, observe)
-        macs = 0
-        for m in self.mats:
-            if m.event:
-                macs += int(m.colnnz[np.asarray(seen[m.x]).reshape(-1) != 0].sum())
-            else:
-                macs += m.nnz
+        outs, seen = observed_step(self.stepper, self._want, self.check_token(token))
+        macs = int(step_macs(self.mats, seen).sum())
         events = tuple(int(np.count_nonzero(outs[j])) for j in self.ys)
         self.last_stats = StepStats(events, macs)
         return np.asarray(self.stepper.logits(outs), np.float32).reshape(-1).copy()
