@@ -118,7 +118,7 @@ def test_bad_calibration_data(tmp_path, content, needle):
         assert "c.txt:1" in res.output
 
 
-@pytest.mark.parametrize("target", ["onnx", "tvm", "loihi-like"])
+@pytest.mark.parametrize("target", ["onnx", "onnx-int8", "tvm", "loihi-like"])
 def test_fully_pruned_layer_on_every_target(tmp_path, target):
     if target == "tvm":
         pytest.importorskip("tvm")
@@ -129,15 +129,17 @@ def test_fully_pruned_layer_on_every_target(tmp_path, target):
         model.rnns[1].kernel.zero_()
         model.rnns[1].recurrent_kernel.zero_()
     save_checkpoint(tmp_path / "m.pt", model, WORDS)
-    extra = ["--float-weights"] if target == "loihi-like" else []
-    res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", target, "-o", str(tmp_path / "out"), *extra])
+    extra = {"loihi-like": ["--float-weights"], "onnx-int8": ["--onnx-weight-dtype", "int8"]}.get(target, [])
+    res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", target.split("-int8")[0],
+                                    "-o", str(tmp_path / "out"), *extra])
     assert res.exit_code == 0, res.output
     runner = open_artifact(tmp_path / "out")
     state = model.init_state(1)
+    tol = 5e-2 if target == "onnx-int8" else 1e-5           # int8 weights vs the f32 model
     with torch.no_grad():
         for tok in [1, 2, 3, 4, 5, 6]:
             logits, state = model.step(torch.tensor([tok]), state)
-            assert np.abs(runner.step(tok) - logits.numpy()[0]).max() < 1e-5
+            assert np.abs(runner.step(tok) - logits.numpy()[0]).max() < tol
 
 
 def test_interrupt_leaves_no_partial_output(tmp_path, monkeypatch):

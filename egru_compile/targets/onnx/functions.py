@@ -77,8 +77,8 @@ def compress_events() -> onnx.FunctionProto:
                "their number.")
 
 
-def _csr_to_dense_nodes(values: str, dtype: int = _F) -> list:
-    """Nodes computing ``dense`` [R,C] from indptr, indices, `values` (of `dtype`) and shape (int64 [2])."""
+def _csr_to_dense_nodes(values: str, dtype: int = _F, out: str = "dense") -> list:
+    """Nodes computing `out` [R,C] from indptr, indices, `values` (of `dtype`) and shape (int64 [2])."""
     n = helper.make_node
     return [
         _const_ints("one1", [1]),
@@ -104,7 +104,7 @@ def _csr_to_dense_nodes(values: str, dtype: int = _F) -> list:
         n("Add", ["row_off", "ix"], ["flat"]),
         n("ConstantOfShape", ["total"], ["zeros"], value=helper.make_tensor("v", dtype, [1], [0])),
         n("ScatterElements", ["zeros", "flat", values], ["dense_flat"], axis=0),
-        n("Reshape", ["dense_flat", "shape"], ["dense"]),
+        n("Reshape", ["dense_flat", "shape"], [out]),
     ]
 
 
@@ -117,12 +117,11 @@ def sparse_weight() -> onnx.FunctionProto:
 
 def sparse_weight_q() -> onnx.FunctionProto:
     n = helper.make_node
-    nodes = [n("Cast", ["values"], ["vf"], to=_F)]
-    body = _csr_to_dense_nodes("vq")
-    # ix is computed inside the shared body; the scale lookup needs it, so splice after its definition
-    at = next(i for i, nd in enumerate(body) if nd.output[0] == "ix") + 1
-    body[at:at] = [n("Gather", ["scale", "ix"], ["sc"], axis=0), n("Mul", ["vf", "sc"], ["vq"])]
-    return _fn("SparseWeightQ", ["indptr", "indices", "values", "scale", "shape"], ["dense"], nodes + body,
+    nodes = _csr_to_dense_nodes("values", TensorProto.INT8, out="dense_i8") + [
+        n("Cast", ["dense_i8"], ["dense_f"], to=_F),
+        n("Mul", ["dense_f", "scale"], ["dense"]),            # scale [C] broadcasts over the rows
+    ]
+    return _fn("SparseWeightQ", ["indptr", "indices", "values", "scale", "shape"], ["dense"], nodes,
                "CSR int8 values with a per-column dequantisation scale (the per-output-row scale of the IR's "
                "int8 SparseMatrix) -> dense f32 [rows, cols], value = int8 * scale[column].")
 

@@ -215,16 +215,22 @@ class _Lowering:
         self.stored[key] = name
         return name
 
-    def _csr_inits(self, indptr, indices, values, shape, hint, scale=None) -> str:
+    def _csr_inits(self, indptr, indices, values, shape, hint, scale=None, op=None) -> str:
+        """Initializers of a CSR matrix [shape] and the ``SparseWeight*`` op expanding it at load time
+        (`op` default: SparseWeightQ with `scale`, else SparseWeight); an all-zero matrix is a
+        ConstantOfShape of the values' dtype."""
+        values = np.asarray(values)
         nnz = int(len(values))
+        if nnz == 0:
+            zero = helper.make_tensor("v", ONNX_DTYPES["i8" if op == "SparseWeightI8" else "f32"], [1], [0])
+            return self.node("ConstantOfShape", [self.ints(list(shape), f"{hint}_shape")], hint=hint, value=zero)[0]
         ip = np.asarray(indptr).astype(_idx_dtype(max(nnz, 1)))
         ix = np.asarray(indices).astype(_idx_dtype(max(int(shape[1]) - 1, 1)))
-        args = [self.init(ip, f"{hint}_indptr"), self.init(ix, f"{hint}_indices"),
-                self.init(np.asarray(values), f"{hint}_values")]
+        args = [self.init(ip, f"{hint}_indptr"), self.init(ix, f"{hint}_indices"), self.init(values, f"{hint}_values")]
         if scale is not None:
             args.append(self.init(np.asarray(scale, np.float32), f"{hint}_scale"))
         args.append(self.ints(list(shape), f"{hint}_shape"))
-        op = "SparseWeightQ" if scale is not None else "SparseWeight"
+        op = op or ("SparseWeightQ" if scale is not None else "SparseWeight")
         return self.fn(op, args, hint=f"{hint}_dense")[0]
 
     def _maybe_sparse_dense(self, a: np.ndarray, hint: str) -> str:
@@ -236,9 +242,6 @@ class _Lowering:
                                       "stored": "csr" if sparse_bytes < a.nbytes else "dense"})
         if sparse_bytes >= a.nbytes:
             return self.init(a, hint)
-        if nnz == 0:
-            return self.node("ConstantOfShape", [self.ints([rows, cols], f"{hint}_shape")], hint=hint,
-                             value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))[0]
         r, c = np.nonzero(a)
         indptr = np.zeros(rows + 1, np.int64)
         np.cumsum(np.bincount(r, minlength=rows), out=indptr[1:])
@@ -250,9 +253,6 @@ class _Lowering:
         n_out, n_in = m.shape
         self.stats["weights"].append({"name": hint, "shape": [n_out, n_in], "nnz": m.nnz, "stored": "csc",
                                       "dtype": m.dtype})
-        if m.nnz == 0:
-            return self.node("ConstantOfShape", [self.ints([n_in, n_out], f"{hint}_shape")], hint=hint,
-                             value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))[0]
         data = csc.data if csc.scale is not None else np.asarray(csc.data, np.float32)
         return self._csr_inits(csc.indptr, csc.indices, data, (n_in, n_out), hint, scale=csc.scale)
 
@@ -281,15 +281,8 @@ class _Lowering:
             n_out, n_in = m.shape
             hint = _san((w.producer.attrs.get("label") if w.producer is not None and w.producer.is_const else None)
                         or w.name)
-            if m.nnz == 0:
-                wt = self.node("ConstantOfShape", [self.ints([n_in, n_out], f"{hint}_shape")], hint=hint,
-                               value=helper.make_tensor("v", TensorProto.INT8, [1], [0]))[0]
-            else:
-                ip = np.asarray(csc.indptr).astype(_idx_dtype(max(m.nnz, 1)))
-                ix = np.asarray(csc.indices).astype(_idx_dtype(max(n_out - 1, 1)))
-                wt = self.fn("SparseWeightI8", [self.init(ip, f"{hint}_indptr"), self.init(ix, f"{hint}_indices"),
-                                                self.init(np.asarray(csc.data, np.int8), f"{hint}_values"),
-                                                self.ints([n_in, n_out], f"{hint}_shape")], hint=f"{hint}_i8")[0]
+            wt = self._csr_inits(csc.indptr, csc.indices, np.asarray(csc.data, np.int8), (n_in, n_out), hint,
+                                 op="SparseWeightI8")
             self.stats["weights"].append({"name": hint, "shape": [n_out, n_in], "nnz": m.nnz, "stored": "csc",
                                           "dtype": "i8"})
             sc = self.init(np.asarray(m.scale, np.float32).reshape(-1), f"{hint}_scale")
