@@ -162,3 +162,16 @@ def test_ddp_two_processes_identical_parameters(corpus_dir, tmp_path):
     init = EGRULanguageModel(EGRUConfig(25, 16, [32, 16]))
     assert not torch.equal(init.embeddings.weight, r0["embeddings.weight"])  # it did train
     assert (tmp_path / "ddp.pt").exists()
+
+
+@pytest.mark.parametrize("args,needle", [(["--finetune-epochs", "a"], "expected comma-separated whole numbers"),
+                                          (["--finetune-epochs", "1,-2"], "cannot be negative"),
+                                          (["--model", "gru", "--input-wd-mult", "5"], "EGRU models only")])
+def test_train_cli_rejects_bad_options_in_one_line(corpus_dir, tmp_path, args, needle):
+    from click.testing import CliRunner
+
+    from egru_compile.cli import main
+    res = CliRunner().invoke(main, ["train", "--data", str(corpus_dir), "--output", str(tmp_path / "m.pt"),
+                                    "--epochs", "1", "--max-steps", "1", *args])
+    assert res.exit_code != 0 and needle in res.output, res.output
+    assert "Traceback" not in res.output and not (tmp_path / "m.pt").exists()

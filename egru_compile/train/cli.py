@@ -4,6 +4,16 @@ from __future__ import annotations
 import click
 
 
+def _epochs(ctx, param, value):
+    try:
+        vals = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}") from None
+    if any(v < 0 for v in vals):
+        raise click.BadParameter(f"epochs cannot be negative: {value!r}")
+    return vals
+
+
 def _floats(ctx, param, value):
     if value is None or value == "":
         return []
@@ -54,8 +64,7 @@ def _ints(ctx, param, value):
 @click.option("--thr-init", default="0.0,0.5", callback=_floats, help="Thresholds initialised uniform in LO,HI.")
 @click.option("--prune-schedule", default="", callback=_floats,
               help="Global magnitude pruning targets, e.g. 0.5,0.75,0.85 (each followed by fine-tuning).")
-@click.option("--finetune-epochs", default="1",
-              callback=lambda c, p, v: [int(x) for x in str(v).split(",") if x.strip()],
+@click.option("--finetune-epochs", default="1", callback=_epochs,
               help="Fine-tuning epochs after each pruning step: one value for all, or one per step (1,1,2).")
 @click.option("--finetune-lr", default=None, type=float, help="Peak LR of fine-tuning [default: lr/2].")
 @click.option("--seed", default=1111, type=int)

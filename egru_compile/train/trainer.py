@@ -289,6 +289,8 @@ def run_training(cfg: TrainConfig, echo=print):
         model = build_model(cfg, len(vocab))
     if cfg.prune_schedule and not isinstance(model, EGRULanguageModel):
         raise ValueError("pruning is implemented for EGRU models only")
+    if cfg.input_wd_mult != 1.0 and not isinstance(model, EGRULanguageModel):
+        raise ValueError("--input-wd-mult applies to EGRU models only (the baselines have no rnns.0.kernel)")
     if world > 1:  # identical start on every rank (DDP also broadcasts, but masks/thr are set up before)
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
