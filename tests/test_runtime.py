@@ -79,7 +79,7 @@ def test_runner_api(artifact):
         r.step(40)
 
 
-def test_open_artifact_errors_and_registry(tmp_path, artifact):
+def test_open_artifact_errors_and_registry(tmp_path, artifact, monkeypatch):
     with pytest.raises(ArtifactError, match="no manifest.json"):
         open_artifact(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"target": "fpga-xyz"}))
@@ -100,6 +100,8 @@ def test_open_artifact_errors_and_registry(tmp_path, artifact):
             self.last_stats = StepStats((1,), 7)
             return np.log(np.full(3, 1 / 3, np.float32))
 
+    from egru_compile.runtime import base
+    monkeypatch.setattr(base, "RUNNERS", dict(base.RUNNERS))     # the registration ends with the test
     register_runner("fpga-xyz", lambda path, manifest, **kw: Echo())
     r = open_artifact(tmp_path)
     res = evaluate(r, [0, 1, 2, 1], quiet=True)

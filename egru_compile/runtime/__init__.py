@@ -8,9 +8,8 @@
     ids = load_eval_tokens("test.txt", r.vocab, max_tokens=None, unk=None)
     evaluate(r, ids, quiet=True)               # {"perplexity", "tokens", "macs_per_token", "activity", ...}
 
-Targets register their runner with `register_runner(target, factory)`; ``onnx`` is built in, and for
-another target `open_artifact` imports ``egru_compile.targets.<target>.runner`` (``-`` -> ``_``), then
-``egru_compile.targets.<target>``, expecting the import to register it.
+The built-in targets' runners are imported on first use (`base.BUILTIN_RUNNERS`); other targets register
+theirs with `register_runner(target, factory)`.
 """
 from .base import (ArtifactError, Runner, RunStats, StepStats, open_artifact, read_manifest, read_vocab_file,
                    register_runner)

@@ -96,7 +96,8 @@ BUILTIN_RUNNERS = {"onnx": "egru_compile.runtime.onnx_runner:OnnxRunner.from_art
 
 def register_runner(target: str, factory: Callable[..., Runner]) -> None:
     """Make `open_artifact` open directories whose manifest says ``"target": target`` with
-    ``factory(path, manifest, **options)``. Targets call this when their runtime module is imported."""
+    ``factory(path, manifest, **options)`` (for targets outside this package; the built-in ones are in
+    `BUILTIN_RUNNERS`, imported on first use)."""
     RUNNERS[target] = factory
 
 
@@ -111,18 +112,6 @@ def _resolve(target: str):
             obj = getattr(obj, part)
         RUNNERS[target] = obj
         return obj
-    # convention: a target package registers its runner when imported
-    mod = target.replace("-", "_")
-    for candidate in (f"egru_compile.targets.{mod}.runner", f"egru_compile.targets.{mod}",
-                      f"egru_compile.runtime.{mod}_runner"):
-        try:
-            importlib.import_module(candidate)
-        except ModuleNotFoundError as e:
-            if e.name and (candidate == e.name or candidate.startswith(e.name + ".")):
-                continue
-            raise
-        if target in RUNNERS:
-            return RUNNERS[target]
     known = ", ".join(sorted(set(RUNNERS) | set(BUILTIN_RUNNERS)))
     raise ArtifactError(f"no runner for target {target!r} (known: {known})")
 

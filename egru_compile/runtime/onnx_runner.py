@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArtifactError, Runner, StepStats, read_vocab_file, register_runner
+from .base import ArtifactError, Runner, StepStats, read_vocab_file
 
 
 def session_options(threads: int = 1, profile_prefix: str | None = None):
@@ -159,6 +159,3 @@ class OnnxRunner(Runner):
     def state(self) -> dict[str, np.ndarray]:
         """Copy of the current recurrent state by input name (c0, y0, ...)."""
         return {k: v.copy() for k, v in self._state[self._cur].items()}
-
-
-register_runner("onnx", OnnxRunner.from_artifact)

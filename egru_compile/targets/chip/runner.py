@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file, register_runner
+from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
 from . import load_program
 from .network import build_network
 from .simulate import ChipSimulator
@@ -41,7 +41,3 @@ class ChipRunner(Runner):
         logits = self.sim.step(self.check_token(token))
         self.last_stats = StepStats(tuple(int(a) for a in self.sim.last_active), int(self.sim.last_synops))
         return logits
-
-
-register_runner("loihi-like", ChipRunner.from_artifact)
-register_runner("spinnaker2-like", ChipRunner.from_artifact)

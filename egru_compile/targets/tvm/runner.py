@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file, register_runner
+from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
 from .target import load_weights
 
 
@@ -61,6 +61,3 @@ class TVMRunner(Runner):
         L = len(self.layer_sizes)
         self.last_run = RunStats(stats[:, :L].astype(np.int64), stats[:, L].astype(np.int64) + self.embed_macs)
         return logits
-
-
-register_runner("tvm", TVMRunner.from_artifact)
