@@ -73,6 +73,20 @@ class Graph:
         self._names.add(name)
         return name
 
+    def has_name(self, name: str) -> bool:
+        """Whether `name` was ever given out (fresh_name never reuses one)."""
+        return name in self._names
+
+    def rename(self, value: Value, name: str) -> bool:
+        """Give `value` the name `name` if no other live value uses it (names of removed values can be
+        reused). Returns whether it was renamed."""
+        live = {v.name for v in self.inputs} | {v.name for n in self.nodes for v in n.outputs if v is not value}
+        if name in live:
+            return False
+        value.name = name
+        self._names.add(name)
+        return True
+
     def add_input(self, name: str, type: TensorType, **meta) -> Value:
         v = Value(self.fresh_name(name), type, None, dict(meta))
         self.inputs.append(v)

@@ -94,7 +94,6 @@ def const_fold(graph: Graph) -> int:
     roots = [n for n in graph.nodes if n in cand and any(
         v in outputs or any(u not in cand for u in users.get(v, [])) for v in n.outputs)]
     cache: dict = {}
-    names = getattr(graph, "_names", set())
     for node in roots:
         label = _derived_label(node.outputs[0], cand)
         idx = graph.index_of(node)
@@ -104,7 +103,7 @@ def const_fold(graph: Graph) -> int:
             data = np.ascontiguousarray(eval_constant(old, cache))
             attrs = {"label": label} if label else {}
             hint = sanitize(label) if label else old.name
-            if label and hint in names:
+            if label and graph.has_name(hint):
                 hint = f"{hint}_{node.op}"
             if len(node.outputs) > 1:
                 hint += f"_{k}"

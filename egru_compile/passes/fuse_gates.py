@@ -26,7 +26,7 @@ import numpy as np
 from ..ir import Graph, Node, SparseMatrix
 from .fold_masks import const_name, sparse_const_attrs
 from .manager import PassOptions, register_pass
-from .utils import combine_labels, const_data, is_const, remove_dead_nodes, rename
+from .utils import combine_labels, const_data, is_const, remove_dead_nodes
 
 
 def vstack_sparse(mats: list[SparseMatrix], fmt: str) -> SparseMatrix:
@@ -101,8 +101,8 @@ def fuse_gates(graph: Graph) -> int:
             mc = n.inputs[_matrix_pos(n)].producer
             if not any(mc.output in u.inputs for u in graph.nodes):
                 graph.remove_node(mc)
-        rename(graph, out, base)                          # the old values are gone: reuse their names
-        rename(graph, mv, const_name(role, layer))
+        graph.rename(out, base)                          # the old values are gone: reuse their names
+        graph.rename(mv, const_name(role, layer))
         fused += 1
     remove_dead_nodes(graph)
     return fused

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..ir import Graph, SparseMatrix
 from .manager import PassOptions, register_pass
-from .utils import remove_dead_nodes, rename
+from .utils import remove_dead_nodes
 
 
 def quantize_matrix(m: SparseMatrix) -> SparseMatrix:
@@ -58,7 +58,7 @@ def quantize_int8(graph: Graph) -> dict:
         new = graph.const(q, name=node.output.name + "_q", index=graph.index_of(node), **attrs)
         graph.replace_all_uses(node.output, new)
         graph.remove_node(node)
-        rename(graph, new, node.output.name)
+        graph.rename(new, node.output.name)
         n += 1
         dropped += data.nnz - q.nnz
     remove_dead_nodes(graph)

@@ -204,16 +204,3 @@ class Stepper:
 
     def logits(self, outs: list[np.ndarray]) -> np.ndarray:
         return outs[self.graph.outputs.index(self.logits_out)]
-
-
-def rename(graph: Graph, value: Value, name: str) -> bool:
-    """Give `value` the name `name` if no other live value uses it (names of removed values can be reused;
-    `Graph.fresh_name` never forgets a name). Returns whether it was renamed."""
-    live = {v.name for v in graph.inputs} | {v.name for n in graph.nodes for v in n.outputs if v is not value}
-    if name in live:
-        return False
-    value.name = name
-    names = getattr(graph, "_names", None)
-    if isinstance(names, set):
-        names.add(name)
-    return True

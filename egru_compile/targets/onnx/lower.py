@@ -249,7 +249,7 @@ class _Lowering:
 
     def _store_sparse_matrix_as_wt(self, m: SparseMatrix, hint: str) -> str:
         """A SparseMatrix M [n_out, n_in] -> the name of WT = Mᵀ [n_in, n_out] (dense f32 at load time)."""
-        csc = m if m.fmt == "csc" else m.convert("csc")
+        csc = m.convert("csc")
         n_out, n_in = m.shape
         self.stats["weights"].append({"name": hint, "shape": [n_out, n_in], "nnz": m.nnz, "stored": "csc",
                                       "dtype": m.dtype})
@@ -277,7 +277,7 @@ class _Lowering:
         m = self.const_of(w)
         key = (id(m), "q8")
         if key not in self.weights:
-            csc = m if m.fmt == "csc" else m.convert("csc")
+            csc = m.convert("csc")
             n_out, n_in = m.shape
             hint = _san((w.producer.attrs.get("label") if w.producer is not None and w.producer.is_const else None)
                         or w.name)

@@ -32,7 +32,7 @@ def stack_layer_arrays(stack: EGRUStack) -> list[dict]:
     for lw in stack.layers:
         entry = {"b": lw.b.astype(np.float32), "br": lw.br.astype(np.float32), "thr": lw.thr.astype(np.float32)}
         for name, m in (("W", lw.W), ("R", lw.R)):
-            csc = m.convert("csc") if m.fmt != "csc" else m     # columns = input units = kernel rows
+            csc = m.convert("csc")     # columns = input units = kernel rows (self when already csc)
             entry[name] = (csc.indptr.astype(np.int32), csc.indices.astype(np.int32),
                            csc.dequantized_values().astype(np.float32))
         layers.append(entry)
