@@ -205,6 +205,8 @@ def main(argv=None):
             for k in dense_keys:
                 sessions[f"{k}-unfused"] = make_session(protos[k], a.threads, UNFUSED)
             row[f"{scope}_session_s"] = round(time.perf_counter() - t0, 2)
+            if scope == "token":              # file size of each whole-step model.onnx
+                row["model_mb"] = {k: round(len(serialize(p)) / 1e6, 1) for k, p in protos.items()}
             if scope == "token":
                 row["activity"], row["macs_per_token"] = measured_activity(sessions["onnx" if "onnx" in sessions
                                                                                     else variants[0]], stream, hidden)
@@ -222,6 +224,7 @@ def main(argv=None):
             f"{scope} " + " ".join(f"{k}={row[f'{scope}_{k}_us']:.0f}"
                                    for k in [d for dk in dense_keys for d in (dk, f"{dk}-unfused")] + variants)
             for scope in ("rnn", "token")), flush=True)
+    print("model.onnx size (whole step, MB): " + ", ".join(f"{k} {v}" for k, v in rows[0]["model_mb"].items()))
     print()
     for scope, title in (("rnn", "RNN stack (embedding + layers)"), ("token", "whole token (+ decoder)")):
         print(f"{title}: per-token µs, median of {a.rounds} interleaved rounds (speed-up vs the dense graph of the "
