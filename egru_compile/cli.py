@@ -6,7 +6,9 @@ Every user-facing failure prints one line ``error: ...`` and exits non-zero (tra
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -15,37 +17,80 @@ import click
 
 from .errors import EgruError
 
-SUBCOMMANDS = ("compile", "eval", "inspect", "train")
-
-
 def _fail(msg: str, code: int = 1):
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
 
+class _Interrupts:
+    """Counts SIGINTs while a command runs. Native code (TVM's compiler, torch) can catch the
+    KeyboardInterrupt the handler raises and re-raise it as its own error type; a recorded SIGINT still makes
+    the command end as interrupted (exit 130) instead of reporting that error."""
+
+    count = 0
+
+    @classmethod
+    def install(cls):
+        cls.count = 0
+        if threading.current_thread() is not threading.main_thread():
+            return
+        def handler(signum, frame):
+            cls.count += 1
+            raise KeyboardInterrupt
+        try:
+            signal.signal(signal.SIGINT, handler)
+        except ValueError:  # pragma: no cover - not the main thread of the main interpreter
+            pass
+
+
 def _run_guarded(debug: bool, fn, *args, **kwargs):
-    """Run `fn`, turning user errors into one-line messages."""
+    """Run `fn`: the project's errors become one `error:` line (exit 1), Ctrl-C exit 130, MemoryError
+    exit 1; anything else is a bug and keeps its traceback."""
     warnings.simplefilter("default")
     warnings.formatwarning = lambda m, c, *a, **k: f"warning: {m}\n"
+    _Interrupts.install()
     try:
         return fn(*args, **kwargs)
     except EgruError as e:
         if debug:
             raise
-        _fail(str(e))
-    except KeyboardInterrupt:
+        _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    except (KeyboardInterrupt, click.Abort):
         _fail("interrupted", 130)
     except MemoryError:
         _fail("out of memory")
+    except Exception:
+        if _Interrupts.count:
+            _fail("interrupted", 130)
+        raise
 
 
 class DefaultCommandGroup(click.Group):
-    """`egru-compile MODEL ...` means `egru-compile compile MODEL ...`."""
+    """`egru-compile MODEL ...` means `egru-compile compile MODEL ...`. Usage errors print one `error:` line
+    (exit 2), Ctrl-C anywhere exits 130."""
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["compile"] + list(args)
         return super().parse_args(ctx, args)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _Interrupts.install()
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            msg = " ".join(e.format_message().split())
+            cmd = e.ctx.command_path if e.ctx is not None else "egru-compile"
+            _fail(f"{msg} (see {cmd} --help)", 2)
+        except click.ClickException as e:
+            _fail(" ".join(e.format_message().split()), e.exit_code or 1)
+        except (click.Abort, KeyboardInterrupt):
+            _fail("interrupted", 130)
+        except Exception:
+            if _Interrupts.count:
+                _fail("interrupted", 130)
+            raise
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,12 +128,12 @@ def _load_calibration(path, source, n_tokens, unk):
 @click.option("--print-ir-after-all", is_flag=True, help="print the IR after every pass")
 @click.option("--calib-data", type=click.Path(exists=True, dir_okay=False),
               help="text used to measure activity (dynamic MACs, placement)")
-@click.option("--calib-tokens", type=int, default=2000, show_default=True, help="calibration tokens to use")
+@click.option("--calib-tokens", type=click.IntRange(min=2), default=2000, show_default=True, help="calibration tokens to use")
 @click.option("--unk", help="map out-of-vocabulary words to this token")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the MAC report JSON here")
 @click.option("--profile", "profile_path", type=click.Path(exists=True, dir_okay=False),
               help="chip profile file (neuromorphic targets)")
-@click.option("--max-chips", type=int, default=16, show_default=True, help="most chips a placement may use")
+@click.option("--max-chips", type=click.IntRange(min=1), default=16, show_default=True, help="most chips a placement may use")
 @click.option("--float-weights", is_flag=True, help="keep float weights on chip targets (no int8 quantization)")
 @click.option("--placement-objective", type=click.Choice(["traffic", "latency"]), default="traffic",
               show_default=True, help="chip targets: fewest spike hops within the baseline's cores, or use spare "
@@ -124,8 +169,8 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
         raise EgruError("nothing to do: give --target (onnx, tvm, loihi-like, spinnaker2-like) or --print-ir")
     target_fn = get_target(target) if target else None
     if target:
-        out_dir = out_dir or _default_out(model, target)
-        check_output_dir(out_dir, force)
+        out_dir = _default_out(model, target) if out_dir is None else out_dir
+        check_output_dir(out_dir, force, protect=(model, vocab_file, options["calib_data"]))
     t0 = time.perf_counter()
     source = load_source(model, trust=trust, vocab_file=vocab_file)
     graph = source.to_graph()
@@ -154,7 +199,7 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
         raise EgruError("--report needs the count-macs pass in the pipeline")
     if target_fn is None:
         return
-    with atomic_output_dir(out_dir, force) as tmp:
+    with atomic_output_dir(out_dir, force, protect=(model, vocab_file, options["calib_data"])) as tmp:
         options = dict(options, calib_token_ids=calib, verbose=verbose)
         result = target_fn(graph, source, tmp, options)
     if result and result.get("summary"):
@@ -184,7 +229,7 @@ def _run_passes(graph, passes, calib, print_after_all, verbose, quantize=False):
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="text to evaluate on")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
-@click.option("--max-tokens", type=int, help="use only the first N tokens")
+@click.option("--max-tokens", type=click.IntRange(min=2), help="use only the first N tokens")
 @click.option("--unk", help="map out-of-vocabulary words to this token")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--quiet", is_flag=True, help="no progress bar")
@@ -223,13 +268,8 @@ def inspect_cmd(path, core, trust_checkpoint, debug):
 def _inspect(path, core, trust):
     p = Path(path)
     if p.is_dir():
-        manifest = p / "manifest.json"
-        if not manifest.is_file():
-            raise EgruError(f"{path} is not a compiled artifact (no manifest.json)")
-        try:
-            info = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise EgruError(f"{manifest} is unreadable: {e}") from None
+        from .artifact import read_manifest
+        info = read_manifest(p)
         from .targets.describe import describe_artifact
         click.echo(describe_artifact(p, info, core=core), nl=False)
         return

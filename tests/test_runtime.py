@@ -12,7 +12,8 @@ from egru_compile.frontend import load_source, save_checkpoint
 from egru_compile.passes import PassManager, count_macs_for_tokens
 from egru_compile.runtime import (ArtifactError, GraphRunner, Runner, StepStats, TorchRunner, evaluate,
                                   evaluate_path, load_eval_tokens, open_artifact, register_runner)
-from egru_compile.targets.onnx import compile_onnx
+from egru_compile.artifact import seal
+from egru_compile.targets import get_target
 
 WORDS = [f"w{i}" for i in range(39)] + ["<eos>"]
 
@@ -25,7 +26,8 @@ def artifact(tmp_path_factory):
     save_checkpoint(d / "m.pt", m, WORDS)
     src = load_source(d / "m.pt")
     g = PassManager(None).run(src.to_graph())
-    compile_onnx(g, src, d / "m.onnx", {})
+    (d / "m.onnx").mkdir()
+    get_target("onnx")(g, src, d / "m.onnx", {})
     rng = np.random.default_rng(0)
     lines = [" ".join(rng.choice(WORDS[:-1], int(rng.integers(5, 15)))) for _ in range(30)]
     (d / "data.txt").write_text("\n".join(lines) + "\n")
@@ -83,6 +85,9 @@ def test_open_artifact_errors_and_registry(tmp_path, artifact, monkeypatch):
     with pytest.raises(ArtifactError, match="no manifest.json"):
         open_artifact(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"target": "fpga-xyz"}))
+    with pytest.raises(ArtifactError, match="no file checksums"):
+        open_artifact(tmp_path)
+    seal(tmp_path)
     with pytest.raises(ArtifactError, match="no runner for target 'fpga-xyz'"):
         open_artifact(tmp_path)
     with pytest.raises(ArtifactError, match="no such file"):

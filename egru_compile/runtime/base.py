@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-import json
+import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..artifact import ArtifactError, read_manifest
 from ..data import Vocabulary
-from ..errors import EgruError
-
-
-class ArtifactError(EgruError):
-    """An artifact (compiled directory or source checkpoint) cannot be opened or run."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,8 @@ class Runner(ABC):
     #: where it came from (artifact directory or checkpoint path)
     path: str | None = None
     vocab: Vocabulary | None = None
-    layer_sizes: list[int] = []
+    #: hidden size of each layer (runners set their own; the class default is immutable)
+    layer_sizes: tuple[int, ...] | list[int] = ()
     vocab_size: int = 0
 
     def __init__(self):
@@ -116,19 +113,6 @@ def _resolve(target: str):
     raise ArtifactError(f"no runner for target {target!r} (known: {known})")
 
 
-def read_manifest(path: Path) -> dict:
-    mf = path / "manifest.json"
-    if not mf.is_file():
-        raise ArtifactError(f"{path} is not a compiled artifact (no manifest.json)")
-    try:
-        manifest = json.loads(mf.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{mf} is unreadable: {e}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("target"), str):
-        raise ArtifactError(f"{mf} does not name a target")
-    return manifest
-
-
 def read_vocab_file(path: Path) -> Vocabulary:
     try:
         words = path.read_text(encoding="utf-8").split("\n")
@@ -146,7 +130,14 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, **options) -> R
     p = Path(path)
     if p.is_dir():
         manifest = read_manifest(p)
-        runner = _resolve(manifest["target"])(p, manifest, **options)
+        factory = _resolve(manifest["target"])
+        try:
+            runner = factory(p, manifest, **options)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, zipfile.BadZipFile, OSError) as e:
+            # the files are as compiled (read_manifest verified them): a malformed manifest or file written by
+            # hand, or by an incompatible release
+            raise ArtifactError(f"{p}: malformed artifact ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     elif p.is_file():
         from ..frontend import load_source
         from .torch_runner import TorchRunner

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..artifact import seal
 from ..errors import EgruError
 
 #: target name -> "module:function" of its compile entry point.
@@ -20,8 +21,15 @@ class TargetError(EgruError):
 
 
 def get_target(name: str):
-    """The compile function of target `name`; TargetError if unknown."""
+    """The compile function of target `name` — ``fn(graph, source, out_dir, options) -> dict`` — which seals
+    the artifact (`artifact.seal`) after the target wrote it; TargetError if unknown."""
     if name not in TARGETS:
         raise TargetError(f"unknown target {name!r} (known: {', '.join(TARGETS)})")
     mod_name, fn_name = TARGETS[name].split(":")
-    return getattr(importlib.import_module(mod_name), fn_name)
+    compile_fn = getattr(importlib.import_module(mod_name), fn_name)
+
+    def compile_and_seal(graph, source, out_dir, options):
+        result = compile_fn(graph, source, out_dir, options)
+        seal(out_dir)
+        return result
+    return compile_and_seal

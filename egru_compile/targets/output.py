@@ -14,12 +14,34 @@ class OutputError(EgruError):
     pass
 
 
-def check_output_dir(path: str | Path, force: bool) -> Path:
+def _contains(outer: Path, inner: Path) -> bool:
+    return inner == outer or inner.is_relative_to(outer)
+
+
+def check_output_dir(path: str | Path, force: bool, protect: tuple = ()) -> Path:
+    """Check that `path` may become an output directory: new, or — with `force` — a previous egru-compile
+    artifact (its manifest says so) that is not the current directory and holds neither the current directory
+    nor any of the `protect` paths (the source files). Anything else raises OutputError; nothing is touched."""
+    if str(path).strip() == "":
+        raise OutputError("output directory name is empty")
     path = Path(path)
-    if path.exists() and not force:
-        raise OutputError(f"output directory {path} already exists (use --force to replace it)")
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"output path {path} exists and is not a directory")
+    real = path.resolve()
+    cwd = Path.cwd().resolve()
+    if _contains(real, cwd):
+        raise OutputError(f"output directory {path} is (or contains) the current directory; choose a new directory")
+    for p in protect:
+        if p is not None and _contains(real, Path(p).resolve()):
+            raise OutputError(f"output directory {path} contains the input {p}; choose another directory")
+    if path.exists() or path.is_symlink():
+        if not force:
+            raise OutputError(f"output directory {path} already exists (use --force to replace a previous "
+                              "egru-compile artifact)")
+        if not path.is_dir() or path.is_symlink():
+            raise OutputError(f"output path {path} exists and is not a directory; nothing was replaced")
+        from ..artifact import is_artifact
+        if not is_artifact(path):
+            raise OutputError(f"--force replaces only a previous egru-compile artifact, and {path} is not one "
+                              "(no egru-compile manifest.json); nothing was touched")
     parent = path.absolute().parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: parent directory {parent} does not exist")
@@ -29,10 +51,10 @@ def check_output_dir(path: str | Path, force: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(path: str | Path, force: bool = False):
-    """Yield a temporary directory beside `path`; on success it replaces `path`, on any error (or Ctrl-C)
-    it is removed and `path` is left as it was."""
-    path = check_output_dir(path, force)
+def atomic_output_dir(path: str | Path, force: bool = False, protect: tuple = ()):
+    """Yield a temporary directory beside `path`; on success it replaces `path` (see `check_output_dir` for
+    what may be replaced), on any error (or Ctrl-C) it is removed and `path` is left as it was."""
+    path = check_output_dir(path, force, protect)
     parent = path.absolute().parent
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
