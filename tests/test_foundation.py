@@ -179,7 +179,9 @@ def test_exported_program_pt2_loads(tmp_path):
     model = make_model(hidden=(10, 8), sparsity=0.5)
     ep = export_step(model, [10, 8])
     torch.export.save(ep, tmp_path / "step.pt2")
-    src = load_source(tmp_path / "step.pt2")
+    with pytest.raises(CheckpointError, match="torch.export program.*--trust-checkpoint"):
+        load_source(tmp_path / "step.pt2")           # loading a .pt2 unpickles its members
+    src = load_source(tmp_path / "step.pt2", trust=True)
     assert src.kind == "exported-program" and src.hidden_sizes == [10, 8]
     graph = src.to_graph()
     ref = trace_model(model)

@@ -18,11 +18,47 @@ class DataError(EgruError):
     """Bad text data: empty file, unknown word, unreadable file."""
 
 
-def _lines(path: str | Path):
+#: longest word accepted: a longer run of non-whitespace is not word-level text (e.g. /dev/zero, a binary file)
+MAX_WORD_CHARS = 10_000
+_CHUNK = 1 << 16
+
+
+def _tokens(path: str | Path):
+    """Yield ``(lineno, word)`` for the whitespace-separated words of a UTF-8 text file, with ``<eos>`` at the
+    end of every line (as ``line.split() + [EOS]`` per line would), reading in fixed-size chunks: memory stays
+    bounded however long a line is, and a caller that stops early reads no further."""
     try:
         with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                yield lineno, line.split() + [EOS]
+            lineno, word, line_open = 1, "", False
+            while chunk := f.read(_CHUNK):
+                parts = chunk.split("\n")
+                for i, part in enumerate(parts):
+                    last = i == len(parts) - 1
+                    if last:
+                        k = max((j for j in range(len(part) - 1, -1, -1) if part[j].isspace()), default=-1) \
+                            if part and not part[-1].isspace() else len(part) - 1
+                        head, tail = (part[:k + 1], part[k + 1:]) if k >= 0 else ("", part)
+                    else:
+                        head, tail = part, ""
+                    if head:
+                        for w in (word + head).split():
+                            yield lineno, w
+                        word = ""
+                    word += tail
+                    if len(word) > MAX_WORD_CHARS:
+                        raise DataError(f"{path}:{lineno}: a word longer than {MAX_WORD_CHARS} characters "
+                                        "(is this a word-level text file?)")
+                    line_open = line_open or bool(part)
+                    if not last:
+                        if word:
+                            yield lineno, word
+                            word = ""
+                        yield lineno, EOS
+                        lineno, line_open = lineno + 1, False
+            if word:
+                yield lineno, word
+            if line_open:
+                yield lineno, EOS
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:
@@ -30,8 +66,14 @@ def _lines(path: str | Path):
 
 
 class Vocabulary:
+    """Words in id order. A word is a non-empty string without whitespace (the corpus is split on it)."""
+
     def __init__(self, words: list[str]):
         self.words = list(words)
+        for i, w in enumerate(self.words):
+            if not isinstance(w, str) or w.split() != [w]:
+                raise DataError(f"vocabulary word {i} ({w!r}) is empty or contains whitespace: word-level text "
+                                "could never produce it")
         self.index = {w: i for i, w in enumerate(self.words)}
         if len(self.index) != len(self.words):
             raise DataError("vocabulary has duplicate words")
@@ -42,39 +84,35 @@ class Vocabulary:
     @classmethod
     def from_train_file(cls, path: str | Path) -> "Vocabulary":
         words: dict[str, None] = {}
-        for _, toks in _lines(path):
-            for t in toks:
-                words.setdefault(t, None)
+        for _, t in _tokens(path):
+            words.setdefault(t, None)
         if len(words) <= 1:
             raise DataError(f"{path} holds no words to build a vocabulary from")
         return cls(list(words))
 
     def encode_file(self, path: str | Path, max_tokens: int | None = None, unk: str | None = None) -> np.ndarray:
-        """Token ids of a text file (with `<eos>` per line). Unknown words raise DataError naming the word and
-        line, unless `unk` names a vocabulary word to map them to."""
+        """Token ids of a text file (with `<eos>` per line), reading no further than `max_tokens`. Unknown
+        words raise DataError naming the word and line, unless `unk` names a vocabulary word to map them to."""
         if unk is not None and unk not in self.index:
             raise DataError(f"--unk token {unk!r} is not in the vocabulary")
         unk_id = self.index.get(unk) if unk is not None else None
         ids: list[int] = []
         words = 0
-        for lineno, toks in _lines(path):
-            words += len(toks) - 1
-            for t in toks:
-                i = self.index.get(t, unk_id)
-                if i is None:
-                    raise DataError(f"{path}:{lineno}: word {t!r} is not in the vocabulary (use --unk TOKEN)")
-                ids.append(i)
+        for lineno, t in _tokens(path):
             if max_tokens is not None and len(ids) >= max_tokens:
                 break
+            words += t != EOS
+            i = self.index.get(t, unk_id)
+            if i is None:
+                raise DataError(f"{path}:{lineno}: word {t!r} is not in the vocabulary (use --unk TOKEN)")
+            ids.append(i)
         if words == 0:
             raise DataError(f"{path} is empty (no words)")
         arr = np.asarray(ids, dtype=np.int64)
-        if max_tokens is not None:
-            arr = arr[:max_tokens]
         if len(arr) < 2:
             raise DataError(f"{path} has fewer than 2 tokens: nothing to predict")
         return arr
 
 
 def read_tokens(path: str | Path) -> list[str]:
-    return [t for _, toks in _lines(path) for t in toks]
+    return [t for _, t in _tokens(path)]

@@ -144,10 +144,75 @@ def _apply_prune_masks(model: torch.nn.Module, state_dict: dict) -> dict:
     return state_dict
 
 
-def _check_finite(state_dict: dict, path: str) -> None:
-    for k, v in state_dict.items():
+_WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_MASK_DTYPES = _WEIGHT_DTYPES + (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def validate_state_dict(sd, path: str) -> dict:
+    """`sd` as a dict of string keys to dense (strided, unquantized) CPU tensors of a supported dtype
+    (floating point for weights; masks may also be bool/integer); one-line CheckpointError otherwise."""
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: state_dict is a {type(sd).__name__}, not a dict")
+    for k, v in sd.items():
+        if not isinstance(k, str):
+            raise CheckpointError(f"{path}: state_dict key {k!r} is not a string")
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{path}: {k} is a {type(v).__name__}, not a tensor")
+        if v.layout != torch.strided or v.is_quantized or v.is_nested:
+            kind = "quantized" if v.is_quantized else str(v.layout).replace("torch.", "")
+            raise CheckpointError(f"{path}: {k} is a {kind} tensor; only dense tensors are supported")
+        allowed = _MASK_DTYPES if k.endswith("_mask") else _WEIGHT_DTYPES
+        if v.dtype not in allowed:
+            raise CheckpointError(f"{path}: {k} has dtype {str(v.dtype).replace('torch.', '')}; supported: "
+                                  + ", ".join(str(d).replace("torch.", "") for d in allowed))
+    return sd
+
+
+def _check_sizes(config: EGRUConfig, state_dict: dict, path: str) -> None:
+    """Compare the shapes `config` declares with the stored tensors before anything of that size is allocated
+    (the reference model is built on the meta device), so a small file cannot make the loader allocate a
+    model far larger than the weights it holds."""
+    with torch.device("meta"):
+        ref = EGRULanguageModel(config).state_dict()
+    missing = [k for k in ref if k not in state_dict and k + "_orig" not in state_dict]
+    if missing:
+        raise CheckpointError(f"{path}: missing weights {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
+    for k, t in ref.items():
+        have = state_dict[k] if k in state_dict else state_dict[k + "_orig"]
+        if tuple(have.shape) != tuple(t.shape):
+            raise CheckpointError(f"{path}: {k} has shape {tuple(have.shape)}, but the config declares "
+                                  f"{tuple(t.shape)}")
+
+
+def _check_finite(model: torch.nn.Module, path: str) -> None:
+    """Every stored value is finite in float32, the precision every target computes in (a float64 weight
+    of 1e39 is finite as stored but infinite once cast)."""
+    for k, v in model.state_dict().items():
         if torch.is_floating_point(v) and not torch.isfinite(v).all():
-            raise CheckpointError(f"{path}: weight {k} contains NaN or Inf")
+            raise CheckpointError(f"{path}: weight {k} contains NaN or Inf (in float32)")
+
+
+#: largest pre-activation bound accepted: a sum of a few such terms stays finite in float32
+_PREACT_LIMIT = float(torch.finfo(torch.float32).max) / 16
+
+
+def check_preactivation_range(model: EGRULanguageModel, path: str) -> None:
+    """Refuse weights whose products can overflow float32. Every EGRU state stays in [-1, 1] (c~ is a convex
+    combination of c and tanh, and a spike subtracts thr in [0, 1] from a c~ above it), so y is bounded by 1
+    and the embedding by its largest entry: the bound of output j of x·W + b is sum_i |W_ij| max|x| + |b_j|."""
+    with torch.no_grad():
+        x_max = float(model.embeddings.weight.detach().abs().max()) if model.embeddings.weight.numel() else 0.0
+        checks = []
+        for l, layer in enumerate(model.rnns):
+            checks.append((f"rnns.{l}.kernel", layer.kernel, layer.bias, x_max))
+            checks.append((f"rnns.{l}.recurrent_kernel", layer.recurrent_kernel, layer.recurrent_bias, 1.0))
+            x_max = 1.0
+        checks.append(("decoder.decoder.weight", model.decoder.decoder.weight.t(), model.decoder.decoder.bias, 1.0))
+        for name, W, b, xm in checks:
+            bound = float((W.detach().double().abs().sum(0) * xm + b.detach().double().abs()).max())
+            if not bound <= _PREACT_LIMIT:
+                raise CheckpointError(f"{path}: {name} can overflow float32 (|x·W + b| up to {bound:.3g} > "
+                                      f"{_PREACT_LIMIT:.3g}); rescale the weights")
 
 
 def _clamp_thresholds(model: EGRULanguageModel, path: str) -> None:
@@ -161,9 +226,10 @@ def _clamp_thresholds(model: EGRULanguageModel, path: str) -> None:
 
 
 def _build(config: EGRUConfig, state_dict: dict, path: str) -> EGRULanguageModel:
+    validate_state_dict(state_dict, path)
+    _check_sizes(config, state_dict, path)
     model = EGRULanguageModel(config)
     _apply_prune_masks(model, state_dict)
-    _check_finite(state_dict, path)
     expected = set(model.state_dict())
     missing = sorted(expected - set(state_dict))
     if missing:
@@ -178,8 +244,10 @@ def _build(config: EGRUConfig, state_dict: dict, path: str) -> EGRULanguageModel
             raise CheckpointError(f"{path}: {k} has shape {tuple(state_dict[k].shape)}, expected {tuple(want)}")
     model.load_state_dict({k: state_dict[k].float() if torch.is_floating_point(state_dict[k]) else state_dict[k]
                            for k in expected})
+    _check_finite(model, path)
     _refresh_pruned_weights(model)
     _clamp_thresholds(model, path)
+    check_preactivation_range(model, path)
     model.eval()
     return model
 
@@ -253,6 +321,10 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+            if not trust:
+                raise CheckpointError(
+                    f"{path} is a torch.export program: loading it unpickles its members, which could run "
+                    "arbitrary code; refusing (re-run with --trust-checkpoint if you trust its author)")
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -275,12 +347,16 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
         for key in ("config", "state_dict"):
             if key not in obj:
                 raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+        if not isinstance(obj["config"], dict):
+            raise CheckpointError(f"{path}: config is a {type(obj['config']).__name__}, not a dict")
         try:
             config = EGRUConfig.from_dict(obj["config"])
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: bad config: {e}") from None
-        model = _build(config, dict(obj["state_dict"]), path)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{path}: bad config: {_first_line(e)}") from None
+        model = _build(config, dict(validate_state_dict(obj["state_dict"], path)), path)
         words = obj.get("vocab")
+        if words is not None and (not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words)):
+            raise CheckpointError(f"{path}: vocab must be a list of strings")
         if vocab is None and words:
             vocab = Vocabulary(words)
         if vocab is not None and len(vocab) != config.vocab_size:
@@ -288,7 +364,6 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
         return SourceModel("egru-checkpoint", path, sha, model=model, vocab=vocab, meta=dict(obj.get("meta") or {}))
     sd = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
     if any(isinstance(k, str) and _EVNN_LAYER.match(k) for k in sd):
-        if not all(isinstance(v, torch.Tensor) for v in sd.values()):
-            raise CheckpointError(f"{path}: state_dict holds non-tensor entries")
+        validate_state_dict(sd, path)
         return SourceModel("evnn-state-dict", path, sha, model=_load_evnn(sd, path, vocab), vocab=vocab)
     raise CheckpointError(f"{path}: not an egru-compile checkpoint, EvNN state_dict or exported program")

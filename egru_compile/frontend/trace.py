@@ -287,7 +287,38 @@ def import_exported_program(ep: torch.export.ExportedProgram) -> Graph:
     graph = _Importer(ep).run()
     canonicalize(graph)
     verify(graph)
+    check_egru_step(graph)
     return graph
+
+
+def check_egru_step(graph: Graph) -> None:
+    """Refuse a graph that is not an EGRU language-model step: ``(tokens: int[1], c0, y0, ...) -> (logits
+    [1, V], c0', y0', ...)`` with at least one layer, each state output shaped like its input, an embedding
+    of the tokens and a threshold (heaviside) per layer. The message says what was found instead."""
+    ins, outs = graph.inputs, graph.outputs
+
+    def sig(values):
+        return ", ".join(f"{v.name}: {'x'.join(map(str, v.type.shape)) or 'scalar'} {v.type.dtype}" for v in values)
+
+    found = f"found ({sig(ins)}) -> ({sig(outs)})"
+    problem = None
+    n_layers = (len(ins) - 1) // 2
+    if n_layers < 1 or len(outs) != len(ins):
+        problem = "expected (tokens, c0, y0, ...) -> (logits, c0', y0', ...) with at least one layer"
+    elif not ins[0].type.dtype.startswith("i") or ins[0].type.shape != (1,):
+        problem = "the first input must be the token id (integer, shape [1])"
+    elif len(outs[0].type.shape) != 2 or outs[0].type.shape[0] != 1:
+        problem = "the first output must be the logits [1, V]"
+    elif any(i.type != o.type or len(i.type.shape) != 2 for i, o in zip(ins[1:], outs[1:])):
+        problem = "each layer's state outputs must have the shape [1, h] of its state inputs"
+    else:
+        ops = [n.op for n in graph.nodes]
+        if not any(n.op == "embedding" and ins[0] in n.inputs for n in graph.nodes):
+            problem = "no embedding of the token input"
+        elif ops.count("heaviside") < n_layers:
+            problem = f"{ops.count('heaviside')} thresholds (heaviside) for {n_layers} layers"
+    if problem:
+        raise FrontendError(f"not an EGRU step: {problem}; {found}"[:400])
 
 
 def trace_model(module: torch.nn.Module, hidden_sizes: list[int] | None = None) -> Graph:
