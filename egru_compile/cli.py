@@ -99,27 +99,36 @@ def main():
     """egru-compile: compile pruned event-based GRU language models into sparse, event-driven programs.
 
     \b
-    egru-compile MODEL --target {onnx,tvm,loihi-like,spinnaker2-like} -o DIR
+    egru-compile MODEL --target TARGET -o DIR      (egru-compile targets: the list)
     egru-compile eval ARTIFACT --data FILE
     egru-compile inspect DIR
     """
 
 
-def _default_out(model: str, target: str) -> str:
-    return f"{Path(model).stem}.{target}"
-
-
-def _load_calibration(path, source, n_tokens, unk):
-    from .data import Vocabulary
-    if source.vocab is None:
-        raise EgruError("--calib-data needs a vocabulary: the checkpoint has none, give --vocab TRAIN.txt")
-    vocab: Vocabulary = source.vocab
-    return vocab.encode_file(path, max_tokens=n_tokens, unk=unk)
+def _target_options(f):
+    """Add every registered target's options (`targets.registry`) as command-line options of `compile`."""
+    from .targets.registry import option_fields
+    for name, default, meta, takers in reversed(option_fields()):
+        flag = "--" + name.replace("_", "-")
+        help_ = f"[{', '.join(takers) if len(takers) < 3 else 'chip targets'}] {meta.get('help', '')}"
+        if isinstance(default, bool):
+            f = click.option(flag, name, is_flag=True, default=default, help=help_)(f)
+            continue
+        if meta.get("choices"):
+            typ = click.Choice(list(meta["choices"]))
+        elif meta.get("path"):
+            typ = click.Path(exists=True, dir_okay=False)
+        elif isinstance(default, int):
+            typ = click.IntRange(min=meta.get("min")) if meta.get("min") is not None else int
+        else:
+            typ = str
+        f = click.option(flag, name, type=typ, default=default, show_default=default is not None, help=help_)(f)
+    return f
 
 
 @main.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", "-t", help="onnx, tvm, loihi-like or spinnaker2-like")
+@click.option("--target", "-t", help="target name (`egru-compile targets` lists them)")
 @click.option("-o", "--output", "out_dir", type=click.Path(), help="output directory (default MODEL.TARGET)")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False),
               help="training text whose first-appearance order gives the vocabulary (EvNN state_dicts)")
@@ -128,101 +137,40 @@ def _load_calibration(path, source, n_tokens, unk):
 @click.option("--print-ir-after-all", is_flag=True, help="print the IR after every pass")
 @click.option("--calib-data", type=click.Path(exists=True, dir_okay=False),
               help="text used to measure activity (dynamic MACs, placement)")
-@click.option("--calib-tokens", type=click.IntRange(min=2), default=2000, show_default=True, help="calibration tokens to use")
+@click.option("--calib-tokens", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="calibration tokens to use")
 @click.option("--unk", help="map out-of-vocabulary words to this token")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the MAC report JSON here")
-@click.option("--profile", "profile_path", type=click.Path(exists=True, dir_okay=False),
-              help="chip profile file (neuromorphic targets)")
-@click.option("--max-chips", type=click.IntRange(min=1), default=16, show_default=True, help="most chips a placement may use")
-@click.option("--float-weights", is_flag=True, help="keep float weights on chip targets (no int8 quantization)")
-@click.option("--placement-objective", type=click.Choice(["traffic", "latency"]), default="traffic",
-              show_default=True, help="chip targets: fewest spike hops within the baseline's cores, or use spare "
-              "cores to cut the busiest core's load")
-@click.option("--onnx-weight-dtype", type=click.Choice(["auto", "f32", "f16", "int8"]), default="auto",
-              show_default=True, help="onnx target: dtype of gathered weight rows (auto: f32, or int8 after "
-              "quantize-int8; int8: adds quantize-int8 — a quarter of the bytes, the fastest in ORT)")
+@_target_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
-@click.option("--force", is_flag=True, help="replace an existing output directory")
+@click.option("--force", is_flag=True, help="replace a previous egru-compile artifact at -o")
 @click.option("-v", "--verbose", is_flag=True, help="print pass timings and progress")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def compile_cmd(model, target, out_dir, vocab_file, passes, print_ir, print_ir_after_all, calib_data,
-                calib_tokens, unk, report_path, profile_path, max_chips, float_weights, placement_objective,
-                onnx_weight_dtype, trust_checkpoint, force, verbose, debug):
+@click.pass_context
+def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, print_ir_after_all, calib_data,
+                calib_tokens, unk, report_path, trust_checkpoint, force, verbose, debug, **target_values):
     """Compile MODEL (project checkpoint, EvNN state_dict or torch.export .pt2) for --target."""
-    options = dict(target=target, passes=passes, calib_data=calib_data, calib_tokens=calib_tokens, unk=unk,
-                   profile=profile_path, max_chips=max_chips, float_weights=float_weights,
-                   placement_objective=placement_objective, onnx_weight_dtype=onnx_weight_dtype)
-    _run_guarded(debug, _compile, model, out_dir, vocab_file, print_ir, print_ir_after_all, report_path,
-                 trust_checkpoint, force, verbose, options)
+    from click.core import ParameterSource
+    given = {k for k in target_values
+             if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    from .compile_driver import CompileRequest, run_compile
+    req = CompileRequest(model=model, target=target, out_dir=out_dir, vocab_file=vocab_file, passes=passes,
+                         print_ir=print_ir, print_ir_after_all=print_ir_after_all, calib_data=calib_data,
+                         calib_tokens=calib_tokens, unk=unk, report_path=report_path, trust=trust_checkpoint,
+                         force=force, verbose=verbose, target_values=target_values, given=frozenset(given))
+    _run_guarded(debug, run_compile, req, click.echo)
 
 
-def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_path, trust, force, verbose,
-             options):
-    from .frontend import load_source
-    from .targets import get_target
-    from .targets.output import atomic_output_dir, check_output_dir
-
-    target = options["target"]
-    if options.get("onnx_weight_dtype", "auto") != "auto" and target != "onnx":
-        raise EgruError(f"--onnx-weight-dtype applies to --target onnx only (target: {target or 'none'})")
-    if target is None and not (print_ir or print_ir_after_all or report_path):
-        raise EgruError("nothing to do: give --target (onnx, tvm, loihi-like, spinnaker2-like) or --print-ir")
-    target_fn = get_target(target) if target else None
-    if target:
-        out_dir = _default_out(model, target) if out_dir is None else out_dir
-        check_output_dir(out_dir, force, protect=(model, vocab_file, options["calib_data"]))
-    t0 = time.perf_counter()
-    source = load_source(model, trust=trust, vocab_file=vocab_file)
-    graph = source.to_graph()
-    if verbose:
-        click.echo(f"frontend: {source.kind} {model} -> {len(graph.nodes)} IR nodes "
-                   f"({(time.perf_counter() - t0) * 1e3:.0f} ms)", err=True)
-    if print_ir:
-        click.echo(str(graph), nl=False)
-    calib = None
-    if options["calib_data"]:
-        calib = _load_calibration(options["calib_data"], source, options["calib_tokens"], options["unk"])
-    graph = _run_passes(graph, options["passes"], calib, print_ir_after_all, verbose,
-                        quantize=(target in CHIP_TARGETS and not options["float_weights"])
-                        or (target == "onnx" and options["onnx_weight_dtype"] == "int8"))
-    q = graph.meta.get("quantize")
-    if q and q.get("ppl_before") is not None:
-        click.echo(f"quantize-int8: calibration perplexity {q['ppl_before']:.3f} -> {q['ppl_after']:.3f} "
-                   f"({100 * q['ppl_rel_change']:+.3f} %)", err=True)
-    if report_path and "macs" in graph.meta:
-        from .targets.output import atomic_write_text
-        report = dict(graph.meta["macs"])
-        if q:
-            report["quantize"] = q
-        atomic_write_text(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    elif report_path:
-        raise EgruError("--report needs the count-macs pass in the pipeline")
-    if target_fn is None:
-        return
-    with atomic_output_dir(out_dir, force, protect=(model, vocab_file, options["calib_data"])) as tmp:
-        options = dict(options, calib_token_ids=calib, verbose=verbose)
-        result = target_fn(graph, source, tmp, options)
-    if result and result.get("summary"):
-        click.echo(result["summary"])
-    click.echo(f"wrote {out_dir} ({target}) in {time.perf_counter() - t0:.1f} s")
-
-
-CHIP_TARGETS = ("loihi-like", "spinnaker2-like")
-
-
-def _run_passes(graph, passes, calib, print_after_all, verbose, quantize=False):
-    """Run `--passes` (default pipeline when None). Chip targets hold int8 weights (unless --float-weights),
-    and so does the onnx target with --onnx-weight-dtype int8: then quantize-int8 runs before count-macs so
-    the MAC report describes the weights the target holds."""
-    from .passes import PassManager, PassOptions
-    from .passes.manager import parse_pipeline
-    names = parse_pipeline(passes or None)          # "default" expands before quantize-int8 is placed
-    if quantize and "quantize-int8" not in names:
-        at = names.index("count-macs") if "count-macs" in names else len(names)
-        names.insert(at, "quantize-int8")
-    pm = PassManager(names, options=PassOptions(calib_tokens=calib), print_ir_after_all=print_after_all,
-                     verbose=verbose, stream=sys.stdout if print_after_all else sys.stderr)
-    return pm.run(graph)
+@main.command("targets")
+def targets_cmd():
+    """List the compilation targets (chip targets are the bundled chip profiles)."""
+    from .targets.registry import all_targets
+    specs = all_targets()
+    width = max(len(s.name) for s in specs)
+    for s in specs:
+        click.echo(f"{s.name:<{width}}  {s.summary}")
+    click.echo("(chip targets: one TOML file each in egru_compile/targets/chip/profiles/; "
+               "--profile FILE.toml compiles for your own)")
 
 
 @main.command("eval")
@@ -269,7 +217,11 @@ def _inspect(path, core, trust):
     p = Path(path)
     if p.is_dir():
         from .artifact import read_manifest
+        from .targets.registry import for_manifest
         info = read_manifest(p)
+        if for_manifest(info) is None:
+            raise EgruError(f"{path}: no target of this installation opens {info['target']!r} artifacts "
+                            f"(format {info.get('format')!r})")
         from .targets.describe import describe_artifact
         click.echo(describe_artifact(p, info, core=core), nl=False)
         return

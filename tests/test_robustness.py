@@ -143,14 +143,14 @@ def test_fully_pruned_layer_on_every_target(tmp_path, target):
 
 
 def test_interrupt_leaves_no_partial_output(tmp_path, monkeypatch):
-    from egru_compile import targets
+    from egru_compile.targets import registry
     save_checkpoint(tmp_path / "m.pt", make_model(), WORDS)
 
     def boom(graph, source, out_dir, options):
         (out_dir / "half.bin").write_bytes(b"x" * 10)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(targets, "get_target", lambda name: boom)
+    monkeypatch.setattr(registry.TargetSpec, "compile_artifact", lambda self, *a: boom(*a))
     res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", "onnx", "-o", str(tmp_path / "out")])
     assert res.exit_code == 130 and "interrupted" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]

@@ -8,7 +8,7 @@
     ids = load_eval_tokens("test.txt", r.vocab, max_tokens=None, unk=None)
     evaluate(r, ids, quiet=True)               # {"perplexity", "tokens", "macs_per_token", "activity", ...}
 
-The built-in targets' runners are imported on first use (`base.BUILTIN_RUNNERS`); other targets register
+The targets' runners come from the target registry (`targets.registry`, imported on first use); runners without a target register
 theirs with `register_runner(target, factory)`.
 """
 from .base import (ArtifactError, Runner, RunStats, StepStats, open_artifact, read_manifest, read_vocab_file,

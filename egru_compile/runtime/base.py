@@ -1,7 +1,6 @@
 """The runner interface and the registry that maps an artifact's ``manifest.json`` target to its runner."""
 from __future__ import annotations
 
-import importlib
 import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -81,35 +80,27 @@ class Runner(ABC):
         return f"{self.target} runner for {self.path} (layers {self.layer_sizes}, vocab {self.vocab_size})"
 
 
-#: target name -> factory(path: Path, manifest: dict, **options) -> Runner
+#: target name -> factory(path: Path, manifest: dict, **options) -> Runner, for runners registered here
+#: directly; the targets' own runners come from the target registry (`targets.registry`)
 RUNNERS: dict[str, Callable[..., Runner]] = {}
-
-#: targets whose runner module is imported on first use ("module:attribute")
-BUILTIN_RUNNERS = {"onnx": "egru_compile.runtime.onnx_runner:OnnxRunner.from_artifact",
-                   "tvm": "egru_compile.targets.tvm.runner:TVMRunner.from_artifact",
-                   "loihi-like": "egru_compile.targets.chip.runner:ChipRunner.from_artifact",
-                   "spinnaker2-like": "egru_compile.targets.chip.runner:ChipRunner.from_artifact"}
 
 
 def register_runner(target: str, factory: Callable[..., Runner]) -> None:
     """Make `open_artifact` open directories whose manifest says ``"target": target`` with
-    ``factory(path, manifest, **options)`` (for targets outside this package; the built-in ones are in
-    `BUILTIN_RUNNERS`, imported on first use)."""
+    ``factory(path, manifest, **options)`` (a runner without a compile target; targets registered with
+    `targets.register_target` bring their runner)."""
     RUNNERS[target] = factory
 
 
-def _resolve(target: str):
+def _resolve(manifest: dict):
+    target = manifest["target"]
     if target in RUNNERS:
         return RUNNERS[target]
-    spec = BUILTIN_RUNNERS.get(target)
+    from ..targets.registry import all_targets, for_manifest
+    spec = for_manifest(manifest)
     if spec is not None:
-        mod, attr = spec.split(":")
-        obj = importlib.import_module(mod)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        RUNNERS[target] = obj
-        return obj
-    known = ", ".join(sorted(set(RUNNERS) | set(BUILTIN_RUNNERS)))
+        return spec.open_runner
+    known = ", ".join(sorted(set(RUNNERS) | {s.name for s in all_targets()}))
     raise ArtifactError(f"no runner for target {target!r} (known: {known})")
 
 
@@ -130,7 +121,7 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, **options) -> R
     p = Path(path)
     if p.is_dir():
         manifest = read_manifest(p)
-        factory = _resolve(manifest["target"])
+        factory = _resolve(manifest)
         try:
             runner = factory(p, manifest, **options)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, zipfile.BadZipFile, OSError) as e:

@@ -1,0 +1,131 @@
+"""`egru-compile MODEL --target T`: source → IR → pass pipeline → target artifact.
+
+The driver resolves the target in the registry (`targets.registry`), validates that every target option
+given on the command line belongs to it, builds the pass pipeline from ``--passes`` plus what the target's
+options need (e.g. ``int8-weights`` → quantize-int8 before count-macs), and writes the artifact atomically
+(`targets.output.atomic_output_dir`), sealed (`artifact.seal`).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from .errors import EgruError
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    model: str
+    target: str | None = None
+    out_dir: str | None = None
+    vocab_file: str | None = None
+    passes: str | None = None
+    print_ir: bool = False
+    print_ir_after_all: bool = False
+    calib_data: str | None = None
+    calib_tokens: int = 2000
+    unk: str | None = None
+    report_path: str | None = None
+    trust: bool = False
+    force: bool = False
+    verbose: bool = False
+    target_values: dict = field(default_factory=dict)      # every target option's value (defaults included)
+    given: frozenset = frozenset()                          # the target options the user set
+
+
+def resolve_target(req: CompileRequest):
+    """(TargetSpec, options dataclass) for the request, or (None, None) when no target is asked for."""
+    from .targets import registry
+    profile = req.target_values.get("profile")
+    if req.target is None and profile:
+        from .targets.chip.profile import load_profile
+        p = load_profile(profile)
+        spec = registry.chip_target(p.name, p.description or f"chip profile {p.name}", profile)
+    elif req.target is None:
+        spec = None
+    else:
+        spec = registry.get(req.target)
+    if spec is None:
+        if req.given:
+            raise EgruError(f"--{sorted(req.given)[0].replace('_', '-')} needs --target")
+        return None, None
+    names = {f.name for f in fields(spec.options)}
+    for key in sorted(req.given - names):
+        takers = [s.name for s in registry.all_targets() if key in {f.name for f in fields(s.options)}]
+        raise EgruError(f"--{key.replace('_', '-')} applies to --target {', '.join(takers)} only "
+                        f"(target: {spec.name})")
+    return spec, spec.make_options(req.target_values)
+
+
+def _default_out(model: str, target: str) -> str:
+    return f"{Path(model).stem}.{target}"
+
+
+def _load_calibration(path, source, n_tokens, unk):
+    if source.vocab is None:
+        raise EgruError("--calib-data needs a vocabulary: the checkpoint has none, give --vocab TRAIN.txt")
+    return source.vocab.encode_file(path, max_tokens=n_tokens, unk=unk)
+
+
+def run_passes(graph, passes, calib, print_after_all: bool, verbose: bool, needs=frozenset()):
+    """Run `--passes` (default pipeline when None) plus the passes that establish `needs`: ``int8-weights``
+    inserts quantize-int8 before count-macs, so the MAC report describes the weights the target holds."""
+    from .passes import PassManager, PassOptions
+    from .passes.manager import parse_pipeline
+    from .targets.registry import INT8_WEIGHTS
+    names = parse_pipeline(passes or None)          # "default" expands before quantize-int8 is placed
+    if INT8_WEIGHTS in needs and "quantize-int8" not in names:
+        at = names.index("count-macs") if "count-macs" in names else len(names)
+        names.insert(at, "quantize-int8")
+    pm = PassManager(names, options=PassOptions(calib_tokens=calib), print_ir_after_all=print_after_all,
+                     verbose=verbose, stream=sys.stdout if print_after_all else sys.stderr)
+    return pm.run(graph)
+
+
+def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
+    from .frontend import load_source
+    from .targets.output import atomic_output_dir, atomic_write_text, check_output_dir
+
+    spec, opts = resolve_target(req)
+    if spec is None and not (req.print_ir or req.print_ir_after_all or req.report_path):
+        raise EgruError("nothing to do: give --target (see `egru-compile targets`) or --print-ir")
+    protect = (req.model, req.vocab_file, req.calib_data, req.target_values.get("profile"))
+    out_dir = None
+    if spec is not None:
+        out_dir = _default_out(req.model, spec.name) if req.out_dir is None else req.out_dir
+        check_output_dir(out_dir, req.force, protect=protect)
+    t0 = time.perf_counter()
+    source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file)
+    graph = source.to_graph()
+    if req.verbose:
+        echo(f"frontend: {source.kind} {req.model} -> {len(graph.nodes)} IR nodes "
+             f"({(time.perf_counter() - t0) * 1e3:.0f} ms)", err=True)
+    if req.print_ir:
+        echo(str(graph), nl=False)
+    calib = _load_calibration(req.calib_data, source, req.calib_tokens, req.unk) if req.calib_data else None
+    graph = run_passes(graph, req.passes, calib, req.print_ir_after_all, req.verbose,
+                       needs=opts.needs() if opts is not None else frozenset())
+    q = graph.meta.get("quantize")
+    if q and q.get("ppl_before") is not None:
+        echo(f"quantize-int8: calibration perplexity {q['ppl_before']:.3f} -> {q['ppl_after']:.3f} "
+             f"({100 * q['ppl_rel_change']:+.3f} %)", err=True)
+    if req.report_path and "macs" in graph.meta:
+        report = dict(graph.meta["macs"])
+        if q:
+            report["quantize"] = q
+        atomic_write_text(req.report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    elif req.report_path:
+        raise EgruError("--report needs the count-macs pass in the pipeline")
+    if spec is None:
+        return
+    options = dict(asdict(opts), target=spec.name, passes=req.passes, calib_data=req.calib_data,
+                   calib_tokens=req.calib_tokens, unk=req.unk, calib_token_ids=calib, verbose=req.verbose)
+    with atomic_output_dir(out_dir, req.force, protect=protect) as tmp:
+        result = spec.compile_artifact(graph, source, tmp, options)
+    if result and result.get("summary"):
+        echo(result["summary"])
+    echo(f"wrote {out_dir} ({spec.name}) in {time.perf_counter() - t0:.1f} s")

@@ -1,0 +1,193 @@
+"""The one registry of compilation targets, consulted by the CLI (options, `egru-compile targets`), the
+runtime (which runner opens an artifact) and `inspect`.
+
+A target is a `TargetSpec`: its name and one-line summary, an options dataclass (its fields become the
+target's command-line options; `needs()` says which graph properties the pass pipeline must establish for
+it, e.g. ``int8-weights``), where its compile function and runner live (``"module:attribute"``, imported on
+first use so that listing targets stays cheap), and the manifest formats its runner opens.
+
+Chip targets are data: every TOML file in ``targets/chip/profiles/`` is a chip target named by its ``name``
+key (summary: its ``description``), compiled by the chip back-end with that profile — adding a built-in chip
+is adding one file. A user's ``--profile FILE`` compiles with the same back-end, and its artifact opens
+because runners are found by the manifest's ``format`` (``egru-compile/chip-program``), not by its name.
+"""
+from __future__ import annotations
+
+import importlib
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from ..artifact import seal
+from ..errors import EgruError
+
+PROFILE_DIR = Path(__file__).resolve().parent / "chip" / "profiles"
+INT8_WEIGHTS = "int8-weights"
+
+
+class TargetError(EgruError):
+    pass
+
+
+def option(default, help: str, choices: tuple[str, ...] | None = None, minimum=None, path: bool = False):
+    """A field of a target's options dataclass, with what the CLI needs to offer it as ``--field-name``
+    (`path`: an existing file)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "min": minimum, "path": path})
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    def needs(self) -> frozenset[str]:
+        return frozenset()
+
+
+@dataclass(frozen=True)
+class OnnxTargetOptions:
+    onnx_weight_dtype: str = option("auto", "dtype of the gathered weight rows (auto: f32, or int8 after "
+                                    "quantize-int8; int8 adds quantize-int8 — a quarter of the bytes, the fastest "
+                                    "in ORT)", choices=("auto", "f32", "f16", "int8"))
+
+    def needs(self) -> frozenset[str]:
+        return frozenset({INT8_WEIGHTS} if self.onnx_weight_dtype == "int8" else ())
+
+
+@dataclass(frozen=True)
+class ChipTargetOptions:
+    profile: str | None = option(None, "chip profile TOML file (overrides the target's built-in profile; "
+                                 "without --target it names the target)", path=True)
+    max_chips: int = option(16, "most chips a placement may use", minimum=1)
+    float_weights: bool = option(False, "keep float weights (no int8 quantization)")
+    placement_objective: str = option("traffic", "fewest spike hops within the baseline's cores (traffic), or "
+                                      "use spare cores to cut the busiest core's load (latency)",
+                                      choices=("traffic", "latency"))
+
+    def needs(self) -> frozenset[str]:
+        return frozenset() if self.float_weights else frozenset({INT8_WEIGHTS})
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    summary: str
+    compile: str                                  # "module:function" (graph, source, out_dir, options, **params)
+    runner: str                                   # "module:attribute" factory (path, manifest, **options)
+    options: type = NoOptions
+    formats: tuple[str, ...] = ()                 # manifest "format" values its runner opens
+    params: dict[str, Any] = field(default_factory=dict)   # fixed keyword arguments of compile (e.g. the profile)
+    family: str = ""                              # targets sharing a back-end ("chip")
+
+    def make_options(self, values: dict):
+        """The options dataclass from `values` (unknown keys ignored; None means the default)."""
+        names = {f.name for f in fields(self.options)}
+        return self.options(**{k: v for k, v in values.items() if k in names and v is not None})
+
+    def compile_artifact(self, graph, source, out_dir, options: dict) -> dict:
+        """Run the target's compile into `out_dir`, then seal the artifact (`artifact.seal`)."""
+        result = _load(self.compile)(graph, source, out_dir, options, **self.params)
+        seal(out_dir)
+        return result
+
+    def open_runner(self, path, manifest, **options):
+        return _load(self.runner)(path, manifest, **options)
+
+
+def _load(spec: str) -> Callable:
+    mod, attr = spec.split(":")
+    obj = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+CHIP_FORMAT = "egru-compile/chip-program"
+
+_BUILTIN = [
+    TargetSpec("onnx", "ONNX model for stock onnxruntime (model-local functions, event-gated sparse products)",
+               "egru_compile.targets.onnx:compile_onnx", "egru_compile.runtime.onnx_runner:OnnxRunner.from_artifact",
+               OnnxTargetOptions, ("egru-compile/onnx-model",)),
+    TargetSpec("tvm", "native CPU code via Apache TVM (TIR kernels, event-driven, egru_step.so)",
+               "egru_compile.targets.tvm:compile_tvm", "egru_compile.targets.tvm.runner:TVMRunner.from_artifact",
+               NoOptions, ("egru-compile/tvm-step",)),
+]
+
+#: name -> TargetSpec; filled with the built-in targets, the chip profiles and `register_target` calls
+_REGISTRY: dict[str, TargetSpec] = {}
+_loaded = False
+
+
+def chip_target(name: str, summary: str, profile: str) -> TargetSpec:
+    """The chip back-end with `profile` (a built-in profile name or a TOML path) as its default profile."""
+    return TargetSpec(name, summary, "egru_compile.targets.chip:compile_chip",
+                      "egru_compile.targets.chip.runner:ChipRunner.from_artifact", ChipTargetOptions,
+                      (CHIP_FORMAT,), {"default_profile": profile}, family="chip")
+
+
+def _builtin_chips() -> list[TargetSpec]:
+    specs = []
+    for path in sorted(PROFILE_DIR.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise TargetError(f"built-in chip profile {path.name} is unreadable: {e}") from None
+        name = str(data.get("name") or path.stem)
+        specs.append(chip_target(name, str(data.get("description", "")).strip() or f"chip profile {name}",
+                                 str(path)))
+    return specs
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for spec in _BUILTIN + _builtin_chips():
+            _REGISTRY.setdefault(spec.name, spec)
+
+
+def register_target(spec: TargetSpec) -> None:
+    """Add (or replace) a target; a plug-in outside this package calls this when imported."""
+    _ensure_loaded()
+    _REGISTRY[spec.name] = spec
+
+
+def all_targets() -> list[TargetSpec]:
+    _ensure_loaded()
+    return list(_REGISTRY.values())
+
+
+def target_names() -> list[str]:
+    return [s.name for s in all_targets()]
+
+
+def get(name: str) -> TargetSpec:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise TargetError(f"unknown target {name!r} (known: {', '.join(_REGISTRY)}; or --profile FILE.toml)")
+    return _REGISTRY[name]
+
+
+def for_manifest(manifest: dict) -> TargetSpec | None:
+    """The target whose runner opens an artifact with this manifest: by name, else by its format."""
+    _ensure_loaded()
+    spec = _REGISTRY.get(manifest.get("target"))
+    if spec is not None and (not spec.formats or manifest.get("format") in spec.formats
+                             or manifest.get("format") is None):
+        return spec
+    fmt = manifest.get("format")
+    return next((s for s in _REGISTRY.values() if fmt in s.formats), None)
+
+
+def option_fields() -> list[tuple[str, Any, dict, list[str]]]:
+    """Every target option once: (field name, default, metadata, names of the targets that take it)."""
+    seen: dict[str, tuple[str, Any, dict, list[str]]] = {}
+    for spec in all_targets():
+        for f in fields(spec.options):
+            if f.name not in seen:
+                default = f.default if f.default is not MISSING else None
+                seen[f.name] = (f.name, default, dict(f.metadata), [])
+            seen[f.name][3].append(spec.name)
+    return list(seen.values())
+
+
+def options_dict(opts) -> dict:
+    return asdict(opts)
