@@ -137,21 +137,23 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     calib = None
     if options["calib_data"]:
         calib = _load_calibration(options["calib_data"], source, options["calib_tokens"], options["unk"])
-    graph = _run_passes(graph, options["passes"], calib, print_ir_after_all, verbose,
-                        quantize=(target in CHIP_TARGETS and not options["float_weights"])
-                        or (target == "onnx" and options["onnx_weight_dtype"] == "int8"))
-    q = graph.meta.get("quantize")
-    if q and q.get("ppl_before") is not None:
-        click.echo(f"quantize-int8: calibration perplexity {q['ppl_before']:.3f} -> {q['ppl_after']:.3f} "
-                   f"({100 * q['ppl_rel_change']:+.3f} %)", err=True)
-    if report_path and "macs" in graph.meta:
+    needs = {"int8-weights"} if ((target in CHIP_TARGETS and not options["float_weights"])
+                                 or (target == "onnx" and options["onnx_weight_dtype"] == "int8")) else set()
+    graph = _run_passes(graph, options["passes"], calib, print_ir_after_all, verbose, needs)
+    from .passes import MacReport, QuantizeReport
+    q = graph.analyses.get(QuantizeReport)
+    if q and q.ppl_before is not None:
+        click.echo(f"quantize-int8: calibration perplexity {q.ppl_before:.3f} -> {q.ppl_after:.3f} "
+                   f"({100 * q.ppl_rel_change:+.3f} %)", err=True)
+    macs = graph.analyses.get(MacReport)
+    if report_path and macs is not None:
         from .targets.output import atomic_write_text
-        report = dict(graph.meta["macs"])
+        report = macs.to_json()
         if q:
-            report["quantize"] = q
+            report["quantize"] = q.to_json()
         atomic_write_text(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     elif report_path:
-        raise EgruError("--report needs the count-macs pass in the pipeline")
+        raise EgruError("--report needs the count-macs pass in the pipeline, after the last transform")
     if target_fn is None:
         return
     with atomic_output_dir(out_dir, force) as tmp:
@@ -165,17 +167,15 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
 CHIP_TARGETS = ("loihi-like", "spinnaker2-like")
 
 
-def _run_passes(graph, passes, calib, print_after_all, verbose, quantize=False):
-    """Run `--passes` (default pipeline when None). Chip targets hold int8 weights (unless --float-weights),
-    and so does the onnx target with --onnx-weight-dtype int8: then quantize-int8 runs before count-macs so
-    the MAC report describes the weights the target holds."""
-    from .passes import PassManager, PassOptions
-    from .passes.manager import parse_pipeline
-    names = parse_pipeline(passes or None)          # "default" expands before quantize-int8 is placed
-    if quantize and "quantize-int8" not in names:
-        at = names.index("count-macs") if "count-macs" in names else len(names)
-        names.insert(at, "quantize-int8")
-    pm = PassManager(names, options=PassOptions(calib_tokens=calib), print_ir_after_all=print_after_all,
+def _run_passes(graph, passes, calib, print_after_all, verbose, needs=frozenset()):
+    """Run `--passes` (default pipeline when None) plus the passes establishing the target's `needs`
+    (`build_pipeline`: chip targets without --float-weights and onnx --onnx-weight-dtype int8 need
+    ``int8-weights``, so quantize-int8 runs before count-macs and the MAC report describes those weights)."""
+    from .passes import PassManager, PassOptions, build_pipeline, graph_properties
+    from .runtime.evaluate import graph_perplexity
+    names = build_pipeline(passes or None, needs, have=graph_properties(graph))
+    pm = PassManager(names, options=PassOptions(calib_tokens=calib, perplexity=graph_perplexity),
+                     print_ir_after_all=print_after_all,
                      verbose=verbose, stream=sys.stdout if print_after_all else sys.stderr)
     return pm.run(graph)
 
