@@ -38,7 +38,8 @@ class PassOptions:
       ``quantize-int8`` measures the perplexity before/after on them. None: dynamic MACs are null.
     * ``sparse_format`` — ``fold-masks`` format: ``auto`` (CSC where the input is an event tensor, CSR
       otherwise), ``csr`` or ``csc``.
-    * ``quantize_measure_ppl`` — ``quantize-int8`` computes the PPL change when calib tokens are given.
+    * ``quantize_measure_ppl`` — ``quantize-int8`` computes the PPL change when calib tokens and
+      ``perplexity`` are given.
     * ``perplexity`` — ``fn(graph, tokens) -> float`` used by ``quantize-int8`` to measure that change
       (the runtime's `runtime.graph_perplexity`; the passes never import the runtime). None: not measured.
     * ``verify`` — run the IR verifier after every pass (default on).
