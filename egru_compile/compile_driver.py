@@ -72,17 +72,15 @@ def _load_calibration(path, source, n_tokens, unk):
 
 
 def run_passes(graph, passes, calib, print_after_all: bool, verbose: bool, needs=frozenset()):
-    """Run `--passes` (default pipeline when None) plus the passes that establish `needs`: ``int8-weights``
-    inserts quantize-int8 before count-macs, so the MAC report describes the weights the target holds."""
-    from .passes import PassManager, PassOptions
-    from .passes.manager import parse_pipeline
-    from .targets.registry import INT8_WEIGHTS
-    names = parse_pipeline(passes or None)          # "default" expands before quantize-int8 is placed
-    if INT8_WEIGHTS in needs and "quantize-int8" not in names:
-        at = names.index("count-macs") if "count-macs" in names else len(names)
-        names.insert(at, "quantize-int8")
-    pm = PassManager(names, options=PassOptions(calib_tokens=calib), print_ir_after_all=print_after_all,
-                     verbose=verbose, stream=sys.stdout if print_after_all else sys.stderr)
+    """Run `--passes` (default pipeline when None) plus the passes establishing the target's `needs`
+    (`passes.build_pipeline`: ``int8-weights`` puts quantize-int8 before count-macs, so the MAC report
+    describes the weights the target holds)."""
+    from .passes import PassManager, PassOptions, build_pipeline, graph_properties
+    from .runtime.evaluate import graph_perplexity
+    names = build_pipeline(passes or None, needs, have=graph_properties(graph))
+    pm = PassManager(names, options=PassOptions(calib_tokens=calib, perplexity=graph_perplexity),
+                     print_ir_after_all=print_after_all, verbose=verbose,
+                     stream=sys.stdout if print_after_all else sys.stderr)
     return pm.run(graph)
 
 
@@ -109,17 +107,19 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
     calib = _load_calibration(req.calib_data, source, req.calib_tokens, req.unk) if req.calib_data else None
     graph = run_passes(graph, req.passes, calib, req.print_ir_after_all, req.verbose,
                        needs=opts.needs() if opts is not None else frozenset())
-    q = graph.meta.get("quantize")
-    if q and q.get("ppl_before") is not None:
-        echo(f"quantize-int8: calibration perplexity {q['ppl_before']:.3f} -> {q['ppl_after']:.3f} "
-             f"({100 * q['ppl_rel_change']:+.3f} %)", err=True)
-    if req.report_path and "macs" in graph.meta:
-        report = dict(graph.meta["macs"])
+    from .passes import MacReport, QuantizeReport
+    q = graph.analyses.get(QuantizeReport)
+    if q and q.ppl_before is not None:
+        echo(f"quantize-int8: calibration perplexity {q.ppl_before:.3f} -> {q.ppl_after:.3f} "
+             f"({100 * q.ppl_rel_change:+.3f} %)", err=True)
+    macs = graph.analyses.get(MacReport)
+    if req.report_path and macs is not None:
+        report = macs.to_json()
         if q:
-            report["quantize"] = q
+            report["quantize"] = q.to_json()
         atomic_write_text(req.report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     elif req.report_path:
-        raise EgruError("--report needs the count-macs pass in the pipeline")
+        raise EgruError("--report needs the count-macs pass in the pipeline, after the last transform")
     if spec is None:
         return
     options = dict(asdict(opts), target=spec.name, passes=req.passes, calib_data=req.calib_data,

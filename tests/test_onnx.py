@@ -2,6 +2,7 @@
 checker, sparse storage, determinism, load-time folding, atomic output."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from conftest import make_model
 from egru_compile.frontend import trace_model
 from egru_compile.ir import Graph, Interpreter, SparseMatrix, TensorType, run_graph
-from egru_compile.passes import PassManager
+from egru_compile.passes import MacReport, PassManager
 from egru_compile.runtime.onnx_runner import create_session
 from egru_compile.targets.onnx import OP_NAMES, OnnxLoweringError, compile_onnx, lower_graph, serialize
 
@@ -199,7 +200,7 @@ def test_dense_lowering_for_highly_active_layers(traced):
     """With calibration activity above gate_max_activity, products of that layer's events stay dense."""
     _, _, opt = traced((12, 8))
     g = opt.clone()
-    g.meta["macs"] = {"activity": [0.9, 0.1]}
+    g.analyses.put(dataclasses.replace(g.analyses.get(MacReport), activity=[0.9, 0.1]))
     low, _ = _compare(g)
     assert low.stats["dense_by_activity"] and low.stats["dense_matvecs"] == 2   # layer 1 input, layer 0 recurrent
     assert low.stats["gated_matvecs"] == 2                                       # layer 1 recurrent, decoder

@@ -16,8 +16,9 @@ import pytest
 
 from egru_compile.frontend import trace_model
 from egru_compile.ir import SparseMatrix, verify
-from egru_compile.passes import (DEFAULT_PIPELINE, PASS_REGISTRY, PassError, PassManager, PassOptions,
-                                 known_passes, parse_pipeline, quantize_report, register_pass)
+from egru_compile.passes import (DEFAULT_PIPELINE, PASS_REGISTRY, MacReport, PassError, PassManager, PassOptions,
+                                 QuantizeReport, known_passes, parse_pipeline, quantize_report, register_pass)
+from egru_compile.runtime import graph_perplexity
 from egru_compile.passes.testing import SeparateGateEGRU, make_pruned_model, max_abs_diff
 
 GOLDEN = Path(__file__).parent / "golden" / "passes"
@@ -121,7 +122,7 @@ def test_golden(name, evnn, separate):
         assert "dead_tanh" in str(before) and "dead_" not in str(after)
     if name == "count-macs":          # the static part of the report (no calibration tokens)
         path = GOLDEN / "count-macs.report.json"
-        text = json.dumps(after.meta["macs"], indent=1, sort_keys=True) + "\n"
+        text = json.dumps(after.analyses.get(MacReport).to_json(), indent=1, sort_keys=True) + "\n"
         if UPDATE:
             path.write_text(text)
         else:
@@ -264,7 +265,7 @@ def test_const_fold_keeps_tied_table_single():
     tr = [n for n in out.nodes if n.op == "transpose"]
     assert len(tr) == 1 and tr[0].inputs[0] is tables[0].output
     assert max_abs_diff(g, out, steps=30) <= 1e-5
-    assert out.meta["macs"]["decoder_macs_per_token"] == 20 * 6
+    assert out.analyses.get(MacReport).decoder_macs_per_token == 20 * 6
 
 
 def test_quantize_int8(evnn):
@@ -283,13 +284,13 @@ def test_quantize_int8(evnn):
         assert np.all(err <= q.scale[:, None] / 2 + 1e-7)
         assert fb[n.attrs["label"]].nnz - q.nnz == n.attrs["dropped"] >= 0
     toks = np.random.default_rng(0).integers(0, 20, 60)
-    rep = quantize_report(before, after, toks)
+    rep = quantize_report(before, after, toks, graph_perplexity)
     assert rep["tokens"] == 60 and abs(rep["ppl_rel_change"]) < 0.02
     # the pass itself reports the PPL change when calibration tokens are given
     g = PassManager(_prefix("quantize-int8") + ["quantize-int8"],
-                    PassOptions(calib_tokens=toks)).run(evnn[2])
-    assert g.meta["quantize"]["ppl_before"] == pytest.approx(rep["ppl_before"])
-    assert g.meta["quantize"]["ppl_after"] == pytest.approx(rep["ppl_after"])
+                    PassOptions(calib_tokens=toks, perplexity=graph_perplexity)).run(evnn[2])
+    assert g.analyses.get(QuantizeReport).ppl_before == pytest.approx(rep["ppl_before"])
+    assert g.analyses.get(QuantizeReport).ppl_after == pytest.approx(rep["ppl_after"])
 
 
 def test_passes_work_out_of_order(evnn):
@@ -305,4 +306,4 @@ def test_passes_work_out_of_order(evnn):
     late = PassManager(["const-fold", "fold-masks", "event-gating", "quantize-int8", "fuse-gates", "fuse-cell",
                         "count-macs"]).run(g)
     assert sum(n.op == "egru_cell" for n in late.nodes) == 2
-    assert late.meta["macs"]["macs_per_token"]["static"] <= sum(int(m.sum()) for m in evnn[1].values())
+    assert late.analyses.get(MacReport).macs_per_token.static <= sum(int(m.sum()) for m in evnn[1].values())

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from egru_compile.frontend import trace_model
-from egru_compile.passes import PassManager, PassOptions, count_macs_for_tokens, macs_report
+from egru_compile.passes import MacReport, PassManager, PassOptions, count_macs_for_tokens, macs_report
 from egru_compile.passes.testing import make_pruned_model
 
 
@@ -49,7 +49,7 @@ def test_report_structure_and_static(small):
     model, masks, g = small
     out = PassManager().run(g)
     rep = macs_report(out)
-    assert rep is out.meta["macs"]
+    assert rep == out.analyses.get(MacReport).to_json()
     json.dumps(rep)                                     # JSON-serialisable
     assert set(rep) >= {"macs_per_token", "layers", "activity", "density", "decoder_macs_per_token",
                         "calib_tokens"}
@@ -73,7 +73,7 @@ def test_dynamic_equals_exact_fanout_sum(small):
     model, masks, g = small
     tokens = np.random.default_rng(0).integers(0, 40, 120)
     out = PassManager(options=PassOptions(calib_tokens=tokens)).run(g)
-    rep = out.meta["macs"]
+    rep = out.analyses.get(MacReport).to_json()
     total, inp, rec, ys = exact_macs(model, masks, tokens)
     T = len(tokens)
     assert rep["calib_tokens"] == T
@@ -148,7 +148,7 @@ def test_multiplicative_law(density):
     for target in (0.5, 0.2):
         _set_thr_for_activity(model, tokens[:80], target)
         out = PassManager(options=PassOptions(calib_tokens=tokens)).run(_with_thresholds(traced, model))
-        rep = out.meta["macs"]
+        rep = out.analyses.get(MacReport).to_json()
         total, _, _, ys = exact_macs(model, masks, tokens)
         dyn = rep["macs_per_token"]["dynamic"]
         assert dyn * T == pytest.approx(total, rel=1e-12)

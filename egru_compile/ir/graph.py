@@ -6,6 +6,8 @@
 * Recurrent state is explicit: graph inputs and outputs carry ``role`` = ``state_in``/``state_out`` with
   ``layer`` and ``kind`` (``c`` or ``y``) in their meta.
 * ``graph.nodes`` is kept in topological order; the verifier checks it.
+* Pass results live beside the program: ``graph.analyses`` (typed analysis results, `analyses.py`) and
+  ``graph.properties`` (names of the properties established by the passes run so far).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .analyses import AnalysisStore
 from .types import TensorType
 
 
@@ -60,7 +63,11 @@ class Graph:
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
         self.nodes: list[Node] = []
-        self.meta: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}                  # free-form provenance ("passes": names run so far)
+        #: typed analysis results (`ir.analyses`), e.g. ``graph.analyses.get(MacReport)``
+        self.analyses = AnalysisStore()
+        #: pipeline properties the passes run so far established (`passes.manager.PROPERTIES`)
+        self.properties: set[str] = set()
         self._names: set[str] = set()
         self._counter = itertools.count()
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..ir import Graph, SparseMatrix
 from ..ir.ops import OPS
-from .manager import PassOptions, register_pass
+from .manager import PassOptions, register_pass, register_property
 from .utils import combine_labels, eval_constant, remove_dead_nodes, sanitize
 
 _SUFFIXES = ("_orig", "_mask")
@@ -66,10 +66,10 @@ def _derived_label(v, inner: set) -> str | None:
     return _strip((non_mask or labels)[0])
 
 
-def const_fold(graph: Graph) -> int:
-    """Fold all-constant subgraphs in place (one new constant per result still needed at run time);
-    returns the number of ops folded away."""
-    users = graph.users()
+def foldable(graph: Graph, users: dict | None = None) -> set:
+    """The ops const-fold would fold: computed from constants only, without deriving a copy of a tensor
+    that stays live for another user."""
+    users = graph.users() if users is None else users
     # 1. optimistic candidate set: ops computed from constants only
     cand: set = set()
     for n in graph.nodes:
@@ -89,6 +89,14 @@ def const_fold(graph: Graph) -> int:
             if not ok:
                 cand.discard(n)
                 changed = True
+    return cand
+
+
+def const_fold(graph: Graph) -> int:
+    """Fold all-constant subgraphs in place (one new constant per result still needed at run time);
+    returns the number of ops folded away."""
+    users = graph.users()
+    cand = foldable(graph, users)
     # 3. materialise the results that something outside the folded set still reads
     outputs = set(graph.outputs)
     roots = [n for n in graph.nodes if n in cand and any(
@@ -116,7 +124,11 @@ def const_fold(graph: Graph) -> int:
     return len(cand)
 
 
-@register_pass("const-fold")
+CONSTS_FOLDED = register_property("consts-folded", "no op computes from constants only (masks applied)",
+                                  detect=lambda g: not foldable(g))
+
+
+@register_pass("const-fold", establishes={CONSTS_FOLDED})
 def run(graph: Graph, options: PassOptions) -> dict:
     n = const_fold(graph)
     return {"folded": n}

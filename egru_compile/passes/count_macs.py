@@ -15,24 +15,92 @@ Before (the IR is not changed)::
 
     %gh0 = event_matvec(%y0_idx, %y0_val, %y0_count, %w0_recurrent, %b) {layer=0, role=recurrent}
 
-After: the same IR, and ``graph.meta["macs"]`` =
+After: the same IR, and ``graph.analyses.get(MacReport)`` (property ``macs``), whose ``to_json()`` is
 ``{"macs_per_token": {"dense", "static", "dynamic"}, "layers": [{"layer", "input", "recurrent",
 "input_static", "recurrent_static", "activity", "input_density", "recurrent_density", ...}],
-"activity": [...], "density": {label: d}, "matrices": [...], "decoder_macs_per_token", "calib_tokens"}``.
+"activity": [...], "density": {label: d}, "matrices": [...], "decoder_macs_per_token", "calib_tokens"}``;
+with calibration tokens also ``graph.analyses.get(UnitActivity)`` (per-unit firing counts, not in JSON).
 
 Works at any stage of the pipeline (``matmul`` with constant weights, ``sparse_matvec``, ``event_matvec``);
 matrices are attributed to layers structurally (see `utils.fed_layers` / `utils.matvec_role`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import Graph, Node, Value
-from .manager import PassOptions, register_pass
-from .utils import (MATVEC_OPS, Stepper, column_nnz, fed_layers, is_event_tensor, matvec_operands, matvec_role,
+from ..ir import Analysis, Graph, Node, Stepper, Value, observed_step
+from .manager import PassOptions, register_pass, register_property
+from .utils import (MATVEC_OPS, column_nnz, fed_layers, is_event_tensor, matvec_operands, matvec_role,
                     state_output, weight_matrix)
+
+MACS = register_property("macs", "analysis: MacReport (+ UnitActivity with calibration tokens) in graph.analyses")
+
+
+@dataclass
+class MacsPerToken:
+    dense: int                   # every weight, every input active
+    static: int                  # non-zeros, every input active
+    dynamic: float | None        # non-zeros of the active inputs, measured (None without calibration tokens)
+
+
+@dataclass
+class LayerMacs:
+    layer: int
+    input: float | None          # measured MACs per token of the layer's input / recurrent matrices
+    recurrent: float | None
+    input_static: int
+    recurrent_static: int
+    activity: float | None       # mean fraction of units with y != 0
+    input_density: float | None
+    recurrent_density: float | None
+    input_dense: int
+    recurrent_dense: int
+    hidden_size: int | None
+
+
+@dataclass
+class MatrixMacs:
+    label: str
+    layer: int | None
+    role: str                    # input / recurrent / decoder
+    shape: list[int]             # [n_out, n_in]
+    op: str
+    nnz: int
+    density: float
+    event_input: bool
+    static: int | None           # RNN matrices only
+    dynamic: float | None
+
+
+@dataclass
+class MacReport(Analysis):
+    """count-macs' result (property ``macs``); ``to_json()`` is the ``--report`` file."""
+    property = MACS
+    macs_per_token: MacsPerToken
+    layers: list[LayerMacs]
+    activity: list[float | None]
+    density: dict[str, float]
+    matrices: list[MatrixMacs]
+    decoder_macs_per_token: int
+    calib_tokens: int
+
+
+@dataclass
+class UnitActivity(Analysis):
+    """Per-unit counts from count-macs' calibration run, for targets that place units: ``fires[l]`` = on
+    how many tokens each unit of layer l had y != 0, ``last[l]`` = its active mask after the last token."""
+    property = MACS
+    tokens: np.ndarray
+    fires: dict[int, np.ndarray] = field(default_factory=dict)
+    last: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def measured_on(self, tokens) -> bool:
+        return np.array_equal(self.tokens, np.asarray(tokens, np.int64).reshape(-1))
+
+    def to_json(self) -> dict:
+        return {"tokens": int(len(self.tokens)), "fires": {l: f.tolist() for l, f in self.fires.items()}}
 
 
 @dataclass
@@ -101,19 +169,6 @@ def collect_matrices(graph: Graph) -> list[MatrixInfo]:
     return out
 
 
-def observed_step(stepper: Stepper, want: set, token: int):
-    """One interpreter step; returns (outputs, {value: array}) for the values in `want` — graph inputs
-    (the previous step's state) and any intermediate value."""
-    seen = {v: a for v, a in zip(stepper.graph.inputs, stepper.inputs) if v in want}
-
-    def observe(node, outs):
-        for v, o in zip(node.outputs, outs):
-            if v in want:
-                seen[v] = o
-
-    return stepper.step(int(token), observe), seen
-
-
 def step_macs(mats: list[MatrixInfo], seen: dict) -> np.ndarray:
     """MACs of one step per matrix: an event input's active units' non-zero fan-out, all of a dense one's."""
     return np.array([int(m.colnnz[np.asarray(seen[m.x]).reshape(-1) != 0].sum()) if m.event else m.nnz
@@ -141,11 +196,9 @@ def _measure(graph: Graph, mats: list[MatrixInfo], tokens: np.ndarray):
     return totals, active, last
 
 
-def count_macs_for_tokens(graph: Graph, tokens=None, unit_activity: dict | None = None) -> dict:
-    """The MACs report of `graph` (JSON-serialisable dict); with `tokens` (np.int64 ids) also the measured
-    activity and dynamic MACs. Reusable by any target: it only interprets the IR. If `unit_activity` is a
-    dict it receives ``tokens``, ``fires`` (layer -> tokens each unit's y was non-zero) and ``last`` (layer
-    -> active mask after the last token) from the same run."""
+def measure_macs(graph: Graph, tokens=None) -> tuple[MacReport, UnitActivity | None]:
+    """The MACs report of `graph`; with `tokens` (np.int64 ids) also the measured activity and dynamic MACs,
+    and the per-unit counts of the same run. Reusable by any target: it only interprets the IR."""
     mats = collect_matrices(graph)
     rnn = [m for m in mats if m.layer is not None]
     dec = [m for m in mats if m.layer is None]
@@ -154,15 +207,15 @@ def count_macs_for_tokens(graph: Graph, tokens=None, unit_activity: dict | None 
         tokens = None
     T = 0 if tokens is None else len(tokens)
     totals = active = None
+    units = None
     if tokens is not None:
         totals, active, last = _measure(graph, mats, tokens)
-        if unit_activity is not None:    # per-unit counts for targets that place units (not in the JSON report)
-            unit_activity.update(tokens=tokens, fires={l: a.copy() for l, a in active.items()}, last=last)
+        units = UnitActivity(tokens, {l: a.copy() for l, a in active.items()}, last)
     sizes = {v.meta["layer"]: v.type.shape[-1] for v in graph.outputs if v.meta.get("role") == "state_out"}
     layer_ids = sorted(set(sizes) | {m.layer for m in rnn})
     layers = []
     for l in layer_ids:
-        row: dict = {"layer": l, "hidden_size": sizes.get(l)}
+        row: dict = {}
         for role in ("input", "recurrent"):
             ms = [(k, m) for k, m in enumerate(mats) if m.layer == l and m.role == role]
             dense = sum(m.dense for _, m in ms)
@@ -172,56 +225,48 @@ def count_macs_for_tokens(graph: Graph, tokens=None, unit_activity: dict | None 
             row[f"{role}_density"] = static / dense if dense else None
             row[role] = float(sum(int(totals[k]) for k, _ in ms)) / T if T else None
         row["activity"] = (int(active[l].sum()) / (T * sizes[l])) if T and sizes.get(l) else None
-        layers.append(row)
-    # keep the documented key order
-    layers = [{"layer": r["layer"], "input": r["input"], "recurrent": r["recurrent"],
-               "input_static": r["input_static"], "recurrent_static": r["recurrent_static"],
-               "activity": r["activity"], "input_density": r["input_density"],
-               "recurrent_density": r["recurrent_density"], "input_dense": r["input_dense"],
-               "recurrent_dense": r["recurrent_dense"], "hidden_size": r["hidden_size"]} for r in layers]
+        layers.append(LayerMacs(layer=l, hidden_size=sizes.get(l), **row))
     density: dict[str, float] = {}
     for m in rnn:
         key = m.label if m.label not in density else f"{m.label}#{m.layer}.{m.role}"
         density[key] = m.density
-    matrices = []
-    for k, m in enumerate(mats):
-        matrices.append({"label": m.label, "layer": m.layer, "role": m.role, "shape": list(m.shape),
-                         "op": m.node.op, "nnz": m.nnz, "density": m.density, "event_input": m.event,
-                         "static": m.nnz if m.layer is not None else None,
-                         "dynamic": (int(totals[k]) / T) if T and m.layer is not None else None})
+    matrices = [MatrixMacs(m.label, m.layer, m.role, list(m.shape), m.node.op, m.nnz, m.density, m.event,
+                           m.nnz if m.layer is not None else None,
+                           (int(totals[k]) / T) if T and m.layer is not None else None)
+                for k, m in enumerate(mats)]
     decoder = 0
     for m in dec:
         decoder += m.dense if m.node.op in ("linear", "matmul") else m.nnz
     dyn = float(sum(int(totals[k]) for k, m in enumerate(mats) if m.layer is not None)) / T if T else None
-    return {
-        "macs_per_token": {"dense": sum(m.dense for m in rnn), "static": sum(m.nnz for m in rnn),
-                           "dynamic": dyn},
-        "layers": layers,
-        "activity": [r["activity"] for r in layers],
-        "density": density,
-        "matrices": matrices,
-        "decoder_macs_per_token": decoder,
-        "calib_tokens": T,
-    }
+    report = MacReport(MacsPerToken(sum(m.dense for m in rnn), sum(m.nnz for m in rnn), dyn), layers,
+                       [r.activity for r in layers], density, matrices, decoder, T)
+    return report, units
+
+
+def count_macs_for_tokens(graph: Graph, tokens=None) -> dict:
+    """JSON form of `measure_macs` (the ``--report`` file's content)."""
+    return measure_macs(graph, tokens)[0].to_json()
 
 
 def macs_report(graph: Graph, calib_tokens=None) -> dict:
-    """The report `count-macs` stored in ``graph.meta["macs"]`` (computed now — static only unless
+    """JSON form of the MacReport `count-macs` stored on `graph` (computed now — static only unless
     `calib_tokens` are given — when the pass has not run or `calib_tokens` are passed)."""
-    if calib_tokens is None and "macs" in graph.meta:
-        return graph.meta["macs"]
+    stored = graph.analyses.get(MacReport)
+    if calib_tokens is None and stored is not None:
+        return stored.to_json()
     return count_macs_for_tokens(graph, calib_tokens)
 
 
-@register_pass("count-macs", kind="analysis")
+@register_pass("count-macs", kind="analysis", establishes={MACS})
 def run(graph: Graph, options: PassOptions) -> dict:
-    unit_activity: dict = {}
-    rep = count_macs_for_tokens(graph, options.calib_tokens, unit_activity)
-    graph.meta["macs"] = rep
-    if unit_activity:
-        graph.meta["unit_activity"] = unit_activity
-    mp = rep["macs_per_token"]
-    st = {"dense": mp["dense"], "static": mp["static"]}
-    if mp["dynamic"] is not None:
-        st["dynamic"] = round(mp["dynamic"], 1)
+    rep, units = measure_macs(graph, options.calib_tokens)
+    graph.analyses.put(rep)
+    if units is not None:
+        graph.analyses.put(units)
+    else:
+        graph.analyses.discard(UnitActivity)
+    mp = rep.macs_per_token
+    st = {"dense": mp.dense, "static": mp.static}
+    if mp.dynamic is not None:
+        st["dynamic"] = round(mp.dynamic, 1)
     return st

@@ -23,7 +23,7 @@ After::
 from __future__ import annotations
 
 from ..ir import Graph, SparseMatrix, Value
-from .manager import PassOptions, register_pass
+from .manager import PassOptions, register_pass, register_property
 from .utils import is_event_tensor, remove_dead_nodes
 
 
@@ -64,6 +64,9 @@ def event_gating(graph: Graph) -> int:
     return n
 
 
-@register_pass("event-gating")
+EVENT_GATED = register_property("event-gated", "matvecs of event tensors are compress_events + event_matvec")
+
+
+@register_pass("event-gating", requires={"masks-folded"}, establishes={EVENT_GATED})
 def run(graph: Graph, options: PassOptions) -> dict:
     return {"gated": event_gating(graph)}

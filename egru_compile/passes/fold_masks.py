@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, SparseMatrix, Value
-from .manager import PassOptions, register_pass
+from .manager import PassOptions, register_pass, register_property
 from .utils import (fed_layers, is_const, is_event_tensor, matvec_role, remove_dead_nodes, sanitize)
 
 
@@ -102,6 +102,11 @@ def fold_masks(graph: Graph, sparse_format: str = "auto") -> dict:
     return {"matrices": n_mat, "biases": n_bias}
 
 
-@register_pass("fold-masks")
+MASKS_FOLDED = register_property(
+    "masks-folded", "constant-weight matvecs are sparse_matvec over SparseMatrix constants",
+    detect=lambda g: any(n.op in ("sparse_matvec", "event_matvec") for n in g.nodes))
+
+
+@register_pass("fold-masks", requires={"consts-folded"}, establishes={MASKS_FOLDED})
 def run(graph: Graph, options: PassOptions) -> dict:
     return fold_masks(graph, options.sparse_format)

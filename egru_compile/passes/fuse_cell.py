@@ -38,7 +38,7 @@ from itertools import permutations
 import numpy as np
 
 from ..ir import Graph, SparseMatrix, Value
-from .manager import PassOptions, register_pass
+from .manager import PassOptions, register_pass, register_property
 from .utils import const_data, fed_layers, remove_dead_nodes
 
 
@@ -176,6 +176,9 @@ def fuse_cells(graph: Graph) -> int:
     return fused
 
 
-@register_pass("fuse-cell")
+CELL_FUSED = register_property("cell-fused", "each layer's gate / threshold / reset subgraph is one egru_cell")
+
+
+@register_pass("fuse-cell", establishes={CELL_FUSED})
 def run(graph: Graph, options: PassOptions) -> dict:
     return {"cells": fuse_cells(graph)}

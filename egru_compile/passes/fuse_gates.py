@@ -25,7 +25,7 @@ import numpy as np
 
 from ..ir import Graph, Node, SparseMatrix
 from .fold_masks import const_name, sparse_const_attrs
-from .manager import PassOptions, register_pass
+from .manager import PassOptions, register_pass, register_property
 from .utils import combine_labels, const_data, is_const, remove_dead_nodes
 
 
@@ -108,6 +108,9 @@ def fuse_gates(graph: Graph) -> int:
     return fused
 
 
-@register_pass("fuse-gates")
+GATES_FUSED = register_property("gates-fused", "matvecs reading the same input are one matrix + split")
+
+
+@register_pass("fuse-gates", requires={"masks-folded"}, establishes={GATES_FUSED})
 def run(graph: Graph, options: PassOptions) -> dict:
     return {"groups": fuse_gates(graph)}

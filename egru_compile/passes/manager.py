@@ -1,9 +1,17 @@
-"""Pass registry and pass manager (TVM / MLIR style named passes).
+"""Pass registry, declared pass dependencies, pipeline building and the pass manager (TVM / MLIR style).
 
 A pass is a function ``fn(graph, options) -> dict | None`` that rewrites `graph` in place (transform) or
-stores results in ``graph.meta`` (analysis); the optional dict is a few statistics shown in verbose mode.
-Passes register themselves with `register_pass`; `PassManager` runs a list of them by name, verifying the
-IR after each one.
+stores a typed result in ``graph.analyses`` (analysis); the optional dict is a few statistics shown in
+verbose mode. Passes register themselves with `register_pass`, declaring the graph properties they
+``requires`` and ``establishes`` (and, if not the default, ``invalidates``) — the preconditions live with
+the pass, as TVM's ``PassInfo(required=...)`` and torch.fx's ``requires()/ensures()``:
+
+* `check_pipeline` refuses a pipeline in the wrong order before anything runs, with one line naming the
+  pass, the missing property and the pass that establishes it;
+* `build_pipeline` inserts the passes that establish the properties a target needs (e.g. ``int8-weights``
+  for chip targets) where they belong;
+* `PassManager` runs a list of passes by name, verifying the IR after each one and keeping
+  ``graph.properties`` / ``graph.analyses`` up to date (a transform drops the analyses it invalidates).
 """
 from __future__ import annotations
 
@@ -30,12 +38,16 @@ class PassOptions:
       ``quantize-int8`` measures the perplexity before/after on them. None: dynamic MACs are null.
     * ``sparse_format`` — ``fold-masks`` format: ``auto`` (CSC where the input is an event tensor, CSR
       otherwise), ``csr`` or ``csc``.
-    * ``quantize_measure_ppl`` — ``quantize-int8`` computes the PPL change when calib tokens are given.
+    * ``quantize_measure_ppl`` — ``quantize-int8`` computes the PPL change when calib tokens and
+      ``perplexity`` are given.
+    * ``perplexity`` — ``fn(graph, tokens) -> float`` used by ``quantize-int8`` to measure that change
+      (the runtime's `runtime.graph_perplexity`; the passes never import the runtime). None: not measured.
     * ``verify`` — run the IR verifier after every pass (default on).
     """
     calib_tokens: np.ndarray | None = None
     sparse_format: str = "auto"
     quantize_measure_ppl: bool = True
+    perplexity: "Callable[[Graph, np.ndarray], float] | None" = None
     verify: bool = True
 
     def __post_init__(self):
@@ -47,13 +59,30 @@ class PassOptions:
 
 @dataclass(frozen=True)
 class Pass:
+    """A registered pass and what it declares (TVM's PassInfo, torch.fx's requires/ensures):
+
+    * ``requires`` — properties that must hold before it runs (`check_pipeline` refuses a pipeline where
+      one does not, before anything runs);
+    * ``establishes`` — properties that hold after it (for an analysis: the result it stores in
+      ``graph.analyses``);
+    * ``invalidates`` — properties that no longer hold after it. A transform invalidates every analysis
+      property (`analysis_properties()`) unless it lists an explicit set; an analysis invalidates nothing.
+    """
     name: str
     fn: Callable[[Graph, PassOptions], "dict | None"]
     kind: str = "transform"          # "transform" or "analysis"
     summary: str = ""
+    requires: frozenset = frozenset()
+    establishes: frozenset = frozenset()
+    invalidates: "frozenset | None" = None
 
     def __call__(self, graph: Graph, options: PassOptions | None = None):
         return self.fn(graph, options or PassOptions())
+
+    def invalidated(self) -> frozenset:
+        if self.invalidates is not None:
+            return self.invalidates
+        return analysis_properties() if self.kind == "transform" else frozenset()
 
 
 #: name -> Pass, filled by `register_pass` (all built-in passes are registered when the package loads).
@@ -63,15 +92,31 @@ PASS_REGISTRY: dict[str, Pass] = {}
 DEFAULT_PIPELINE: list[str] = ["const-fold", "fold-masks", "fuse-gates", "fuse-cell", "event-gating", "dce",
                                "count-macs"]
 
+#: property name -> one-line meaning; filled by `register_property` next to the pass that establishes it.
+PROPERTIES: dict[str, str] = {}
+_DETECTORS: dict[str, Callable[[Graph], bool]] = {}
 
-def register_pass(name: str, kind: str = "transform", summary: str = ""):
-    """Decorator: ``@register_pass("my-pass")`` on ``def run(graph, options) -> dict | None``."""
+
+def register_property(name: str, doc: str, detect: "Callable[[Graph], bool] | None" = None) -> str:
+    """Declare a graph property. `detect(graph)` says whether an IR that no pass manager produced (the
+    frontend's, or one read from a file) already has it; without it only the passes that ran count."""
+    PROPERTIES[name] = doc
+    if detect is not None:
+        _DETECTORS[name] = detect
+    return name
+
+
+def register_pass(name: str, kind: str = "transform", summary: str = "", requires=(), establishes=(),
+                  invalidates=None):
+    """Decorator: ``@register_pass("my-pass", requires={"masks-folded"}, establishes={"my-prop"})`` on
+    ``def run(graph, options) -> dict | None`` (see `Pass` for the declarations)."""
     def wrap(fn):
         if name in PASS_REGISTRY and PASS_REGISTRY[name].fn is not fn:
             raise PassError(f"pass '{name}' registered twice")
         doc = summary or ((fn.__module__ and sys.modules[fn.__module__].__doc__) or fn.__doc__ or "")
         first = doc.strip().splitlines()[0] if doc.strip() else ""
-        PASS_REGISTRY[name] = Pass(name, fn, kind, first)
+        PASS_REGISTRY[name] = Pass(name, fn, kind, first, frozenset(requires), frozenset(establishes),
+                                   None if invalidates is None else frozenset(invalidates))
         return fn
     return wrap
 
@@ -84,6 +129,16 @@ def get_pass(name: str) -> Pass:
     if name not in PASS_REGISTRY:
         raise PassError(f"unknown pass '{name}' (known: {', '.join(known_passes())})")
     return PASS_REGISTRY[name]
+
+
+def analysis_properties() -> frozenset:
+    """Properties established by analysis passes (what a transform invalidates by default)."""
+    return frozenset(p for ps in PASS_REGISTRY.values() if ps.kind == "analysis" for p in ps.establishes)
+
+
+def producer_of(prop: str) -> Pass | None:
+    """The pass that establishes `prop` (the first registered one), or None."""
+    return next((p for p in PASS_REGISTRY.values() if prop in p.establishes), None)
 
 
 def parse_pipeline(spec: "str | list[str] | None") -> list[str]:
@@ -103,6 +158,81 @@ def parse_pipeline(spec: "str | list[str] | None") -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ ordering
+def graph_properties(graph: Graph, wanted: "set[str] | None" = None) -> set[str]:
+    """Properties `graph` has: those the passes run on it established (``graph.properties``) plus, for
+    the `wanted` ones (all when None) that have a detector, those its IR shows."""
+    have = set(graph.properties)
+    for name, detect in _DETECTORS.items():
+        if name not in have and (wanted is None or name in wanted) and detect(graph):
+            have.add(name)
+    return have
+
+
+def _apply(p: Pass, props: set[str]) -> set[str]:
+    return (props - p.invalidated()) | p.establishes
+
+
+def check_pipeline(names: list[str], have=frozenset()) -> set[str]:
+    """Raise a one-line PassError naming the first pass whose required property does not hold at its
+    place (given the input's properties `have`), before anything runs. Returns the properties at the end."""
+    props = set(have)
+    for i, n in enumerate(names):
+        p = get_pass(n)
+        missing = sorted(p.requires - props)
+        if missing:
+            prop = missing[0]
+            by = producer_of(prop)
+            where = f"does not hold after {', '.join(names[:i])}" if i else "the input IR does not have"
+            fix = f"run '{by.name}' before it" if by is not None else "no registered pass establishes it"
+            raise PassError(f"pass '{n}' requires '{prop}', which {where}: {fix}")
+        props = _apply(p, props)
+    return props
+
+
+def _insert(names: list[str], prop: str, have: set[str], depth: int = 0) -> list[str]:
+    """`names` with the pass establishing `prop` inserted (and, first, what that pass requires)."""
+    end = check_pipeline(names, have)
+    if prop in end:
+        return names
+    p = producer_of(prop)
+    if p is None or depth > len(PASS_REGISTRY):
+        raise PassError(f"no registered pass establishes '{prop}'")
+    for req in sorted(p.requires):
+        names = _insert(names, req, have, depth + 1)
+    end = check_pipeline(names, have)
+    valid = []
+    for i in range(len(names) + 1):
+        cand = names[:i] + [p.name] + names[i:]
+        try:
+            cend = check_pipeline(cand, have)
+        except PassError:
+            continue
+        if prop in cend:
+            valid.append((i, cand, cend >= end))
+    if not valid:
+        raise PassError(f"cannot place '{p.name}' in {','.join(names)} so that '{prop}' holds at the end")
+    keeping = [v for v in valid if v[2]]
+    return (keeping or valid)[-1][1]
+
+
+def build_pipeline(names: "list[str] | str | None" = None, needs=(), have=frozenset()) -> list[str]:
+    """The pipeline to run: `names` (None: the default; a list or ``"a,b"``; ``default`` expands) checked
+    for order, with the passes that establish each property in `needs` inserted where missing.
+
+    A needed property's pass goes after the passes it requires and before the analyses it would
+    invalidate: the latest position that keeps every property the pipeline ends with. E.g. the default
+    pipeline with ``needs={"int8-weights"}`` gets ``quantize-int8`` just before ``count-macs`` (so the MAC
+    report describes the int8 weights); a pipeline that already establishes it is returned unchanged.
+    `have`: properties the input graph already has (`graph_properties`)."""
+    out = parse_pipeline(names)
+    have = set(have)
+    check_pipeline(out, have)
+    for prop in sorted(set(needs)):
+        out = _insert(out, prop, have)
+    return out
+
+
 class PassManager:
     """Runs named passes in order.
 
@@ -112,6 +242,10 @@ class PassManager:
 
     * ``pass_names``: None -> `DEFAULT_PIPELINE`; a list or a comma-separated string. Unknown names raise
       ``PassError("unknown pass 'x' (known: ...)")`` here, before anything runs.
+    * ``run`` first checks the order (`check_pipeline`) against the input's properties (`graph_properties`):
+      a pass whose required property does not hold raises PassError before any pass runs.
+    * After each pass the graph's ``properties`` lose what it invalidates and gain what it establishes;
+      the analyses standing for invalidated properties are dropped from ``graph.analyses``.
     * The verifier checks the input (dead code allowed: ``dce`` removes it) and, strictly, the IR after
       every pass (``options.verify``): a pass leaves no unused results. A failure raises PassError naming
       the pass.
@@ -138,6 +272,8 @@ class PassManager:
         g = graph if inplace else graph.clone()
         self.timings = []
         self.stats = []
+        wanted = set().union(*(p.requires for p in self.passes))
+        check_pipeline(self.pass_names, graph_properties(g, wanted))
         if self.options.verify:
             self._verify(g, "input", allow_unused=True)
         for p in self.passes:
@@ -152,6 +288,9 @@ class PassManager:
             self.timings.append((p.name, dt))
             self.stats.append((p.name, dict(stats)))
             g.meta.setdefault("passes", []).append(p.name)
+            gone = p.invalidated()
+            g.analyses.invalidate(gone)
+            g.properties = (g.properties - gone) | set(p.establishes)
             if self.options.verify:
                 self._verify(g, p.name)
             if self.verbose:

@@ -12,17 +12,55 @@ After::
 
     %w0_recurrent = const @rnns.0.recurrent_kernel sparse<36x12, csc, nnz=216, density=0.5000, scale> : tensor<36x12xi8>
 
-With ``PassOptions.calib_tokens`` (and ``quantize_measure_ppl``), the pass measures the perplexity of the
-step graph before and after on those tokens: ``graph.meta["quantize"] = {"ppl_before", "ppl_after", ...}``
-(`quantize_report` does the same for any two graphs).
+Requires ``masks-folded`` (it quantizes the SparseMatrix constants fold-masks makes); establishes
+``int8-weights``. It stores a `QuantizeReport` in ``graph.analyses`` (a record of the pass: it survives later
+transforms). With ``PassOptions.calib_tokens`` and ``PassOptions.perplexity`` (a callable
+``fn(graph, tokens) -> float``, the runtime's `graph_perplexity` — injected, so the passes never import the
+runtime), the report holds the perplexity before and after on those tokens (`quantize_report` does the
+same for any two graphs).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
-from ..ir import Graph, SparseMatrix
-from .manager import PassOptions, register_pass
+from ..ir import Analysis, Graph, SparseMatrix
+from .manager import PassError, PassOptions, register_pass, register_property
 from .utils import remove_dead_nodes
+
+
+def _all_int8(graph: Graph) -> bool:
+    mats = [n.attrs["data"] for n in graph.const_nodes() if isinstance(n.attrs["data"], SparseMatrix)]
+    return bool(mats) and all(m.data.dtype == np.int8 for m in mats)
+
+
+INT8_WEIGHTS = register_property("int8-weights", "sparse weight matrices hold int8 values + per-row float scales",
+                                 detect=_all_int8)
+
+
+@dataclass
+class QuantizeReport(Analysis):
+    """What quantize-int8 did; the perplexity fields are None (the last three absent from the JSON) when
+    it was not measured."""
+    property = INT8_WEIGHTS
+    persistent = True
+    method: str
+    matrices: int
+    dropped: int
+    ppl_before: float | None = None
+    ppl_after: float | None = None
+    ppl_delta: float | None = None
+    ppl_rel_change: float | None = None
+    tokens: int | None = None
+
+    def to_json(self) -> dict:
+        d = super().to_json()
+        if self.tokens is None:
+            for k in ("ppl_delta", "ppl_rel_change", "tokens"):
+                del d[k]
+        return d
 
 
 def quantize_matrix(m: SparseMatrix) -> SparseMatrix:
@@ -65,31 +103,30 @@ def quantize_int8(graph: Graph) -> dict:
     return {"matrices": n, "dropped": dropped}
 
 
-def perplexity(graph: Graph, tokens) -> float:
-    """exp(mean NLL) of predicting tokens[t+1] from the logits after tokens[t] (zero initial state): the
-    runtime's `evaluate` over the reference interpreter."""
-    from ..runtime.evaluate import evaluate
-    from ..runtime.torch_runner import GraphRunner
-    return float(evaluate(GraphRunner(graph), tokens, quiet=True)["perplexity"])
-
-
-def quantize_report(graph_before: Graph, graph_after: Graph, tokens) -> dict:
-    """PPL of both graphs on `tokens`: {"ppl_before", "ppl_after", "ppl_delta", "ppl_rel_change", "tokens"}."""
-    a = perplexity(graph_before, tokens)
-    b = perplexity(graph_after, tokens)
+def quantize_report(graph_before: Graph, graph_after: Graph, tokens,
+                    perplexity: Callable[[Graph, np.ndarray], float]) -> dict:
+    """PPL of both graphs on `tokens` with `perplexity(graph, tokens)` (e.g. `runtime.graph_perplexity`):
+    {"ppl_before", "ppl_after", "ppl_delta", "ppl_rel_change", "tokens"}."""
+    if perplexity is None:
+        raise PassError("quantize_report needs a perplexity function (e.g. egru_compile.runtime.graph_perplexity)")
+    a = float(perplexity(graph_before, tokens))
+    b = float(perplexity(graph_after, tokens))
     return {"ppl_before": a, "ppl_after": b, "ppl_delta": b - a, "ppl_rel_change": (b - a) / a,
             "tokens": int(np.asarray(tokens).size)}
 
 
-@register_pass("quantize-int8")
+@register_pass("quantize-int8", requires={"masks-folded"}, establishes={INT8_WEIGHTS})
 def run(graph: Graph, options: PassOptions) -> dict:
-    before = graph.clone() if options.calib_tokens is not None and options.quantize_measure_ppl else None
+    measure = (options.calib_tokens is not None and len(options.calib_tokens) >= 2
+               and options.quantize_measure_ppl and options.perplexity is not None)
+    before = graph.clone() if measure else None
     stats = quantize_int8(graph)
-    rep = {"method": "int8 symmetric per output row", **stats, "ppl_before": None, "ppl_after": None}
-    if before is not None and len(options.calib_tokens) >= 2:
-        rep.update(quantize_report(before, graph, options.calib_tokens))
-    graph.meta["quantize"] = rep
+    rep = QuantizeReport("int8 symmetric per output row", **stats)
+    if before is not None:
+        rep = QuantizeReport(rep.method, rep.matrices, rep.dropped,
+                             **quantize_report(before, graph, options.calib_tokens, options.perplexity))
+    graph.analyses.put(rep)
     out = dict(stats)
-    if rep["ppl_before"] is not None:
-        out["ppl"] = f"{rep['ppl_before']:.3f}->{rep['ppl_after']:.3f}"
+    if rep.ppl_before is not None:
+        out["ppl"] = f"{rep.ppl_before:.3f}->{rep.ppl_after:.3f}"
     return out

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..ir import Graph
-from .utils import Stepper
+from ..ir import Stepper
 
 
 def make_pruned_model(vocab_size: int, embedding_size: int, hidden_sizes: list[int], density: float = 0.5,

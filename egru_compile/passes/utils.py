@@ -169,38 +169,3 @@ def combine_labels(labels: Iterable[str | None]) -> str | None:
     if k:
         return ".".join(parts[0][:k]) + ".{" + ",".join(".".join(p[k:]) for p in parts) + "}"
     return "+".join(labels)
-
-
-# ------------------------------------------------------------------------------------------------ running
-class Stepper:
-    """Streams tokens through a step graph carrying state matched by (layer, kind) — not by position."""
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.tokens_in = next((v for v in graph.inputs if v.meta.get("role") == "tokens"), graph.inputs[0])
-        self.logits_out = next((v for v in graph.outputs if v.meta.get("role") == "logits"), graph.outputs[0])
-        self.pairs = []   # (input index, output index)
-        for i, v in enumerate(graph.inputs):
-            if v.meta.get("role") == "state_in":
-                j = next(j for j, o in enumerate(graph.outputs) if o.meta.get("role") == "state_out"
-                         and (o.meta["layer"], o.meta["kind"]) == (v.meta["layer"], v.meta["kind"]))
-                self.pairs.append((i, j))
-        self.reset()
-
-    def reset(self, state: dict[int, np.ndarray] | None = None) -> None:
-        self.inputs = [np.zeros(v.type.shape, v.type.np_dtype) for v in self.graph.inputs]
-        if state:
-            for i, a in state.items():
-                self.inputs[i] = np.asarray(a, self.graph.inputs[i].type.np_dtype)
-
-    def step(self, token: int, observe=None) -> list[np.ndarray]:
-        from ..ir import run_graph
-        ti = self.graph.inputs.index(self.tokens_in)
-        self.inputs[ti] = np.array([token], dtype=self.tokens_in.type.np_dtype)
-        outs = run_graph(self.graph, self.inputs, observe)
-        for i, j in self.pairs:
-            self.inputs[i] = outs[j]
-        return outs
-
-    def logits(self, outs: list[np.ndarray]) -> np.ndarray:
-        return outs[self.graph.outputs.index(self.logits_out)]

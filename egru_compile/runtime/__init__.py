@@ -13,7 +13,7 @@ theirs with `register_runner(target, factory)`.
 """
 from .base import (ArtifactError, Runner, RunStats, StepStats, open_artifact, read_manifest, read_vocab_file,
                    register_runner)
-from .evaluate import evaluate, evaluate_path, load_eval_tokens
+from .evaluate import evaluate, evaluate_path, graph_perplexity, load_eval_tokens
 from .torch_runner import GraphRunner, TorchRunner
 
 
@@ -25,5 +25,5 @@ def __getattr__(name):        # OnnxRunner imports onnxruntime only when asked f
 
 
 __all__ = ["ArtifactError", "Runner", "RunStats", "StepStats", "open_artifact", "read_manifest", "read_vocab_file",
-           "register_runner", "evaluate", "evaluate_path", "load_eval_tokens", "GraphRunner", "TorchRunner",
+           "register_runner", "evaluate", "evaluate_path", "graph_perplexity", "load_eval_tokens", "GraphRunner", "TorchRunner",
            "OnnxRunner", "session_options"]

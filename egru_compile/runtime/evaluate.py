@@ -89,6 +89,13 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256) -> dict:
     }
 
 
+def graph_perplexity(graph, tokens) -> float:
+    """Perplexity of an IR step graph on `tokens` over the reference interpreter (`GraphRunner`), with
+    `evaluate`'s protocol. The function the compiler gives quantize-int8 (``PassOptions.perplexity``)."""
+    from .torch_runner import GraphRunner
+    return float(evaluate(GraphRunner(graph), tokens, quiet=True)["perplexity"])
+
+
 def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None, unk: str | None = None,
                   quiet: bool = False, trust: bool = False, **runner_options) -> dict:
     """`egru-compile eval`: open `artifact` (compiled directory or source checkpoint), encode `data` with

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..passes.count_macs import collect_matrices, observed_step, step_macs
-from ..passes.utils import Stepper, state_output
+from ..ir import Stepper, observed_step
+from ..passes.count_macs import collect_matrices, step_macs
+from ..passes.utils import state_output
 from .base import ArtifactError, Runner, StepStats
 
 

@@ -32,17 +32,16 @@ __all__ = ["compile_loihi_like", "compile_spinnaker2_like", "compile_chip", "loa
 
 def measure_unit_activity(graph, tokens: np.ndarray, nets: list[LayerNet]) -> None:
     """Attach per-unit event counts on `tokens` to `nets`. Reuses the counts `count-macs` recorded on the same
-    graph and tokens (``graph.meta["unit_activity"]``), so per-core MACs add up exactly to its dynamic total;
-    runs that analysis when the pipeline did not."""
-    from ...passes import count_macs_for_tokens
-    ua = graph.meta.get("unit_activity")
-    if ua is None or not np.array_equal(ua["tokens"], tokens):
-        ua = {}
-        count_macs_for_tokens(graph, tokens, ua)
+    graph and tokens (``graph.analyses.get(UnitActivity)``), so per-core MACs add up exactly to its dynamic
+    total; runs that analysis when the pipeline did not."""
+    from ...passes import UnitActivity, measure_macs
+    ua = graph.analyses.get(UnitActivity)
+    if ua is None or not ua.measured_on(tokens):
+        ua = measure_macs(graph, tokens)[1]
     T = len(tokens)
-    fires_out = [np.asarray(ua["fires"][l], np.int64) for l in range(len(nets))]
+    fires_out = [np.asarray(ua.fires[l], np.int64) for l in range(len(nets))]
     # the recurrent input at step t is y(t-1) (zero at t = 0): every firing but the last step's
-    fires_rec = [f - ua["last"][l] for l, f in enumerate(fires_out)]
+    fires_rec = [f - ua.last[l] for l, f in enumerate(fires_out)]
     fires_in = [np.full(nets[0].n_in, T, np.int64)] + fires_out[:-1]
     attach_activity(nets, fires_in, fires_rec, fires_out, T)
 
@@ -93,20 +92,22 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     rows = core_rows(ours, costs, profile, T)
     base_rows = core_rows(seq, seq_costs, profile, T)
     tot, btot = totals(rows, costs, profile, T), totals(base_rows, seq_costs, profile, T)
-    cm = graph.meta.get("macs") or {}
+    from ...passes import MacReport, QuantizeReport
+    cm = graph.analyses.get(MacReport)
+    q = graph.analyses.get(QuantizeReport)
     mapping = {
         "schema": "egru-compile/mapping", "version": 1,
         "profile": profile.to_dict(), "chips": ours.chips, "max_chips": max_chips,
         "calibrated": calibrated, "calib_tokens": T,
         "weights": {"bits": 32 if float_weights else profile.memory.weight_bits,
-                    "quantize": graph.meta.get("quantize")},
+                    "quantize": q.to_json() if q else None},
         "cores": rows, "totals": tot,
         "baseline": {"placement": "sequential", "chips": seq.chips, "totals": btot, "cores": base_rows},
         "traffic": {"spike_hops_per_token": tot["spike_hops_out"],
                     "baseline_spike_hops_per_token": btot["spike_hops_out"],
                     "ratio": (btot["spike_hops_out"] / tot["spike_hops_out"]) if tot["spike_hops_out"] else None},
-        "count_macs": {"dynamic": (cm.get("macs_per_token") or {}).get("dynamic"),
-                       "static": (cm.get("macs_per_token") or {}).get("static")},
+        "count_macs": {"dynamic": cm.macs_per_token.dynamic if cm else None,
+                       "static": cm.macs_per_token.static if cm else None},
         "dense_reference": _dense_reference(nets, profile, max_chips),
         "placement_objective": options.get("placement_objective") or "traffic",
     }

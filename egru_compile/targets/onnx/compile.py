@@ -46,7 +46,9 @@ def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, mo
     weights = lowered.stats["weights"]
     nnz = sum(w["nnz"] for w in weights)
     dense = sum(w["shape"][0] * w["shape"][1] for w in weights)
-    macs = (graph.meta.get("macs") or {}).get("macs_per_token")
+    from ...passes import MacReport
+    rep = graph.analyses.get(MacReport)
+    macs = rep.to_json()["macs_per_token"] if rep else None
     src = None
     if source is not None:
         src = {"path": str(getattr(source, "path", "")) or None, "kind": getattr(source, "kind", None),

@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...errors import EgruError
 from ...ir import Graph, SparseMatrix, Value
-from ...passes.count_macs import collect_matrices
+from ...passes.count_macs import MacReport, collect_matrices
 from ...passes.utils import eval_constant, fed_layers, is_event_tensor, matvec_operands
 from . import functions as F
 
@@ -347,9 +347,10 @@ class _Lowering:
 
     # ------------------------------------------------------------------ matvecs
     def _too_active(self, x: Value) -> bool:
-        """Whether calibration (graph.meta["macs"]) measured the layer of event tensor `x` above
+        """Whether calibration (the graph's MacReport) measured the layer of event tensor `x` above
         `gate_max_activity`."""
-        act = (self.g.meta.get("macs") or {}).get("activity") or []
+        rep = self.g.analyses.get(MacReport)
+        act = (rep.activity if rep else None) or []
         l = x.meta.get("layer")
         if l is None and x.producer is not None and x.producer.op == "egru_cell":
             l = x.producer.attrs.get("layer")
