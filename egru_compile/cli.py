@@ -80,6 +80,8 @@ def _load_calibration(path, source, n_tokens, unk):
               help="training text whose first-appearance order gives the vocabulary (EvNN state_dicts)")
 @click.option("--passes", "passes", help="comma-separated pass pipeline (default: the standard pipeline)")
 @click.option("--print-ir", is_flag=True, help="print the IR as imported by the frontend")
+@click.option("--emit-ir", "emit_ir", type=click.Path(dir_okay=False),
+              help="write the imported IR (before passes) to FILE, large constants to FILE.npz")
 @click.option("--print-ir-after-all", is_flag=True, help="print the IR after every pass")
 @click.option("--calib-data", type=click.Path(exists=True, dir_okay=False),
               help="text used to measure activity (dynamic MACs, placement)")
@@ -100,13 +102,13 @@ def _load_calibration(path, source, n_tokens, unk):
 @click.option("--force", is_flag=True, help="replace an existing output directory")
 @click.option("-v", "--verbose", is_flag=True, help="print pass timings and progress")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def compile_cmd(model, target, out_dir, vocab_file, passes, print_ir, print_ir_after_all, calib_data,
+def compile_cmd(model, target, out_dir, vocab_file, passes, print_ir, emit_ir, print_ir_after_all, calib_data,
                 calib_tokens, unk, report_path, profile_path, max_chips, float_weights, placement_objective,
                 onnx_weight_dtype, trust_checkpoint, force, verbose, debug):
     """Compile MODEL (project checkpoint, EvNN state_dict or torch.export .pt2) for --target."""
     options = dict(target=target, passes=passes, calib_data=calib_data, calib_tokens=calib_tokens, unk=unk,
                    profile=profile_path, max_chips=max_chips, float_weights=float_weights,
-                   placement_objective=placement_objective, onnx_weight_dtype=onnx_weight_dtype)
+                   placement_objective=placement_objective, onnx_weight_dtype=onnx_weight_dtype, emit_ir=emit_ir)
     _run_guarded(debug, _compile, model, out_dir, vocab_file, print_ir, print_ir_after_all, report_path,
                  trust_checkpoint, force, verbose, options)
 
@@ -120,7 +122,7 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     target = options["target"]
     if options.get("onnx_weight_dtype", "auto") != "auto" and target != "onnx":
         raise EgruError(f"--onnx-weight-dtype applies to --target onnx only (target: {target or 'none'})")
-    if target is None and not (print_ir or print_ir_after_all or report_path):
+    if target is None and not (print_ir or print_ir_after_all or report_path or options.get("emit_ir")):
         raise EgruError("nothing to do: give --target (onnx, tvm, loihi-like, spinnaker2-like) or --print-ir")
     target_fn = get_target(target) if target else None
     if target:
@@ -134,6 +136,9 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
                    f"({(time.perf_counter() - t0) * 1e3:.0f} ms)", err=True)
     if print_ir:
         click.echo(str(graph), nl=False)
+    if options.get("emit_ir"):
+        from .frontend.ir_source import write_ir
+        write_ir(options["emit_ir"], graph, source.vocab)
     calib = None
     if options["calib_data"]:
         calib = _load_calibration(options["calib_data"], source, options["calib_tokens"], options["unk"])
@@ -178,6 +183,17 @@ def _run_passes(graph, passes, calib, print_after_all, verbose, quantize=False):
     pm = PassManager(names, options=PassOptions(calib_tokens=calib), print_ir_after_all=print_after_all,
                      verbose=verbose, stream=sys.stdout if print_after_all else sys.stderr)
     return pm.run(graph)
+
+
+@main.command("opt")
+@click.argument("ir_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--passes", help="comma-separated passes to run (default: none)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the IR here (+ OUTPUT.npz)")
+@click.option("--debug", is_flag=True, help="show tracebacks")
+def opt_cmd(ir_file, passes, output, debug):
+    """Run passes over an IR file and print the IR (no passes: the file as it is)."""
+    from .frontend.ir_source import run_opt
+    click.echo(_run_guarded(debug, run_opt, ir_file, passes, output), nl=False)
 
 
 @main.command("eval")

@@ -186,19 +186,21 @@ class _Line:
 
 
 class _Parser:
-    def __init__(self, text: str, resources: Mapping | None, path: str):
+    def __init__(self, text: str, resources: Mapping | None, path: str, resource_file: str | None):
         self.text, self.resources, self.path = text, resources, path
+        self.resource_file = resource_file or "the resource file"
         self.uses_resources = False
         self.meta: dict = {}
 
     def resource(self, ln: _Line, key: str, col: int) -> np.ndarray:
         self.uses_resources = True
         if self.resources is None:
-            ln.fail(f"refers to resource {key!r} but no resource file was given", col)
+            ln.fail(f"refers to resource {key!r}, but there is no resource file"
+                    + (f" ({self.resource_file})" if self.resource_file != "the resource file" else ""), col)
         try:
             arr = self.resources[key]
         except KeyError:
-            ln.fail(f"resource {key!r} is missing from the resource file", col)
+            ln.fail(f"resource {key!r} is missing from {self.resource_file}", col)
         except Exception as e:  # noqa: BLE001 - a corrupt member of the archive
             ln.fail(f"resource {key!r} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                     col)
@@ -547,7 +549,8 @@ class _Parser:
             env[v.name] = v
 
 
-def parse_ir(text: str, resources: Mapping | None = None, path: str = "<text>") -> ParsedIR:
-    """Parse IR text; `resources` maps resource names to arrays (an ``np.load``-ed npz) for constants the
-    text does not hold inline."""
-    return _Parser(text, resources, path).parse()
+def parse_ir(text: str, resources: Mapping | None = None, path: str = "<text>",
+             resource_file: str | None = None) -> ParsedIR:
+    """Parse IR text; `resources` maps resource names to arrays (an ``np.load``-ed npz, named
+    `resource_file` in messages) for the constants the text does not hold inline."""
+    return _Parser(text, resources, path, resource_file).parse()
