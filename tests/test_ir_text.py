@@ -130,6 +130,9 @@ def test_good_text_parses_and_reprints():
     ("dense<[0.5, 1.0, -2.0, 3.0, 0.25, 4.0]>", "dense<[0.5, 1.0]>", 3, "[",
      "has 2 values, type tensor<3x2xf32> needs 6"),
     ("dense<[0.5,", "dense<[nan,", 3, "[", "contains NaN or Inf"),
+    ("4.0]>", "none]>", 3, "[", "expected a flat list of numbers for float32, found none"),
+    ("[0.5, 1.0, -2.0, 3.0, 0.25, 4.0]", "[[0.5, 1.0], -2.0, 3.0, 0.25, 4.0]", 3, "[[",
+     "expected a flat list of numbers for float32, found [0.5, 1.0]"),
     ("tensor<3x2xf32>\n", "tensor<3x2xq7>\n", 3, "tensor", "bad tensor type tensor<3x2xq7>"),
     ("{state_in l0 c}", "{state_in l0 z}", 2, "z}", "state kind must be c or y"),
     ("%c0) : tensor", "%c0 : tensor", 5, ": tensor", "expected ',' or ')'"),
@@ -160,6 +163,17 @@ def test_malformed_text(old, new, line, anchor, msg):
     else:
         col = 1
     assert s.startswith(f"<text>:{line}:{col}: "), s
+
+
+def test_any_single_character_deletion_is_a_one_line_error_or_parses(stages):
+    """No mangled text escapes as a traceback: delete each character of valid IR in turn."""
+    for text in (GOOD, str(dict(stages)["evnn:event-gating"])[:3000].rsplit("\n", 1)[0] + "\n}\n"):
+        for i in range(len(text)):
+            bad = text[:i] + text[i + 1:]
+            try:
+                parse_ir(bad, {})
+            except EgruError as e:
+                assert "\n" not in str(e)
 
 
 def _sparse_ir(tmp_path, g_stage):
