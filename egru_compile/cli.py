@@ -134,6 +134,8 @@ def _target_options(f):
               help="training text whose first-appearance order gives the vocabulary (EvNN state_dicts)")
 @click.option("--passes", "passes", help="comma-separated pass pipeline (default: the standard pipeline)")
 @click.option("--print-ir", is_flag=True, help="print the IR as imported by the frontend")
+@click.option("--emit-ir", "emit_ir", type=click.Path(dir_okay=False),
+              help="write the imported IR (before passes) to FILE, large constants to FILE.npz")
 @click.option("--print-ir-after-all", is_flag=True, help="print the IR after every pass")
 @click.option("--calib-data", type=click.Path(exists=True, dir_okay=False),
               help="text used to measure activity (dynamic MACs, placement)")
@@ -147,7 +149,7 @@ def _target_options(f):
 @click.option("-v", "--verbose", is_flag=True, help="print pass timings and progress")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
-def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, print_ir_after_all, calib_data,
+def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_ir, print_ir_after_all, calib_data,
                 calib_tokens, unk, report_path, trust_checkpoint, force, verbose, debug, **target_values):
     """Compile MODEL (project checkpoint, EvNN state_dict or torch.export .pt2) for --target."""
     from click.core import ParameterSource
@@ -155,10 +157,21 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, print
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
     from .compile_driver import CompileRequest, run_compile
     req = CompileRequest(model=model, target=target, out_dir=out_dir, vocab_file=vocab_file, passes=passes,
-                         print_ir=print_ir, print_ir_after_all=print_ir_after_all, calib_data=calib_data,
+                         print_ir=print_ir, emit_ir=emit_ir, print_ir_after_all=print_ir_after_all, calib_data=calib_data,
                          calib_tokens=calib_tokens, unk=unk, report_path=report_path, trust=trust_checkpoint,
                          force=force, verbose=verbose, target_values=target_values, given=frozenset(given))
     _run_guarded(debug, run_compile, req, click.echo)
+
+
+@main.command("opt")
+@click.argument("ir_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--passes", help="comma-separated passes to run (default: none)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the IR here (+ OUTPUT.npz)")
+@click.option("--debug", is_flag=True, help="show tracebacks")
+def opt_cmd(ir_file, passes, output, debug):
+    """Run passes over an IR file and print the IR (no passes: the file as it is)."""
+    from .frontend.ir_source import run_opt
+    click.echo(_run_guarded(debug, run_opt, ir_file, passes, output), nl=False)
 
 
 @main.command("targets")

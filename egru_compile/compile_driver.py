@@ -25,6 +25,7 @@ class CompileRequest:
     vocab_file: str | None = None
     passes: str | None = None
     print_ir: bool = False
+    emit_ir: str | None = None
     print_ir_after_all: bool = False
     calib_data: str | None = None
     calib_tokens: int = 2000
@@ -89,7 +90,7 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
     from .targets.output import atomic_output_dir, atomic_write_text, check_output_dir
 
     spec, opts = resolve_target(req)
-    if spec is None and not (req.print_ir or req.print_ir_after_all or req.report_path):
+    if spec is None and not (req.print_ir or req.print_ir_after_all or req.report_path or req.emit_ir):
         raise EgruError("nothing to do: give --target (see `egru-compile targets`) or --print-ir")
     protect = (req.model, req.vocab_file, req.calib_data, req.target_values.get("profile"))
     out_dir = None
@@ -104,6 +105,9 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
              f"({(time.perf_counter() - t0) * 1e3:.0f} ms)", err=True)
     if req.print_ir:
         echo(str(graph), nl=False)
+    if req.emit_ir:
+        from .frontend.ir_source import write_ir
+        write_ir(req.emit_ir, graph, source.vocab)
     calib = _load_calibration(req.calib_data, source, req.calib_tokens, req.unk) if req.calib_data else None
     graph = run_passes(graph, req.passes, calib, req.print_ir_after_all, req.verbose,
                        needs=opts.needs() if opts is not None else frozenset())

@@ -316,4 +316,4 @@ def test_console_script_headline_form(tmp_path):
     model = make_model()
     save_checkpoint(tmp_path / "model.pt", model, None)
     res = CliRunner().invoke(main, [str(tmp_path / "model.pt"), "--print-ir"])
-    assert res.exit_code == 0 and res.output.startswith("graph @step(")
+    assert res.exit_code == 0 and res.output.startswith("// egru-ir v1\ngraph @step(")

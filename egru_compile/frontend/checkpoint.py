@@ -315,6 +315,9 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
     path = str(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
+    from .ir_source import is_ir_file, load_ir_source
+    if is_ir_file(path):                    # IR text (`egru-compile --emit-ir`)
+        return load_ir_source(path, vocab_file)
     sha = file_sha256(path)
     vocab = Vocabulary.from_train_file(vocab_file) if vocab_file else None
     if zipfile.is_zipfile(path):

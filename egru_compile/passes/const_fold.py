@@ -108,7 +108,7 @@ def const_fold(graph: Graph) -> int:
         for k, old in enumerate(node.outputs):
             if not (old in outputs or users.get(old)):
                 continue
-            data = np.ascontiguousarray(eval_constant(old, cache))
+            data = np.array(eval_constant(old, cache), order="C")     # keeps 0-d results 0-d
             attrs = {"label": label} if label else {}
             hint = sanitize(label) if label else old.name
             if label and graph.has_name(hint):

@@ -132,7 +132,9 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, **options) -> R
     elif p.is_file():
         from ..frontend import load_source
         from .torch_runner import TorchRunner
-        runner = TorchRunner.from_source(load_source(p, trust=trust, vocab_file=vocab_file), **options)
+        source = load_source(p, trust=trust, vocab_file=vocab_file)
+        runner = (source.open_runner(**options) if hasattr(source, "open_runner")      # an IR file
+                  else TorchRunner.from_source(source, **options))
     else:
         raise ArtifactError(f"{path}: no such file or directory")
     if vocab_file is not None and p.is_dir():
