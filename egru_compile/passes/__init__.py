@@ -39,6 +39,9 @@ graph in place (or, for an analysis, writes ``graph.meta``) and returns a few st
 from .manager import (DEFAULT_PIPELINE, PASS_REGISTRY, Pass, PassError, PassManager, PassOptions, get_pass,
                       known_passes, parse_pipeline, register_pass, run_passes)
 from . import const_fold, fold_masks, fuse_gates, fuse_cell, event_gating, dce, count_macs, quantize  # noqa: E402,F401
+from . import select_gating  # noqa: E402,F401
+from . import fold_embedding  # noqa: E402,F401
+from . import weight_precision  # noqa: E402,F401
 from .count_macs import collect_matrices, count_macs_for_tokens, macs_report
 from .quantize import perplexity, quantize_matrix, quantize_report
 

@@ -11,7 +11,9 @@ import onnx
 from ...ir import Graph, verify
 from ..output import VOCAB_FILE, write_vocab
 from . import functions as F
-from .lower import OnnxLoweringError, OnnxOptions, lower_graph
+from .lower import lower_graph
+from .options import OnnxLoweringError, OnnxOptions
+from .pipeline import ONNX_PIPELINE_NEEDS  # noqa: F401 - the passes compile_onnx runs (via lower_graph)
 
 MANIFEST_FORMAT = "egru-compile/onnx-model"
 MANIFEST_VERSION = 1
