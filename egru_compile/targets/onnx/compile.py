@@ -97,7 +97,8 @@ def report_text(m: dict) -> str:
 
 
 def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
-    """Lower `graph` (IR step graph; optimised or not) to ``out_dir/model.onnx`` + ``manifest.json``
+    """Lower `graph` (IR step graph; optimised or not) — after the target's passes `ONNX_PIPELINE_NEEDS`,
+    which `lower_graph` runs on a copy — to ``out_dir/model.onnx`` + ``manifest.json``
     (+ ``vocab.txt`` when `source` has a vocabulary). `source` is the `SourceModel` it came from (or None).
     `options`: the compile options dict; ONNX keys are the fields of `OnnxOptions` (optionally prefixed
     ``onnx_``). Like every target it writes into `out_dir` (created if missing); the CLI passes a fresh
