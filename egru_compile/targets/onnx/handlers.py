@@ -14,6 +14,7 @@ import numpy as np
 from onnx import TensorProto
 
 from ...ir import Node
+from ...passes.utils import sanitize
 from .options import NP_NAMES, ONNX_DTYPES
 
 #: IR op name -> handler(lowering, node)
@@ -27,10 +28,6 @@ def handles(*ops: str):
             HANDLERS[op] = fn
         return fn
     return wrap
-
-
-def _san(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name)) or "v"
 
 
 # ------------------------------------------------------------------------------------------------ products
@@ -96,7 +93,7 @@ def event_matvec(lw, n: Node) -> None:
 @handles("egru_cell")
 def egru_cell(lw, n: Node) -> None:
     gx, gh, c, thr = (lw.as_f32(v) for v in n.inputs)
-    outs = lw.fn("EGRUCell", [gx, gh, c, thr], 2, hint=_san(n.outputs[0].name))
+    outs = lw.fn("EGRUCell", [gx, gh, c, thr], 2, hint=sanitize(n.outputs[0].name))
     lw.vmap[n.outputs[0]], lw.vmap[n.outputs[1]] = outs
 
 

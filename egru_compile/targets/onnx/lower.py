@@ -32,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...ir import Graph, SparseMatrix, Value
 from ...passes.count_macs import collect_matrices
-from ...passes.utils import eval_constant
+from ...passes.utils import eval_constant, sanitize
 from . import functions as F
 from .handlers import HANDLERS
 from .options import NP_NAMES, ONNX_DTYPES, IOSpec, Lowered, OnnxLoweringError, OnnxOptions
@@ -41,9 +41,8 @@ from .pipeline import prepare_graph
 IR_VERSION = 10
 
 
-def _san(name: str) -> str:
-    s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name))
-    return s or "v"
+def _san(name) -> str:
+    return sanitize(str(name))
 
 
 def _idx_dtype(limit: int):
@@ -52,6 +51,10 @@ def _idx_dtype(limit: int):
 
 
 class _Lowering:
+    """State of one lowering: the ONNX nodes / initializers emitted so far, the ONNX name of each IR value
+    (`vmap`), compressed event tensors, stored constants; the handlers (`handlers.HANDLERS`) call its
+    methods. `run` translates the graph node by node and assembles the model."""
+
     def __init__(self, graph: Graph, opts: OnnxOptions):
         self.g = graph
         self.o = opts
