@@ -181,6 +181,8 @@ def test_fold_embedding_size_limit_and_mode():
     g = one_layer("event")
     assert _run(fold_embedding, g, None, 0.0)[1] == 0             # V x 3h table larger than 0 MiB
     assert _run(fold_embedding, g, False)[1] == 0
+    unmarked, n = _run(fold_embedding, one_layer("event", gx_attrs={"fold_embedding": True}), False)
+    assert n == 0 and structure(unmarked) == structure(g)           # a second run re-decides
     forced, n = _run(fold_embedding, g, True, 0.0)
     assert n == 1 and structure(forced) == structure(one_layer("event", gx_attrs={"fold_embedding": True}))
     low = onnx_agrees(one_layer("event"))                          # not marked: a Gather and a SparseMatVec

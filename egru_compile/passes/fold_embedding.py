@@ -57,15 +57,16 @@ def _foldable(node: Node, cache: dict, force: bool, max_mb: float) -> bool:
 
 
 def fold_embedding(graph: Graph, mode: bool | None = None, max_mb: float = 256.0) -> int:
-    """Set ``fold_embedding=True`` on the foldable products (none when `mode` is False); returns how many."""
-    if mode is False:
-        return 0
+    """Set ``fold_embedding=True`` on the foldable products (none when `mode` is False) and remove it from
+    the others (a second run re-decides); returns how many are marked."""
     cache: dict = {}
     n = 0
     for node in graph.nodes:
-        if _foldable(node, cache, mode is True, max_mb):
+        if mode is not False and _foldable(node, cache, mode is True, max_mb):
             node.attrs["fold_embedding"] = True
             n += 1
+        else:
+            node.attrs.pop("fold_embedding", None)
     return n
 
 
