@@ -194,6 +194,9 @@ def test_traced_models_match_interpreter(traced, hidden):
     assert low_opt.stats["gated_matvecs"] == 2 * len(hidden)      # (L-1) inputs + L recurrent + decoder
     dense, _ = _compare(raw, {"event_gating": False, "fold_embedding": False, "sparse_storage": False})
     assert dense.stats["gated_matvecs"] == 0
+    dense_opt, ex_dense = _compare(opt, {"event_gating": False})      # select-gating un-gates event_matvec
+    assert dense_opt.stats["gated_matvecs"] == 0 and "EventMatVec" not in dense_opt.stats["functions"]
+    assert ex_dense == ex_opt                # the events{l} / macs extras do not depend on how products run
 
 
 def test_dense_lowering_for_highly_active_layers(traced):

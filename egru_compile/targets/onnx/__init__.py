@@ -13,7 +13,10 @@ Run it with `egru_compile.runtime.open_artifact(dir)`.
 """
 from .compile import MANIFEST_FORMAT, build_manifest, compile_onnx, report_text, serialize
 from .functions import DOMAIN, OP_NAMES, OPSET
-from .lower import Lowered, OnnxLoweringError, OnnxOptions, lower_graph
+from .lower import lower_graph
+from .options import Lowered, OnnxLoweringError, OnnxOptions
+from .pipeline import ONNX_PIPELINE_NEEDS, prepare_graph
 
 __all__ = ["compile_onnx", "lower_graph", "serialize", "report_text", "build_manifest", "Lowered", "OnnxOptions",
-           "OnnxLoweringError", "DOMAIN", "OP_NAMES", "OPSET", "MANIFEST_FORMAT"]
+           "OnnxLoweringError", "DOMAIN", "OP_NAMES", "OPSET", "MANIFEST_FORMAT", "ONNX_PIPELINE_NEEDS",
+           "prepare_graph"]

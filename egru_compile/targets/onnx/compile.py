@@ -11,7 +11,9 @@ import onnx
 from ...ir import Graph, verify
 from ..output import VOCAB_FILE, write_vocab
 from . import functions as F
-from .lower import OnnxLoweringError, OnnxOptions, lower_graph
+from .lower import lower_graph
+from .options import OnnxLoweringError, OnnxOptions
+from .pipeline import ONNX_PIPELINE_NEEDS  # noqa: F401 - the passes compile_onnx runs (via lower_graph)
 
 MANIFEST_FORMAT = "egru-compile/onnx-model"
 MANIFEST_VERSION = 1
@@ -97,7 +99,8 @@ def report_text(m: dict) -> str:
 
 
 def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
-    """Lower `graph` (IR step graph; optimised or not) to ``out_dir/model.onnx`` + ``manifest.json``
+    """Lower `graph` (IR step graph; optimised or not) — after the target's passes `ONNX_PIPELINE_NEEDS`,
+    which `lower_graph` runs on a copy — to ``out_dir/model.onnx`` + ``manifest.json``
     (+ ``vocab.txt`` when `source` has a vocabulary). `source` is the `SourceModel` it came from (or None).
     `options`: the compile options dict; ONNX keys are the fields of `OnnxOptions` (optionally prefixed
     ``onnx_``). Like every target it writes into `out_dir` (created if missing); the CLI passes a fresh

@@ -1,9 +1,16 @@
 """Lowering of an IR step graph to an ONNX model (standard opset + the ``ai.egru`` function ops).
 
-Works on the optimised IR (embedding -> ``sparse_matvec`` / ``compress_events`` + ``event_matvec`` ->
-``egru_cell`` -> ``linear``) and on the un-optimised frontend graph (``matmul``, ``add``, ``sigmoid``, ...).
-In both, a matrix-vector product whose input is an EGRU event tensor (a layer's ``y``) is event-gated:
-``CompressEvents`` once per event tensor, then ``EventMatVec`` reads only the weight rows of the active units.
+A straight op-by-op translation: each IR op kind has one handler in `handlers.HANDLERS`; an op without one is
+an `OnnxLoweringError` naming it. What to do with the graph is decided before, by the target's passes
+(`pipeline.ONNX_PIPELINE_NEEDS`: ``select-gating``, ``fold-embedding``, ``weight-precision``), which
+`lower_graph` runs on a copy of its input. Works on the optimised IR (embedding -> ``sparse_matvec`` /
+``compress_events`` + ``event_matvec`` -> ``egru_cell`` -> ``linear``) and on the un-optimised frontend
+graph (``matmul``, ``add``, ``sigmoid``, ...). An event-gated product compresses its event tensor once
+(``CompressEvents``), then ``EventMatVec`` reads only the weight rows of the active units.
+
+This module holds the lowering context the handlers use: naming and emission of ONNX nodes, constants and
+weight storage, value lookup, the step's inputs/outputs (with the ``events{l}`` / ``macs`` extras) and the
+final model assembly.
 
 Constants: any value computable from constants alone (prune masks times weights, clamped thresholds, ...)
 is evaluated at compile time. 2-D float constants are stored as CSR initializers (``indptr``/``indices``/
@@ -19,112 +26,23 @@ Step signature (ONNX names)::
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ...errors import EgruError
 from ...ir import Graph, SparseMatrix, Value
-from ...passes.count_macs import MacReport, collect_matrices
-from ...passes.utils import eval_constant, fed_layers, is_event_tensor, matvec_operands
+from ...passes.count_macs import collect_matrices
+from ...passes.utils import eval_constant, sanitize
 from . import functions as F
+from .handlers import HANDLERS
+from .options import NP_NAMES, ONNX_DTYPES, IOSpec, Lowered, OnnxLoweringError, OnnxOptions
+from .pipeline import prepare_graph
 
 IR_VERSION = 10
 
-ONNX_DTYPES = {"f32": TensorProto.FLOAT, "f64": TensorProto.DOUBLE, "i64": TensorProto.INT64,
-               "i32": TensorProto.INT32, "i16": TensorProto.INT16, "i8": TensorProto.INT8,
-               "bool": TensorProto.BOOL}
-NP_NAMES = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "i16": "int16", "i8": "int8",
-            "bool": "bool"}
 
-
-class OnnxLoweringError(EgruError):
-    pass
-
-
-@dataclass
-class OnnxOptions:
-    """Options of the ONNX target (keys of the compile `options` dict; others are ignored)."""
-
-    #: runtime dtype of event-gated weight rows: "auto" (int8 rows + scale for the IR's int8 matrices —
-    #: exact —, f32 otherwise), "f32" (everything dequantized to f32), "f16" (half the bytes, ~1e-3 relative),
-    #: "int8" (as auto, but an error unless quantize-int8 ran: a quarter of the f32 bytes)
-    weight_dtype: str = "auto"
-    #: gate matrix-vector products of event tensors (False: every product is a dense MatMul)
-    event_gating: bool = True
-    #: also gate the decoder (its input is the last layer's events)
-    event_decoder: bool = True
-    #: lower an event tensor's products densely when its layer's activity measured by count-macs
-    #: (``--calib-data``) exceeds this: gathering rows costs ~1.5-2x a dense read per byte
-    gate_max_activity: float = 0.5
-    #: fold embedding @ first input matrix into one [V, 3h] table at load time (None: when <= fold_max_mb)
-    fold_embedding: bool | None = None
-    fold_max_mb: float = 256.0
-    #: store 2-D weights as CSR initializers when smaller than dense
-    sparse_storage: bool = True
-    #: extra outputs events{l} and macs
-    extras: bool = True
-
-    def __post_init__(self):
-        if self.weight_dtype not in ("auto", "f32", "f16", "int8"):
-            raise OnnxLoweringError(f"onnx weight_dtype must be 'auto', 'f32', 'f16' or 'int8', "
-                                    f"not {self.weight_dtype!r}")
-
-    @classmethod
-    def from_options(cls, options) -> "OnnxOptions":
-        if options is None:
-            return cls()
-        if isinstance(options, OnnxOptions):
-            return options
-        if not isinstance(options, Mapping):
-            raise OnnxLoweringError(f"compile options must be a dict, not {type(options).__name__}")
-        known = {f.name for f in fields(cls)}
-        kw = {}
-        for k, v in options.items():
-            key = k[len("onnx_"):] if isinstance(k, str) and k.startswith("onnx_") else k
-            if key in known and v is not None:
-                kw[key] = v
-        return cls(**kw)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class IOSpec:
-    name: str
-    dtype: str                # numpy dtype name
-    shape: list[int]
-    role: str
-    layer: int | None = None
-    kind: str | None = None
-    state_input: str | None = None
-
-    def to_dict(self) -> dict:
-        d = {"name": self.name, "dtype": self.dtype, "shape": self.shape, "role": self.role}
-        if self.layer is not None:
-            d["layer"] = self.layer
-        if self.kind is not None:
-            d["kind"] = self.kind
-        if self.state_input is not None:
-            d["state_input"] = self.state_input
-        return d
-
-
-@dataclass
-class Lowered:
-    model: onnx.ModelProto
-    inputs: list[IOSpec]
-    outputs: list[IOSpec]
-    stats: dict
-
-
-def _san(name: str) -> str:
-    s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name))
-    return s or "v"
+def _san(name) -> str:
+    return sanitize(str(name))
 
 
 def _idx_dtype(limit: int):
@@ -133,6 +51,10 @@ def _idx_dtype(limit: int):
 
 
 class _Lowering:
+    """State of one lowering: the ONNX nodes / initializers emitted so far, the ONNX name of each IR value
+    (`vmap`), compressed event tensors, stored constants; the handlers (`handlers.HANDLERS`) call its
+    methods. `run` translates the graph node by node and assembles the model."""
+
     def __init__(self, graph: Graph, opts: OnnxOptions):
         self.g = graph
         self.o = opts
@@ -290,20 +212,24 @@ class _Lowering:
         return self.weights[key]
 
     def gated(self, node, w: Value, idx: str, val: str, hint: str, bias: Value | None = None) -> str:
-        """Event-gated product of the active units (idx, val) with the constant weight `w`, plus `bias`."""
-        data = self.const_of(w)
-        mode = self.o.weight_dtype
+        """Event-gated product of the active units (idx, val) with the constant weight `w`, plus `bias`;
+        the rows are gathered in the node's ``weight_dtype`` (set by ``weight-precision``; default f32)."""
+        dtype = node.attrs.get("weight_dtype", "f32")
         self.stats["gated_matvecs"] += 1
-        if mode in ("auto", "int8") and isinstance(data, SparseMatrix) and data.scale is not None:
+        if dtype == "i8":
+            data = self.const_of(w)
+            if not (isinstance(data, SparseMatrix) and data.scale is not None):
+                raise OnnxLoweringError(f"%{node.outputs[0].name}: weight_dtype i8 needs an int8 sparse matrix")
             wt, sc = self.weight_q8(w)
             r = self.fn("EventMatVecQ", [idx, val, wt, sc], hint=hint)[0]
-        elif mode == "f16":
+        elif dtype == "f16":
             r = self.fn("EventMatVecF16", [idx, val, self.weight_t(node, w, "f16")], hint=hint)[0]
         else:
             r = self.fn("EventMatVec", [idx, val, self.weight_t(node, w)], hint=hint)[0]
-        if bias is not None:
-            r = self.node("Add", [r, self.as_f32(bias)], hint=hint)[0]
-        return r
+        return self.add_bias(r, bias, hint)
+
+    def add_bias(self, r: str, bias: Value | None, hint: str) -> str:
+        return r if bias is None else self.node("Add", [r, self.as_f32(bias)], hint=hint)[0]
 
     # ------------------------------------------------------------------ values
     def val(self, v: Value) -> str:
@@ -345,167 +271,19 @@ class _Lowering:
         self.vmap[v] = out
         return out
 
-    # ------------------------------------------------------------------ matvecs
-    def _too_active(self, x: Value) -> bool:
-        """Whether calibration (the graph's MacReport) measured the layer of event tensor `x` above
-        `gate_max_activity`."""
-        rep = self.g.analyses.get(MacReport)
-        act = (rep.activity if rep else None) or []
-        l = x.meta.get("layer")
-        if l is None and x.producer is not None and x.producer.op == "egru_cell":
-            l = x.producer.attrs.get("layer")
-        if l is None or not 0 <= l < len(act) or act[l] is None:
-            return False
-        if act[l] > self.o.gate_max_activity:
-            self.stats.setdefault("dense_by_activity", []).append(int(l))
-            return True
-        return False
-
-    def _embedding_src(self, x: Value):
-        """(table value, ids value) when `x` = embedding(constant table, ids)."""
-        p = x.producer
-        if p is not None and p.op == "embedding" and self.is_const(p.inputs[0]) and not self.is_const(p.inputs[1]):
-            return p.inputs[0], p.inputs[1]
-        return None
-
-    def _fold_ok(self, node, x: Value, n_out: int) -> bool:
-        src = self._embedding_src(x)
-        if src is None or self.o.fold_embedding is False:
-            return False
-        table = np.asarray(self.const_of(src[0]))
-        if table.ndim != 2 or x.type.shape[0] != 1:
-            return False
-        mb = table.shape[0] * n_out * 4 / 2 ** 20
-        return self.o.fold_embedding is True or mb <= self.o.fold_max_mb
-
-    def matvec(self, node, x: Value, w: Value, bias: Value | None, out: Value, layer) -> None:
-        data = self.const_of(w)
-        if data is None:          # not a constant weight: plain ops
-            xs, ws = self.as_f32(x), self.as_f32(w)
-            if node.op == "linear":
-                ws = self.node("Transpose", [ws], perm=[1, 0])[0]
-            r = self.node("MatMul", [xs, ws], hint=out.name)[0]
-            if bias is not None:
-                r = self.node("Add", [r, self.as_f32(bias)], hint=out.name)[0]
-            self.vmap[out] = r
-            return
-        n_out = out.type.shape[-1]
-        gate = (self.o.event_gating and x.type.shape[0] == 1 and len(x.type.shape) == 2
-                and is_event_tensor(self.g, x) and (layer is not None or self.o.event_decoder)
-                and not self._too_active(x))
-        if gate:
-            idx, v, _ = self.events_of(x)
-            self.vmap[out] = self.gated(node, w, idx, v, out.name, bias)
-            return
-        elif self._fold_ok(node, x, n_out):
-            table, ids = self._embedding_src(x)
-            r = self.fn("EmbedMatVec", [self.val(ids), self.const_name(table), self.weight_t(node, w)],
-                        hint=out.name)[0]
-            self.stats["folded_embedding"] = True
-        else:
-            wt = self.weight_t(node, w)
-            if node.op == "sparse_matvec" and x.type.shape[0] == 1:
-                r = self.fn("SparseMatVec", [self.as_f32(x), wt], hint=out.name)[0]
-            else:
-                r = self.node("MatMul", [self.as_f32(x), wt], hint=out.name)[0]
-            self.stats["dense_matvecs"] += 1
-        if bias is not None:
-            r = self.node("Add", [r, self.as_f32(bias)], hint=out.name)[0]
-        self.vmap[out] = r
-
     # ------------------------------------------------------------------ main
-    def lower_node(self, n, layer) -> None:
-        op = n.op
-        if op == "const":
+    def lower_node(self, n) -> None:
+        """Translate one IR node through its handler (`handlers.HANDLERS`); constant results are not
+        translated: they are evaluated at compile time and stored where they are used."""
+        if n.op == "const" or all(self.is_const(v) for v in n.outputs):
             return
-        if all(self.is_const(v) for v in n.outputs):
-            return                                   # evaluated at compile time, materialised on use
-        ins = n.inputs
-        out = n.outputs[0]
-        if op in ("matmul", "linear", "sparse_matvec"):
-            self.matvec(n, ins[0], ins[1], ins[2] if len(ins) > 2 else None, out, layer)
-        elif op == "compress_events":
-            y = ins[0]
-            idx, val, count = self.events_of(y)
-            N = y.type.shape[-1]
-            for v, kind in zip(n.outputs, ("idx", "val", "count")):
-                self.compact[v] = (idx, val, count, N)
-                self.compact_kind[v] = kind
-        elif op == "event_matvec":
-            idx_v, val_v, cnt_v, w = ins[:4]
-            bias = ins[4] if len(ins) > 4 else None
-            src = idx_v.producer.inputs[0] if idx_v in self.compact else None
-            if src is not None and self._too_active(src):      # dense product of the event tensor
-                r = self.fn("SparseMatVec", [self.as_f32(src), self.weight_t(n, w)], hint=out.name)[0]
-                self.stats["dense_matvecs"] += 1
-                if bias is not None:
-                    r = self.node("Add", [r, self.as_f32(bias)], hint=out.name)[0]
-                self.vmap[out] = r
-                return
-            if idx_v in self.compact and val_v in self.compact:
-                idx, val = self.compact[idx_v][0], self.compact[val_v][1]
-            else:                                    # padded arrays from elsewhere: take the first count
-                cnt = self.val(cnt_v)
-                z = self.ints([0], "zero")
-                idx = self.node("Slice", [self.val(idx_v), z, cnt], hint="ev_idx")[0]
-                idx = self.node("Cast", [idx], hint="ev_idx64", to=TensorProto.INT64)[0]
-                val = self.node("Slice", [self.as_f32(val_v), z, cnt], hint="ev_val")[0]
-            self.vmap[out] = self.gated(n, w, idx, val, out.name, bias)
-        elif op == "egru_cell":
-            gx, gh, c, thr = (self.as_f32(v) for v in ins)
-            outs = self.fn("EGRUCell", [gx, gh, c, thr], 2, hint=f"{_san(out.name)}")
-            self.vmap[n.outputs[0]], self.vmap[n.outputs[1]] = outs
-        elif op == "embedding":
-            self.vmap[out] = self.node("Gather", [self.val(ins[0]), self.val(ins[1])], hint=out.name, axis=0)[0]
-        elif op in ("add", "sub", "mul"):
-            self.vmap[out] = self.node({"add": "Add", "sub": "Sub", "mul": "Mul"}[op],
-                                       [self.as_f32(ins[0]), self.as_f32(ins[1])], hint=out.name)[0]
-        elif op in ("sigmoid", "tanh"):
-            self.vmap[out] = self.node(op.capitalize(), [self.as_f32(ins[0])], hint=out.name)[0]
-        elif op == "heaviside":
-            gt = self.node("Greater", [self.as_f32(ins[0]), self.scalar(0.0, np.float32, "zero_f")],
-                           hint=f"{out.name}_gt")[0]
-            self.vmap[out] = self.node("Cast", [gt], hint=out.name, to=TensorProto.FLOAT)[0]
-        elif op == "greater":
-            a, b = ins
-            if a.type.dtype != b.type.dtype:
-                sa, sb = self.as_f32(a), self.as_f32(b)
-            else:
-                sa, sb = self.val(a), self.val(b)
-            self.vmap[out] = self.node("Greater", [sa, sb], hint=out.name)[0]
-        elif op == "cast":
-            self.vmap[out] = self.node("Cast", [self.val(ins[0])], hint=out.name,
-                                       to=ONNX_DTYPES[n.attrs["dtype"]])[0]
-        elif op == "clamp":
-            dt = np.dtype(NP_NAMES[ins[0].type.dtype])
-            lo, hi = n.attrs.get("min"), n.attrs.get("max")
-            args = [self.val(ins[0]), "" if lo is None else self.scalar(lo, dt, "lo"),
-                    "" if hi is None else self.scalar(hi, dt, "hi")]
-            while args[-1] == "":
-                args.pop()
-            self.vmap[out] = self.node("Clip", args, hint=out.name)[0]
-        elif op == "split":
-            outs = self.node("Split", [self.val(ins[0]), self.ints(n.attrs["sizes"], "sizes")], len(n.outputs),
-                             hint=out.name, axis=int(n.attrs["axis"]))
-            for v, s in zip(n.outputs, outs):
-                self.vmap[v] = s
-        elif op == "concat":
-            self.vmap[out] = self.node("Concat", [self.val(v) for v in ins], hint=out.name,
-                                       axis=int(n.attrs["axis"]))[0]
-        elif op == "transpose":
-            rank = len(ins[0].type.shape)
-            self.vmap[out] = self.node("Transpose", [self.val(ins[0])], hint=out.name,
-                                       perm=list(range(rank))[::-1])[0]
-        else:
-            raise OnnxLoweringError(f"the onnx target cannot lower IR op '{op}' (%{out.name})")
+        handler = HANDLERS.get(n.op)
+        if handler is None:
+            raise OnnxLoweringError(f"the onnx target cannot lower IR op '{n.op}' (%{n.outputs[0].name})")
+        handler(self, n)
 
     def run(self) -> Lowered:
         g = self.g
-        if self.o.weight_dtype == "int8" and not any(
-                isinstance(w, SparseMatrix) and w.scale is not None
-                for w in (self.const_of(matvec_operands(m.node)[1]) for m in collect_matrices(g))):
-            raise OnnxLoweringError("onnx weight_dtype 'int8' needs int8 weights: run the quantize-int8 pass "
-                                    "(egru-compile adds it with --onnx-weight-dtype int8)")
         # ---- inputs
         inputs: list[IOSpec] = []
         value_infos_in = []
@@ -539,9 +317,8 @@ class _Lowering:
                 self.names.add(f"events{v.meta['layer']}")
         self.names.add("macs")
         # ---- nodes
-        layers = fed_layers(g)
         for n in g.nodes:
-            self.lower_node(n, layers.get(n))
+            self.lower_node(n)
         # ---- outputs
         outs: list[tuple[str, str, IOSpec]] = []
         for i, v in enumerate(g.outputs):
@@ -639,7 +416,16 @@ def _version() -> str:
         return "0"
 
 
-def lower_graph(graph: Graph, options=None) -> Lowered:
-    """Lower a verified IR step graph to an ONNX model (`Lowered.model`) with its I/O description."""
+def lower_graph(graph: Graph, options=None, prepare: bool = True) -> Lowered:
+    """Lower a verified IR step graph to an ONNX model (`Lowered.model`) with its I/O description.
+    With `prepare` (default) the target's passes (`pipeline.ONNX_PIPELINE_NEEDS`) run first, on a copy of
+    `graph`; without it `graph` is translated as it is."""
     opts = OnnxOptions.from_options(options)
-    return _Lowering(graph, opts).run()
+    pass_stats: dict = {}
+    if prepare:
+        graph, pass_stats = prepare_graph(graph, opts)
+    lowered = _Lowering(graph, opts).run()
+    busy = (pass_stats.get("select-gating") or {}).get("dense_by_activity")
+    if busy:
+        lowered.stats["dense_by_activity"] = list(busy)
+    return lowered

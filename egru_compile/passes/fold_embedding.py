@@ -1,0 +1,77 @@
+"""fold-embedding: mark the first layer's input product of an embedding lookup for folding: the target
+multiplies the embedding table by that layer's input matrix once (at load time) into a [V, n_out] table,
+so a step is one row lookup instead of a lookup and a matrix-vector product.
+
+A dense (not event-gated) ``sparse_matvec`` / ``matmul`` / ``linear`` with a constant weight whose batch-1
+input is ``embedding(constant table, ids)`` gets ``fold_embedding=True`` when target option
+``fold_embedding`` is True, or None (auto) and the folded table, V x n_out f32, is at most ``fold_max_mb``
+MiB. The IR's meaning is unchanged (the attribute says how to compute the same product).
+
+Before::
+
+    %embedding = embedding(%embeddings_weight, %tokens) : tensor<1x8xf32>
+    %gx0 = sparse_matvec(%embedding, %w0_input, %rnns_0_bias) {layer=0, role=input} : tensor<1x36xf32>
+
+After::
+
+    %embedding = embedding(%embeddings_weight, %tokens) : tensor<1x8xf32>
+    %gx0 = sparse_matvec(%embedding, %w0_input, %rnns_0_bias) {fold_embedding=True, layer=0, role=input}
+
+Options (`target_options.target_option`): ``fold_embedding`` (None = by size; False: never),
+``fold_max_mb`` (256).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph, Node, Value
+from .manager import PassOptions, register_pass
+from .target_options import target_option
+from .utils import eval_constant
+
+FOLDABLE_OPS = ("sparse_matvec", "matmul", "linear")
+
+
+def embedding_source(x: Value, cache: dict | None = None) -> tuple[Value, Value] | None:
+    """(table, ids) when `x` = embedding(constant table, non-constant ids)."""
+    p = x.producer
+    if p is None or p.op != "embedding":
+        return None
+    if eval_constant(p.inputs[0], cache) is None or eval_constant(p.inputs[1], cache) is not None:
+        return None
+    return p.inputs[0], p.inputs[1]
+
+
+def _foldable(node: Node, cache: dict, force: bool, max_mb: float) -> bool:
+    if node.op not in FOLDABLE_OPS or node.attrs.get("gated") or len(node.inputs) < 2:
+        return False
+    x, w = node.inputs[0], node.inputs[1]
+    src = embedding_source(x, cache)
+    if src is None or eval_constant(w, cache) is None:
+        return False
+    table = np.asarray(eval_constant(src[0], cache))
+    if table.ndim != 2 or x.type.shape[0] != 1:
+        return False
+    n_out = node.outputs[0].type.shape[-1]
+    return force or table.shape[0] * n_out * 4 / 2 ** 20 <= max_mb
+
+
+def fold_embedding(graph: Graph, mode: bool | None = None, max_mb: float = 256.0) -> int:
+    """Set ``fold_embedding=True`` on the foldable products (none when `mode` is False) and remove it from
+    the others (a second run re-decides); returns how many are marked."""
+    cache: dict = {}
+    n = 0
+    for node in graph.nodes:
+        if mode is not False and _foldable(node, cache, mode is True, max_mb):
+            node.attrs["fold_embedding"] = True
+            n += 1
+        else:
+            node.attrs.pop("fold_embedding", None)
+    return n
+
+
+@register_pass("fold-embedding", invalidates=())        # an annotation: same math, same MACs
+def run(graph: Graph, options: PassOptions) -> dict:
+    mode = target_option(options, "fold_embedding", None)
+    return {"folded": fold_embedding(graph, None if mode is None else bool(mode),
+                                     float(target_option(options, "fold_max_mb", 256.0)))}
