@@ -97,12 +97,11 @@ def test_new_pass_is_one_module(tmp_path, monkeypatch, ckpt):
                     node.attrs["data"] = node.attrs["data"] * 2
             return {"doubled": 1}
     '''))
-    monkeypatch.syspath_prepend(str(tmp_path))
     from egru_compile.passes.manager import PASS_REGISTRY
     monkeypatch.setattr("egru_compile.passes.manager.PASS_REGISTRY", dict(PASS_REGISTRY))
-    import importlib
-    import scale_bias_pass
-    importlib.reload(scale_bias_pass)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("scale_bias_pass", tmp_path / "scale_bias_pass.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))          # importing registers the pass
     from egru_compile.frontend import load_source
     from egru_compile.ir import Interpreter
     from egru_compile.passes import PassManager

@@ -113,7 +113,8 @@ def register_pass(name: str, kind: str = "transform", summary: str = "", require
     def wrap(fn):
         if name in PASS_REGISTRY and PASS_REGISTRY[name].fn is not fn:
             raise PassError(f"pass '{name}' registered twice")
-        doc = summary or ((fn.__module__ and sys.modules[fn.__module__].__doc__) or fn.__doc__ or "")
+        module = sys.modules.get(fn.__module__) if fn.__module__ else None
+        doc = summary or (getattr(module, "__doc__", None) or fn.__doc__ or "")
         first = doc.strip().splitlines()[0] if doc.strip() else ""
         PASS_REGISTRY[name] = Pass(name, fn, kind, first, frozenset(requires), frozenset(establishes),
                                    None if invalidates is None else frozenset(invalidates))
