@@ -36,7 +36,6 @@ __all__ = ["let", "loop", "fexp", "sigmoid", "tanh", "scatter_columns", "scatter
 #: non-zeros per group in the scatter inner loop (one float32x8 product vector)
 SCATTER_GROUP = 8
 
-Expr = object          # a TIR expression (or a Python number TVM converts)
 Index = Callable[[object], object]   # TIR index expression -> TIR expression
 
 
