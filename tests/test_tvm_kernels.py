@@ -206,3 +206,28 @@ def test_kernel_library(index_dtype):
 def test_auto_embed_mode_follows_the_table_size_limit():
     assert EGRUKernelSpec(50, 16, (24,), embed_mode="auto").embed_mode == "table"          # 50 x 72 floats
     assert EGRUKernelSpec(50, 16, (24,), embed_mode="auto", table_limit_mb=0.0).embed_mode == "csc"
+
+
+def test_step_without_decoder_keeps_the_layer_states():
+    """build_egru_step(with_decoder=False) (the benchmarks' RNN-only scope) runs the same layer loop."""
+    from egru_compile.targets.tvm import build_egru_step
+    E, layers, db = rand_model(hidden=(24, 16), emb=16, seed=12)
+    spec = EGRUKernelSpec(E.shape[0], 16, (24, 16))
+    r = TVMStepRunner(E, layers, db, spec=spec, module=build_egru_step(spec, with_decoder=False))
+    toks = np.random.default_rng(13).integers(0, E.shape[0], 30)
+    ref, ref_state = reference_run(toks, E, layers, E, db)
+    for t in toks:
+        logits = r.step(int(t))
+    assert logits[0] == db[0]                     # the one store the decoder-less step keeps
+    for (c, y), (rc, ry) in zip(r.get_state(), ref_state):
+        assert np.abs(c - rc).max() <= TOL and np.abs(y - ry).max() <= TOL
+
+
+@pytest.mark.parametrize("field,value", [("index_dtype", "int8"), ("vocab_size", 0), ("vocab_size", "50"),
+                                         ("hidden_sizes", []), ("hidden_sizes", [24, 0]), ("interleave", -1),
+                                         ("embed_mode", "rows"), ("decoder_mode", "sparse")])
+def test_spec_rejects_bad_fields(field, value):
+    d = EGRUKernelSpec(50, 16, (24,)).to_dict()
+    d[field] = value
+    with pytest.raises(ValueError):
+        EGRUKernelSpec.from_dict(d)
