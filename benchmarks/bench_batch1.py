@@ -51,7 +51,6 @@ for _v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NU
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
@@ -73,7 +72,7 @@ from egru_compile.frontend import trace_model  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.runtime import open_artifact  # noqa: E402
 from egru_compile.targets.onnx import compile_onnx  # noqa: E402
-from egru_compile.targets.tvm import kernels as K  # noqa: E402
+import egru_compile.targets.tvm as K  # noqa: E402
 from egru_compile.targets.tvm.target import compile_tvm  # noqa: E402
 
 DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,
@@ -83,23 +82,9 @@ SCOPES = ("rnn", "token")
 
 
 # ------------------------------------------------------------------------------------------------ TVM helpers
-@contextlib.contextmanager
-def _no_decoder():
-    """Generate the fused step with an empty decoder (one store so the logits argument stays used)."""
-    orig = K._emit_decoder
-
-    def empty(em, spec, ei, ev, en, ybuf, logits_row):
-        em(f"{logits_row.format(v='0')} = dbias[0]")
-    K._emit_decoder = empty
-    try:
-        yield
-    finally:
-        K._emit_decoder = orig
-
-
 def build_rnn_only(spec: K.EGRUKernelSpec):
-    with _no_decoder():
-        return K.build_egru_step(spec)
+    """The fused step with an empty decoder (one store so the logits argument stays used)."""
+    return K.build_egru_step(spec, with_decoder=False)
 
 
 def prefix_call(mod, spec_k: K.EGRUKernelSpec, rt: K.TVMStepRunner):

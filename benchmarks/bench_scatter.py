@@ -5,7 +5,7 @@
 
 Every variant is compiled into its own kernel; calls are interleaved round robin over the same event
 sets and reported as the median ns per non-zero (min in parentheses).  ``old`` is a frozen copy of
-the pre-optimisation scalar scatter (8 columns in lock step), ``cur`` the current ``_emit_columns`` with
+the pre-optimisation scalar scatter (8 columns in lock step), ``cur`` the current ``tir.scatter_columns`` with
 the default 8 columns in lock step
 (``cur_G<n>``: n columns in lock step).
 """
@@ -25,76 +25,78 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from egru_compile.targets.tvm import kernels as K  # noqa: E402
+import egru_compile.targets.tvm as K  # noqa: E402
 
 
-def old_emit_columns(em, ptr, idx, val, acc, n, col, wgt, idx_dtype, interleave):
+def old_emit_columns(ptr, idx, val, acc, n, col, wgt, interleave):
     """Frozen copy of the original scalar scatter (G columns in lock step, then a per-column tail)."""
-    c = em.fresh("c")
-    n = f"({n})"
+    from tvm.script import tirx as T
+
+    from egru_compile.targets.tvm.tir import let, loop
+
+    def ix(k):
+        return idx[k] if idx.dtype == "int32" else T.Cast("int32", idx[k])
+
     G = max(1, int(interleave))
     if G > 1:
-        tags = [chr(ord("a") + g) for g in range(G)]
-        em(f"for {c} in range({n} // {G}):")
-        with em.block():
-            for g, s_ in enumerate(tags):
-                cc = f"{c} * {G} + {g}"
-                em(f"{c}_{s_}i: T.let = {col.format(c=cc)}")
-                em(f"{c}_{s_}v: T.let = {wgt.format(c=cc)}")
-                em(f"{c}_{s_}0: T.let = {ptr}[{c}_{s_}i]")
-                em(f"{c}_{s_}n: T.let = {ptr}[{c}_{s_}i + 1] - {c}_{s_}0")
-            mins = f"{c}_an"
-            for s_ in tags[1:]:
-                mins = f"T.min({mins}, {c}_{s_}n)"
-            em(f"{c}_m: T.let = {mins}")
-            em(f"for {c}_k in range({c}_m):")
-            with em.block():
-                for s_ in tags:
-                    ix = K._ix(idx, f"{c}_{s_}0 + {c}_k", idx_dtype)
-                    em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_{s_}v * {val}[{c}_{s_}0 + {c}_k]")
-            for s_ in tags:
-                em(f"for {c}_{s_}k in range({c}_{s_}0 + {c}_m, {c}_{s_}0 + {c}_{s_}n):")
-                with em.block():
-                    ix = K._ix(idx, f"{c}_{s_}k", idx_dtype)
-                    em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_{s_}v * {val}[{c}_{s_}k]")
-        start = f"{n} // {G} * {G}"
+        with loop("c", n // G) as c:
+            cols = []
+            for g in range(G):
+                ci = let(f"c{g}_i", col(c * G + g))
+                cv = let(f"c{g}_v", wgt(c * G + g))
+                k0 = let(f"c{g}_0", ptr[ci])
+                cols.append((cv, k0, let(f"c{g}_n", ptr[ci + 1] - k0)))
+            mins = cols[0][2]
+            for _, _, cn in cols[1:]:
+                mins = T.min(mins, cn)
+            m = let("c_m", mins)
+            with loop("c_k", m) as k:
+                for cv, k0, _ in cols:
+                    T.buffer_store(acc, acc[ix(k0 + k)] + cv * val[k0 + k], [ix(k0 + k)])
+            for cv, k0, cn in cols:
+                with loop("c_t", k0 + m, k0 + cn) as k:
+                    T.buffer_store(acc, acc[ix(k)] + cv * val[k], [ix(k)])
+        start = n // G * G
     else:
-        start = "0"
-    em(f"for {c} in range({start}, {n}):")
-    with em.block():
-        em(f"{c}_i: T.let = {col.format(c=c)}")
-        em(f"{c}_v: T.let = {wgt.format(c=c)}")
-        em(f"{c}_k0: T.let = {ptr}[{c}_i]")
-        em(f"{c}_k1: T.let = {ptr}[{c}_i + 1]")
-        em(f"for {c}_k in range({c}_k0, {c}_k1):")
-        with em.block():
-            ix = K._ix(idx, f"{c}_k", idx_dtype)
-            em(f"{acc}[{ix}] = {acc}[{ix}] + {c}_v * {val}[{c}_k]")
+        start = 0
+    with loop("c", start, n) as c:
+        ci = let("c_i", col(c))
+        cv = let("c_v", wgt(c))
+        with loop("c_k", let("c_k0", ptr[ci]), let("c_k1", ptr[ci + 1])) as k:
+            T.buffer_store(acc, acc[ix(k)] + cv * val[k], [ix(k)])
 
 
-def kernel_source(emit, n_in, h, nw, nr, idt, name="scat"):
-    em = K._Emitter()
-    em(f"T.func_attr({{\"global_symbol\": \"{name}\", \"tir.noalias\": True}})")
-    em(f"for o in range({4 * h}):")
-    with em.block():
-        em("acc[o] = T.float32(0)")
-    emit(em, "w_ptr", "w_idx", "w_val", "acc", "xn[0]", "xi[{c}]", "xv[{c}]", idt)
-    emit(em, "r_ptr", "r_idx", "r_val", "acc", "en[0]", "ei[{c}]", "ev[{c}]", idt)
-    args = [f"w_ptr: T.Buffer(({n_in + 1},), \"int32\")", f"w_idx: T.Buffer(({nw},), \"{idt}\")",
-            f"w_val: T.Buffer(({nw},), \"float32\")", f"r_ptr: T.Buffer(({h + 1},), \"int32\")",
-            f"r_idx: T.Buffer(({nr},), \"{idt}\")", f"r_val: T.Buffer(({nr},), \"float32\")",
-            f"xi: T.Buffer(({n_in},), \"int32\")", f"xv: T.Buffer(({n_in},), \"float32\")",
-            "xn: T.Buffer((1,), \"int32\")", f"ei: T.Buffer(({h},), \"int32\")",
-            f"ev: T.Buffer(({h},), \"float32\")", "en: T.Buffer((1,), \"int32\")",
-            f"acc: T.Buffer(({4 * h},), \"float32\")"]
-    return "@T.prim_func\ndef " + name + "(" + ", ".join(args) + "):\n" + em.text()
+def build_kernel(emit, n_in, h, nw, nr, idt, name="scat"):
+    """PrimFunc scattering the input events (xi, xv, xn) through W and the recurrent events (ei, ev, en)
+    through R into acc[4h] with the scatter variant `emit`."""
+    from tvm.script import tirx as T
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.tirx.script.builder import ir as TB
+
+    from egru_compile.targets.tvm.tir import loop
+    shapes = [("w_ptr", n_in + 1, "int32"), ("w_idx", nw, idt), ("w_val", nw, "float32"),
+              ("r_ptr", h + 1, "int32"), ("r_idx", nr, idt), ("r_val", nr, "float32"),
+              ("xi", n_in, "int32"), ("xv", n_in, "float32"), ("xn", 1, "int32"),
+              ("ei", h, "int32"), ("ev", h, "float32"), ("en", 1, "int32"), ("acc", 4 * h, "float32")]
+    with IRBuilder() as ib:
+        with TB.prim_func():
+            T.func_name(name)
+            T.func_attr({"global_symbol": name, "tir.noalias": True})
+            b = {k: T.arg(k, T.Buffer((n,), dt)) for k, n, dt in shapes}
+            acc = b["acc"]
+            with loop("o", 4 * h) as o:
+                T.buffer_store(acc, T.float32(0), [o])
+            emit(b["w_ptr"], b["w_idx"], b["w_val"], acc, b["xn"][0], lambda c: b["xi"][c], lambda c: b["xv"][c])
+            emit(b["r_ptr"], b["r_idx"], b["r_val"], acc, b["en"][0], lambda c: b["ei"][c], lambda c: b["ev"][c])
+    return ib.get()
 
 
 def variants():
-    v = {"old": lambda em, *a: old_emit_columns(em, *a, 8),
-         "cur": lambda em, *a: K._emit_columns(em, *a, 8)}
+    from egru_compile.targets.tvm.tir import scatter_columns
+    v = {"old": lambda *a: old_emit_columns(*a, 8),
+         "cur": lambda *a: scatter_columns(*a, 8)}
     for G in (1, 2, 4):
-        v[f"cur_G{G}"] = (lambda G: lambda em, *a: K._emit_columns(em, *a, G))(G)
+        v[f"cur_G{G}"] = (lambda G: lambda *a: scatter_columns(*a, G))(G)
     return v
 
 
@@ -155,8 +157,7 @@ def main(argv=None):
     fns = {}
     tgt = K.default_target()
     for nm in names:
-        src = kernel_source(allv[nm], n_in, h, nw, nr, idt)
-        ex = tvm.compile(tvm.IRModule({"scat": tvm.script.from_source(src)}), tgt)
+        ex = tvm.compile(tvm.IRModule({"scat": build_kernel(allv[nm], n_in, h, nw, nr, idt)}), tgt)
         fns[nm] = ex["scat"]
         if a.asm:
             os.makedirs(a.asm, exist_ok=True)

@@ -76,7 +76,7 @@ def test_all_backends_agree_step_by_step(tmp_path_factory, case):
 @given(egru_cases())
 def test_tvm_fused_step_agrees(case):
     pytest.importorskip("tvm")
-    from egru_compile.targets.tvm.kernels import TVMStepRunner
+    from egru_compile.targets.tvm import TVMStepRunner
     from egru_compile.targets.tvm.target import stack_layer_arrays
     from egru_compile.targets.stack import extract_stack
     kw, tokens = case

@@ -1,4 +1,4 @@
-"""TVM TIR kernels for batch-1 event-driven EGRU inference: parity with a float32 numpy reference."""
+"""TVM TIR kernels for batch-1 event-driven EGRU inference: parity with the IR op semantics (tvm_reference.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,10 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
-from egru_compile.targets.tvm import (TVMStepRunner, build_kernel_library,  # noqa: E402
-                                      from_input_major, pack_layer, reference_run, to_input_major)
+from egru_compile.ir.ops import OPS  # noqa: E402
+from egru_compile.targets.tvm import (EGRUKernelSpec, TVMStepRunner, build_kernel_library,  # noqa: E402
+                                      default_target, from_input_major, pack_layer, to_input_major)
+from tvm_reference import extra_kernels, reference_run  # noqa: E402
 
 TOL = 1e-5
 
@@ -129,6 +131,7 @@ def test_from_torch_model():
 def test_kernel_library(index_dtype):
     T_ = tvm.runtime.tensor
     lib = build_kernel_library(index_dtype)
+    extra = tvm.compile(tvm.IRModule(extra_kernels()), default_target())
     rng = np.random.default_rng(11)
     n_in, h, V = 40, 36, 30
 
@@ -148,7 +151,7 @@ def test_kernel_library(index_dtype):
     # 1. compress
     y, ei, ev, en = events(h)
     t = [T_(y), T_(np.zeros(h, np.int32)), T_(np.zeros(h, np.float32)), T_(np.zeros(1, np.int32))]
-    lib["compress"](*t)
+    extra["compress"](*t)
     assert t[3].numpy()[0] == en[0]
     np.testing.assert_array_equal(t[1].numpy()[:en[0]], ei[:en[0]])
     np.testing.assert_array_equal(t[2].numpy()[:en[0]], ev[:en[0]])
@@ -168,18 +171,14 @@ def test_kernel_library(index_dtype):
     gh = rng.standard_normal(3 * h).astype(np.float32)
     thr = rng.uniform(0, 0.3, h).astype(np.float32)
     c0 = rng.uniform(-0.5, 0.5, h).astype(np.float32)
-    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
-    z, r = sig(gx[:h] + gh[:h]), sig(gx[h:2 * h] + gh[h:2 * h])
-    g = np.tanh(gx[2 * h:] + r * gh[2 * h:])
-    ct = z * c0 + (1 - z) * g
-    o = (ct - thr > 0).astype(np.float32)
+    (c_ref,), (y_ref,) = OPS["egru_cell"].compute({}, gx[None], gh[None], c0[None], thr)
     c, yy, qi, qv, qn = T_(c0), T_(np.zeros(h, np.float32)), T_(np.zeros(h, np.int32)), \
         T_(np.zeros(h, np.float32)), T_(np.zeros(1, np.int32))
     lib["update"](T_(gx), T_(gh), T_(thr), c, yy, qi, qv, qn)
-    np.testing.assert_allclose(c.numpy(), ct - o * thr, atol=TOL, rtol=0)
-    np.testing.assert_allclose(yy.numpy(), o * ct, atol=TOL, rtol=0)
-    assert qn.numpy()[0] == int(o.sum())
-    np.testing.assert_array_equal(qi.numpy()[:qn.numpy()[0]], np.flatnonzero(o))
+    np.testing.assert_allclose(c.numpy(), c_ref, atol=TOL, rtol=0)
+    np.testing.assert_allclose(yy.numpy(), y_ref, atol=TOL, rtol=0)
+    assert qn.numpy()[0] == np.count_nonzero(y_ref)
+    np.testing.assert_array_equal(qi.numpy()[:qn.numpy()[0]], np.flatnonzero(y_ref))
     # 4b. whole layer with packed weights (input events x, recurrent events y)
     R = sparse((h, 3 * h))
     L = dict(W=W, R=R, b=bias, br=rng.standard_normal(3 * h).astype(np.float32), thr=thr)
@@ -200,11 +199,35 @@ def test_kernel_library(index_dtype):
     db = rng.standard_normal(V).astype(np.float32)
     y, ei, ev, en = events(h)
     lg = T_(np.zeros(V, np.float32))
-    lib["event_decoder"](T_(ei), T_(ev), T_(en), T_(np.ascontiguousarray(D.T)), T_(db), lg)
+    extra["event_decoder"](T_(ei), T_(ev), T_(en), T_(np.ascontiguousarray(D.T)), T_(db), lg)
     np.testing.assert_allclose(lg.numpy(), D @ y + db, atol=TOL, rtol=0)
 
 
 def test_auto_embed_mode_follows_the_table_size_limit():
-    from egru_compile.targets.tvm.kernels import EGRUKernelSpec
     assert EGRUKernelSpec(50, 16, (24,), embed_mode="auto").embed_mode == "table"          # 50 x 72 floats
     assert EGRUKernelSpec(50, 16, (24,), embed_mode="auto", table_limit_mb=0.0).embed_mode == "csc"
+
+
+def test_step_without_decoder_keeps_the_layer_states():
+    """build_egru_step(with_decoder=False) (the benchmarks' RNN-only scope) runs the same layer loop."""
+    from egru_compile.targets.tvm import build_egru_step
+    E, layers, db = rand_model(hidden=(24, 16), emb=16, seed=12)
+    spec = EGRUKernelSpec(E.shape[0], 16, (24, 16))
+    r = TVMStepRunner(E, layers, db, spec=spec, module=build_egru_step(spec, with_decoder=False))
+    toks = np.random.default_rng(13).integers(0, E.shape[0], 30)
+    ref, ref_state = reference_run(toks, E, layers, E, db)
+    for t in toks:
+        logits = r.step(int(t))
+    assert logits[0] == db[0]                     # the one store the decoder-less step keeps
+    for (c, y), (rc, ry) in zip(r.get_state(), ref_state):
+        assert np.abs(c - rc).max() <= TOL and np.abs(y - ry).max() <= TOL
+
+
+@pytest.mark.parametrize("field,value", [("index_dtype", "int8"), ("vocab_size", 0), ("vocab_size", "50"),
+                                         ("hidden_sizes", []), ("hidden_sizes", [24, 0]), ("interleave", -1),
+                                         ("embed_mode", "rows"), ("decoder_mode", "sparse")])
+def test_spec_rejects_bad_fields(field, value):
+    d = EGRUKernelSpec(50, 16, (24,)).to_dict()
+    d[field] = value
+    with pytest.raises(ValueError):
+        EGRUKernelSpec.from_dict(d)

@@ -77,3 +77,70 @@ def test_k_tokens_per_call_matches_streaming(tvm_artifact):
     for t, tok in enumerate(toks):
         assert np.abs(b.step(tok) - batched[t]).max() < 1e-6
         assert b.last_stats.events == tuple(a.last_run.events[t]) and b.last_stats.macs == a.last_run.macs[t]
+
+
+def _broken_copy(tvm_artifact, tmp_path, edit):
+    """A copy of the compiled artifact with `edit(dir, manifest)` applied (manifest written back)."""
+    import shutil
+    d, _ = tvm_artifact
+    out = tmp_path / "broken"
+    shutil.copytree(d / "out", out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(out, manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def _truncate(name):
+    def edit(out, manifest):
+        data = (out / name).read_bytes()
+        (out / name).write_bytes(data[:len(data) // 3])
+    return edit
+
+
+def _set(key, value):
+    def edit(out, manifest):
+        manifest[key] = value
+    return edit
+
+
+def _set_spec(key, value):
+    def edit(out, manifest):
+        manifest["spec"][key] = value
+    return edit
+
+
+def _drop_array(name):
+    def edit(out, manifest):
+        with np.load(out / "weights.npz") as z:
+            arrays = {k: z[k] for k in z.files if k != name}
+        with open(out / "weights.npz", "wb") as f:
+            np.savez(f, **arrays)
+    return edit
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda out, m: (out / "egru_step.so").unlink(), "library file egru_step.so is missing"),
+    (lambda out, m: (out / "egru_step.so").write_bytes(b"\x7fELF not really"), "cannot load"),
+    (lambda out, m: (out / "weights.npz").unlink(), "weights file weights.npz is missing"),
+    (_truncate("weights.npz"), "weights.npz is unreadable"),
+    (_drop_array("l1_R_indices"), "weights.npz is incomplete: no array l1_R_indices"),
+    (_set("library", "../m.pt"), "'library' must be a file name"),
+    (_set("weights", 7), "'weights' must be a file name"),
+    (_set("vocab", "nope.txt"), "vocab file nope.txt is missing"),
+    (_set("spec", None), "has no kernel spec"),
+    (_set_spec("index_dtype", "int8"), "bad kernel spec: index_dtype"),
+    (_set_spec("colour", "red"), "bad kernel spec"),
+    (_set_spec("hidden_sizes", [40, 17]), "does not match the kernel spec"),
+    (_set_spec("embed_mode", "csc"), "does not match the weights and kernel spec"),   # the .so has the table
+])
+def test_broken_artifact_is_a_one_line_error(tvm_artifact, tmp_path, edit, needle):
+    from egru_compile.runtime.base import ArtifactError, open_artifact
+    out = _broken_copy(tvm_artifact, tmp_path, edit)
+    with pytest.raises(ArtifactError) as e:
+        open_artifact(out)
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+    d, _ = tvm_artifact
+    res = CliRunner().invoke(main, ["eval", str(out), "--data", str(d / "text.txt")])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], res.output

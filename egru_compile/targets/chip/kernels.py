@@ -1,5 +1,5 @@
 """Per-core TIR programs for the chip simulator: each core's slice of a layer runs on the TVM target's
-stand-alone kernel library (``targets/tvm/kernels.py``: ``event_matvec``, ``dense_matvec``, ``update``, all
+stand-alone kernel library (``targets/tvm/library.py``: ``event_matvec``, ``dense_matvec``, ``update``, all
 sizes symbolic, compiled once per process).
 
 A core holds the gate rows (z, r, g) of its ``n`` units: its local synapse blocks ``W_loc [n_in, 3n]`` and
@@ -54,7 +54,7 @@ def kernel_library(fast_math: bool = DEFAULT_FAST_MATH):
     with _LOCK:
         lib = _LIBS.get(key)
         if lib is None:
-            from ..tvm.kernels import build_kernel_library
+            from ..tvm.library import build_kernel_library
             lib = build_kernel_library(INDEX_DTYPE, fast_math=bool(fast_math), interleave=INTERLEAVE,
                                        names=CORE_KERNELS)
             _LIBS[key] = lib
@@ -64,7 +64,7 @@ def kernel_library(fast_math: bool = DEFAULT_FAST_MATH):
 def _csr(block: np.ndarray):
     """Dense local block [n_pre, 3n] -> input-major CSR with one padding slot in idx/val (the kernels'
     buffers are never empty; indptr[-1] = the real nnz, so the slot is never read)."""
-    from ..tvm.kernels import to_input_major
+    from ..tvm.layout import to_input_major
     ptr, idx, val = to_input_major(block, INDEX_DTYPE)
     return ptr, np.append(idx, np.zeros(1, idx.dtype)), np.append(val, np.float32(0))
 

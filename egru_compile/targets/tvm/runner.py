@@ -1,13 +1,44 @@
 """Runner for tvm artifacts: loads the exported library (no recompilation), packs the weights, and streams
-tokens; per-step activity and MACs come from the kernels' own event lists."""
+tokens; per-step activity and MACs come from the kernels' own event lists.
+
+Every way an artifact directory can be broken — a missing or corrupt ``egru_step.so`` / ``weights.npz``, a
+manifest field of the wrong kind, a kernel spec that does not match the weights or the library — is an
+:class:`~egru_compile.runtime.base.ArtifactError` with a one-line message, raised when the artifact is opened."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
-from .target import load_weights
+from ...runtime.base import ArtifactError, Runner, RunStats, StepStats, read_vocab_file
+from .target import LIBRARY, WEIGHTS, load_weights
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def artifact_file(path: Path, manifest: dict, key: str, default: str | None = None) -> Path:
+    """The file a manifest field names: a plain file name inside the artifact directory that exists."""
+    name = manifest.get(key, default)
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name:
+        raise ArtifactError(f"{path}/manifest.json: {key!r} must be a file name in the artifact, got {name!r}")
+    f = path / name
+    if not f.is_file():
+        raise ArtifactError(f"{path}: {key} file {name} is missing")
+    return f
+
+
+def _spec(path: Path, manifest: dict):
+    from .spec import EGRUKernelSpec
+    d = manifest.get("spec")
+    if not isinstance(d, dict):
+        raise ArtifactError(f"{path}/manifest.json has no kernel spec")
+    try:
+        return EGRUKernelSpec.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}/manifest.json: bad kernel spec: {_first_line(e)}") from None
 
 
 class TVMRunner(Runner):
@@ -15,22 +46,38 @@ class TVMRunner(Runner):
 
     def __init__(self, path: Path, manifest: dict, threads: int | None = None):
         super().__init__()
-        from .kernels import EGRUKernelSpec, TVMStepRunner, load_module
-        lib = path / manifest.get("library", "egru_step.so")
-        if not lib.is_file():
-            raise ArtifactError(f"{path}: library {lib.name} is missing")
+        try:
+            import tvm  # noqa: F401
+        except ImportError:
+            raise ArtifactError(f"{path}: a tvm artifact needs Apache TVM "
+                                "(pip install apache-tvm==0.27.0.post1)") from None
+        from .library import load_module
+        from .step_runner import TVMStepRunner
+        spec = _spec(path, manifest)
+        lib = artifact_file(path, manifest, "library", LIBRARY)
+        weights = artifact_file(path, manifest, "weights", WEIGHTS)
+        vocab = artifact_file(path, manifest, "vocab") if manifest.get("vocab") is not None else None
         try:
             module = load_module(str(lib))
         except Exception as e:  # noqa: BLE001 - TVM raises its own error types
-            raise ArtifactError(f"cannot load {lib}: {str(e).splitlines()[0] if str(e) else e}") from None
-        emb, layers, dec_w, dec_b = load_weights(path / manifest.get("weights", "weights.npz"))
-        spec = EGRUKernelSpec.from_dict(manifest["spec"])
-        self.rt = TVMStepRunner(emb, layers, dec_b, dec_w, module=module, spec=spec)
+            raise ArtifactError(f"cannot load {lib}: {_first_line(e)}") from None
+        emb, layers, dec_w, dec_b = load_weights(weights)
+        try:
+            self.rt = TVMStepRunner(emb, layers, dec_b, dec_w, module=module, spec=spec)
+        except (ValueError, TypeError, IndexError) as e:
+            raise ArtifactError(f"{weights} does not match the kernel spec: {_first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - a library without egru_step / egru_run (TVM error types)
+            raise ArtifactError(f"{lib} is not an egru-compile step library: {_first_line(e)}") from None
+        try:     # one token checks that the library was compiled for these shapes (TVM checks every argument)
+            self.rt.run(np.zeros(1, np.int64), copy=False)
+        except Exception as e:  # noqa: BLE001 - TVM raises its own error types
+            raise ArtifactError(f"{lib} does not match the weights and kernel spec: {_first_line(e)}") from None
+        self.rt.reset()
         self.path = str(path)
         self.layer_sizes = list(spec.hidden_sizes)
         self.vocab_size = spec.vocab_size
-        if manifest.get("vocab"):
-            self.vocab = read_vocab_file(path / manifest["vocab"])
+        if vocab is not None:
+            self.vocab = read_vocab_file(vocab)
         # fan-out of each input unit (for the MAC count of a step)
         self.fan_w = [np.diff(L["W"][0]) for L in layers]
         self.fan_r = [np.diff(L["R"][0]) for L in layers]
@@ -53,7 +100,6 @@ class TVMRunner(Runner):
 
     def run(self, tokens) -> np.ndarray:
         """K tokens in one packed call (`egru_run`), per-step activity and MACs from the kernel's own counts."""
-        from ...runtime.base import RunStats
         toks = np.asarray(tokens, np.int64).reshape(-1)
         if len(toks) and (toks.min() < 0 or toks.max() >= self.vocab_size):
             self.check_token(int(toks.min() if toks.min() < 0 else toks.max()))

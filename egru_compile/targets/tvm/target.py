@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +57,28 @@ def save_weights(path: Path, stack: EGRUStack) -> None:
 
 
 def load_weights(path: Path):
-    z = np.load(path, allow_pickle=False)
-    emb = z["embedding"]
-    layers = []
-    for l in range(int(z["n_layers"])):
-        entry = {k: z[f"l{l}_{k}"] for k in ("b", "br", "thr")}
-        for k in ("W", "R"):
-            entry[k] = tuple(z[f"l{l}_{k}_{p}"] for p in ("indptr", "indices", "data"))
-        layers.append(entry)
-    dec_w = z["decoder_weight"] if "decoder_weight" in z else emb
-    return emb, layers, dec_w, z["decoder_bias"]
+    """(embedding, layers, decoder weight, decoder bias) of a weights.npz written by :func:`save_weights`;
+    a missing, corrupt or incomplete file is an ArtifactError."""
+    from ...runtime.base import ArtifactError
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            emb = z["embedding"]
+            layers = []
+            for l in range(int(z["n_layers"])):
+                entry = {k: z[f"l{l}_{k}"] for k in ("b", "br", "thr")}
+                for k in ("W", "R"):
+                    entry[k] = tuple(z[f"l{l}_{k}_{p}"] for p in ("indptr", "indices", "data"))
+                layers.append(entry)
+            dec_w = z["decoder_weight"] if "decoder_weight" in z else emb
+            dec_b = z["decoder_bias"]
+    except KeyError as e:
+        raise ArtifactError(f"{path} is incomplete: no array {e.args[0].split()[0] if e.args else e}") from None
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        text = str(e).strip().splitlines()
+        raise ArtifactError(f"{path} is unreadable: {text[0] if text else type(e).__name__}") from None
+    if not layers:
+        raise ArtifactError(f"{path} has no layers")
+    return emb, layers, dec_w, dec_b
 
 
 def compile_tvm(graph, source, out_dir, options: dict) -> dict:
@@ -73,7 +86,8 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
         import tvm  # noqa: F401
     except ModuleNotFoundError:
         raise EgruError("target tvm needs Apache TVM: pip install apache-tvm==0.27.0.post1") from None
-    from .kernels import EGRUKernelSpec, build_egru_step, default_target
+    from .spec import EGRUKernelSpec, default_target
+    from .step import build_egru_step
     out_dir = Path(out_dir)
     stack = extract_stack(graph)
     t0 = time.perf_counter()

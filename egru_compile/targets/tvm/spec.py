@@ -1,0 +1,93 @@
+"""What a fused step kernel is compiled for: :class:`EGRUKernelSpec` (model sizes and kernel options) and the
+LLVM target of this CPU. ``tvm`` is imported only by the target functions."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .layout import choose_index_dtype
+
+__all__ = ["EGRUKernelSpec", "INDEX_DTYPES", "default_target", "resolve_target"]
+
+INDEX_DTYPES = ("auto", "int16", "uint16", "int32")
+
+
+@dataclass(frozen=True)
+class EGRUKernelSpec:
+    """Shape of the model the fused step is compiled for (validated at construction: it comes from manifests too).
+
+    embed_mode: "csc" (scatter the dense embedding row through W0, no extra memory), "table"
+        (precomputed ``E @ W0`` [V, 3h0]: skips the ~0.45 ns/nnz dense-input matvec, costs V*3h0*4
+        bytes) or "auto" (table when it needs <= table_limit_mb, resolved at construction).
+    decoder_mode: "event" (walk the active units of y_last over rows of D^T) or "dense" (all rows,
+        same vectorised code; for comparison).
+    index_dtype: "auto" (int16 if 4h <= 32767, uint16 if <= 65535, else int32), or explicit.
+    fast_math: polynomial exp (max rel. error ~1e-7) so the gate update vectorises; False uses
+        TVM's sigmoid/tanh (libm expf calls).
+    decoder_chunk: V-chunk of the event decoder (0 = whole rows: best when D^T is not cache resident).
+    decoder_unroll: active units handled per pass over the logits (more concurrent row streams).
+    interleave: number of sparse columns walked in lock step by the scatter loops (1 = off)."""
+
+    vocab_size: int
+    embedding_size: int
+    hidden_sizes: tuple[int, ...]
+    index_dtype: str = "auto"
+    embed_mode: str = "auto"
+    decoder_mode: str = "event"
+    fast_math: bool = True
+    decoder_chunk: int = 0
+    decoder_unroll: int = 8
+    interleave: int = 8
+    table_limit_mb: float = 512.0
+
+    def __post_init__(self):
+        for name, least in (("vocab_size", 1), ("embedding_size", 1), ("decoder_chunk", 0), ("decoder_unroll", 0),
+                            ("interleave", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if not self.hidden_sizes:
+            raise ValueError("need at least one layer")
+        if min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden sizes must be positive, got {list(self.hidden_sizes)}")
+        if self.index_dtype not in INDEX_DTYPES:
+            raise ValueError(f"index_dtype must be one of {INDEX_DTYPES}, got {self.index_dtype!r}")
+        if self.embed_mode == "auto":
+            table_mb = self.vocab_size * 3 * self.hidden_sizes[0] * 4 / 2 ** 20
+            object.__setattr__(self, "embed_mode", "table" if table_mb <= self.table_limit_mb else "csc")
+        if self.embed_mode not in ("csc", "table"):
+            raise ValueError("embed_mode must be 'csc' or 'table'")
+        if self.decoder_mode not in ("event", "dense"):
+            raise ValueError("decoder_mode must be 'event' or 'dense'")
+
+    @property
+    def input_sizes(self) -> tuple[int, ...]:
+        return (self.embedding_size,) + self.hidden_sizes[:-1]
+
+    def layer_index_dtype(self, l: int) -> str:
+        return choose_index_dtype(4 * self.hidden_sizes[l], self.index_dtype)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EGRUKernelSpec":
+        return cls(**d)
+
+
+def default_target():
+    """LLVM target for this CPU (dict form: flags in target strings are rejected in 0.27)."""
+    import tvm
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def resolve_target(target):
+    """None -> :func:`default_target`; a dict or string -> ``tvm.target.Target``; a Target as is."""
+    import tvm
+    if target is None:
+        return default_target()
+    if isinstance(target, (dict, str)):
+        return tvm.target.Target(target)
+    return target

@@ -1,0 +1,179 @@
+"""The fused whole-step kernels ``egru_step`` (one token per call) and ``egru_run`` (K tokens per call) of an
+:class:`~.spec.EGRUKernelSpec`, built with TVM's script IR builder from the blocks of `tir.py`.
+
+Their argument list depends on the model (per layer: the packed weights of `layout.pack_layer`, the state c, y,
+y's event list and the 4h accumulator; layer 0's W is replaced by the ``E @ W0`` gate table in ``table`` embed
+mode), which a fixed-arity ``@T.prim_func`` cannot express: the signature is declared argument by argument
+(:func:`_declare_args`), and :func:`step_arg_names` gives the runner the same order.
+
+Every layer keeps, besides c and y, the compressed event list of y (``ev_idx[h]`` int32, ``ev_val[h]`` f32,
+``ev_cnt[1]`` int32); the update emits it, the next layer consumes it as its input events and the same layer
+consumes it as recurrent events in the next step. Layer 0's input (a dense embedding row) is either scattered
+column by column (``embed_mode="csc"``) or read from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
+"""
+from __future__ import annotations
+
+from .spec import EGRUKernelSpec, resolve_target
+
+__all__ = ["build_egru_step", "step_arg_names", "step_functions"]
+
+
+def _params(spec: EGRUKernelSpec, multi: bool) -> list[tuple[str, tuple, str]]:
+    """(name, shape, dtype) of every argument in order; a str dimension is a size known only at call time
+    (the argument is then a handle matched to a buffer of that symbolic size)."""
+    V, E = spec.vocab_size, spec.embedding_size
+    out: list[tuple[str, tuple, str]] = [("tokens", ("K",), "int32") if multi else ("token", (), "int32")]
+    h0 = spec.hidden_sizes[0]
+    out.append(("tab", (V, 3 * h0), "float32") if spec.embed_mode == "table" else ("emb", (V, E), "float32"))
+    for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
+        idt = spec.layer_index_dtype(l)
+        if not (l == 0 and spec.embed_mode == "table"):
+            out += [(f"w{l}_ptr", (n_in + 1,), "int32"), (f"w{l}_idx", (f"nw{l}",), idt),
+                    (f"w{l}_val", (f"nw{l}",), "float32")]
+        out += [(f"r{l}_ptr", (h + 1,), "int32"), (f"r{l}_idx", (f"nr{l}",), idt),
+                (f"r{l}_val", (f"nr{l}",), "float32"),
+                (f"b{l}", (4 * h,), "float32"), (f"thr{l}", (h,), "float32"), (f"c{l}", (h,), "float32"),
+                (f"y{l}", (h,), "float32"), (f"ei{l}", (h,), "int32"), (f"ev{l}", (h,), "float32"),
+                (f"en{l}", (1,), "int32"), (f"acc{l}", (4 * h,), "float32")]
+    out += [("dwt", (spec.hidden_sizes[-1], V), "float32"), ("dbias", (V,), "float32")]
+    if multi:
+        out += [("logits", ("K", V), "float32"), ("stats", ("K", len(spec.hidden_sizes) + 1), "int32")]
+    else:
+        out += [("logits", (V,), "float32")]
+    return out
+
+
+def step_arg_names(spec: EGRUKernelSpec) -> list[str]:
+    """Names of the weight/state/scratch arguments between the token and the logits (same order for
+    egru_step and egru_run)."""
+    return [name for name, _, _ in _params(spec, multi=False)[1:-1]]
+
+
+def _declare_args(spec: EGRUKernelSpec, multi: bool) -> dict:
+    """Declare the arguments in the current prim_func frame; returns name -> buffer (or the token var)."""
+    from tvm.script import tirx as T
+    from tvm.script.ir_builder import IRBuilder
+    params = _params(spec, multi)
+    handles, out = {}, {}
+    for name, shape, dtype in params:
+        if not shape:
+            out[name] = T.arg(name, T.int32())
+        elif any(isinstance(d, str) for d in shape):
+            handles[name] = T.arg(name + "_h", T.handle())
+        else:
+            out[name] = T.arg(name, T.Buffer(shape, dtype))
+    sizes: dict = {}
+    for name, shape, dtype in params:
+        if name in handles:
+            dims = []
+            for d in shape:
+                if isinstance(d, str) and d not in sizes:
+                    sizes[d] = T.int32()
+                    IRBuilder.name(d, sizes[d])
+                dims.append(sizes[d] if isinstance(d, str) else d)
+            out[name] = T.match_buffer(handles[name], tuple(dims), dtype)
+    if multi:
+        out["K"] = sizes["K"]
+    return out
+
+
+def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, with_decoder: bool = True):
+    """One token through every layer and the decoder. ``logits_at(v)`` indexes the step's logits element v.
+    With `stats_row` (egru_run), also writes ``stats[t, l]`` = active units of layer l and ``stats[t, L]`` = the
+    step's event-gated MACs (the dense first-layer input's MACs are constant and added by the caller)."""
+    from tvm.script import tirx as T
+    from . import tir
+    V = spec.vocab_size
+    fast = spec.fast_math
+    L_all = len(spec.hidden_sizes)
+    stats = a.get("stats")
+    logits = a["logits"]
+    tk = tir.let("tk", T.max(T.min(tok, V - 1), 0))
+    if stats_row is not None:
+        T.buffer_store(stats, 0, [stats_row, L_all])
+
+    def macs():
+        return stats[stats_row, L_all]
+
+    def add_macs(value):
+        T.buffer_store(stats, value, [stats_row, L_all])
+
+    for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
+        acc, b = a[f"acc{l}"], a[f"b{l}"]
+        if l == 0 and spec.embed_mode == "table":
+            tab = a["tab"]
+            with tir.loop("o", 3 * h) as o:
+                T.buffer_store(acc, b[o] + tab[tk, o], [o])
+            with tir.loop("o_g", h) as o:
+                T.buffer_store(acc, b[3 * h + o], [3 * h + o])
+        else:
+            with tir.loop("o", 4 * h) as o:
+                T.buffer_store(acc, b[o], [o])
+            w = (a[f"w{l}_ptr"], a[f"w{l}_idx"], a[f"w{l}_val"])
+            if l == 0:
+                tir.scatter_dense(*w, acc, a["emb"], n_in, spec.interleave, row=tk)
+            else:
+                ev_in = (a[f"ei{l - 1}"], a[f"ev{l - 1}"], a[f"en{l - 1}"])
+                if stats_row is not None:
+                    tir.fanout_count(w[0], ev_in[0], ev_in[2], macs, add_macs)
+                tir.scatter_events(*w, acc, *ev_in, spec.interleave)
+        ev_own = (a[f"ei{l}"], a[f"ev{l}"], a[f"en{l}"])
+        r = (a[f"r{l}_ptr"], a[f"r{l}_idx"], a[f"r{l}_val"])
+        if stats_row is not None:
+            tir.fanout_count(r[0], ev_own[0], ev_own[2], macs, add_macs)
+        tir.scatter_events(*r, acc, *ev_own, spec.interleave)
+        tir.update_packed(h, acc, a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], fast)
+        tir.compress(h, a[f"y{l}"], *ev_own)
+        if stats_row is not None:
+            T.buffer_store(stats, ev_own[2][0], [stats_row, l])
+    last = L_all - 1
+
+    def load(v):
+        return logits[logits_at(v)]
+
+    def store(v, value):
+        T.buffer_store(logits, value, logits_at(v))
+
+    if with_decoder:
+        tir.decoder(spec, a["dbias"], a["dwt"], a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], a[f"y{last}"],
+                    load, store)
+    else:                          # the layer loop only; one store keeps the logits argument used
+        store(0, a["dbias"][0])
+
+
+def step_functions(spec: EGRUKernelSpec, with_decoder: bool = True) -> dict:
+    """{name: PrimFunc} of ``egru_step`` and ``egru_run`` (``with_decoder=False``: the layers only, logits
+    untouched but for element 0 — a benchmark scope)."""
+    from tvm.script import tirx as T
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.tirx.script.builder import ir as TB
+    from . import tir
+    funcs = {}
+    for multi in (False, True):
+        name = "egru_run" if multi else "egru_step"
+        with IRBuilder() as ib:
+            with TB.prim_func():
+                T.func_name(name)
+                T.func_attr({"global_symbol": name, "tir.noalias": True})
+                a = _declare_args(spec, multi)
+                if multi:
+                    with tir.loop("t", a["K"]) as t:
+                        _step_body(spec, a, a["tokens"][t], lambda v, t=t: [t, v], stats_row=t,
+                                   with_decoder=with_decoder)
+                else:
+                    _step_body(spec, a, a["token"], lambda v: [v], with_decoder=with_decoder)
+        funcs[name] = ib.get()
+    return funcs
+
+
+def build_egru_step(spec: EGRUKernelSpec, target=None, with_decoder: bool = True):
+    """Compile the fused whole-step kernels for ``spec``.
+
+    Returns a ``tvm.runtime.Executable`` with two packed functions (argument order = :func:`step_arg_names`):
+
+    * ``egru_step(token:int32, <weights/states/scratch...>, logits f32[V])``
+    * ``egru_run(tokens int32[K], <same...>, logits f32[K, V], stats int32[K, L+1])`` (states carried across
+      the K tokens; ``stats[t, l]`` active units of layer l, ``stats[t, L]`` event-gated MACs of step t)
+    """
+    import tvm
+    return tvm.compile(tvm.IRModule(step_functions(spec, with_decoder)), resolve_target(target))

@@ -1,0 +1,158 @@
+"""In-process executor of the fused step: :class:`TVMStepRunner` packs the weights (`layout.py`), holds weights,
+states and scratch in TVM tensors and calls ``egru_step`` / ``egru_run`` (`step.py`)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .layout import from_input_major, pack_layer
+from .spec import EGRUKernelSpec
+from .step import build_egru_step, step_arg_names
+
+__all__ = ["TVMStepRunner"]
+
+
+class TVMStepRunner:
+    """Holds packed weights, states and scratch in TVM tensors and calls the fused step.
+
+    Parameters
+    ----------
+    embedding: [V, E] float32.
+    layers: list of dicts with W ([n_in, 3h] dense or input-major CSR triple), R ([h, 3h] or triple),
+        b [3h], br [3h], thr [h] (used as given: clamp it yourself if the model does).
+    dec_bias: [V]; dec_weight: [V, H_last] (default: the embedding, tied decoder).
+    spec / spec_kw: an :class:`EGRUKernelSpec`, or its options (index_dtype, embed_mode, decoder_mode,
+        fast_math, decoder_chunk, decoder_unroll, interleave, table_limit_mb) as keywords.
+    module: an already compiled/loaded module for the same spec (skips compilation).
+
+    States (c, y and y's event list per layer) live in TVM tensors and are carried across
+    :meth:`step` / :meth:`run`; :attr:`views` are zero-copy numpy views of every tensor.
+    """
+
+    def __init__(self, embedding, layers: Sequence[dict], dec_bias, dec_weight=None, *, target=None,
+                 module=None, spec: EGRUKernelSpec | None = None, **spec_kw):
+        emb = np.ascontiguousarray(embedding, dtype=np.float32)
+        V, E = emb.shape
+        hs = [int(np.asarray(L["thr"]).reshape(-1).shape[0]) for L in layers]
+        if spec is None:
+            spec = EGRUKernelSpec(V, E, tuple(hs), **spec_kw)
+        if spec.vocab_size != V or spec.embedding_size != E or tuple(spec.hidden_sizes) != tuple(hs):
+            raise ValueError("spec does not match the weights")
+        self.spec = spec
+        dw = emb if dec_weight is None else np.ascontiguousarray(dec_weight, dtype=np.float32)
+        if dw.shape != (V, hs[-1]):
+            raise ValueError(f"decoder weight must be [V, H_last] = {(V, hs[-1])}, got {dw.shape} "
+                             "(a tied decoder needs hidden_sizes[-1] == embedding size)")
+        arrays: dict[str, np.ndarray] = {}
+        for l, L in enumerate(layers):
+            p = pack_layer(L["W"], L["R"], L["b"], L["br"], L["thr"], spec.index_dtype)
+            if l == 0 and spec.embed_mode == "table":
+                W0 = L["W"]
+                if isinstance(W0, (tuple, list)):
+                    W0 = from_input_major(*W0, n_out=3 * hs[0])
+                arrays["tab"] = np.ascontiguousarray(emb @ np.asarray(W0, np.float32), dtype=np.float32)
+            else:
+                if l == 0:
+                    arrays["emb"] = emb
+                arrays[f"w{l}_ptr"], arrays[f"w{l}_idx"], arrays[f"w{l}_val"] = p["w_ptr"], p["w_idx"], p["w_val"]
+            arrays[f"r{l}_ptr"], arrays[f"r{l}_idx"], arrays[f"r{l}_val"] = p["r_ptr"], p["r_idx"], p["r_val"]
+            arrays[f"b{l}"], arrays[f"thr{l}"] = p["bias4"], p["thr"]
+        arrays["dwt"] = np.ascontiguousarray(dw.T)
+        arrays["dbias"] = np.ascontiguousarray(dec_bias, dtype=np.float32).reshape(-1)
+        self._init_from_arrays(arrays, module, target)
+
+    # -- construction helpers --------------------------------------------------------------------
+    def _init_from_arrays(self, arrays: dict, module, target):
+        import tvm
+        spec = self.spec
+        self.module = module if module is not None else build_egru_step(spec, target)
+        self._step_fn = self.module["egru_step"]
+        self._run_fn = self.module["egru_run"]
+        self.tensors: dict[str, Any] = {k: tvm.runtime.tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        for l, h in enumerate(spec.hidden_sizes):
+            for k, dt in (("c", "float32"), ("y", "float32"), ("ei", "int32"), ("ev", "float32")):
+                self.tensors[f"{k}{l}"] = tvm.runtime.tensor(np.zeros(h, dt))
+            self.tensors[f"en{l}"] = tvm.runtime.tensor(np.zeros(1, "int32"))
+            self.tensors[f"acc{l}"] = tvm.runtime.tensor(np.zeros(4 * h, "float32"))
+        self._logits = tvm.runtime.tensor(np.zeros(spec.vocab_size, "float32"))
+        self._args = [self.tensors[n] for n in step_arg_names(spec)]
+        # zero-copy numpy views of every tensor (Tensor.numpy() / copyfrom cost ~12 us each); writing
+        # through a view (e.g. views["thr0"][:] = ...) changes what the next step sees
+        self.views = {k: np.from_dlpack(v) for k, v in self.tensors.items()}
+        self._logits_np = np.from_dlpack(self._logits)
+        self._run_bufs: dict[int, tuple] = {}
+
+    @classmethod
+    def from_model(cls, model, **kw) -> "TVMStepRunner":
+        """From an ``egru_compile.model.EGRULanguageModel`` (thr clamped to [0, 1] like the model)."""
+        import torch
+        with torch.no_grad():
+            emb = model.embeddings.weight.detach().cpu().numpy()
+            layers = [dict(W=r.kernel.detach().cpu().numpy(), R=r.recurrent_kernel.detach().cpu().numpy(),
+                           b=r.bias.detach().cpu().numpy(), br=r.recurrent_bias.detach().cpu().numpy(),
+                           thr=r.thr.detach().clamp(0.0, 1.0).cpu().numpy()) for r in model.rnns]
+            dec = model.decoder.decoder
+            return cls(emb, layers, dec.bias.detach().cpu().numpy(), dec.weight.detach().cpu().numpy(), **kw)
+
+    # -- state -----------------------------------------------------------------------------------
+    def reset(self):
+        """Zero all states (c, y and the event lists)."""
+        for l in range(len(self.spec.hidden_sizes)):
+            for k in ("c", "y", "ev", "ei", "en"):
+                self.views[f"{k}{l}"][:] = 0
+
+    def set_layer_state(self, l: int, c, y):
+        c = np.asarray(c, dtype=np.float32).reshape(-1)
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        nz = np.flatnonzero(y)
+        v = self.views
+        v[f"c{l}"][:] = c
+        v[f"y{l}"][:] = y
+        v[f"ei{l}"][:] = 0
+        v[f"ev{l}"][:] = 0
+        v[f"ei{l}"][:len(nz)] = nz
+        v[f"ev{l}"][:len(nz)] = y[nz]
+        v[f"en{l}"][0] = len(nz)
+
+    def set_state(self, state):
+        """state: list of (c, y) per layer (y's event list is rebuilt)."""
+        for l, (c, y) in enumerate(state):
+            self.set_layer_state(l, c, y)
+
+    def get_state(self):
+        """Copies of (c, y) per layer."""
+        return [(self.views[f"c{l}"].copy(), self.views[f"y{l}"].copy())
+                for l in range(len(self.spec.hidden_sizes))]
+
+    def activity(self) -> list[float]:
+        """Fraction of active units per layer in the current y."""
+        return [int(self.views[f"en{l}"][0]) / h for l, h in enumerate(self.spec.hidden_sizes)]
+
+    # -- execution -------------------------------------------------------------------------------
+    def step(self, token: int, copy: bool = True) -> np.ndarray:
+        """One token -> logits [V] (copy=False returns a view that the next step overwrites)."""
+        self._step_fn(int(token), *self._args, self._logits)
+        return self._logits_np.copy() if copy else self._logits_np
+
+    def run(self, tokens, copy: bool = True, with_stats: bool = False):
+        """tokens [K] -> logits [K, V] in one packed call, states carried (copy=False: reused buffer).
+        With `with_stats`, returns (logits, stats int32[K, L+1]): per step the active units of each layer and
+        the event-gated MACs (excluding the dense first-layer input's constant MACs)."""
+        import tvm
+        tok = np.asarray(tokens).reshape(-1)
+        K = tok.shape[0]
+        bufs = self._run_bufs.get(K)
+        if bufs is None:
+            L = len(self.spec.hidden_sizes)
+            t = tvm.runtime.tensor(np.zeros(K, np.int32))
+            lg = tvm.runtime.tensor(np.zeros((K, self.spec.vocab_size), np.float32))
+            st = tvm.runtime.tensor(np.zeros((K, L + 1), np.int32))
+            bufs = (t, lg, st, np.from_dlpack(t), np.from_dlpack(lg), np.from_dlpack(st))
+            self._run_bufs[K] = bufs            # one set per call size (streaming uses K = 1 and the chunk)
+        bufs[3][:] = tok
+        self._run_fn(bufs[0], *self._args, bufs[1], bufs[2])
+        logits = bufs[4].copy() if copy else bufs[4]
+        if with_stats:
+            return logits, bufs[5].copy()
+        return logits

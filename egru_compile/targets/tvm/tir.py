@@ -1,0 +1,259 @@
+"""TIR building blocks of the EGRU kernels, written with TVM's script IR builder (no TVMScript source text).
+
+Every function here appends statements to the TIR function being built — by ``tvm.script.ir_builder`` frames
+(`step.py`, whose signature depends on the number of layers) or from inside a ``@T.prim_func`` body that calls
+it (`library.py`). Arguments are TIR buffers and expressions; Python ints / floats / callables parameterise
+what is generated (unroll factors, index dtype, how a column's input unit and weight are read). Python loops
+over those parameters unroll at build time; ``range`` over a TIR expression becomes a TIR loop.
+
+Math of one layer (gate order z, r, g; hidden h; input n_in)::
+
+    gx = x @ W + b        (W [n_in, 3h])        gh = y @ R + br      (R [h, 3h])
+    z = sigmoid(gx_z + gh_z)   r = sigmoid(gx_r + gh_r)   g = tanh(gx_g + r * gh_g)
+    ct = z * c + (1 - z) * g   o = (ct - thr > 0)   y' = o * ct   c' = ct - o * thr
+
+* scatter loops (:func:`scatter_columns`): each input column's non-zeros (input-major CSR, `layout.py`) in
+  groups of 8 (indices read as 64-bit words, one vector multiply for the 8 products, then 8 scalar
+  read-modify-writes of acc); optionally several sparse columns walked in lock step (``interleave``, default 8):
+  a lone layer whose weights sit in L2/L3 is fastest with 1, but in the 3-layer stack the weights miss the
+  caches and 8 streams in flight win.
+* :func:`update`: the gate / threshold / reset update, branch free and vectorisable (``fast``: a polynomial
+  exp, max rel. error ~1e-7, instead of libm's expf behind ``T.sigmoid`` / ``T.tanh``).
+* :func:`compress`: branch-free stream compaction of y's non-zeros into an event list (ei, ev, en).
+* :func:`decoder`: ``logits = dbias + y_last @ D^T`` walking only the active units of y_last (event mode) or
+  all of them (dense mode) over rows of ``D^T``, several rows streamed per pass over the logits.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from tvm.script import tirx as T
+from tvm.script.ir_builder import IRBuilder
+
+__all__ = ["let", "loop", "fexp", "sigmoid", "tanh", "scatter_columns", "scatter_events", "scatter_dense",
+           "update", "update_gates", "update_packed", "compress", "decoder", "fanout_count", "SCATTER_GROUP"]
+
+#: non-zeros per group in the scatter inner loop (one float32x8 product vector)
+SCATTER_GROUP = 8
+
+Index = Callable[[object], object]   # TIR index expression -> TIR expression
+
+
+def let(name: str, value):
+    """Bind `value` to a fresh immutable variable (``name: T.let = value``) and return the variable."""
+    var = T.Bind(value)
+    IRBuilder.name(name, var)
+    return var
+
+
+class loop:
+    """``for name in range(start, stop)`` as a TIR serial loop: ``with loop("i", n) as i: ...``."""
+
+    def __init__(self, name: str, start, stop=None):
+        self.name = name
+        self.frame = T.serial(0, start) if stop is None else T.serial(start, stop)
+
+    def __enter__(self):
+        var = self.frame.__enter__()
+        IRBuilder.name(self.name, var)
+        return var
+
+    def __exit__(self, *exc):
+        return self.frame.__exit__(*exc)
+
+
+def _f(x: float):
+    return T.float32(float(x))
+
+
+def fexp(x):
+    """Cephes-style expf: clamp, range-reduce by ln2, degree-6 polynomial, scale by 2^n built with integer
+    bit ops. Branch free, vectorisable, rel. error < 1.5e-7."""
+    xc = let("ex_x", T.max(T.min(x, _f(88.0)), _f(-87.0)))
+    n = let("ex_n", T.floor(xc * _f(1.44269504088896341) + _f(0.5)))
+    r = let("ex_r", xc - n * _f(0.693359375) + n * _f(2.12194440e-4))
+    p = let("ex_p", ((((((_f(1.9875691500e-4) * r + _f(1.3981999507e-3)) * r + _f(8.3334519073e-3)) * r
+                         + _f(4.1665795894e-2)) * r + _f(1.6666665459e-1)) * r + _f(5.0000001201e-1))
+                     * r * r + r + _f(1.0)))
+    return let("ex", p * T.reinterpret("float32", T.shift_left(T.Cast("int32", n) + 127, 23)))
+
+
+def sigmoid(x, fast: bool):
+    if fast:
+        return let("sg", _f(1.0) / (_f(1.0) + fexp(_f(0.0) - x)))
+    return let("sg", T.sigmoid(x))
+
+
+def tanh(x, fast: bool):
+    if fast:
+        return let("th", _f(2.0) / (_f(1.0) + fexp(_f(-2.0) * x)) - _f(1.0))
+    return let("th", T.tanh(x))
+
+
+def _ix(idx, k):
+    """idx[k] as an int32 index."""
+    return idx[k] if idx.dtype == "int32" else T.Cast("int32", idx[k])
+
+
+def _group(idx, val, acc, k, v, U: int) -> None:
+    """U consecutive non-zeros k..k+U-1 of one column: acc[idx[k+j]] += (v * val[k:k+U])[j].
+
+    The indices are read as 64-bit words (4 int16/uint16 or 2 int32 per load; unaligned is fine) and split with
+    shifts/masks in registers, the U products come from one vector multiply and are taken lane by lane: per
+    non-zero only the acc load + store remain as memory operations (the scalar loop needs four), which is what
+    bounds this loop. Indices are >= 0 (checked at pack time), so masking the low bits is exact for the signed
+    types too."""
+    bits = 32 if idx.dtype == "int32" else 16
+    per = 64 // bits
+    mask = (1 << bits) - 1
+    words = [let(f"w{w}", T.reinterpret("int64", idx[T.Ramp(k + w * per, 1, per)])) for w in range(U // per)]
+    prod = let("p", T.Broadcast(v, U) * val[T.Ramp(k, 1, U)])
+    for j in range(U):
+        w, sub = divmod(j, per)
+        sh = T.shift_right(words[w], T.int64(bits * sub)) if sub else words[w]
+        ix = T.Cast("int32", sh) if sub == per - 1 else T.Cast("int32", T.bitwise_and(sh, T.int64(mask)))
+        T.buffer_store(acc, acc[ix] + T.Shuffle([prod], [j]), [ix])
+
+
+def _column_range(idx, val, acc, k0, k1, v, U: int) -> None:
+    """acc[idx[k]] += v * val[k] for k in [k0, k1): groups of U, then a scalar tail."""
+    s = let("s", k0)
+    m = let("m", (k1 - s) // U)
+    with loop("q", m) as q:
+        _group(idx, val, acc, s + q * U, v, U)
+    with loop("t", s + m * U, k1) as t:
+        ix = _ix(idx, t)
+        T.buffer_store(acc, acc[ix] + v * val[t], [ix])
+
+
+def scatter_columns(ptr, idx, val, acc, n, col: Index, wgt: Index, interleave: int) -> None:
+    """Scatter-add columns: for c in range(n): acc[idx[k]] += wgt(c) * val[k] over column col(c).
+
+    Each column's non-zeros are processed in groups of ``SCATTER_GROUP`` (see :func:`_group`: ~0.37 vs ~0.61 ns
+    per non-zero for the plain scalar loop on Zen 4, 750 -> 1350 at 85 % sparsity). With ``interleave`` = G > 1,
+    G columns are walked in lock step (more independent streams in flight: wins when the weights are not cache
+    resident, e.g. the whole PTB stack; costs ~25 % when one layer sits in L2/L3); indices inside one column
+    are distinct, so the read-modify-writes of one column never conflict."""
+    U = SCATTER_GROUP
+    G = max(1, int(interleave))
+    if G > 1:
+        with loop("c", n // G) as c:
+            cols = []
+            for g in range(G):
+                ci = let(f"c{g}_i", col(c * G + g))
+                cv = let(f"c{g}_v", wgt(c * G + g))
+                cols.append((cv, let(f"c{g}_0", ptr[ci]), let(f"c{g}_1", ptr[ci + 1])))
+            mins = cols[0][2] - cols[0][1]
+            for _, k0, k1 in cols[1:]:
+                mins = T.min(mins, k1 - k0)
+            m = let("c_m", mins // U)
+            with loop("c_q", m) as q:
+                for cv, k0, _ in cols:
+                    _group(idx, val, acc, k0 + q * U, cv, U)
+            for cv, k0, k1 in cols:
+                _column_range(idx, val, acc, k0 + m * U, k1, cv, U)
+        start = n // G * G
+    else:
+        start = 0
+    with loop("c", start, n) as c:
+        ci = let("c_i", col(c))
+        cv = let("c_v", wgt(c))
+        _column_range(idx, val, acc, let("c_k0", ptr[ci]), let("c_k1", ptr[ci + 1]), cv, U)
+
+
+def scatter_events(ptr, idx, val, acc, ei, ev, en, interleave: int = 8) -> None:
+    """acc[idx[k]] += v * val[k] for the CSR columns of the active inputs (event list ei, ev, en)."""
+    scatter_columns(ptr, idx, val, acc, en[0], lambda c: ei[c], lambda c: ev[c], interleave)
+
+
+def scatter_dense(ptr, idx, val, acc, x, n_in, interleave: int = 8, row=None) -> None:
+    """acc[idx[k]] += x[i] * val[k] over all inputs i < n_in (``x[row, i]`` with `row`: an embedding row)."""
+    wgt = (lambda c: x[c]) if row is None else (lambda c: x[row, c])
+    scatter_columns(ptr, idx, val, acc, n_in, lambda c: c, wgt, interleave)
+
+
+def update(h, az: Index, ar: Index, agx: Index, agh: Index, thr, c, y, fast: bool) -> None:
+    """Elementwise gate / threshold / reset update over h units (vectorisable, branch free): c and y in place.
+
+    az, ar, agx, agh: unit j -> z pre-activation, r pre-activation, gx_g, gh_g."""
+    with loop("j", h) as j:
+        z = sigmoid(az(j), fast)
+        r = sigmoid(ar(j), fast)
+        g = tanh(agx(j) + r * agh(j), fast)
+        ct = let("ct", z * c[j] + (_f(1.0) - z) * g)
+        th = let("th", thr[j])
+        spike = let("sp", ct - th > _f(0.0))
+        T.buffer_store(y, T.Select(spike, ct, _f(0.0)), [j])
+        T.buffer_store(c, T.Select(spike, ct - th, ct), [j])
+
+
+def update_gates(h, gx, gh, thr, c, y, fast: bool) -> None:
+    """:func:`update` from separate gate pre-activations gx[3h], gh[3h] (biases included)."""
+    update(h, lambda j: gx[j] + gh[j], lambda j: gx[h + j] + gh[h + j], lambda j: gx[2 * h + j],
+           lambda j: gh[2 * h + j], thr, c, y, fast)
+
+
+def update_packed(h, acc, thr, c, y, fast: bool) -> None:
+    """:func:`update` from the packed accumulator acc[4h] of `layout.pack_layer` (z|r sums, gx_g, gh_g)."""
+    update(h, lambda j: acc[j], lambda j: acc[h + j], lambda j: acc[2 * h + j], lambda j: acc[3 * h + j],
+           thr, c, y, fast)
+
+
+def compress(h, y, ei, ev, en) -> None:
+    """Branch-free stream compaction of y's non-zeros into the event list (ei, ev, en)."""
+    T.buffer_store(en, 0, [0])
+    with loop("q", h) as q:
+        n = let("q_n", en[0])
+        yq = let("q_y", y[q])
+        T.buffer_store(ei, q, [n])
+        T.buffer_store(ev, yq, [n])
+        T.buffer_store(en, n + T.Cast("int32", yq != _f(0.0)), [0])
+
+
+def fanout_count(ptr, ei, en, load: Callable[[], object], store: Callable[[object], None]) -> None:
+    """cell += the non-zero count of every active unit's column (the MACs of an event scatter)."""
+    with loop("e", en[0]) as e:
+        store(load() + (ptr[ei[e] + 1] - ptr[ei[e]]))
+
+
+def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[object, object], None]) -> None:
+    """logits[v] = dbias[v] + sum_j y[j] * dwt[j, v] (load / store: logits element v of this step).
+
+    event mode: j runs over the active units (ei, ev, en) only; dense mode: over all H units of y (same
+    vectorised row-axpy code, for comparison). ``decoder_unroll`` rows of D^T are streamed per pass over the
+    logits, in V-chunks of ``decoder_chunk`` (0 = whole rows)."""
+    V = spec.vocab_size
+    H = spec.hidden_sizes[-1]
+    CH = V if spec.decoder_chunk <= 0 else max(1, min(int(spec.decoder_chunk), V))
+    nfull, tail = divmod(V, CH)
+    U = max(1, int(spec.decoder_unroll))
+    if spec.decoder_mode == "dense":
+        n, row, wgt = H, (lambda e: e), (lambda e: y[e])
+    else:
+        n, row, wgt = en[0], (lambda e: ei[e]), (lambda e: ev[e])
+
+    def chunk(base, width: int):
+        with loop("vi", width) as vi:
+            store(base + vi, dbias[base + vi])
+        if U > 1:
+            with loop("de", n // U) as e:
+                rows = [(let(f"de_j{u}", row(e * U + u)), let(f"de_y{u}", wgt(e * U + u))) for u in range(U)]
+                with loop("de_v", width) as v:
+                    terms = rows[0][1] * dwt[rows[0][0], base + v]
+                    for j, yj in rows[1:]:
+                        terms = terms + yj * dwt[j, base + v]
+                    store(base + v, load(base + v) + terms)
+            e0 = n // U * U
+        else:
+            e0 = 0
+        with loop("de", e0, n) as e:
+            j = let("de_j", row(e))
+            yj = let("de_y", wgt(e))
+            with loop("de_v", width) as v:
+                store(base + v, load(base + v) + yj * dwt[j, base + v])
+
+    if nfull:
+        with loop("vb", nfull) as vb:
+            chunk(vb * CH, CH)
+    if tail:
+        chunk(nfull * CH, tail)
