@@ -71,9 +71,10 @@ from bench_tvm_kernels import calibrate as calibrate_thresholds  # noqa: E402
 from egru_compile.frontend import trace_model  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.runtime import open_artifact  # noqa: E402
-from egru_compile.targets.onnx import compile_onnx  # noqa: E402
+from egru_compile.targets import get_target  # noqa: E402
 import egru_compile.targets.tvm as K  # noqa: E402
-from egru_compile.targets.tvm.target import compile_tvm  # noqa: E402
+
+compile_onnx, compile_tvm = get_target("onnx"), get_target("tvm")     # compile + seal, as the CLI does
 
 DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,
              "extras": False}

@@ -45,7 +45,8 @@ def _torch_steps(model, tokens):
 @given(egru_cases())
 def test_all_backends_agree_step_by_step(tmp_path_factory, case):
     from egru_compile.runtime.base import open_artifact
-    from egru_compile.targets.onnx import compile_onnx
+    from egru_compile.targets import get_target
+    compile_onnx = get_target("onnx")             # compile + seal, as the CLI does
     from egru_compile.targets.chip import load_profile
     from egru_compile.targets.chip.network import build_network
     from egru_compile.targets.chip.placement import place
