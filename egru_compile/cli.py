@@ -93,6 +93,9 @@ def _load_calibration(path, source, n_tokens, unk):
 @click.option("--placement-objective", type=click.Choice(["traffic", "latency"]), default="traffic",
               show_default=True, help="chip targets: fewest spike hops within the baseline's cores, or use spare "
               "cores to cut the busiest core's load")
+@click.option("--decoder", type=click.Choice(["host", "chip"]), default="host", show_default=True,
+              help="chip targets: run the decoder on the host (default: it is dense and its logits leave the "
+              "chip anyway) or place its synapses on cores")
 @click.option("--onnx-weight-dtype", type=click.Choice(["auto", "f32", "f16", "int8"]), default="auto",
               show_default=True, help="onnx target: dtype of gathered weight rows (auto: f32, or int8 after "
               "quantize-int8; int8: adds quantize-int8 — a quarter of the bytes, the fastest in ORT)")
@@ -102,11 +105,11 @@ def _load_calibration(path, source, n_tokens, unk):
 @click.option("--debug", is_flag=True, help="show tracebacks")
 def compile_cmd(model, target, out_dir, vocab_file, passes, print_ir, print_ir_after_all, calib_data,
                 calib_tokens, unk, report_path, profile_path, max_chips, float_weights, placement_objective,
-                onnx_weight_dtype, trust_checkpoint, force, verbose, debug):
+                decoder, onnx_weight_dtype, trust_checkpoint, force, verbose, debug):
     """Compile MODEL (project checkpoint, EvNN state_dict or torch.export .pt2) for --target."""
     options = dict(target=target, passes=passes, calib_data=calib_data, calib_tokens=calib_tokens, unk=unk,
                    profile=profile_path, max_chips=max_chips, float_weights=float_weights,
-                   placement_objective=placement_objective, onnx_weight_dtype=onnx_weight_dtype)
+                   placement_objective=placement_objective, onnx_weight_dtype=onnx_weight_dtype, decoder=decoder)
     _run_guarded(debug, _compile, model, out_dir, vocab_file, print_ir, print_ir_after_all, report_path,
                  trust_checkpoint, force, verbose, options)
 
@@ -208,19 +211,23 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust):
         click.echo(f"perplexity    {result['perplexity']:.4f}")
         click.echo(f"MACs/token    {result['macs_per_token']:.1f}")
         click.echo("activity      " + " ".join(f"{a:.4f}" for a in result["activity"]))
+        if result.get("chip"):
+            from .targets.chip.report import chip_summary
+            click.echo(chip_summary(result["chip"]), nl=False)
 
 
 @main.command("inspect")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--core", type=int, help="details of one core (chip targets)")
+@click.option("--links", is_flag=True, help="the busiest mesh links (chip targets)")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def inspect_cmd(path, core, trust_checkpoint, debug):
+def inspect_cmd(path, core, links, trust_checkpoint, debug):
     """Describe a compiled artifact directory or a source checkpoint."""
-    _run_guarded(debug, _inspect, path, core, trust_checkpoint)
+    _run_guarded(debug, _inspect, path, core, trust_checkpoint, links)
 
 
-def _inspect(path, core, trust):
+def _inspect(path, core, trust, links=False):
     p = Path(path)
     if p.is_dir():
         manifest = p / "manifest.json"
@@ -231,7 +238,7 @@ def _inspect(path, core, trust):
         except (OSError, json.JSONDecodeError) as e:
             raise EgruError(f"{manifest} is unreadable: {e}") from None
         from .targets.describe import describe_artifact
-        click.echo(describe_artifact(p, info, core=core), nl=False)
+        click.echo(describe_artifact(p, info, core=core, links=links), nl=False)
         return
     from .frontend import load_source
     src = load_source(path, trust=trust)
