@@ -346,7 +346,7 @@ def plot_mapping(m: dict, costs: CoreCosts, pl: Placement, profile, path) -> Non
     if sim and sim["links"]:
         load = np.array([l["messages"] for l in sim["links"]])
         top = load.max()
-        cmap = cm.get_cmap("autumn_r")
+        cmap = matplotlib.colormaps["autumn_r"]
         for l, v in zip(sim["links"], load):
             (x0, y0), (x1, y1) = l["from"], l["to"]
             off = 0.12 * (1 if (x1 - x0) + (y1 - y0) > 0 else -1)      # the two directions side by side
