@@ -175,6 +175,12 @@ def estimated_vs_simulated(m: dict) -> list[str]:
     out = [f"per token on the {s['tokens']} calibration tokens ({s['router']} router, decoder {s['decoder']}; "
            "estimate: RNN cores only):", f"  {'':<20} {'estimated':>14} {'simulated':>14}"]
     out += [f"  {name:<20} {e(a, f):>14} {e(b, f):>14}" for name, a, b, f in rows]
+    if m["chips"] > 1:
+        out.append("  (hops: the estimate counts a chip crossing as a tile hop plus a chip hop, the simulation "
+                   "as one link; energy charges both the same)")
+    out.append("  (latency: the estimate charges every message's whole route serially on its sending core and "
+               "takes the busiest core of the average token; the simulation charges one injection per message, "
+               "the longest route once per phase (routers pipeline) and the busiest core of every token)")
     return out
 
 
@@ -340,9 +346,10 @@ def plot_mapping(m: dict, costs: CoreCosts, pl: Placement, profile, path) -> Non
                 "macs_static", r.get("synapses", 0))
         grid[gy, gx] = val if val is not None else 0
         pos[r["core"]] = (gx, gy)
-    fig, ax = plt.subplots(figsize=(min(40, max(7.5, chips * 6)), 4.8))
-    im = ax.imshow(grid, cmap="viridis", origin="lower")
-    fig.colorbar(im, ax=ax, label="synops per token " + ("(simulated)" if sim else "(estimated)"), shrink=0.8)
+    fig, ax = plt.subplots(figsize=(min(40, max(7.5, 3 + chips * 4.5)), 4.8))
+    im = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
+    fig.colorbar(im, ax=ax, label="synops per token " + ("(simulated)" if sim else "(estimated)"),
+                 fraction=0.03, pad=0.01)
     if sim and sim["links"]:
         load = np.array([l["messages"] for l in sim["links"]])
         top = load.max()
@@ -354,7 +361,7 @@ def plot_mapping(m: dict, costs: CoreCosts, pl: Placement, profile, path) -> Non
             py = [y0 * 2 + 0.5 + off * (x1 != x0), y1 * 2 + 0.5 + off * (x1 != x0)]
             ax.plot(px, py, color=cmap(v / top), lw=0.5 + 3.5 * v / top, alpha=0.9, solid_capstyle="butt")
         sm = cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(0, top))
-        fig.colorbar(sm, ax=ax, label="link messages per token", shrink=0.8)
+        fig.colorbar(sm, ax=ax, label="link messages per token", fraction=0.03, pad=0.01)
         what = f"links: messages per token (busiest {top:,.0f})"
     else:
         tr = costs.traffic + costs.traffic.T
