@@ -91,7 +91,8 @@ def main(argv=None):
     print(f"PTB-size EGRU 750/1350/1350/750, vocab {len(vocab)}, RNN pruned to 85 % (random, seed 0), ~"
           f"{a.activity:.0%} activity; {a.profile}; compiled with {a.calib_tokens} calibration tokens of "
           f"ptb.valid; chip eval of the first {a.eval_tokens} tokens of ptb.test on one thread; per token.\n")
-    print("| decoder | chips | cores | eval tokens/s wall (load avg) / per CPU-second | synops RNN est. / sim. | decoder synops (chip) "
+    print("| decoder | chips | cores | eval tokens/s wall (load avg) / per CPU-second | synops RNN est. / sim. "
+          "| decoder synops (chip) "
           "| host decoder MACs | messages | hops est. / sim. | busiest link | energy est. / sim. | "
           "latency est. / sim. |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -107,7 +108,8 @@ def main(argv=None):
               f"{t['latency_ns'] / 1e3:.1f} / {c['latency_ns'] / 1e3:.1f} µs |")
     print("\nEstimates (mapping.json, compile time) cover the RNN cores from calibration activity; simulated "
           "figures are the chip eval's counters on ptb.test (decoder cores included with --decoder chip). "
-          f"Perplexity (random weights) {rows[0][2]['perplexity']:.1f}. Compile times" + (" (artifacts reused)" if a.reuse else "") + ": " +
+          f"Perplexity (random weights) {rows[0][2]['perplexity']:.1f}. Compile times"
+          + (" (artifacts reused)" if a.reuse else "") + ": " +
           ", ".join(f"{d} {s:.0f} s" for d, _, _, s, _ in rows) + ".")
     print(f"\nCommand: `python benchmarks/bench_chip_eval.py --profile {a.profile} --calib-tokens "
           f"{a.calib_tokens} --eval-tokens {a.eval_tokens} --decoder {a.decoder}`.")

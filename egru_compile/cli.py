@@ -123,6 +123,8 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     target = options["target"]
     if options.get("onnx_weight_dtype", "auto") != "auto" and target != "onnx":
         raise EgruError(f"--onnx-weight-dtype applies to --target onnx only (target: {target or 'none'})")
+    if options.get("decoder", "host") != "host" and target not in CHIP_TARGETS:
+        raise EgruError(f"--decoder applies to chip targets only (target: {target or 'none'})")
     if target is None and not (print_ir or print_ir_after_all or report_path):
         raise EgruError("nothing to do: give --target (onnx, tvm, loihi-like, spinnaker2-like) or --print-ir")
     target_fn = get_target(target) if target else None

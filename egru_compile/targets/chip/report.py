@@ -130,7 +130,8 @@ def text_report(m: dict) -> str:
     lines.append(f"baseline (sequential): {b['cores_used']} cores, max core MACs {b['max_core_macs']:,.0f}, "
                  f"energy {b['energy_pj'] / 1e6:.3f} uJ, latency {b['latency_ns'] / 1e3:.2f} us")
     if m.get("count_macs") and m["count_macs"].get("dynamic") is not None:
-        lines.append(f"count-macs dynamic MACs/token: {m['count_macs']['dynamic']:,.3f} (= sum of per-core macs_estimated)")
+        lines.append(f"count-macs dynamic MACs/token: {m['count_macs']['dynamic']:,.3f} "
+                     "(= sum of per-core macs_estimated)")
     if m.get("dense_reference"):
         d = m["dense_reference"]
         lines.append(f"the same model unpruned would need {d['chips']} chip(s) "
@@ -209,6 +210,8 @@ def simulated_report(sim, decoder: str) -> dict:
               "busiest_link_messages": float(lm.max()) / T if len(lm) else 0.0}
     out = {"tokens": sim.steps, "profile": sim.profile.name, "router": "multicast" if sim.multicast else "unicast",
            "decoder": decoder, "cores": cores, "links": links, "totals": totals}
+    from .decoder import WHY_CHIP, WHY_HOST
+    out["decoder_why"] = WHY_HOST if decoder == "host" else WHY_CHIP
     if decoder == "host":
         out["host"] = {"embedding_macs": 0, "embedding_values": int(sim.stack.embedding.shape[1]),
                        "decoder_macs": pt(sim.decoder_macs),
@@ -228,6 +231,8 @@ def chip_summary(chip: dict) -> str:
              f"energy/token  {t['energy_pj'] / 1e6:.4f} uJ (chip)",
              f"latency/token {t['latency_ns'] / 1e3:.2f} us (phases " +
              " ".join(f"{p / 1e3:.2f}" for p in t["phase_ns"]) + " us)"]
+    if chip.get("decoder_why"):
+        lines.append(f"decoder       on {chip['decoder']} ({chip['decoder_why']})")
     if chip.get("host"):
         h = chip["host"]
         lines.append(f"host          decoder {h['decoder_macs']:,.0f} MACs/token event-gated "
