@@ -214,19 +214,23 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust):
         click.echo(f"perplexity    {result['perplexity']:.4f}")
         click.echo(f"MACs/token    {result['macs_per_token']:.1f}")
         click.echo("activity      " + " ".join(f"{a:.4f}" for a in result["activity"]))
+        if result.get("chip"):
+            from .targets.chip.report import chip_summary
+            click.echo(chip_summary(result["chip"]), nl=False)
 
 
 @main.command("inspect")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--core", type=int, help="details of one core (chip targets)")
+@click.option("--links", is_flag=True, help="the busiest mesh links (chip targets)")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def inspect_cmd(path, core, trust_checkpoint, debug):
+def inspect_cmd(path, core, links, trust_checkpoint, debug):
     """Describe a compiled artifact directory or a source checkpoint."""
-    _run_guarded(debug, _inspect, path, core, trust_checkpoint)
+    _run_guarded(debug, _inspect, path, core, trust_checkpoint, links)
 
 
-def _inspect(path, core, trust):
+def _inspect(path, core, trust, links=False):
     p = Path(path)
     if p.is_dir():
         from .artifact import read_manifest
@@ -236,7 +240,7 @@ def _inspect(path, core, trust):
             raise EgruError(f"{path}: no target of this installation opens {info['target']!r} artifacts "
                             f"(format {info.get('format')!r})")
         from .targets.describe import describe_artifact
-        click.echo(describe_artifact(p, info, core=core), nl=False)
+        click.echo(describe_artifact(p, info, core=core, links=links), nl=False)
         return
     from .frontend import load_source
     src = load_source(path, trust=trust)

@@ -42,7 +42,9 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256) -> dict:
     """Stream `token_ids` through `runner` (reset first). Returns a JSON-serialisable dict with
     ``target``, ``tokens`` (predictions = len(token_ids) - 1), ``perplexity``, ``cross_entropy`` (nats),
     ``macs_per_token``, ``activity`` (per layer), ``events_per_token`` (per layer), ``layer_sizes``,
-    ``seconds`` and ``tokens_per_second``. A tqdm progress bar shows unless `quiet` or stdout is not a TTY."""
+    ``seconds`` and ``tokens_per_second``, plus what the runner's optional ``extra_report()`` returns
+    (chip runners: ``chip``, the simulator's per-core / per-link counters). A tqdm progress bar shows
+    unless `quiet` or stdout is not a TTY."""
     ids = np.asarray(token_ids, np.int64).reshape(-1)
     if len(ids) < 2:
         raise DataError(f"need at least 2 tokens to evaluate, got {len(ids)}")
@@ -74,7 +76,8 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256) -> dict:
             bar.close()
     secs = time.perf_counter() - t0
     ce = nll / T
-    return {
+    extra = runner.extra_report() if hasattr(runner, "extra_report") else {}
+    return extra | {
         "target": runner.target,
         "artifact": runner.path,
         "tokens": T,

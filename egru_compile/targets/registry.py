@@ -61,6 +61,8 @@ class ChipTargetOptions:
     placement_objective: str = option("traffic", "fewest spike hops within the baseline's cores (traffic), or "
                                       "use spare cores to cut the busiest core's load (latency)",
                                       choices=("traffic", "latency"))
+    decoder: str = option("host", "run the decoder on the host (default: it is dense and its logits leave the "
+                          "chip anyway) or place its synapses on cores", choices=("host", "chip"))
 
     def needs(self) -> frozenset[str]:
         return frozenset() if self.float_weights else frozenset({INT8_WEIGHTS})

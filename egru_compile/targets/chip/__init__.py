@@ -4,10 +4,13 @@ simulator and mapping reports (MACs, spikes, traffic and energy per core).
 Output directory::
 
     manifest.json    target, profile, I/O, source checksum
-    mapping.json     placement and per-core costs (schema in report.py)
-    report.txt       the text report printed at compile time
-    mapping.png      mesh heat-map of MACs per core with inter-core traffic
+    mapping.json     placement, per-core estimated costs and the simulation of the calibration text
+                     (schema in report.py)
+    report.txt       the text report printed at compile time (estimated beside simulated)
+    mapping.png      mesh heat-map of synops per core with link loads and chip boundaries
     program.npz      per-core weights as the chip holds them + placement (what `eval` simulates)
+
+``options["decoder"]``: "host" (default) or "chip" (see `decoder`).
     vocab.txt        vocabulary (when the source has one)
 """
 from __future__ import annotations
@@ -24,7 +27,9 @@ from .network import LayerNet, attach_activity, build_network
 from .placement import (Placement, PlacementError, evaluate, place, required_chips_error, sequential_placement,
                         violations)
 from .profile import ChipProfile, ProfileError, load_profile
-from .report import core_rows, plot_mapping, text_report, totals, write_json
+from .decoder import DECODER_CHOICES, WHY_CHIP, WHY_HOST, host_macs, place_decoder
+from .report import core_rows, plot_mapping, simulated_report, text_report, totals, write_json
+from .routing import router_multicast
 
 __all__ = ["compile_loihi_like", "compile_spinnaker2_like", "compile_chip", "load_profile", "ChipProfile",
            "ProfileError", "PlacementError", "measure_unit_activity"]
@@ -89,15 +94,45 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         raise PlacementError(f"placement violates {name} on core {core}: {used:,.0f} > {limit:,.0f} "
                              f"({used / limit:.2f}x the limit)")
     T = len(calib) if calibrated else 0
+    decoder = options.get("decoder") or "host"
+    if decoder not in DECODER_CHOICES:
+        raise EgruError(f"--decoder must be one of {', '.join(DECODER_CHOICES)} (got {decoder!r})")
+    dec = None
+    if decoder == "chip":
+        dec = place_decoder(stack.decoder_weight, ours, profile, nets[-1].fires if calibrated else None, T)
+        if dec.chips > max_chips:
+            raise PlacementError(f"model does not fit on {max_chips} {profile.name} chip(s) with the decoder on "
+                                 f"chip — limiting resource cores: {ours.n_cores} RNN + {len(dec.rows)} decoder "
+                                 f"cores need {dec.chips} chips (raise --max-chips or use --decoder host)")
+    multicast = router_multicast(profile)
     rows = core_rows(ours, costs, profile, T)
     base_rows = core_rows(seq, seq_costs, profile, T)
     tot, btot = totals(rows, costs, profile, T), totals(base_rows, seq_costs, profile, T)
     from ...passes import MacReport, QuantizeReport
     cm = graph.analyses.get(MacReport)
     q = graph.analyses.get(QuantizeReport)
+    sim_report = None
+    if calibrated:
+        from .simulate import ChipSimulator
+        sim = ChipSimulator(stack, nets, Placement(ours.name, ours.core_of, dec.slot_of_core if dec else
+                                                   ours.slot_of_core, ours.n_cores, ours.chips),
+                            profile=profile, multicast=multicast, dec_core_of=dec.core_of if dec else None)
+        for tok in np.asarray(calib, np.int64):
+            sim.step(int(tok))
+        sim_report = simulated_report(sim, decoder)
+    mean_last = (float(nets[-1].fires.sum()) / T) if calibrated and T else None
+    if decoder == "host":
+        dec_info = {"placement": "host", "why": WHY_HOST, "host": host_macs(stack.decoder_weight, None)}
+        if sim_report:
+            dec_info["host"]["decoder_macs_event_gated"] = sim_report["host"]["decoder_macs"]
+        elif mean_last is not None:
+            dec_info["host"]["decoder_macs_event_gated"] = None
+    else:
+        dec_info = {"placement": "chip", "why": WHY_CHIP, "cores": dec.rows}
     mapping = {
         "schema": "egru-compile/mapping", "version": 1,
-        "profile": profile.to_dict(), "chips": ours.chips, "max_chips": max_chips,
+        "profile": profile.to_dict(), "chips": dec.chips if dec else ours.chips, "max_chips": max_chips,
+        "router": "multicast" if multicast else "unicast", "decoder": dec_info, "simulated": sim_report,
         "calibrated": calibrated, "calib_tokens": T,
         "weights": {"bits": 32 if float_weights else profile.memory.weight_bits,
                     "quantize": q.to_json() if q else None},
@@ -115,24 +150,29 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     report = text_report(mapping) + f"placement took {place_s:.2f} s (ours and baseline)\n"
     (out_dir / "report.txt").write_text(report)
     plot_mapping(mapping, costs, ours, profile, out_dir / "mapping.png")
-    _save_program(out_dir / "program.npz", stack, ours, float_weights)
+    _save_program(out_dir / "program.npz", stack, ours, float_weights, dec)
     vocab_file = write_vocab(out_dir, source)
     manifest = {"target": profile.name, "format": "egru-compile/chip-program", "version": 1,
                 "profile": profile.name, "program": "program.npz", "mapping": "mapping.json",
                 "vocab": vocab_file, "source_sha256": getattr(source, "sha256", None),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size,
+                "decoder": decoder, "router": "multicast" if multicast else "unicast",
                 "options": {k: options.get(k) for k in ("profile", "max_chips", "float_weights", "calib_data",
-                                                         "placement_objective",
+                                                         "placement_objective", "decoder",
                                                          "calib_tokens", "passes")}}
     write_json(out_dir / "manifest.json", manifest)
     return {"summary": report.rstrip("\n"), "mapping": mapping}
 
 
-def _save_program(path, stack, pl: Placement, float_weights: bool) -> None:
-    """Everything the simulator needs, as the chip holds it (int8 values + per-row scales unless float)."""
+def _save_program(path, stack, pl: Placement, float_weights: bool, dec=None) -> None:
+    """Everything the simulator needs, as the chip holds it (int8 values + per-row scales unless float).
+    With the decoder on chip, ``slot_of_core`` covers the decoder cores too and ``decoder_core_of`` maps
+    each output to its core."""
     arrays = {"embedding": stack.embedding, "decoder_weight": stack.decoder_weight,
-              "decoder_bias": stack.decoder_bias, "slot_of_core": pl.slot_of_core,
-              "n_layers": np.array(len(stack.layers))}
+              "decoder_bias": stack.decoder_bias, "slot_of_core": dec.slot_of_core if dec else pl.slot_of_core,
+              "n_rnn_cores": np.array(pl.n_cores), "n_layers": np.array(len(stack.layers))}
+    if dec is not None:
+        arrays["decoder_core_of"] = dec.core_of
     for l, lw in enumerate(stack.layers):
         arrays[f"l{l}_core_of"] = pl.core_of[l]
         for name, m in (("W", lw.W), ("R", lw.R)):
@@ -150,8 +190,9 @@ def _save_program(path, stack, pl: Placement, float_weights: bool) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def load_program(path):
-    """(EGRUStack, Placement) from program.npz."""
+def load_program(path, with_decoder: bool = False):
+    """(EGRUStack, Placement) from program.npz; with_decoder: (stack, placement, decoder_core_of or None).
+    ``placement.slot_of_core`` covers every core (decoder cores included)."""
     from ...ir import SparseMatrix
     from ..stack import EGRUStack, LayerWeights
     z = np.load(path, allow_pickle=False)
@@ -168,8 +209,10 @@ def load_program(path):
                                    z[f"l{l}_thr"], bool(z[f"l{l}_events_in"])))
         core_of.append(z[f"l{l}_core_of"])
     stack = EGRUStack(z["embedding"], layers, z["decoder_weight"], z["decoder_bias"])
-    n = len(z["slot_of_core"])
+    n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
     pl = Placement("balanced", core_of, z["slot_of_core"], n, 1)
+    if with_decoder:
+        return stack, pl, (z["decoder_core_of"] if "decoder_core_of" in z else None)
     return stack, pl
 
 

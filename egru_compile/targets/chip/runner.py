@@ -1,7 +1,12 @@
-"""Runner for chip artifacts: `egru-compile eval DIR` streams tokens through the spiking simulator of the
-placed program (weights as the chip holds them), reporting activity and the synaptic ops the cores did."""
+"""Runner for chip artifacts: `egru-compile eval DIR` streams tokens through the event simulator of the placed
+program (weights as the chip holds them, spikes routed over the mesh of the artifact's profile), reporting
+activity, the synaptic ops of the RNN cores as MACs/token, and every per-core / per-link counter through
+`extra_report()` (the "chip" object of `eval --json`)."""
 from __future__ import annotations
 
+import json
+import typing
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,30 +14,53 @@ import numpy as np
 from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
 from . import load_program
 from .network import build_network
+from .profile import ChipProfile, load_profile
+from .report import simulated_report
 from .simulate import ChipSimulator
 
 
+def _profile_from_dict(d: dict) -> ChipProfile:
+    """The profile as mapping.json recorded it (a user's --profile file need not exist at eval time)."""
+    hints = typing.get_type_hints(ChipProfile)
+    kw = {}
+    for f in fields(ChipProfile):
+        t = hints[f.name]
+        v = d[f.name]
+        if is_dataclass(t):
+            names = {g.name for g in fields(t)}
+            v = t(**{k: x for k, x in v.items() if k in names})
+        kw[f.name] = v
+    return ChipProfile(**kw)
+
+
 class ChipRunner(Runner):
-    def __init__(self, path: Path, manifest: dict):
+    def __init__(self, path: Path, manifest: dict, backend: str | None = None):
         super().__init__()
         program = path / manifest.get("program", "program.npz")
         if not program.is_file():
             raise ArtifactError(f"{path}: program file {program.name} is missing")
         try:
-            stack, placement = load_program(program)
+            stack, placement, dec_core_of = load_program(program, with_decoder=True)
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
+        mapping = path / manifest.get("mapping", "mapping.json")
+        try:
+            profile = _profile_from_dict(json.loads(mapping.read_text())["profile"])
+        except (OSError, ValueError, KeyError, TypeError):
+            profile = load_profile(manifest.get("profile") or manifest["target"])
         self.target = manifest["target"]
         self.path = str(path)
         self.layer_sizes = stack.hidden_sizes
         self.vocab_size = stack.vocab_size
+        self.decoder = manifest.get("decoder") or ("chip" if dec_core_of is not None else "host")
         if manifest.get("vocab"):
             self.vocab = read_vocab_file(path / manifest["vocab"])
-        self.sim = ChipSimulator(stack, build_network(stack), placement)
+        self.sim = ChipSimulator(stack, build_network(stack), placement, backend=backend, profile=profile,
+                                 multicast=manifest.get("router") == "multicast", dec_core_of=dec_core_of)
 
     @classmethod
     def from_artifact(cls, path, manifest, **options):
-        return cls(Path(path), manifest)
+        return cls(Path(path), manifest, backend=options.get("backend"))
 
     def reset(self) -> None:
         self.sim.reset()
@@ -41,3 +69,7 @@ class ChipRunner(Runner):
         logits = self.sim.step(self.check_token(token))
         self.last_stats = StepStats(tuple(int(a) for a in self.sim.last_active), int(self.sim.last_synops))
         return logits
+
+    def extra_report(self) -> dict:
+        """{"chip": per-token averages of the simulator's counters since the last reset}."""
+        return {"chip": simulated_report(self.sim, self.decoder)}

@@ -1,18 +1,24 @@
-"""Cycle-free functional simulator of a placed EGRU: every core holds the gate rows of its units (its
-incoming synapses, quantized as the chip holds them), receives spike events through its inbox, and sends its
-units' spikes to the cores its routing table names. One call of `step` is one time step (one token).
+"""Event-level simulator of a placed EGRU (one `step` = one token): every core holds the gate rows of its
+units (its incoming synapses, as the chip holds them), works on the spikes delivered to it, and its units'
+spikes travel as messages over the mesh (`routing`: X-then-Y routes, unicast or multicast trees) to every
+core that holds one of their targets. Layers run in phases (layer 0, 1, ..., then the decoder when it is on
+chip), each closed by a barrier.
 
-The simulator gives the same outputs as the unplaced model with the same weights (the per-core partition only
-splits the sums), and counts what the chip does: synaptic ops and spikes delivered per core.
+Counted per core and token, from the events of the run: synaptic ops (`synops`, the MAC convention: the
+local non-zero fan-out of every delivered spike; the dense embedding input counts every local input
+synapse), compartment updates (active = the unit fired), spikes out, messages out / in, hops of the messages
+it sent, energy (profile per-event costs); per link the messages that crossed it; per layer phase the latency
+= slowest core's work (synops, updates, message injection) + longest route of the phase + barrier.
 
-Backends (``ChipSimulator(..., backend=)``):
+Backends (``ChipSimulator(..., backend=)``) differ only in how the arithmetic is grouped:
 
-* ``"tir"`` (default when tvm imports): each core's slice is a compiled TIR program (`kernels.CoreProgram`:
-  the TVM target's ``dense_matvec`` / ``event_matvec`` / ``update`` kernels over the core's input-major CSR
-  synapse blocks and preallocated per-core event lists, accumulators and state);
-* ``"numpy"``: the reference — dense local blocks, one matvec per inbox message, the IR's ``egru_cell``.
+* ``"layer"`` (default): one program per layer computes all its cores' accumulators at once (TIR kernels
+  when tvm imports, else numpy); per-core synops come from per-core fan-out tables indexed by the spikes
+  delivered. Fast enough for PTB-size models (benchmarks/bench_chip_eval.py).
+* ``"tir"``: each core runs its own compiled TIR program (`kernels.CoreProgram`) on its own inbox;
+* ``"numpy"``: the reference — per-core dense local blocks, one matvec per inbox message.
 
-Both deliver the same events and count the same synaptic ops and spikes.
+All give the same outputs and counters (tests/test_chip_sim.py).
 """
 from __future__ import annotations
 
@@ -21,21 +27,53 @@ import numpy as np
 from ...ir.ops import OPS
 from ..stack import EGRUStack
 from .network import LayerNet
-from .placement import Placement, _dest_cores
+from .placement import Placement
+from .routing import Mesh, UnitRoutes, core_tiles
 
 _cell = OPS["egru_cell"].compute
 
-BACKENDS = ("tir", "numpy")
+BACKENDS = ("layer", "tir", "numpy")
 
 
 def default_backend() -> str:
+    """The arithmetic of core programs: "tir" when tvm imports, else "numpy"."""
     from .kernels import tvm_available
     return "tir" if tvm_available() else "numpy"
+
+
+def _onehot(core_of: np.ndarray, n: int) -> np.ndarray:
+    oh = np.zeros((len(core_of), n), np.float32)
+    oh[np.arange(len(core_of)), core_of] = 1
+    return oh
+
+
+def _gate_fan(M, h: int) -> np.ndarray:
+    """[h, n_pre] non-zero synapses (gates summed) from presynaptic unit i into unit j, from the stored
+    values as the cores hold them (an explicitly stored zero is no synapse)."""
+    d = M.to_dense() != 0
+    return d[:h].astype(np.int32) + d[h:2 * h] + d[2 * h:3 * h]
+
+
+def dest_cores(fans: list[tuple[np.ndarray, np.ndarray]], core_of: list[np.ndarray], n_cores: int,
+               dec_fan: np.ndarray | None = None, dec_core_of: np.ndarray | None = None) -> list[np.ndarray]:
+    """Per source layer l: [h_l, n_cores] bool — unit i has a synapse on core c (own layer's recurrent
+    synapses, the next layer's input synapses, or the decoder's when it is on chip)."""
+    out = []
+    L = len(fans)
+    for l in range(L):
+        reach = (fans[l][1].T.astype(np.float32) @ _onehot(core_of[l], n_cores)) > 0
+        if l + 1 < L:
+            reach |= (fans[l + 1][0].T.astype(np.float32) @ _onehot(core_of[l + 1], n_cores)) > 0
+        elif dec_fan is not None:
+            reach |= (dec_fan.T.astype(np.float32) @ _onehot(dec_core_of, n_cores)) > 0
+        out.append(reach)
+    return out
 
 
 class _Core:
     def __init__(self, cid: int, layer: int, units: np.ndarray, lw, W_dense: np.ndarray, R_dense: np.ndarray,
                  backend: str = "numpy", fast_math: bool | None = None):
+        """One core's units of layer `layer` (``cid`` -1: a whole layer, the "layer" backend's program)."""
         self.id = cid
         self.layer = layer
         self.units = units
@@ -116,102 +154,190 @@ class _Core:
 class ChipSimulator:
     """Runs a placed stack token by token; `stats()` gives per-core counters since the last `reset`.
 
-    backend: "tir" (per-core compiled TIR programs; default when tvm imports) or "numpy" (reference).
-    fast_math: TIR backend only — polynomial exp in the cell update (None: `kernels.DEFAULT_FAST_MATH`)."""
+    profile: chip profile (default loihi-like); multicast: routers replicate packets (see `routing`);
+    dec_core_of: [V] core of each decoder output when the decoder is on chip (cores after the RNN cores in
+    ``placement.slot_of_core``), None when the host runs it. backend: "layer" (default), "tir" or "numpy"."""
 
     def __init__(self, stack: EGRUStack, nets: list[LayerNet], placement: Placement, backend: str | None = None,
-                 fast_math: bool | None = None):
+                 fast_math: bool | None = None, profile=None, multicast: bool = False,
+                 dec_core_of: np.ndarray | None = None):
         if backend is None:
-            backend = default_backend()
+            backend = "layer"
         if backend not in BACKENDS:
             raise ValueError(f"unknown simulator backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+        if profile is None:
+            from .profile import load_profile
+            profile = load_profile("loihi-like")
         self.backend = backend
         self.stack = stack
         self.placement = placement
+        self.profile = profile
+        self.multicast = bool(multicast)
+        n = self.n_cores = len(placement.slot_of_core)
+        L = len(stack.layers)
+        self.core_of = [np.asarray(c, np.int64) for c in placement.core_of]
+        self.dec_core_of = None if dec_core_of is None else np.asarray(dec_core_of, np.int64)
+        fans = [(_gate_fan(lw.W, lw.hidden), _gate_fan(lw.R, lw.hidden)) for lw in stack.layers]
+        dec_fan = (stack.decoder_weight != 0).astype(np.int32) if self.dec_core_of is not None else None
+        # per-core fan-out tables [presynaptic unit, core]: synapses of unit i's spike on core c
+        self.fin_T = [(f[0].T.astype(np.float32) @ _onehot(self.core_of[l], n)).astype(np.int64)
+                      for l, f in enumerate(fans)]
+        self.frec_T = [(f[1].T.astype(np.float32) @ _onehot(self.core_of[l], n)).astype(np.int64)
+                       for l, f in enumerate(fans)]
+        self.fin0 = self.fin_T[0].sum(0)                 # embedding input: every input synapse, every token
+        self.fdec_T = None if dec_fan is None else \
+            (dec_fan.T.astype(np.float32) @ _onehot(self.dec_core_of, n)).astype(np.int64)
+        self.units = [np.bincount(c, minlength=n) for c in self.core_of]
+        self.dec_units = None if dec_fan is None else np.bincount(self.dec_core_of, minlength=n)
+        reach = dest_cores(fans, self.core_of, n, dec_fan, self.dec_core_of)
+        self.mesh = Mesh(profile, max(1, int(np.max(placement.slot_of_core)) // profile.chip.cores + 1))
+        tiles = core_tiles(profile, placement.slot_of_core, self.mesh)
+        self.routes = [UnitRoutes(reach[l], self.core_of[l], tiles, self.mesh, profile, self.multicast)
+                       for l in range(L)]
+        self.dec_wT = np.ascontiguousarray(stack.decoder_weight.T.astype(np.float32))     # [E, V], event rows
+        self.dec_b = stack.decoder_bias.astype(np.float32)
+        self.dec_col_nnz = np.count_nonzero(stack.decoder_weight, axis=0).astype(np.int64)
+        # arithmetic
         self.cores: list[_Core] = []
         self.layer_cores: list[list[_Core]] = []
+        self._targets: dict[tuple[int, bool], list[tuple[_Core, np.ndarray]]] = {}
+        arith = default_backend() if backend == "layer" else backend
         for l, lw in enumerate(stack.layers):
             W_dense, R_dense = lw.W.to_dense(), lw.R.to_dense()
-            cs = []
-            for cid in np.unique(placement.core_of[l]):
-                units = np.nonzero(placement.core_of[l] == cid)[0]
-                core = _Core(int(cid), l, units, lw, W_dense, R_dense, backend, fast_math)
-                cs.append(core)
-                self.cores.append(core)
+            if backend == "layer":
+                cs = [_Core(-1, l, np.arange(lw.hidden), lw, W_dense, R_dense, arith, fast_math)]
+            else:
+                cs = [_Core(int(cid), l, np.nonzero(self.core_of[l] == cid)[0], lw, W_dense, R_dense, arith,
+                            fast_math) for cid in np.unique(self.core_of[l])]
+            self.cores += cs
             self.layer_cores.append(cs)
             del W_dense, R_dense
-        # routing tables: for each source layer, unit -> destination core ids (own layer: recurrent; next: input)
-        reach = _dest_cores(nets, placement.core_of, placement.n_cores)
-        # delivery masks per (source layer, direction): for every core of the target layer, which source units
-        # it receives — routed to its core id AND with a synapse on this core (routing is per core, not per
-        # layer, so a core id shared by two layers' cores must not hand one layer's spikes to the other)
-        self._targets: dict[tuple[int, bool], list[tuple[_Core, np.ndarray]]] = {}
-        for l in range(len(nets)):
-            for forward in (True, False):
-                tl = l + 1 if forward else l
-                if tl >= len(stack.layers):
-                    continue
-                self._targets[(l, forward)] = [
-                    (core, reach[l][:, core.id] & ((core.fan_in if forward else core.fan_rec) > 0))
-                    for core in self.layer_cores[tl]]
+        if backend != "layer":
+            # per-core inboxes: only spikes with a synapse on the core's units of the target layer (a core id
+            # shared by two layers' units must not hand one layer's spikes to the other)
+            for l in range(L):
+                for forward in (True, False):
+                    tl = l + 1 if forward else l
+                    if tl < L:
+                        self._targets[(l, forward)] = [
+                            (core, reach[l][:, core.id] & ((core.fan_in if forward else core.fan_rec) > 0))
+                            for core in self.layer_cores[tl]]
         self.reset()
 
     def reset(self) -> None:
+        L, n = len(self.stack.layers), self.n_cores
         self.c = [np.zeros(l.hidden, np.float32) for l in self.stack.layers]
         self.y = [np.zeros(l.hidden, np.float32) for l in self.stack.layers]
         for core in self.cores:
             core.reset()
         self.steps = 0
-        self.active = np.zeros(len(self.stack.layers), np.int64)
-        self.last_active = np.zeros(len(self.stack.layers), np.int64)
+        self.active = np.zeros(L, np.int64)
+        self.last_active = np.zeros(L, np.int64)
         self.last_synops = 0
+        self.fires = [np.zeros(l.hidden, np.int64) for l in self.stack.layers]
+        z = lambda dt=np.int64: np.zeros(n, dt)  # noqa: E731
+        self.counters = {"synops": z(), "dec_synops": z(), "updates": z(), "updates_active": z(),
+                         "spikes_out": z(), "messages_out": z(), "messages_in": z(), "hops_out": z(),
+                         "energy_pj": z(np.float64)}
+        self.phase_ns = np.zeros(L + (self.dec_core_of is not None))
+        self.latency_ns = 0.0
+        self.decoder_macs = 0          # event-gated decoder MACs (wherever it runs)
+
+    def _phase(self, synops, upd_active, upd_inactive, msgs_out, route_pj, max_route_ns) -> float:
+        """Energy of the phase into the counters; returns its latency."""
+        e = self.profile.energy
+        self.counters["energy_pj"] += (synops * e.synop_pj + upd_active * e.neuron_active_pj +
+                                       upd_inactive * e.neuron_inactive_pj + route_pj)
+        work = (synops * e.synop_ns + upd_active * e.neuron_active_ns + upd_inactive * e.neuron_inactive_ns +
+                msgs_out * e.spike_tile_ns)
+        return float(work.max()) + max_route_ns + e.barrier_ns
 
     def step(self, token: int) -> np.ndarray:
-        before = sum(c.synops for c in self.cores)
+        n, cnt = self.n_cores, self.counters
+        cpu = self.profile.core.compartments_per_unit
         x = self.stack.embedding[token][None].astype(np.float32)
+        a_in = None
+        rnn_synops = 0
         for l, lw in enumerate(self.stack.layers):
-            # recurrent spikes of the previous time step were delivered at its end
-            c_new = np.zeros(lw.hidden, np.float32)
-            y_new = np.zeros(lw.hidden, np.float32)
-            for core in self.layer_cores[l]:
-                cn, yn = core.compute(self.c[l], x if l == 0 else None)
-                c_new[core.units] = cn
-                y_new[core.units] = yn
+            a_rec = np.flatnonzero(self.y[l])            # own spikes of the previous step (delivered then)
+            if self.backend == "layer":
+                core = self.layer_cores[l][0]
+                if l:
+                    core.inbox_in.append((a_in, self.y[l - 1][a_in]))
+                core.inbox_rec.append((a_rec, self.y[l][a_rec]))
+                c_new, y_new = core.compute(self.c[l], x if l == 0 else None)
+                c_new, y_new = c_new.copy(), y_new.copy()
+                synops = (self.fin0 if l == 0 else self.fin_T[l][a_in].sum(0)) + self.frec_T[l][a_rec].sum(0)
+            else:
+                c_new = np.zeros(lw.hidden, np.float32)
+                y_new = np.zeros(lw.hidden, np.float32)
+                synops = np.zeros(n, np.int64)
+                for core in self.layer_cores[l]:
+                    before = core.synops
+                    cn, yn = core.compute(self.c[l], x if l == 0 else None)
+                    c_new[core.units] = cn
+                    y_new[core.units] = yn
+                    synops[core.id] += core.synops - before
             self.c[l], self.y[l] = c_new, y_new
-            self.last_active[l] = np.count_nonzero(y_new)
-            if l + 1 < len(self.stack.layers):
-                self._send_forward(l, y_new)
-        for l in range(len(self.stack.layers)):
-            self._send_recurrent(l, self.y[l])
+            a = np.flatnonzero(y_new)
+            self.last_active[l] = len(a)
+            self.fires[l][a] += 1
+            if self.backend != "layer" and l + 1 < len(self.stack.layers):
+                self._deliver(l, y_new, forward=True)
+            src = self.core_of[l][a]
+            R = self.routes[l]
+            spk = np.bincount(src, minlength=n)
+            msgs = np.bincount(src, weights=R.n_msgs[a], minlength=n).astype(np.int64)
+            cnt["synops"] += synops
+            cnt["updates"] += self.units[l] * cpu
+            cnt["updates_active"] += spk * cpu
+            cnt["spikes_out"] += spk
+            cnt["messages_out"] += msgs
+            cnt["messages_in"] += R.reach[a].sum(0)
+            cnt["hops_out"] += np.bincount(src, weights=R.hops[a], minlength=n).astype(np.int64)
+            rnn_synops += int(synops.sum())
+            ph = self._phase(synops, spk * cpu, (self.units[l] - spk) * cpu, msgs,
+                             np.bincount(src, weights=R.pj[a], minlength=n),
+                             float(R.max_ns[a].max()) if len(a) else 0.0)
+            self.phase_ns[l] += ph
+            self.latency_ns += ph
+            a_in = a
+        if self.backend != "layer":
+            for l in range(len(self.stack.layers)):
+                self._deliver(l, self.y[l], forward=False)
+        y_last = self.y[-1]
+        logits = self.dec_b + y_last[a_in] @ self.dec_wT[a_in]        # event-gated by the last layer's spikes
+        self.decoder_macs += int(self.dec_col_nnz[a_in].sum())
+        if self.dec_core_of is not None:
+            synops = self.fdec_T[a_in].sum(0)
+            cnt["dec_synops"] += synops
+            cnt["updates"] += self.dec_units
+            cnt["updates_active"] += self.dec_units
+            ph = self._phase(synops, self.dec_units, 0, 0, 0.0, 0.0)
+            self.phase_ns[-1] += ph
+            self.latency_ns += ph
         self.active += self.last_active
         self.steps += 1
-        self.last_synops = sum(c.synops for c in self.cores) - before
-        y_last = self.y[-1]
-        return (y_last[None] @ self.stack.decoder_weight.T + self.stack.decoder_bias).astype(np.float32)[0]
-
-    def _send_forward(self, layer, y):
-        self._deliver(layer, y, forward=True)
-
-    def _send_recurrent(self, layer, y):
-        self._deliver(layer, y, forward=False)
+        self.last_synops = rnn_synops
+        return logits.astype(np.float32)
 
     def _deliver(self, layer: int, y: np.ndarray, forward: bool) -> None:
         active = np.flatnonzero(y)
         if not len(active):
             return
         for core, mask in self._targets.get((layer, forward), ()):
-            # only spikes with a synapse on this core are delivered (routing is per core, not per layer)
             keep = active[mask[active]]
             if len(keep):
                 (core.inbox_in if forward else core.inbox_rec).append((keep, y[keep]))
                 core.spikes_in += len(keep)
 
+    def link_messages(self) -> np.ndarray:
+        """Messages (packets) that crossed each mesh link since `reset` ([n_links], `mesh.links` order)."""
+        return sum(f.astype(np.float64) @ R.links for f, R in zip(self.fires, self.routes))
+
     def stats(self) -> dict:
         n = max(self.steps, 1)
-        synops = np.zeros(self.placement.n_cores)
-        spikes = np.zeros(self.placement.n_cores)
-        for c in self.cores:
-            synops[c.id] += c.synops
-            spikes[c.id] += c.spikes_in
-        return {"steps": self.steps, "synops_total": synops, "spikes_in_total": spikes,
+        synops = self.counters["synops"].astype(np.float64)
+        return {"steps": self.steps, "synops_total": synops, "spikes_in_total":
+                self.counters["messages_in"].astype(np.float64),
                 "activity": (self.active / (n * np.array([l.hidden for l in self.stack.layers]))).tolist()}
