@@ -126,6 +126,9 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     if target:
         out_dir = out_dir or _default_out(model, target)
         check_output_dir(out_dir, force)
+    if target in CHIP_TARGETS and options.get("profile"):
+        from .targets.chip.profile import load_profile
+        load_profile(options["profile"])            # a bad profile fails before any work is done
     t0 = time.perf_counter()
     source = load_source(model, trust=trust, vocab_file=vocab_file)
     graph = source.to_graph()
