@@ -74,7 +74,7 @@ def _load_calibration(path, source, n_tokens, unk):
 
 @main.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", "-t", help="onnx, tvm, loihi-like or spinnaker2-like")
+@click.option("--target", "-t", help="onnx, tvm, loihi-like, loihi2-like or spinnaker2-like")
 @click.option("-o", "--output", "out_dir", type=click.Path(), help="output directory (default MODEL.TARGET)")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False),
               help="training text whose first-appearance order gives the vocabulary (EvNN state_dicts)")
@@ -165,7 +165,7 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     click.echo(f"wrote {out_dir} ({target}) in {time.perf_counter() - t0:.1f} s")
 
 
-CHIP_TARGETS = ("loihi-like", "spinnaker2-like")
+CHIP_TARGETS = ("loihi-like", "loihi2-like", "spinnaker2-like")
 
 
 def _run_passes(graph, passes, calib, print_after_all, verbose, quantize=False):

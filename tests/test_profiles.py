@@ -160,3 +160,39 @@ def test_malformed_toml_is_one_line_error(tiny, tmp_path):
     f.write_text("[energy\nsynop_pj = \n")
     res = _compile(tiny, f, tmp_path / "o")
     _one_error_line(res, ["bad.toml", "malformed TOML"], tmp_path / "o", tmp_path)
+
+
+def _eval_json(path, data):
+    res = CliRunner().invoke(main, ["eval", str(path), "--data", str(data), "--json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output.strip().splitlines()[-1])
+
+
+def test_loihi2_like_compiles_and_evaluates_like_pytorch(tiny, tmp_path):
+    """The graded-spike profile compiles as a target of its own; its simulated artifact (float weights) gives
+    PyTorch's perplexity and activity on the same text."""
+    out = tmp_path / "l2"
+    res = CliRunner().invoke(main, [str(tiny / "m.pt"), "--target", "loihi2-like", "-o", str(out),
+                                    "--calib-data", str(tiny / "calib.txt"), "--float-weights"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "mapping.json").read_text())
+    assert m["profile"]["name"] == "loihi2-like" and m["profile"]["spikes"]["payload_bits"] == 32
+    assert m["profile"]["chip"]["cores"] == 128 and m["chips"] == 1
+    assert json.loads((out / "manifest.json").read_text())["target"] == "loihi2-like"
+    chip, ref = _eval_json(out, tiny / "calib.txt"), _eval_json(tiny / "m.pt", tiny / "calib.txt")
+    assert chip["target"] == "loihi2-like" and ref["target"] == "torch"
+    assert chip["perplexity"] == pytest.approx(ref["perplexity"], rel=1e-6)
+    assert chip["activity"] == pytest.approx(ref["activity"], abs=1e-12)
+
+
+def test_user_profile_with_own_name_evaluates(tiny, tmp_path):
+    """A user profile with its own name compiles under --target loihi-like and its artifact still opens."""
+    data = _base()
+    data["name"] = "my-chip"
+    f = tmp_path / "mine.toml"
+    f.write_text(dump_toml(data))
+    res = _compile(tiny, f, tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o" / "mapping.json").read_text())["profile"]["name"] == "my-chip"
+    r = _eval_json(tmp_path / "o", tiny / "calib.txt")
+    assert r["target"] == "loihi-like" and r["tokens"] > 0

@@ -91,7 +91,8 @@ RUNNERS: dict[str, Callable[..., Runner]] = {}
 BUILTIN_RUNNERS = {"onnx": "egru_compile.runtime.onnx_runner:OnnxRunner.from_artifact",
                    "tvm": "egru_compile.targets.tvm.runner:TVMRunner.from_artifact",
                    "loihi-like": "egru_compile.targets.chip.runner:ChipRunner.from_artifact",
-                   "spinnaker2-like": "egru_compile.targets.chip.runner:ChipRunner.from_artifact"}
+                   "spinnaker2-like": "egru_compile.targets.chip.runner:ChipRunner.from_artifact",
+                   "loihi2-like": "egru_compile.targets.chip.runner:ChipRunner.from_artifact"}
 
 
 def register_runner(target: str, factory: Callable[..., Runner]) -> None:

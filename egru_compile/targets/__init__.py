@@ -12,6 +12,7 @@ TARGETS = {
     "tvm": "egru_compile.targets.tvm:compile_tvm",
     "loihi-like": "egru_compile.targets.chip:compile_loihi_like",
     "spinnaker2-like": "egru_compile.targets.chip:compile_spinnaker2_like",
+    "loihi2-like": "egru_compile.targets.chip:compile_loihi2_like",
 }
 
 

@@ -26,7 +26,7 @@ from .placement import (Placement, PlacementError, evaluate, place, required_chi
 from .profile import ChipProfile, ProfileError, load_profile
 from .report import core_rows, plot_mapping, text_report, totals, write_json
 
-__all__ = ["compile_loihi_like", "compile_spinnaker2_like", "compile_chip", "load_profile", "ChipProfile",
+__all__ = ["compile_loihi_like", "compile_loihi2_like", "compile_spinnaker2_like", "compile_chip", "load_profile", "ChipProfile",
            "ProfileError", "PlacementError", "measure_unit_activity"]
 
 
@@ -116,7 +116,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     plot_mapping(mapping, costs, ours, profile, out_dir / "mapping.png")
     _save_program(out_dir / "program.npz", stack, ours, float_weights)
     vocab_file = write_vocab(out_dir, source)
-    manifest = {"target": profile.name, "format": "egru-compile/chip-program", "version": 1,
+    manifest = {"target": default_profile, "format": "egru-compile/chip-program", "version": 1,
                 "profile": profile.name, "program": "program.npz", "mapping": "mapping.json",
                 "vocab": vocab_file, "source_sha256": getattr(source, "sha256", None),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size,
@@ -174,6 +174,10 @@ def load_program(path):
 
 def compile_loihi_like(graph, source, out_dir, options):
     return compile_chip(graph, source, out_dir, options, "loihi-like")
+
+
+def compile_loihi2_like(graph, source, out_dir, options):
+    return compile_chip(graph, source, out_dir, options, "loihi2-like")
 
 
 def compile_spinnaker2_like(graph, source, out_dir, options):
