@@ -27,8 +27,12 @@ units per core charged like its ``loihi_lif`` soma (access 51.2 + update 21.6 pJ
 per spike), since its own ``loihi_inputs`` units are free; (b) the same mesh carrying our profile's per-event
 figures (``--profile``), the architecture our formula describes.
 
-    python benchmarks/bench_energy.py --tokens 30                       # loihi-like, both schedules
-    python benchmarks/bench_energy.py --tokens 30 --profile PATH.toml   # another profile's figures
+    python benchmarks/bench_energy.py --tokens 24 --archs stock --steps-per-token 1,3     # SANA-FE's Loihi
+    python benchmarks/bench_energy.py --tokens 24 --archs profile --steps-per-token 1,3   # our figures
+    python benchmarks/bench_energy.py --tables-only      # rewrite results/energy.md from results/energy.json
+
+Runs on the same model, tokens and profile merge into results/energy.json; ``--workdir DIR`` keeps the
+compiled artifact between runs.
 """
 from __future__ import annotations
 
@@ -349,9 +353,15 @@ def main(argv=None):
     ap.add_argument("--activity", type=float, default=0.2)
     ap.add_argument("--steps-per-token", default="1,3")
     ap.add_argument("--archs", default="stock,profile")
-    ap.add_argument("--json", help="write the raw numbers here")
+    ap.add_argument("--json", default=str(HERE / "results" / "energy.json"),
+                    help="raw numbers (replays of earlier runs on the same model are merged in)")
+    ap.add_argument("--out", default=str(HERE / "results" / "energy.md"), help="the tables (markdown)")
     ap.add_argument("--workdir", help="keep the checkpoint and artifact here and reuse them (same tokens/profile)")
+    ap.add_argument("--tables-only", action="store_true", help="rewrite --out from --json without running")
     a = ap.parse_args(argv)
+    if a.tables_only:
+        Path(a.out).write_text(markdown(json.loads(Path(a.json).read_text())))
+        return
     ptb = Path(a.ptb)
     if not (ptb / "ptb.train.txt").is_file():
         raise SystemExit(f"Penn Treebank not found at {ptb}")
@@ -418,10 +428,168 @@ def main(argv=None):
                 res[f"{name}_{spt}"] = sanafe_replay(archs[name], stack, pl, profile, spikes, spt, wd)
     import resource
     res["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(res, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    out_json = Path(a.json)
+    if out_json.is_file():           # merge replays of earlier runs on the same model, tokens and profile
+        old = json.loads(out_json.read_text())
+        if all(old.get(k) == res[k] for k in ("tokens", "profile", "ours")):
+            res = {**old, **{k: v for k, v in res.items() if k != "compile_s"}}
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(res, indent=1) + "\n")
+    text = markdown(res)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
 
+
+def _gap(x, ref):
+    return f"{100 * (x - ref) / ref:+.0f} %" if ref else "—"
+
+
+def markdown(r: dict) -> str:
+    """The comparison tables of benchmarks/results/energy.md from the merged run record."""
+    o, d = r["ours"], r["ours_davies"]
+    T = r["tokens"]
+    lines = [f"# Energy model vs SANA-FE (PTB-size EGRU, {T} tokens)", "",
+             f"Model: embedding 750, EGRU 1350/1350/750, PTB vocabulary, random weights, RNN matrices pruned to 85 %, "
+             f"thresholds for ~20 % activity (measured {', '.join(f'{100 * x:.1f} %' for x in o['activity'])}); "
+             f"compiled for `loihi-like` ({o['cores']} cores, one chip) calibrated on the first {T} tokens of "
+             f"ptb.valid; the spike trains of those {T} tokens come from the chip simulator of the int8 program. "
+             f"SANA-FE {_sanafe_version()} replays them on the same cores and mesh slots (3 neurons per unit, one "
+             f"zero-weight connection per synapse). {T} tokens because building and loading the 3.6M-connection "
+             "network and simulating takes SANA-FE 2–3 min per replay on this shared 2-core machine.", "",
+             "Per token. *SANA-FE Loihi*: its shipped `loihi.yaml` (replayed neurons charged like its `loihi_lif`). "
+             "*ours before*: loihi-like with Davies et al. 2018's per-event figures; *ours now*: loihi-like with the "
+             "figures adopted from SANA-FE's Loihi file (see the profile's comments). *SANA-FE, our figures*: the "
+             "same replay on an architecture file carrying loihi-like's figures (checks our formula against "
+             "SANA-FE's machinery). Energy in µJ.", ""]
+    st, sp = r.get("stock_1"), r.get("profile_1")
+
+    def e(run, k):
+        if run is None:
+            return None
+        en = run["energy_pj"]
+        v = {"synapse": en["synapse"], "neuron": en["soma"] + en["dendrite"], "network": en["network_rnn"]}
+        v["total"] = sum(v.values())
+        return v[k]
+
+    def f(v):
+        return "—" if v is None else f"{v / 1e6:.3f}"
+    lines += ["| energy / token | SANA-FE Loihi | ours before | gap | ours now | gap | SANA-FE, our figures | ours now vs it |",
+              "|---|---|---|---|---|---|---|---|"]
+    for k, label in (("synapse", "synaptic ops"), ("neuron", "neuron updates + spike generation"),
+                     ("network", "spike messages + hops (chip)"), ("total", "**total**")):
+        ref, mine = e(st, k), e(sp, k)
+        lines.append(f"| {label} | {f(ref)} | {f(d[k])} | {_gap(d[k], ref) if ref else '—'} | {f(o[k])} | "
+                     f"{_gap(o[k], ref) if ref else '—'} | {f(mine)} | {_gap(o[k], mine) if mine else '—'} |")
+    if st:
+        lines.append(f"| host → chip embedding packets (not in our model) | {f(st['host_network_pj'])} | — | | — | | "
+                     f"{f(sp['host_network_pj']) if sp else '—'} | |")
+    lines += ["", "| latency / token (µs) | SANA-FE Loihi | ours before | gap | ours now | gap | SANA-FE, our figures "
+              "| ours now vs it |", "|---|---|---|---|---|---|---|---|"]
+    s3, p3 = r.get("stock_3"), r.get("profile_3")
+    ref, mine = (s3 or {}).get("time_ns"), (p3 or {}).get("time_ns")
+    us = lambda v: "—" if v is None else f"{v / 1e3:.1f}"  # noqa: E731
+    lines.append(f"| layer-sequential (3 steps/token; ours: Σ layer phases + barriers) | {us(ref)} | "
+                 f"{us(d['latency_ns'])} | {_gap(d['latency_ns'], ref) if ref else '—'} | {us(o['latency_ns'])} | "
+                 f"{_gap(o['latency_ns'], ref) if ref else '—'} | {us(mine)} | "
+                 f"{_gap(o['latency_ns'], mine) if mine else '—'} |")
+    for k in range(3):
+        lines.append(f"| — step / phase {k} | {us(s3['step_ns'][k]) if s3 else '—'} | {us(d['layer_phase_ns'][k])} | | "
+                     f"{us(o['layer_phase_ns'][k])} | | {us(p3['step_ns'][k]) if p3 else '—'} | |")
+    if st or sp:
+        lines.append(f"| pipelined (1 step/token, all layers at once) | {us(st and st['time_ns'])} | — | | — | | "
+                     f"{us(sp and sp['time_ns'])} | |")
+    lines += ["", "Event counts per token (the same in every SANA-FE run):", ""]
+    run = st or sp
+    if run:
+        lines += [f"- synaptic events: SANA-FE {run['synaptic_events'] / T:,.1f}, ours {o['synops_per_token']:,.1f} "
+                  f"(+ {o['last_token_rec_synops'] / T:,.1f} = the recurrent fan-out of the last token's spikes, which "
+                  f"SANA-FE processes within the run and we leave to the next token: "
+                  f"{'exact' if abs(run['synaptic_events'] - o['synops_per_token'] * T - o['last_token_rec_synops']) < 0.5 else 'MISMATCH'})",
+                  f"- packets: SANA-FE {run['packets'] / T:,.1f} = {run['host_packets_per_token']:,} host embedding packets "
+                  f"+ {run['packets'] / T - run['host_packets_per_token']:,.1f} spike messages; ours "
+                  f"{o['messages_per_token']:,.1f} spike messages (one per spiking unit per destination core)",
+                  f"- neurons: {run['neurons']:,} (3 per unit), connections: {run['connections']:,}"]
+    runs = [f"{k}: build {v['build_s']:.0f} s, load {v['load_s']:.0f} s, simulate {v['sim_s']:.0f} s"
+            for k, v in r.items() if isinstance(v, dict) and "load_s" in v]
+    lines += ["", "SANA-FE cost per replay — " + "; ".join(runs) + f"; peak RSS {r['peak_rss_mib']:,.0f} MiB.", ""]
+    lines += explanation(r)
+    lines += ["Commands (SANA-FE installed with `pip install sanafe==2.2.9`; each ≈ 3–5 min here):", "",
+              f"    python benchmarks/bench_energy.py --tokens {T} --archs stock --steps-per-token 1,3",
+              f"    python benchmarks/bench_energy.py --tokens {T} --archs profile --steps-per-token 1,3", ""]
+    return "\n".join(lines) + "\n"
+
+
+def explanation(r: dict) -> list[str]:
+    """Why each gap over 20 % arises, and what loihi-like adopted (static reasoning, the run's numbers)."""
+    o, d = r["ours"], r["ours_davies"]
+    st = r.get("stock_1")
+    host = f"{st['host_network_pj'] / 1e6:.2f} µJ, {100 * st['host_network_pj'] / o['total']:.0f} % on top" \
+        if st else "not run"
+    syn_gap = _gap(o["synapse"], st["energy_pj"]["synapse"]) if st else "—"
+    s3, p3 = r.get("stock_3"), r.get("profile_3")
+    lat_self = _gap(o["latency_ns"], p3["time_ns"]) if p3 else "not run"
+    lat_stock = _gap(o["latency_ns"], s3["time_ns"]) if s3 else "not run"
+    stock_vs_self = _gap(s3["time_ns"], p3["time_ns"]) if s3 and p3 else "—"
+    share = f"{100 * (s3['time_ns'] - p3['time_ns']) / s3['time_ns']:.0f} %" if s3 and p3 else "an unmeasured part"
+    return [
+        "## Gaps over 20 % and what loihi-like adopted", "",
+        "For energy SANA-FE charges exactly its per-event table on these spike trains (the *SANA-FE, our figures* "
+        "column equals our formula up to the last token's recurrent fan-out), so every energy gap is a per-event "
+        "cost:", "",
+        "1. **Synaptic ops (before −31 %).** Davies et al. 2018 list 23.6 pJ / 3.5 ns as the *minimum* cost of a "
+        "synaptic op; SANA-FE's Loihi file charges 33.6 pJ / 4.7 ns per sparse-synapse op (35.5 dense, 24.0 "
+        f"convolutional) — the costs with which SANA-FE reproduces measured Loihi energy within 12 %. Our synapse "
+        f"lists are sparse: loihi-like now charges 33.6 pJ / 4.7 ns. What remains ({syn_gap}) is the last token's "
+        "recurrent fan-out (see the event counts), a boundary effect of a finite replay.",
+        "2. **Neuron updates (before −30 %).** SANA-FE accesses and updates every neuron every step "
+        "(51.2 + 21.6 pJ, 6.0 + 3.7 ns) whether it fires or not, and charges 69.3 pJ / 30 ns per spike generated; "
+        "Davies' 81 / 47.5 pJ cover the compartment update only. loihi-like now charges 72.8 pJ / 9.7 ns per "
+        "compartment of a silent unit and 72.8 + 69.3 / 3 = 95.9 pJ / 9.7 + 30 / 3 = 19.7 ns per compartment of a "
+        "unit that fires (its 3 compartments carry its spike generation) — SANA-FE's charge, exactly, with the "
+        "profile's existing fields.",
+        "3. **Spike messages (before −93 %).** Davies' 1.7 pJ / 2.1 ns \"spike within a tile\" is the link alone; "
+        "SANA-FE charges 111 pJ / 5.1 ns per packet sent (one per destination core, the sender's own core "
+        "included), 65× more. loihi-like now charges 111 pJ / 5.1 ns per message. Hop costs agree (3.0 pJ east-west; "
+        "4.0 vs 4.2 pJ north-south, < 1 % of the total: Davies' figure kept).",
+        f"4. **Host → chip embedding ({host}).** SANA-FE charges the 750 embedding events entering the chip "
+        "each token (18,000 packets: one per dimension and destination core) plus their hops; our model treats the "
+        "embedding as host work and charges nothing. This is not a per-event cost to tune but a missing term "
+        "(issue 16 item 3, decoder and embedding on the map): at SANA-FE's rates it is 111 pJ + hops per "
+        "(dimension, destination core), and 16 ns of receive time on each destination core.",
+        f"5. **Latency (before {_gap(d['latency_ns'], r['stock_3']['time_ns']) if 'stock_3' in r else '—'}).** "
+        "The per-event times above (synaptic op 3.5 → 4.7 ns, neuron 6.1/8.4 → 9.7/19.7 ns, message 2.1 → 5.1 ns) "
+        f"close it (now {lat_stock} against SANA-FE-Loihi). What else differs: SANA-FE charges 16 ns to *receive* each packet "
+        "on the destination core (our formula has no receive term — on a layer-0 core the embedding's 750 "
+        "packets alone take 12 µs per token); its stock file synchronises in 0.6–1.8 µs per step depending on the "
+        "tiles in use (≤ 1.8 µs per step, ≤ 5.4 µs per token over 3 steps) where loihi-like keeps Davies' 299 ns barrier; "
+        "and SANA-FE's step k is layer k's spikes being sent and processed by their targets (recurrent and next "
+        "layer), while our phase l is the work of layer l's cores, so the per-phase rows are not comparable one to "
+        "one — only their sum is. The pipelined schedule (one SANA-FE step per token, all layers at once: a new "
+        "token every step, 3 steps of latency) is not what our latency model describes.",
+        f"6. **Latency, our formula vs SANA-FE with our own figures ({lat_self}).** With identical per-event times "
+        "SANA-FE is faster than our formula because its schedule overlaps more: a layer's recurrent synaptic ops for "
+        "the next token run in the step where that layer fires, beside the next layer's input ops on other cores, "
+        "whereas our phase l serialises layer l's input and recurrent ops on its cores; and SANA-FE keeps hop "
+        "latency on the network while our formula adds each message's delivery time to the sender's busy time. "
+        f"Against SANA-FE-Loihi ({lat_stock}) this conservatism is offset by what our formula lacks (the 16 ns "
+        f"receive per packet and the longer sync: SANA-FE-Loihi takes {stock_vs_self} longer than SANA-FE with our "
+        "figures) — the agreement within 20 % is partly two opposite differences, and a per-phase comparison "
+        "would not hold.", "",
+        "Not adopted: the receive cost and the tile-count sync table need new profile fields and a change to the "
+        "formula in `placement.evaluate` (a `message_in_ns` per received message added to the receiving core's "
+        "phase time; a sync time per step that grows with the tiles in use); together "
+        f"{share} of SANA-FE-Loihi's latency on this model, they are left to the chip-simulation work of issue 16 "
+        "(adding them without also modelling the overlap of item 6 would move our latency further above SANA-FE's).",
+        ""]
+
+
+def _sanafe_version() -> str:
+    from importlib.metadata import version
+    try:
+        return version("sanafe")
+    except Exception:
+        return "(not installed)"
 
 if __name__ == "__main__":
     main()
