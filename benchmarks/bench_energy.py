@@ -474,7 +474,8 @@ def markdown(r: dict) -> str:
 
     def f(v):
         return "—" if v is None else f"{v / 1e6:.3f}"
-    lines += ["| energy / token | SANA-FE Loihi | ours before | gap | ours now | gap | SANA-FE, our figures | ours now vs it |",
+    head = "| SANA-FE Loihi | ours before | gap | ours now | gap | SANA-FE, our figures | ours now vs it |"
+    lines += ["| energy / token " + head,
               "|---|---|---|---|---|---|---|---|"]
     for k, label in (("synapse", "synaptic ops"), ("neuron", "neuron updates + spike generation"),
                      ("network", "spike messages + hops (chip)"), ("total", "**total**")):
@@ -482,10 +483,9 @@ def markdown(r: dict) -> str:
         lines.append(f"| {label} | {f(ref)} | {f(d[k])} | {_gap(d[k], ref) if ref else '—'} | {f(o[k])} | "
                      f"{_gap(o[k], ref) if ref else '—'} | {f(mine)} | {_gap(o[k], mine) if mine else '—'} |")
     if st:
-        lines.append(f"| host → chip embedding packets (not in our model) | {f(st['host_network_pj'])} | — | | — | | "
-                     f"{f(sp['host_network_pj']) if sp else '—'} | |")
-    lines += ["", "| latency / token (µs) | SANA-FE Loihi | ours before | gap | ours now | gap | SANA-FE, our figures "
-              "| ours now vs it |", "|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| host → chip embedding packets (not in our model) | {f(st['host_network_pj'])} | — | | "
+                     f"— | | {f(sp['host_network_pj']) if sp else '—'} | |")
+    lines += ["", "| latency / token (µs) " + head, "|---|---|---|---|---|---|---|---|"]
     s3, p3 = r.get("stock_3"), r.get("profile_3")
     ref, mine = (s3 or {}).get("time_ns"), (p3 or {}).get("time_ns")
     us = lambda v: "—" if v is None else f"{v / 1e3:.1f}"  # noqa: E731
@@ -494,7 +494,8 @@ def markdown(r: dict) -> str:
                  f"{_gap(o['latency_ns'], ref) if ref else '—'} | {us(mine)} | "
                  f"{_gap(o['latency_ns'], mine) if mine else '—'} |")
     for k in range(3):
-        lines.append(f"| — step / phase {k} | {us(s3['step_ns'][k]) if s3 else '—'} | {us(d['layer_phase_ns'][k])} | | "
+        lines.append(f"| — step / phase {k} | {us(s3['step_ns'][k]) if s3 else '—'} | "
+                     f"{us(d['layer_phase_ns'][k])} | | "
                      f"{us(o['layer_phase_ns'][k])} | | {us(p3['step_ns'][k]) if p3 else '—'} | |")
     if st or sp:
         lines.append(f"| pipelined (1 step/token, all layers at once) | {us(st and st['time_ns'])} | — | | — | | "
@@ -502,11 +503,13 @@ def markdown(r: dict) -> str:
     lines += ["", "Event counts per token (the same in every SANA-FE run):", ""]
     run = st or sp
     if run:
+        exact = abs(run["synaptic_events"] - o["synops_per_token"] * T - o["last_token_rec_synops"]) < 0.5
         lines += [f"- synaptic events: SANA-FE {run['synaptic_events'] / T:,.1f}, ours {o['synops_per_token']:,.1f} "
                   f"(+ {o['last_token_rec_synops'] / T:,.1f} = the recurrent fan-out of the last token's spikes, which "
                   f"SANA-FE processes within the run and we leave to the next token: "
-                  f"{'exact' if abs(run['synaptic_events'] - o['synops_per_token'] * T - o['last_token_rec_synops']) < 0.5 else 'MISMATCH'})",
-                  f"- packets: SANA-FE {run['packets'] / T:,.1f} = {run['host_packets_per_token']:,} host embedding packets "
+                  f"{'exact' if exact else 'MISMATCH'})",
+                  f"- packets: SANA-FE {run['packets'] / T:,.1f} = {run['host_packets_per_token']:,} host embedding "
+                  "packets "
                   f"+ {run['packets'] / T - run['host_packets_per_token']:,.1f} spike messages; ours "
                   f"{o['messages_per_token']:,.1f} spike messages (one per spiking unit per destination core)",
                   f"- neurons: {run['neurons']:,} (3 per unit), connections: {run['connections']:,}"]
@@ -557,12 +560,15 @@ def explanation(r: dict) -> list[str]:
         "embedding as host work and charges nothing. This is not a per-event cost to tune but a missing term "
         "(issue 16 item 3, decoder and embedding on the map): at SANA-FE's rates it is 111 pJ + hops per "
         "(dimension, destination core), and 16 ns of receive time on each destination core.",
-        f"5. **Latency (before {_gap(d['latency_ns'], r['stock_3']['time_ns']) if 'stock_3' in r else '—'}).** "
-        "The per-event times above (synaptic op 3.5 → 4.7 ns, neuron 6.1/8.4 → 9.7/19.7 ns, message 2.1 → 5.1 ns) "
-        f"close it (now {lat_stock} against SANA-FE-Loihi). What else differs: SANA-FE charges 16 ns to *receive* each packet "
+        f"5. **Latency (before {_gap(d['latency_ns'], s3['time_ns']) if s3 else '—'}).** "
+        "The per-event times above (synaptic op 3.5 → 4.7 ns, neuron 6.1/8.4 → 9.7/19.7 ns, message 2.1 → 5.1 "
+        "ns) "
+        f"close it (now {lat_stock} against SANA-FE-Loihi). What else differs: SANA-FE charges 16 ns to *receive* "
+        "each packet "
         "on the destination core (our formula has no receive term — on a layer-0 core the embedding's 750 "
         "packets alone take 12 µs per token); its stock file synchronises in 0.6–1.8 µs per step depending on the "
-        "tiles in use (≤ 1.8 µs per step, ≤ 5.4 µs per token over 3 steps) where loihi-like keeps Davies' 299 ns barrier; "
+        "tiles in use (≤ 1.8 µs per step, ≤ 5.4 µs per token over 3 steps) where loihi-like keeps Davies' 299 ns "
+        "barrier; "
         "and SANA-FE's step k is layer k's spikes being sent and processed by their targets (recurrent and next "
         "layer), while our phase l is the work of layer l's cores, so the per-phase rows are not comparable one to "
         "one — only their sum is. The pipelined schedule (one SANA-FE step per token, all layers at once: a new "

@@ -54,7 +54,7 @@ def main():
     """egru-compile: compile pruned event-based GRU language models into sparse, event-driven programs.
 
     \b
-    egru-compile MODEL --target {onnx,tvm,loihi-like,spinnaker2-like} -o DIR
+    egru-compile MODEL --target {onnx,tvm,loihi-like,loihi2-like,spinnaker2-like} -o DIR
     egru-compile eval ARTIFACT --data FILE
     egru-compile inspect DIR
     """
@@ -121,7 +121,8 @@ def _compile(model, out_dir, vocab_file, print_ir, print_ir_after_all, report_pa
     if options.get("onnx_weight_dtype", "auto") != "auto" and target != "onnx":
         raise EgruError(f"--onnx-weight-dtype applies to --target onnx only (target: {target or 'none'})")
     if target is None and not (print_ir or print_ir_after_all or report_path):
-        raise EgruError("nothing to do: give --target (onnx, tvm, loihi-like, spinnaker2-like) or --print-ir")
+        raise EgruError("nothing to do: give --target (onnx, tvm, loihi-like, loihi2-like, spinnaker2-like) "
+                        "or --print-ir")
     target_fn = get_target(target) if target else None
     if target:
         out_dir = out_dir or _default_out(model, target)
