@@ -42,9 +42,11 @@ def resolve_target(req: CompileRequest):
     """(TargetSpec, options dataclass) for the request, or (None, None) when no target is asked for."""
     from .targets import registry
     profile = req.target_values.get("profile")
-    if req.target is None and profile:
+    p = None
+    if profile:                                   # a bad profile fails before any work is done
         from .targets.chip.profile import load_profile
         p = load_profile(profile)
+    if req.target is None and p is not None:
         spec = registry.chip_target(p.name, p.description or f"chip profile {p.name}", profile)
     elif req.target is None:
         spec = None

@@ -31,8 +31,7 @@ from .decoder import DECODER_CHOICES, WHY_CHIP, WHY_HOST, host_macs, place_decod
 from .report import core_rows, plot_mapping, simulated_report, text_report, totals, write_json
 from .routing import router_multicast
 
-__all__ = ["compile_loihi_like", "compile_spinnaker2_like", "compile_chip", "load_profile", "ChipProfile",
-           "ProfileError", "PlacementError", "measure_unit_activity"]
+__all__ = ["compile_chip", "load_profile", "ChipProfile", "ProfileError", "PlacementError", "measure_unit_activity"]
 
 
 def measure_unit_activity(graph, tokens: np.ndarray, nets: list[LayerNet]) -> None:
@@ -152,7 +151,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     plot_mapping(mapping, costs, ours, profile, out_dir / "mapping.png")
     _save_program(out_dir / "program.npz", stack, ours, float_weights, dec)
     vocab_file = write_vocab(out_dir, source)
-    manifest = {"target": profile.name, "format": "egru-compile/chip-program", "version": 1,
+    manifest = {"target": options.get("target") or profile.name, "format": "egru-compile/chip-program", "version": 1,
                 "profile": profile.name, "program": "program.npz", "mapping": "mapping.json",
                 "vocab": vocab_file, "source_sha256": getattr(source, "sha256", None),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size,
@@ -214,11 +213,3 @@ def load_program(path, with_decoder: bool = False):
     if with_decoder:
         return stack, pl, (z["decoder_core_of"] if "decoder_core_of" in z else None)
     return stack, pl
-
-
-def compile_loihi_like(graph, source, out_dir, options):
-    return compile_chip(graph, source, out_dir, options, "loihi-like")
-
-
-def compile_spinnaker2_like(graph, source, out_dir, options):
-    return compile_chip(graph, source, out_dir, options, "spinnaker2-like")

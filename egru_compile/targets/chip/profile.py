@@ -1,12 +1,17 @@
 """Chip profiles: capacity, mesh geometry and per-event energy/time of a many-core neuromorphic chip.
 
 Profiles are TOML files (``profiles/<name>.toml``, every number with its public source in a comment); users
-pass their own with ``--profile FILE``. A malformed profile is a one-line `ProfileError`.
+pass their own with ``--profile FILE``. Loading establishes that every value is physically meaningful before
+any placement or report uses it: energies and times are finite and >= 0, counts and limits are positive
+integers within bounds an array can hold, mesh dimensions are ≥ 1, bit widths lie in their sane range, every
+section and key is known and of the right type (no bool for an int, no string for a number). Anything else is
+a one-line `ProfileError` naming the file and the key.
 """
 from __future__ import annotations
 
+import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ...errors import EgruError
@@ -26,6 +31,7 @@ class ChipGeometry:
     cores_per_tile: int
     chip_hop_pj: float
     chip_hop_ns: float
+    multicast: bool = False          # the router replicates a packet along a tree (one per spike, not per core)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,18 @@ class EnergyModel:
 
 
 @dataclass(frozen=True)
+class SpikeModel:
+    """What one spike message carries. ``payload_bits`` = 0: a binary spike (Loihi 1: the receiving synapse
+    adds its weight); > 0: a graded spike carrying an integer payload of that many bits (Loihi 2), which is
+    how an EGRU unit's event value reaches its targets without extra messages."""
+    payload_bits: int = 0
+
+    @property
+    def graded(self) -> bool:
+        return self.payload_bits > 0
+
+
+@dataclass(frozen=True)
 class ChipProfile:
     name: str
     description: str
@@ -75,32 +93,110 @@ class ChipProfile:
     memory: MemoryModel
     energy: EnergyModel
     source: str
+    spikes: SpikeModel = SpikeModel()
 
     @property
     def units_per_core(self) -> int:
         return self.core.compartments // self.core.compartments_per_unit
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
         return asdict(self)
 
 
-def _section(data: dict, key: str, cls, where: str):
-    sec = data.get(key)
+# ----------------------------------------------------------------------------------------------- schema
+_INT_MAX = 2 ** 40          # every count must fit the int64 arrays placement builds (and products of them)
+_F = ("float", 0.0, 1e12)   # energy (pJ) or time (ns) per event: finite, >= 0 (1e12 pJ = 1 J per event)
+
+#: section -> (dataclass, required, {key: (kind, lowest, highest)})
+SCHEMA: dict[str, tuple[type, bool, dict[str, tuple[str, float, float]]]] = {
+    "chip": (ChipGeometry, True, {
+        "cores": ("int", 1, 1 << 20), "tiles_x": ("int", 1, 1 << 12), "tiles_y": ("int", 1, 1 << 12),
+        "cores_per_tile": ("int", 1, 1 << 12), "chip_hop_pj": _F, "chip_hop_ns": _F,
+        "multicast": ("bool?", 0, 1)}),
+    "core": (CoreLimits, True, {
+        "compartments": ("int", 1, 1 << 31), "input_axons": ("int", 1, 1 << 31),
+        "output_axons": ("int", 1, 1 << 31), "synapse_memory_bytes": ("int", 1, _INT_MAX),
+        "compartments_per_unit": ("int", 1, 64)}),
+    "memory": (MemoryModel, True, {
+        "weight_bits": ("int", 1, 32), "index_bits": ("int", 1, 64), "axon_pointer_bits": ("int", 1, 64),
+        "state_bits_per_unit": ("int", 0, 1 << 16)}),
+    "energy": (EnergyModel, True, {k: _F for k in EnergyModel.__dataclass_fields__}),
+    "spikes": (SpikeModel, False, {"payload_bits": ("int", 0, 64)}),
+}
+TOP_LEVEL_STRINGS = ("name", "description")
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _value(v, kind: str, lo: float, hi: float, err) -> int | float | bool:
+    if kind == "bool?":
+        if not isinstance(v, bool):
+            err(f"= {_short(v)} must be true or false")
+        return v
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            err(f"= {_short(v)} must be an integer")
+        if not lo <= v <= hi:
+            err(f"= {v} must be {'>= 0' if lo == 0 else 'a positive integer'}" + (f" <= {int(hi):,}" if v > hi else ""))
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        err(f"= {_short(v)} must be a number")
+    if not math.isfinite(v):
+        err(f"= {v} must be finite")
+    if not lo <= v <= hi:
+        err(f"= {v} must be >= 0" + (f" and <= {hi:g}" if v > hi else ""))
+    return float(v)
+
+
+def _section(data: dict, key: str, where: str):
+    cls, required, keys = SCHEMA[key]
+    if key not in data:
+        if required:
+            raise ProfileError(f"chip profile {where}: missing section [{key}]")
+        return cls()
+    sec = data[key]
     if not isinstance(sec, dict):
-        raise ProfileError(f"chip profile {where}: missing section [{key}]")
+        raise ProfileError(f"chip profile {where}: {key} must be a section [{key}], not a value")
+    for k in sec:
+        if k not in keys:
+            raise ProfileError(f"chip profile {where}: [{key}] has unknown key {k!r} "
+                               f"(known: {', '.join(keys)})")
     kwargs = {}
-    for f in fields(cls):
-        if f.name not in sec:
-            raise ProfileError(f"chip profile {where}: [{key}] lacks '{f.name}'")
-        v = sec[f.name]
-        want = int if f.type in ("int", int) else float
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):
-            raise ProfileError(f"chip profile {where}: [{key}] {f.name} must be a number ({want.__name__})")
-        if v < 0 or (want is int and v == 0 and f.name not in ("state_bits_per_unit",)):
-            raise ProfileError(f"chip profile {where}: [{key}] {f.name} must be positive")
-        kwargs[f.name] = want(v)
+    for k, (kind, lo, hi) in keys.items():
+        if k not in sec:
+            if kind.endswith("?"):             # optional key: the dataclass default
+                continue
+            raise ProfileError(f"chip profile {where}: [{key}] lacks '{k}'")
+
+        def err(msg, k=k):
+            raise ProfileError(f"chip profile {where}: [{key}] {k} {msg}")
+        kwargs[k] = _value(sec[k], kind, lo, hi, err)
     return cls(**kwargs)
+
+
+def parse_profile(data: dict, where: str, default_name: str = "") -> ChipProfile:
+    """A validated `ChipProfile` from parsed TOML `data`; `where` names the file in errors."""
+    for k, v in data.items():
+        if k in TOP_LEVEL_STRINGS:
+            if not isinstance(v, str) or "\n" in v or not (v.strip() or k == "description"):
+                raise ProfileError(f"chip profile {where}: {k} must be a one-line string")
+        elif k not in SCHEMA:
+            raise ProfileError(f"chip profile {where}: unknown key {k!r} (known: "
+                               f"{', '.join(TOP_LEVEL_STRINGS + tuple(SCHEMA))})")
+    chip = _section(data, "chip", where)
+    if chip.tiles_x * chip.tiles_y * chip.cores_per_tile < chip.cores:
+        raise ProfileError(f"chip profile {where}: [chip] cores = {chip.cores} does not fit {chip.tiles_x}x"
+                           f"{chip.tiles_y} tiles of {chip.cores_per_tile} cores")
+    core = _section(data, "core", where)
+    if core.compartments < core.compartments_per_unit:
+        raise ProfileError(f"chip profile {where}: [core] compartments = {core.compartments} cannot hold one "
+                           f"EGRU unit (compartments_per_unit = {core.compartments_per_unit})")
+    return ChipProfile(data.get("name", default_name), data.get("description", ""), chip, core,
+                       _section(data, "memory", where), _section(data, "energy", where), where,
+                       _section(data, "spikes", where))
 
 
 def load_profile(name_or_path: str) -> ChipProfile:
@@ -108,7 +204,7 @@ def load_profile(name_or_path: str) -> ChipProfile:
     path = Path(name_or_path)
     if not path.suffix:
         path = PROFILE_DIR / f"{name_or_path}.toml"
-    where = str(name_or_path)
+    where = str(path)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -117,13 +213,4 @@ def load_profile(name_or_path: str) -> ChipProfile:
         raise ProfileError(f"chip profile {where}: unreadable ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"chip profile {where}: malformed TOML ({e})") from None
-    chip = _section(data, "chip", ChipGeometry, where)
-    if chip.tiles_x * chip.tiles_y * chip.cores_per_tile < chip.cores:
-        raise ProfileError(f"chip profile {where}: {chip.tiles_x}x{chip.tiles_y} tiles of {chip.cores_per_tile} "
-                           f"cores cannot hold {chip.cores} cores")
-    core = _section(data, "core", CoreLimits, where)
-    if core.compartments < core.compartments_per_unit:
-        raise ProfileError(f"chip profile {where}: a core cannot hold one EGRU unit")
-    return ChipProfile(str(data.get("name", path.stem)), str(data.get("description", "")), chip, core,
-                       _section(data, "memory", MemoryModel, where), _section(data, "energy", EnergyModel, where),
-                       str(path))
+    return parse_profile(data, where, path.stem)
