@@ -151,16 +151,25 @@ def test_weights_infinite_in_float32_or_overflowing(tmp_path, value, needle):
 
 
 # --------------------------------------------------------------------------- 5. tampered artifacts
-def _compile(ckpt, out, *extra):
-    res = cli(ckpt, "--target", "onnx", "-o", out, *extra)
+@pytest.fixture(scope="module")
+def onnx_artifact(tmp_path_factory):
+    d = tmp_path_factory.mktemp("art")
+    save_checkpoint(d / "m.pt", make_model(), WORDS)
+    res = cli(d / "m.pt", "--target", "onnx", "-o", d / "art")
     assert res.exit_code == 0, res.output
+    return d / "art"
+
+
+def _compile(ckpt, out, onnx_artifact):
+    """A fresh copy of the compiled artifact at `out` (compiled once per module)."""
+    shutil.copytree(onnx_artifact, out)
     return out
 
 
 @pytest.mark.parametrize("tamper", ["flip-byte", "truncate", "zero-bytes", "swap-state-wiring", "absolute-path",
                                     "unsealed"])
-def test_tampered_artifact_is_refused(tmp_path, ckpt, tamper):
-    art = _compile(ckpt, tmp_path / "art")
+def test_tampered_artifact_is_refused(tmp_path, ckpt, tamper, onnx_artifact):
+    art = _compile(ckpt, tmp_path / "art", onnx_artifact)
     model = art / "model.onnx"
     manifest = json.loads((art / "manifest.json").read_text())
     if tamper == "flip-byte":
@@ -232,9 +241,9 @@ def test_malformed_state_dicts(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["inputs-not-list", "npz-garbage"])
-def test_malformed_manifest_and_npz(tmp_path, ckpt, case):
+def test_malformed_manifest_and_npz(tmp_path, ckpt, case, onnx_artifact):
     if case == "inputs-not-list":
-        art = _compile(ckpt, tmp_path / "art")
+        art = _compile(ckpt, tmp_path / "art", onnx_artifact)
         m = json.loads((art / "manifest.json").read_text())
         m["inputs"] = 5
         (art / "manifest.json").write_text(json.dumps(m))

@@ -80,7 +80,10 @@ def test_k_tokens_per_call_matches_streaming(tvm_artifact):
 
 
 def _broken_copy(tvm_artifact, tmp_path, edit):
-    """A copy of the compiled artifact with `edit(dir, manifest)` applied (manifest written back)."""
+    """A copy of the compiled artifact with `edit(dir, manifest)` applied (manifest written back) and
+    re-sealed: a crafted artifact whose checksums are right, so the runner's own checks are what is tested
+    (an edit without re-sealing is refused before: tests/test_security.py)."""
+    from egru_compile.artifact import seal
     import shutil
     d, _ = tvm_artifact
     out = tmp_path / "broken"
@@ -88,6 +91,7 @@ def _broken_copy(tvm_artifact, tmp_path, edit):
     manifest = json.loads((out / "manifest.json").read_text())
     edit(out, manifest)
     (out / "manifest.json").write_text(json.dumps(manifest))
+    seal(out)
     return out
 
 
@@ -120,14 +124,15 @@ def _drop_array(name):
 
 
 @pytest.mark.parametrize("edit,needle", [
-    (lambda out, m: (out / "egru_step.so").unlink(), "library file egru_step.so is missing"),
+    (lambda out, m: (out / "egru_step.so").unlink(), "library names 'egru_step.so', which is not a file of the artifact"),
     (lambda out, m: (out / "egru_step.so").write_bytes(b"\x7fELF not really"), "cannot load"),
-    (lambda out, m: (out / "weights.npz").unlink(), "weights file weights.npz is missing"),
+    (lambda out, m: (out / "weights.npz").unlink(), "weights names 'weights.npz', which is not a file of the artifact"),
     (_truncate("weights.npz"), "weights.npz is unreadable"),
     (_drop_array("l1_R_indices"), "weights.npz is incomplete: no array l1_R_indices"),
-    (_set("library", "../m.pt"), "'library' must be a file name"),
+    (_set("library", "../m.pt"), "'../m.pt' is not a relative path inside the artifact"),
+    (_set("library", "/usr/lib/libc.so.6"), "is not a relative path inside the artifact"),
     (_set("weights", 7), "'weights' must be a file name"),
-    (_set("vocab", "nope.txt"), "vocab file nope.txt is missing"),
+    (_set("vocab", "nope.txt"), "vocab names 'nope.txt', which is not a file of the artifact"),
     (_set("spec", None), "has no kernel spec"),
     (_set_spec("index_dtype", "int8"), "bad kernel spec: index_dtype"),
     (_set_spec("colour", "red"), "bad kernel spec"),
