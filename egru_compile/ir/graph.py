@@ -172,28 +172,6 @@ class Graph:
                 return i
         raise ValueError("node not in graph")
 
-    def toposort(self) -> None:
-        """Reorder nodes topologically, keeping the current order where it is already valid."""
-        defined = set(self.inputs)
-        remaining = list(self.nodes)
-        ordered = []
-        while remaining:
-            progressed = False
-            rest = []
-            for n in remaining:
-                if all(v in defined for v in n.inputs):
-                    ordered.append(n)
-                    defined.update(n.outputs)
-                    progressed = True
-                else:
-                    rest.append(n)
-            if not progressed:
-                from .verify import VerificationError
-                raise VerificationError("graph has a cycle or an undefined value: " + ", ".join(
-                    f"{n.op}" for n in rest[:5]))
-            remaining = rest
-        self.nodes = ordered
-
     def clone(self) -> "Graph":
         """Deep copy of structure; constant arrays are shared (passes must not mutate them in place)."""
         memo = {}
