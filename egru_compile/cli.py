@@ -101,6 +101,7 @@ def main():
     \b
     egru-compile MODEL --target TARGET -o DIR      (egru-compile targets: the list)
     egru-compile eval ARTIFACT --data FILE
+    egru-compile generate ARTIFACT --prompt TEXT
     egru-compile inspect DIR
     """
 
@@ -217,6 +218,30 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust):
         if result.get("chip"):
             from .targets.chip.report import chip_summary
             click.echo(chip_summary(result["chip"]), nl=False)
+
+
+@main.command("generate")
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--prompt", required=True, help="words to start from (whitespace-separated vocabulary words)")
+@click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=20, show_default=True,
+              help="tokens to generate")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="softmax temperature; 0 = greedy (argmax)")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="sample among the K most likely tokens (0: all)")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed of the sampler")
+@click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
+@click.option("--unk", help="map out-of-vocabulary prompt words to this token")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
+@click.option("--debug", is_flag=True, help="show tracebacks")
+def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_file, unk, as_json, trust_checkpoint,
+                 debug):
+    """Generate text after --prompt with a compiled ARTIFACT dir or a source checkpoint."""
+    from .runtime.generate import generate_path
+    result = _run_guarded(debug, generate_path, artifact, prompt, n_tokens, temperature, top_k or None, seed,
+                          vocab_file=vocab_file, unk=unk, trust=trust_checkpoint)
+    click.echo(json.dumps(result, sort_keys=True) if as_json else result["text"])
 
 
 @main.command("inspect")
