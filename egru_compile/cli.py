@@ -193,28 +193,36 @@ def targets_cmd():
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--max-tokens", type=click.IntRange(min=2), help="use only the first N tokens")
 @click.option("--unk", help="map out-of-vocabulary words to this token")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="cut the text into B contiguous streams, each evaluated from a zero state")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def eval_cmd(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint, debug):
+def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, quiet, trust_checkpoint, debug):
     """Streaming perplexity, activity and MACs/token of a compiled ARTIFACT dir or a source checkpoint."""
-    _run_guarded(debug, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint)
+    _run_guarded(debug, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
+                 batch_size)
 
 
-def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust):
+def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1):
     from .runtime import evaluate_path
     quiet = quiet or not sys.stdout.isatty()
     result = evaluate_path(artifact, data, vocab_file=vocab_file, max_tokens=max_tokens, unk=unk, quiet=quiet,
-                           trust=trust)
+                           trust=trust, batch_size=batch_size)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
         click.echo(f"target        {result['target']}")
-        click.echo(f"tokens        {result['tokens']}")
+        click.echo(f"tokens        {result['tokens']}" + (
+            f" ({result['batch_size']} streams; {result['dropped_tokens']} tail tokens not used)"
+            if result["batch_size"] > 1 else ""))
         click.echo(f"perplexity    {result['perplexity']:.4f}")
         click.echo(f"MACs/token    {result['macs_per_token']:.1f}")
         click.echo("activity      " + " ".join(f"{a:.4f}" for a in result["activity"]))
+        if result.get("tokens_per_second"):
+            click.echo(f"tokens/s      {result['tokens_per_second']:,.0f} ({1e6 / result['tokens_per_second']:,.1f} "
+                       "µs/token, whole token incl. decoder and log-softmax)")
         if result.get("chip"):
             from .targets.chip.report import chip_summary
             click.echo(chip_summary(result["chip"]), nl=False)
