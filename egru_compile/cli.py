@@ -110,10 +110,10 @@ def _target_options(f):
     """Add every registered target's options (`targets.registry`) as command-line options of `compile`."""
     from .targets.registry import option_fields
     for name, default, meta, takers in reversed(option_fields()):
-        flag = "--" + name.replace("_", "-")
+        flags = ["--" + n.replace("_", "-") for n in (name, *meta.get("aliases", ()))]
         help_ = f"[{', '.join(takers) if len(takers) < 3 else 'chip targets'}] {meta.get('help', '')}"
         if isinstance(default, bool):
-            f = click.option(flag, name, is_flag=True, default=default, help=help_)(f)
+            f = click.option(*flags, name, is_flag=True, default=default, help=help_)(f)
             continue
         if meta.get("choices"):
             typ = click.Choice(list(meta["choices"]))
@@ -123,7 +123,7 @@ def _target_options(f):
             typ = click.IntRange(min=meta.get("min")) if meta.get("min") is not None else int
         else:
             typ = str
-        f = click.option(flag, name, type=typ, default=default, show_default=default is not None, help=help_)(f)
+        f = click.option(*flags, name, type=typ, default=default, show_default=default is not None, help=help_)(f)
     return f
 
 
