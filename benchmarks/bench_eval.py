@@ -38,7 +38,9 @@ sys.path.insert(0, str(ROOT))
 from egru_compile.runtime import evaluate, load_eval_tokens, open_artifact  # noqa: E402
 from egru_compile.runtime.scoring import nll_reference  # noqa: E402
 
-PTB_TEST = ROOT.parent / "shared" / "data" / "ptb" / "ptb.test.txt"
+PTB_TEST = next((p for p in (ROOT.parent / "shared" / "data" / "ptb" / "ptb.test.txt",
+                             ROOT.parents[1] / "shared" / "data" / "ptb" / "ptb.test.txt") if p.is_file()),
+                ROOT.parent / "shared" / "data" / "ptb" / "ptb.test.txt")
 EXAMPLE = ROOT / "examples" / "ptb-egru-small" / "model.pt"
 
 
@@ -76,6 +78,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("artifacts", nargs="*", help="artifact dirs / checkpoints (default: compile the example)")
     ap.add_argument("--tokens", type=int, default=5000)
+    ap.add_argument("--data", default=str(PTB_TEST), help="evaluation text (default: PTB test)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval.md"))
     a = ap.parse_args(argv)
@@ -85,7 +88,7 @@ def main(argv=None):
         arts = [(str(p), Path(p)) for p in a.artifacts] if a.artifacts else compile_example(Path(tmp))
         runners = [(name, open_artifact(p, threads=1) if Path(p).is_dir() and "onnx" in name else open_artifact(p))
                    for name, p in arts]
-        ids = load_eval_tokens(PTB_TEST, runners[0][1].vocab, a.tokens)
+        ids = load_eval_tokens(a.data, runners[0][1].vocab, a.tokens)
         T = len(ids) - 1
         cols = ["run", "old eval", "eval", "eval B=4", "eval B=16"]
         times = {name: {c: [] for c in cols} for name, _ in runners}
@@ -103,7 +106,7 @@ def main(argv=None):
                     times[name][f"eval B={B}"].append(res["seconds"] / res["tokens"])
     med = {n: {c: statistics.median(v) * 1e6 for c, v in d.items()} for n, d in times.items()}
     lines = [f"`python benchmarks/bench_eval.py --tokens {a.tokens} --rounds {a.rounds}` — "
-             f"{T} predictions of ptb.test.txt, 1 thread, µs per token (median of {a.rounds} interleaved rounds); "
+             f"{T} predictions of {Path(a.data).name}, 1 thread, µs per token (median of {a.rounds} interleaved rounds); "
              "`eval` tokens/s in brackets", "",
              "| artifact | perplexity | " + " | ".join(cols) + " | scoring now / before |",
              "|---|---|" + "---|" * (len(cols) + 1)]
