@@ -30,7 +30,6 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -106,7 +105,8 @@ def main(argv=None):
                     times[name][f"eval B={B}"].append(res["seconds"] / res["tokens"])
     med = {n: {c: statistics.median(v) * 1e6 for c, v in d.items()} for n, d in times.items()}
     lines = [f"`python benchmarks/bench_eval.py --tokens {a.tokens} --rounds {a.rounds}` — "
-             f"{T} predictions of {Path(a.data).name}, 1 thread, µs per token (median of {a.rounds} interleaved rounds); "
+             f"{T} predictions of {Path(a.data).name}, 1 thread, µs per token "
+             f"(median of {a.rounds} interleaved rounds); "
              "`eval` tokens/s in brackets", "",
              "| artifact | perplexity | " + " | ".join(cols) + " | scoring now / before |",
              "|---|---|" + "---|" * (len(cols) + 1)]

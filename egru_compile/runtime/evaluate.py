@@ -49,6 +49,8 @@ def split_streams(token_ids, batch_size: int = 1) -> np.ndarray:
     if B < 1:
         raise DataError(f"--batch-size must be at least 1 (got {batch_size})")
     L = len(ids) // B
+    if B == 1 and L < 2:
+        raise DataError(f"need at least 2 tokens to evaluate, got {len(ids)}")
     if L < 2:
         raise DataError(f"{len(ids)} tokens cut into {B} streams leave {L} token(s) per stream: each needs at "
                         "least 2 (lower --batch-size)")
