@@ -101,6 +101,7 @@ def main():
     \b
     egru-compile MODEL --target TARGET -o DIR      (egru-compile targets: the list)
     egru-compile eval ARTIFACT --data FILE
+    egru-compile generate ARTIFACT --prompt TEXT
     egru-compile inspect DIR
     """
 
@@ -109,10 +110,10 @@ def _target_options(f):
     """Add every registered target's options (`targets.registry`) as command-line options of `compile`."""
     from .targets.registry import option_fields
     for name, default, meta, takers in reversed(option_fields()):
-        flag = "--" + name.replace("_", "-")
+        flags = ["--" + n.replace("_", "-") for n in (name, *meta.get("aliases", ()))]
         help_ = f"[{', '.join(takers) if len(takers) < 3 else 'chip targets'}] {meta.get('help', '')}"
         if isinstance(default, bool):
-            f = click.option(flag, name, is_flag=True, default=default, help=help_)(f)
+            f = click.option(*flags, name, is_flag=True, default=default, help=help_)(f)
             continue
         if meta.get("choices"):
             typ = click.Choice(list(meta["choices"]))
@@ -122,7 +123,7 @@ def _target_options(f):
             typ = click.IntRange(min=meta.get("min")) if meta.get("min") is not None else int
         else:
             typ = str
-        f = click.option(flag, name, type=typ, default=default, show_default=default is not None, help=help_)(f)
+        f = click.option(*flags, name, type=typ, default=default, show_default=default is not None, help=help_)(f)
     return f
 
 
@@ -192,31 +193,63 @@ def targets_cmd():
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--max-tokens", type=click.IntRange(min=2), help="use only the first N tokens")
 @click.option("--unk", help="map out-of-vocabulary words to this token")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="cut the text into B contiguous streams, each evaluated from a zero state")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def eval_cmd(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint, debug):
+def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, quiet, trust_checkpoint, debug):
     """Streaming perplexity, activity and MACs/token of a compiled ARTIFACT dir or a source checkpoint."""
-    _run_guarded(debug, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint)
+    _run_guarded(debug, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
+                 batch_size)
 
 
-def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust):
+def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1):
     from .runtime import evaluate_path
     quiet = quiet or not sys.stdout.isatty()
     result = evaluate_path(artifact, data, vocab_file=vocab_file, max_tokens=max_tokens, unk=unk, quiet=quiet,
-                           trust=trust)
+                           trust=trust, batch_size=batch_size)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
         click.echo(f"target        {result['target']}")
-        click.echo(f"tokens        {result['tokens']}")
+        click.echo(f"tokens        {result['tokens']}" + (
+            f" ({result['batch_size']} streams; {result['dropped_tokens']} tail tokens not used)"
+            if result["batch_size"] > 1 else ""))
         click.echo(f"perplexity    {result['perplexity']:.4f}")
         click.echo(f"MACs/token    {result['macs_per_token']:.1f}")
         click.echo("activity      " + " ".join(f"{a:.4f}" for a in result["activity"]))
+        if result.get("tokens_per_second"):
+            click.echo(f"tokens/s      {result['tokens_per_second']:,.0f} ({1e6 / result['tokens_per_second']:,.1f} "
+                       "µs/token, whole token incl. decoder and log-softmax)")
         if result.get("chip"):
             from .targets.chip.report import chip_summary
             click.echo(chip_summary(result["chip"]), nl=False)
+
+
+@main.command("generate")
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--prompt", required=True, help="words to start from (whitespace-separated vocabulary words)")
+@click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=20, show_default=True,
+              help="tokens to generate")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="softmax temperature; 0 = greedy (argmax)")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="sample among the K most likely tokens (0: all)")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed of the sampler")
+@click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
+@click.option("--unk", help="map out-of-vocabulary prompt words to this token")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
+@click.option("--debug", is_flag=True, help="show tracebacks")
+def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_file, unk, as_json, trust_checkpoint,
+                 debug):
+    """Generate text after --prompt with a compiled ARTIFACT dir or a source checkpoint."""
+    from .runtime.generate import generate_path
+    result = _run_guarded(debug, generate_path, artifact, prompt, n_tokens, temperature, top_k or None, seed,
+                          vocab_file=vocab_file, unk=unk, trust=trust_checkpoint)
+    click.echo(json.dumps(result, sort_keys=True) if as_json else result["text"])
 
 
 @main.command("inspect")

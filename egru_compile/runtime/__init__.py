@@ -6,7 +6,12 @@
     logits = r.step(token_id)                  # [V] float32; r.last_stats = StepStats(events, macs)
     logits = r.run(token_ids)                  # [T, V]; r.last_run = RunStats(events [T,L], macs [T])
     ids = load_eval_tokens("test.txt", r.vocab, max_tokens=None, unk=None)
-    evaluate(r, ids, quiet=True)               # {"perplexity", "tokens", "macs_per_token", "activity", ...}
+    evaluate(r, ids, quiet=True)               # {"perplexity", "tokens", "macs_per_token", "activity",
+                                               #  "tokens_per_second", ...}
+    evaluate(r, ids, batch_size=4)             # 4 contiguous streams; "streams": each one's own figures
+    s = r.get_state(); r.set_state(s)          # exact snapshot / restore of the recurrent state
+    from egru_compile.runtime.generate import generate
+    generate(r, prompt_ids, 20, temperature=0.8, top_k=40, seed=0)   # token ids after the prompt
 
 The targets' runners come from the target registry (`targets.registry`, imported on first use); runners without a target register
 theirs with `register_runner(target, factory)`.

@@ -35,7 +35,9 @@ class Runner(ABC):
 
     ``reset()`` zeroes the recurrent state; ``step(token)`` returns the logits [V] (float32) for the next
     token and leaves the step's activity in ``last_stats``; ``run(tokens)`` steps through a sequence
-    (state carried, not reset) and returns logits [T, V], with per-step activity in ``last_run``."""
+    (state carried, not reset) and returns logits [T, V], with per-step activity in ``last_run``; ``score``
+    returns the next-token NLL instead of the logits; ``get_state()`` / ``set_state()`` snapshot and restore
+    the recurrent state exactly (what batched streams need)."""
 
     #: target name ("onnx", "torch", ...)
     target: str = "?"
@@ -69,6 +71,25 @@ class Runner(ABC):
             macs[t] = self.last_stats.macs
         self.last_run = RunStats(events, macs)
         return logits
+
+    def score(self, tokens, targets, scorer=None) -> np.ndarray:
+        """Negative log-likelihood (nats, float64 [K]) of ``targets[k]`` after stepping ``tokens[k]`` (state
+        carried, as `run`), per-step activity in ``last_run``. `scorer`: a reusable `scoring.NllScorer`.
+        Runners override this to score without materialising a copy of the logits."""
+        from .scoring import NllScorer
+        return (scorer or NllScorer())(self.run(tokens), targets)
+
+    def get_state(self):
+        """A snapshot of the recurrent state (opaque; `set_state` restores it exactly). Runners that support
+        batched streams (`eval --batch-size`) implement both."""
+        raise NotImplementedError
+
+    def set_state(self, state) -> None:
+        raise NotImplementedError
+
+    @property
+    def supports_state(self) -> bool:
+        return type(self).get_state is not Runner.get_state and type(self).set_state is not Runner.set_state
 
     def check_token(self, token: int) -> int:
         token = int(token)

@@ -3,7 +3,9 @@
 Protocol: zero initial state; the state is carried through the whole text (no resets, no truncation);
 the logits after token t score token t+1, so a text of T tokens gives T-1 predictions (``tokens``).
 Activity of layer l = mean over those steps of (units with y != 0) / h_l; MACs as the runner reports them
-(active units' non-zero fan-out over the RNN layers' input and recurrent matrices).
+(active units' non-zero fan-out over the RNN layers' input and recurrent matrices). Batched evaluation
+(``batch_size`` B) cuts the text into B contiguous streams, each evaluated with this protocol
+(`split_streams`); the next-token NLL is computed by `scoring.NllScorer`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 import numpy as np
 
 from ..data import DataError, Vocabulary
+from ..errors import EgruError
 
 
 def load_eval_tokens(path, vocab: Vocabulary | None, max_tokens: int | None = None,
@@ -38,58 +41,92 @@ def _progress(total: int, quiet: bool):
     return tqdm(total=total, unit="tok", desc="eval", leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
-def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256) -> dict:
-    """Stream `token_ids` through `runner` (reset first). Returns a JSON-serialisable dict with
-    ``target``, ``tokens`` (predictions = len(token_ids) - 1), ``perplexity``, ``cross_entropy`` (nats),
-    ``macs_per_token``, ``activity`` (per layer), ``events_per_token`` (per layer), ``layer_sizes``,
-    ``seconds`` and ``tokens_per_second``, plus what the runner's optional ``extra_report()`` returns
-    (chip runners: ``chip``, the simulator's per-core / per-link counters). A tqdm progress bar shows
-    unless `quiet` or stdout is not a TTY."""
+def split_streams(token_ids, batch_size: int = 1) -> np.ndarray:
+    """The standard batched-LM split: the text cut into `batch_size` contiguous streams of equal length
+    L = len // B ([B, L]; the last len - B·L tokens are dropped). Each stream needs at least 2 tokens."""
     ids = np.asarray(token_ids, np.int64).reshape(-1)
-    if len(ids) < 2:
+    B = int(batch_size)
+    if B < 1:
+        raise DataError(f"--batch-size must be at least 1 (got {batch_size})")
+    L = len(ids) // B
+    if B == 1 and L < 2:
         raise DataError(f"need at least 2 tokens to evaluate, got {len(ids)}")
-    T = len(ids) - 1
+    if L < 2:
+        raise DataError(f"{len(ids)} tokens cut into {B} streams leave {L} token(s) per stream: each needs at "
+                        "least 2 (lower --batch-size)")
+    return ids[:B * L].reshape(B, L)
+
+
+def _stream_summary(T: int, nll: float, events, macs: int, sizes) -> dict:
+    ce = nll / T
+    return {"tokens": T, "perplexity": math.exp(ce) if ce < 700 else float("inf"), "cross_entropy": ce,
+            "macs_per_token": macs / T,
+            "activity": [float(events[l]) / (T * sizes[l]) for l in range(len(sizes))],
+            "events_per_token": [float(events[l]) / T for l in range(len(sizes))]}
+
+
+def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_size: int = 1) -> dict:
+    """Stream `token_ids` through `runner` (reset first). Returns a JSON-serialisable dict with
+    ``target``, ``tokens`` (predictions), ``perplexity``, ``cross_entropy`` (nats), ``macs_per_token``,
+    ``activity`` (per layer), ``events_per_token`` (per layer), ``layer_sizes``, ``batch_size``, ``seconds``
+    and ``tokens_per_second``, plus what the runner's optional ``extra_report()`` returns (chip runners:
+    ``chip``, the simulator's per-core / per-link counters). A tqdm progress bar shows unless `quiet` or
+    stdout is not a TTY.
+
+    `batch_size` B > 1: the text is cut into B contiguous streams (`split_streams`), each evaluated from a zero
+    state with the protocol above (L - 1 predictions per stream), so ``tokens`` = B·(L - 1); the totals are
+    over all streams, ``streams`` gives each stream's own figures (equal to evaluating that stream alone) and
+    ``dropped_tokens`` the tail the split left out. The streams advance together, `chunk` tokens at a time,
+    each with its own state (the runner's ``get_state`` / ``set_state``)."""
+    streams = split_streams(token_ids, batch_size)
+    S, L = streams.shape
+    T = L - 1
+    if S > 1 and not getattr(runner, "supports_state", False):
+        raise EgruError(f"the {runner.target} runner cannot save its state (get_state / set_state): "
+                        "use --batch-size 1")
     sizes = list(runner.layer_sizes)
-    events = np.zeros(len(sizes), np.int64)
-    macs = 0
-    nll = 0.0
-    bar = _progress(T, quiet)
+    events = np.zeros((S, len(sizes)), np.int64)
+    macs = np.zeros(S, np.int64)
+    nll = np.zeros(S, np.float64)
+    from .scoring import NllScorer
+    scorer = NllScorer()
+    bar = _progress(S * T, quiet)
     runner.reset()
+    states = [runner.get_state()] * S if S > 1 else None
     t0 = time.perf_counter()
     try:
         # chunks of tokens per call: runners with a K-tokens-per-call path (tvm's egru_run) use it; the
         # others step token by token inside Runner.run; per-step activity/MACs come back in last_run
         for start in range(0, T, chunk):
             stop = min(start + chunk, T)
-            logits = np.asarray(runner.run(ids[start:stop]), np.float64).reshape(stop - start, -1)
-            m = logits.max(axis=1, keepdims=True)
-            lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
-            nll += float((lse - logits[np.arange(stop - start), ids[start + 1:stop + 1]]).sum())
-            run = runner.last_run
-            if run is not None:
-                events += run.events.sum(axis=0)
-                macs += int(run.macs.sum())
+            for b in range(S):
+                if states is not None:
+                    runner.set_state(states[b])
+                nll[b] += float(runner.score(streams[b, start:stop], streams[b, start + 1:stop + 1], scorer).sum())
+                run = runner.last_run
+                if run is not None:
+                    events[b] += run.events.sum(axis=0)
+                    macs[b] += int(run.macs.sum())
+                if states is not None:
+                    states[b] = runner.get_state()
             if bar is not None:
-                bar.update(stop - start)
+                bar.update(S * (stop - start))
     finally:
         if bar is not None:
             bar.close()
     secs = time.perf_counter() - t0
-    ce = nll / T
     extra = runner.extra_report() if hasattr(runner, "extra_report") else {}
-    return extra | {
-        "target": runner.target,
-        "artifact": runner.path,
-        "tokens": T,
-        "perplexity": math.exp(ce) if ce < 700 else float("inf"),
-        "cross_entropy": ce,
-        "macs_per_token": macs / T,
-        "activity": [float(events[l]) / (T * sizes[l]) for l in range(len(sizes))],
-        "events_per_token": [float(events[l]) / T for l in range(len(sizes))],
+    result = extra | {"target": runner.target, "artifact": runner.path} | _stream_summary(
+        S * T, float(nll.sum()), events.sum(axis=0), int(macs.sum()), sizes) | {
         "layer_sizes": sizes,
+        "batch_size": S,
         "seconds": secs,
-        "tokens_per_second": T / secs if secs > 0 else None,
+        "tokens_per_second": S * T / secs if secs > 0 else None,
     }
+    if S > 1:
+        result["streams"] = [_stream_summary(T, float(nll[b]), events[b], int(macs[b]), sizes) for b in range(S)]
+        result["dropped_tokens"] = int(np.asarray(token_ids).size - S * L)
+    return result
 
 
 def graph_perplexity(graph, tokens) -> float:
@@ -100,9 +137,9 @@ def graph_perplexity(graph, tokens) -> float:
 
 
 def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None, unk: str | None = None,
-                  quiet: bool = False, trust: bool = False, **runner_options) -> dict:
+                  quiet: bool = False, trust: bool = False, batch_size: int = 1, **runner_options) -> dict:
     """`egru-compile eval`: open `artifact` (compiled directory or source checkpoint), encode `data` with
-    its vocabulary (or `vocab_file`'s), and `evaluate`. Adds ``data`` to the result."""
+    its vocabulary (or `vocab_file`'s), and `evaluate` (`batch_size` streams). Adds ``data`` to the result."""
     from .base import ArtifactError, open_artifact
     runner = open_artifact(artifact, trust=trust, vocab_file=vocab_file, **runner_options)
     if runner.vocab is None:
@@ -110,6 +147,6 @@ def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None
     if len(runner.vocab) != runner.vocab_size:
         raise ArtifactError(f"vocabulary has {len(runner.vocab)} words but the model predicts {runner.vocab_size}")
     ids = load_eval_tokens(data, runner.vocab, max_tokens, unk)
-    result = evaluate(runner, ids, quiet=quiet)
+    result = evaluate(runner, ids, quiet=quiet, batch_size=batch_size)
     result["data"] = str(data)
     return result

@@ -156,6 +156,13 @@ class OnnxRunner(Runner):
         self.last_stats = StepStats(events, macs)
         return self._logits.reshape(-1).copy()
 
+    def get_state(self):
+        return {k: v.copy() for k, v in self._state[self._cur].items()}
+
+    def set_state(self, state) -> None:
+        for k, v in self._state[self._cur].items():
+            v[...] = state[k]
+
     def state(self) -> dict[str, np.ndarray]:
         """Copy of the current recurrent state by input name (c0, y0, ...)."""
         return {k: v.copy() for k, v in self._state[self._cur].items()}

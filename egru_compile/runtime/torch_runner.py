@@ -55,6 +55,12 @@ class TorchRunner(Runner):
         self.state = self.model.init_state(1)
         self.last_stats = None
 
+    def get_state(self):
+        return [(c.clone(), y.clone()) for c, y in self.state]
+
+    def set_state(self, state) -> None:
+        self.state = [(c.clone(), y.clone()) for c, y in state]
+
     def step(self, token: int) -> np.ndarray:
         torch = self.torch
         token = self.check_token(token)
@@ -92,6 +98,13 @@ class GraphRunner(Runner):
     def reset(self) -> None:
         self.stepper.reset()
         self.last_stats = None
+
+    def get_state(self):
+        return {i: self.stepper.inputs[i].copy() for i, _ in self.stepper.pairs}
+
+    def set_state(self, state) -> None:
+        for i, a in state.items():
+            self.stepper.inputs[i] = a.copy()
 
     def step(self, token: int) -> np.ndarray:
         outs, seen = observed_step(self.stepper, self._want, self.check_token(token))

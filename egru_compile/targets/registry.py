@@ -30,10 +30,12 @@ class TargetError(EgruError):
     pass
 
 
-def option(default, help: str, choices: tuple[str, ...] | None = None, minimum=None, path: bool = False):
+def option(default, help: str, choices: tuple[str, ...] | None = None, minimum=None, path: bool = False,
+           aliases: tuple[str, ...] = ()):
     """A field of a target's options dataclass, with what the CLI needs to offer it as ``--field-name``
-    (`path`: an existing file)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "min": minimum, "path": path})
+    (`path`: an existing file; `aliases`: further flags, e.g. an older name, given as ``--alias-name``)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "min": minimum, "path": path,
+                                            "aliases": tuple(aliases)})
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,14 @@ class NoOptions:
 
 @dataclass(frozen=True)
 class OnnxTargetOptions:
-    onnx_weight_dtype: str = option("auto", "dtype of the gathered weight rows (auto: f32, or int8 after "
-                                    "quantize-int8; int8 adds quantize-int8 — a quarter of the bytes, the fastest "
-                                    "in ORT)", choices=("auto", "f32", "f16", "int8"))
+    #: the generic name of the weight-row precision option; only the onnx target takes it so far (tvm reads f32
+    #: values, chip targets choose int8 / f32 with --float-weights)
+    weight_dtype: str = option("auto", "dtype of the gathered weight rows (auto: f32, or int8 after "
+                               "quantize-int8; int8 adds quantize-int8 — a quarter of the bytes, the fastest in "
+                               "ORT)", choices=("auto", "f32", "f16", "int8"), aliases=("onnx_weight_dtype",))
 
     def needs(self) -> frozenset[str]:
-        return frozenset({INT8_WEIGHTS} if self.onnx_weight_dtype == "int8" else ())
+        return frozenset({INT8_WEIGHTS} if self.weight_dtype == "int8" else ())
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,15 @@ class TargetSpec:
     family: str = ""                              # targets sharing a back-end ("chip")
 
     def make_options(self, values: dict):
-        """The options dataclass from `values` (unknown keys ignored; None means the default)."""
-        names = {f.name for f in fields(self.options)}
-        return self.options(**{k: v for k, v in values.items() if k in names and v is not None})
+        """The options dataclass from `values` (unknown keys ignored; None means the default; a field's
+        ``aliases`` are accepted as keys too)."""
+        kw = {}
+        for f in fields(self.options):
+            for key in (f.name, *f.metadata.get("aliases", ())):       # an alias counts when the name is unset
+                if values.get(key) is not None:
+                    kw[f.name] = values[key]
+                    break
+        return self.options(**kw)
 
     def compile_artifact(self, graph, source, out_dir, options: dict) -> dict:
         """Run the target's compile into `out_dir`, then seal the artifact (`artifact.seal`)."""

@@ -65,6 +65,29 @@ class ChipRunner(Runner):
     def reset(self) -> None:
         self.sim.reset()
 
+    #: a core program's state buffers (its units' c and y, and y's event list)
+    _PROG_STATE = ("c", "y", "oi", "ov", "on")
+
+    def get_state(self):
+        """The simulator's recurrent state: c, y per layer, each core's pending spike inboxes and its program's
+        state buffers (the counters are not state: they keep accumulating over everything stepped)."""
+        sim = self.sim
+        return {"c": [a.copy() for a in sim.c], "y": [a.copy() for a in sim.y],
+                "cores": [(list(core.inbox_in), list(core.inbox_rec),
+                           None if core.prog is None else {k: core.prog.v[k].copy() for k in self._PROG_STATE})
+                          for core in sim.cores]}
+
+    def set_state(self, state) -> None:
+        sim = self.sim
+        sim.c = [a.copy() for a in state["c"]]
+        sim.y = [a.copy() for a in state["y"]]
+        for core, (inbox_in, inbox_rec, prog) in zip(sim.cores, state["cores"]):
+            core.inbox_in[:] = inbox_in
+            core.inbox_rec[:] = inbox_rec
+            if prog is not None:
+                for k, a in prog.items():
+                    core.prog.v[k][...] = a
+
     def step(self, token: int) -> np.ndarray:
         logits = self.sim.step(self.check_token(token))
         self.last_stats = StepStats(tuple(int(a) for a in self.sim.last_active), int(self.sim.last_synops))

@@ -43,6 +43,8 @@ def _spec(path: Path, manifest: dict):
 
 class TVMRunner(Runner):
     target = "tvm"
+    #: the state tensors of each layer (the accumulator acc{l} is scratch, rewritten at every step)
+    _STATE = ("c", "y", "ei", "ev", "en")
 
     def __init__(self, path: Path, manifest: dict, threads: int | None = None):
         super().__init__()
@@ -91,6 +93,15 @@ class TVMRunner(Runner):
     def reset(self) -> None:
         self.rt.reset()
 
+    def get_state(self):
+        """Copies of every state tensor (c, y and y's event list per layer), bit for bit."""
+        return [{k: self.v[f"{k}{l}"].copy() for k in self._STATE} for l in range(len(self.layer_sizes))]
+
+    def set_state(self, state) -> None:
+        for l, st in enumerate(state):
+            for k in self._STATE:
+                self.v[f"{k}{l}"][...] = st[k]
+
     def step(self, token: int) -> np.ndarray:
         """One token through `egru_run` (K = 1): activity and MACs come from the kernel's own counts."""
         logits, stats = self.rt.run(np.array([self.check_token(token)]), with_stats=True)
@@ -98,12 +109,20 @@ class TVMRunner(Runner):
         self.last_stats = StepStats(tuple(int(x) for x in stats[0, :L]), int(stats[0, L]) + self.embed_macs)
         return logits.reshape(-1)
 
-    def run(self, tokens) -> np.ndarray:
-        """K tokens in one packed call (`egru_run`), per-step activity and MACs from the kernel's own counts."""
+    def _run(self, tokens, copy: bool) -> np.ndarray:
         toks = np.asarray(tokens, np.int64).reshape(-1)
         if len(toks) and (toks.min() < 0 or toks.max() >= self.vocab_size):
             self.check_token(int(toks.min() if toks.min() < 0 else toks.max()))
-        logits, stats = self.rt.run(toks, with_stats=True)
+        logits, stats = self.rt.run(toks, copy=copy, with_stats=True)
         L = len(self.layer_sizes)
         self.last_run = RunStats(stats[:, :L].astype(np.int64), stats[:, L].astype(np.int64) + self.embed_macs)
         return logits
+
+    def run(self, tokens) -> np.ndarray:
+        """K tokens in one packed call (`egru_run`), per-step activity and MACs from the kernel's own counts."""
+        return self._run(tokens, copy=True)
+
+    def score(self, tokens, targets, scorer=None) -> np.ndarray:
+        """`run` + next-token NLL, scored straight from the library's logits buffer (no [K, V] copy)."""
+        from ...runtime.scoring import NllScorer
+        return (scorer or NllScorer())(self._run(tokens, copy=False), targets)
