@@ -122,10 +122,11 @@ def matvec_operands(node: Node) -> tuple[Value, Value]:
 
 def matvec_role(graph: Graph, node: Node, layer: int | None) -> str:
     """``recurrent`` when the matvec's input is (a compressed form of) its own layer's state input,
-    ``input`` for other layer matrices, ``decoder`` for matrices that feed no layer state."""
-    if layer is None:
-        return "decoder"
+    ``input`` for other layer matrices; for matrices that feed no layer state ``projection`` when the input
+    is an event tensor (EvNN's decoder projection of the last layer's y), else ``decoder``."""
     x, _ = matvec_operands(node)
+    if layer is None:
+        return "projection" if is_event_tensor(graph, x) else "decoder"
     if x.meta.get("role") == "state_in" and x.meta.get("layer") == layer:
         return "recurrent"
     return "input"
