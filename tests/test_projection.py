@@ -175,7 +175,8 @@ def test_source_and_onnx_match_reference(evnn):
         assert rep["decoder_macs_per_token"] == V * E
     else:
         pj = rep["projection"]
-        nnz = int(np.count_nonzero(_np(sd, "decoder.projection.weight_orig") * _np(sd, "decoder.projection.weight_mask")))
+        P = _np(sd, "decoder.projection.weight_orig") * _np(sd, "decoder.projection.weight_mask")
+        nnz = int(np.count_nonzero(P))
         assert pj["nnz"] == pj["static"] == nnz and pj["shape"] == [E, hidden[-1]]   # prune mask folded
         assert pj["dynamic"] * len(ids) == pytest.approx(ref_all[2] * len(ids), abs=1e-6)
         assert rep["decoder_macs_per_token"] == V * E + nnz

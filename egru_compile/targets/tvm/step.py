@@ -10,8 +10,10 @@ Every layer keeps, besides c and y, the compressed event list of y (``ev_idx[h]`
 ``ev_cnt[1]`` int32); the update emits it, the next layer consumes it as its input events and the same layer
 consumes it as recurrent events in the next step. With EvNN's projection decoder (``spec.projection``) the
 last layer's events are scattered through P (``p_ptr/p_idx/p_val``) into ``pacc[E]`` + ``pbias``, ReLU'd and
-compressed (``pei/pev/pen``), and the event decoder walks those. Layer 0's input (a dense embedding row) is either scattered
-column by column (``embed_mode="csc"``) or read from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
+compressed (``pei/pev/pen``), and the event decoder walks those.
+
+Layer 0's input (a dense embedding row) is either scattered column by column (``embed_mode="csc"``) or read
+from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
 """
 from __future__ import annotations
 
