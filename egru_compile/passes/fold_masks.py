@@ -22,9 +22,10 @@ Format: CSC (columns = presynaptic units) where the input is an event tensor (a 
 is dense (the embedding); `PassOptions.sparse_format` forces one. The constant's attrs record ``label``
 (from the source weight), ``role`` (``input`` / ``recurrent`` / ``decoder``), ``layer``, ``nnz`` and
 ``density``; role and layer are found structurally (see `utils.fed_layers`, `utils.matvec_role`), not from
-parameter names. ``linear(x, W[, b])`` (M = W) is folded the same way — EvNN's decoder projection
-``relu(P · y_last + p)`` becomes ``sparse_matvec(y_last, P, p) {role=projection}`` — but a weight that
-another op (e.g. the embedding lookup: the tied decoder) also reads is left alone, so no table is copied.
+parameter names. The ``linear(y_last, P, p)`` of EvNN's decoder projection ``relu(P · y_last + p)`` (M = P,
+role ``projection``: an event input whose product is not the logits) is folded the same way into
+``sparse_matvec(y_last, P, p) {role=projection}``; the decoder's ``linear`` is left alone, and so is a
+weight that another op (e.g. an embedding lookup) also reads, so no table is copied.
 """
 from __future__ import annotations
 
@@ -77,11 +78,13 @@ def fold_masks(graph: Graph, sparse_format: str = "auto") -> dict:
         if any(u.op != node.op or u.inputs[1] is not w or w in u.inputs[2:] for u in users.get(w, [])) \
                 or w in graph.outputs:
             continue   # the weight is also read elsewhere: a sparse copy would duplicate it
+        layer = layers.get(node)
+        role = matvec_role(graph, node, layer)
+        if node.op == "linear" and role != "projection":
+            continue   # only the projection's linear is folded; a decoder keeps its (dense) linear
         lin_bias = node.inputs[2] if node.op == "linear" and len(node.inputs) > 2 else None
         if lin_bias is not None and (not is_const(lin_bias) or len(lin_bias.type.shape) != 1):
             continue
-        layer = layers.get(node)
-        role = matvec_role(graph, node, layer)
         fmt = sparse_format if sparse_format != "auto" else ("csc" if is_event_tensor(graph, x) else "csr")
         key = (id(w.producer), fmt)
         if key not in cache:
