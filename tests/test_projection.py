@@ -208,3 +208,99 @@ def test_loihi_like_matches_reference(evnn):
                                         "loihi-like", "--float-weights", "--decoder", "chip", "-o",
                                         str(d / "chipdec"), "--force"])
         assert res.exit_code == 1 and "error: --decoder chip" in res.output and "projection" in res.output
+
+
+# ------------------------------------------------------------------------------------------------ frontends
+def _projection_model(seed=3):
+    from torch.nn.utils import prune
+
+    from egru_compile.model import EGRUConfig, EGRULanguageModel
+    torch.manual_seed(seed)
+    m = EGRULanguageModel(EGRUConfig(V, E, [20, 12], projection=True))
+    with torch.no_grad():
+        for layer in m.rnns:
+            layer.thr.uniform_(0.02, 0.2)
+            layer.bias.normal_(0, 0.3)
+    prune.l1_unstructured(m.decoder.projection, "weight", amount=0.6)          # a prune mask on P
+    for layer in m.rnns:
+        prune.l1_unstructured(layer, "recurrent_kernel", amount=0.5)
+    return m.eval()
+
+
+def _torch_macs(model, ids):
+    """Reference MACs from the model's own weights (same convention as `reference`)."""
+    with torch.no_grad():
+        Ws = [(l.kernel.numpy(), l.recurrent_kernel.numpy()) for l in model.rnns]
+        P = model.decoder.projection.weight.numpy()
+        state = model.init_state(1)
+        macs = pm = 0
+        for t in ids[:-1]:
+            prev = [y.numpy().reshape(-1) for _, y in state]
+            _, state = model.step(torch.tensor([int(t)]), state)
+            ys = [y.numpy().reshape(-1) for _, y in state]
+            for l, (W, R) in enumerate(Ws):
+                macs += np.count_nonzero(W) if l == 0 else np.count_nonzero(W[ys[l - 1] != 0])
+                macs += np.count_nonzero(R[prev[l] != 0])
+            pm += np.count_nonzero(P[:, ys[-1] != 0])
+    return macs, pm
+
+
+def test_project_checkpoint_and_export_with_projection(tmp_path):
+    from egru_compile.frontend import export_step, save_checkpoint
+    from egru_compile.frontend.trace import trace_model
+    from egru_compile.ir.parser import parse_ir
+    from egru_compile.ir.printer import print_graph, resource_arrays
+    from egru_compile.passes import MacReport, PassManager, PassOptions
+    from egru_compile.passes.testing import max_abs_diff
+    model = _projection_model()
+    words = WORDS + ["<eos>"]
+    save_checkpoint(tmp_path / "m.pt", model, words)
+    sd = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    assert "decoder.projection.weight_mask" in sd and "decoder.projection.weight_orig" in sd
+    ids = np.random.default_rng(4).integers(0, V, 60)
+    g = trace_model(model)
+    assert [n.op for n in g.nodes].count("relu") == 1
+    opt = PassManager("default", PassOptions(calib_tokens=ids)).run(g)
+    proj = [n for n in opt.nodes if n.op == "event_matvec" and n.attrs.get("role") == "projection"]
+    assert len(proj) == 1                                       # event-gated like any other product
+    mask = sd["decoder.projection.weight_mask"].numpy()
+    assert proj[0].inputs[3].producer.attrs["nnz"] == int(mask.sum())          # the prune mask folded
+    rep = opt.analyses.get(MacReport)
+    macs, pm = _torch_macs(model, np.append(ids, 0))
+    assert rep.macs_per_token.dynamic * len(ids) == pytest.approx(macs, abs=1e-6)
+    assert rep.projection.dynamic * len(ids) == pytest.approx(pm, abs=1e-6)
+    assert max_abs_diff(g, opt, steps=30) <= 1e-5
+    # the IR text of the projection graph parses back
+    text = print_graph(opt, words)
+    assert "relu(" in text and 'role="projection"' in text
+    assert print_graph(parse_ir(text, resource_arrays(opt, words)).graph, words) == text
+    # a torch.export program of the same step compiles to the same logits
+    torch.export.save(export_step(model, [20, 12]), tmp_path / "step.pt2")
+    (tmp_path / "train.txt").write_text(" ".join(WORDS) + "\n")
+    (tmp_path / "test.txt").write_text(" ".join(np.array(WORDS)[ids[:40] % 59]) + "\n")
+    test_ids = Vocabulary.from_train_file(tmp_path / "train.txt").encode_file(tmp_path / "test.txt")
+    want = evaluate(open_artifact(tmp_path / "m.pt"), test_ids, quiet=True)
+    for src, extra in (("m.pt", []), ("step.pt2", ["--trust-checkpoint", "--vocab", str(tmp_path / "train.txt")])):
+        out = tmp_path / f"onnx_{src}"
+        res = CliRunner().invoke(main, [str(tmp_path / src), "--target", "onnx", "-o", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        r = evaluate(open_artifact(out), test_ids, quiet=True)
+        assert abs(r["perplexity"] / want["perplexity"] - 1) < 1e-5 and r["macs_per_token"] == want["macs_per_token"]
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.pt")])
+    assert res.exit_code == 0 and "relu(P · y + p)" in res.output and f"density {mask.mean():.4f}" in res.output
+
+
+def test_train_projection_flag(tmp_path):
+    rng = np.random.default_rng(2)
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text((" ".join(WORDS) + "\n") * (split == "train") +
+                                              "\n".join(" ".join(rng.choice(WORDS, 10)) for _ in range(30)) + "\n")
+    args = ["train", "--data", str(tmp_path), "--emb", "8", "--hidden", "12,10", "--epochs", "1", "--batch-size",
+            "2", "--bptt", "8", "--max-steps", "3", "--no-progress", "-o", str(tmp_path / "m.pt")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and "--projection" in res.output        # the tied-size rule names the way out
+    res = CliRunner().invoke(main, args + ["--projection"])
+    assert res.exit_code == 0, res.output
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert ck["config"]["projection"] is True
+    assert tuple(ck["state_dict"]["decoder.projection.weight"].shape) == (8, 10)
