@@ -11,6 +11,7 @@ counts fully active); the projection's own MACs are reported on the decoder side
 from __future__ import annotations
 
 import json
+import re
 import math
 
 import numpy as np
@@ -304,3 +305,20 @@ def test_train_projection_flag(tmp_path):
     ck = torch.load(tmp_path / "m.pt", weights_only=True)
     assert ck["config"]["projection"] is True
     assert tuple(ck["state_dict"]["decoder.projection.weight"].shape) == (8, 10)
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda sd: sd.update({"decoder.projection.weight": torch.zeros(E, 7)}),
+     r"decoder\.projection\.weight has shape \(16, 7\), expected \(16, 24\)"),
+    (lambda sd: sd.pop("decoder.projection.bias"), r"has decoder\.projection\.weight but no decoder\.projection\.bias"),
+    (lambda sd: sd.pop("decoder.projection.weight"), r"last layer size 24 must equal embedding size 16"),
+])
+def test_malformed_projection_state_dicts_are_one_line_errors(tmp_path, break_it, message):
+    sd = evnn_state_dict([32, 24], True)
+    break_it(sd)
+    torch.save(sd, tmp_path / "bad.pt")
+    (tmp_path / "train.txt").write_text(" ".join(WORDS) + "\n")
+    res = CliRunner().invoke(main, [str(tmp_path / "bad.pt"), "--vocab", str(tmp_path / "train.txt"), "--target",
+                                    "onnx", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
+    assert re.search(message, res.output), res.output
