@@ -11,8 +11,8 @@ counts fully active); the projection's own MACs are reported on the decoder side
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 
 import numpy as np
 import pytest
