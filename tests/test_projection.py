@@ -166,6 +166,10 @@ def test_source_and_onnx_match_reference(evnn):
     assert abs(r["perplexity"] / ref[0] - 1) < 1e-3 and r["macs_per_token"] == pytest.approx(ref[1], abs=1e-9)
     out, rep = _compile(d, "onnx")
     _check(out, ids, ref)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["projection"] == rep.get("projection")                 # the MAC report's decoder-side entry
+    shown = CliRunner().invoke(main, ["inspect", str(out)]).output
+    assert ("projection" in shown) == (ref[2] is not None)
     # count-macs on the calibration text: RNN total = the reference; the projection on the decoder side
     assert rep["calib_tokens"] == len(ids)
     T = len(ids) - 1

@@ -91,6 +91,13 @@ def load_weights(path: Path):
     return emb, layers, dec_w, dec_b, proj
 
 
+def _projection_macs(graph) -> dict | None:
+    """count-macs' entry for EvNN's decoder projection (None without one or without the analysis)."""
+    from ...passes import MacReport
+    rep = graph.analyses.get(MacReport)
+    return rep.to_json().get("projection") if rep else None
+
+
 def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     try:
         import tvm  # noqa: F401
@@ -113,7 +120,8 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
                 "source_sha256": getattr(source, "sha256", None),
                 "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call"},
-                "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")}}
+                "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")},
+                "projection": _projection_macs(graph)}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, index dtype {spec.index_dtype}, "
                f"embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}"
