@@ -168,6 +168,7 @@ def test_source_and_onnx_match_reference(evnn):
     _check(out, ids, ref)
     man = json.loads((out / "manifest.json").read_text())
     assert man["projection"] == rep.get("projection")                 # the MAC report's decoder-side entry
+    assert man["lowering"]["dense_matvecs"] == 0      # projection event-gated; the decoder skips relu's zeros
     shown = CliRunner().invoke(main, ["inspect", str(out)]).output
     assert ("projection" in shown) == (ref[2] is not None)
     # count-macs on the calibration text: RNN total = the reference; the projection on the decoder side
