@@ -289,6 +289,13 @@ def _inspect(path, core, trust, links=False):
                 w = getattr(layer, name)
                 nnz = int((w != 0).sum())
                 click.echo(f"rnns.{i}.{name:<17} {tuple(w.shape)}  density {nnz / w.numel():.4f}")
+        proj = getattr(src.model.decoder, "projection", None)
+        if proj is not None:           # EvNN's projection decoder
+            nnz = int((proj.weight != 0).sum())
+            click.echo(f"decoder       E · relu(P · y + p) + b (tied E), P {tuple(proj.weight.shape)}  "
+                       f"density {nnz / proj.weight.numel():.4f}")
+        else:
+            click.echo("decoder       E · y + b (tied to the embedding)")
     else:
         click.echo(f"layers        {' '.join(str(h) for h in src.hidden_sizes)}")
 

@@ -240,15 +240,15 @@ def test_differently_written_egru_traces_by_ops():
             assert np.abs(it.step(tok) - logits.numpy()).max() < 1e-5
 
 
-class ReluRNN(EGRULanguageModel):
+class SinRNN(EGRULanguageModel):        # (relu is supported since the projection decoder; sin is not)
     def step(self, tokens, state):
-        x = torch.relu(self.embeddings(tokens))
+        x = torch.sin(self.embeddings(tokens))
         return super().step(tokens, state)[0] + x.sum(), state
 
 
 def test_unsupported_op_names_op_and_location():
-    m = ReluRNN(EGRUConfig(20, 4, [4]))
-    with pytest.raises(FrontendError, match=r"unsupported op aten\.relu\.default at module '<top>' \(File .*line \d+"):
+    m = SinRNN(EGRUConfig(20, 4, [4]))
+    with pytest.raises(FrontendError, match=r"unsupported op aten\.sin\.default at module '<top>' \(File .*line \d+"):
         trace_model(m)
 
 

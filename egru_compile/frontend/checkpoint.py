@@ -7,7 +7,10 @@ Supported sources (detected from content, not file name):
   ``torch.nn.utils.prune`` masks (``<name>_orig`` + ``<name>_mask``).
 * **EvNN LanguageModel state_dict** — keys ``embeddings.weight``, ``rnns.{l}.kernel``,
   ``rnns.{l}.recurrent_kernel``, ``rnns.{l}.bias``, ``rnns.{l}.recurrent_bias``, ``rnns.{l}.thr``,
-  ``decoder.decoder.weight``, ``decoder.decoder.bias``; other buffers are ignored. Vocabulary from ``--vocab``.
+  ``decoder.decoder.weight``, ``decoder.decoder.bias``, and with EvNN's ``--projection`` also
+  ``decoder.projection.weight`` [emb, h_last] / ``decoder.projection.bias`` (then every layer may have any
+  size); other buffers (``rnns.{l}.dampening_factor``, ``rnns.{l}.pseudo_derivative_support``: training
+  only) are ignored. Vocabulary from ``--vocab``.
 * **torch.export program** (``.pt2``) of an EGRU step (see `trace.export_step` for the signature).
 
 ``torch.load`` always runs with ``weights_only=True``; a pickled module is refused unless ``trust=True``.
@@ -207,7 +210,13 @@ def check_preactivation_range(model: EGRULanguageModel, path: str) -> None:
             checks.append((f"rnns.{l}.kernel", layer.kernel, layer.bias, x_max))
             checks.append((f"rnns.{l}.recurrent_kernel", layer.recurrent_kernel, layer.recurrent_bias, 1.0))
             x_max = 1.0
-        checks.append(("decoder.decoder.weight", model.decoder.decoder.weight.t(), model.decoder.decoder.bias, 1.0))
+        dec_in = 1.0
+        proj = getattr(model.decoder, "projection", None)
+        if proj is not None:     # relu(P y + p) is bounded by the same sum, which the decoder then reads
+            dec_in = float((proj.weight.detach().double().abs().sum(1) + proj.bias.detach().double().abs()).max())
+            checks.append(("decoder.projection.weight", proj.weight.t(), proj.bias, 1.0))
+        checks.append(("decoder.decoder.weight", model.decoder.decoder.weight.t(), model.decoder.decoder.bias,
+                       dec_in))
         for name, W, b, xm in checks:
             bound = float((W.detach().double().abs().sum(0) * xm + b.detach().double().abs()).max())
             if not bound <= _PREACT_LIMIT:
@@ -261,6 +270,7 @@ def _refresh_pruned_weights(model: torch.nn.Module) -> None:
 
 
 _EVNN_LAYER = re.compile(r"^rnns\.(\d+)\.(kernel|recurrent_kernel|bias|recurrent_bias|thr)(_orig|_mask)?$")
+_EVNN_PROJECTION = re.compile(r"^decoder\.projection\.(weight|bias)(_orig|_mask)?$")
 
 
 def evnn_config_from_state_dict(sd: dict, path: str) -> EGRUConfig:
@@ -285,8 +295,18 @@ def evnn_config_from_state_dict(sd: dict, path: str) -> EGRUConfig:
                                   "(input size must match the previous layer)")
         hidden.append(h)
         prev = h
+    pw = sd.get("decoder.projection.weight", sd.get("decoder.projection.weight_orig"))
+    projection = pw is not None
+    if projection:
+        if tuple(pw.shape) != (emb, prev):
+            raise CheckpointError(f"{path}: decoder.projection.weight has shape {tuple(pw.shape)}, expected "
+                                  f"({emb}, {prev}) (embedding size, last layer size)")
+        if "decoder.projection.bias" not in sd and "decoder.projection.bias_orig" not in sd:
+            raise CheckpointError(f"{path}: EvNN state_dict has decoder.projection.weight but no "
+                                  "decoder.projection.bias")
     try:
-        return EGRUConfig(vocab_size=int(vocab_size), embedding_size=int(emb), hidden_sizes=hidden)
+        return EGRUConfig(vocab_size=int(vocab_size), embedding_size=int(emb), hidden_sizes=hidden,
+                          projection=projection)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
 
@@ -299,7 +319,8 @@ def _load_evnn(sd: dict, path: str, vocab: Vocabulary | None) -> EGRULanguageMod
                               "only tied decoders (EvNN default) are supported")
     keep = {}
     for k, v in sd.items():
-        if k == "embeddings.weight" or k == "decoder.decoder.bias" or _EVNN_LAYER.match(k):
+        if k == "embeddings.weight" or k == "decoder.decoder.bias" or _EVNN_LAYER.match(k) \
+                or _EVNN_PROJECTION.match(k):
             keep[k] = v
         elif k == "decoder.decoder.weight":
             keep[k] = v

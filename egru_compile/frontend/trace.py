@@ -210,6 +210,8 @@ class _Importer:
             out = e("sigmoid", v(a[0]))
         elif name == "aten.tanh.default":
             out = e("tanh", v(a[0]))
+        elif name == "aten.relu.default":
+            out = e("relu", v(a[0]))
         elif name in ("aten.gt.Scalar", "aten.gt.Tensor"):
             out = e("greater", v(a[0]), v(a[1]))
         elif name in ("aten.lt.Scalar", "aten.lt.Tensor"):

@@ -148,6 +148,7 @@ def _unary(name, fn, doc):
 
 _unary("sigmoid", _sigmoid, "sigmoid(x) = 1 / (1 + exp(-x))")
 _unary("tanh", np.tanh, "tanh(x)")
+_unary("relu", lambda x: np.maximum(x, 0.0), "relu(x) = max(x, 0)")
 _unary("heaviside", lambda x: (x > 0).astype(np.float32), "heaviside(x) = 1 where x > 0 else 0 (f32)")
 
 

@@ -12,6 +12,11 @@ Per layer (gate order z, r, g):
     y  = o * c~                       (the event sent forward and fed back)
     c  = c~ - o * thr                 (reset by subtraction)
 
+Decoder (EvNN's two configurations): without projection the last layer has the embedding size and
+``logits = E · y_last + b`` (E the embedding table, tied); with ``projection=True`` every layer may have
+any size and ``logits = E · relu(P · y_last + p) + b`` (``decoder.projection.weight`` P [emb, h_last],
+``decoder.projection.bias`` p [emb]).
+
 `EGRULanguageModel.step` is the streaming single-token function the compiler traces; `forward` runs a
 whole sequence and gives exactly the same result as a loop over `step`.
 """
@@ -117,22 +122,25 @@ class EGRULayer(nn.Module):
 
 @dataclass
 class EGRUConfig:
-    """Architecture of an EGRU language model. `hidden_sizes[-1]` must equal `embedding_size` (tied decoder)."""
+    """Architecture of an EGRU language model. Without `projection`, `hidden_sizes[-1]` must equal
+    `embedding_size` (tied decoder); with it, the projection maps the last layer to the embedding size."""
 
     vocab_size: int
     embedding_size: int
     hidden_sizes: list[int] = field(default_factory=list)
     dampening: float = 0.7
     support: float = 1.0
+    projection: bool = False
 
     def __post_init__(self):
+        self.projection = bool(self.projection)
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
         if not self.hidden_sizes:
             raise ValueError("EGRUConfig needs at least one layer in hidden_sizes")
-        if self.hidden_sizes[-1] != self.embedding_size:
+        if not self.projection and self.hidden_sizes[-1] != self.embedding_size:
             raise ValueError(
                 f"last layer size {self.hidden_sizes[-1]} must equal embedding size {self.embedding_size} "
-                "(decoder is tied to the embedding)")
+                "(decoder is tied to the embedding; a model with a projection decoder sets projection)")
         if self.vocab_size <= 0 or self.embedding_size <= 0 or min(self.hidden_sizes) <= 0:
             raise ValueError("EGRUConfig sizes must be positive")
 
@@ -148,25 +156,32 @@ class EGRUConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EGRUConfig":
-        known = {k: d[k] for k in ("vocab_size", "embedding_size", "hidden_sizes", "dampening", "support") if k in d}
+        known = {k: d[k] for k in ("vocab_size", "embedding_size", "hidden_sizes", "dampening", "support",
+                                    "projection") if k in d}
         return cls(**known)
 
 
 class TiedDecoder(nn.Module):
-    """Decoder whose weight is the embedding table (EvNN: `decoder.decoder.weight` is the embedding)."""
+    """Decoder whose weight is the embedding table (EvNN: `decoder.decoder.weight` is the embedding), with
+    EvNN's optional projection first: ``relu(projection(y))`` maps the last layer [h] to the embedding size."""
 
-    def __init__(self, embedding: nn.Embedding):
+    def __init__(self, embedding: nn.Embedding, projection_input: int | None = None):
         super().__init__()
+        if projection_input is not None:
+            self.projection = nn.Linear(projection_input, embedding.embedding_dim)
         self.decoder = nn.Linear(embedding.embedding_dim, embedding.num_embeddings)
         self.decoder.weight = embedding.weight
         nn.init.zeros_(self.decoder.bias)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "projection"):
+            y = torch.relu(self.projection(y))
         return self.decoder(y)
 
 
 class EGRULanguageModel(nn.Module):
-    """Embedding -> EGRU layers -> tied decoder, parameter names as in EvNN's LanguageModel."""
+    """Embedding -> EGRU layers -> [relu(projection)] -> tied decoder, parameter names as in EvNN's
+    LanguageModel."""
 
     def __init__(self, config: EGRUConfig):
         super().__init__()
@@ -176,7 +191,7 @@ class EGRULanguageModel(nn.Module):
         sizes = config.layer_input_sizes()
         self.rnns = nn.ModuleList(
             EGRULayer(i, h, config.dampening, config.support) for i, h in zip(sizes, config.hidden_sizes))
-        self.decoder = TiedDecoder(self.embeddings)
+        self.decoder = TiedDecoder(self.embeddings, config.hidden_sizes[-1] if config.projection else None)
 
     def init_state(self, batch_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
         w = self.embeddings.weight

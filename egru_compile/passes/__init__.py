@@ -51,12 +51,12 @@ from .manager import (DEFAULT_PIPELINE, PASS_REGISTRY, PROPERTIES, Pass, PassErr
                       register_pass, register_property, run_passes)
 from . import const_fold, fold_masks, fuse_gates, fuse_cell, event_gating, dce, count_macs, quantize  # noqa: E402,F401
 from . import select_gating, fold_embedding, weight_precision  # noqa: E402,F401  (target passes: onnx)
-from .count_macs import (LayerMacs, MacReport, MacsPerToken, MatrixMacs, UnitActivity, collect_matrices,
-                         count_macs_for_tokens, macs_report, measure_macs)
+from .count_macs import (LayerMacs, MacReport, MacsPerToken, MatrixMacs, ProjectionMacs, UnitActivity,
+                         collect_matrices, count_macs_for_tokens, macs_report, measure_macs)
 from .quantize import QuantizeReport, quantize_matrix, quantize_report
 
 __all__ = ["DEFAULT_PIPELINE", "PASS_REGISTRY", "PROPERTIES", "Pass", "PassError", "PassManager", "PassOptions",
            "build_pipeline", "check_pipeline", "get_pass", "graph_properties", "known_passes", "parse_pipeline",
            "register_pass", "register_property", "run_passes", "LayerMacs", "MacReport", "MacsPerToken",
-           "MatrixMacs", "UnitActivity", "collect_matrices", "count_macs_for_tokens", "macs_report",
+           "MatrixMacs", "ProjectionMacs", "UnitActivity", "collect_matrices", "count_macs_for_tokens", "macs_report",
            "measure_macs", "QuantizeReport", "quantize_matrix", "quantize_report"]

@@ -1,7 +1,8 @@
 """count-macs (analysis): multiply-accumulates per token of the RNN layers, static and measured.
 
 Convention (EvNN / the EGRU paper): only the RNN layers' input and recurrent matrices count; the embedding
-lookup and the decoder are reported separately. An input unit's column costs its non-zero fan-out only
+lookup and the decoder — with EvNN's projection ``relu(P · y_last + p)`` — are reported separately. An
+input unit's column costs its non-zero fan-out only
 when the unit is active (y != 0); a dense input (the embedding output) counts as fully active.
 
 * ``dense``   — no weight pruned, every input active: sum over layer matrices of n_out * n_in
@@ -18,7 +19,10 @@ Before (the IR is not changed)::
 After: the same IR, and ``graph.analyses.get(MacReport)`` (property ``macs``), whose ``to_json()`` is
 ``{"macs_per_token": {"dense", "static", "dynamic"}, "layers": [{"layer", "input", "recurrent",
 "input_static", "recurrent_static", "activity", "input_density", "recurrent_density", ...}],
-"activity": [...], "density": {label: d}, "matrices": [...], "decoder_macs_per_token", "calib_tokens"}``;
+"activity": [...], "density": {label: d}, "matrices": [...], "decoder_macs_per_token", "calib_tokens"}``
+(``decoder_macs_per_token``: the decoder's and projection's non-zeros), plus, for a model with a decoder
+projection, ``"projection": {"label", "shape", "nnz", "static", "dynamic"}`` (its input is the last
+layer's events, so its dynamic MACs are the active units' non-zero fan-out, like a layer matrix's);
 with calibration tokens also ``graph.analyses.get(UnitActivity)`` (per-unit firing counts, not in JSON).
 
 Works at any stage of the pipeline (``matmul`` with constant weights, ``sparse_matvec``, ``event_matvec``);
@@ -64,14 +68,24 @@ class LayerMacs:
 class MatrixMacs:
     label: str
     layer: int | None
-    role: str                    # input / recurrent / decoder
+    role: str                    # input / recurrent / projection / decoder
     shape: list[int]             # [n_out, n_in]
     op: str
     nnz: int
     density: float
     event_input: bool
-    static: int | None           # RNN matrices only
+    static: int | None           # RNN matrices and the projection only
     dynamic: float | None
+
+
+@dataclass
+class ProjectionMacs:
+    """The decoder projection's MACs per token (not part of the RNN-layer totals)."""
+    label: str
+    shape: list[int]             # [emb, h_last]
+    nnz: int
+    static: int                  # every last-layer unit active
+    dynamic: float | None        # active units' non-zero fan-out, measured
 
 
 @dataclass
@@ -85,6 +99,13 @@ class MacReport(Analysis):
     matrices: list[MatrixMacs]
     decoder_macs_per_token: int
     calib_tokens: int
+    projection: ProjectionMacs | None = None
+
+    def to_json(self) -> dict:
+        d = super().to_json()
+        if d["projection"] is None:       # models without a projection keep the documented keys
+            del d["projection"]
+        return d
 
 
 @dataclass
@@ -108,7 +129,7 @@ class MatrixInfo:
     node: Node
     x: Value                     # the input vector (for event_matvec: the tensor that was compressed)
     layer: int | None
-    role: str                    # input / recurrent / decoder
+    role: str                    # input / recurrent / projection / decoder
     label: str
     shape: tuple[int, int]       # (n_out, n_in) of M
     nnz: int
@@ -230,16 +251,22 @@ def measure_macs(graph: Graph, tokens=None) -> tuple[MacReport, UnitActivity | N
     for m in rnn:
         key = m.label if m.label not in density else f"{m.label}#{m.layer}.{m.role}"
         density[key] = m.density
+    counted = [m.layer is not None or m.role == "projection" for m in mats]
     matrices = [MatrixMacs(m.label, m.layer, m.role, list(m.shape), m.node.op, m.nnz, m.density, m.event,
-                           m.nnz if m.layer is not None else None,
-                           (int(totals[k]) / T) if T and m.layer is not None else None)
+                           m.nnz if counted[k] else None, (int(totals[k]) / T) if T and counted[k] else None)
                 for k, m in enumerate(mats)]
+    proj = [k for k, m in enumerate(mats) if m.role == "projection"]
+    projection = None
+    if proj:
+        projection = ProjectionMacs(
+            "+".join(mats[k].label for k in proj), list(mats[proj[0]].shape), sum(mats[k].nnz for k in proj),
+            sum(mats[k].nnz for k in proj), float(sum(int(totals[k]) for k in proj)) / T if T else None)
     decoder = 0
     for m in dec:
         decoder += m.dense if m.node.op in ("linear", "matmul") else m.nnz
     dyn = float(sum(int(totals[k]) for k, m in enumerate(mats) if m.layer is not None)) / T if T else None
     report = MacReport(MacsPerToken(sum(m.dense for m in rnn), sum(m.nnz for m in rnn), dyn), layers,
-                       [r.activity for r in layers], density, matrices, decoder, T)
+                       [r.activity for r in layers], density, matrices, decoder, T, projection)
     return report, units
 
 

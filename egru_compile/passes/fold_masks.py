@@ -22,8 +22,10 @@ Format: CSC (columns = presynaptic units) where the input is an event tensor (a 
 is dense (the embedding); `PassOptions.sparse_format` forces one. The constant's attrs record ``label``
 (from the source weight), ``role`` (``input`` / ``recurrent`` / ``decoder``), ``layer``, ``nnz`` and
 ``density``; role and layer are found structurally (see `utils.fed_layers`, `utils.matvec_role`), not from
-parameter names. ``linear`` (the tied decoder) is left alone, and so is a weight that another op (e.g. an
-embedding lookup) also reads, so no table is copied.
+parameter names. The ``linear(y_last, P, p)`` of EvNN's decoder projection ``relu(P · y_last + p)`` (M = P,
+role ``projection``: an event input whose product is not the logits) is folded the same way into
+``sparse_matvec(y_last, P, p) {role=projection}``; the decoder's ``linear`` is left alone, and so is a
+weight that another op (e.g. an embedding lookup) also reads, so no table is copied.
 """
 from __future__ import annotations
 
@@ -68,26 +70,32 @@ def fold_masks(graph: Graph, sparse_format: str = "auto") -> dict:
     cache: dict[tuple[int, str], Value] = {}
     n_mat = n_bias = 0
     for node in list(graph.nodes):
-        if node.op != "matmul":
+        if node.op not in ("matmul", "linear"):
             continue
-        x, w = node.inputs
+        x, w = node.inputs[:2]
         if not is_const(w) or isinstance(w.producer.attrs["data"], SparseMatrix) or len(w.type.shape) != 2:
             continue
-        if any(u.op != "matmul" or u.inputs[1] is not w for u in users.get(w, [])) or w in graph.outputs:
+        if any(u.op != node.op or u.inputs[1] is not w or w in u.inputs[2:] for u in users.get(w, [])) \
+                or w in graph.outputs:
             continue   # the weight is also read elsewhere: a sparse copy would duplicate it
         layer = layers.get(node)
         role = matvec_role(graph, node, layer)
+        if node.op == "linear" and role != "projection":
+            continue   # only the projection's linear is folded; a decoder keeps its (dense) linear
+        lin_bias = node.inputs[2] if node.op == "linear" and len(node.inputs) > 2 else None
+        if lin_bias is not None and (not is_const(lin_bias) or len(lin_bias.type.shape) != 1):
+            continue
         fmt = sparse_format if sparse_format != "auto" else ("csc" if is_event_tensor(graph, x) else "csr")
         key = (id(w.producer), fmt)
         if key not in cache:
             dense = np.asarray(w.producer.attrs["data"], np.float32)
-            m = SparseMatrix.from_dense(np.ascontiguousarray(dense.T), fmt)
+            m = SparseMatrix.from_dense(np.ascontiguousarray(dense if node.op == "linear" else dense.T), fmt)
             label = w.producer.attrs.get("label")
             cache[key] = graph.const(m, name=const_name(role, layer), index=graph.index_of(w.producer),
                                      **sparse_const_attrs(m, label, role, layer))
         mv = cache[key]
         n_out = mv.type.shape[0]
-        absorbed = _bias_of(graph, users, node.output, n_out)
+        absorbed = (node, lin_bias) if lin_bias is not None else _bias_of(graph, users, node.output, n_out)
         target = absorbed[0] if absorbed else node
         args = [x, mv] + ([absorbed[1]] if absorbed else [])
         hint = {"input": f"gx{layer}", "recurrent": f"gh{layer}"}.get(role, sanitize(node.output.name))

@@ -9,7 +9,9 @@ scattered rows costs ~1.5-2x a dense read per byte, so a busy layer is cheaper d
 * ``sparse_matvec`` of an event tensor -> ``compress_events`` + ``event_matvec`` (as ``event-gating``);
 * ``event_matvec`` that must not be gated -> ``sparse_matvec`` of the compressed tensor (same result);
 * ``matmul`` / ``linear`` with a constant dense weight (the tied decoder, an un-optimised graph) get the
-  attribute ``gated=True``: the target gathers the active units' rows of that dense weight.
+  attribute ``gated=True``: the target gathers the active units' rows of that dense weight. The decoder
+  behind EvNN's projection reads ``relu(projection)``, whose zeros are skipped the same way (its non-zeros
+  act as the events; gated when decoder gating is on).
 
 Before (``the MacReport's activity = [0.9, 0.1]``, threshold 0.5)::
 
@@ -62,6 +64,15 @@ def _is_batch1_events(graph: Graph, x: Value) -> bool:
     return len(x.type.shape) == 2 and x.type.shape[0] == 1 and is_event_tensor(graph, x)
 
 
+def _is_projection_relu(x: Value) -> bool:
+    """`x` = relu(the decoder projection's product), batch 1."""
+    p = x.producer
+    if p is None or p.op != "relu" or len(x.type.shape) != 2 or x.type.shape[0] != 1:
+        return False
+    q = p.inputs[0].producer
+    return q is not None and q.op in ("sparse_matvec", "event_matvec") and q.attrs.get("role") == "projection"
+
+
 def _densify(graph: Graph, node: Node) -> None:
     """event_matvec(idx, val, count, M[, b]) -> sparse_matvec(y, M[, b]) with y the compressed tensor."""
     y = event_source(node.inputs[0])
@@ -99,7 +110,7 @@ def select_gating(graph: Graph, enabled: bool = True, decoder: bool = True, max_
             dense += 1
         elif node.op in DENSE_WEIGHT_OPS and len(node.inputs) >= 2:
             x, w = node.inputs[0], node.inputs[1]
-            if eval_constant(w, cache) is None or not _is_batch1_events(graph, x):
+            if eval_constant(w, cache) is None or not (_is_batch1_events(graph, x) or _is_projection_relu(x)):
                 continue
             if wanted(x, layers.get(node)):
                 node.attrs["gated"] = True

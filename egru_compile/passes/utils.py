@@ -122,10 +122,16 @@ def matvec_operands(node: Node) -> tuple[Value, Value]:
 
 def matvec_role(graph: Graph, node: Node, layer: int | None) -> str:
     """``recurrent`` when the matvec's input is (a compressed form of) its own layer's state input,
-    ``input`` for other layer matrices, ``decoder`` for matrices that feed no layer state."""
-    if layer is None:
-        return "decoder"
+    ``input`` for other layer matrices; for matrices that feed no layer state ``decoder`` when the product
+    is the logits (possibly + a bias), ``projection`` when it reads an event tensor and is not (EvNN's
+    decoder projection of the last layer's y, followed by relu and the decoder), else ``decoder``."""
     x, _ = matvec_operands(node)
+    if layer is None:
+        out = node.outputs[0]
+        logits = [v for v in graph.outputs if v.meta.get("role") == "logits"]
+        is_logits = any(v is out or (v.producer is not None and v.producer.op == "add" and out in v.producer.inputs)
+                        for v in logits)
+        return "projection" if not is_logits and is_event_tensor(graph, x) else "decoder"
     if x.meta.get("role") == "state_in" and x.meta.get("layer") == layer:
         return "recurrent"
     return "input"

@@ -11,7 +11,7 @@ from ..errors import EgruError
 def describe_artifact(path: Path, manifest: dict, core: int | None = None, links: bool = False) -> str:
     target = manifest.get("target", "?")
     lines = [f"artifact      {path}", f"target        {target}"]
-    for key in ("source_sha256", "hidden_sizes", "vocab_size", "vocab", "decoder", "router"):
+    for key in ("source_sha256", "hidden_sizes", "vocab_size", "vocab", "decoder", "router", "projection"):
         if manifest.get(key) is not None:
             lines.append(f"{key:<13} {manifest[key]}")
     text = "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """The EGRU stack as the targets see it: per-layer sparse weights recovered from the optimised IR.
 
 `extract_stack` reads a graph after the default pipeline (embedding -> per layer
-``sparse_matvec``/``event_matvec`` (with bias) feeding ``egru_cell`` -> ``linear`` decoder) and returns the
+``sparse_matvec``/``event_matvec`` (with bias) feeding ``egru_cell`` -> [EvNN's projection
+``relu(event_matvec(y_last, P, p))``] -> ``linear`` decoder) and returns the
 weights in one place, so the TVM and chip targets share one reading of the IR instead of each
 pattern-matching it again.
 """
@@ -36,8 +37,10 @@ class LayerWeights:
 class EGRUStack:
     embedding: np.ndarray    # [V, E]
     layers: list[LayerWeights]
-    decoder_weight: np.ndarray   # [V, E_last]
+    decoder_weight: np.ndarray   # [V, E_last]  (E_last = E with a projection, else h_last)
     decoder_bias: np.ndarray     # [V]
+    projection: SparseMatrix | None = None        # P [E, h_last] of relu(P · y_last + p), possibly int8
+    projection_bias: np.ndarray | None = None     # p [E]
 
     @property
     def vocab_size(self) -> int:
@@ -106,7 +109,17 @@ def extract_stack(graph: Graph) -> EGRUStack:
     if len(emb) != 1 or len(dec) != 1:
         raise StackError("expected one embedding and one linear decoder in the IR")
     table = np.asarray(_const(emb[0].inputs[0], "embedding table"), np.float32)
+    P = pb = None
+    x = dec[0].inputs[0]
+    if x.producer is not None and x.producer.op == "relu":        # EvNN's projection decoder
+        P, pb, _, src = _matvec(x.producer.inputs[0], "decoder projection")
+        last = layers[-1].index
+        if not (src is not None and src.meta.get("role") == "state_out" and src.meta.get("layer") == last
+                or src is not None and src.producer is not None and src.producer.op == "egru_cell"):
+            raise StackError("the decoder projection does not read the last layer's events")
+        if not isinstance(P, SparseMatrix):
+            raise StackError("the decoder projection is not a sparse matrix (run the default pass pipeline)")
     dw = np.asarray(_const(dec[0].inputs[1], "decoder weight"), np.float32)
     db = (np.asarray(_const(dec[0].inputs[2], "decoder bias"), np.float32) if len(dec[0].inputs) > 2
           else np.zeros(dw.shape[0], np.float32))
-    return EGRUStack(table, layers, dw, db)
+    return EGRUStack(table, layers, dw, db, P, pb)

@@ -41,6 +41,7 @@ class TrainConfig:
     output: str
     model: str = "egru"                 # egru | gru | lstm
     emb: int = 128
+    projection: bool = False            # EvNN's projection decoder E · relu(P · y_last + p) + b
     hidden: list[int] = field(default_factory=lambda: [256, 128])
     epochs: int = 10
     batch_size: int = 32                # per process
@@ -132,7 +133,8 @@ class _Step(nn.Module):
 # ------------------------------------------------------------------------------------------- helpers
 def build_model(cfg: TrainConfig, vocab_size: int):
     if cfg.model == "egru":
-        model = EGRULanguageModel(EGRUConfig(vocab_size, cfg.emb, list(cfg.hidden), cfg.dampening, cfg.support))
+        model = EGRULanguageModel(EGRUConfig(vocab_size, cfg.emb, list(cfg.hidden), cfg.dampening, cfg.support,
+                                             projection=cfg.projection))
         lo, hi = cfg.thr_init
         with torch.no_grad():
             for layer in model.rnns:

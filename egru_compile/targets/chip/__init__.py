@@ -97,6 +97,9 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     if decoder not in DECODER_CHOICES:
         raise EgruError(f"--decoder must be one of {', '.join(DECODER_CHOICES)} (got {decoder!r})")
     dec = None
+    if decoder == "chip" and stack.projection is not None:
+        raise EgruError("--decoder chip: this model's decoder starts with a projection relu(P · y + p), whose "
+                        "graded output is not spikes; it runs on the host (use --decoder host)")
     if decoder == "chip":
         dec = place_decoder(stack.decoder_weight, ours, profile, nets[-1].fires if calibrated else None, T)
         if dec.chips > max_chips:
@@ -122,6 +125,10 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     mean_last = (float(nets[-1].fires.sum()) / T) if calibrated and T else None
     if decoder == "host":
         dec_info = {"placement": "host", "why": WHY_HOST, "host": host_macs(stack.decoder_weight, None)}
+        if stack.projection is not None:      # EvNN's projection runs on the host with the decoder
+            dec_info["host"]["projection_macs_static"] = int(stack.projection.nnz)
+            dec_info["host"]["projection_macs_event_gated"] = (sim_report["host"]["projection_macs"]
+                                                               if sim_report else None)
         if sim_report:
             dec_info["host"]["decoder_macs_event_gated"] = sim_report["host"]["decoder_macs"]
         elif mean_last is not None:
@@ -172,6 +179,13 @@ def _save_program(path, stack, pl: Placement, float_weights: bool, dec=None) -> 
               "n_rnn_cores": np.array(pl.n_cores), "n_layers": np.array(len(stack.layers))}
     if dec is not None:
         arrays["decoder_core_of"] = dec.core_of
+    if stack.projection is not None:        # EvNN's decoder projection (host), as stored (int8 + scales or f32)
+        P = stack.projection
+        arrays.update(projection_shape=np.array(P.shape), projection_fmt=np.array(P.fmt),
+                      projection_indptr=P.indptr, projection_indices=P.indices, projection_data=P.data,
+                      projection_bias=np.asarray(stack.projection_bias, np.float32))
+        if P.scale is not None:
+            arrays["projection_scale"] = P.scale
     for l, lw in enumerate(stack.layers):
         arrays[f"l{l}_core_of"] = pl.core_of[l]
         for name, m in (("W", lw.W), ("R", lw.R)):
@@ -208,6 +222,11 @@ def load_program(path, with_decoder: bool = False):
                                    z[f"l{l}_thr"], bool(z[f"l{l}_events_in"])))
         core_of.append(z[f"l{l}_core_of"])
     stack = EGRUStack(z["embedding"], layers, z["decoder_weight"], z["decoder_bias"])
+    if "projection_indptr" in z:
+        stack.projection = SparseMatrix(tuple(int(s) for s in z["projection_shape"]), str(z["projection_fmt"]),
+                                        z["projection_indptr"], z["projection_indices"], z["projection_data"],
+                                        z["projection_scale"] if "projection_scale" in z else None)
+        stack.projection_bias = z["projection_bias"]
     n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
     pl = Placement("balanced", core_of, z["slot_of_core"], n, 1)
     if with_decoder:

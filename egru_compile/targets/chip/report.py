@@ -153,7 +153,11 @@ def decoder_lines(m: dict) -> list[str]:
         ev = h.get("decoder_macs_event_gated")
         return [f"decoder: on the host ({d['why']}); host MACs/token: embedding 0 (row lookup of "
                 f"{h['embedding_values']} values), decoder {h['decoder_macs_dense']:,} dense"
-                + (f" / {ev:,.0f} event-gated" if ev is not None else "")]
+                + (f" / {ev:,.0f} event-gated" if ev is not None else "")
+                + (f"; projection {h['projection_macs_static']:,} non-zeros" + (
+                    f" / {h['projection_macs_event_gated']:,.0f} event-gated"
+                    if h.get("projection_macs_event_gated") is not None else "")
+                   if "projection_macs_static" in h else "")]
     return []
 
 
@@ -216,6 +220,9 @@ def simulated_report(sim, decoder: str) -> dict:
         out["host"] = {"embedding_macs": 0, "embedding_values": int(sim.stack.embedding.shape[1]),
                        "decoder_macs": pt(sim.decoder_macs),
                        "decoder_macs_dense": int(np.count_nonzero(sim.stack.decoder_weight))}
+        if sim.stack.projection is not None:       # EvNN's relu projection, on the host before the decoder
+            out["host"]["projection_macs"] = pt(sim.projection_macs)
+            out["host"]["projection_macs_static"] = int(sim.stack.projection.nnz)
     return out
 
 
@@ -237,6 +244,9 @@ def chip_summary(chip: dict) -> str:
         h = chip["host"]
         lines.append(f"host          decoder {h['decoder_macs']:,.0f} MACs/token event-gated "
                      f"({h['decoder_macs_dense']:,} dense), embedding lookup of {h['embedding_values']} values")
+        if "projection_macs" in h:
+            lines.append(f"host          projection {h['projection_macs']:,.0f} MACs/token event-gated "
+                         f"({h['projection_macs_static']:,} non-zeros), relu before the decoder")
     return "\n".join(lines) + "\n"
 
 

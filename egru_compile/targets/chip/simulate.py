@@ -194,6 +194,14 @@ class ChipSimulator:
         tiles = core_tiles(profile, placement.slot_of_core, self.mesh)
         self.routes = [UnitRoutes(reach[l], self.core_of[l], tiles, self.mesh, profile, self.multicast)
                        for l in range(L)]
+        if stack.projection is not None and self.dec_core_of is not None:
+            raise ValueError("a projection decoder runs on the host: its relu output is graded, not spikes")
+        self.proj_wT = None                 # EvNN's projection relu(P · y_last + p), on the host with the decoder
+        if stack.projection is not None:
+            P = stack.projection.to_dense()                                                 # [E, h_last]
+            self.proj_wT = np.ascontiguousarray(P.T)                                        # event rows
+            self.proj_b = np.asarray(stack.projection_bias, np.float32)
+            self.proj_col_nnz = np.count_nonzero(P, axis=0).astype(np.int64)
         self.dec_wT = np.ascontiguousarray(stack.decoder_weight.T.astype(np.float32))     # [E, V], event rows
         self.dec_b = stack.decoder_bias.astype(np.float32)
         self.dec_col_nnz = np.count_nonzero(stack.decoder_weight, axis=0).astype(np.int64)
@@ -242,6 +250,7 @@ class ChipSimulator:
         self.phase_ns = np.zeros(L + (self.dec_core_of is not None))
         self.latency_ns = 0.0
         self.decoder_macs = 0          # event-gated decoder MACs (wherever it runs)
+        self.projection_macs = 0       # event-gated MACs of the decoder projection (host), if any
 
     def _phase(self, synops, upd_active, upd_inactive, msgs_out, route_pj, max_route_ns) -> float:
         """Energy of the phase into the counters; returns its latency."""
@@ -306,8 +315,15 @@ class ChipSimulator:
             for l in range(len(self.stack.layers)):
                 self._deliver(l, self.y[l], forward=False)
         y_last = self.y[-1]
-        logits = self.dec_b + y_last[a_in] @ self.dec_wT[a_in]        # event-gated by the last layer's spikes
-        self.decoder_macs += int(self.dec_col_nnz[a_in].sum())
+        if self.proj_wT is not None:     # host: relu(P · y_last + p) over the spikes, then the decoder over its
+            x = np.maximum(self.proj_b + y_last[a_in] @ self.proj_wT[a_in], np.float32(0.0))   # non-zeros
+            self.projection_macs += int(self.proj_col_nnz[a_in].sum())
+            a_dec = np.flatnonzero(x)
+            logits = self.dec_b + x[a_dec] @ self.dec_wT[a_dec]
+            self.decoder_macs += int(self.dec_col_nnz[a_dec].sum())
+        else:
+            logits = self.dec_b + y_last[a_in] @ self.dec_wT[a_in]    # event-gated by the last layer's spikes
+            self.decoder_macs += int(self.dec_col_nnz[a_in].sum())
         if self.dec_core_of is not None:
             synops = self.fdec_T[a_in].sum(0)
             cnt["dec_synops"] += synops

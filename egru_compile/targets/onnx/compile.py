@@ -72,6 +72,7 @@ def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, mo
                      "dense_matvecs": lowered.stats["dense_matvecs"],
                      "folded_embedding": lowered.stats["folded_embedding"]},
         "macs_per_token": macs,
+        "projection": rep.to_json().get("projection") if rep else None,     # EvNN's decoder projection
     }
 
 

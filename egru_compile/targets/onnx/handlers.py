@@ -118,6 +118,12 @@ def unary(lw, n: Node) -> None:
     lw.vmap[n.outputs[0]] = lw.node(n.op.capitalize(), [lw.as_f32(n.inputs[0])], hint=n.outputs[0].name)[0]
 
 
+@handles("relu")
+def relu(lw, n: Node) -> None:
+    """relu(x) (EvNN's decoder projection output) -> Relu."""
+    lw.vmap[n.outputs[0]] = lw.node("Relu", [lw.as_f32(n.inputs[0])], hint=n.outputs[0].name)[0]
+
+
 @handles("heaviside")
 def heaviside(lw, n: Node) -> None:
     out = n.outputs[0]

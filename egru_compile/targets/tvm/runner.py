@@ -63,9 +63,9 @@ class TVMRunner(Runner):
             module = load_module(str(lib))
         except Exception as e:  # noqa: BLE001 - TVM raises its own error types
             raise ArtifactError(f"cannot load {lib}: {_first_line(e)}") from None
-        emb, layers, dec_w, dec_b = load_weights(weights)
+        emb, layers, dec_w, dec_b, proj = load_weights(weights)
         try:
-            self.rt = TVMStepRunner(emb, layers, dec_b, dec_w, module=module, spec=spec)
+            self.rt = TVMStepRunner(emb, layers, dec_b, dec_w, module=module, spec=spec, projection=proj)
         except (ValueError, TypeError, IndexError) as e:
             raise ArtifactError(f"{weights} does not match the kernel spec: {_first_line(e)}") from None
         except Exception as e:  # noqa: BLE001 - a library without egru_step / egru_run (TVM error types)

@@ -25,7 +25,10 @@ class EGRUKernelSpec:
         TVM's sigmoid/tanh (libm expf calls).
     decoder_chunk: V-chunk of the event decoder (0 = whole rows: best when D^T is not cache resident).
     decoder_unroll: active units handled per pass over the logits (more concurrent row streams).
-    interleave: number of sparse columns walked in lock step by the scatter loops (1 = off)."""
+    interleave: number of sparse columns walked in lock step by the scatter loops (1 = off).
+    projection: EvNN's projection decoder ``logits = D · relu(P · y_last + p) + b``: an event-driven scatter of
+        the last layer's active units through P (input-major CSR, int32 indices), ReLU, compression of its
+        non-zeros, then the event decoder over those (D^T is [E, V])."""
 
     vocab_size: int
     embedding_size: int
@@ -38,6 +41,7 @@ class EGRUKernelSpec:
     decoder_unroll: int = 8
     interleave: int = 8
     table_limit_mb: float = 512.0
+    projection: bool = False
 
     def __post_init__(self):
         for name, least in (("vocab_size", 1), ("embedding_size", 1), ("decoder_chunk", 0), ("decoder_unroll", 0),
@@ -59,6 +63,11 @@ class EGRUKernelSpec:
             raise ValueError("embed_mode must be 'csc' or 'table'")
         if self.decoder_mode not in ("event", "dense"):
             raise ValueError("decoder_mode must be 'event' or 'dense'")
+
+    @property
+    def decoder_input_size(self) -> int:
+        """Rows of D^T: the embedding size behind a projection, else the last layer's size."""
+        return self.embedding_size if self.projection else self.hidden_sizes[-1]
 
     @property
     def input_sizes(self) -> tuple[int, ...]:

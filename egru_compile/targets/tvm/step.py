@@ -8,8 +8,12 @@ mode), which a fixed-arity ``@T.prim_func`` cannot express: the signature is dec
 
 Every layer keeps, besides c and y, the compressed event list of y (``ev_idx[h]`` int32, ``ev_val[h]`` f32,
 ``ev_cnt[1]`` int32); the update emits it, the next layer consumes it as its input events and the same layer
-consumes it as recurrent events in the next step. Layer 0's input (a dense embedding row) is either scattered
-column by column (``embed_mode="csc"``) or read from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
+consumes it as recurrent events in the next step. With EvNN's projection decoder (``spec.projection``) the
+last layer's events are scattered through P (``p_ptr/p_idx/p_val``) into ``pacc[E]`` + ``pbias``, ReLU'd and
+compressed (``pei/pev/pen``), and the event decoder walks those.
+
+Layer 0's input (a dense embedding row) is either scattered column by column (``embed_mode="csc"``) or read
+from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
 """
 from __future__ import annotations
 
@@ -35,7 +39,12 @@ def _params(spec: EGRUKernelSpec, multi: bool) -> list[tuple[str, tuple, str]]:
                 (f"b{l}", (4 * h,), "float32"), (f"thr{l}", (h,), "float32"), (f"c{l}", (h,), "float32"),
                 (f"y{l}", (h,), "float32"), (f"ei{l}", (h,), "int32"), (f"ev{l}", (h,), "float32"),
                 (f"en{l}", (1,), "int32"), (f"acc{l}", (4 * h,), "float32")]
-    out += [("dwt", (spec.hidden_sizes[-1], V), "float32"), ("dbias", (V,), "float32")]
+    if spec.projection:
+        H = spec.hidden_sizes[-1]
+        out += [("p_ptr", (H + 1,), "int32"), ("p_idx", ("np",), "int32"), ("p_val", ("np",), "float32"),
+                ("pbias", (E,), "float32"), ("pacc", (E,), "float32"), ("pei", (E,), "int32"),
+                ("pev", (E,), "float32"), ("pen", (1,), "int32")]
+    out += [("dwt", (spec.decoder_input_size, V), "float32"), ("dbias", (V,), "float32")]
     if multi:
         out += [("logits", ("K", V), "float32"), ("stats", ("K", len(spec.hidden_sizes) + 1), "int32")]
     else:
@@ -134,7 +143,12 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
     def store(v, value):
         T.buffer_store(logits, value, logits_at(v))
 
-    if with_decoder:
+    if with_decoder and spec.projection:       # relu(P · y_last + p), event-driven, then the event decoder
+        tir.projection(spec.embedding_size, a["p_ptr"], a["p_idx"], a["p_val"], a["pbias"], a["pacc"],
+                       a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], a["pei"], a["pev"], a["pen"],
+                       spec.interleave)
+        tir.decoder(spec, a["dbias"], a["dwt"], a["pei"], a["pev"], a["pen"], a["pacc"], load, store)
+    elif with_decoder:
         tir.decoder(spec, a["dbias"], a["dwt"], a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], a[f"y{last}"],
                     load, store)
     else:                          # the layer loop only; one store keeps the logits argument used

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .layout import from_input_major, pack_layer
+from .layout import _as_csr, _check_csr, from_input_major, pack_layer
 from .spec import EGRUKernelSpec
 from .step import build_egru_step, step_arg_names
 
@@ -21,7 +21,9 @@ class TVMStepRunner:
     embedding: [V, E] float32.
     layers: list of dicts with W ([n_in, 3h] dense or input-major CSR triple), R ([h, 3h] or triple),
         b [3h], br [3h], thr [h] (used as given: clamp it yourself if the model does).
-    dec_bias: [V]; dec_weight: [V, H_last] (default: the embedding, tied decoder).
+    dec_bias: [V]; dec_weight: [V, H_last] (default: the embedding, tied decoder; [V, E] with a projection).
+    projection: EvNN's decoder projection ``(P, p)``: P as dense ``[h_last, E]`` (kernel layout, = the math
+        matrix transposed) or input-major CSR triple, p [E]; the decoder then reads ``relu(P · y_last + p)``.
     spec / spec_kw: an :class:`EGRUKernelSpec`, or its options (index_dtype, embed_mode, decoder_mode,
         fast_math, decoder_chunk, decoder_unroll, interleave, table_limit_mb) as keywords.
     module: an already compiled/loaded module for the same spec (skips compilation).
@@ -31,20 +33,34 @@ class TVMStepRunner:
     """
 
     def __init__(self, embedding, layers: Sequence[dict], dec_bias, dec_weight=None, *, target=None,
-                 module=None, spec: EGRUKernelSpec | None = None, **spec_kw):
+                 module=None, spec: EGRUKernelSpec | None = None, projection=None, **spec_kw):
         emb = np.ascontiguousarray(embedding, dtype=np.float32)
         V, E = emb.shape
         hs = [int(np.asarray(L["thr"]).reshape(-1).shape[0]) for L in layers]
         if spec is None:
-            spec = EGRUKernelSpec(V, E, tuple(hs), **spec_kw)
-        if spec.vocab_size != V or spec.embedding_size != E or tuple(spec.hidden_sizes) != tuple(hs):
+            spec = EGRUKernelSpec(V, E, tuple(hs), projection=projection is not None, **spec_kw)
+        if spec.vocab_size != V or spec.embedding_size != E or tuple(spec.hidden_sizes) != tuple(hs) \
+                or spec.projection != (projection is not None):
             raise ValueError("spec does not match the weights")
         self.spec = spec
         dw = emb if dec_weight is None else np.ascontiguousarray(dec_weight, dtype=np.float32)
-        if dw.shape != (V, hs[-1]):
-            raise ValueError(f"decoder weight must be [V, H_last] = {(V, hs[-1])}, got {dw.shape} "
-                             "(a tied decoder needs hidden_sizes[-1] == embedding size)")
+        if dw.shape != (V, spec.decoder_input_size):
+            raise ValueError(f"decoder weight must be [V, {'E' if spec.projection else 'H_last'}] = "
+                             f"{(V, spec.decoder_input_size)}, got {dw.shape} "
+                             "(a tied decoder needs hidden_sizes[-1] == embedding size, or a projection)")
         arrays: dict[str, np.ndarray] = {}
+        if projection is not None:
+            P, pb = projection
+            pp, pi, pv = _as_csr(P, E, np.int64)
+            if len(pp) != hs[-1] + 1:
+                raise ValueError(f"projection has {len(pp) - 1} inputs, expected h_last={hs[-1]}")
+            _check_csr(pp, pi, pv, E, "projection")
+            arrays.update(p_ptr=pp, p_idx=pi.astype(np.int32), p_val=pv,
+                          pbias=np.ascontiguousarray(pb, dtype=np.float32).reshape(-1),
+                          pacc=np.zeros(E, np.float32), pei=np.zeros(E, np.int32), pev=np.zeros(E, np.float32),
+                          pen=np.zeros(1, np.int32))
+            if arrays["pbias"].shape != (E,):
+                raise ValueError(f"projection bias must be [E] = {(E,)}, got {arrays['pbias'].shape}")
         for l, L in enumerate(layers):
             p = pack_layer(L["W"], L["R"], L["b"], L["br"], L["thr"], spec.index_dtype)
             if l == 0 and spec.embed_mode == "table":
@@ -93,6 +109,9 @@ class TVMStepRunner:
                            b=r.bias.detach().cpu().numpy(), br=r.recurrent_bias.detach().cpu().numpy(),
                            thr=r.thr.detach().clamp(0.0, 1.0).cpu().numpy()) for r in model.rnns]
             dec = model.decoder.decoder
+            proj = getattr(model.decoder, "projection", None)
+            if proj is not None:
+                kw["projection"] = (proj.weight.detach().cpu().numpy().T, proj.bias.detach().cpu().numpy())
             return cls(emb, layers, dec.bias.detach().cpu().numpy(), dec.weight.detach().cpu().numpy(), **kw)
 
     # -- state -----------------------------------------------------------------------------------
@@ -101,6 +120,9 @@ class TVMStepRunner:
         for l in range(len(self.spec.hidden_sizes)):
             for k in ("c", "y", "ev", "ei", "en"):
                 self.views[f"{k}{l}"][:] = 0
+        if self.spec.projection:
+            for k in ("pacc", "pei", "pev", "pen"):
+                self.views[k][:] = 0
 
     def set_layer_state(self, l: int, c, y):
         c = np.asarray(c, dtype=np.float32).reshape(-1)

@@ -49,6 +49,12 @@ def save_weights(path: Path, stack: EGRUStack) -> None:
         for k in ("W", "R"):
             for part, arr in zip(("indptr", "indices", "data"), entry[k]):
                 arrays[f"l{l}_{k}_{part}"] = arr
+    if stack.projection is not None:       # P [E, h_last] as input-major CSR (columns = last-layer units)
+        csc = stack.projection.convert("csc")
+        arrays.update(projection_indptr=csc.indptr.astype(np.int32),
+                      projection_indices=csc.indices.astype(np.int32),
+                      projection_data=csc.dequantized_values().astype(np.float32),
+                      projection_bias=np.asarray(stack.projection_bias, np.float32))
     tied = np.array_equal(stack.embedding, stack.decoder_weight)
     if tied:
         del arrays["decoder_weight"]
@@ -57,7 +63,8 @@ def save_weights(path: Path, stack: EGRUStack) -> None:
 
 
 def load_weights(path: Path):
-    """(embedding, layers, decoder weight, decoder bias) of a weights.npz written by :func:`save_weights`;
+    """(embedding, layers, decoder weight, decoder bias, projection) of a weights.npz written by
+    :func:`save_weights` (projection: None, or ((indptr, indices, data), bias) of EvNN's decoder projection);
     a missing, corrupt or incomplete file is an ArtifactError."""
     from ...runtime.base import ArtifactError
     try:
@@ -71,6 +78,9 @@ def load_weights(path: Path):
                 layers.append(entry)
             dec_w = z["decoder_weight"] if "decoder_weight" in z else emb
             dec_b = z["decoder_bias"]
+            proj = None
+            if "projection_indptr" in z:
+                proj = (tuple(z[f"projection_{p}"] for p in ("indptr", "indices", "data")), z["projection_bias"])
     except KeyError as e:
         raise ArtifactError(f"{path} is incomplete: no array {e.args[0].split()[0] if e.args else e}") from None
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
@@ -78,7 +88,14 @@ def load_weights(path: Path):
         raise ArtifactError(f"{path} is unreadable: {text[0] if text else type(e).__name__}") from None
     if not layers:
         raise ArtifactError(f"{path} has no layers")
-    return emb, layers, dec_w, dec_b
+    return emb, layers, dec_w, dec_b, proj
+
+
+def _projection_macs(graph) -> dict | None:
+    """count-macs' entry for EvNN's decoder projection (None without one or without the analysis)."""
+    from ...passes import MacReport
+    rep = graph.analyses.get(MacReport)
+    return rep.to_json().get("projection") if rep else None
 
 
 def compile_tvm(graph, source, out_dir, options: dict) -> dict:
@@ -91,7 +108,8 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     out_dir = Path(out_dir)
     stack = extract_stack(graph)
     t0 = time.perf_counter()
-    spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes))
+    spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
+                          projection=stack.projection is not None)
     build_egru_step(spec).export_library(str(out_dir / LIBRARY))     # weights are packed by the runner at load
     compile_s = time.perf_counter() - t0
     save_weights(out_dir / WEIGHTS, stack)
@@ -102,10 +120,12 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
                 "source_sha256": getattr(source, "sha256", None),
                 "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call"},
-                "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")}}
+                "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")},
+                "projection": _projection_macs(graph)}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, index dtype {spec.index_dtype}, "
-               f"embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}; "
+               f"embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}"
+               f"{' after an event-driven relu projection' if spec.projection else ''}; "
                f"kernels compiled in {compile_s:.1f} s for {tgt}")
     (out_dir / "report.txt").write_text(summary + "\n")
     return {"summary": summary}

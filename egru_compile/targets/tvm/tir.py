@@ -31,7 +31,8 @@ from tvm.script import tirx as T
 from tvm.script.ir_builder import IRBuilder
 
 __all__ = ["let", "loop", "fexp", "sigmoid", "tanh", "scatter_columns", "scatter_events", "scatter_dense",
-           "update", "update_gates", "update_packed", "compress", "decoder", "fanout_count", "SCATTER_GROUP"]
+           "update", "update_gates", "update_packed", "compress", "decoder", "fanout_count", "projection",
+           "SCATTER_GROUP"]
 
 #: non-zeros per group in the scatter inner loop (one float32x8 product vector)
 SCATTER_GROUP = 8
@@ -216,6 +217,18 @@ def fanout_count(ptr, ei, en, load: Callable[[], object], store: Callable[[objec
         store(load() + (ptr[ei[e] + 1] - ptr[ei[e]]))
 
 
+def projection(E, ptr, idx, val, pbias, pacc, ei, ev, en, pei, pev, pen, interleave: int) -> None:
+    """EvNN's decoder projection: pacc = relu(pbias + sum over the active units j of y_last of ev_j * P[:, j])
+    (event-driven: only active units' columns), then its non-zeros compressed into (pei, pev, pen) for the
+    event decoder."""
+    with loop("po", E) as o:
+        T.buffer_store(pacc, pbias[o], [o])
+    scatter_events(ptr, idx, val, pacc, ei, ev, en, interleave)
+    with loop("pr", E) as o:
+        T.buffer_store(pacc, T.max(pacc[o], _f(0.0)), [o])
+    compress(E, pacc, pei, pev, pen)
+
+
 def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[object, object], None]) -> None:
     """logits[v] = dbias[v] + sum_j y[j] * dwt[j, v] (load / store: logits element v of this step).
 
@@ -223,7 +236,7 @@ def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[objec
     vectorised row-axpy code, for comparison). ``decoder_unroll`` rows of D^T are streamed per pass over the
     logits, in V-chunks of ``decoder_chunk`` (0 = whole rows)."""
     V = spec.vocab_size
-    H = spec.hidden_sizes[-1]
+    H = spec.decoder_input_size
     CH = V if spec.decoder_chunk <= 0 else max(1, min(int(spec.decoder_chunk), V))
     nfull, tail = divmod(V, CH)
     U = max(1, int(spec.decoder_unroll))
