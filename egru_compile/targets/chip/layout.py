@@ -1,0 +1,213 @@
+"""Mesh layout: which physical slot (chip, tile, core in tile) each logical core occupies.
+
+Establishes: `layout` returns an injective core -> slot map over the slots of `chips` chips that is a local
+optimum of the activity-weighted spike energy sum_ab traffic[a, b] * pJ(slot a, slot b) for the neighbourhood
+"move one core to one of its K best candidate slots (empty, or swapping with the occupant)".
+
+Cost model. One spike message from slot s to slot t costs spike_tile + |dx| hop_ew + |dy| hop_ns +
+|dchip| chip_hop (chips side by side along x). The first term does not depend on the layout and is dropped,
+the rest is separable per axis, so the cost of core a at *every* slot is three 1-D weighted distance
+transforms of a's partner histograms: O(partners + slots) per core, never slot x slot. Traffic is kept as
+CSR neighbour lists (a core talks to tens to thousands of cores, not to all). A move is evaluated
+incrementally from the two cores' partner lists only.
+
+Two starts — the identity (cores in slot order, the sequential baseline's layout) and a greedy construction
+(strongest communicators first, each on the free slot cheapest towards its placed partners) — each improved
+by sweeps of best-candidate moves until a sweep changes nothing (or the sweep cap / time budget is hit);
+the cheaper result is kept, so the result is never worse than the identity.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .profile import ChipProfile
+
+
+# ----------------------------------------------------------------------------------------------- geometry
+def slot_coords(profile: ChipProfile, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chip, global tile x, tile y) of physical slots; chips are placed side by side along x."""
+    g = profile.chip
+    slots = np.asarray(slots)
+    chip = slots // g.cores
+    local = slots % g.cores
+    tile = local // g.cores_per_tile
+    tx = tile % g.tiles_x
+    ty = tile // g.tiles_x
+    return chip, chip * g.tiles_x + tx, ty
+
+
+def hop_matrices(profile: ChipProfile, slots: np.ndarray):
+    """Pairwise (spike-hops, energy pJ, time ns) of one spike message between slots (dense: for reports and
+    small tests, never used by the search)."""
+    chip, x, y = slot_coords(profile, slots)
+    e = profile.energy
+    dx = np.abs(x[:, None] - x[None, :])
+    dy = np.abs(y[:, None] - y[None, :])
+    dchip = np.abs(chip[:, None] - chip[None, :])
+    hops = dx + dy + dchip
+    pj = e.spike_tile_pj + dx * e.hop_ew_pj + dy * e.hop_ns_pj + dchip * profile.chip.chip_hop_pj
+    ns = e.spike_tile_ns + dx * e.hop_ew_ns + dy * e.hop_ns_ns + dchip * profile.chip.chip_hop_ns
+    return hops.astype(np.float64), pj, ns
+
+
+def sparse_symmetric(traffic: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (indptr, neighbour, weight) of traffic + traffic.T without the diagonal, built in row chunks so that
+    no second dense n x n matrix is allocated."""
+    n = traffic.shape[0]
+    ptr = [np.zeros(1, np.int64)]
+    nbrs, wts = [], []
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        block = traffic[lo:hi] + traffic[:, lo:hi].T
+        block[np.arange(hi - lo), np.arange(lo, hi)] = 0.0
+        r, c = np.nonzero(block)
+        nbrs.append(c.astype(np.int64))
+        wts.append(block[r, c])
+        ptr.append(np.bincount(r, minlength=hi - lo).astype(np.int64))
+    indptr = np.cumsum(np.concatenate(ptr))
+    return indptr, np.concatenate(nbrs), np.concatenate(wts)
+
+
+def _abs_transform(h: np.ndarray) -> np.ndarray:
+    """f(x) = sum_k h[k] |x - k| for every x in range(len(h)), by prefix sums."""
+    x = np.arange(len(h), dtype=np.float64)
+    cw = np.cumsum(h)
+    cm = np.cumsum(h * x)
+    return x * cw - cm + (cm[-1] - cm) - x * (cw[-1] - cw)
+
+
+class _Mesh:
+    """Slot coordinates and per-axis costs of a layout problem."""
+
+    def __init__(self, profile: ChipProfile, n_slots: int):
+        e = profile.energy
+        self.chip, self.x, self.y = slot_coords(profile, np.arange(n_slots))
+        self.tile = self.chip * 10 ** 6 + self.x * 10 ** 3 + self.y
+        self.nx, self.ny, self.nc = int(self.x.max()) + 1, int(self.y.max()) + 1, int(self.chip.max()) + 1
+        self.w = (e.hop_ew_pj, e.hop_ns_pj, profile.chip.chip_hop_pj)
+
+    def dist(self, s, t):
+        return (self.w[0] * np.abs(self.x[s] - self.x[t]) + self.w[1] * np.abs(self.y[s] - self.y[t]) +
+                self.w[2] * np.abs(self.chip[s] - self.chip[t]))
+
+    def cost_all(self, nbr_slots: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """[n_slots]: cost of a core at every slot given its partners' slots and weights."""
+        fx = _abs_transform(np.bincount(self.x[nbr_slots], w, minlength=self.nx))
+        fy = _abs_transform(np.bincount(self.y[nbr_slots], w, minlength=self.ny))
+        fc = _abs_transform(np.bincount(self.chip[nbr_slots], w, minlength=self.nc))
+        return self.w[0] * fx[self.x] + self.w[1] * fy[self.y] + self.w[2] * fc[self.chip]
+
+
+def layout_cost(indptr, nbr, wt, mesh: _Mesh, slot_of: np.ndarray) -> float:
+    """Sum over ordered pairs of the symmetric weight times distance, halved (= traffic-weighted pJ above the
+    within-tile floor)."""
+    src = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    return float((wt * mesh.dist(slot_of[src], slot_of[nbr])).sum() / 2)
+
+
+def _greedy_start(indptr, nbr, wt, mesh: _Mesh, n: int, n_slots: int) -> np.ndarray:
+    strength = np.add.reduceat(wt, indptr[:-1]) if len(wt) else np.zeros(n)
+    strength[np.diff(indptr) == 0] = 0.0
+    slot_of = -np.ones(n, np.int64)
+    free = np.ones(n_slots, bool)
+    placed = np.zeros(n, bool)
+    # frontier order: start at the strongest core, then always the unplaced core most tied to placed ones
+    tie = np.zeros(n)
+    centre = int(np.argmin(mesh.cost_all(np.arange(n_slots), np.ones(n_slots))))
+    for _ in range(n):
+        cand = np.where(placed, -np.inf, tie + 1e-12 * strength)
+        a = int(np.argmax(cand))
+        lo, hi = indptr[a], indptr[a + 1]
+        nb, w = nbr[lo:hi], wt[lo:hi]
+        m = placed[nb]
+        if m.any():
+            cost = mesh.cost_all(slot_of[nb[m]], w[m])
+            cost[~free] = np.inf
+            s = int(np.argmin(cost))
+        else:
+            s = centre if free[centre] else int(np.argmax(free))
+        slot_of[a] = s
+        free[s] = False
+        placed[a] = True
+        tie[nb] += w                                       # neighbour lists hold no duplicates
+    return slot_of
+
+
+def _local_search(indptr, nbr, wt, mesh: _Mesh, slot_of: np.ndarray, n_slots: int, k: int,
+                  max_sweeps: int, deadline: float) -> tuple[np.ndarray, int, bool]:
+    n = len(slot_of)
+    occ = -np.ones(n_slots, np.int64)
+    occ[slot_of] = np.arange(n)
+    sweeps = 0
+    converged = False
+    while sweeps < max_sweeps:
+        sweeps += 1
+        moved = 0
+        for a in range(n):
+            lo, hi = indptr[a], indptr[a + 1]
+            if lo == hi:
+                continue
+            nb, w = nbr[lo:hi], wt[lo:hi]
+            p = slot_of[a]
+            ca = mesh.cost_all(slot_of[nb], w)
+            ca[mesh.tile == mesh.tile[p]] = np.inf          # same tile: no change
+            kk = min(k, n_slots - 1)
+            cand = np.argpartition(ca, kk)[:kk] if kk < n_slots else np.arange(n_slots)
+            cand = cand[np.isfinite(ca[cand])]
+            cp = float((w * mesh.dist(p, slot_of[nb])).sum())
+            best, best_s = -1e-9 * max(cp, 1.0), -1
+            for s in cand:
+                b = occ[s]
+                delta = ca[s] - cp
+                if b >= 0:
+                    lb, hb = indptr[b], indptr[b + 1]
+                    nbb, wb = nbr[lb:hb], wt[lb:hb]
+                    sb = slot_of[nbb]
+                    delta += float((wb * (mesh.dist(p, sb) - mesh.dist(s, sb))).sum())
+                    j = np.searchsorted(nb, b)
+                    if j < len(nb) and nb[j] == b:
+                        delta += 2 * w[j] * mesh.dist(p, s)
+                if delta < best:
+                    best, best_s = delta, int(s)
+            if best_s >= 0:
+                b = occ[best_s]
+                occ[best_s], occ[p] = a, b
+                slot_of[a] = best_s
+                if b >= 0:
+                    slot_of[b] = p
+                moved += 1
+        if moved == 0:
+            converged = True
+            break
+        if time.perf_counter() > deadline:
+            break
+    return slot_of, sweeps, converged
+
+
+def layout(traffic: np.ndarray, profile: ChipProfile, n: int, chips: int, k: int = 12, max_sweeps: int = 200,
+           budget_s: float = 60.0, info: dict | None = None) -> np.ndarray:
+    """Slot of each of the n logical cores on `chips` chips (see the module docstring). `info` (optional dict)
+    receives the search statistics: start chosen, sweeps, whether it converged, cost before/after."""
+    n_slots = chips * profile.chip.cores
+    if n_slots < n:
+        raise ValueError(f"{n} cores do not fit on {chips} chip(s)")
+    indptr, nbr, wt = sparse_symmetric(traffic) if not isinstance(traffic, tuple) else traffic
+    mesh = _Mesh(profile, n_slots)
+    deadline = time.perf_counter() + budget_s
+    best, best_cost, stats = None, np.inf, {}
+    for name, start in (("identity", np.arange(n, dtype=np.int64)),
+                        ("greedy", None)):
+        if start is None:
+            start = _greedy_start(indptr, nbr, wt, mesh, n, n_slots)
+        before = layout_cost(indptr, nbr, wt, mesh, start)
+        slot_of, sweeps, conv = _local_search(indptr, nbr, wt, mesh, start.copy(), n_slots, k, max_sweeps,
+                                              deadline)
+        cost = layout_cost(indptr, nbr, wt, mesh, slot_of)
+        stats[name] = {"before": before, "after": cost, "sweeps": sweeps, "converged": conv}
+        if cost < best_cost - 1e-9:
+            best, best_cost, stats["chosen"] = slot_of, cost, name
+    if info is not None:
+        info.update(stats)
+    return best
