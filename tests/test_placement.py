@@ -14,7 +14,7 @@ from egru_compile.targets.chip import partition as part
 from egru_compile.targets.chip.layout import layout, sparse_symmetric
 from egru_compile.targets.chip.network import attach_activity, build_network
 from egru_compile.targets.chip.placement import (Placement, PlacementError, balanced_placement, evaluate, place,
-                                                 sequential_placement, violations)
+                                                 violations)
 from egru_compile.targets.stack import EGRUStack, LayerWeights
 
 
@@ -241,7 +241,7 @@ def test_fan_in_above_input_axon_limit_names_layer(tmp_path):
     need = [int(((n.conn_in > 0).sum(1) + (n.conn_rec > 0).sum(1)).max()) for n in nets]
     bad = next(l for l, f in enumerate(need) if f > 40)
     with pytest.raises(PlacementError) as e:
-        sequential_placement(nets, profile, 64)
+        place(nets, profile, 64, True)
     msg = str(e.value)
     assert f"layer {bad} " in msg and "input-axon limit of 40" in msg and f"by {need[bad] - 40}" in msg
     assert "\n" not in msg

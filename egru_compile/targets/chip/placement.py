@@ -231,8 +231,9 @@ def _chips_for(n_cores: int, profile: ChipProfile) -> int:
 
 
 def sequential_placement(nets, profile: ChipProfile, max_chips: int) -> Placement:
-    """Baseline: first units on core 0 until a limit is hit, then core 1, ... (iterated until output axons fit)."""
-    check_fan_in(nets, profile)
+    """Baseline: first units on core 0 until a limit is hit, then core 1, ... (iterated until output axons fit).
+    A unit whose fan-in alone exceeds the input-axon limit gets a core of its own (over the limit: `place`
+    refuses such a network with `check_fan_in`; the dense reference of the chip report counts it)."""
     guess = [1.0] * len(nets)
     for _ in range(6):
         core_of, n = _fill_sequential(nets, profile, guess)
@@ -337,6 +338,7 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     Objective ``traffic``: our partition and the baseline's own unit assignment, both laid out by the layout
     search, compete; the one with fewer packets, then fewer spike-hops, then the lower busiest core, is kept.
     ``latency``: spare cores of the occupied chips go to the bottleneck layer (more packets, lower max load)."""
+    check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     if seq.chips > max_chips:
         return seq, seq
