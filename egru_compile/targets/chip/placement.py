@@ -33,6 +33,7 @@ __all__ = ["Placement", "PlacementError", "CoreCosts", "place", "evaluate", "vio
            "balanced_placement", "required_chips_error", "slot_coords", "hop_matrices", "OBJECTIVES"]
 
 OBJECTIVES = ("traffic", "latency")
+RELAYOUT_MAX_CORES = 2000
 
 
 @dataclass
@@ -336,7 +337,8 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     """(sequential baseline, ours) for the same network; ours starts from the baseline's per-layer core counts.
 
     Objective ``traffic``: our partition and the baseline's own unit assignment, both laid out by the layout
-    search, compete; the one with fewer packets, then fewer spike-hops, then the lower busiest core, is kept.
+    search, compete; the one with fewer packets, then fewer spike-hops, then the lower busiest core, is kept
+    (up to `RELAYOUT_MAX_CORES` cores: beyond, a second layout search costs more than it can gain).
     ``latency``: spare cores of the occupied chips go to the bottleneck layer (more packets, lower max load)."""
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
@@ -345,7 +347,7 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     info = {} if info is None else info
     ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=layer_core_counts(seq),
                               objective=objective, info=info)
-    if objective == "traffic":
+    if objective == "traffic" and ours.n_cores <= RELAYOUT_MAX_CORES:
         relaid = relayout(nets, seq, profile, calibrated)
         (s_ours, c_ours), (s_rel, c_rel) = _score(nets, ours, profile, calibrated), \
             _score(nets, relaid, profile, calibrated)
