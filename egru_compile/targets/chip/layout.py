@@ -52,7 +52,7 @@ def hop_matrices(profile: ChipProfile, slots: np.ndarray):
     return hops.astype(np.float64), pj, ns
 
 
-def sparse_symmetric(traffic: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sparse_symmetric(traffic: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR (indptr, neighbour, weight) of traffic + traffic.T without the diagonal, built in row chunks so that
     no second dense n x n matrix is allocated."""
     n = traffic.shape[0]
@@ -238,14 +238,14 @@ def layout(traffic, profile: ChipProfile, n: int, chips: int, metric: str = "hop
         t0 = time.perf_counter()
         start = np.arange(n, dtype=np.int64) if name == "identity" else \
             _greedy_start(indptr, nbr, wt, mesh, n, n_slots)
-        before = layout_cost(indptr, nbr, wt, mesh, start)
+        before = layout_cost(indptr, nbr, wt, mesh, start) if len(starts) > 1 else None
         slot_of, sweeps, conv = _local_search(indptr, nbr, wt, mesh, start, n_slots, work, max_sweeps, deadline)
-        cost = layout_cost(indptr, nbr, wt, mesh, slot_of)
+        cost = layout_cost(indptr, nbr, wt, mesh, slot_of) if len(starts) > 1 else 0.0
         stats[name] = {"before": before, "after": cost, "sweeps": sweeps, "converged": conv,
                        "seconds": time.perf_counter() - t0}
         if cost < best_cost - 1e-9:
             best, best_cost, stats["chosen"] = slot_of, cost, name
-    rounds = int(min(30, 4e6 // max(len(nbr) * max(n, 1) // 50, 1))) if n > 2 else 0
+    rounds = int(min(30, 4e6 // max(len(nbr) * max(n, 1) // 50, 1))) if 2 < n <= big else 0
     rng = np.random.default_rng(seed)
     kept = 0
     for _ in range(rounds):

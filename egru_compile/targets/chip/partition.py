@@ -69,23 +69,24 @@ def check_fan_in(nets: list[LayerNet], profile: ChipProfile) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- capacity
-def group_sum(rows: np.ndarray, group: np.ndarray, k: int, dtype=np.float64, weights=None) -> np.ndarray:
+def group_sum(rows: np.ndarray, group: np.ndarray, k: int, dtype=np.float64, weights=None,
+              compact: bool = False):
     """[k, cols]: sum of `rows` (times `weights` per row) over the rows of each group (sorted reduceat; no
-    one-hot matrix, empty groups are zero)."""
-    out = np.zeros((k, rows.shape[1]), dtype)
-    if not len(group):
-        return out
+    one-hot matrix, empty groups are zero). ``compact``: (present group ids, [n_present, cols]) instead."""
     order = np.argsort(group, kind="stable")
     g = group[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
+    ids = g[starts]
+    out = np.zeros((len(ids) if compact else k, rows.shape[1]), dtype)
     for lo in range(0, len(starts), 256):                 # chunks of groups bound the temporary
         s = starts[lo:lo + 257]
         a, b = s[0], (s[-1] if len(s) > 256 else len(g))
         block = rows[order[a:b]].astype(dtype)
         if weights is not None:
             block *= weights[order[a:b], None]
-        out[g[s[:256]]] = np.add.reduceat(block, s[:256] - a, axis=0)
-    return out
+        dest = np.arange(lo, lo + len(s[:256])) if compact else ids[lo:lo + 256]
+        out[dest] = np.add.reduceat(block, s[:256] - a, axis=0)
+    return (ids, out) if compact else out
 
 
 class _Cores:

@@ -96,18 +96,20 @@ def _dest_cores(nets: list[LayerNet], core_of: list[np.ndarray], n_cores: int) -
 
 
 def _rowwise_link_sums(traffic_rows: np.ndarray, src_slots: np.ndarray, slots: np.ndarray, profile: ChipProfile,
-                       chunk: int = 256):
-    """Per row: sum_b traffic[a, b] * (hops, pJ, ns)(slot a, slot b), chunked (no dense n x n cost matrix)."""
-    hops = np.zeros(len(src_slots))
-    pj = np.zeros(len(src_slots))
-    ns = np.zeros(len(src_slots))
+                       chunk: int = 512):
+    """Per row: sum_b traffic[a, b] * (hops, pJ, ns)(slot a, slot b). Destinations are first summed per tile
+    (cores of a tile are equidistant from every slot), then weighted by tile distances, in row chunks: no
+    dense n x n cost matrix."""
+    cpt = profile.chip.cores_per_tile
+    tiles, inv = np.unique(np.asarray(slots) // cpt, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
+    out = np.zeros((3, len(src_slots)))
     for lo in range(0, len(src_slots), chunk):
-        h, p, t = hop_matrices_between(profile, src_slots[lo:lo + chunk], slots)
-        tr = traffic_rows[lo:lo + chunk]
-        hops[lo:lo + chunk] = (tr * h).sum(1)
-        pj[lo:lo + chunk] = (tr * p).sum(1)
-        ns[lo:lo + chunk] = (tr * t).sum(1)
-    return hops, pj, ns
+        agg = np.add.reduceat(traffic_rows[lo:lo + chunk][:, order], starts, axis=1)
+        for m, d in enumerate(hop_matrices_between(profile, src_slots[lo:lo + chunk], tiles * cpt)):
+            out[m, lo:lo + chunk] = (agg * d).sum(1)
+    return out[0], out[1], out[2]
 
 
 def hop_matrices_between(profile: ChipProfile, a: np.ndarray, b: np.ndarray):
@@ -159,8 +161,7 @@ def evaluate(nets: list[LayerNet], pl: Placement, profile: ChipProfile, calibrat
         # spikes: unit i -> every core it reaches; traffic[src core, dst core] in spikes/token
         r = reach[l]
         out_axons += np.bincount(co, weights=r.sum(1), minlength=n).astype(np.int64)
-        src = np.unique(co)
-        t = group_sum(r, co, n, np.float64, weights=rate)[src]
+        src, t = group_sum(r, co, n, np.float64, weights=rate, compact=True)
         traffic[src] += t
         # a spike's delivery time counts toward the phase of the layer that produced it
         busy[l, src] += _rowwise_link_sums(t, slots[src], slots, profile)[2]
