@@ -173,6 +173,8 @@ def _local_search(indptr, nbr, wt, mesh: _Mesh, slot_of: np.ndarray, n_slots: in
         sweeps += 1
         moved = 0
         for a in range(n):
+            if a % 256 == 255 and time.perf_counter() > deadline:
+                break
             lo, hi = indptr[a], indptr[a + 1]
             if lo == hi:
                 continue

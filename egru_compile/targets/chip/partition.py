@@ -81,11 +81,12 @@ def group_sum(rows: np.ndarray, group: np.ndarray, k: int, dtype=np.float64, wei
     for lo in range(0, len(starts), 256):                 # chunks of groups bound the temporary
         s = starts[lo:lo + 257]
         a, b = s[0], (s[-1] if len(s) > 256 else len(g))
-        block = rows[order[a:b]].astype(dtype)
+        block = rows[order[a:b]].astype(dtype, copy=False)
         if weights is not None:
-            block *= weights[order[a:b], None]
+            block = block * weights[order[a:b], None]
         dest = np.arange(lo, lo + len(s[:256])) if compact else ids[lo:lo + 256]
-        out[dest] = np.add.reduceat(block, s[:256] - a, axis=0)
+        red = np.logical_or if dtype is bool else np.add          # bool: "any" without widening
+        out[dest] = red.reduceat(block, s[:256] - a, axis=0)
     return (ids, out) if compact else out
 
 

@@ -80,7 +80,7 @@ class CoreCosts:
 
 def _presyn_of_cores(conn: np.ndarray, co: np.ndarray, n_cores: int) -> np.ndarray:
     """[n_cores, n_src] bool: does any unit on core c have a synapse from source unit i?"""
-    return group_sum(conn > 0, co, n_cores, np.int16) > 0
+    return group_sum(conn > 0, co, n_cores, bool)
 
 
 def _dest_cores(nets: list[LayerNet], core_of: list[np.ndarray], n_cores: int) -> list[np.ndarray]:
