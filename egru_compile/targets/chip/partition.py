@@ -186,6 +186,21 @@ def lpt(net: LayerNet, profile: ChipProfile, k: int, cost: np.ndarray) -> np.nda
     return co
 
 
+def rate_sorted(net: LayerNet, profile: ChipProfile, k: int, calibrated: bool) -> np.ndarray:
+    """Units by descending firing rate, cut into k contiguous runs of equal memory: cores of very different
+    outgoing traffic, so that the layout can put the busiest senders in the middle of the mesh (each spike of
+    a randomly pruned layer reaches nearly every core of its own and the next layer whatever the partition;
+    then only where the senders sit changes the spike-hops)."""
+    T = getattr(net, "tokens", 0)
+    rate = net.fires / T if calibrated and T and net.fires is not None else np.zeros(net.hidden)
+    order = np.lexsort((np.arange(net.hidden), -rate))
+    umem = unit_memory_bytes(net, profile)[order]
+    cum = np.cumsum(umem) - umem / 2
+    co = np.empty(net.hidden, np.int64)
+    co[order] = np.minimum((cum / umem.sum() * k).astype(np.int64), k - 1)
+    return co
+
+
 def layer_hyperedges(nets: list[LayerNet], l: int, calibrated: bool) -> tuple[list[np.ndarray], np.ndarray]:
     """Hyperedges over layer l's units: per spiking unit (recurrent from layer l, forward from layer l - 1) the
     units of layer l it has synapses on; weight = times it fired (1 per unit without calibration)."""
@@ -298,6 +313,8 @@ def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, 
                 pass
     elif method == "hypergraph":
         assign = hypergraph(nets, l, k, calibrated, seed=seed)
+    elif method == "rate":
+        assign = rate_sorted(net, profile, k, calibrated)
     elif method in ("metis", "kahip"):
         assign = graph_partition(net, k, method, calibrated, seed=seed)
     elif method != "lpt":

@@ -275,11 +275,13 @@ def _spare_to_bottleneck(nets, profile, k: list[int], calibrated: bool) -> list[
 
 def balanced_placement(nets, profile: ChipProfile, max_chips: int, calibrated: bool, seed: int = 0,
                        min_cores: list[int] | None = None, objective: str = "traffic", method: str = "auto",
-                       info: dict | None = None) -> Placement:
+                       tighten: bool = True, info: dict | None = None) -> Placement:
     """Ours: per-layer core counts (``min_cores``, default the sequential baseline's; objective ``latency``
     adds the spare cores of the occupied chips to the bottleneck layer), each layer partitioned and repaired
-    (`partition.partition_layer`, method ``auto`` | ``hypergraph`` | ``lpt`` | ``metis`` | ``kahip``), then the
-    mesh layout (`layout.layout`). `info` receives the partitioners used and the layout statistics."""
+    (`partition.partition_layer`, method ``auto`` | ``rate`` | ``hypergraph`` | ``lpt`` | ``metis`` | ``kahip``;
+    ``auto`` is ``rate`` for objective ``traffic``, else the hypergraph partitioner or LPT), then the mesh
+    layout (`layout.layout`). Objective ``traffic`` with ``tighten`` gives each layer one core fewer while its
+    partition still repairs within the limits. `info` receives the partitioners used and layout statistics."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
     check_fan_in(nets, profile)
@@ -287,9 +289,18 @@ def balanced_placement(nets, profile: ChipProfile, max_chips: int, calibrated: b
                                                                                               max_chips))
     if objective == "latency":
         k = _spare_to_bottleneck(nets, profile, k, calibrated)
+    if method == "auto":
+        method = "rate" if objective == "traffic" else "auto"
     core_of, methods, base = [], [], 0
     for l in range(len(nets)):
         assign, used = partition_layer(nets, l, profile, k[l], calibrated, method, seed)
+        # traffic: fewer cores = fewer destinations per spike; take a core away while the layer still fits
+        while objective == "traffic" and tighten and k[l] > 1:
+            try:
+                assign, used = partition_layer(nets, l, profile, k[l] - 1, calibrated, method, seed)
+            except PlacementError:
+                break
+            k[l] -= 1
         core_of.append(assign + base)
         methods.append(used)
         base += k[l]
