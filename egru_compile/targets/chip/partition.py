@@ -321,4 +321,10 @@ def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, 
         raise ValueError(f"unknown partitioner {method!r}")
     if used == "lpt":
         assign = lpt(net, profile, k, cost)
-    return repair(net, profile, k, assign, cost), used
+    assign = repair(net, profile, k, assign, cost)
+    counts = np.bincount(assign, minlength=k)
+    for c in np.nonzero(counts == 0)[0]:            # no empty core: it takes one unit of the fullest core
+        src = int(np.argmax(counts))
+        j = int(np.nonzero(assign == src)[0][0])
+        assign[j], counts[src], counts[c] = c, counts[src] - 1, 1
+    return assign, used
