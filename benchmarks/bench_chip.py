@@ -288,7 +288,7 @@ def main(argv=None):
              "Partitioners run at the per-layer core counts of `ours traffic` (equal cores; the baseline's where "
              "their partition cannot be repaired at those), followed by our capacity repair.", ""]
     with tempfile.TemporaryDirectory(prefix="bench_chip_") as td:
-        for name in a.models.split(","):
+        for name in filter(None, a.models.split(",")):
             if name == "ptb":
                 ckpt = random_checkpoint(Path(td) / "ptb.pt", vocab, 750, [1350, 1350, 750], a.activity)
                 title = "PTB-size random model (750/1350/1350/750, 85 % pruned, ~20 % activity)"
