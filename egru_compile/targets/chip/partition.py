@@ -115,11 +115,19 @@ class _Cores:
         return (self.units > self.cap_units) | (self.memory() > self.lim.synapse_memory_bytes) | \
             (self.axons > self.lim.input_axons)
 
-    def fits_after_add(self, j: int) -> np.ndarray:
-        """[k] bool: would each core stay within its limits with unit j added?"""
-        new_ax = self.axons + ((self.cnt == 0) & self.pres[j][None]).sum(1)
-        return (self.units + 1 <= self.cap_units) & (new_ax <= self.lim.input_axons) & \
-            (self.mem + self.umem[j] + new_ax * self.ptr_bytes <= self.lim.synapse_memory_bytes)
+    def first_fit(self, j: int, exclude: int, tries: int = 64) -> int:
+        """The least-loaded core (not `exclude`) that stays within its limits with unit j added, or -1. Units and
+        memory without new axons filter first (O(k)); the axon check costs O(inputs) per candidate."""
+        ok = (self.units + 1 <= self.cap_units) & \
+            (self.mem + self.umem[j] + self.axons * self.ptr_bytes <= self.lim.synapse_memory_bytes)
+        ok[exclude] = False
+        cand = np.nonzero(ok)[0]
+        for c in cand[np.argsort(self.load[cand], kind="stable")][:tries]:
+            new_ax = self.axons[c] + int(np.count_nonzero(self.pres[j] & (self.cnt[c] == 0)))
+            if new_ax <= self.lim.input_axons and \
+                    self.mem[c] + self.umem[j] + new_ax * self.ptr_bytes <= self.lim.synapse_memory_bytes:
+                return int(c)
+        return -1
 
     def move(self, j: int, c: int) -> None:
         a = self.assign[j]
@@ -147,11 +155,9 @@ def repair(net: LayerNet, profile: ChipProfile, k: int, assign: np.ndarray, cost
         order = np.lexsort((-st.umem[units], -sole))
         moved = False
         for j in units[order][:32]:
-            ok = st.fits_after_add(int(j))
-            ok[c] = False
-            if ok.any():
-                cand = np.nonzero(ok)[0]
-                st.move(int(j), int(cand[np.argmin(st.load[cand])]))
+            dest = st.first_fit(int(j), c)
+            if dest >= 0:
+                st.move(int(j), dest)
                 moved = True
                 break
         if not moved:
@@ -314,7 +320,10 @@ def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, 
     elif method == "hypergraph":
         assign = hypergraph(nets, l, k, calibrated, seed=seed)
     elif method == "rate":
-        assign = rate_sorted(net, profile, k, calibrated)
+        if net.hidden >= 4 * k:
+            assign = rate_sorted(net, profile, k, calibrated)
+        else:                                       # one to three units per core: nothing to group
+            used = "lpt"
     elif method in ("metis", "kahip"):
         assign = graph_partition(net, k, method, calibrated, seed=seed)
     elif method != "lpt":

@@ -295,7 +295,7 @@ def balanced_placement(nets, profile: ChipProfile, max_chips: int, calibrated: b
     for l in range(len(nets)):
         assign, used = partition_layer(nets, l, profile, k[l], calibrated, method, seed)
         # traffic: fewer cores = fewer destinations per spike; take a core away while the layer still fits
-        while objective == "traffic" and tighten and k[l] > 1:
+        while objective == "traffic" and tighten and 1 < k[l] <= nets[l].hidden // 4:
             try:
                 assign, used = partition_layer(nets, l, profile, k[l] - 1, calibrated, method, seed)
             except PlacementError:
