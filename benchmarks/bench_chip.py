@@ -1,21 +1,39 @@
-"""Placement of a PTB-size EGRU on the neuromorphic profiles: sequential baseline vs ours (both objectives).
+"""Chip placement: sequential baseline vs ours (each objective) vs standard partitioners (METIS, KaHIP,
+hypergraph), and the scaling of placement time and memory with model size.
 
-PTB-size layers (embedding 750, hidden 1350,1350,750, the Penn Treebank vocabulary), random weights with the
-RNN matrices magnitude-pruned to 85 % (`bench_onnx.build_model`, seed 0), per-layer thresholds bisected to
-about 20 % activity. The checkpoint is compiled with the CLI exactly as a user would —
+Models (random ones: `bench_onnx.build_model`, seed 0, RNN matrices magnitude-pruned to 85 %, per-layer
+thresholds bisected to ~20 % activity):
 
-    egru-compile ptb.pt --target PROFILE --calib-data ptb.valid.txt --calib-tokens N --placement-objective OBJ
+* ``ptb``: PTB-size, embedding 750, hidden 1350/1350/750, the Penn Treebank vocabulary (10,000 words);
+* ``trained``: the bundled trained example examples/ptb-egru-small/model.pt;
+* ``27m``: embedding 1024, hidden 4096/4096/1024 (27M synapses) — partitioners that do not scale are skipped.
 
-— once per objective; every number of the table is read back from the artifacts' ``mapping.json`` (the
-sequential baseline is computed in the same compile). Needs ../shared/data/ptb.
+Each model is traced, quantized and calibrated exactly as `egru-compile --target PROFILE --calib-data
+ptb.valid.txt --calib-tokens N` does; then every placement runs on the same network:
 
-    python benchmarks/bench_chip.py                         # loihi-like, 300 calibration tokens
-    python benchmarks/bench_chip.py --profile spinnaker2-like --calib-tokens 1000
+* sequential — the baseline in every chip report;
+* ours — `place(objective=traffic | latency)`: the default pipeline of the chip targets;
+* metis / kahip / hypergraph — `balanced_placement(method=...)` at the baseline's per-layer core counts
+  (partitioner, then our capacity repair), laid out twice: by our layout search (``+ours layout``) and by the
+  greedy + pairwise-swap layout of the previous release (``+swap layout``, copied below), i.e. the standard
+  pipeline of issue 14.
+
+Per token: packets (one per spike and destination core), spike-hops, energy, busiest-core MACs (and
+max/mean), latency (per layer phase the busiest core plus a barrier), and placement seconds.
+
+``--scaling`` times `place` alone (seconds, peak RSS of a fresh process) on random models of growing size;
+``--compile-27m`` runs the whole CLI compile of the 27M model under /usr/bin/time -v.
+
+    python benchmarks/bench_chip.py                       # ptb + trained, loihi-like, 300 calibration tokens
+    python benchmarks/bench_chip.py --models ptb,trained,27m --scaling --compile-27m
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,72 +42,274 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_onnx import build_model, calibrate  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
+from egru_compile.targets.chip import load_profile, measure_unit_activity  # noqa: E402
+from egru_compile.targets.chip import placement as P  # noqa: E402
+from egru_compile.targets.chip.layout import hop_matrices  # noqa: E402
+from egru_compile.targets.chip.network import build_network  # noqa: E402
+from egru_compile.targets.chip.partition import PartitionerUnavailable  # noqa: E402
 
-from egru_compile.cli import main as cli  # noqa: E402
-from egru_compile.data import Vocabulary  # noqa: E402
-from egru_compile.frontend import save_checkpoint  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------- old layout
+def swap_layout(traffic: np.ndarray, profile, n: int, chips: int) -> np.ndarray:
+    """The previous release's layout (reference only): greedy construction + pairwise-swap local search over
+    dense slot x slot energy matrices, 8 sweeps; the better of greedy and identity starts."""
+    n_slots = chips * profile.chip.cores
+    _, Pm, _ = hop_matrices(profile, np.arange(n_slots))
+    p0 = float(Pm[0, 0])
+    W = np.zeros((n_slots, n_slots))
+    W[:n, :n] = traffic + traffic.T
+    np.fill_diagonal(W, 0.0)
+    greedy = -np.ones(n_slots, np.int64)
+    free = np.ones(n_slots, bool)
+    placed: list[int] = []
+    for a in np.argsort(-W[:n, :n].sum(1), kind="stable"):
+        if not placed:
+            s = int(np.argmin(Pm.sum(1)))
+        else:
+            cost = Pm[:, greedy[placed]] @ W[a, placed]
+            cost[~free] = np.inf
+            s = int(np.argmin(cost))
+        greedy[a] = s
+        free[s] = False
+        placed.append(int(a))
+    greedy[n:] = np.nonzero(free)[0]
+    best, best_cost = None, np.inf
+    for start in (greedy, np.arange(n_slots)):
+        assign = start.copy()
+        for _ in range(8):
+            improved = False
+            for a in range(n):
+                D = Pm[assign][:, assign]
+                S = ((W[a][None, :] - W) * (D - D[a][None, :])).sum(1)
+                delta = S + 2 * W[a] * (D[a] - p0)
+                delta[a] = 0.0
+                b = int(np.argmin(delta))
+                if delta[b] < -1e-9:
+                    assign[a], assign[b] = assign[b], assign[a]
+                    improved = True
+            if not improved:
+                break
+        cost = float((W * Pm[assign][:, assign]).sum())
+        if cost < best_cost - 1e-9:
+            best, best_cost = assign, cost
+    return best[:n].copy()
 
 
-def row(name: str, part: dict, chips: int, hops_ratio: str = "") -> str:
-    t = part["totals"]
-    return (f"| {name} | {chips} | {t['cores_used']} | {t['max_core_macs']:,.0f} | {t['energy_uj']:.2f} µJ | "
-            f"{t['latency_ns'] / 1e3:.1f} µs | {t['spike_hops_out']:,.0f}{hops_ratio} |")
+# ----------------------------------------------------------------------------------------------- models
+def ptb_vocab(ptb: Path):
+    from egru_compile.data import Vocabulary
+    return Vocabulary.from_train_file(ptb / "ptb.train.txt")
+
+
+def random_checkpoint(path: Path, vocab, emb: int, hidden: list[int], activity: float) -> Path:
+    from bench_onnx import build_model, calibrate
+    from egru_compile.frontend import save_checkpoint
+    model = build_model(len(vocab), emb, hidden, 0.85)
+    calibrate(model, activity, np.random.default_rng(0).integers(0, len(vocab), 60))
+    save_checkpoint(path, model, vocab)
+    return path
+
+
+def load_nets(ckpt: Path, ptb: Path, calib_tokens: int):
+    """(nets with calibration activity, synapse count) as the chip target sees them."""
+    from egru_compile.cli import _run_passes
+    from egru_compile.frontend import load_source
+    from egru_compile.targets.stack import extract_stack
+    source = load_source(ckpt)
+    graph = source.to_graph()
+    calib = source.vocab.encode_file(ptb / "ptb.valid.txt", max_tokens=calib_tokens, unk="<unk>")
+    graph = _run_passes(graph, None, calib, False, False, quantize=True)
+    nets = build_network(extract_stack(graph))
+    measure_unit_activity(graph, np.asarray(calib, np.int64), nets)
+    return nets, sum(int(n.synapses.sum()) for n in nets)
+
+
+# ----------------------------------------------------------------------------------------------- rows
+def metrics(nets, pl, profile, seconds: float) -> dict:
+    c = P.evaluate(nets, pl, profile, True)
+    T = nets[0].tokens
+    mx, mean = c.balance(T)
+    assert not P.violations(c, profile), P.violations(c, profile)[:3]
+    return {"cores": pl.n_cores, "chips": pl.chips, "packets": c.packets, "hops": float(c.hops_out.sum()),
+            "energy_uj": float(c.energy_pj.sum()) / 1e6, "max_macs": mx, "balance": mx / mean,
+            "latency_us": float(c.busy_ns.max(1).sum() + len(nets) * profile.energy.barrier_ns) / 1e3,
+            "seconds": seconds}
+
+
+def run_model(name: str, nets, profile, max_chips: int, big: bool) -> list[tuple[str, dict]]:
+    rows, k_ours = [], None
+    t = time.perf_counter()
+    seq = P.sequential_placement(nets, profile, max_chips)
+    rows.append(("sequential", metrics(nets, seq, profile, time.perf_counter() - t)))
+    for obj in P.OBJECTIVES:
+        t = time.perf_counter()
+        info: dict = {}
+        _, ours = P.place(nets, profile, max_chips, True, objective=obj, info=info)
+        k_ours = k_ours or P.layer_core_counts(ours)
+        rows.append((f"ours `{obj}` ({info.get('chosen', 'partitioned')}; "
+                     f"{'/'.join(sorted(set(info.get('partitioners', []))))})",
+                     metrics(nets, ours, profile, time.perf_counter() - t)))
+        print(name, rows[-1], flush=True)
+    for method in ("metis", "kahip", "hypergraph"):
+        if big and method != "metis":
+            rows.append((method, None))                 # minutes per layer at this size: not run
+            continue
+        t = time.perf_counter()
+        note = ""
+        try:
+            try:
+                pl = P.balanced_placement(nets, profile, max_chips, True, min_cores=k_ours, method=method,
+                                          tighten=False)
+            except P.PlacementError:
+                note = " (baseline's cores)"
+                pl = P.balanced_placement(nets, profile, max_chips, True, min_cores=P.layer_core_counts(seq),
+                                          method=method, tighten=False)
+        except PartitionerUnavailable as e:
+            rows.append((f"{method} (not installed: {e})", None))
+            continue
+        rows.append((f"{method}{note} + ours layout", metrics(nets, pl, profile, time.perf_counter() - t)))
+        print(name, rows[-1], flush=True)
+        if not big:
+            t = time.perf_counter()
+            c = P.evaluate(nets, pl, profile, True)
+            slots = swap_layout(c.traffic, profile, pl.n_cores, pl.chips)
+            dt = time.perf_counter() - t + rows[-1][1]["seconds"]
+            rows.append((f"{method}{note} + swap layout", metrics(nets, P.Placement(method, pl.core_of, slots, pl.n_cores,
+                                                                             pl.chips), profile, dt)))
+            print(name, rows[-1], flush=True)
+    return rows
+
+
+def table(title: str, rows) -> list[str]:
+    out = [f"### {title}", "",
+           "| placement | cores | packets/token | spike-hops/token | energy/token | max core MACs/token (max/mean) | "
+           "latency/token | placement s |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in rows:
+        if m is None:
+            out.append(f"| {name} | – | – | – | – | – | – | not run |")
+            continue
+        out.append(f"| {name} | {m['cores']} | {m['packets']:,.0f} | {m['hops']:,.0f} | {m['energy_uj']:.2f} µJ | "
+                   f"{m['max_macs']:,.0f} ({m['balance']:.2f}) | {m['latency_us']:.1f} µs | {m['seconds']:.1f} |")
+    return out + [""]
+
+
+# ----------------------------------------------------------------------------------------------- scaling
+SCALING_CHILD = r"""
+import json, sys, time, resource
+import numpy as np
+sys.path.insert(0, {root!r}); sys.path.insert(0, {here!r})
+from egru_compile.targets.chip import load_profile
+from egru_compile.targets.chip import placement as P
+from egru_compile.targets.chip.network import LayerNet, attach_activity
+s = {scale}
+emb, sizes = int(1024 * s), [int(4096 * s), int(4096 * s), int(1024 * s)]
+rng = np.random.default_rng(0)
+nets, n_in = [], emb
+for l, h in enumerate(sizes):
+    ci = sum((rng.random((h, n_in)) < 0.15).astype(np.int8) for _ in range(3))
+    cr = sum((rng.random((h, h)) < 0.15).astype(np.int8) for _ in range(3))
+    nets.append(LayerNet(l, n_in, h, l > 0, ci.sum(1, dtype=np.int64), cr.sum(1, dtype=np.int64), ci, cr))
+    n_in = h
+T = 200
+fo = [rng.binomial(T, rng.uniform(0.05, 0.35, n.hidden)) for n in nets]
+attach_activity(nets, [np.full(emb, T)] + fo[:-1], fo, fo, T)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+seq, ours = P.place(nets, load_profile({profile!r}), 10 ** 5, True)
+dt = time.perf_counter() - t
+print(json.dumps({{"synapses": sum(int(n.synapses.sum()) for n in nets), "cores": ours.n_cores, "chips": ours.chips,
+                  "seconds": dt, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "before_mib": base / 1024}}))
+"""
+
+
+def scaling(profile: str, scales) -> list[str]:
+    out = ["### Placement time and memory vs model size", "",
+           "Random 85 %-pruned connectivity (emb/hidden = s × 1024/4096/4096/1024), random activity, 200 tokens; "
+           "`place` (baseline + ours, traffic) in a fresh process; peak = peak RSS of the process (the network "
+           "itself included).", "",
+           "| scale s | synapses | cores | chips | placement s | peak RSS MiB (network alone) |", "|---|---|---|---|---|---|"]
+    for s in scales:
+        code = SCALING_CHILD.format(root=str(ROOT), here=str(HERE), scale=s, profile=profile)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if r.returncode:
+            out.append(f"| {s} | failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode} |")
+            continue
+        m = json.loads(r.stdout.strip().splitlines()[-1])
+        out.append(f"| {s} | {m['synapses']:,} | {m['cores']} | {m['chips']} | {m['seconds']:.1f} | "
+                   f"{m['peak_mib']:,.0f} ({m['before_mib']:,.0f}) |")
+        print(out[-1], flush=True)
+    return out + [""]
+
+
+def compile_27m(ckpt: Path, ptb: Path, profile: str, calib_tokens: int) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="bench_chip_27m_") as td:
+        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "egru_compile.cli", "compile", str(ckpt), "--target", profile,
+               "-o", str(Path(td) / "out"), "--calib-data", str(ptb / "ptb.valid.txt"), "--calib-tokens",
+               str(calib_tokens), "--max-chips", "1000"]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    err = r.stderr.splitlines()
+    wall = next((ln.split("): ")[-1] for ln in err if "Elapsed (wall clock)" in ln), "?")
+    rss = next((int(ln.split(":")[-1]) for ln in err if "Maximum resident set size" in ln), 0)
+    place = next((ln for ln in r.stdout.splitlines() if ln.startswith("placement took")), "")
+    head = next((ln for ln in r.stdout.splitlines() if "chip(s)" in ln), "")
+    status = "ok" if r.returncode == 0 else f"failed ({(r.stdout + r.stderr).strip().splitlines()[-1][:200]})"
+    return ["### Whole compile of the 27M-synapse model", "",
+            f"`{' '.join(['egru-compile', ckpt.name] + cmd[7:])}` (under `/usr/bin/time -v`): {status}; wall "
+            f"{wall}, peak RSS {rss / 2 ** 20:.2f} GiB. {head} {place}", ""]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ptb", default=str(HERE.parent.parent / "shared" / "data" / "ptb"))
+    ap.add_argument("--ptb", default=str(ROOT.parent / "shared" / "data" / "ptb"))
     ap.add_argument("--profile", default="loihi-like")
     ap.add_argument("--calib-tokens", type=int, default=300)
     ap.add_argument("--activity", type=float, default=0.2)
+    ap.add_argument("--models", default="ptb,trained")
+    ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--scales", default="0.25,0.5,0.75,1.0")
+    ap.add_argument("--compile-27m", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results" / "chip.md"))
     a = ap.parse_args(argv)
     ptb = Path(a.ptb)
     if not (ptb / "ptb.train.txt").is_file():
         raise SystemExit(f"Penn Treebank not found at {ptb}")
-    vocab = Vocabulary.from_train_file(ptb / "ptb.train.txt")
-    model = build_model(len(vocab), 750, [1350, 1350, 750], 0.85)
-    calibrate(model, a.activity, np.random.default_rng(0).integers(0, len(vocab), 60))
-    maps, secs = {}, {}
+    profile = load_profile(a.profile)
+    vocab = ptb_vocab(ptb)
+    lines = [f"# Chip placement ({a.profile}, {a.calib_tokens} calibration tokens of ptb.valid)", "",
+             "Per token. packets = spike messages (one per spike and destination core); spike-hops = mesh hops "
+             "of those messages (a chip-to-chip link counts one); latency = per layer phase the busiest core, plus "
+             "a barrier. `ours traffic` uses at most the baseline's cores per layer (one fewer where the layer "
+             "still fits); `ours latency` adds the spare cores of the occupied chips to the bottleneck layer. "
+             "Partitioners run at the per-layer core counts of `ours traffic` (equal cores; the baseline's where "
+             "their partition cannot be repaired at those), followed by our capacity repair.", ""]
     with tempfile.TemporaryDirectory(prefix="bench_chip_") as td:
-        ckpt = Path(td) / "ptb.pt"
-        save_checkpoint(ckpt, model, vocab)
-        for obj in ("traffic", "latency"):
-            out = Path(td) / obj
-            t0 = time.perf_counter()
-            res = CliRunner().invoke(cli, [str(ckpt), "--target", a.profile, "-o", str(out), "--calib-data",
-                                           str(ptb / "ptb.valid.txt"), "--calib-tokens", str(a.calib_tokens),
-                                           "--placement-objective", obj])
-            secs[obj] = time.perf_counter() - t0
-            if res.exit_code:
-                raise SystemExit(res.output)
-            maps[obj] = json.loads((out / "mapping.json").read_text())
-            place = [ln for ln in (out / "report.txt").read_text().splitlines() if ln.startswith("placement took")]
-            secs[obj] = (secs[obj], float(place[0].split()[2]) if place else float("nan"))
-    tr, la = maps["traffic"], maps["latency"]
-    base_hops = tr["baseline"]["totals"]["spike_hops_out"]
-    ratio = lambda m: (f" ({base_hops / m['totals']['spike_hops_out']:.2f}× less)"  # noqa: E731
-                       if m["totals"]["spike_hops_out"] < base_hops else "")
-    dense = tr["dense_reference"]
-    lines = [f"PTB-size EGRU 750/1350/1350/750, vocab {len(vocab)}, RNN matrices pruned to 85 % (random, seed 0), "
-             f"thresholds for ~{a.activity:.0%} activity, profile {a.profile}, {a.calib_tokens} calibration tokens "
-             f"of ptb.valid; per token.", "",
-             "| placement | chips | cores | max core MACs/token | energy/token | latency/token | spike-hops/token |",
-             "|---|---|---|---|---|---|---|",
-             row("sequential baseline", tr["baseline"], tr["baseline"]["chips"]),
-             row("ours, `--placement-objective traffic`", tr, tr["chips"], ratio(tr)),
-             row("ours, `--placement-objective latency`", la, la["chips"], ratio(la)), "",
-             f"The same layers unpruned need {dense['chips']} {a.profile} chip(s) "
-             f"({dense['memory_bytes'] / 2 ** 20:.1f} MiB of synaptic memory). Placement (ours + baseline): "
-             f"{secs['traffic'][1]:.2f} s (traffic), {secs['latency'][1]:.2f} s (latency); whole compile (trace, "
-             f"passes, calibration, placement, simulator check, reports): {secs['traffic'][0]:.1f} s / "
-             f"{secs['latency'][0]:.1f} s.", "",
-             f"Command: `python benchmarks/bench_chip.py --profile {a.profile} --calib-tokens {a.calib_tokens}`."]
+        for name in filter(None, a.models.split(",")):
+            if name == "ptb":
+                ckpt = random_checkpoint(Path(td) / "ptb.pt", vocab, 750, [1350, 1350, 750], a.activity)
+                title = "PTB-size random model (750/1350/1350/750, 85 % pruned, ~20 % activity)"
+            elif name == "trained":
+                ckpt = ROOT / "examples" / "ptb-egru-small" / "model.pt"
+                title = "Trained example (examples/ptb-egru-small/model.pt)"
+            elif name == "27m":
+                ckpt = random_checkpoint(Path(td) / "m27.pt", vocab, 1024, [4096, 4096, 1024], a.activity)
+                title = "27M-synapse random model (1024/4096/4096/1024, 85 % pruned, ~20 % activity)"
+            else:
+                raise SystemExit(f"unknown model {name}")
+            nets, syn = load_nets(ckpt, ptb, a.calib_tokens)
+            rows = run_model(name, nets, profile, 10 ** 4, big=name == "27m")
+            lines += table(f"{title}: {syn:,} synapses", rows)
+            del nets
+            if name == "27m" and a.compile_27m:
+                lines += compile_27m(ckpt, ptb, a.profile, 200)
+    if a.scaling:
+        lines += scaling(a.profile, [float(s) for s in a.scales.split(",")])
+    lines.append(f"Command: `python benchmarks/bench_chip.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
+                 f" (peak RSS of this run {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB).")
     text = "\n".join(lines)
     print(text)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -5,28 +5,35 @@ to a logical core, and every logical core to a physical slot (chip, tile x, tile
 
 * `sequential_placement` is the baseline: units in order fill core 0 until a capacity limit is hit, then
   core 1, ...; core k sits in slot k.
-* `balanced_placement` (ours): the same number of cores, units distributed over them so that each core's
-  MACs (measured with calibration activity, or static fan-in without) are balanced under every capacity
-  limit, then the cores are laid out on the mesh by local search minimising activity-weighted spike hops.
+* `balanced_placement` (ours): per-layer core counts (the baseline's, or more for objective ``latency``),
+  each layer partitioned over its cores (`partition.py`: hypergraph partitioner on spike packets when
+  `mtkahypar` is installed, else MAC balancing), repaired under every capacity limit, then laid out on the
+  mesh by local search on activity-weighted spike energy (`layout.py`).
 
 Capacity per core: compartments (3 per unit), input axons (distinct presynaptic units), output axons
 (sum over its units of the number of distinct cores their spikes reach), synaptic memory
 (nnz x (weight + index bits) + one pointer per input axon + per-unit state bits).
+
+Every quantity of `evaluate` is computed per layer from sparse groupings (no dense slot x slot or
+unit x core one-hot products), so it scales to thousands of cores.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import EgruError
+from .layout import hop_matrices, layout, slot_coords
 from .network import LayerNet
+from .partition import PlacementError, check_fan_in, group_sum, partition_layer, unit_memory_bytes
 from .profile import ChipProfile
 
+__all__ = ["Placement", "PlacementError", "CoreCosts", "place", "evaluate", "violations", "sequential_placement",
+           "balanced_placement", "required_chips_error", "slot_coords", "hop_matrices", "OBJECTIVES"]
 
-class PlacementError(EgruError):
-    pass
+OBJECTIVES = ("traffic", "latency")
+RELAYOUT_MAX_CORES = 2000
 
 
 @dataclass
@@ -36,33 +43,6 @@ class Placement:
     slot_of_core: np.ndarray             # [n_cores] physical slot of each logical core
     n_cores: int
     chips: int
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-
-# ----------------------------------------------------------------------------------------------- geometry
-def slot_coords(profile: ChipProfile, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chip, global tile x, tile y) of physical slots; chips are placed side by side along x."""
-    g = profile.chip
-    chip = slots // g.cores
-    local = slots % g.cores
-    tile = local // g.cores_per_tile
-    tx = tile % g.tiles_x
-    ty = tile // g.tiles_x
-    return chip, chip * g.tiles_x + tx, ty
-
-
-def hop_matrices(profile: ChipProfile, slots: np.ndarray):
-    """Pairwise (spike-hops, energy pJ, time ns) of one spike message between slots."""
-    chip, x, y = slot_coords(profile, slots)
-    e = profile.energy
-    dx = np.abs(x[:, None] - x[None, :])
-    dy = np.abs(y[:, None] - y[None, :])
-    dchip = np.abs(chip[:, None] - chip[None, :])
-    hops = dx + dy + dchip
-    pj = e.spike_tile_pj + dx * e.hop_ew_pj + dy * e.hop_ns_pj + dchip * profile.chip.chip_hop_pj
-    ns = e.spike_tile_ns + dx * e.hop_ew_ns + dy * e.hop_ns_ns + dchip * profile.chip.chip_hop_ns
-    return hops.astype(np.float64), pj, ns
 
 
 # ----------------------------------------------------------------------------------------------- costs
@@ -84,23 +64,65 @@ class CoreCosts:
     busy_ns: np.ndarray                # [layers, cores] work time of each core in each layer phase
     traffic: np.ndarray                # [cores, cores] spikes per token from core a to core b
 
+    @property
+    def packets(self) -> float:
+        """Spike messages per token (one per spike and destination core)."""
+        return float(self.spikes_out.sum())
+
+    def core_macs(self, tokens: int = 0) -> np.ndarray:
+        return self.mac_events / tokens if self.mac_events is not None and tokens else self.macs_static
+
+    def balance(self, tokens: int = 0) -> tuple[float, float]:
+        """(max, mean) MACs per core and token."""
+        m = self.core_macs(tokens)
+        return float(m.max()), float(m.mean())
+
+
+def _presyn_of_cores(conn: np.ndarray, co: np.ndarray, n_cores: int) -> np.ndarray:
+    """[n_cores, n_src] bool: does any unit on core c have a synapse from source unit i?"""
+    return group_sum(conn > 0, co, n_cores, bool)
+
 
 def _dest_cores(nets: list[LayerNet], core_of: list[np.ndarray], n_cores: int) -> list[np.ndarray]:
     """Per source layer l: [h_l, n_cores] bool — does unit i's spike reach core c (own layer via R, next layer
     via W)?"""
     out = []
     for l, net in enumerate(nets):
-        reach = np.zeros((net.hidden, n_cores), dtype=bool)
-        onehot = np.zeros((net.hidden, n_cores), dtype=np.float32)
-        onehot[np.arange(net.hidden), core_of[l]] = 1
-        reach |= (net.conn_rec.T.astype(np.float32) @ onehot) > 0
+        reach = _presyn_of_cores(net.conn_rec, core_of[l], n_cores).T.copy()
         if l + 1 < len(nets):
-            nxt = nets[l + 1]
-            oh = np.zeros((nxt.hidden, n_cores), dtype=np.float32)
-            oh[np.arange(nxt.hidden), core_of[l + 1]] = 1
-            reach |= (nxt.conn_in.T.astype(np.float32) @ oh) > 0
+            reach |= _presyn_of_cores(nets[l + 1].conn_in, core_of[l + 1], n_cores).T
         out.append(reach)
     return out
+
+
+def _rowwise_link_sums(traffic_rows: np.ndarray, src_slots: np.ndarray, slots: np.ndarray, profile: ChipProfile,
+                       chunk: int = 512):
+    """Per row: sum_b traffic[a, b] * (hops, pJ, ns)(slot a, slot b). Destinations are first summed per tile
+    (cores of a tile are equidistant from every slot), then weighted by tile distances, in row chunks: no
+    dense n x n cost matrix."""
+    cpt = profile.chip.cores_per_tile
+    tiles, inv = np.unique(np.asarray(slots) // cpt, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
+    out = np.zeros((3, len(src_slots)))
+    for lo in range(0, len(src_slots), chunk):
+        agg = np.add.reduceat(traffic_rows[lo:lo + chunk][:, order], starts, axis=1)
+        for m, d in enumerate(hop_matrices_between(profile, src_slots[lo:lo + chunk], tiles * cpt)):
+            out[m, lo:lo + chunk] = (agg * d).sum(1)
+    return out[0], out[1], out[2]
+
+
+def hop_matrices_between(profile: ChipProfile, a: np.ndarray, b: np.ndarray):
+    """(spike-hops, pJ, ns) of one message from each slot of `a` to each slot of `b`: [len(a), len(b)]."""
+    ca, xa, ya = slot_coords(profile, a)
+    cb, xb, yb = slot_coords(profile, b)
+    e = profile.energy
+    dx = np.abs(xa[:, None] - xb[None, :])
+    dy = np.abs(ya[:, None] - yb[None, :])
+    dc = np.abs(ca[:, None] - cb[None, :])
+    return ((dx + dy + dc).astype(np.float64),
+            e.spike_tile_pj + dx * e.hop_ew_pj + dy * e.hop_ns_pj + dc * profile.chip.chip_hop_pj,
+            e.spike_tile_ns + dx * e.hop_ew_ns + dy * e.hop_ns_ns + dc * profile.chip.chip_hop_ns)
 
 
 def evaluate(nets: list[LayerNet], pl: Placement, profile: ChipProfile, calibrated: bool) -> CoreCosts:
@@ -115,26 +137,20 @@ def evaluate(nets: list[LayerNet], pl: Placement, profile: ChipProfile, calibrat
     mac_ev = np.zeros(n, np.int64) if calibrated else None
     busy = np.zeros((L, n))
     energy = np.zeros(n)
-    spikes_in = np.zeros(n)
     reach = _dest_cores(nets, pl.core_of, n)
-    hops, pj, ns = hop_matrices(profile, pl.slot_of_core)
     out_axons = np.zeros(n, np.int64)
-    spikes_out = np.zeros(n)
-    hops_out = np.zeros(n)
     traffic = np.zeros((n, n))
+    slots = np.asarray(pl.slot_of_core)
     for l, net in enumerate(nets):
-        co = pl.core_of[l]
+        co = np.asarray(pl.core_of[l])
         T = getattr(net, "tokens", 0) if calibrated else 0
         rate = net.fires / T if calibrated and T else np.ones(net.hidden)   # uncalibrated: every unit fires
-        np.add.at(units, co, 1)
-        np.add.at(syn, co, net.synapses)
+        units += np.bincount(co, minlength=n)
+        syn += np.bincount(co, weights=net.synapses, minlength=n).astype(np.int64)
         if calibrated:
-            np.add.at(mac_ev, co, net.mac_events)
+            mac_ev += np.bincount(co, weights=net.mac_events, minlength=n).astype(np.int64)
         # input axons: distinct presynaptic units (layer input incl. embedding dims, and recurrent)
-        for c in np.unique(co):
-            rows = co == c
-            in_axons[c] += int(np.count_nonzero(net.conn_in[rows].any(0))) + \
-                int(np.count_nonzero(net.conn_rec[rows].any(0)))
+        in_axons += _presyn_of_cores(net.conn_in, co, n).sum(1) + _presyn_of_cores(net.conn_rec, co, n).sum(1)
         # MAC work per core in this layer's phase
         macs_unit = (net.mac_events / T) if calibrated and T else net.synapses.astype(np.float64)
         synops = np.bincount(co, weights=macs_unit, minlength=n)
@@ -142,18 +158,18 @@ def evaluate(nets: list[LayerNet], pl: Placement, profile: ChipProfile, calibrat
         upd_inactive = np.bincount(co, weights=(1 - rate) * cpu, minlength=n)
         energy += synops * e.synop_pj + upd_active * e.neuron_active_pj + upd_inactive * e.neuron_inactive_pj
         busy[l] += synops * e.synop_ns + upd_active * e.neuron_active_ns + upd_inactive * e.neuron_inactive_ns
-        # spikes: unit i -> every core it reaches
+        # spikes: unit i -> every core it reaches; traffic[src core, dst core] in spikes/token
         r = reach[l]
         out_axons += np.bincount(co, weights=r.sum(1), minlength=n).astype(np.int64)
-        t = np.zeros((n, n))
-        np.add.at(t, co, r * rate[:, None])            # traffic[src core, dst core] in spikes/token
-        traffic += t
-        spikes_in += (r * rate[:, None]).sum(0)
+        src, t = group_sum(r, co, n, np.float64, weights=rate, compact=True)
+        traffic[src] += t
         # a spike's delivery time counts toward the phase of the layer that produced it
-        busy[l] += (t * ns).sum(1)
+        busy[l, src] += _rowwise_link_sums(t, slots[src], slots, profile)[2]
+        del t
+    spikes_in = traffic.sum(0)
     spikes_out = traffic.sum(1)
-    hops_out = (traffic * hops).sum(1)
-    energy += (traffic * pj).sum(1)
+    hops_out, link_pj, _ = _rowwise_link_sums(traffic, slots, slots, profile)
+    energy += link_pj
     memory = (syn * mem.synapse_bits + in_axons * mem.axon_pointer_bits + units * mem.state_bits_per_unit + 7) // 8
     return CoreCosts(units, units * cpu, syn, in_axons, out_axons, memory, syn.copy(), mac_ev, spikes_in,
                      spikes_out, hops_out, energy, busy, traffic)
@@ -173,12 +189,7 @@ def violations(costs: CoreCosts, profile: ChipProfile) -> list[tuple[str, int, f
     return out
 
 
-# ----------------------------------------------------------------------------------------------- unit caps
-def _unit_memory_bytes(net: LayerNet, profile: ChipProfile) -> np.ndarray:
-    m = profile.memory
-    return (net.synapses * m.synapse_bits + m.state_bits_per_unit) / 8.0
-
-
+# ----------------------------------------------------------------------------------------------- baseline
 def _fill_sequential(nets, profile, out_axon_guess: list[float]):
     """Greedy in-order fill under per-core limits; a core may hold units of several layers."""
     lim = profile.core
@@ -188,22 +199,28 @@ def _fill_sequential(nets, profile, out_axon_guess: list[float]):
     units = 0
     mem_bytes = 0.0
     out_axons = 0.0
-    masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # layer -> (input mask, recurrent mask) on this core
+    other_axons = 0                                         # input axons of the core's units of earlier layers
+    count = 0                                               # input axons of the core's units of this layer
     for l, net in enumerate(nets):
-        umem = _unit_memory_bytes(net, profile)
+        umem = unit_memory_bytes(net, profile)
+        pres = np.concatenate([net.conn_in > 0, net.conn_rec > 0], axis=1)
+        mask = np.zeros(pres.shape[1], bool)
+        other_axons += count
+        count = 0
         for j in range(net.hidden):
-            mi, mr = masks.get(l, (np.zeros(net.n_in, bool), np.zeros(net.hidden, bool)))
-            ni, nr = mi | (net.conn_in[j] > 0), mr | (net.conn_rec[j] > 0)
-            axons = sum(int(a.sum()) + int(b.sum()) for k, (a, b) in masks.items() if k != l) + \
-                int(ni.sum()) + int(nr.sum())
+            new = pres[j] & ~mask
+            axons = other_axons + count + int(np.count_nonzero(new))
             fits = ((units + 1) * lim.compartments_per_unit <= lim.compartments and
                     mem_bytes + umem[j] + axons * mem.axon_pointer_bits / 8.0 <= lim.synapse_memory_bytes and
                     axons <= lim.input_axons and out_axons + out_axon_guess[l] <= lim.output_axons)
             if not fits and units > 0:
                 core += 1
-                units, mem_bytes, out_axons, masks = 0, 0.0, 0.0, {}
-                ni, nr = net.conn_in[j] > 0, net.conn_rec[j] > 0
-            masks[l] = (ni, nr)
+                units, mem_bytes, out_axons, other_axons = 0, 0.0, 0.0, 0
+                mask[:] = False
+                count = 0
+                new = pres[j]
+            mask |= new
+            count += int(np.count_nonzero(new))
             core_of[l][j] = core
             units += 1
             mem_bytes += umem[j]
@@ -216,132 +233,90 @@ def _chips_for(n_cores: int, profile: ChipProfile) -> int:
 
 
 def sequential_placement(nets, profile: ChipProfile, max_chips: int) -> Placement:
-    """Baseline: first units on core 0 until a limit is hit, then core 1, ... (iterated until output axons fit)."""
+    """Baseline: first units on core 0 until a limit is hit, then core 1, ... (iterated until output axons fit).
+    A unit whose fan-in alone exceeds the input-axon limit gets a core of its own (over the limit: `place`
+    refuses such a network with `check_fan_in`; the dense reference of the chip report counts it)."""
     guess = [1.0] * len(nets)
     for _ in range(6):
         core_of, n = _fill_sequential(nets, profile, guess)
         pl = Placement("sequential", core_of, np.arange(n), n, _chips_for(n, profile))
-        costs = evaluate(nets, pl, profile, calibrated=False)
-        bad = [v for v in violations(costs, profile) if v[0] == "output axons"]
-        if not bad:
+        reach = _dest_cores(nets, core_of, n)
+        out_axons = sum(np.bincount(core_of[l], weights=reach[l].sum(1), minlength=n) for l in range(len(nets)))
+        if not (out_axons > profile.core.output_axons).any():
             return pl
         # refine the per-unit output-axon estimate from the real fan-out to cores
-        for l, net in enumerate(nets):
-            reach = _dest_cores(nets, core_of, n)[l].sum(1)
-            guess[l] = float(reach.max())
+        guess = [float(reach[l].sum(1).max()) for l in range(len(nets))]
     return pl
 
 
-def balanced_placement(nets, profile: ChipProfile, max_chips: int, calibrated: bool, seed: int = 0,
-                       min_cores: list[int] | None = None, objective: str = "traffic") -> Placement:
-    """Ours: per-layer core counts sized by capacity (and, for objective ``latency``, spare cores of the
-    occupied chips given to the layer with the most MACs per core), LPT balancing of MACs within each layer,
-    then the mesh layout by local search on activity-weighted spike energy.
+# ----------------------------------------------------------------------------------------------- ours
+def layer_core_counts(pl: Placement) -> list[int]:
+    """Cores holding units of each layer."""
+    return [len(np.unique(c)) for c in pl.core_of]
 
-    ``traffic`` keeps the baseline's core budget, so every spike reaches as few cores as the baseline's;
-    ``latency`` trades more spike messages for a lower busiest-core load."""
-    import time
-    t0 = time.perf_counter()
-    L = len(nets)
-    cost = [(n.mac_events / max(getattr(n, "tokens", 1), 1)) if calibrated else n.synapses.astype(np.float64)
-            for n in nets]
-    k = list(min_cores)
-    loads = [float(c.sum()) for c in cost]
-    n_chips = _chips_for(sum(k), profile)
-    spare = n_chips * profile.chip.cores - sum(k) if objective == "latency" else 0
-    # spare cores of the chips we occupy anyway go to the layer with the highest MACs per core, while that
-    # layer is clearly the bottleneck (> 5 % above every other layer's per-core load)
+
+def _spare_to_bottleneck(nets, profile, k: list[int], calibrated: bool) -> list[int]:
+    """Spare cores of the chips we occupy anyway go to the layer with the highest MACs per core, while that
+    layer is clearly the bottleneck (> 5 % above every other layer's per-core load)."""
+    from .partition import unit_cost
+    k = list(k)
+    loads = [float(unit_cost(n, calibrated).sum()) for n in nets]
+    spare = _chips_for(sum(k), profile) * profile.chip.cores - sum(k)
     while spare > 0:
-        per = [loads[l] / k[l] for l in range(L)]
+        per = [loads[l] / k[l] for l in range(len(nets))]
         hi = int(np.argmax(per))
-        others = max([per[l] for l in range(L) if l != hi], default=0.0)
-        if per[hi] <= 1.05 * others or loads[hi] / (k[hi] + 1) <= 0:
+        others = max([per[l] for l in range(len(nets)) if l != hi], default=0.0)
+        if per[hi] <= 1.05 * others or k[hi] >= nets[hi].hidden:
             break
         k[hi] += 1
         spare -= 1
-    core_of = []
-    base = 0
-    lim = profile.core
-    for l, net in enumerate(nets):
-        umem = _unit_memory_bytes(net, profile)
-        cap_units = lim.compartments // lim.compartments_per_unit
-        order = np.argsort(-cost[l], kind="stable")
-        load = np.zeros(k[l])
-        mem = np.zeros(k[l])
-        cnt = np.zeros(k[l], np.int64)
-        co = np.zeros(net.hidden, np.int64)
-        mem_cap = lim.synapse_memory_bytes - profile.memory.axon_pointer_bits / 8.0 * min(
-            lim.input_axons, net.n_in + net.hidden)
-        for j in order:
-            ok = (cnt < cap_units) & (mem + umem[j] <= mem_cap)
-            cand = np.nonzero(ok)[0] if ok.any() else np.arange(k[l])
-            c = cand[np.argmin(load[cand])]
-            co[j] = base + c
-            load[c] += cost[l][j] + 1e-9 * umem[j]
-            mem[c] += umem[j]
-            cnt[c] += 1
-        core_of.append(co)
+    return k
+
+
+def balanced_placement(nets, profile: ChipProfile, max_chips: int, calibrated: bool, seed: int = 0,
+                       min_cores: list[int] | None = None, objective: str = "traffic", method: str = "auto",
+                       tighten: bool = True, info: dict | None = None) -> Placement:
+    """Ours: per-layer core counts (``min_cores``, default the sequential baseline's; objective ``latency``
+    adds the spare cores of the occupied chips to the bottleneck layer), each layer partitioned and repaired
+    (`partition.partition_layer`, method ``auto`` | ``rate`` | ``hypergraph`` | ``lpt`` | ``metis`` | ``kahip``;
+    ``auto`` is ``rate`` for objective ``traffic``, else the hypergraph partitioner or LPT), then the mesh
+    layout (`layout.layout`). Objective ``traffic`` with ``tighten`` gives each layer one core fewer while its
+    partition still repairs within the limits. `info` receives the partitioners used and layout statistics."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown placement objective {objective!r}")
+    check_fan_in(nets, profile)
+    k = list(min_cores) if min_cores is not None else layer_core_counts(sequential_placement(nets, profile,
+                                                                                              max_chips))
+    if objective == "latency":
+        k = _spare_to_bottleneck(nets, profile, k, calibrated)
+    if method == "auto":
+        method = "rate" if objective == "traffic" else "auto"
+    core_of, methods, base = [], [], 0
+    for l in range(len(nets)):
+        assign, used = partition_layer(nets, l, profile, k[l], calibrated, method, seed)
+        # traffic: fewer cores = fewer destinations per spike; take a core away while the layer still fits
+        while objective == "traffic" and tighten and 1 < k[l] <= nets[l].hidden // 4:
+            try:
+                assign, used = partition_layer(nets, l, profile, k[l] - 1, calibrated, method, seed)
+            except PlacementError:
+                break
+            k[l] -= 1
+        core_of.append(assign + base)
+        methods.append(used)
         base += k[l]
-    n = base
-    pl = Placement("balanced", core_of, np.arange(n), n, _chips_for(n, profile))
+    pl = Placement("balanced", core_of, np.arange(base), base, _chips_for(base, profile))
+    return relayout(nets, pl, profile, calibrated, info, partitioners=methods)
+
+
+def relayout(nets, pl: Placement, profile: ChipProfile, calibrated: bool, info: dict | None = None,
+             **extra) -> Placement:
+    """The same unit assignment with the layout search's slots."""
     costs = evaluate(nets, pl, profile, calibrated)
-    pl.slot_of_core = _layout(costs.traffic, profile, n, pl.chips, seed)
-    pl.seconds = time.perf_counter() - t0
-    return pl
-
-
-def _layout(traffic: np.ndarray, profile: ChipProfile, n: int, chips: int, seed: int) -> np.ndarray:
-    """Assign logical cores to physical slots minimising sum traffic[a,b] * energy(slot a, slot b).
-
-    Two starts — greedy construction (heaviest communicators first, next to their placed partners) and the
-    identity (the sequential baseline's slots) — each improved by pairwise-swap local search in which free
-    slots take part as empty cores; the better result is kept, so it is never worse than the identity."""
-    n_slots = chips * profile.chip.cores
-    _, P, _ = hop_matrices(profile, np.arange(n_slots))
-    p0 = float(P[0, 0])
-    W = np.zeros((n_slots, n_slots))
-    W[:n, :n] = traffic + traffic.T
-    np.fill_diagonal(W, 0.0)
-    greedy = -np.ones(n_slots, np.int64)          # logical core (or empty) -> slot
-    free = np.ones(n_slots, bool)
-    order = np.argsort(-W[:n, :n].sum(1), kind="stable")
-    placed: list[int] = []
-    for a in order:
-        if not placed:
-            s = int(np.argmin(P.sum(1)))
-        else:
-            cost = P[:, greedy[placed]] @ W[a, placed]
-            cost[~free] = np.inf
-            s = int(np.argmin(cost))
-        greedy[a] = s
-        free[s] = False
-        placed.append(int(a))
-    greedy[n:] = np.nonzero(free)[0]
-    best, best_cost = None, np.inf
-    for start in (greedy, np.arange(n_slots)):
-        assign = _swap_search(start.copy(), W, P, p0, n)
-        cost = float((W * P[assign][:, assign]).sum())
-        if cost < best_cost - 1e-9:
-            best, best_cost = assign, cost
-    return best[:n].copy()
-
-
-def _swap_search(assign: np.ndarray, W: np.ndarray, P: np.ndarray, p0: float, n: int, sweeps: int = 8):
-    """Pairwise swaps of logical core a with any slot's occupant while the total cost falls."""
-    for _ in range(sweeps):
-        improved = False
-        for a in range(n):
-            D = P[assign][:, assign]
-            S = ((W[a][None, :] - W) * (D - D[a][None, :])).sum(1)
-            delta = S + 2 * W[a] * (D[a] - p0)
-            delta[a] = 0.0
-            b = int(np.argmin(delta))
-            if delta[b] < -1e-9:
-                assign[a], assign[b] = assign[b], assign[a]
-                improved = True
-        if not improved:
-            break
-    return assign
+    stats: dict = {}
+    slots = layout(costs.traffic, profile, pl.n_cores, pl.chips, info=stats)
+    if info is not None:
+        info.update(extra, layout=stats)
+    return Placement(pl.name, pl.core_of, slots, pl.n_cores, pl.chips)
 
 
 def required_chips_error(nets, profile: ChipProfile, max_chips: int, pl: Placement, costs: CoreCosts):
@@ -363,25 +338,34 @@ def required_chips_error(nets, profile: ChipProfile, max_chips: int, pl: Placeme
                          f"it needs {need} chips (raise --max-chips)")
 
 
-def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objective: str = "traffic",
-          ) -> tuple[Placement, Placement]:
-    """(sequential baseline, ours) for the same network; ours starts from the baseline's per-layer core counts."""
-    seq = sequential_placement(nets, profile, max_chips)
-    ours = balanced_placement(nets, profile, max_chips, calibrated,
-                              min_cores=[len(np.unique(c)) for c in seq.core_of], objective=objective)
-    if objective == "traffic":
-        # the baseline's own unit assignment, laid out by the same search, competes: keep whichever sends
-        # fewer activity-weighted spike-hops (ties: lower busiest-core MACs)
-        relaid = Placement("relaid-sequential", seq.core_of, seq.slot_of_core.copy(), seq.n_cores, seq.chips)
-        costs = evaluate(nets, relaid, profile, calibrated)
-        relaid.slot_of_core = _layout(costs.traffic, profile, relaid.n_cores, relaid.chips, 0)
+def _score(nets, pl, profile, calibrated):
+    c = evaluate(nets, pl, profile, calibrated)
+    T = getattr(nets[0], "tokens", 0) if calibrated else 0
+    return (round(c.packets, 6), round(float(c.hops_out.sum()), 6), c.balance(T)[0]), c
 
-        def score(pl):
-            c = evaluate(nets, pl, profile, calibrated)
-            load = c.mac_events if c.mac_events is not None else c.macs_static
-            return (round(float(c.hops_out.sum()), 6), float(np.max(load)))
-        if score(relaid) < score(ours):
-            relaid.name = "balanced"
-            relaid.notes.append("baseline unit assignment with optimised layout")
-            ours = relaid
+
+def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objective: str = "traffic",
+          info: dict | None = None) -> tuple[Placement, Placement]:
+    """(sequential baseline, ours) for the same network; ours starts from the baseline's per-layer core counts.
+
+    Objective ``traffic``: our partition and the baseline's own unit assignment, both laid out by the layout
+    search, compete; the one with fewer packets, then fewer spike-hops, then the lower busiest core, is kept
+    (up to `RELAYOUT_MAX_CORES` cores: beyond, a second layout search costs more than it can gain).
+    ``latency``: spare cores of the occupied chips go to the bottleneck layer (more packets, lower max load)."""
+    check_fan_in(nets, profile)
+    seq = sequential_placement(nets, profile, max_chips)
+    if seq.chips > max_chips:
+        return seq, seq
+    info = {} if info is None else info
+    ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=layer_core_counts(seq),
+                              objective=objective, info=info)
+    if objective == "traffic" and ours.n_cores <= RELAYOUT_MAX_CORES:
+        relaid = relayout(nets, seq, profile, calibrated)
+        (s_ours, c_ours), (s_rel, c_rel) = _score(nets, ours, profile, calibrated), \
+            _score(nets, relaid, profile, calibrated)
+        if violations(c_ours, profile) or (not violations(c_rel, profile) and s_rel < s_ours):
+            info["chosen"] = "sequential assignment, laid out"
+            ours = Placement("balanced", relaid.core_of, relaid.slot_of_core, relaid.n_cores, relaid.chips)
+        else:
+            info["chosen"] = "partitioned"
     return seq, ours

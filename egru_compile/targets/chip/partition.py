@@ -1,0 +1,339 @@
+"""Unit -> core partition of one EGRU layer over a given number of cores, under every per-core capacity limit.
+
+Establishes: `partition_layer` returns, for one layer and k cores, an assignment in which every core holds at
+most `units_per_core` units, and its synaptic memory (synapses, one pointer per input axon) and input axons
+(distinct presynaptic units of the layer input and of the recurrent input) are within the profile's limits —
+or raises `PlacementError` naming the layer when no assignment over k cores is found by the repair. Output
+axons depend on the other layers' partitions and are checked by the caller (placement.py).
+
+Partitioners (`method`):
+
+* ``"hypergraph"`` — Mt-KaHyPar (optional PyPI package `mtkahypar`, extra ``chip``) with the connectivity
+  (km1) objective: one hyperedge per spiking unit (of this layer: recurrent targets; of the previous layer:
+  forward targets) over its target units in this layer, weighted by how often it fired, so the objective is
+  exactly the spike packets per token this layer's cores receive. Vertex weight = synapses (memory).
+* ``"lpt"`` — the fallback without `mtkahypar`: longest-processing-time balancing of per-unit MACs.
+* ``"metis"`` / ``"kahip"`` (benchmark comparisons, packages `pymetis` / `kahip`): graph partitioning of the
+  symmetrised recurrent connectivity, one balance constraint (synapses).
+
+Every partition then goes through `repair` (moves units off over-full cores onto the least-loaded core that
+can take them) so capacity holds whichever partitioner produced it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import EgruError
+from .network import LayerNet
+from .profile import ChipProfile
+
+
+class PlacementError(EgruError):
+    pass
+
+
+class PartitionerUnavailable(RuntimeError):
+    """The optional package behind a partitioner is not installed."""
+
+
+def unit_cost(net: LayerNet, calibrated: bool) -> np.ndarray:
+    """MACs per token of each unit (measured), or its synapse count (static)."""
+    T = getattr(net, "tokens", 0)
+    if calibrated and T:
+        return net.mac_events / T
+    return net.synapses.astype(np.float64)
+
+
+def unit_memory_bytes(net: LayerNet, profile: ChipProfile) -> np.ndarray:
+    m = profile.memory
+    return (net.synapses * m.synapse_bits + m.state_bits_per_unit) / 8.0
+
+
+def fan_in(net: LayerNet) -> np.ndarray:
+    """Input axons a core needs for each unit alone (distinct presynaptic units, input + recurrent)."""
+    return np.count_nonzero(net.conn_in, axis=1) + np.count_nonzero(net.conn_rec, axis=1)
+
+
+def check_fan_in(nets: list[LayerNet], profile: ChipProfile) -> None:
+    """PlacementError when a unit alone needs more input axons than a core has: its layer cannot be placed
+    (this target does not split one unit's fan-in across cores with partial sums)."""
+    lim = profile.core.input_axons
+    for net in nets:
+        f = fan_in(net)
+        if len(f) and f.max() > lim:
+            j = int(np.argmax(f))
+            raise PlacementError(
+                f"layer {net.index} cannot be placed: unit {j} has a fan-in of {int(f[j])} presynaptic units "
+                f"(input + recurrent), above the per-core input-axon limit of {lim} of profile {profile.name} "
+                f"by {int(f[j]) - lim} ({int((f > lim).sum())} of {net.hidden} units exceed it)")
+
+
+# ----------------------------------------------------------------------------------------------- capacity
+def group_sum(rows: np.ndarray, group: np.ndarray, k: int, dtype=np.float64, weights=None,
+              compact: bool = False):
+    """[k, cols]: sum of `rows` (times `weights` per row) over the rows of each group (sorted reduceat; no
+    one-hot matrix, empty groups are zero). ``compact``: (present group ids, [n_present, cols]) instead."""
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
+    ids = g[starts]
+    out = np.zeros((len(ids) if compact else k, rows.shape[1]), dtype)
+    for lo in range(0, len(starts), 256):                 # chunks of groups bound the temporary
+        s = starts[lo:lo + 257]
+        a, b = s[0], (s[-1] if len(s) > 256 else len(g))
+        block = rows[order[a:b]].astype(dtype, copy=False)
+        if weights is not None:
+            block = block * weights[order[a:b], None]
+        dest = np.arange(lo, lo + len(s[:256])) if compact else ids[lo:lo + 256]
+        red = np.logical_or if dtype is bool else np.add          # bool: "any" without widening
+        out[dest] = red.reduceat(block, s[:256] - a, axis=0)
+    return (ids, out) if compact else out
+
+
+class _Cores:
+    """Per-core occupancy of one layer's k cores, updated incrementally as units move."""
+
+    def __init__(self, net: LayerNet, profile: ChipProfile, k: int, assign: np.ndarray, cost: np.ndarray):
+        self.net, self.k = net, k
+        self.pres = np.concatenate([net.conn_in > 0, net.conn_rec > 0], axis=1)      # [h, n_in + h]
+        self.umem = unit_memory_bytes(net, profile)
+        self.ptr_bytes = profile.memory.axon_pointer_bits / 8.0
+        self.lim = profile.core
+        self.cap_units = profile.units_per_core
+        self.cost = cost
+        self.assign = assign.copy()
+        self.cnt = group_sum(self.pres, self.assign, k, np.int16)        # [k, n_in + h] units needing each
+        self.units = np.bincount(self.assign, minlength=k)
+        self.mem = np.bincount(self.assign, weights=self.umem, minlength=k)
+        self.load = np.bincount(self.assign, weights=cost, minlength=k)
+        self.axons = (self.cnt > 0).sum(1)
+
+    def memory(self) -> np.ndarray:
+        return self.mem + self.axons * self.ptr_bytes
+
+    def over(self) -> np.ndarray:
+        return (self.units > self.cap_units) | (self.memory() > self.lim.synapse_memory_bytes) | \
+            (self.axons > self.lim.input_axons)
+
+    def first_fit(self, j: int, exclude: int, tries: int = 64) -> int:
+        """The least-loaded core (not `exclude`) that stays within its limits with unit j added, or -1. Units and
+        memory without new axons filter first (O(k)); the axon check costs O(inputs) per candidate."""
+        ok = (self.units + 1 <= self.cap_units) & \
+            (self.mem + self.umem[j] + self.axons * self.ptr_bytes <= self.lim.synapse_memory_bytes)
+        ok[exclude] = False
+        cand = np.nonzero(ok)[0]
+        for c in cand[np.argsort(self.load[cand], kind="stable")][:tries]:
+            new_ax = self.axons[c] + int(np.count_nonzero(self.pres[j] & (self.cnt[c] == 0)))
+            if new_ax <= self.lim.input_axons and \
+                    self.mem[c] + self.umem[j] + new_ax * self.ptr_bytes <= self.lim.synapse_memory_bytes:
+                return int(c)
+        return -1
+
+    def move(self, j: int, c: int) -> None:
+        a = self.assign[j]
+        p = self.pres[j].astype(np.int16)
+        for core, sign in ((a, -1), (c, 1)):
+            self.cnt[core] += sign * p
+            self.units[core] += sign
+            self.mem[core] += sign * self.umem[j]
+            self.load[core] += sign * self.cost[j]
+            self.axons[core] = int(np.count_nonzero(self.cnt[core]))
+        self.assign[j] = c
+
+
+def repair(net: LayerNet, profile: ChipProfile, k: int, assign: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Move units off over-full cores (largest memory first) onto the least-loaded core that can take them."""
+    st = _Cores(net, profile, k, assign, cost)
+    for _ in range(4 * net.hidden):
+        bad = np.nonzero(st.over())[0]
+        if not len(bad):
+            return st.assign
+        c = int(bad[np.argmax(st.memory()[bad])])
+        units = np.nonzero(st.assign == c)[0]
+        # the unit whose removal frees most input axons (axons it alone holds), then most memory
+        sole = ((st.cnt[c][None] == 1) & st.pres[units]).sum(1)
+        order = np.lexsort((-st.umem[units], -sole))
+        moved = False
+        for j in units[order][:32]:
+            dest = st.first_fit(int(j), c)
+            if dest >= 0:
+                st.move(int(j), dest)
+                moved = True
+                break
+        if not moved:
+            break
+    if st.over().any():
+        c = int(np.nonzero(st.over())[0][0])
+        raise PlacementError(f"layer {net.index}: no assignment of its {net.hidden} units to {k} cores within the "
+                             f"per-core limits was found (core {c}: {int(st.units[c])} units, "
+                             f"{int(st.axons[c])} input axons, {st.memory()[c]:,.0f} bytes)")
+    return st.assign
+
+
+# ----------------------------------------------------------------------------------------------- partitioners
+def lpt(net: LayerNet, profile: ChipProfile, k: int, cost: np.ndarray) -> np.ndarray:
+    """Largest unit first onto the least-loaded core with room (units and memory, axon pointers reserved)."""
+    lim = profile.core
+    umem = unit_memory_bytes(net, profile)
+    mem_cap = lim.synapse_memory_bytes - profile.memory.axon_pointer_bits / 8.0 * min(
+        lim.input_axons, net.n_in + net.hidden)
+    order = np.argsort(-cost, kind="stable")
+    load, mem = np.zeros(k), np.zeros(k)
+    cnt = np.zeros(k, np.int64)
+    co = np.zeros(net.hidden, np.int64)
+    for j in order:
+        ok = (cnt < profile.units_per_core) & (mem + umem[j] <= mem_cap)
+        cand = np.nonzero(ok)[0] if ok.any() else np.arange(k)
+        c = cand[np.argmin(load[cand])]
+        co[j] = c
+        load[c] += cost[j] + 1e-9 * umem[j]
+        mem[c] += umem[j]
+        cnt[c] += 1
+    return co
+
+
+def rate_sorted(net: LayerNet, profile: ChipProfile, k: int, calibrated: bool) -> np.ndarray:
+    """Units by descending firing rate, cut into k contiguous runs of equal memory: cores of very different
+    outgoing traffic, so that the layout can put the busiest senders in the middle of the mesh (each spike of
+    a randomly pruned layer reaches nearly every core of its own and the next layer whatever the partition;
+    then only where the senders sit changes the spike-hops)."""
+    T = getattr(net, "tokens", 0)
+    rate = net.fires / T if calibrated and T and net.fires is not None else np.zeros(net.hidden)
+    order = np.lexsort((np.arange(net.hidden), -rate))
+    umem = unit_memory_bytes(net, profile)[order]
+    cum = np.cumsum(umem) - umem / 2
+    co = np.empty(net.hidden, np.int64)
+    co[order] = np.minimum((cum / umem.sum() * k).astype(np.int64), k - 1)
+    return co
+
+
+def layer_hyperedges(nets: list[LayerNet], l: int, calibrated: bool) -> tuple[list[np.ndarray], np.ndarray]:
+    """Hyperedges over layer l's units: per spiking unit (recurrent from layer l, forward from layer l - 1) the
+    units of layer l it has synapses on; weight = times it fired (1 per unit without calibration)."""
+    net = nets[l]
+    edges, weights = [], []
+    sources = [(net.conn_rec, net)] + ([(net.conn_in, nets[l - 1])] if l > 0 else [])
+    for conn, src in sources:
+        T = getattr(src, "tokens", 0)
+        w = src.fires if calibrated and T and src.fires is not None else np.ones(src.hidden, np.int64)
+        colmask = conn > 0                                  # [h_l, h_src]
+        for i in np.nonzero(w > 0)[0]:
+            pins = np.flatnonzero(colmask[:, i])
+            if len(pins) > 1:
+                edges.append(pins)
+                weights.append(int(w[i]))
+    return edges, np.asarray(weights, np.int64)
+
+
+def hypergraph(nets: list[LayerNet], l: int, k: int, calibrated: bool, eps: float = 0.03, seed: int = 0,
+               threads: int = 1) -> np.ndarray:
+    """Mt-KaHyPar, connectivity objective (see the module docstring)."""
+    try:
+        import mtkahypar
+    except ImportError:
+        raise PartitionerUnavailable("mtkahypar") from None
+    net = nets[l]
+    edges, w = layer_hyperedges(nets, l, calibrated)
+    if not edges or k < 2:
+        return np.arange(net.hidden) % max(k, 1)
+    mk = _mtk_init(mtkahypar, threads)
+    mtkahypar.set_seed(seed)
+    ctx = mk.context_from_preset(mtkahypar.PresetType.DEFAULT)
+    ctx.set_partitioning_parameters(k, eps, mtkahypar.Objective.KM1)
+    ctx.logging = False
+    vw = np.maximum(net.synapses, 1).astype(np.int64)
+    hg = mk.create_hypergraph(ctx, net.hidden, len(edges), [e.tolist() for e in edges], vw.tolist(), w.tolist())
+    p = hg.partition(ctx)
+    return np.array([p.block_id(v) for v in range(net.hidden)], np.int64)
+
+
+_MTK = {}
+
+
+def _mtk_init(mtkahypar, threads):
+    if threads not in _MTK:                # initialize() may be called once per process
+        _MTK[threads] = mtkahypar.initialize(threads)
+    return _MTK[threads]
+
+
+def _unit_graph(net: LayerNet, calibrated: bool):
+    """CSR of the symmetrised recurrent unit graph, edge weight = activity-weighted synapse pairs."""
+    T = getattr(net, "tokens", 0)
+    rate = (net.fires + 1) if calibrated and T else np.ones(net.hidden, np.int64)
+    A = (net.conn_rec > 0).astype(np.int64) * rate[None, :]           # j <- i weighted by i's firing
+    A = A + A.T
+    np.fill_diagonal(A, 0)
+    r, c = np.nonzero(A)
+    xadj = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=net.hidden))]).astype(np.int64)
+    return xadj, c.astype(np.int64), A[r, c].astype(np.int64)
+
+
+def graph_partition(net: LayerNet, k: int, method: str, calibrated: bool, eps: float = 0.03,
+                    seed: int = 0) -> np.ndarray:
+    """METIS (`pymetis`) or KaHIP (`kahip`) on the layer's unit graph, balance on synapses."""
+    if k < 2:
+        return np.zeros(net.hidden, np.int64)
+    xadj, adj, ew = _unit_graph(net, calibrated)
+    vw = np.maximum(net.synapses, 1).astype(np.int64)
+    if method == "metis":
+        try:
+            import pymetis
+        except ImportError:
+            raise PartitionerUnavailable("pymetis") from None
+        opt = pymetis.Options(seed=seed)
+        opt.ufactor = int(eps * 1000)
+        _, parts = pymetis.part_graph(k, xadj=xadj.tolist(), adjncy=adj.tolist(), vweights=vw.tolist(),
+                                      eweights=ew.tolist(), options=opt)
+        return np.asarray(parts, np.int64)
+    if method == "kahip":
+        try:
+            import kahip
+        except ImportError:
+            raise PartitionerUnavailable("kahip") from None
+        _, parts = kahip.kaffpa(vw.tolist(), xadj.tolist(), ew.tolist(), adj.tolist(), k, eps, True, seed,
+                                kahip.FAST)
+        return np.asarray(parts, np.int64)
+    raise ValueError(f"unknown graph partitioner {method!r}")
+
+
+AUTO_MAX_PINS = 200_000
+
+
+def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, calibrated: bool,
+                    method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
+    """(unit -> core in 0..k-1 for layer l, method used). ``auto``: the hypergraph partitioner when `mtkahypar`
+    imports, cores hold several units each (h >= 4 k) and the hypergraph is small (at most `AUTO_MAX_PINS`
+    pins: Mt-KaHyPar took 268 s for the three layers of the PTB-size random model, 1.2M pins, and cut its
+    packets by 0.2 % only), else LPT."""
+    net = nets[l]
+    cost = unit_cost(net, calibrated)
+    used = method
+    if method == "auto":
+        used = "lpt"
+        pins = np.count_nonzero(net.conn_rec) + (np.count_nonzero(net.conn_in) if l > 0 else 0)
+        if net.hidden >= 4 * k and pins <= AUTO_MAX_PINS:
+            try:
+                assign = hypergraph(nets, l, k, calibrated, seed=seed)
+                used = "hypergraph"
+            except PartitionerUnavailable:
+                pass
+    elif method == "hypergraph":
+        assign = hypergraph(nets, l, k, calibrated, seed=seed)
+    elif method == "rate":
+        if net.hidden >= 4 * k:
+            assign = rate_sorted(net, profile, k, calibrated)
+        else:                                       # one to three units per core: nothing to group
+            used = "lpt"
+    elif method in ("metis", "kahip"):
+        assign = graph_partition(net, k, method, calibrated, seed=seed)
+    elif method != "lpt":
+        raise ValueError(f"unknown partitioner {method!r}")
+    if used == "lpt":
+        assign = lpt(net, profile, k, cost)
+    assign = repair(net, profile, k, assign, cost)
+    counts = np.bincount(assign, minlength=k)
+    for c in np.nonzero(counts == 0)[0]:            # no empty core: it takes one unit of the fullest core
+        src = int(np.argmax(counts))
+        j = int(np.nonzero(assign == src)[0][0])
+        assign[j], counts[src], counts[c] = c, counts[src] - 1, 1
+    return assign, used
