@@ -51,16 +51,25 @@ def measure_unit_activity(graph, tokens: np.ndarray, nets: list[LayerNet]) -> No
 
 
 def _dense_reference(nets: list[LayerNet], profile: ChipProfile, max_chips: int) -> dict:
-    """How many chips the same layers would need unpruned (sequential fill under the same limits)."""
+    """How many chips the same layers would need unpruned (sequential fill under the same limits). Memory in
+    closed form (every unit of a dense layer has 3 (n_in + h) synapses and every core of that layer all
+    n_in + h input axons, as `placement.evaluate` counts them) — evaluating the dense placement itself would
+    build its cores x cores traffic matrix (1.4 GB for a 27M-synapse model) for two numbers."""
     dense = []
     for n in nets:
         dense.append(LayerNet(n.index, n.n_in, n.hidden, n.events_in,
                               np.full(n.hidden, 3 * n.n_in, np.int64), np.full(n.hidden, 3 * n.hidden, np.int64),
                               np.full((n.hidden, n.n_in), 3, np.int8), np.full((n.hidden, n.hidden), 3, np.int8)))
     pl = sequential_placement(dense, profile, max_chips=10 ** 6)
-    costs = evaluate(dense, pl, profile, calibrated=False)
-    return {"chips": pl.chips, "cores": pl.n_cores, "memory_bytes": int(costs.memory_bytes.sum()),
-            "synapses": int(costs.synapses.sum())}
+    m = profile.memory
+    memory = synapses = 0
+    for l, n in enumerate(dense):
+        cores, units = np.unique(np.asarray(pl.core_of[l]), return_counts=True)
+        syn = units * 3 * (n.n_in + n.hidden)
+        memory += int(((syn * m.synapse_bits + (n.n_in + n.hidden) * m.axon_pointer_bits
+                        + units * m.state_bits_per_unit + 7) // 8).sum())
+        synapses += int(syn.sum())
+    return {"chips": pl.chips, "cores": pl.n_cores, "memory_bytes": memory, "synapses": synapses}
 
 
 def compile_chip(graph, source, out_dir, options: dict, default_profile: str) -> dict:
