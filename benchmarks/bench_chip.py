@@ -116,13 +116,13 @@ def random_checkpoint(path: Path, vocab, emb: int, hidden: list[int], activity: 
 
 def load_nets(ckpt: Path, ptb: Path, calib_tokens: int):
     """(nets with calibration activity, synapse count) as the chip target sees them."""
-    from egru_compile.cli import _run_passes
+    from egru_compile.compile_driver import run_passes
     from egru_compile.frontend import load_source
     from egru_compile.targets.stack import extract_stack
     source = load_source(ckpt)
     graph = source.to_graph()
     calib = source.vocab.encode_file(ptb / "ptb.valid.txt", max_tokens=calib_tokens, unk="<unk>")
-    graph = _run_passes(graph, None, calib, False, False, quantize=True)
+    graph = run_passes(graph, None, calib, False, False, needs={"int8-weights"})
     nets = build_network(extract_stack(graph))
     measure_unit_activity(graph, np.asarray(calib, np.int64), nets)
     return nets, sum(int(n.synapses.sum()) for n in nets)
