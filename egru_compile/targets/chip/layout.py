@@ -120,8 +120,7 @@ def layout_cost(indptr, nbr, wt, mesh: _Mesh, slot_of: np.ndarray) -> float:
 
 
 def _greedy_start(indptr, nbr, wt, mesh: _Mesh, n: int, n_slots: int) -> np.ndarray:
-    strength = np.add.reduceat(wt, indptr[:-1]) if len(wt) else np.zeros(n)
-    strength[np.diff(indptr) == 0] = 0.0
+    strength = np.bincount(np.repeat(np.arange(n), np.diff(indptr)), weights=wt, minlength=n)   # per-core total
     slot_of = -np.ones(n, np.int64)
     free = np.ones(n_slots, bool)
     placed = np.zeros(n, bool)

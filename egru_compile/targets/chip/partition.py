@@ -201,6 +201,8 @@ def rate_sorted(net: LayerNet, profile: ChipProfile, k: int, calibrated: bool) -
     rate = net.fires / T if calibrated and T and net.fires is not None else np.zeros(net.hidden)
     order = np.lexsort((np.arange(net.hidden), -rate))
     umem = unit_memory_bytes(net, profile)[order]
+    if not umem.sum() > 0:                 # no synapses (a fully pruned layer): cut by unit count instead
+        umem = np.ones(net.hidden)
     cum = np.cumsum(umem) - umem / 2
     co = np.empty(net.hidden, np.int64)
     co[order] = np.minimum((cum / umem.sum() * k).astype(np.int64), k - 1)
