@@ -17,7 +17,6 @@ Supported sources (detected from content, not file name):
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 from torch.nn.utils import prune
 
+from ..artifact import file_sha256
 from ..data import Vocabulary
 from ..errors import EgruError
 from ..model import EGRUConfig, EGRULanguageModel
@@ -67,14 +67,6 @@ class SourceModel:
         if self.exported is not None:
             return import_exported_program(self.exported)
         return trace_model(self.model)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- saving
