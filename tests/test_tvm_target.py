@@ -131,7 +131,7 @@ def _drop_array(name):
     (_drop_array("l1_R_indices"), "weights.npz is incomplete: no array l1_R_indices"),
     (_set("library", "../m.pt"), "'../m.pt' is not a relative path inside the artifact"),
     (_set("library", "/usr/lib/libc.so.6"), "is not a relative path inside the artifact"),
-    (_set("weights", 7), "'weights' must be a file name"),
+    (_set("weights", 7), "file name 7 is not a non-empty string"),
     (_set("vocab", "nope.txt"), "vocab names 'nope.txt', which is not a file of the artifact"),
     (_set("spec", None), "has no kernel spec"),
     (_set_spec("index_dtype", "int8"), "bad kernel spec: index_dtype"),

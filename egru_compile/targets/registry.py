@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -199,7 +199,3 @@ def option_fields() -> list[tuple[str, Any, dict, list[str]]]:
                 seen[f.name] = (f.name, default, dict(f.metadata), [])
             seen[f.name][3].append(spec.name)
     return list(seen.values())
-
-
-def options_dict(opts) -> dict:
-    return asdict(opts)

@@ -20,8 +20,6 @@ traversed (a chip-to-chip link is one hop).
 """
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -31,16 +29,9 @@ from .profile import ChipProfile
 
 
 def router_multicast(profile: ChipProfile) -> bool:
-    """Does the profile's router replicate packets (``[chip] multicast = true``)? Read from the profile
-    object when it carries the field, else from its TOML file; default False (one message per destination)."""
-    v = getattr(profile.chip, "multicast", None)
-    if v is not None:
-        return bool(v)
-    try:
-        data = tomllib.loads(Path(profile.source).read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return False
-    return bool((data.get("chip") or {}).get("multicast", False))
+    """Does the profile's router replicate packets (``[chip] multicast = true``; default one message per
+    destination core)?"""
+    return bool(profile.chip.multicast)
 
 
 class Mesh:

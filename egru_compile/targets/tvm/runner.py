@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...artifact import artifact_file
 from ...runtime.base import ArtifactError, Runner, RunStats, StepStats, read_vocab_file
 from .target import LIBRARY, WEIGHTS, load_weights
 
@@ -17,17 +18,6 @@ from .target import LIBRARY, WEIGHTS, load_weights
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def artifact_file(path: Path, manifest: dict, key: str, default: str | None = None) -> Path:
-    """The file a manifest field names: a plain file name inside the artifact directory that exists."""
-    name = manifest.get(key, default)
-    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name:
-        raise ArtifactError(f"{path}/manifest.json: {key!r} must be a file name in the artifact, got {name!r}")
-    f = path / name
-    if not f.is_file():
-        raise ArtifactError(f"{path}: {key} file {name} is missing")
-    return f
 
 
 def _spec(path: Path, manifest: dict):
