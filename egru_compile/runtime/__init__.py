@@ -10,13 +10,16 @@
                                                #  "tokens_per_second", ...}
     evaluate(r, ids, batch_size=4)             # 4 contiguous streams; "streams": each one's own figures
     s = r.get_state(); r.set_state(s)          # exact snapshot / restore of the recurrent state
+    r.reset_streams(4)                         # 4 independent streams (native or one saved state each)
+    logits = r.step_streams([3, 1, 4, 1])      # [4, V]; r.last_stream_stats = StreamStats(events [4,L], macs [4])
+    nll = r.score_streams(tok_TB, tgt_TB)      # [T, 4]; r.last_run = RunStats(events [T,4,L], macs [T,4])
     from egru_compile.runtime.generate import generate
     generate(r, prompt_ids, 20, temperature=0.8, top_k=40, seed=0)   # token ids after the prompt
 
 The targets' runners come from the target registry (`targets.registry`, imported on first use); runners without a target register
 theirs with `register_runner(target, factory)`.
 """
-from .base import (ArtifactError, Runner, RunStats, StepStats, open_artifact, read_manifest, read_vocab_file,
+from .base import (ArtifactError, Runner, RunStats, StepStats, StreamStats, open_artifact, read_manifest, read_vocab_file,
                    register_runner)
 from .evaluate import evaluate, evaluate_path, graph_perplexity, load_eval_tokens
 from .torch_runner import GraphRunner, TorchRunner
@@ -29,6 +32,6 @@ def __getattr__(name):        # OnnxRunner imports onnxruntime only when asked f
     raise AttributeError(name)
 
 
-__all__ = ["ArtifactError", "Runner", "RunStats", "StepStats", "open_artifact", "read_manifest", "read_vocab_file",
+__all__ = ["ArtifactError", "Runner", "RunStats", "StepStats", "StreamStats", "open_artifact", "read_manifest", "read_vocab_file",
            "register_runner", "evaluate", "evaluate_path", "graph_perplexity", "load_eval_tokens", "GraphRunner", "TorchRunner",
            "OnnxRunner", "session_options"]

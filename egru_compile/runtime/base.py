@@ -11,6 +11,7 @@ import numpy as np
 
 from ..artifact import ArtifactError, read_manifest
 from ..data import Vocabulary
+from ..errors import EgruError
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class RunStats:
     macs: np.ndarray
 
 
+@dataclass
+class StreamStats:
+    """Activity of one `Runner.step_streams` call: per-stream events int64 [B, L] and macs int64 [B]."""
+
+    events: np.ndarray
+    macs: np.ndarray
+
+
 class Runner(ABC):
     """Streams tokens through a compiled (or source) EGRU language model at batch 1.
 
@@ -37,7 +46,16 @@ class Runner(ABC):
     token and leaves the step's activity in ``last_stats``; ``run(tokens)`` steps through a sequence
     (state carried, not reset) and returns logits [T, V], with per-step activity in ``last_run``; ``score``
     returns the next-token NLL instead of the logits; ``get_state()`` / ``set_state()`` snapshot and restore
-    the recurrent state exactly (what batched streams need)."""
+    the recurrent state exactly.
+
+    Batched streams: ``reset_streams(B)`` starts B independent streams from a zero state; ``step_streams(tokens
+    [B])`` advances each by one token (logits [B, V], activity in ``last_stream_stats``); ``score_streams(tokens
+    [T, B], targets [T, B])`` returns the NLL [T, B] (activity in ``last_run``: events [T, B, L], macs [T, B]).
+    This class implements them with one saved state per stream (`get_state` / `set_state` around the batch-1
+    `step` / `score`), so every runner with a state snapshot has them; runners that compute the B streams in
+    one call override them (``native_streams``). Either way each stream's numbers equal its own batch-1 run.
+    The batch-1 state (`reset` / `step`) and the streams are separate: the base implementation clobbers the
+    batch-1 state, native ones leave it alone."""
 
     #: target name ("onnx", "torch", ...)
     target: str = "?"
@@ -47,10 +65,13 @@ class Runner(ABC):
     #: hidden size of each layer (runners set their own; the class default is immutable)
     layer_sizes: tuple[int, ...] | list[int] = ()
     vocab_size: int = 0
+    #: number of streams `reset_streams` started (0 before)
+    stream_batch: int = 0
 
     def __init__(self):
         self.last_stats: StepStats | None = None
         self.last_run: RunStats | None = None
+        self.last_stream_stats: StreamStats | None = None
 
     @abstractmethod
     def reset(self) -> None:
@@ -78,6 +99,74 @@ class Runner(ABC):
         Runners override this to score without materialising a copy of the logits."""
         from .scoring import NllScorer
         return (scorer or NllScorer())(self.run(tokens), targets)
+
+    # ------------------------------------------------------------------ batched streams
+    def reset_streams(self, batch: int) -> None:
+        """Start `batch` independent streams, every state zero."""
+        batch = int(batch)
+        if batch < 1:
+            raise ArtifactError(f"batch must be at least 1 (got {batch})")
+        if not self.supports_state:
+            raise EgruError(f"the {self.target} runner cannot save its state (get_state / set_state), so it "
+                            "cannot run several streams: use batch size 1")
+        self.reset()
+        self.stream_states = [self.get_state() for _ in range(batch)]
+        self.stream_batch = batch
+        self.last_stream_stats = None
+
+    def _stream_tokens(self, tokens, ndim: int) -> np.ndarray:
+        B = self.stream_batch
+        if B == 0:
+            raise EgruError("call reset_streams(batch) before stepping streams")
+        t = np.asarray(tokens, np.int64)
+        if t.ndim != ndim or t.shape[-1] != B:
+            want = "[B]" if ndim == 1 else "[T, B]"
+            raise EgruError(f"tokens of shape {list(t.shape)} for {B} streams: expected {want} with B = {B}")
+        return t
+
+    def step_streams(self, tokens) -> np.ndarray:
+        """One token per stream (int [B]) -> logits float32 [B, V]; per-stream activity in
+        ``last_stream_stats`` (`StreamStats`: events [B, L], macs [B])."""
+        tokens = self._stream_tokens(tokens, 1)
+        B = len(tokens)
+        logits = np.empty((B, self.vocab_size), np.float32)
+        events = np.zeros((B, len(self.layer_sizes)), np.int64)
+        macs = np.zeros(B, np.int64)
+        for b in range(B):
+            self.set_state(self.stream_states[b])
+            logits[b] = self.step(int(tokens[b]))
+            events[b] = self.last_stats.events
+            macs[b] = self.last_stats.macs
+            self.stream_states[b] = self.get_state()
+        self.last_stream_stats = StreamStats(events, macs)
+        return logits
+
+    def score_streams(self, tokens, targets, scorer=None) -> np.ndarray:
+        """NLL (nats, float64 [T, B]) of ``targets[t, b]`` after stream b steps ``tokens[t, b]`` (each stream's
+        state carried, as `score`); activity in ``last_run`` (events [T, B, L], macs [T, B])."""
+        tokens = self._stream_tokens(tokens, 2)
+        targets = np.asarray(targets, np.int64)
+        if targets.shape != tokens.shape:
+            raise EgruError(f"targets of shape {list(targets.shape)} for tokens of shape {list(tokens.shape)}")
+        T, B = tokens.shape
+        nll = np.zeros((T, B), np.float64)
+        events = np.zeros((T, B, len(self.layer_sizes)), np.int64)
+        macs = np.zeros((T, B), np.int64)
+        for b in range(B):
+            self.set_state(self.stream_states[b])
+            nll[:, b] = self.score(tokens[:, b], targets[:, b], scorer)
+            run = self.last_run
+            if run is not None:
+                events[:, b] = run.events
+                macs[:, b] = run.macs
+            self.stream_states[b] = self.get_state()
+        self.last_run = RunStats(events, macs)
+        return nll
+
+    @property
+    def native_streams(self) -> bool:
+        """True when this runner computes the streams in one call (overrides the per-stream fallback)."""
+        return type(self).score_streams is not Runner.score_streams
 
     def get_state(self):
         """A snapshot of the recurrent state (opaque; `set_state` restores it exactly). Runners that support

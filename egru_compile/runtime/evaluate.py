@@ -77,11 +77,12 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     state with the protocol above (L - 1 predictions per stream), so ``tokens`` = B·(L - 1); the totals are
     over all streams, ``streams`` gives each stream's own figures (equal to evaluating that stream alone) and
     ``dropped_tokens`` the tail the split left out. The streams advance together, `chunk` tokens at a time,
-    each with its own state (the runner's ``get_state`` / ``set_state``)."""
+    through the runner's ``score_streams`` (native B-streams-per-call where the runner has it, else one saved
+    state per stream)."""
     streams = split_streams(token_ids, batch_size)
     S, L = streams.shape
     T = L - 1
-    if S > 1 and not getattr(runner, "supports_state", False):
+    if S > 1 and not getattr(runner, "supports_state", False) and not getattr(runner, "native_streams", False):
         raise EgruError(f"the {runner.target} runner cannot save its state (get_state / set_state): "
                         "use --batch-size 1")
     sizes = list(runner.layer_sizes)
@@ -91,24 +92,31 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     from .scoring import NllScorer
     scorer = NllScorer()
     bar = _progress(S * T, quiet)
-    runner.reset()
-    states = [runner.get_state()] * S if S > 1 else None
+    if S == 1:
+        runner.reset()
+    else:
+        runner.reset_streams(S)
+    cols = np.ascontiguousarray(streams.T)                 # [L, S]: time-major, as score_streams takes them
     t0 = time.perf_counter()
     try:
         # chunks of tokens per call: runners with a K-tokens-per-call path (tvm's egru_run) use it; the
-        # others step token by token inside Runner.run; per-step activity/MACs come back in last_run
+        # others step token by token inside Runner.run / score_streams; activity/MACs come back in last_run
         for start in range(0, T, chunk):
             stop = min(start + chunk, T)
-            for b in range(S):
-                if states is not None:
-                    runner.set_state(states[b])
-                nll[b] += float(runner.score(streams[b, start:stop], streams[b, start + 1:stop + 1], scorer).sum())
+            if S == 1:
+                nll[0] += float(runner.score(streams[0, start:stop], streams[0, start + 1:stop + 1], scorer).sum())
                 run = runner.last_run
                 if run is not None:
-                    events[b] += run.events.sum(axis=0)
-                    macs[b] += int(run.macs.sum())
-                if states is not None:
-                    states[b] = runner.get_state()
+                    events[0] += run.events.sum(axis=0)
+                    macs[0] += int(run.macs.sum())
+            else:
+                got = runner.score_streams(cols[start:stop], cols[start + 1:stop + 1], scorer)
+                run = runner.last_run
+                for b in range(S):
+                    nll[b] += float(np.ascontiguousarray(got[:, b]).sum())
+                    if run is not None:
+                        events[b] += run.events[:, b].sum(axis=0)
+                        macs[b] += int(run.macs[:, b].sum())
             if bar is not None:
                 bar.update(S * (stop - start))
     finally:
