@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArtifactError, Runner, StepStats, read_vocab_file
+from .base import ArtifactError, Runner, RunStats, StepStats, StreamStats, read_vocab_file
 
 
 def session_options(threads: int = 1, profile_prefix: str | None = None):
@@ -53,6 +53,9 @@ class OnnxRunner(Runner):
                  profile_prefix: str | None = None):
         super().__init__()
         self.manifest = manifest
+        self._model_src = model
+        self._threads, self._profile_prefix = threads, profile_prefix
+        self._bsess = None
         self.path = None if path is None else str(path)
         self.vocab = vocab
         try:
@@ -166,3 +169,97 @@ class OnnxRunner(Runner):
     def state(self) -> dict[str, np.ndarray]:
         """Copy of the current recurrent state by input name (c0, y0, ...)."""
         return {k: v.copy() for k, v in self._state[self._cur].items()}
+
+    # ------------------------------------------------------------------ batched streams (native)
+    def _batched_session(self):
+        """The session of the batched model (`targets.onnx.batch.batch_model` of this model), made once."""
+        if self._bsess is None:
+            import onnx
+            from ..targets.onnx.batch import batch_model
+            src = self._model_src
+            proto = onnx.load_from_string(src) if isinstance(src, (bytes, bytearray)) else onnx.load(str(src))
+            data = batch_model(proto).SerializeToString()
+            try:
+                self._bsess = create_session(data, self._threads)
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ArtifactError(f"onnxruntime cannot load the batched form of {self.path or 'the model'}: "
+                                    f"{first}") from e
+        return self._bsess
+
+    def reset_streams(self, batch: int) -> None:
+        """`batch` streams from a zero state, run by the batched model (symbolic B, per-stream gating) in one
+        call per step; the batch-1 state (`reset` / `step`) is left alone."""
+        B = int(batch)
+        if B < 1:
+            raise ArtifactError(f"batch must be at least 1 (got {batch})")
+        sess = self._batched_session()
+        bshape = lambda name: [B] + list(self._specs[name]["shape"][1:])   # noqa: E731
+        buf = lambda name: np.zeros(bshape(name), _NP.get(self._specs[name]["dtype"], np.float32))  # noqa: E731
+        self._btok = np.zeros(B, self._tok_dtype)
+        self._bstate = [{i: buf(i) for i, _ in self.state_pairs} for _ in range(2)]
+        self._blogits = buf(self.logits_name)
+        self._bextra = {n: np.zeros(B, np.int64) for n in self.event_names + ([self.macs_name] if self.macs_name else [])}
+        self._bcur = 0
+        self._bbind = []
+        for k in range(2):
+            b = sess.io_binding()
+            src, dst = self._bstate[k], self._bstate[1 - k]
+            b.bind_cpu_input(self.tokens_name, self._btok)
+            for i, o in self.state_pairs:
+                b.bind_cpu_input(i, src[i])
+                self._bind_out(b, o, dst[i])
+            self._bind_out(b, self.logits_name, self._blogits)
+            for n, a in self._bextra.items():
+                self._bind_out(b, n, a)
+            self._bbind.append(b)
+        self.stream_batch = B
+        self.last_stream_stats = None
+
+    def _run_streams(self, tokens) -> None:
+        self._btok[...] = tokens
+        self._bsess.run_with_iobinding(self._bbind[self._bcur])
+        self._bcur = 1 - self._bcur
+
+    def _check_stream_tokens(self, tokens):
+        if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
+            bad = int(tokens[(tokens < 0) | (tokens >= self.vocab_size)].reshape(-1)[0])
+            self.check_token(bad)
+
+    def _stream_events(self) -> np.ndarray:
+        if not self.event_names:
+            return np.zeros((self.stream_batch, len(self.layer_sizes)), np.int64)
+        return np.stack([self._bextra[n] for n in self.event_names], axis=1)
+
+    def _stream_macs(self) -> np.ndarray:
+        return self._bextra[self.macs_name].copy() if self.macs_name else np.zeros(self.stream_batch, np.int64)
+
+    def step_streams(self, tokens) -> np.ndarray:
+        tokens = self._stream_tokens(tokens, 1)
+        self._check_stream_tokens(tokens)
+        self._run_streams(tokens)
+        self.last_stream_stats = StreamStats(self._stream_events(), self._stream_macs())
+        return self._blogits.reshape(self.stream_batch, -1).copy()
+
+    def score_streams(self, tokens, targets, scorer=None) -> np.ndarray:
+        from .scoring import NllScorer
+        tokens = self._stream_tokens(tokens, 2)
+        targets = np.asarray(targets, np.int64)
+        if targets.shape != tokens.shape:
+            raise ArtifactError(f"targets of shape {list(targets.shape)} for tokens of shape {list(tokens.shape)}")
+        self._check_stream_tokens(tokens)
+        scorer = scorer or NllScorer()
+        T, B = tokens.shape
+        nll = np.empty((T, B), np.float64)
+        events = np.zeros((T, B, len(self.layer_sizes)), np.int64)
+        macs = np.zeros((T, B), np.int64)
+        logits = self._blogits.reshape(B, -1)
+        for t in range(T):
+            self._run_streams(tokens[t])
+            nll[t] = scorer(logits, targets[t])
+            for l, n in enumerate(self.event_names):
+                events[t, :, l] = self._bextra[n]
+            if self.macs_name:
+                macs[t] = self._bextra[self.macs_name]
+        self.last_run = RunStats(events, macs)
+        return nll
