@@ -154,7 +154,9 @@ class OnnxRunner(Runner):
             for (n, a), r in zip(self._extra.items(), res[1 + len(self.state_pairs):]):
                 a[...] = r
         self._cur = 1 - k
-        events = tuple(int(self._extra[n].reshape(-1)[0]) for n in self.event_names)
+        # a model compiled without the extras (events / macs outputs) reports zeros
+        events = (tuple(int(self._extra[n].reshape(-1)[0]) for n in self.event_names) if self.event_names
+                  else (0,) * len(self.layer_sizes))
         macs = int(self._extra[self.macs_name].reshape(-1)[0]) if self.macs_name else 0
         self.last_stats = StepStats(events, macs)
         return self._logits.reshape(-1).copy()

@@ -1,0 +1,168 @@
+"""Batched streams: tokens/s of `egru-compile eval --batch-size B` scoring for B = 1, 4, 16, 64.
+
+PTB-size EGRU (embedding 750, hidden 1350/1350/750, vocabulary = the PTB training vocabulary, 10,000), random
+weights magnitude-pruned to 85 % (`bench_onnx.build_model`, the builder `bench_batch1.py` and `bench_chip.py`
+use), per-layer thresholds bisected for ~20 % activity on a random token stream (`bench_onnx.calibrate`);
+evaluated on the first N tokens of the PTB test text. One thread everywhere (ORT intra-op 1,
+TVM_NUM_THREADS=1). Each cell is `evaluate(runner, ids, batch_size=B)["tokens_per_second"]` — the whole
+eval path: the B contiguous streams (`split_streams`), the runner's ``score_streams`` (token ids in, NLL
+out, logits and log-softmax included), per-stream events/MACs bookkeeping.
+
+Variants (same weights):
+
+* ``onnx f32``  — default passes + the onnx target; B > 1 runs the batched model (`targets.onnx.batch`:
+  symbolic B, per-stream gating, bit-exact per stream) in one ORT call per step;
+* ``onnx int8`` — the same after ``quantize-int8``, ``weight_dtype=int8`` (int8 rows, per-row scale after the
+  sum; its weights are the int8 ones);
+* ``tvm``       — default passes + the tvm target; ``score_streams`` is whatever the TVM runner provides
+  (native B streams per call once the tvm runner overrides it, else the base class's one saved state
+  per stream; the ``native`` column says which);
+* ``ort dense`` — the traced step lowered as a plain MatMul graph (`bench_batch1.DENSE_ORT`: no gating, no
+  folding, dense initializers), batched the same way (B rows per MatMul: dense GEMMs).
+
+Each (variant, B) cell is the best of ``--rounds`` runs (rounds interleaved over the variants; other
+processes on a shared machine only slow a run down). The goal line compares TVM with dense ORT at B = 16.
+
+    nice .venv/bin/python benchmarks/bench_batch.py [--tokens 4096] [--rounds 2] [--batches 1,4,16,64]
+
+Writes benchmarks/results/batch.md (``--out``).
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from bench_onnx import build_model, calibrate  # noqa: E402
+
+from egru_compile.data import Vocabulary  # noqa: E402
+from egru_compile.frontend import trace_model  # noqa: E402
+from egru_compile.passes import PassManager  # noqa: E402
+from egru_compile.runtime import evaluate, open_artifact  # noqa: E402
+from egru_compile.targets import get_target  # noqa: E402
+
+PTB = next((p for p in (ROOT.parent / "shared" / "data" / "ptb", ROOT.parents[1] / "shared" / "data" / "ptb",
+                        Path("/work/shared/data/ptb")) if (p / "ptb.test.txt").is_file()), Path("/work/shared/data/ptb"))
+
+#: the dense ORT peer's compile options (`bench_batch1.DENSE_ORT`, repeated so this script does not need TVM to import)
+DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,
+             "extras": False}
+
+
+def build(tmp: Path, a) -> dict:
+    vocab = Vocabulary.from_train_file(PTB / "ptb.train.txt")
+    hidden = [int(h) for h in a.hidden.split(",")]
+    model = build_model(len(vocab), a.emb, hidden, a.sparsity)
+    thr = calibrate(model, a.activity, np.random.default_rng(0).integers(0, len(vocab), 60))
+    raw = trace_model(model)
+    opt = PassManager(None).run(raw)
+    onnx_t = get_target("onnx")
+    arts = {}
+    t0 = time.perf_counter()
+    onnx_t(opt, None, tmp / "onnx", {})
+    arts["onnx f32"] = tmp / "onnx"
+    q8 = PassManager(["quantize-int8"]).run(opt)
+    onnx_t(q8, None, tmp / "onnx8", {"weight_dtype": "int8"})
+    arts["onnx int8"] = tmp / "onnx8"
+    if not a.no_tvm:
+        (tmp / "tvm").mkdir()
+        get_target("tvm")(opt, None, tmp / "tvm", {})
+        arts["tvm"] = tmp / "tvm"
+    onnx_t(raw, None, tmp / "dense", DENSE_ORT)
+    arts["ort dense"] = tmp / "dense"
+    print(f"# compiled {', '.join(arts)} in {time.perf_counter() - t0:.1f} s; thresholds "
+          f"{', '.join(f'{t:.3f}' for t in thr)}", flush=True)
+    del raw, opt, q8, model
+    gc.collect()
+    return {"vocab": vocab, "hidden": hidden, "arts": arts}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--emb", type=int, default=750)
+    ap.add_argument("--hidden", default="1350,1350,750")
+    ap.add_argument("--sparsity", type=float, default=0.85)
+    ap.add_argument("--activity", type=float, default=0.2)
+    ap.add_argument("--tokens", type=int, default=4096, help="eval tokens per (variant, B)")
+    ap.add_argument("--batches", default="1,4,16,64")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-tvm", action="store_true")
+    ap.add_argument("--out", default=str(HERE / "results" / "batch.md"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    Bs = [int(b) for b in a.batches.split(",")]
+    import onnxruntime
+    load0 = os.getloadavg()
+    print(f"# onnxruntime {onnxruntime.__version__}, 1 thread; load average at start {load0[0]:.2f} "
+          f"(1 min) on {os.cpu_count()} cores", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_batch_") as td:
+        b = build(Path(td), a)
+        ids = b["vocab"].encode_file(PTB / "ptb.test.txt", max_tokens=a.tokens, unk="<unk>")
+        runners = {k: open_artifact(p, threads=1) for k, p in b["arts"].items()}
+        native = {k: bool(getattr(r, "native_streams", False)) for k, r in runners.items()}
+        res: dict = {}
+        info: dict = {}
+        for rnd in range(a.rounds):
+            for B in Bs:
+                names = list(runners)
+                names = names[rnd % len(names):] + names[:rnd % len(names)]      # rotate the order per round
+                for name in names:
+                    r = runners[name]
+                    out = evaluate(r, ids, quiet=True, batch_size=B)
+                    tps = out["tokens_per_second"]
+                    res[(name, B)] = max(res.get((name, B), 0.0), tps)
+                    info[(name, B)] = out
+                    print(f"round {rnd + 1} B={B:<3} {name:<10} {tps:9.1f} tokens/s  ({out['tokens']} tokens, "
+                          f"ppl {out['perplexity']:.2f}, activity "
+                          f"{'/'.join(f'{x:.3f}' for x in out['activity'])})", flush=True)
+        load1 = os.getloadavg()
+    names = list(runners)
+    head = "| variant | native streams | " + " | ".join(f"B={B} tokens/s" for B in Bs) + " | B=16 / B=1 |"
+    lines = [f"PTB-size EGRU {a.emb}/{a.hidden.replace(',', '/')}, vocab {len(b['vocab'])}, random weights pruned "
+             f"to {a.sparsity:.0%}, thresholds for ~{a.activity:.0%} activity; `evaluate(..., batch_size=B)` on the "
+             f"first {a.tokens} PTB test tokens (B contiguous streams), 1 thread, best of {a.rounds} interleaved "
+             f"rounds; load average {load0[0]:.2f} at start, {load1[0]:.2f} at end (shared machine, "
+             f"{os.cpu_count()} cores).", "",
+             "Command: `nice .venv/bin/python benchmarks/bench_batch.py " + " ".join(argv or sys.argv[1:]) + "`", "",
+             head, "|" + "---|" * (3 + len(Bs))]
+    for n in names:
+        cells = [f"{res[(n, B)]:.0f}" for B in Bs]
+        ratio = (f"{res[(n, 16)] / res[(n, 1)]:.2f}x" if 16 in Bs and 1 in Bs else "-")
+        lines.append(f"| {n} | {'yes' if native[n] else 'no (per-stream state)'} | " + " | ".join(cells)
+                     + f" | {ratio} |")
+    acts = info[(names[0], Bs[0])]["activity"]
+    lines += ["", f"Measured activity (onnx f32, B={Bs[0]}): {'/'.join(f'{x:.3f}' for x in acts)}."]
+    if "tvm" in runners and 16 in Bs:
+        ratio = res[("tvm", 16)] / res[("ort dense", 16)]
+        lines.append(f"TVM tokens/s at B=16 ≥ 4× dense ORT at B=16: {'met' if ratio >= 4 else 'not met'} "
+                     f"({ratio:.2f}×; TVM {res[('tvm', 16)]:.0f} vs dense ORT {res[('ort dense', 16)]:.0f} tokens/s; "
+                     f"TVM streams {'native' if native['tvm'] else 'via the per-stream-state fallback'}).")
+    if 16 in Bs:
+        for n in ("onnx f32", "onnx int8"):
+            r = res[(n, 16)] / res[("ort dense", 16)]
+            lines.append(f"{n} at B=16 vs dense ORT at B=16: {r:.2f}×.")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(text)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
