@@ -93,6 +93,26 @@ def build(tmp: Path, a) -> dict:
     return {"vocab": vocab, "hidden": hidden, "arts": arts}
 
 
+def batch1_overhead(runner, ids, n: int = 400, rounds: int = 5) -> tuple[float, float]:
+    """Median µs per step of the batch-1 model (`step`) and of the batched model at B = 1 (`step_streams`),
+    interleaved over `rounds` rounds of `n` tokens: what giving ``model.onnx`` itself the batch dimension
+    would cost a batch-1 stream."""
+    one, bat = [], []
+    toks = [int(t) for t in ids[:n]]
+    for _ in range(rounds):
+        runner.reset()
+        for t in toks:
+            t0 = time.perf_counter()
+            runner.step(t)
+            one.append(time.perf_counter() - t0)
+        runner.reset_streams(1)
+        for t in toks:
+            t0 = time.perf_counter()
+            runner.step_streams([t])
+            bat.append(time.perf_counter() - t0)
+    return float(np.median(one) * 1e6), float(np.median(bat) * 1e6)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--emb", type=int, default=750)
@@ -131,6 +151,7 @@ def main(argv=None):
                     print(f"round {rnd + 1} B={B:<3} {name:<10} {tps:9.1f} tokens/s  ({out['tokens']} tokens, "
                           f"ppl {out['perplexity']:.2f}, activity "
                           f"{'/'.join(f'{x:.3f}' for x in out['activity'])})", flush=True)
+        over = {n: batch1_overhead(runners[n], ids) for n in ("onnx f32", "onnx int8")}
         load1 = os.getloadavg()
     names = list(runners)
     head = "| variant | native streams | " + " | ".join(f"B={B} tokens/s" for B in Bs) + " | B=16 / B=1 |"
@@ -157,6 +178,9 @@ def main(argv=None):
         for n in ("onnx f32", "onnx int8"):
             r = res[(n, 16)] / res[("ort dense", 16)]
             lines.append(f"{n} at B=16 vs dense ORT at B=16: {r:.2f}×.")
+    lines += ["", "Batch-1 step, µs median (400 tokens x 5 interleaved rounds): the batch-1 model.onnx vs the batched "
+              "model run at B = 1 — " + "; ".join(f"{n}: {o:.0f} vs {b:.0f} ({b / o - 1:+.1%})" for n, (o, b) in over.items())
+              + "."]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ def small(tmp_path_factory):
     rng = np.random.default_rng(0)
     (d / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 15)) for _ in range(14)) + "\n")
     arts = {"f32": _compile(d / "m.pt", d / "f32"),
+            "f16": _compile(d / "m.pt", d / "f16", "--weight-dtype", "f16"),
             "int8": _compile(d / "m.pt", d / "int8", "--passes", "default,quantize-int8", "--weight-dtype", "int8")}
     ids = Vocabulary(WORDS).encode_file(d / "text.txt")
     return d, arts, ids
@@ -78,7 +79,7 @@ def _check_streams(runner, ids, B):
     assert ev.sum() > 0                                        # streams did fire
 
 
-@pytest.mark.parametrize("dtype", ["f32", "int8"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "int8"])
 def test_onnx_streams_equal_batch1_small(small, dtype):
     _, arts, ids = small
     r = open_artifact(arts[dtype])
@@ -142,3 +143,12 @@ def test_stream_errors(small):
     with pytest.raises(EgruError, match="outside the vocabulary"):
         r.step_streams([1, 600])
     assert isinstance(r, Runner)
+
+
+def test_batch_model_refuses_unbatchable_event_uses():
+    """compress_events results read by other ops (padded 1-D semantics) cannot be batched: a one-line error."""
+    from test_onnx import hand_built
+    from egru_compile.targets.onnx import OnnxLoweringError, lower_graph
+    low = lower_graph(hand_built(expose_events=True))
+    with pytest.raises(OnnxLoweringError, match="only event products can be batched"):
+        batch_model(low.model)
