@@ -196,9 +196,6 @@ def batch_model(model: onnx.ModelProto) -> onnx.ModelProto:
     tensor other than in an event product."""
     m = copy.deepcopy(model)
     g = m.graph
-    for vi in list(g.input) + list(g.output):
-        _set_batch(vi)
-    del g.value_info[:]
     # CompressEvents outputs: (idx, val, count) by name; their readers must be batched ops
     compress, values = {}, {}
     for nd in g.node:
@@ -220,6 +217,9 @@ def batch_model(model: onnx.ModelProto) -> onnx.ModelProto:
             if kind != "idx":
                 raise OnnxLoweringError(f"CountMACs node {nd.name} does not read a CompressEvents index")
             nd.input.append(values[cnt])
+    for vi in list(g.input) + list(g.output):
+        _set_batch(vi)
+    del g.value_info[:]
     # macs: [B] even where every part is a constant [1] (no event-gated product)
     for nd in g.node:
         for i, s in enumerate(nd.output):
