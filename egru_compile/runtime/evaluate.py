@@ -75,8 +75,9 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
 
     `batch_size` B > 1: the text is cut into B contiguous streams (`split_streams`), each evaluated from a zero
     state with the protocol above (L - 1 predictions per stream), so ``tokens`` = B·(L - 1); the totals are
-    over all streams, ``streams`` gives each stream's own figures (equal to evaluating that stream alone) and
-    ``dropped_tokens`` the tail the split left out. The streams advance together, `chunk` tokens at a time,
+    over all streams, ``streams`` gives each stream's own figures (equal to evaluating that stream alone),
+    ``dropped_tokens`` the tail the split left out and ``native_streams`` whether the runner ran the B streams
+    in one call per step. The streams advance together, `chunk` tokens at a time,
     through the runner's ``score_streams`` (native B-streams-per-call where the runner has it, else one saved
     state per stream)."""
     streams = split_streams(token_ids, batch_size)
@@ -134,6 +135,7 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     if S > 1:
         result["streams"] = [_stream_summary(T, float(nll[b]), events[b], int(macs[b]), sizes) for b in range(S)]
         result["dropped_tokens"] = int(np.asarray(token_ids).size - S * L)
+        result["native_streams"] = bool(getattr(runner, "native_streams", False))
     return result
 
 
