@@ -44,7 +44,9 @@ batch) reads each weight row once for all streams and gets GEMM efficiency from 
 MLAS's blocking, so it is not bit-exact against batch 1; it is what the dense ORT peer does, and
 `benchmarks/bench_batch.py` times both (results in benchmarks/results/batch.md). The target keeps the
 gathered form: exact per-stream numbers are the contract of ``eval --batch-size``. Batch 1 keeps the batch-1
-model (``model.onnx`` as compiled), so its numbers and speed are unchanged.
+model (``model.onnx`` as compiled), so its numbers and speed are unchanged: the batched model run at B = 1 is
+exact too but ~15-20 % slower per step (TopK / rotation / GatherElements on every event tensor; measured by
+`bench_batch.batch1_overhead`, benchmarks/results/batch.md).
 
 Limitation: a ``compress_events`` result read by something other than an event product (`lower.padded`:
 1-D padding) is not batched; models from the compiler's pipeline never have one, and `batch_model` raises
