@@ -102,6 +102,7 @@ def test_onnx_streams_equal_batch1_trained_example(tmp_path):
         _check_streams(r, ids, 4)
         # and through eval: each stream's figures equal its own batch-1 evaluation (NLL within 1e-6 rel)
         res = evaluate(r, ids, quiet=True, batch_size=4)
+        assert res["native_streams"] is True
         for b, s in enumerate(split_streams(ids, 4)):
             alone = evaluate(r, s, quiet=True)
             got = res["streams"][b]
