@@ -48,7 +48,8 @@ class Part:
 class Accounting:
     target: str
     parts: list[Part]
-    footprint: float                              # bytes of every weight array the program may read
+    footprint: float      # bytes of the weight arrays the program gathers from / streams (not the embedding /
+    #                       folded gate table, of which a token reads one row)
     notes: list[str] = field(default_factory=list)
 
     def group_bytes(self, group: str) -> float:
@@ -122,8 +123,8 @@ def tvm_accounting(tv, toks, burn: int, n: int, target: str = "tvm") -> Accounti
     for p in parts:
         p.bytes /= n
         p.rows /= n
-    names = [k for k in v if k == "tab" or k == "emb" or k.startswith(("w", "r", "d", "b", "thr"))]
-    foot = float(sum(v[k].nbytes for k in names))
+    names = [k for k in v if k.startswith(("w", "r", "d", "b", "thr"))]     # not the table: one row a token
+    foot = float(sum(v[k].nbytes for k in names)) + (0.0 if "tab" in v else float(v["emb"].nbytes))
     dt = sorted({str(v[f"r{l}_val"].dtype) for l in range(L)})
     notes = [f"CSR values {'/'.join(dt)}, indices {'/'.join(sorted({str(v[f'r{l}_idx'].dtype) for l in range(L)}))}, "
              f"decoder rows {v['dwt'].dtype}" + (", layer-0 input = one row of the E @ W0 table" if "tab" in v else "")]
@@ -184,9 +185,7 @@ def onnx_accounting(art_dir, runner, toks, burn: int, n: int, target: str = "onn
             m = mats.get(re.sub(r"(_dense|_T)+$", "", nd.input[2]))
             if m is None:
                 raise ValueError(f"{art_dir}: cannot account for EmbedMatVec over {nd.input[2]}")
-            V = mats[_san(nd.input[1])]["shape"][0] if _san(nd.input[1]) in mats else runner.vocab_size
-            fixed["L0 W"] = m["shape"][0] * 4.0
-            foot += V * m["shape"][0] * 4.0
+            fixed["L0 W"] = m["shape"][0] * 4.0      # one row of the folded [V, 3 h0] table (not in foot)
     runner.reset()
     prev = [0] * L
     for i in range(burn + n):
@@ -223,7 +222,7 @@ def dense_accounting(model, target: str) -> Accounting:
         rb = R.numel() * R.element_size() + layer.recurrent_bias.numel() * 4
         parts += [Part(f"L{l} W", f"layer {l}", float(wb), float(W.shape[0]), True),
                   Part(f"L{l} R", f"layer {l}", float(rb), float(R.shape[0]), True)]
-        foot += W.numel() * 4 + R.numel() * 4
+        foot += W.numel() * W.element_size() + R.numel() * R.element_size()
     D = model.embeddings.weight
     dec_b = sum(p.numel() * 4 for n, p in model.named_parameters() if n.startswith("decoder") and "bias" in n)
     parts.append(Part("decoder", "decoder", float(D.numel() * 4 + dec_b), float(D.shape[1]), True))
@@ -292,7 +291,7 @@ HEADER = ("| target | part | bytes / token | mean row (B) | µs / token | GB/s |
 def conclusion(target: str, s: dict, l3_bytes: int) -> str:
     where = "fit" if s["footprint"] <= l3_bytes else "do not fit"
     return (f"* **{target}**: {s['bytes'] / 2 ** 20:.2f} MiB of weights + indices per token in {s['us']:,.0f} µs = "
-            f"{s['GBps']:.1f} GB/s; its stored weights ({s['footprint'] / 2 ** 20:,.0f} MiB) {where} in the "
+            f"{s['GBps']:.1f} GB/s; the matrices it reads from ({s['footprint'] / 2 ** 20:,.0f} MiB) {where} in the "
             f"{l3_bytes / 2 ** 20:.0f} MiB L3. At the DRAM stream rate the token would take {s['t_dram_us']:,.0f} µs, "
             f"at the DRAM random-row gather rate of its row sizes {s['t_gather_dram_us']:,.0f} µs, at the L3 "
             f"stream rate {s['t_l3_us']:,.0f} µs: measured = {s['us'] / s['t_dram_us']:.1f}x the DRAM-stream "

@@ -369,7 +369,8 @@ def roofline(model, d: Path, tv, tv8, ort, toks, burn, N, row, res, a) -> dict:
         accs["tvm int8"] = BB.tvm_accounting(tv8, toks, burn, N, "tvm int8")
     for name in ("dense ORT", "dense PyTorch"):
         accs[name] = BB.dense_accounting(model, name)
-    rows = sorted({round(p.row_bytes, -1) for acc in accs.values() for p in acc.parts if not p.stream and p.rows})
+    rows = sorted({float(f"{p.row_bytes:.2g}") for acc in accs.values() for p in acc.parts   # 2 digits
+                   if not p.stream and p.rows})
     bw = bandwidth.measure([r for r in rows if r > 0])
     med = {k: float(np.median(v) * 1e6) for k, v in res.items()}
     prof = row.get("profile") or {}
