@@ -37,7 +37,8 @@ from the ONNX program's ``events{l}`` outputs), printed per layer. MAC ratio = d
 (count-macs convention: RNN input + recurrent matrices, the embedding input counts fully active; for the
 ``token`` scope the decoder's V x H_last dense vs (active units of the last layer) x V is added).
 
-    .venv/bin/python benchmarks/bench_batch1.py            # full grid 4 sparsities x 3 activities (~15 min)
+    nice .venv/bin/python benchmarks/bench_batch1.py        # full grid 4 sparsities x 3 activities
+                                                            # (~8 min idle; 36 min at load average 8)
 
 Writes benchmarks/results/batch1.{md,json,png} (``--out PREFIX`` to change). At the 85 % / 20 % point (unless
 ``--no-profile``) it also times the layer loop layer by layer (TVM programs compiled for the first 1, 2, 3
@@ -48,7 +49,8 @@ read rates, measured in the same run (`bandwidth.py`); and the goal lines of iss
 token vs the best dense peer: TVM f32 >= 15x, TVM int8 >= 20x when the tvm target takes ``weight_dtype``,
 ONNX int8 >= 3.5x), each stating met / not met and the measured ratio.
 
-    nice .venv/bin/python benchmarks/bench_batch1.py --quick   # smoke test, < 2 min: 85 % x 20 % only
+    nice .venv/bin/python benchmarks/bench_batch1.py --quick   # smoke test: 85 % x 20 % only (2.3 min
+                                                                # at load average 6; about half idle)
 """
 from __future__ import annotations
 
@@ -148,6 +150,7 @@ def torch_fns(model, toks_t):
 #: would mean work on other threads that "thread" misses).
 CLOCK = {"fn": time.thread_time, "name": "thread"}
 CPU_CHECK = {"process": 0.0, "thread": 0.0}
+_RNN8: dict = {}      # decoder-less int8 TVM step per kernel spec
 
 
 def time_interleaved(fns: dict, n_tokens: int, rounds: int, burn: int = 10) -> dict:
@@ -250,7 +253,10 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
     if tv8 is not None:
         fns[("tvm-int8", "token")] = (r8.reset, lambda i: f8(toks[i], *a8, l8))
         try:        # the decoder-less program of the int8 spec (the RNN-stack scope)
-            m8 = K.build_egru_step(r8.spec, with_decoder=False)["egru_step"]
+            key = repr(r8.spec)         # the library depends on the spec only: build once per run
+            if key not in _RNN8:
+                _RNN8[key] = K.build_egru_step(r8.spec, with_decoder=False)
+            m8 = _RNN8[key]["egru_step"]
             fns[("tvm-int8", "rnn")] = (r8.reset, lambda i: m8(toks[i], *a8, l8))
         except Exception as e:  # noqa: BLE001
             row["tvm_int8_rnn_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
