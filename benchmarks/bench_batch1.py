@@ -235,6 +235,8 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
             tv8 = open_artifact(d / "tvm8")
             r8 = tv8.rt
             f8, a8, l8 = r8._step_fn, r8._args, r8._logits
+            if not any(np.asarray(x).dtype == np.int8 for x in r8.views.values()):
+                raise ValueError("the artifact compiled with weight_dtype int8 holds no int8 tensor")
         except Exception as e:  # noqa: BLE001
             row["tvm_int8_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             tv8 = None
