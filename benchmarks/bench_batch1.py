@@ -611,10 +611,10 @@ def main(argv=None):
                          f"{goal['macs']['dense_rnn'] * 4 / (goal['torch_rnn_us'] * 1e-6) / 1e9:.1f} |")
         lines += ["", "**Goals of issue 17 (items 1, 2) at 85 % / 20 %**, whole token (decoder + logits included), "
                   "best dense peer = the faster of PyTorch dense and ORT dense, same weights, 1 thread:", ""]
-        lines += goal_lines(goal, tvm_int8_state)
-        for k in ("tvm_int8_error", "tvm_int8_rnn_error"):
-            if k in goal:
-                lines.append(f"  (tvm int8: {goal[k]})")
+        lines += goal_lines(goal, f"tvm int8: {goal['tvm_int8_error']}" if "tvm_int8_error" in goal
+                            else tvm_int8_state)
+        if "tvm_int8_rnn_error" in goal:
+            lines.append(f"  (tvm int8 RNN-stack scope: {goal['tvm_int8_rnn_error']})")
         rf = goal.get("roofline")
         if rf:
             bw = rf["bandwidth"]
