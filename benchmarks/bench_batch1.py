@@ -6,7 +6,9 @@ about the target activity. Everything runs on one thread (torch.set_num_threads(
 TVM_NUM_THREADS=1) in one process; the variants are timed interleaved (each round runs every variant on the
 same token stream: reset, 10 untimed burn-in tokens, then per-token timing), rotating the order each round.
 Reported: the median over all timed tokens of all rounds (other processes inflate single tokens; the
-median is robust to them).
+median is robust to them). The clock is this thread's CPU time (``--clock thread``, default: on a machine
+shared with other jobs, a 30 ms dense token is preempted far more often than a 0.3 ms sparse one, which
+wall time would count against it); ``--clock wall`` for wall time.
 
 Variants (all from the same weights and thresholds):
 
@@ -35,13 +37,20 @@ from the ONNX program's ``events{l}`` outputs), printed per layer. MAC ratio = d
 (count-macs convention: RNN input + recurrent matrices, the embedding input counts fully active; for the
 ``token`` scope the decoder's V x H_last dense vs (active units of the last layer) x V is added).
 
-    .venv/bin/python benchmarks/bench_batch1.py            # full grid 4 sparsities x 3 activities (~15 min)
-    .venv/bin/python benchmarks/bench_batch1.py --quick    # 85 % x {10, 20, 30} %  (a few minutes)
+    nice .venv/bin/python benchmarks/bench_batch1.py        # full grid 4 sparsities x 3 activities
+                                                            # (~8 min idle; 36 min at load average 8)
 
-Writes benchmarks/results/batch1.{md,json,png} (``--out PREFIX`` to change). With ``--profile`` (default
-on for the 85 % / 20 % point) it also times the layer loop layer by layer (TVM programs compiled for the
-first 1, 2, 3 layers without decoder), the gate-update kernel alone, and prints bytes touched per step
-against the machine's measured single-thread copy bandwidth.
+Writes benchmarks/results/batch1.{md,json,png} (``--out PREFIX`` to change). At the 85 % / 20 % point (unless
+``--no-profile``) it also times the layer loop layer by layer (TVM programs compiled for the first 1, 2, 3
+layers without decoder) and the gate-update kernel alone, and prints the distance to the memory roofline
+(issue 17 item 4): per target and part, the bytes of weights and indices touched per token
+(`bandwidth_bytes.py`) and the achieved GB/s next to this core's L2 / L3 / DRAM stream and random-gather
+read rates, measured in the same run (`bandwidth.py`); and the goal lines of issue 17 items 1 and 2 (whole
+token vs the best dense peer: TVM f32 >= 15x, TVM int8 >= 20x when the tvm target takes ``weight_dtype``,
+ONNX int8 >= 3.5x), each stating met / not met and the measured ratio.
+
+    nice .venv/bin/python benchmarks/bench_batch1.py --quick   # smoke test: 85 % x 20 % only (2.3 min
+                                                                # at load average 6; about half idle)
 """
 from __future__ import annotations
 
@@ -65,6 +74,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import bandwidth  # noqa: E402
+import bandwidth_bytes as BB  # noqa: E402
 from bench_onnx import build_model, strip_decoder  # noqa: E402
 from bench_tvm_kernels import calibrate as calibrate_thresholds  # noqa: E402
 
@@ -76,9 +87,17 @@ import egru_compile.targets.tvm as K  # noqa: E402
 
 compile_onnx, compile_tvm = get_target("onnx"), get_target("tvm")     # compile + seal, as the CLI does
 
+
+def tvm_has_weight_dtype() -> bool:
+    """Whether this build's tvm target takes --weight-dtype (issue 17 item 2; int8 rows in the TVM kernels)."""
+    from dataclasses import fields
+    from egru_compile.targets.registry import get
+    return any(f.name == "weight_dtype" for f in fields(get("tvm").options))
+
+
 DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,
              "extras": False}
-VARIANTS = ("torch", "ort-dense", "onnx", "onnx-int8", "tvm")
+VARIANTS = ["torch", "ort-dense", "onnx", "onnx-int8", "tvm"]     # + "tvm-int8" when the build has it
 SCOPES = ("rnn", "token")
 
 
@@ -124,11 +143,22 @@ def torch_fns(model, toks_t):
 
 
 # ------------------------------------------------------------------------------------------------ timing
+#: the per-token clock (``--clock``): "thread" = this thread's CPU time (every variant computes on the calling
+#: thread: ORT intra-op 1 / sequential, torch 1 thread, TVM's serial kernels), so time spent descheduled by
+#: other processes on a shared machine is not counted (cache and memory contention still is); "wall" =
+#: time.perf_counter. CPU_CHECK accumulates process vs thread CPU time over the timed loops (a large excess
+#: would mean work on other threads that "thread" misses).
+CLOCK = {"fn": time.thread_time, "name": "thread"}
+CPU_CHECK = {"process": 0.0, "thread": 0.0}
+_RNN8: dict = {}      # decoder-less int8 TVM step per kernel spec
+
+
 def time_interleaved(fns: dict, n_tokens: int, rounds: int, burn: int = 10) -> dict:
     """fns: name -> (reset, step(i)). Per-token seconds lists (all rounds)."""
     res = {k: [] for k in fns}
     names = list(fns)
-    pc = time.perf_counter
+    pc = CLOCK["fn"]
+    p0, t0_ = time.process_time(), time.thread_time()
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
@@ -141,25 +171,14 @@ def time_interleaved(fns: dict, n_tokens: int, rounds: int, burn: int = 10) -> d
                 t0 = pc()
                 step(i)
                 ts.append(pc() - t0)
+    CPU_CHECK["process"] += time.process_time() - p0
+    CPU_CHECK["thread"] += time.thread_time() - t0_
     return res
 
 
-def copy_bandwidth(mb: float, reps: int = 7) -> float:
-    """Single-thread np.copyto bandwidth in GB/s (read + write bytes), median of reps."""
-    n = int(mb * 2 ** 20 / 4)
-    a = np.ones(n, np.float32)
-    b = np.empty_like(a)
-    np.copyto(b, a)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        np.copyto(b, a)
-        ts.append(time.perf_counter() - t0)
-    return 2 * a.nbytes / float(np.median(ts)) / 1e9
-
-
 # ------------------------------------------------------------------------------------------------ one point
-def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidden, profile_mods=None):
+def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidden, profile_mods=None,
+                  roof: bool = False):
     V, E = a.vocab, a.emb
     row = {"sparsity": sparsity, "target_activity": act}
     t0 = time.perf_counter()
@@ -189,6 +208,12 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
     compile_onnx(strip_decoder(q8), None, d / "onnx8_rnn", {"weight_dtype": "int8"})
     compile_onnx(raw, None, d / "dense_token", DENSE_ORT)
     compile_onnx(strip_decoder(raw), None, d / "dense_rnn", DENSE_ORT)
+    if a.tvm_int8:                      # int8 rows in the TVM kernels (issue 17 item 2), when the build has them
+        try:
+            (d / "tvm8").mkdir()
+            compile_tvm(q8, None, d / "tvm8", {"weight_dtype": "int8"})
+        except Exception as e:  # noqa: BLE001 - report and carry on without the variant
+            row["tvm_int8_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     del raw, opt, q8
     gc.collect()
 
@@ -204,6 +229,17 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
     toks_t = [torch.tensor([t]) for t in toks]
     t_reset, t_token, t_rnn, t_state = torch_fns(model, toks_t)
 
+    tv8 = None
+    if a.tvm_int8 and "tvm_int8_error" not in row:
+        try:
+            tv8 = open_artifact(d / "tvm8")
+            r8 = tv8.rt
+            f8, a8, l8 = r8._step_fn, r8._args, r8._logits
+            if not any(np.asarray(x).dtype == np.int8 for x in r8.views.values()):
+                raise ValueError("the artifact compiled with weight_dtype int8 holds no int8 tensor")
+        except Exception as e:  # noqa: BLE001
+            row["tvm_int8_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            tv8 = None
     fns = {
         ("torch", "rnn"): (t_reset, t_rnn),
         ("ort-dense", "rnn"): (ort["dense_rnn"].reset, lambda i: ort["dense_rnn"].step(toks[i])),
@@ -216,6 +252,16 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
         ("onnx-int8", "token"): (ort["onnx8_token"].reset, lambda i: ort["onnx8_token"].step(toks[i])),
         ("tvm", "token"): (rt.reset, lambda i: step_fn(toks[i], *args, lg)),
     }
+    if tv8 is not None:
+        fns[("tvm-int8", "token")] = (r8.reset, lambda i: f8(toks[i], *a8, l8))
+        try:        # the decoder-less program of the int8 spec (the RNN-stack scope)
+            key = repr(r8.spec)         # the library depends on the spec only: build once per run
+            if key not in _RNN8:
+                _RNN8[key] = K.build_egru_step(r8.spec, with_decoder=False)
+            m8 = _RNN8[key]["egru_step"]
+            fns[("tvm-int8", "rnn")] = (r8.reset, lambda i: m8(toks[i], *a8, l8))
+        except Exception as e:  # noqa: BLE001
+            row["tvm_int8_rnn_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
     # ---- activity / MACs on the stream (untimed), from each program's own events
     burn, N = 10, a.tokens
@@ -269,7 +315,9 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
 
     if profile_mods is not None:
         row["profile"] = profile(profile_mods, rt, toks, N, a.rounds, burn, hidden, V, E, scat, ev_t, res)
-    del ort, tv, rt, fns
+    if roof:
+        row["roofline"] = roofline(model, d, tv, tv8, ort, toks, burn, N, row, res, a)
+    del ort, tv, rt, fns, tv8
     gc.collect()
     return row
 
@@ -297,9 +345,9 @@ def profile(mods, rt, toks, N, rounds, burn, hidden, V, E, scat, ev_t, res):
         f = lib["update"]
         ts = []
         for _ in range(300):
-            t0 = time.perf_counter()
+            t0 = CLOCK["fn"]()
             f(gx, gh, thr, c, y, ei, ev, en)
-            ts.append(time.perf_counter() - t0)
+            ts.append(CLOCK["fn"]() - t0)
         upd_us.append(float(np.median(ts) * 1e6))
     # bytes touched per step
     spec = rt.spec
@@ -325,23 +373,88 @@ def profile(mods, rt, toks, N, rounds, burn, hidden, V, E, scat, ev_t, res):
     dbytes = ev_last * V * 4 + passes * V * 4 * 2 + V * 8
     out["decoder"] = {"active_rows": ev_last, "bytes": float(dbytes),
                       "GBps": dbytes / max(out["decoder_us"], 1e-3) / 1e3}
-    out["bw_GBps"] = {"copy_8MiB_L3": copy_bandwidth(8), "copy_256MiB_DRAM": copy_bandwidth(256)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ roofline
+ROOF_TARGETS = (("tvm f32", "tvm"), ("tvm int8", "tvm-int8"), ("onnx f32", "onnx"), ("onnx int8", "onnx-int8"),
+                ("dense ORT", "ort-dense"), ("dense PyTorch", "torch"))
+
+
+def roofline(model, d: Path, tv, tv8, ort, toks, burn, N, row, res, a) -> dict:
+    """Bytes touched per token per target and part (`bandwidth_bytes`), this core's bandwidth measured now
+    (`bandwidth`), and the rows of the roofline table (times: the medians just measured)."""
+    accs = {"tvm f32": BB.tvm_accounting(tv, toks, burn, N, "tvm f32"),
+            "onnx f32": BB.onnx_accounting(d / "onnx_token", ort["onnx_token"], toks, burn, N, "onnx f32"),
+            "onnx int8": BB.onnx_accounting(d / "onnx8_token", ort["onnx8_token"], toks, burn, N, "onnx int8")}
+    if tv8 is not None:
+        accs["tvm int8"] = BB.tvm_accounting(tv8, toks, burn, N, "tvm int8")
+    for name in ("dense ORT", "dense PyTorch"):
+        accs[name] = BB.dense_accounting(model, name)
+    rows = sorted({float(f"{p.row_bytes:.2g}") for acc in accs.values() for p in acc.parts   # 2 digits
+                   if not p.stream and p.rows})
+    bw = bandwidth.measure([r for r in rows if r > 0])
+    med = {k: float(np.median(v) * 1e6) for k, v in res.items()}
+    prof = row.get("profile") or {}
+    out = {"bandwidth": bw, "targets": {}, "lines": [], "conclusions": []}
+    for name, var in ROOF_TARGETS:
+        if name not in accs:
+            continue
+        t = {}
+        if f"{var}|token" in med:
+            t["whole token"] = med[f"{var}|token"]
+        if f"{var}|rnn" in med:
+            t["RNN stack"] = med[f"{var}|rnn"]
+            if "whole token" in t:
+                t["decoder"] = t["whole token"] - t["RNN stack"]
+        if var == "tvm" and prof:
+            for l, us in enumerate(prof["layer_us"]):
+                t[f"layer {l}"] = us
+        lines, summ = BB.roofline_rows(accs[name], t, bw, bandwidth.gather_at)
+        out["lines"] += lines
+        out["targets"][name] = {"parts": [vars(p) | {"row_bytes": p.row_bytes} for p in accs[name].parts],
+                                "times_us": t, "summary": summ, "notes": accs[name].notes}
+        if summ["us"]:
+            out["conclusions"].append(BB.conclusion(name, summ, bw["caches"].get("L3", 0)) + " "
+                                      + "; ".join(accs[name].notes) + ".")
+    return out
+
+
+def goal_lines(goal: dict, tvm_int8_state: str) -> list[str]:
+    """Issue 17 items 1 and 2 at 85 % / 20 %: whole-token speed-up over the best dense peer (ORT or PyTorch)."""
+    best = min(goal["torch_token_us"], goal["ort-dense_token_us"])
+    who = "PyTorch" if goal["torch_token_us"] <= goal["ort-dense_token_us"] else "ORT dense"
+    out = []
+    for label, key, need in (("TVM f32 whole token", "tvm", 15), ("TVM int8 whole token", "tvm-int8", 20),
+                             ("ONNX int8 whole token", "onnx-int8", 3.5)):
+        us = goal.get(f"{key}_token_us")
+        if us is None:
+            out.append(f"* {label} >= {need:g}x the best dense peer: **not available in this build** "
+                       f"({tvm_int8_state}).")
+            continue
+        r = best / us
+        out.append(f"* {label} >= {need:g}x the best dense peer ({who}, {best:,.0f} µs): {us:,.0f} µs = "
+                   f"**{r:.1f}x — {'met' if r >= need else 'not met'}**.")
     return out
 
 
 # ------------------------------------------------------------------------------------------------ report
 def fmt_table(rows, scope):
+    cols = [("onnx", "ONNX-compiled"), ("onnx-int8", "ONNX int8"), ("tvm", "TVM")]
+    if any(f"tvm-int8_{scope}_us" in r for r in rows):
+        cols.append(("tvm-int8", "TVM int8"))
     head = ("| weight sparsity | activity target / measured (L0/L1/L2) | MAC ratio | torch µs | ORT dense µs | "
-            "ONNX-compiled µs (vs torch / vs ORT dense) | ONNX int8 µs (vs torch / vs ORT dense) | "
-            "TVM µs (vs torch / vs ORT dense) |")
-    out = [head, "|---|---|---|---|---|---|---|---|"]
+            + " | ".join(f"{t} µs (vs torch / vs ORT dense)" for _, t in cols) + " |")
+    out = [head, "|---" * (5 + len(cols)) + "|"]
     for r in rows:
         tu, du = r[f"torch_{scope}_us"], r[f"ort-dense_{scope}_us"]
-        ou, qu, vu = r[f"onnx_{scope}_us"], r[f"onnx-int8_{scope}_us"], r[f"tvm_{scope}_us"]
         act = "/".join(f"{x:.0%}" for x in r["activity_tvm"])
+        cells = []
+        for v, _ in cols:
+            x = r.get(f"{v}_{scope}_us")
+            cells.append("—" if x is None else f"{x:,.0f} ({tu / x:.1f}x / {du / x:.1f}x)")
         out.append(f"| {r['sparsity']:.0%} | {r['target_activity']:.0%} / {act} | "
-                   f"{r['macs'][f'ratio_{scope}']:.1f}x | {tu:,.0f} | {du:,.0f} | "
-                   + " | ".join(f"{x:,.0f} ({tu / x:.1f}x / {du / x:.1f}x)" for x in (ou, qu, vu)) + " |")
+                   f"{r['macs'][f'ratio_{scope}']:.1f}x | {tu:,.0f} | {du:,.0f} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -385,12 +498,22 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=60, help="timed tokens per variant per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calib-iters", type=int, default=12)
-    ap.add_argument("--quick", action="store_true", help="only 85 %% sparsity x {10, 20, 30} %% activity")
+    ap.add_argument("--quick", action="store_true", help="smoke test (< 2 min): only 85 %% sparsity x 20 %% "
+                    "activity, 30 tokens x 3 rounds, 8 calibration iterations; the profile and roofline included")
+    ap.add_argument("--clock", choices=("thread", "wall"), default="thread",
+                    help="per-token clock: this thread's CPU time (default; robust on a shared machine) or wall time")
     ap.add_argument("--no-profile", action="store_true", help="skip the breakdown at 85 %% / 20 %%")
     ap.add_argument("--out", default=str(HERE / "results" / "batch1"), help="prefix of the .md/.json/.png")
     a = ap.parse_args(argv)
     if a.quick:
-        a.sparsity = "0.85"
+        a.sparsity, a.activity, a.tokens, a.rounds, a.calib_iters = "0.85", "0.2", 30, 3, 8
+    CLOCK.update(fn=time.thread_time if a.clock == "thread" else time.perf_counter, name=a.clock)
+    a.tvm_int8 = tvm_has_weight_dtype()
+    tvm_int8_state = ("tvm target takes --weight-dtype" if a.tvm_int8 else
+                      "the tvm target has no weight_dtype option yet")
+    if a.tvm_int8:
+        VARIANTS.append("tvm-int8")
+    load0 = os.getloadavg()
     sps = [float(x) for x in a.sparsity.split(",")]
     acts = [float(x) for x in a.activity.split(",")]
     hidden = [int(h) for h in a.hidden.split(",")]
@@ -400,16 +523,17 @@ def main(argv=None):
     print(f"# EGRU vocab {a.vocab}, emb {a.emb}, hidden {hidden}; torch {torch.__version__} "
           f"({torch.get_num_threads()} thread), onnxruntime {onnxruntime.__version__} (intra-op 1), TVM "
           f"{tvm.__version__} (TVM_NUM_THREADS={os.environ['TVM_NUM_THREADS']}, {K.default_target()})", flush=True)
-    print(f"# {a.tokens} timed tokens x {a.rounds} interleaved rounds per variant; per-token medians", flush=True)
+    print(f"# {a.tokens} timed tokens x {a.rounds} interleaved rounds per variant; per-token medians "
+          f"({a.clock} clock)", flush=True)
     rng = np.random.default_rng(0)
     stream = rng.integers(0, a.vocab, 10 + max(a.tokens, 40) + 5)
 
     spec = K.EGRUKernelSpec(a.vocab, a.emb, tuple(hidden))
     t0 = time.perf_counter()
-    step_mod = K.build_egru_step(spec)                 # for threshold calibration only
-    rnn_mod = build_rnn_only(spec)                     # RNN-stack timing of the TVM artifacts
-    print(f"# built calibration step + decoder-less step: {time.perf_counter() - t0:.1f} s", flush=True)
-    want_profile = not a.no_profile and 0.85 in sps and 0.2 in acts
+    rnn_mod = build_rnn_only(spec)      # RNN-stack timing of the TVM artifacts, and threshold calibration
+    print(f"# built the decoder-less step: {time.perf_counter() - t0:.1f} s", flush=True)
+    want_roof = not a.no_profile and 0.85 in sps and 0.2 in acts
+    want_profile = want_roof and not a.quick
     mods = None
     if want_profile:
         mods = {"prefix": {len(hidden): rnn_mod}, "spec": {len(hidden): spec},
@@ -423,10 +547,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_batch1_") as td:
         for sp in sps:
             model = build_model(a.vocab, a.emb, hidden, sp)
-            cal = K.TVMStepRunner.from_model(model, module=step_mod)
+            cal = K.TVMStepRunner.from_model(model, module=rnn_mod)      # events only: no decoder needed
             for act in acts:
-                prof = mods if (want_profile and sp == 0.85 and act == 0.2) else None
-                r = measure_point(model, sp, act, cal, rnn_mod, stream, a, Path(td), hidden, prof)
+                here = sp == 0.85 and act == 0.2
+                prof = mods if (want_profile and here) else None
+                r = measure_point(model, sp, act, cal, rnn_mod, stream, a, Path(td), hidden, prof,
+                                  roof=want_roof and here)
                 rows.append(r)
                 c = r["compile"]
                 print(f"sparsity {sp:.0%} activity {act:.0%}: measured tvm "
@@ -435,15 +561,21 @@ def main(argv=None):
                       f"{'/'.join(f'{x:.3f}' for x in r['activity_torch'])}; MAC ratio rnn "
                       f"{r['macs']['ratio_rnn']:.1f}x token {r['macs']['ratio_token']:.1f}x; compile trace "
                       f"{c['trace_s']} s + passes {c['passes_s']} s + compile_tvm {c['compile_tvm_s']} s", flush=True)
-                print("    " + "  ".join(f"{s}: " + " ".join(f"{v}={r[f'{v}_{s}_us']:.0f}" for v in VARIANTS)
+                print("    " + "  ".join(f"{s}: " + " ".join(f"{v}={r[f'{v}_{s}_us']:.0f}" for v in VARIANTS
+                                                             if f"{v}_{s}_us" in r)
                                          for s in SCOPES) + " µs", flush=True)
+                for k in ("tvm_int8_error", "tvm_int8_rnn_error"):
+                    if k in r:
+                        print(f"    {k}: {r[k]}", flush=True)
                 shutil_rm(Path(td))
             del cal, model
             gc.collect()
     wall = time.perf_counter() - t_all
 
-    lines = [f"EGRU {a.emb}/{'/'.join(map(str, hidden))}, vocab {a.vocab}, batch 1, 1 thread; per-token µs, median "
-             f"of {a.tokens} tokens x {a.rounds} interleaved rounds; speed-ups vs PyTorch dense (and vs ORT dense "
+    clock = ("this thread's CPU time (time descheduled by other processes excluded)" if a.clock == "thread"
+             else "wall time")
+    lines = [f"EGRU {a.emb}/{'/'.join(map(str, hidden))}, vocab {a.vocab}, batch 1, 1 thread; per-token µs ({clock}), "
+             f"median of {a.tokens} tokens x {a.rounds} interleaved rounds; speed-ups vs PyTorch dense (and vs ORT dense "
              "for TVM); MAC ratio = dense / dynamic MACs; measured activity from the TVM program's own events.", ""]
     for scope, title in (("rnn", f"RNN stack ({len(hidden)} EGRU layers; no decoder)"), ("token", "Whole token (incl. decoder)")):
         lines += [f"**{title}**", "", fmt_table(rows, scope), ""]
@@ -474,13 +606,40 @@ def main(argv=None):
             dd = p["decoder"]
             lines.append(f"| decoder ({dd['active_rows']:.0f} active rows x V) | {p['decoder_us']:.0f} | - | "
                          f"{dd['bytes'] / 1024:,.0f} KiB | - | {dd['GBps']:.1f} |")
-            bw = p["bw_GBps"]
             lines.append(f"| torch dense RNN stack (fp32 weights {goal['macs']['dense_rnn'] * 4 / 2 ** 20:.0f} MiB) | "
                          f"{goal['torch_rnn_us']:.0f} | - | - | - | "
                          f"{goal['macs']['dense_rnn'] * 4 / (goal['torch_rnn_us'] * 1e-6) / 1e9:.1f} |")
-            lines += ["", f"Single-thread np.copyto bandwidth (read+write): {bw['copy_8MiB_L3']:.1f} GB/s "
-                      f"(8 MiB, cache), {bw['copy_256MiB_DRAM']:.1f} GB/s (256 MiB, DRAM)."]
-    lines += ["", f"Command: `.venv/bin/python benchmarks/bench_batch1.py{' --quick' if a.quick else ''}` "
+        lines += ["", "**Goals of issue 17 (items 1, 2) at 85 % / 20 %**, whole token (decoder + logits included), "
+                  "best dense peer = the faster of PyTorch dense and ORT dense, same weights, 1 thread:", ""]
+        lines += goal_lines(goal, f"tvm int8: {goal['tvm_int8_error']}" if "tvm_int8_error" in goal
+                            else tvm_int8_state)
+        if "tvm_int8_rnn_error" in goal:
+            lines.append(f"  (tvm int8 RNN-stack scope: {goal['tvm_int8_rnn_error']})")
+        rf = goal.get("roofline")
+        if rf:
+            bw = rf["bandwidth"]
+            lines += ["", "**Distance to the memory roofline at 85 % / 20 %** (issue 17 item 4). This core, single "
+                      "thread, measured in this run (`benchmarks/bandwidth.py`; GB/s of reads; *best* of 15 "
+                      "batches is used below as the roofline):", "", bandwidth.fmt(bw), "",
+                      "Bytes of weights and indices touched per token (`benchmarks/bandwidth_bytes.py`: counted "
+                      "from each artifact's stored weights and the activity of the timed stream; activations and "
+                      "state not counted), the median time of that part, the achieved GB/s and its share of each "
+                      "roofline. *Stream* = a sequential read out of a buffer of that level; *gather roofline* = "
+                      "the time random rows of each part's mean row size take out of an L3- / DRAM-sized buffer "
+                      "(dense peers: stream), as a share of the measured time. TVM layers are timed separately "
+                      "(decoder-less programs for the first k layers, differences); W and R of one layer are not "
+                      "separable (one fused loop) and ONNX / dense layers not at all (one session call): those "
+                      "rows give bytes only, and the RNN-stack row divides the stack's bytes by the stack's time. "
+                      "decoder = whole token − RNN stack.", "", BB.HEADER] + rf["lines"]
+            lines += ["", "Conclusions (whole token):", ""] + rf["conclusions"]
+    load1 = os.getloadavg()
+    lines += ["", f"Load average (uptime; 2 cores shared with other jobs): {load0[0]:.2f} / {load0[1]:.2f} / "
+              f"{load0[2]:.2f} at the start, {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} at the end; the "
+              f"timings are medians of interleaved rounds ({a.clock} clock; process / thread CPU time over the "
+              f"timed loops {CPU_CHECK['process'] / max(CPU_CHECK['thread'], 1e-9):.3f}), the bandwidths count the "
+              "thread's CPU time only."]
+    flags = (" --quick" if a.quick else "") + (" --clock wall" if a.clock == "wall" else "")
+    lines += ["", f"Command: `nice .venv/bin/python benchmarks/bench_batch1.py{flags}` "
               f"({wall / 60:.1f} min)."]
     text = "\n".join(lines)
     print()
