@@ -99,10 +99,15 @@ class TVMRunner(Runner):
         self.last_stats = StepStats(tuple(int(x) for x in stats[0, :L]), int(stats[0, L]) + self.embed_macs)
         return logits.reshape(-1)
 
-    def _run(self, tokens, copy: bool) -> np.ndarray:
+    def _tokens(self, tokens) -> np.ndarray:
+        """tokens as int64 [K], each checked to be in the vocabulary."""
         toks = np.asarray(tokens, np.int64).reshape(-1)
         if len(toks) and (toks.min() < 0 or toks.max() >= self.vocab_size):
             self.check_token(int(toks.min() if toks.min() < 0 else toks.max()))
+        return toks
+
+    def _run(self, tokens, copy: bool) -> np.ndarray:
+        toks = self._tokens(tokens)
         logits, stats = self.rt.run(toks, copy=copy, with_stats=True)
         L = len(self.layer_sizes)
         self.last_run = RunStats(stats[:, :L].astype(np.int64), stats[:, L].astype(np.int64) + self.embed_macs)
@@ -113,6 +118,17 @@ class TVMRunner(Runner):
         return self._run(tokens, copy=True)
 
     def score(self, tokens, targets, scorer=None) -> np.ndarray:
-        """`run` + next-token NLL, scored straight from the library's logits buffer (no [K, V] copy)."""
-        from ...runtime.scoring import NllScorer
-        return (scorer or NllScorer())(self._run(tokens, copy=False), targets)
+        """Next-token NLL of K tokens in one ``egru_score`` call (log-softmax fused into the library: the logits
+        never reach Python); per-step activity and MACs in ``last_run``. A library without egru_score (compiled
+        by an older release) falls back to `run` + `scorer` on its logits buffer."""
+        toks = self._tokens(tokens)
+        tg = self._tokens(targets)
+        if len(tg) != len(toks):
+            raise ArtifactError(f"score needs one target per token ({len(toks)} tokens, {len(tg)} targets)")
+        if not self.rt.has_score:
+            from ...runtime.scoring import NllScorer
+            return (scorer or NllScorer())(self._run(toks, copy=False), tg)
+        nll, stats = self.rt.score(toks, tg)
+        L = len(self.layer_sizes)
+        self.last_run = RunStats(stats[:, :L].astype(np.int64), stats[:, L].astype(np.int64) + self.embed_macs)
+        return nll
