@@ -9,7 +9,7 @@ thread (TVM_NUM_THREADS=1).
 
 Timed (per variant, interleaved rounds, median): ``score`` — `runner.score` over the stream in chunks of
 --chunk tokens (the eval path: logits + NLL per token); ``logits`` — `runner.run` only (logits [K, V] handed
-back, no NLL); with ``score_streams`` on the runner, B streams per call for each --batch value (tokens/s counts
+back, no NLL); ``run + numpy NLL`` — `runner.run` + `NllScorer` (the eval path before the fused ``egru_score``); with ``score_streams`` on the runner, B streams per call for each --batch value (tokens/s counts
 all B streams).
 
     .venv/bin/python benchmarks/bench_tvm_eval.py                       # ~4 min on an idle core
@@ -40,6 +40,7 @@ from bench_onnx import build_model, calibrate  # noqa: E402
 from egru_compile.frontend import trace_model  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.runtime import open_artifact  # noqa: E402
+from egru_compile.runtime.scoring import NllScorer  # noqa: E402
 from egru_compile.targets import get_target  # noqa: E402
 
 #: variant -> (tvm options, quantize-int8 first)
@@ -107,6 +108,13 @@ def main(argv=None):
                 return np.concatenate([r.score(toks[i:i + a.chunk], tg[i:i + a.chunk])
                                        for i in range(0, len(toks), a.chunk)])
 
+            scorer = NllScorer()
+
+            def unfused(r=r):
+                r.reset()
+                for i in range(0, len(toks), a.chunk):
+                    scorer(r.run(toks[i:i + a.chunk]), tg[i:i + a.chunk])
+
             def logits(r=r):
                 r.reset()
                 for i in range(0, len(toks), a.chunk):
@@ -116,7 +124,8 @@ def main(argv=None):
             row = {"variant": name, "compile_s": cs, "ppl": float(np.exp(nll.mean())),
                    "activity": [float(x) for x in r.last_run.events.mean(0) / np.asarray(hidden)],
                    "score_ms": timed(score, a.rounds) / len(toks) * 1e3,
-                   "logits_ms": timed(logits, a.rounds) / len(toks) * 1e3}
+                   "logits_ms": timed(logits, a.rounds) / len(toks) * 1e3,
+                   "unfused_ms": timed(unfused, a.rounds) / len(toks) * 1e3}
             if hasattr(r, "score_streams"):
                 for B in [int(b) for b in a.batch.split(",")]:
                     T = len(toks) // B
@@ -133,7 +142,7 @@ def main(argv=None):
             rows.append(row)
             print(f"{name:10s} ppl {row['ppl']:10.3f}  activity {[round(x, 3) for x in row['activity']]}  "
                   f"compile {cs:5.1f} s  eval (score) {row['score_ms']:.4f} ms/token  "
-                  f"run (logits only) {row['logits_ms']:.4f} ms/token"
+                  f"run + numpy NLL {row['unfused_ms']:.4f} ms/token  run (logits only) {row['logits_ms']:.4f} ms/token"
                   + "".join(f"  B={k[1:-3]} {v:.4f} ms/token" for k, v in row.items() if k.startswith("B")),
                   flush=True)
             del r

@@ -108,6 +108,8 @@ def test_int8_tvm_matches_numpy_reference_and_onnx(int8_artifacts):
     ref = reference_nll(ids, emb, layers, dec, dec_b, int8_decoder=False)
     assert np.abs(nll_t - ref).max() < 2e-5
     assert np.abs(nll_t - nll_o).max() < 2e-5              # same int8 numbers, float32 rounding apart
+    from tvm_reference import check_streams_equal_batch1
+    check_streams_equal_batch1(tvm, ids)                    # the batched int8 kernels too
 
 
 @pytest.mark.parametrize("weight_dtype,decoder_dtype,embed_mode", [("int8", "int8", "csc"), ("f16", "f16", "table")])

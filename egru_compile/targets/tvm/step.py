@@ -206,7 +206,7 @@ def step_functions(spec: EGRUKernelSpec, with_decoder: bool = True) -> dict:
     return funcs
 
 
-def build_egru_step(spec: EGRUKernelSpec, target=None, with_decoder: bool = True):
+def build_egru_step(spec: EGRUKernelSpec, target=None, with_decoder: bool = True, streams: bool = False):
     """Compile the fused whole-step kernels for ``spec``.
 
     Returns a ``tvm.runtime.Executable`` with two packed functions (argument order = :func:`step_arg_names`):
@@ -217,6 +217,13 @@ def build_egru_step(spec: EGRUKernelSpec, target=None, with_decoder: bool = True
     * ``egru_score(tokens int32[K], targets int32[K], <same...>, logits f32[V], red f64[16], nll f64[K],
       stats)``: egru_run without handing the logits back: each step's logits row (scratch, stays in cache) is
       reduced right after the decoder to ``nll[t] = logsumexp(logits) - logits[targets[t]]`` (`tir.nll`)
+
+    With `streams` (not with a projection decoder), also the batched ``egru_streams_run`` /
+    ``egru_streams_score`` of `streams.py`.
     """
     import tvm
-    return tvm.compile(tvm.IRModule(step_functions(spec, with_decoder)), resolve_target(target))
+    funcs = step_functions(spec, with_decoder)
+    if streams and not spec.projection:
+        from .streams import streams_functions
+        funcs.update(streams_functions(spec))
+    return tvm.compile(tvm.IRModule(funcs), resolve_target(target))

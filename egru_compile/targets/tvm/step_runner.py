@@ -13,6 +13,15 @@ from .step import build_egru_step, step_arg_names
 __all__ = ["TVMStepRunner"]
 
 
+def _function(module, name: str):
+    """module[name], or None when the library has no such function (compiled without it / by an older
+    release)."""
+    try:
+        return module[name]
+    except Exception:  # noqa: BLE001 - TVM raises its own error types
+        return None
+
+
 class TVMStepRunner:
     """Holds packed weights, states and scratch in TVM tensors and calls the fused step.
 
@@ -36,7 +45,8 @@ class TVMStepRunner:
     """
 
     def __init__(self, embedding, layers: Sequence[dict], dec_bias, dec_weight=None, *, target=None,
-                 module=None, spec: EGRUKernelSpec | None = None, projection=None, dec_scale=None, **spec_kw):
+                 module=None, spec: EGRUKernelSpec | None = None, projection=None, dec_scale=None,
+                 streams: bool = False, **spec_kw):
         emb = np.ascontiguousarray(embedding, dtype=np.float32)
         V, E = emb.shape
         hs = [int(np.asarray(L["thr"]).reshape(-1).shape[0]) for L in layers]
@@ -90,19 +100,19 @@ class TVMStepRunner:
                 raise ValueError("a decoder scale needs int8 decoder weights")
             arrays["dscale"] = np.ascontiguousarray(dec_scale, dtype=np.float32).reshape(-1)
         arrays["dwt"] = np.ascontiguousarray(dw.T.astype(NP_DTYPES[spec.decoder_dtype]))
-        self._init_from_arrays(arrays, module, target)
+        self._init_from_arrays(arrays, module, target, streams)
 
     # -- construction helpers --------------------------------------------------------------------
-    def _init_from_arrays(self, arrays: dict, module, target):
+    def _init_from_arrays(self, arrays: dict, module, target, streams: bool = False):
         import tvm
         spec = self.spec
-        self.module = module if module is not None else build_egru_step(spec, target)
+        self.module = module if module is not None else build_egru_step(spec, target, streams=streams)
         self._step_fn = self.module["egru_step"]
         self._run_fn = self.module["egru_run"]
-        try:
-            self._score_fn = self.module["egru_score"]
-        except Exception:  # noqa: BLE001 - a library compiled before egru_score existed (TVM error types)
-            self._score_fn = None
+        self._score_fn = _function(self.module, "egru_score")
+        self._streams_run_fn = _function(self.module, "egru_streams_run")
+        self._streams_score_fn = _function(self.module, "egru_streams_score")
+        self.stream_batch = 0
         self.tensors: dict[str, Any] = {k: tvm.runtime.tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
         for l, h in enumerate(spec.hidden_sizes):
             for k, dt in (("c", "float32"), ("y", "float32"), ("ei", "int32"), ("ev", "float32")):
@@ -221,4 +231,66 @@ class TVMStepRunner:
         n_tok[:] = tok
         n_tg[:] = np.asarray(targets).reshape(-1)
         self._score_fn(t_tok, t_tg, *self._args, self._logits, self._red, t_nll, t_st)
+        return n_nll.copy(), n_st.copy()
+
+    # -- batched streams (streams.py) ------------------------------------------------------------
+    @property
+    def has_streams(self) -> bool:
+        """Whether the library has the batched ``egru_streams_run`` / ``egru_streams_score``."""
+        return self._streams_run_fn is not None and self._streams_score_fn is not None
+
+    def reset_streams(self, batch: int) -> None:
+        """Start `batch` streams from a zero state (batched state tensors, separate from the batch-1 state)."""
+        import tvm
+        from .streams import stream_arg_names
+        if not self.has_streams:
+            raise ValueError("this library has no batched-stream kernels")
+        B = int(batch)
+        if B < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        if B != self.stream_batch:
+            st = {}
+            for l, h in enumerate(self.spec.hidden_sizes):
+                A = self.spec.acc_size(l)
+                for k, n, dt in (("c", B * h, "float32"), ("y", B * h, "float32"), ("ui", h, "int32"),
+                                 ("un", 1, "int32"), ("sc", h, "int32"), ("si", B * h, "int32"),
+                                 ("sv", B * h, "float32"), ("acc", B * A, "float32")):
+                    st[f"{k}{l}"] = tvm.runtime.tensor(np.zeros(n, dt))
+            self._stream_tensors = st
+            self._stream_views = {k: np.from_dlpack(v) for k, v in st.items()}
+            self._stream_args = [st[n] if n in st else self.tensors[n] for n in stream_arg_names(self.spec)]
+            self._stream_logits = tvm.runtime.tensor(np.zeros(B * self.spec.vocab_size, np.float32))
+            self._stream_logits_np = np.from_dlpack(self._stream_logits).reshape(B, self.spec.vocab_size)
+            self._stream_bufs: dict = {}
+            self.stream_batch = B
+        for v in self._stream_views.values():
+            v[...] = 0
+
+    def _stream_io(self, T: int, score: bool):
+        import tvm
+        key = (T, score)
+        bufs = self._stream_bufs.get(key)
+        if bufs is None:
+            B, L = self.stream_batch, len(self.spec.hidden_sizes)
+            shapes = [((T, B), np.int32)] + ([((T, B), np.int32), ((T, B), np.float64)] if score else []) \
+                + [((T, B, L + 1), np.int32)]
+            tensors = [tvm.runtime.tensor(np.zeros(s, dt)) for s, dt in shapes]
+            bufs = (tensors, [np.from_dlpack(t) for t in tensors])
+            self._stream_bufs[key] = bufs
+        return bufs
+
+    def step_streams(self, tokens):
+        """tokens int [B] -> (logits float32 [B, V] (a view the next call overwrites), stats int32 [B, L+1])."""
+        (t_tok, t_st), (n_tok, n_st) = self._stream_io(1, False)
+        n_tok[0] = np.asarray(tokens).reshape(-1)
+        self._streams_run_fn(t_tok, *self._stream_args, self._stream_logits, t_st)
+        return self._stream_logits_np, n_st[0].copy()
+
+    def score_streams(self, tokens, targets):
+        """tokens, targets int [T, B] -> (nll float64 [T, B], stats int32 [T, B, L+1]) in one call."""
+        tok = np.asarray(tokens)
+        (t_tok, t_tg, t_nll, t_st), (n_tok, n_tg, n_nll, n_st) = self._stream_io(tok.shape[0], True)
+        n_tok[...] = tok
+        n_tg[...] = np.asarray(targets)
+        self._streams_score_fn(t_tok, t_tg, *self._stream_args, self._stream_logits, self._red, t_nll, t_st)
         return n_nll.copy(), n_st.copy()

@@ -122,7 +122,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
                           projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt)
-    build_egru_step(spec).export_library(str(out_dir / LIBRARY))     # weights are packed by the runner at load
+    build_egru_step(spec, streams=True).export_library(str(out_dir / LIBRARY))   # weights packed by the runner
     compile_s = time.perf_counter() - t0
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
@@ -131,7 +131,10 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                 "weights": WEIGHTS, "spec": spec.to_dict(), "llvm_target": str(tgt),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
                 "source_sha256": getattr(source, "sha256", None),
-                "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call"},
+                "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call",
+                              "egru_score": "K tokens per call, NLL of the next token computed in the library",
+                              **({} if spec.projection else {"egru_streams_run": "T steps of B streams per call",
+                                                             "egru_streams_score": "the same, NLL per stream"})},
                 "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")},
                 "projection": _projection_macs(graph), "decoder_precision": dec_record}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
