@@ -223,7 +223,7 @@ def build_egru_step(spec: EGRUKernelSpec, target=None, with_decoder: bool = True
     """
     import tvm
     funcs = step_functions(spec, with_decoder)
-    if streams and not spec.projection:
+    if streams and not spec.projection and spec.decoder_mode == "event":
         from .streams import streams_functions
         funcs.update(streams_functions(spec))
     return tvm.compile(tvm.IRModule(funcs), resolve_target(target))

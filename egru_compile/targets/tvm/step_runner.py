@@ -252,9 +252,8 @@ class TVMStepRunner:
             st = {}
             for l, h in enumerate(self.spec.hidden_sizes):
                 A = self.spec.acc_size(l)
-                for k, n, dt in (("c", B * h, "float32"), ("y", B * h, "float32"), ("ui", h, "int32"),
-                                 ("un", 1, "int32"), ("sc", h, "int32"), ("si", B * h, "int32"),
-                                 ("sv", B * h, "float32"), ("acc", B * A, "float32")):
+                for k, n, dt in (("c", B * h, "float32"), ("y", B * h, "float32"), ("ei", B * h, "int32"),
+                                 ("ev", B * h, "float32"), ("en", B, "int32"), ("acc", B * A, "float32")):
                     st[f"{k}{l}"] = tvm.runtime.tensor(np.zeros(n, dt))
             self._stream_tensors = st
             self._stream_views = {k: np.from_dlpack(v) for k, v in st.items()}

@@ -2,17 +2,17 @@
 library serves any B) per step, with per-stream event gating, in one call for T steps.
 
 The weights are the fused step's (`step.py`, same names and packing); the states are batched, stream-major
-(``c{l}``, ``y{l}`` [B*h], the accumulators ``acc{l}`` [B*A]), and each layer keeps, instead of one event
-list, the *union* event lists of its y (`tir.union_events`): the units active in any stream and, per unit,
-the streams active on it with their values. A scatter walks the union (`tir.scatter_union`): each active
-column of W / R is read from memory once and added into the accumulator row of every stream active on it; the
-decoder walks the union of the last layer in V-chunks of :data:`DECODER_CHUNK` (each active row chunk read
-once, then added from cache into the logits of each stream active on that unit). So the weight bytes per step
-are those of the units active in *any* stream, while every stream's sums run over its own active units only.
+(``c{l}``, ``y{l}`` and y's event list ``ei{l}`` / ``ev{l}`` [B*h], the counts ``en{l}`` [B], the accumulators
+``acc{l}`` [B*A]). A step runs *layer-major*: layer l for every stream, then layer l + 1, so one layer's
+weights (a few MB at PTB size) stay in the last-level cache while the B streams scatter through them, instead
+of the whole model's weights streaming from memory once per token; the decoder runs in V-chunks of
+:data:`DECODER_CHUNK` columns, every stream's active rows per chunk, so a chunk of D^T is read from memory once
+per step and from cache for the other streams.
 
-Each stream's contributions arrive in ascending unit order (as in the batch-1 kernel with ``interleave=1``):
-its numbers equal its own batch-1 run up to float32 summation order (the tests check exact events and NLL
-within 1e-6). EvNN's projection decoder is not batched (the runner falls back to one stream at a time).
+Each stream runs exactly the batch-1 code (`tir.scatter_events`, `tir.update_*`, `tir.compress`,
+`tir.decoder` on its own event lists, same interleave and row grouping), so its events, logits and NLL equal
+its own batch-1 run bit for bit. EvNN's projection decoder and the dense decoder mode are not batched (the
+runner falls back to one stream at a time).
 """
 from __future__ import annotations
 
@@ -23,24 +23,24 @@ __all__ = ["STREAM_STATE", "DECODER_CHUNK", "streams_functions", "build_egru_str
            "weight_arg_names"]
 
 #: batched per-layer state / scratch arguments (besides the weights): name -> (size in units of h / A, dtype)
-STREAM_STATE = ("c", "y", "ui", "un", "sc", "si", "sv", "acc")
-#: logits per stream and V-chunk of the batched decoder (B x chunk floats stay in L1 while the rows stream)
-DECODER_CHUNK = 256
-_STEP_STATE = ("c", "y", "ei", "ev", "en", "acc")
+STREAM_STATE = ("c", "y", "ei", "ev", "en", "acc")
+#: V-chunk of the batched decoder: the active rows' chunk of D^T (<= H x chunk x 4 bytes) stays in cache while
+#: every stream's rows are added
+DECODER_CHUNK = 1024
 
 
 def weight_arg_names(spec: EGRUKernelSpec) -> list[str]:
     """The weight arguments of the fused step (same packing), in order."""
-    state = {f"{k}{l}" for l in range(len(spec.hidden_sizes)) for k in _STEP_STATE}
+    state = {f"{k}{l}" for l in range(len(spec.hidden_sizes)) for k in STREAM_STATE}
     return [n for n, _, _ in _params(spec, "step")[1:-1] if n not in state]
 
 
 def _state_params(spec: EGRUKernelSpec) -> list[tuple[str, tuple, str]]:
     out = []
-    for l, h in enumerate(spec.hidden_sizes):
-        out += [(f"c{l}", ("BH",), "float32"), (f"y{l}", ("BH",), "float32"), (f"ui{l}", (h,), "int32"),
-                (f"un{l}", (1,), "int32"), (f"sc{l}", (h,), "int32"), (f"si{l}", (f"BH{l}",), "int32"),
-                (f"sv{l}", (f"BH{l}",), "float32"), (f"acc{l}", (f"BA{l}",), "float32")]
+    for l in range(len(spec.hidden_sizes)):
+        out += [(f"c{l}", (f"BH{l}",), "float32"), (f"y{l}", (f"BH{l}",), "float32"),
+                (f"ei{l}", (f"BH{l}",), "int32"), (f"ev{l}", (f"BH{l}",), "float32"), (f"en{l}", ("B",), "int32"),
+                (f"acc{l}", (f"BA{l}",), "float32")]
     return out
 
 
@@ -76,8 +76,6 @@ def _declare(spec: EGRUKernelSpec, score: bool) -> dict:
                 shp.append(d)
             elif d in dims:
                 shp.append(dims[d])
-            elif d == "BH":                     # c, y of layer l: B * h
-                shp.append(B * spec.hidden_sizes[int(n[1:]) if n[0] in "cy" else 0])
             elif d.startswith("BH"):
                 shp.append(B * spec.hidden_sizes[int(d[2:])])
             elif d.startswith("BA"):
@@ -94,7 +92,7 @@ def _declare(spec: EGRUKernelSpec, score: bool) -> dict:
 
 
 def _streams_step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
-    """Step t of every stream: layers (union scatters), decoder (union rows), [NLL], stats."""
+    """Step t of every stream, layer-major; then the decoder by V-chunks; [NLL]; stats[t, b, :]."""
     from tvm.script import tirx as T
     from . import tir
     V = spec.vocab_size
@@ -102,17 +100,20 @@ def _streams_step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
     L = len(spec.hidden_sizes)
     q8 = spec.int8_layers
     st = a["stats"]
-    with tir.loop("sb", B) as b:
-        for l in range(L + 1):
-            T.buffer_store(st, 0, [t, b, l])
-
-    def add_macs(b, n):
-        T.buffer_store(st, st[t, b, L] + n, [t, b, L])
-
+    G = spec.interleave
     for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
         A = spec.acc_size(l)
         acc, bias = a[f"acc{l}"], a[f"b{l}"]
-        with tir.loop("ib", B) as b:
+        with tir.loop(f"lb{l}", B) as b:
+            if l == 0:
+                T.buffer_store(st, 0, [t, b, L])
+
+            def macs(b=b):
+                return st[t, b, L]
+
+            def add_macs(value, b=b):
+                T.buffer_store(st, value, [t, b, L])
+
             tk = tir.let("tk", T.max(T.min(a["tokens"][t, b], V - 1), 0))
             if l == 0 and spec.embed_mode == "table":
                 tab = a["tab"]
@@ -123,65 +124,55 @@ def _streams_step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
             else:
                 with tir.loop("o", A) as o:
                     T.buffer_store(acc, T.float32(0.0) if q8 else bias[o], [b * A + o])
+                w = (a[f"w{l}_ptr"], a[f"w{l}_idx"], a[f"w{l}_val"])
                 if l == 0:
-                    tir.scatter_dense(a["w0_ptr"], a["w0_idx"], a["w0_val"], acc, a["emb"], n_in, 1, row=tk,
-                                      off=b * A)
-        if l > 0:
-            p = l - 1
-            tir.scatter_union(a[f"w{l}_ptr"], a[f"w{l}_idx"], a[f"w{l}_val"], acc, A, B, a[f"ui{p}"], a[f"un{p}"],
-                              a[f"sc{p}"], a[f"si{p}"], a[f"sv{p}"], add_macs)
-        tir.scatter_union(a[f"r{l}_ptr"], a[f"r{l}_idx"], a[f"r{l}_val"], acc, A, B, a[f"ui{l}"], a[f"un{l}"],
-                          a[f"sc{l}"], a[f"si{l}"], a[f"sv{l}"], add_macs)
-        with tir.loop("ub", B) as b:
+                    tir.scatter_dense(*w, acc, a["emb"], n_in, G, row=tk, off=b * A)
+                else:
+                    p, hp = l - 1, spec.hidden_sizes[l - 1]
+                    ev_in = (a[f"ei{p}"], a[f"ev{p}"], a[f"en{p}"])
+                    tir.fanout_count(w[0], ev_in[0], ev_in[2], macs, add_macs, eoff=b * hp, es=b)
+                    tir.scatter_events(*w, acc, *ev_in, G, off=b * A, eoff=b * hp, es=b)
+            own = (a[f"ei{l}"], a[f"ev{l}"], a[f"en{l}"])
+            r = (a[f"r{l}_ptr"], a[f"r{l}_idx"], a[f"r{l}_val"])
+            tir.fanout_count(r[0], own[0], own[2], macs, add_macs, eoff=b * h, es=b)
+            tir.scatter_events(*r, acc, *own, G, off=b * A, eoff=b * h, es=b)
             if q8:
                 tir.update_scaled(h, acc, bias, a[f"s{l}"], a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], spec.fast_math,
                                   off=b * h, aoff=b * A)
             else:
                 tir.update_packed(h, acc, a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], spec.fast_math, off=b * h,
                                   aoff=b * A)
-
-        def count(b, act, l=l):
-            T.buffer_store(st, st[t, b, l] + act, [t, b, l])
-
-        tir.union_events(h, B, a[f"y{l}"], a[f"ui{l}"], a[f"un{l}"], a[f"sc{l}"], a[f"si{l}"], a[f"sv{l}"], count)
-    last = L - 1
-    _decoder(spec, a, B, a[f"ui{last}"], a[f"un{last}"], a[f"sc{last}"], a[f"si{last}"], a[f"sv{last}"])
+            tir.compress(h, a[f"y{l}"], *own, off=b * h, es=b)
+            T.buffer_store(st, own[2][b], [t, b, l])
+    _decoder(spec, a, B)
     if score:
         with tir.loop("nb", B) as b:
             tir.nll(V, a["logits"], a["targets"][t, b], a["red"], NLL_LANES,
                     lambda value: T.buffer_store(a["nll"], value, [t, b]), base=b * V)
 
 
-def _decoder(spec: EGRUKernelSpec, a: dict, B, ui, un, sc, si, sv) -> None:
-    """logits[b*V + v] = dbias[v] + sum over the units j active in stream b of y_b[j] * D^T[j, v] (int8: the
-    scale after the sum), V in chunks: each union row chunk is read once for all streams active on it."""
+def _decoder(spec: EGRUKernelSpec, a: dict, B) -> None:
+    """Every stream's batch-1 event decoder (`tir.decoder` on its own active units, same row grouping), one
+    V-chunk of the logits at a time for all streams."""
     from tvm.script import tirx as T
     from . import tir
     V = spec.vocab_size
-    logits, dbias, dwt = a["logits"], a["dbias"], a["dwt"]
-    dscale = a.get("dscale")
+    last = len(spec.hidden_sizes) - 1
+    h = spec.hidden_sizes[last]
+    logits = a["logits"]
     CH = min(DECODER_CHUNK, V)
     nfull, tail = divmod(V, CH)
 
     def chunk(base, width: int):
         with tir.loop("db", B) as b:
-            with tir.loop("dv", width) as v:
-                T.buffer_store(logits, T.float32(0.0) if dscale is not None else dbias[base + v],
-                               [b * V + base + v])
-        with tir.loop("du", un[0]) as u:
-            j = tir.let("du_j", ui[u])
-            with tir.loop("du_s", sc[j]) as s:
-                b = tir.let("du_b", si[j * B + s])
-                yj = tir.let("du_y", sv[j * B + s])
-                with tir.loop("du_v", width) as v:
-                    w = dwt[j, base + v]
-                    w = w if str(dwt.dtype) == "float32" else T.Cast("float32", w)
-                    T.buffer_store(logits, logits[b * V + base + v] + yj * w, [b * V + base + v])
-        if dscale is not None:
-            with tir.loop("ds", B) as b:
-                with tir.loop("ds_v", width) as v:
-                    T.buffer_store(logits, dbias[base + v] + dscale[base + v] * logits[b * V + base + v],
-                                   [b * V + base + v])
+            def load(v, b=b):
+                return logits[b * V + v]
+
+            def store(v, value, b=b):
+                T.buffer_store(logits, value, [b * V + v])
+
+            tir.decoder(spec, a["dbias"], a["dwt"], a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], None, load,
+                        store, a.get("dscale"), eoff=b * h, es=b, vrange=(base, width))
 
     if nfull:
         with tir.loop("vb", nfull) as vb:
@@ -196,8 +187,8 @@ def streams_functions(spec: EGRUKernelSpec) -> dict:
     from tvm.script.ir_builder import IRBuilder
     from tvm.tirx.script.builder import ir as TB
     from . import tir
-    if spec.projection:
-        raise ValueError("batched streams do not support EvNN's projection decoder")
+    if spec.projection or spec.decoder_mode != "event":
+        raise ValueError("batched streams need the event decoder without a projection")
     funcs = {}
     for score in (False, True):
         name = "egru_streams_score" if score else "egru_streams_run"

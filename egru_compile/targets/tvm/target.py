@@ -127,14 +127,16 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
     tgt = default_target()
+    functions = {"egru_step": "one token per call", "egru_run": "K tokens per call",
+                 "egru_score": "K tokens per call, NLL of the next token computed in the library"}
+    if not spec.projection and spec.decoder_mode == "event":
+        functions.update(egru_streams_run="T steps of B streams per call",
+                         egru_streams_score="T steps of B streams per call, NLL per stream")
     manifest = {"target": "tvm", "format": "egru-compile/tvm-step", "version": 1, "library": LIBRARY,
                 "weights": WEIGHTS, "spec": spec.to_dict(), "llvm_target": str(tgt),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
                 "source_sha256": getattr(source, "sha256", None),
-                "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call",
-                              "egru_score": "K tokens per call, NLL of the next token computed in the library",
-                              **({} if spec.projection else {"egru_streams_run": "T steps of B streams per call",
-                                                             "egru_streams_score": "the same, NLL per stream"})},
+                "functions": functions,
                 "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")},
                 "projection": _projection_macs(graph), "decoder_precision": dec_record}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")

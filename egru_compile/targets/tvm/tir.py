@@ -32,7 +32,7 @@ from tvm.script.ir_builder import IRBuilder
 
 __all__ = ["let", "loop", "fexp", "sigmoid", "tanh", "scatter_columns", "scatter_events", "scatter_dense",
            "update", "update_gates", "update_packed", "update_scaled", "compress", "decoder", "fanout_count",
-           "nll", "projection", "scatter_union", "union_events", "SCATTER_GROUP"]
+           "nll", "projection", "SCATTER_GROUP"]
 
 #: non-zeros per group in the scatter inner loop (one float32x8 product vector)
 SCATTER_GROUP = 8
@@ -180,9 +180,10 @@ def scatter_columns(ptr, idx, val, acc, n, col: Index, wgt: Index, interleave: i
         _column_range(idx, val, acc, let("c_k0", ptr[ci]), let("c_k1", ptr[ci + 1]), cv, U, off)
 
 
-def scatter_events(ptr, idx, val, acc, ei, ev, en, interleave: int = 8) -> None:
-    """acc[idx[k]] += v * val[k] for the CSR columns of the active inputs (event list ei, ev, en)."""
-    scatter_columns(ptr, idx, val, acc, en[0], lambda c: ei[c], lambda c: ev[c], interleave)
+def scatter_events(ptr, idx, val, acc, ei, ev, en, interleave: int = 8, off=None, eoff=0, es=0) -> None:
+    """acc[off + idx[k]] += v * val[k] for the CSR columns of the active inputs (event list ei, ev, en; batched
+    streams: a stream's list at ``ei[eoff:]``, its count ``en[es]``, its accumulator row at `off`)."""
+    scatter_columns(ptr, idx, val, acc, en[es], lambda c: ei[eoff + c], lambda c: ev[eoff + c], interleave, off)
 
 
 def scatter_dense(ptr, idx, val, acc, x, n_in, interleave: int = 8, row=None, off=None) -> None:
@@ -190,44 +191,6 @@ def scatter_dense(ptr, idx, val, acc, x, n_in, interleave: int = 8, row=None, of
     row)."""
     wgt = (lambda c: x[c]) if row is None else (lambda c: x[row, c])
     scatter_columns(ptr, idx, val, acc, n_in, lambda c: c, wgt, interleave, off)
-
-
-def scatter_union(ptr, idx, val, acc, A, B, ui, un, sc, si, sv, on_column=None) -> None:
-    """Batched streams: for each unit i active in any stream (``ui[0:un]``), its column is read once and
-    scattered into the accumulator row of every stream active on it (``sc[i]`` streams ``si[i*B + s]`` with
-    values ``sv[i*B + s]``): acc[b*A + idx[k]] += v_b * val[k]. ``on_column(b, nnz)`` is called per (unit,
-    stream) (the MAC count)."""
-    U = SCATTER_GROUP
-    with loop("u", un[0]) as u:
-        i = let("u_i", ui[u])
-        k0 = let("u_k0", ptr[i])
-        k1 = let("u_k1", ptr[i + 1])
-        with loop("u_s", sc[i]) as s:
-            b = let("u_b", si[i * B + s])
-            _column_range(idx, val, acc, k0, k1, let("u_v", sv[i * B + s]), U, b * A)
-            if on_column is not None:
-                on_column(b, k1 - k0)
-
-
-def union_events(h, B, y, ui, un, sc, si, sv, on_event=None) -> None:
-    """The batched event lists of y [B*h] (stream-major): ``ui[0:un]`` the units active in any stream,
-    ascending; per unit j the ``sc[j]`` active streams ``si[j*B + s]`` (ascending) and their values
-    ``sv[j*B + s]``. Branch free; ``on_event(b, is_active)`` per (unit, stream) (the activity count)."""
-    T.buffer_store(un, 0, [0])
-    with loop("ue", h) as j:
-        T.buffer_store(sc, 0, [j])
-        with loop("ue_b", B) as b:
-            n = let("ue_n", sc[j])
-            yv = let("ue_y", y[b * h + j])
-            T.buffer_store(si, b, [j * B + n])
-            T.buffer_store(sv, yv, [j * B + n])
-            act = let("ue_a", T.Cast("int32", yv != _f(0.0)))
-            T.buffer_store(sc, n + act, [j])
-            if on_event is not None:
-                on_event(b, act)
-        nu = let("ue_u", un[0])
-        T.buffer_store(ui, j, [nu])
-        T.buffer_store(un, nu + T.Cast("int32", sc[j] != 0), [0])
 
 
 def update(h, az: Index, ar: Index, agx: Index, agh: Index, thr, c, y, fast: bool, off=0) -> None:
@@ -272,15 +235,16 @@ def update_scaled(h, acc, bias6, scale6, thr, c, y, fast: bool, off=0, aoff=0) -
            lambda j: gh(2 * h + j), thr, c, y, fast, off)
 
 
-def compress(h, y, ei, ev, en) -> None:
-    """Branch-free stream compaction of y's non-zeros into the event list (ei, ev, en)."""
-    T.buffer_store(en, 0, [0])
+def compress(h, y, ei, ev, en, off=0, es=0) -> None:
+    """Branch-free stream compaction of y's non-zeros into the event list (ei, ev, en) (batched streams: y,
+    ei, ev at `off`, the count at ``en[es]``)."""
+    T.buffer_store(en, 0, [es])
     with loop("q", h) as q:
-        n = let("q_n", en[0])
-        yq = let("q_y", y[q])
-        T.buffer_store(ei, q, [n])
-        T.buffer_store(ev, yq, [n])
-        T.buffer_store(en, n + T.Cast("int32", yq != _f(0.0)), [0])
+        n = let("q_n", en[es])
+        yq = let("q_y", y[off + q])
+        T.buffer_store(ei, q, [off + n])
+        T.buffer_store(ev, yq, [off + n])
+        T.buffer_store(en, n + T.Cast("int32", yq != _f(0.0)), [es])
 
 
 def nll(V: int, logits, target, red, lanes: int, store: Callable[[object], None], base=0) -> None:
@@ -315,10 +279,11 @@ def nll(V: int, logits, target, red, lanes: int, store: Callable[[object], None]
     store(m + T.log(s) - T.Cast("float64", lg(target)))
 
 
-def fanout_count(ptr, ei, en, load: Callable[[], object], store: Callable[[object], None]) -> None:
+def fanout_count(ptr, ei, en, load: Callable[[], object], store: Callable[[object], None], eoff=0,
+                 es=0) -> None:
     """cell += the non-zero count of every active unit's column (the MACs of an event scatter)."""
-    with loop("e", en[0]) as e:
-        store(load() + (ptr[ei[e] + 1] - ptr[ei[e]]))
+    with loop("e", en[es]) as e:
+        store(load() + (ptr[ei[eoff + e] + 1] - ptr[ei[eoff + e]]))
 
 
 def projection(E, ptr, idx, val, pbias, pacc, ei, ev, en, pei, pev, pen, interleave: int) -> None:
@@ -334,13 +299,15 @@ def projection(E, ptr, idx, val, pbias, pacc, ei, ev, en, pei, pev, pen, interle
 
 
 def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[object, object], None],
-            dscale=None) -> None:
+            dscale=None, eoff=0, es=0, vrange=None) -> None:
     """logits[v] = dbias[v] + sum_j y[j] * dwt[j, v] (load / store: logits element v of this step).
 
     event mode: j runs over the active units (ei, ev, en) only; dense mode: over all H units of y (same
     vectorised row-axpy code, for comparison). ``decoder_unroll`` rows of D^T are streamed per pass over the
     logits, in V-chunks of ``decoder_chunk`` (0 = whole rows). float16 / int8 rows (``spec.decoder_dtype``)
-    are widened as they are read; int8 (`dscale` [V]): logits[v] = dbias[v] + dscale[v] * sum_j y[j] * q[j, v]."""
+    are widened as they are read; int8 (`dscale` [V]): logits[v] = dbias[v] + dscale[v] * sum_j y[j] * q[j, v].
+    Batched streams: the event list at ``ei[eoff:]`` with count ``en[es]``, only ``vrange = (base, width)`` of
+    the logits (the same sums per element, in the same order)."""
     V = spec.vocab_size
     H = spec.decoder_input_size
     CH = V if spec.decoder_chunk <= 0 else max(1, min(int(spec.decoder_chunk), V))
@@ -349,7 +316,7 @@ def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[objec
     if spec.decoder_mode == "dense":
         n, row, wgt = H, (lambda e: e), (lambda e: y[e])
     else:
-        n, row, wgt = en[0], (lambda e: ei[e]), (lambda e: ev[e])
+        n, row, wgt = en[es], (lambda e: ei[eoff + e]), (lambda e: ev[eoff + e])
 
     q8 = dscale is not None
 
@@ -376,6 +343,9 @@ def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[objec
             with loop("ds", width) as v:
                 store(base + v, dbias[base + v] + dscale[base + v] * load(base + v))
 
+    if vrange is not None:
+        chunk(*vrange)
+        return
     if nfull:
         with loop("vb", nfull) as vb:
             chunk(vb * CH, CH)
