@@ -7,10 +7,10 @@ matrices magnitude-pruned to --sparsity), one scalar threshold per layer bisecte
 the same optimised graph (int8: + quantize-int8, the onnx int8 weights) and opened with `open_artifact`; one
 thread (TVM_NUM_THREADS=1).
 
-Timed (per variant, interleaved rounds, median): ``score`` — `runner.score` over the stream in chunks of
---chunk tokens (the eval path: logits + NLL per token); ``logits`` — `runner.run` only (logits [K, V] handed
-back, no NLL); ``run + numpy NLL`` — `runner.run` + `NllScorer` (the eval path before the fused ``egru_score``); with ``score_streams`` on the runner, B streams per call for each --batch value (tokens/s counts
-all B streams).
+Timed (per variant, median of --rounds rounds, every mode once per round in rotated order): ``score`` — `runner.score` over the stream in chunks of --chunk tokens
+(the eval path: the fused ``egru_score``, NLL per token); ``run + numpy NLL`` — `runner.run` + `NllScorer` (the
+eval path before ``egru_score``); ``logits`` — `runner.run` only (logits [K, V] handed back, no NLL); ``B=...``
+— `score_streams` (B streams per call, ms per token counts all B streams' tokens).
 
     .venv/bin/python benchmarks/bench_tvm_eval.py                       # ~4 min on an idle core
     .venv/bin/python benchmarks/bench_tvm_eval.py --variants f32,int8 --tokens 1000
@@ -52,14 +52,17 @@ VARIANTS = {
 }
 
 
-def timed(fn, rounds: int) -> float:
-    """Median seconds of `fn()` over `rounds` calls."""
-    ts = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+def timed(fns: dict, rounds: int) -> dict:
+    """{name: median seconds of fn()} over `rounds` rounds; each round calls every fn once, in rotated order
+    (other processes' load then falls on all of them alike)."""
+    names = list(fns)
+    ts: dict = {n: [] for n in names}
+    for k in range(rounds):
+        for n in names[k % len(names):] + names[:k % len(names)]:
+            t0 = time.perf_counter()
+            fns[n]()
+            ts[n].append(time.perf_counter() - t0)
+    return {n: float(np.median(v)) for n, v in ts.items()}
 
 
 def main(argv=None):
@@ -73,7 +76,8 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=2000, help="timed tokens per round")
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--batch", default="1,4,16", help="stream counts for score_streams (when the runner has it)")
+    ap.add_argument("--batch", default="1,4,16,64", help="stream counts for score_streams")
+    ap.add_argument("--thresholds", help="per-layer thresholds (comma-separated) instead of calibrating them")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     hidden = [int(h) for h in a.hidden.split(",")]
@@ -81,7 +85,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     stream = rng.integers(0, a.vocab, a.tokens + 1)
     t0 = time.perf_counter()
-    thr = calibrate(model, a.activity, rng.integers(0, a.vocab, 40), iters=10)
+    calib = rng.integers(0, a.vocab, 40)
+    thr = ([float(x) for x in a.thresholds.split(",")] if a.thresholds
+           else calibrate(model, a.activity, calib, iters=10))
     with torch.no_grad():
         for layer, t in zip(model.rnns, thr):
             layer.thr.fill_(min(max(float(t), 0.0), 1.0))
@@ -122,10 +128,9 @@ def main(argv=None):
 
             nll = score()
             row = {"variant": name, "compile_s": cs, "ppl": float(np.exp(nll.mean())),
-                   "activity": [float(x) for x in r.last_run.events.mean(0) / np.asarray(hidden)],
-                   "score_ms": timed(score, a.rounds) / len(toks) * 1e3,
-                   "logits_ms": timed(logits, a.rounds) / len(toks) * 1e3,
-                   "unfused_ms": timed(unfused, a.rounds) / len(toks) * 1e3}
+                   "activity": [float(x) for x in r.last_run.events.mean(0) / np.asarray(hidden)]}
+            fns = {"score_ms": (score, len(toks)), "unfused_ms": (unfused, len(toks)),
+                   "logits_ms": (logits, len(toks))}
             if hasattr(r, "score_streams"):
                 for B in [int(b) for b in a.batch.split(",")]:
                     T = len(toks) // B
@@ -138,7 +143,9 @@ def main(argv=None):
                         for i in range(0, len(tok_tb), a.chunk):
                             r.score_streams(tok_tb[i:i + a.chunk], tg_tb[i:i + a.chunk])
 
-                    row[f"B{B}_ms"] = timed(streams, a.rounds) / (T * B) * 1e3
+                    fns[f"B{B}_ms"] = (streams, T * B)
+            res = timed({k: f for k, (f, _) in fns.items()}, a.rounds)
+            row.update({k: res[k] / n * 1e3 for k, (_, n) in fns.items()})
             rows.append(row)
             print(f"{name:10s} ppl {row['ppl']:10.3f}  activity {[round(x, 3) for x in row['activity']]}  "
                   f"compile {cs:5.1f} s  eval (score) {row['score_ms']:.4f} ms/token  "
