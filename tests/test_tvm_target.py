@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import make_model
+from tvm_reference import check_streams_equal_batch1
 from egru_compile.cli import main
 from egru_compile.frontend import save_checkpoint
 
@@ -77,6 +78,29 @@ def test_k_tokens_per_call_matches_streaming(tvm_artifact):
     for t, tok in enumerate(toks):
         assert np.abs(b.step(tok) - batched[t]).max() < 1e-6
         assert b.last_stats.events == tuple(a.last_run.events[t]) and b.last_stats.macs == a.last_run.macs[t]
+
+
+def test_fused_score_matches_the_float64_nll_of_the_logits(tvm_artifact):
+    """egru_score (log-softmax + NLL inside the library) == nll_reference of egru_run's logits (<= 1e-6 nats),
+    with the same per-step activity and MACs."""
+    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime.scoring import nll_reference
+    d, _ = tvm_artifact
+    r = open_artifact(d / "out")
+    toks = r.vocab.encode_file(d / "text.txt")[:120]
+    nll = r.score(toks[:-1], toks[1:])
+    ev, macs = r.last_run.events.copy(), r.last_run.macs.copy()
+    r.reset()
+    ref = nll_reference(r.run(toks[:-1]), toks[1:])
+    assert nll.dtype == np.float64 and np.abs(nll - ref).max() <= 1e-6
+    assert (ev == r.last_run.events).all() and (macs == r.last_run.macs).all()
+
+
+def test_batched_streams_equal_their_batch1_runs(tvm_artifact):
+    from egru_compile.runtime.base import open_artifact
+    d, _ = tvm_artifact
+    r = open_artifact(d / "out")
+    check_streams_equal_batch1(r, r.vocab.encode_file(d / "text.txt"))
 
 
 def _broken_copy(tvm_artifact, tmp_path, edit):

@@ -3,6 +3,7 @@
 * :func:`reference_step` / :func:`reference_run`: one EGRU LM step from dense numpy weights, composed of the IR
   interpreter's op semantics (``OPS["embedding"]``, ``OPS["linear"]``, ``OPS["egru_cell"]``), which define what
   every target computes — not a second hand-written EGRU.
+* :func:`check_streams_equal_batch1`: each stream of a batched run against the same runner's batch-1 run.
 * :func:`extra_kernels`: kernels only the tests compile — event compression on its own and a plain (one row per
   pass) event decoder — built from the package's TIR blocks (`egru_compile.targets.tvm.tir`).
 """
@@ -83,3 +84,26 @@ def extra_kernels() -> dict:
 
     return {"compress": compress, "event_decoder": event_decoder}
 
+
+def check_streams_equal_batch1(runner, toks, B=4):
+    """Each stream of a B-stream run (score_streams, step_streams) equals its own batch-1 run: exact events and
+    MACs, NLL within 1e-6 nats, logits within 1e-5."""
+    T = (len(toks) - 1) // B
+    tok = np.stack([toks[b * T:(b + 1) * T] for b in range(B)], 1)
+    tg = np.stack([toks[b * T + 1:(b + 1) * T + 1] for b in range(B)], 1)
+    runner.reset_streams(B)
+    nll = runner.score_streams(tok, tg)
+    ev, macs = runner.last_run.events, runner.last_run.macs
+    assert nll.shape == (T, B) and ev.shape == (T, B, len(runner.layer_sizes)) and macs.shape == (T, B)
+    runner.reset_streams(B)
+    first = runner.step_streams(tok[0])
+    st = runner.last_stream_stats
+    for b in range(B):
+        runner.reset()
+        n1 = runner.score(tok[:, b], tg[:, b])
+        assert (runner.last_run.events == ev[:, b]).all() and (runner.last_run.macs == macs[:, b]).all()
+        assert np.abs(n1 - nll[:, b]).max() <= 1e-6
+        runner.reset()
+        assert np.abs(runner.step(int(tok[0, b])) - first[b]).max() <= 1e-5
+        assert tuple(st.events[b]) == runner.last_stats.events and st.macs[b] == runner.last_stats.macs
+    assert ev.sum() > 0

@@ -46,11 +46,22 @@ class NoOptions:
 
 @dataclass(frozen=True)
 class OnnxTargetOptions:
-    #: the generic name of the weight-row precision option; only the onnx target takes it so far (tvm reads f32
-    #: values, chip targets choose int8 / f32 with --float-weights)
+    #: the generic name of the weight-row precision option (tvm takes it too: `TvmTargetOptions`)
     weight_dtype: str = option("auto", "dtype of the gathered weight rows (auto: f32, or int8 after "
                                "quantize-int8; int8 adds quantize-int8 — a quarter of the bytes, the fastest in "
                                "ORT)", choices=("auto", "f32", "f16", "int8"), aliases=("onnx_weight_dtype",))
+
+    def needs(self) -> frozenset[str]:
+        return frozenset({INT8_WEIGHTS} if self.weight_dtype == "int8" else ())
+
+
+@dataclass(frozen=True)
+class TvmTargetOptions:
+    weight_dtype: str = option("auto", "dtype of the weight values the TVM kernels read (auto: f32, or int8 "
+                               "after quantize-int8; int8 adds quantize-int8)", choices=("auto", "f32", "f16", "int8"))
+    decoder_dtype: str = option("auto", "dtype of the TVM decoder rows (auto: int8 with --weight-dtype int8 when "
+                                "the calibration perplexity changes by <= 0.1 %, f16 with f16, else f32)",
+                                choices=("auto", "f32", "f16", "int8"))
 
     def needs(self) -> frozenset[str]:
         return frozenset({INT8_WEIGHTS} if self.weight_dtype == "int8" else ())
@@ -120,7 +131,7 @@ _BUILTIN = [
                OnnxTargetOptions, ("egru-compile/onnx-model",)),
     TargetSpec("tvm", "native CPU code via Apache TVM (TIR kernels, event-driven, egru_step.so)",
                "egru_compile.targets.tvm:compile_tvm", "egru_compile.targets.tvm.runner:TVMRunner.from_artifact",
-               NoOptions, ("egru-compile/tvm-step",)),
+               TvmTargetOptions, ("egru-compile/tvm-step",)),
 ]
 
 #: name -> TargetSpec; filled with the built-in targets, the chip profiles and `register_target` calls

@@ -1,10 +1,12 @@
-"""TVM target: TIR kernels for batch-1 event-driven EGRU inference.
+"""TVM target: TIR kernels for event-driven EGRU inference (batch 1 and batched streams).
 
-Modules: `layout` (input-major CSR and the packed layer, numpy only), `spec` (what a step kernel is compiled
-for, the LLVM target), `tir` (TIR building blocks), `step` (the fused ``egru_step`` / ``egru_run``), `library`
-(stand-alone kernels with symbolic sizes), `step_runner` (in-process executor), `target` (``--target tvm``) and
-`runner` (artifact runner). ``tvm`` is imported lazily, so this package imports without TVM installed (building
-or running kernels then raises ModuleNotFoundError)."""
+Modules: `layout` (input-major CSR and the packed layer, f32 / f16 / int8 values, numpy only), `spec` (what a
+step kernel is compiled for, the LLVM target), `tir` (TIR building blocks), `step` (the fused ``egru_step`` /
+``egru_run`` / ``egru_score``), `streams` (B streams per call: ``egru_streams_run`` / ``egru_streams_score``),
+`library` (stand-alone kernels with symbolic sizes), `step_runner` (in-process executor), `precision` (the value
+dtypes of an artifact), `target` (``--target tvm``) and `runner` (artifact runner). ``tvm`` is imported
+lazily, so this package imports without TVM installed (building or running kernels then raises
+ModuleNotFoundError)."""
 from .layout import choose_index_dtype, from_input_major, pack_layer, to_input_major
 from .library import build_kernel_library, load_module
 from .spec import EGRUKernelSpec, default_target

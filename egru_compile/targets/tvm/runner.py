@@ -14,6 +14,11 @@ from ...artifact import artifact_file
 from ...runtime.base import ArtifactError, Runner, RunStats, StepStats, read_vocab_file
 from .target import LIBRARY, WEIGHTS, load_weights
 
+try:                                    # the batched-streams stats type of the runner interface, where it has one
+    from ...runtime.base import StreamStats as _STREAM_STATS
+except ImportError:                     # pragma: no cover - an interface without it: same fields
+    _STREAM_STATS = RunStats
+
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
@@ -99,10 +104,15 @@ class TVMRunner(Runner):
         self.last_stats = StepStats(tuple(int(x) for x in stats[0, :L]), int(stats[0, L]) + self.embed_macs)
         return logits.reshape(-1)
 
-    def _run(self, tokens, copy: bool) -> np.ndarray:
+    def _tokens(self, tokens) -> np.ndarray:
+        """tokens as int64 [K], each checked to be in the vocabulary."""
         toks = np.asarray(tokens, np.int64).reshape(-1)
         if len(toks) and (toks.min() < 0 or toks.max() >= self.vocab_size):
             self.check_token(int(toks.min() if toks.min() < 0 else toks.max()))
+        return toks
+
+    def _run(self, tokens, copy: bool) -> np.ndarray:
+        toks = self._tokens(tokens)
         logits, stats = self.rt.run(toks, copy=copy, with_stats=True)
         L = len(self.layer_sizes)
         self.last_run = RunStats(stats[:, :L].astype(np.int64), stats[:, L].astype(np.int64) + self.embed_macs)
@@ -113,6 +123,72 @@ class TVMRunner(Runner):
         return self._run(tokens, copy=True)
 
     def score(self, tokens, targets, scorer=None) -> np.ndarray:
-        """`run` + next-token NLL, scored straight from the library's logits buffer (no [K, V] copy)."""
-        from ...runtime.scoring import NllScorer
-        return (scorer or NllScorer())(self._run(tokens, copy=False), targets)
+        """Next-token NLL of K tokens in one ``egru_score`` call (log-softmax fused into the library: the logits
+        never reach Python); per-step activity and MACs in ``last_run``. A library without egru_score (compiled
+        by an older release) falls back to `run` + `scorer` on its logits buffer."""
+        toks = self._tokens(tokens)
+        tg = self._tokens(targets)
+        if len(tg) != len(toks):
+            raise ArtifactError(f"score needs one target per token ({len(toks)} tokens, {len(tg)} targets)")
+        if not self.rt.has_score:
+            from ...runtime.scoring import NllScorer
+            return (scorer or NllScorer())(self._run(toks, copy=False), tg)
+        nll, stats = self.rt.score(toks, tg)
+        L = len(self.layer_sizes)
+        self.last_run = RunStats(stats[:, :L].astype(np.int64), stats[:, L].astype(np.int64) + self.embed_macs)
+        return nll
+
+    # -- batched streams: B streams per library call (streams.py) ---------------------------------------
+    def reset_streams(self, batch: int) -> None:
+        """Start `batch` independent streams from a zero state (separate from the batch-1 state). A library
+        without the batched kernels (EvNN's projection decoder) runs the streams one at a time through the base
+        class where it has that fallback."""
+        self._native = self.rt.has_streams
+        if not self._native:
+            fallback = getattr(super(), "reset_streams", None)
+            if fallback is None:
+                raise ArtifactError(f"{self.path}: this tvm library has no batched-stream kernels")
+            return fallback(batch)
+        if int(batch) < 1:
+            raise ArtifactError(f"batch size must be >= 1, got {batch}")
+        self.rt.reset_streams(int(batch))
+        self.stream_batch = int(batch)
+        self.last_stream_stats = None
+
+    def _streams_in(self, tokens, ndim: int) -> np.ndarray:
+        B = getattr(self, "stream_batch", 0)
+        if not B:
+            raise ArtifactError("call reset_streams(batch) before stepping streams")
+        t = np.asarray(tokens, np.int64)
+        want = (B,) if ndim == 1 else (t.shape[0] if t.ndim else 0, B)
+        if t.shape != want:
+            raise ArtifactError(f"tokens of shape {list(t.shape)} for {B} streams: expected {list(want)}")
+        self._tokens(t)
+        return t
+
+    def step_streams(self, tokens) -> np.ndarray:
+        """One token per stream (int [B]) in one library call -> logits float32 [B, V]; per-stream activity in
+        ``last_stream_stats`` (events int64 [B, L], macs int64 [B])."""
+        if not getattr(self, "_native", True):
+            return super().step_streams(tokens)
+        logits, stats = self.rt.step_streams(self._streams_in(tokens, 1))
+        L = len(self.layer_sizes)
+        self.last_stream_stats = _STREAM_STATS(stats[:, :L].astype(np.int64),
+                                               stats[:, L].astype(np.int64) + self.embed_macs)
+        return logits.copy()
+
+    def score_streams(self, tokens, targets, scorer=None) -> np.ndarray:
+        """NLL (float64 [T, B]) of ``targets[t, b]`` after stream b steps ``tokens[t, b]``: T steps of all B
+        streams in one ``egru_streams_score`` call (per-stream event gating; the NLL computed in the library);
+        ``last_run`` = RunStats(events int64 [T, B, L], macs int64 [T, B])."""
+        if not getattr(self, "_native", True):
+            return super().score_streams(tokens, targets, scorer)
+        tok = self._streams_in(tokens, 2)
+        tg = np.asarray(targets, np.int64)
+        if tg.shape != tok.shape:
+            raise ArtifactError(f"targets of shape {list(tg.shape)} for tokens of shape {list(tok.shape)}")
+        self._tokens(tg)
+        nll, stats = self.rt.score_streams(tok, tg)
+        L = len(self.layer_sizes)
+        self.last_run = RunStats(stats[..., :L].astype(np.int64), stats[..., L].astype(np.int64) + self.embed_macs)
+        return nll

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .layout import choose_index_dtype
+from .layout import WEIGHT_DTYPES, choose_index_dtype
 
 __all__ = ["EGRUKernelSpec", "INDEX_DTYPES", "default_target", "resolve_target"]
 
@@ -28,7 +28,11 @@ class EGRUKernelSpec:
     interleave: number of sparse columns walked in lock step by the scatter loops (1 = off).
     projection: EvNN's projection decoder ``logits = D · relu(P · y_last + p) + b``: an event-driven scatter of
         the last layer's active units through P (input-major CSR, int32 indices), ReLU, compression of its
-        non-zeros, then the event decoder over those (D^T is [E, V])."""
+        non-zeros, then the event decoder over those (D^T is [E, V]).
+    weight_dtype: value dtype of the layers' W and R ("f32", "f16": float16 widened in the kernel, "int8":
+        quantize-int8's int8 values with the per-output scale applied after the sum — `layout.py`).
+    decoder_dtype: value dtype of the decoder rows D^T (same choices; int8: per-vocabulary-row scale applied
+        after the sum). The projection (EvNN) stays float32."""
 
     vocab_size: int
     embedding_size: int
@@ -42,6 +46,8 @@ class EGRUKernelSpec:
     interleave: int = 8
     table_limit_mb: float = 512.0
     projection: bool = False
+    weight_dtype: str = "f32"
+    decoder_dtype: str = "f32"
 
     def __post_init__(self):
         for name, least in (("vocab_size", 1), ("embedding_size", 1), ("decoder_chunk", 0), ("decoder_unroll", 0),
@@ -63,6 +69,9 @@ class EGRUKernelSpec:
             raise ValueError("embed_mode must be 'csc' or 'table'")
         if self.decoder_mode not in ("event", "dense"):
             raise ValueError("decoder_mode must be 'event' or 'dense'")
+        for name in ("weight_dtype", "decoder_dtype"):
+            if getattr(self, name) not in WEIGHT_DTYPES:
+                raise ValueError(f"{name} must be one of {WEIGHT_DTYPES}, got {getattr(self, name)!r}")
 
     @property
     def decoder_input_size(self) -> int:
@@ -73,8 +82,16 @@ class EGRUKernelSpec:
     def input_sizes(self) -> tuple[int, ...]:
         return (self.embedding_size,) + self.hidden_sizes[:-1]
 
+    @property
+    def int8_layers(self) -> bool:
+        return self.weight_dtype == "int8"
+
+    def acc_size(self, l: int) -> int:
+        """Accumulator length of layer l: 4h (f32 / f16 packed layout) or 6h (int8: W and R sums apart)."""
+        return (6 if self.int8_layers else 4) * self.hidden_sizes[l]
+
     def layer_index_dtype(self, l: int) -> str:
-        return choose_index_dtype(4 * self.hidden_sizes[l], self.index_dtype)
+        return choose_index_dtype(self.acc_size(l), self.index_dtype)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -17,36 +17,52 @@ from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
 """
 from __future__ import annotations
 
+from .layout import TIR_DTYPES
 from .spec import EGRUKernelSpec, resolve_target
+
+#: vector lanes of the in-kernel log-softmax reductions (egru_score's ``red`` scratch holds 2 x this many f64)
+NLL_LANES = 8
 
 __all__ = ["build_egru_step", "step_arg_names", "step_functions"]
 
 
-def _params(spec: EGRUKernelSpec, multi: bool) -> list[tuple[str, tuple, str]]:
+def _params(spec: EGRUKernelSpec, kind: str) -> list[tuple[str, tuple, str]]:
     """(name, shape, dtype) of every argument in order; a str dimension is a size known only at call time
     (the argument is then a handle matched to a buffer of that symbolic size)."""
     V, E = spec.vocab_size, spec.embedding_size
+    multi = kind != "step"
     out: list[tuple[str, tuple, str]] = [("tokens", ("K",), "int32") if multi else ("token", (), "int32")]
+    if kind == "score":
+        out.append(("targets", ("K",), "int32"))
     h0 = spec.hidden_sizes[0]
     out.append(("tab", (V, 3 * h0), "float32") if spec.embed_mode == "table" else ("emb", (V, E), "float32"))
+    vdt = TIR_DTYPES[spec.weight_dtype]
     for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
         idt = spec.layer_index_dtype(l)
+        A = spec.acc_size(l)
         if not (l == 0 and spec.embed_mode == "table"):
             out += [(f"w{l}_ptr", (n_in + 1,), "int32"), (f"w{l}_idx", (f"nw{l}",), idt),
-                    (f"w{l}_val", (f"nw{l}",), "float32")]
+                    (f"w{l}_val", (f"nw{l}",), vdt)]
         out += [(f"r{l}_ptr", (h + 1,), "int32"), (f"r{l}_idx", (f"nr{l}",), idt),
-                (f"r{l}_val", (f"nr{l}",), "float32"),
-                (f"b{l}", (4 * h,), "float32"), (f"thr{l}", (h,), "float32"), (f"c{l}", (h,), "float32"),
+                (f"r{l}_val", (f"nr{l}",), vdt), (f"b{l}", (A,), "float32")]
+        if spec.int8_layers:
+            out.append((f"s{l}", (A,), "float32"))
+        out += [(f"thr{l}", (h,), "float32"), (f"c{l}", (h,), "float32"),
                 (f"y{l}", (h,), "float32"), (f"ei{l}", (h,), "int32"), (f"ev{l}", (h,), "float32"),
-                (f"en{l}", (1,), "int32"), (f"acc{l}", (4 * h,), "float32")]
+                (f"en{l}", (1,), "int32"), (f"acc{l}", (A,), "float32")]
     if spec.projection:
         H = spec.hidden_sizes[-1]
         out += [("p_ptr", (H + 1,), "int32"), ("p_idx", ("np",), "int32"), ("p_val", ("np",), "float32"),
                 ("pbias", (E,), "float32"), ("pacc", (E,), "float32"), ("pei", (E,), "int32"),
                 ("pev", (E,), "float32"), ("pen", (1,), "int32")]
-    out += [("dwt", (spec.decoder_input_size, V), "float32"), ("dbias", (V,), "float32")]
-    if multi:
+    out += [("dwt", (spec.decoder_input_size, V), TIR_DTYPES[spec.decoder_dtype]), ("dbias", (V,), "float32")]
+    if spec.decoder_dtype == "int8":
+        out.append(("dscale", (V,), "float32"))
+    if kind == "run":
         out += [("logits", ("K", V), "float32"), ("stats", ("K", len(spec.hidden_sizes) + 1), "int32")]
+    elif kind == "score":
+        out += [("logits", (V,), "float32"), ("red", (2 * NLL_LANES,), "float64"), ("nll", ("K",), "float64"),
+                ("stats", ("K", len(spec.hidden_sizes) + 1), "int32")]
     else:
         out += [("logits", (V,), "float32")]
     return out
@@ -55,14 +71,14 @@ def _params(spec: EGRUKernelSpec, multi: bool) -> list[tuple[str, tuple, str]]:
 def step_arg_names(spec: EGRUKernelSpec) -> list[str]:
     """Names of the weight/state/scratch arguments between the token and the logits (same order for
     egru_step and egru_run)."""
-    return [name for name, _, _ in _params(spec, multi=False)[1:-1]]
+    return [name for name, _, _ in _params(spec, "step")[1:-1]]
 
 
-def _declare_args(spec: EGRUKernelSpec, multi: bool) -> dict:
+def _declare_args(spec: EGRUKernelSpec, kind: str) -> dict:
     """Declare the arguments in the current prim_func frame; returns name -> buffer (or the token var)."""
     from tvm.script import tirx as T
     from tvm.script.ir_builder import IRBuilder
-    params = _params(spec, multi)
+    params = _params(spec, kind)
     handles, out = {}, {}
     for name, shape, dtype in params:
         if not shape:
@@ -81,7 +97,7 @@ def _declare_args(spec: EGRUKernelSpec, multi: bool) -> dict:
                     IRBuilder.name(d, sizes[d])
                 dims.append(sizes[d] if isinstance(d, str) else d)
             out[name] = T.match_buffer(handles[name], tuple(dims), dtype)
-    if multi:
+    if kind != "step":
         out["K"] = sizes["K"]
     return out
 
@@ -107,17 +123,18 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
     def add_macs(value):
         T.buffer_store(stats, value, [stats_row, L_all])
 
+    q8 = spec.int8_layers
     for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
         acc, b = a[f"acc{l}"], a[f"b{l}"]
         if l == 0 and spec.embed_mode == "table":
             tab = a["tab"]
             with tir.loop("o", 3 * h) as o:
-                T.buffer_store(acc, b[o] + tab[tk, o], [o])
-            with tir.loop("o_g", h) as o:
-                T.buffer_store(acc, b[3 * h + o], [3 * h + o])
+                T.buffer_store(acc, tab[tk, o] if q8 else b[o] + tab[tk, o], [o])
+            with tir.loop("o_g", 3 * h if q8 else h) as o:
+                T.buffer_store(acc, T.float32(0.0) if q8 else b[3 * h + o], [3 * h + o])
         else:
-            with tir.loop("o", 4 * h) as o:
-                T.buffer_store(acc, b[o], [o])
+            with tir.loop("o", spec.acc_size(l)) as o:
+                T.buffer_store(acc, T.float32(0.0) if q8 else b[o], [o])
             w = (a[f"w{l}_ptr"], a[f"w{l}_idx"], a[f"w{l}_val"])
             if l == 0:
                 tir.scatter_dense(*w, acc, a["emb"], n_in, spec.interleave, row=tk)
@@ -131,7 +148,10 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
         if stats_row is not None:
             tir.fanout_count(r[0], ev_own[0], ev_own[2], macs, add_macs)
         tir.scatter_events(*r, acc, *ev_own, spec.interleave)
-        tir.update_packed(h, acc, a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], fast)
+        if q8:
+            tir.update_scaled(h, acc, b, a[f"s{l}"], a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], fast)
+        else:
+            tir.update_packed(h, acc, a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], fast)
         tir.compress(h, a[f"y{l}"], *ev_own)
         if stats_row is not None:
             T.buffer_store(stats, ev_own[2][0], [stats_row, l])
@@ -147,10 +167,11 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
         tir.projection(spec.embedding_size, a["p_ptr"], a["p_idx"], a["p_val"], a["pbias"], a["pacc"],
                        a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], a["pei"], a["pev"], a["pen"],
                        spec.interleave)
-        tir.decoder(spec, a["dbias"], a["dwt"], a["pei"], a["pev"], a["pen"], a["pacc"], load, store)
+        tir.decoder(spec, a["dbias"], a["dwt"], a["pei"], a["pev"], a["pen"], a["pacc"], load, store,
+                    a.get("dscale"))
     elif with_decoder:
         tir.decoder(spec, a["dbias"], a["dwt"], a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], a[f"y{last}"],
-                    load, store)
+                    load, store, a.get("dscale"))
     else:                          # the layer loop only; one store keeps the logits argument used
         store(0, a["dbias"][0])
 
@@ -163,24 +184,29 @@ def step_functions(spec: EGRUKernelSpec, with_decoder: bool = True) -> dict:
     from tvm.tirx.script.builder import ir as TB
     from . import tir
     funcs = {}
-    for multi in (False, True):
-        name = "egru_run" if multi else "egru_step"
+    for kind in ("step", "run", "score") if with_decoder else ("step", "run"):
+        name = f"egru_{kind}"
         with IRBuilder() as ib:
             with TB.prim_func():
                 T.func_name(name)
                 T.func_attr({"global_symbol": name, "tir.noalias": True})
-                a = _declare_args(spec, multi)
-                if multi:
+                a = _declare_args(spec, kind)
+                if kind == "run":
                     with tir.loop("t", a["K"]) as t:
                         _step_body(spec, a, a["tokens"][t], lambda v, t=t: [t, v], stats_row=t,
                                    with_decoder=with_decoder)
+                elif kind == "score":      # the step's logits stay in one [V] row, scored in place
+                    with tir.loop("t", a["K"]) as t:
+                        _step_body(spec, a, a["tokens"][t], lambda v: [v], stats_row=t)
+                        tir.nll(spec.vocab_size, a["logits"], a["targets"][t], a["red"], NLL_LANES,
+                                lambda value, t=t: T.buffer_store(a["nll"], value, [t]))
                 else:
                     _step_body(spec, a, a["token"], lambda v: [v], with_decoder=with_decoder)
         funcs[name] = ib.get()
     return funcs
 
 
-def build_egru_step(spec: EGRUKernelSpec, target=None, with_decoder: bool = True):
+def build_egru_step(spec: EGRUKernelSpec, target=None, with_decoder: bool = True, streams: bool = False):
     """Compile the fused whole-step kernels for ``spec``.
 
     Returns a ``tvm.runtime.Executable`` with two packed functions (argument order = :func:`step_arg_names`):
@@ -188,6 +214,16 @@ def build_egru_step(spec: EGRUKernelSpec, target=None, with_decoder: bool = True
     * ``egru_step(token:int32, <weights/states/scratch...>, logits f32[V])``
     * ``egru_run(tokens int32[K], <same...>, logits f32[K, V], stats int32[K, L+1])`` (states carried across
       the K tokens; ``stats[t, l]`` active units of layer l, ``stats[t, L]`` event-gated MACs of step t)
+    * ``egru_score(tokens int32[K], targets int32[K], <same...>, logits f32[V], red f64[16], nll f64[K],
+      stats)``: egru_run without handing the logits back: each step's logits row (scratch, stays in cache) is
+      reduced right after the decoder to ``nll[t] = logsumexp(logits) - logits[targets[t]]`` (`tir.nll`)
+
+    With `streams` (not with a projection decoder), also the batched ``egru_streams_run`` /
+    ``egru_streams_score`` of `streams.py`.
     """
     import tvm
-    return tvm.compile(tvm.IRModule(step_functions(spec, with_decoder)), resolve_target(target))
+    funcs = step_functions(spec, with_decoder)
+    if streams and not spec.projection and spec.decoder_mode == "event":
+        from .streams import streams_functions
+        funcs.update(streams_functions(spec))
+    return tvm.compile(tvm.IRModule(funcs), resolve_target(target))

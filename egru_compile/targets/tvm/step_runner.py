@@ -6,11 +6,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .layout import _as_csr, _check_csr, from_input_major, pack_layer
+from .layout import NP_DTYPES, _as_csr, _check_csr, from_input_major, pack_layer, quantize_dense_rows
 from .spec import EGRUKernelSpec
 from .step import build_egru_step, step_arg_names
 
 __all__ = ["TVMStepRunner"]
+
+
+def _function(module, name: str):
+    """module[name], or None when the library has no such function (compiled without it / by an older
+    release)."""
+    try:
+        return module[name]
+    except Exception:  # noqa: BLE001 - TVM raises its own error types
+        return None
 
 
 class TVMStepRunner:
@@ -20,8 +29,11 @@ class TVMStepRunner:
     ----------
     embedding: [V, E] float32.
     layers: list of dicts with W ([n_in, 3h] dense or input-major CSR triple), R ([h, 3h] or triple),
-        b [3h], br [3h], thr [h] (used as given: clamp it yourself if the model does).
-    dec_bias: [V]; dec_weight: [V, H_last] (default: the embedding, tied decoder; [V, E] with a projection).
+        b [3h], br [3h], thr [h] (used as given: clamp it yourself if the model does); with
+        ``weight_dtype="int8"`` optionally W_scale / R_scale [3h] of int8 triples (float weights are quantized
+        with quantize-int8's rule).
+    dec_bias: [V]; dec_weight: [V, H_last] (default: the embedding, tied decoder; [V, E] with a projection);
+        dec_scale: [V] per-row scale of an int8 dec_weight (``decoder_dtype="int8"``; float rows are quantized).
     projection: EvNN's decoder projection ``(P, p)``: P as dense ``[h_last, E]`` (kernel layout, = the math
         matrix transposed) or input-major CSR triple, p [E]; the decoder then reads ``relu(P · y_last + p)``.
     spec / spec_kw: an :class:`EGRUKernelSpec`, or its options (index_dtype, embed_mode, decoder_mode,
@@ -33,7 +45,8 @@ class TVMStepRunner:
     """
 
     def __init__(self, embedding, layers: Sequence[dict], dec_bias, dec_weight=None, *, target=None,
-                 module=None, spec: EGRUKernelSpec | None = None, projection=None, **spec_kw):
+                 module=None, spec: EGRUKernelSpec | None = None, projection=None, dec_scale=None,
+                 streams: bool = False, **spec_kw):
         emb = np.ascontiguousarray(embedding, dtype=np.float32)
         V, E = emb.shape
         hs = [int(np.asarray(L["thr"]).reshape(-1).shape[0]) for L in layers]
@@ -43,7 +56,9 @@ class TVMStepRunner:
                 or spec.projection != (projection is not None):
             raise ValueError("spec does not match the weights")
         self.spec = spec
-        dw = emb if dec_weight is None else np.ascontiguousarray(dec_weight, dtype=np.float32)
+        dw = emb if dec_weight is None else np.asarray(dec_weight)
+        if dw.dtype != np.int8:
+            dw = np.ascontiguousarray(dw, dtype=np.float32)
         if dw.shape != (V, spec.decoder_input_size):
             raise ValueError(f"decoder weight must be [V, {'E' if spec.projection else 'H_last'}] = "
                              f"{(V, spec.decoder_input_size)}, got {dw.shape} "
@@ -61,36 +76,49 @@ class TVMStepRunner:
                           pen=np.zeros(1, np.int32))
             if arrays["pbias"].shape != (E,):
                 raise ValueError(f"projection bias must be [E] = {(E,)}, got {arrays['pbias'].shape}")
+        q8 = spec.weight_dtype == "int8"
         for l, L in enumerate(layers):
-            p = pack_layer(L["W"], L["R"], L["b"], L["br"], L["thr"], spec.index_dtype)
+            p = pack_layer(L["W"], L["R"], L["b"], L["br"], L["thr"], spec.index_dtype, spec.weight_dtype,
+                           L.get("W_scale"), L.get("R_scale"))
             if l == 0 and spec.embed_mode == "table":
-                W0 = L["W"]
-                if isinstance(W0, (tuple, list)):
-                    W0 = from_input_major(*W0, n_out=3 * hs[0])
-                arrays["tab"] = np.ascontiguousarray(emb @ np.asarray(W0, np.float32), dtype=np.float32)
+                # E @ W0 with W0's values as packed (int8: the integer values, the scale comes after the sum)
+                W0 = from_input_major(p["w_ptr"], p["w_idx"], p["w_val"].astype(np.float32), n_out=3 * hs[0])
+                arrays["tab"] = np.ascontiguousarray(emb @ W0, dtype=np.float32)
             else:
                 if l == 0:
                     arrays["emb"] = emb
                 arrays[f"w{l}_ptr"], arrays[f"w{l}_idx"], arrays[f"w{l}_val"] = p["w_ptr"], p["w_idx"], p["w_val"]
             arrays[f"r{l}_ptr"], arrays[f"r{l}_idx"], arrays[f"r{l}_val"] = p["r_ptr"], p["r_idx"], p["r_val"]
-            arrays[f"b{l}"], arrays[f"thr{l}"] = p["bias4"], p["thr"]
-        arrays["dwt"] = np.ascontiguousarray(dw.T)
+            arrays[f"b{l}"], arrays[f"thr{l}"] = (p["bias6"] if q8 else p["bias4"]), p["thr"]
+            if q8:
+                arrays[f"s{l}"] = p["scale6"]
         arrays["dbias"] = np.ascontiguousarray(dec_bias, dtype=np.float32).reshape(-1)
-        self._init_from_arrays(arrays, module, target)
+        if spec.decoder_dtype == "int8":
+            if dec_scale is None:
+                dw, dec_scale = quantize_dense_rows(dw)
+            elif dw.dtype != np.int8:
+                raise ValueError("a decoder scale needs int8 decoder weights")
+            arrays["dscale"] = np.ascontiguousarray(dec_scale, dtype=np.float32).reshape(-1)
+        arrays["dwt"] = np.ascontiguousarray(dw.T.astype(NP_DTYPES[spec.decoder_dtype]))
+        self._init_from_arrays(arrays, module, target, streams)
 
     # -- construction helpers --------------------------------------------------------------------
-    def _init_from_arrays(self, arrays: dict, module, target):
+    def _init_from_arrays(self, arrays: dict, module, target, streams: bool = False):
         import tvm
         spec = self.spec
-        self.module = module if module is not None else build_egru_step(spec, target)
+        self.module = module if module is not None else build_egru_step(spec, target, streams=streams)
         self._step_fn = self.module["egru_step"]
         self._run_fn = self.module["egru_run"]
+        self._score_fn = _function(self.module, "egru_score")
+        self._streams_run_fn = _function(self.module, "egru_streams_run")
+        self._streams_score_fn = _function(self.module, "egru_streams_score")
+        self.stream_batch = 0
         self.tensors: dict[str, Any] = {k: tvm.runtime.tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
         for l, h in enumerate(spec.hidden_sizes):
             for k, dt in (("c", "float32"), ("y", "float32"), ("ei", "int32"), ("ev", "float32")):
                 self.tensors[f"{k}{l}"] = tvm.runtime.tensor(np.zeros(h, dt))
             self.tensors[f"en{l}"] = tvm.runtime.tensor(np.zeros(1, "int32"))
-            self.tensors[f"acc{l}"] = tvm.runtime.tensor(np.zeros(4 * h, "float32"))
+            self.tensors[f"acc{l}"] = tvm.runtime.tensor(np.zeros(spec.acc_size(l), "float32"))
         self._logits = tvm.runtime.tensor(np.zeros(spec.vocab_size, "float32"))
         self._args = [self.tensors[n] for n in step_arg_names(spec)]
         # zero-copy numpy views of every tensor (Tensor.numpy() / copyfrom cost ~12 us each); writing
@@ -98,6 +126,8 @@ class TVMStepRunner:
         self.views = {k: np.from_dlpack(v) for k, v in self.tensors.items()}
         self._logits_np = np.from_dlpack(self._logits)
         self._run_bufs: dict[int, tuple] = {}
+        self._score_bufs: dict[int, tuple] = {}
+        self._red = tvm.runtime.tensor(np.zeros(16, np.float64))
 
     @classmethod
     def from_model(cls, model, **kw) -> "TVMStepRunner":
@@ -178,3 +208,88 @@ class TVMStepRunner:
         if with_stats:
             return logits, bufs[5].copy()
         return logits
+
+    @property
+    def has_score(self) -> bool:
+        """Whether the library has the fused scoring entry point ``egru_score``."""
+        return self._score_fn is not None
+
+    def score(self, tokens, targets):
+        """tokens, targets [K] -> (nll float64 [K], stats int32 [K, L+1]) in one ``egru_score`` call: the NLL of
+        targets[k] after tokens[k], computed inside the library (the logits never leave it); states carried."""
+        import tvm
+        tok = np.asarray(tokens).reshape(-1)
+        K = tok.shape[0]
+        bufs = self._score_bufs.get(K)
+        if bufs is None:
+            L = len(self.spec.hidden_sizes)
+            tensors = [tvm.runtime.tensor(np.zeros(K, np.int32)), tvm.runtime.tensor(np.zeros(K, np.int32)),
+                       tvm.runtime.tensor(np.zeros(K, np.float64)), tvm.runtime.tensor(np.zeros((K, L + 1), np.int32))]
+            bufs = (tensors, [np.from_dlpack(t) for t in tensors])
+            self._score_bufs[K] = bufs
+        (t_tok, t_tg, t_nll, t_st), (n_tok, n_tg, n_nll, n_st) = bufs
+        n_tok[:] = tok
+        n_tg[:] = np.asarray(targets).reshape(-1)
+        self._score_fn(t_tok, t_tg, *self._args, self._logits, self._red, t_nll, t_st)
+        return n_nll.copy(), n_st.copy()
+
+    # -- batched streams (streams.py) ------------------------------------------------------------
+    @property
+    def has_streams(self) -> bool:
+        """Whether the library has the batched ``egru_streams_run`` / ``egru_streams_score``."""
+        return self._streams_run_fn is not None and self._streams_score_fn is not None
+
+    def reset_streams(self, batch: int) -> None:
+        """Start `batch` streams from a zero state (batched state tensors, separate from the batch-1 state)."""
+        import tvm
+        from .streams import stream_arg_names
+        if not self.has_streams:
+            raise ValueError("this library has no batched-stream kernels")
+        B = int(batch)
+        if B < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        if B != self.stream_batch:
+            st = {}
+            for l, h in enumerate(self.spec.hidden_sizes):
+                A = self.spec.acc_size(l)
+                for k, n, dt in (("c", B * h, "float32"), ("y", B * h, "float32"), ("ei", B * h, "int32"),
+                                 ("ev", B * h, "float32"), ("en", B, "int32"), ("acc", B * A, "float32")):
+                    st[f"{k}{l}"] = tvm.runtime.tensor(np.zeros(n, dt))
+            self._stream_tensors = st
+            self._stream_views = {k: np.from_dlpack(v) for k, v in st.items()}
+            self._stream_args = [st[n] if n in st else self.tensors[n] for n in stream_arg_names(self.spec)]
+            self._stream_logits = tvm.runtime.tensor(np.zeros(B * self.spec.vocab_size, np.float32))
+            self._stream_logits_np = np.from_dlpack(self._stream_logits).reshape(B, self.spec.vocab_size)
+            self._stream_bufs: dict = {}
+            self.stream_batch = B
+        for v in self._stream_views.values():
+            v[...] = 0
+
+    def _stream_io(self, T: int, score: bool):
+        import tvm
+        key = (T, score)
+        bufs = self._stream_bufs.get(key)
+        if bufs is None:
+            B, L = self.stream_batch, len(self.spec.hidden_sizes)
+            shapes = [((T, B), np.int32)] + ([((T, B), np.int32), ((T, B), np.float64)] if score else []) \
+                + [((T, B, L + 1), np.int32)]
+            tensors = [tvm.runtime.tensor(np.zeros(s, dt)) for s, dt in shapes]
+            bufs = (tensors, [np.from_dlpack(t) for t in tensors])
+            self._stream_bufs[key] = bufs
+        return bufs
+
+    def step_streams(self, tokens):
+        """tokens int [B] -> (logits float32 [B, V] (a view the next call overwrites), stats int32 [B, L+1])."""
+        (t_tok, t_st), (n_tok, n_st) = self._stream_io(1, False)
+        n_tok[0] = np.asarray(tokens).reshape(-1)
+        self._streams_run_fn(t_tok, *self._stream_args, self._stream_logits, t_st)
+        return self._stream_logits_np, n_st[0].copy()
+
+    def score_streams(self, tokens, targets):
+        """tokens, targets int [T, B] -> (nll float64 [T, B], stats int32 [T, B, L+1]) in one call."""
+        tok = np.asarray(tokens)
+        (t_tok, t_tg, t_nll, t_st), (n_tok, n_tg, n_nll, n_st) = self._stream_io(tok.shape[0], True)
+        n_tok[...] = tok
+        n_tg[...] = np.asarray(targets)
+        self._streams_score_fn(t_tok, t_tg, *self._stream_args, self._stream_logits, self._red, t_nll, t_st)
+        return n_nll.copy(), n_st.copy()

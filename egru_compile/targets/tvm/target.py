@@ -7,8 +7,10 @@ Output directory::
     weights.npz     the stack's sparse weights (input-major CSR, float32) the runner packs at load time
     vocab.txt       vocabulary (when the source has one)
 
-The runner (`runner.py`) loads the .so without recompiling. Weights quantized by ``quantize-int8`` are
-dequantized (the kernels compute in float32).
+The runner (`runner.py`) loads the .so without recompiling. The value dtypes the kernels read are chosen by
+`precision.py` (``--weight-dtype``, ``--decoder-dtype``): int8 layers store quantize-int8's int8 values and
+per-output scales (``l{l}_W_scale`` / ``l{l}_R_scale``), otherwise float32 values (int8 ones dequantized; f16 is
+converted by the runner); the decoder is stored float32 and quantized / converted by the runner as the spec says.
 """
 from __future__ import annotations
 
@@ -27,25 +29,29 @@ LIBRARY = "egru_step.so"
 WEIGHTS = "weights.npz"
 
 
-def stack_layer_arrays(stack: EGRUStack) -> list[dict]:
-    """Per layer: W/R as input-major CSR triples (indptr, indices, data) of the kernel layout [n_in, 3h]."""
+def stack_layer_arrays(stack: EGRUStack, int8: bool = False) -> list[dict]:
+    """Per layer: W/R as input-major CSR triples (indptr, indices, data) of the kernel layout [n_in, 3h];
+    with `int8` (the matrices must be quantize-int8's) the int8 data and ``W_scale`` / ``R_scale`` [3h]."""
     layers = []
     for lw in stack.layers:
         entry = {"b": lw.b.astype(np.float32), "br": lw.br.astype(np.float32), "thr": lw.thr.astype(np.float32)}
         for name, m in (("W", lw.W), ("R", lw.R)):
             csc = m.convert("csc")     # columns = input units = kernel rows (self when already csc)
-            entry[name] = (csc.indptr.astype(np.int32), csc.indices.astype(np.int32),
-                           csc.dequantized_values().astype(np.float32))
+            data = np.asarray(csc.data, np.int8) if int8 else csc.dequantized_values().astype(np.float32)
+            entry[name] = (csc.indptr.astype(np.int32), csc.indices.astype(np.int32), data)
+            if int8:
+                entry[f"{name}_scale"] = np.asarray(m.scale, np.float32)
         layers.append(entry)
     return layers
 
 
-def save_weights(path: Path, stack: EGRUStack) -> None:
+def save_weights(path: Path, stack: EGRUStack, int8: bool = False) -> None:
     arrays = {"embedding": stack.embedding, "decoder_weight": stack.decoder_weight,
               "decoder_bias": stack.decoder_bias, "n_layers": np.array(len(stack.layers))}
-    for l, entry in enumerate(stack_layer_arrays(stack)):
-        for k in ("b", "br", "thr"):
-            arrays[f"l{l}_{k}"] = entry[k]
+    for l, entry in enumerate(stack_layer_arrays(stack, int8)):
+        for k in ("b", "br", "thr", "W_scale", "R_scale"):
+            if k in entry:
+                arrays[f"l{l}_{k}"] = entry[k]
         for k in ("W", "R"):
             for part, arr in zip(("indptr", "indices", "data"), entry[k]):
                 arrays[f"l{l}_{k}_{part}"] = arr
@@ -75,6 +81,8 @@ def load_weights(path: Path):
                 entry = {k: z[f"l{l}_{k}"] for k in ("b", "br", "thr")}
                 for k in ("W", "R"):
                     entry[k] = tuple(z[f"l{l}_{k}_{p}"] for p in ("indptr", "indices", "data"))
+                    if f"l{l}_{k}_scale" in z:
+                        entry[f"{k}_scale"] = z[f"l{l}_{k}_scale"]
                 layers.append(entry)
             dec_w = z["decoder_weight"] if "decoder_weight" in z else emb
             dec_b = z["decoder_bias"]
@@ -103,29 +111,38 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
         import tvm  # noqa: F401
     except ModuleNotFoundError:
         raise EgruError("target tvm needs Apache TVM: pip install apache-tvm==0.27.0.post1") from None
+    from .precision import decoder_precision, resolve_weight_dtype
     from .spec import EGRUKernelSpec, default_target
     from .step import build_egru_step
     out_dir = Path(out_dir)
     stack = extract_stack(graph)
+    wdt = resolve_weight_dtype(stack, options.get("weight_dtype"))
+    ddt, dec_record = decoder_precision(graph, stack, wdt, options.get("decoder_dtype"),
+                                        options.get("calib_token_ids"))
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
-                          projection=stack.projection is not None)
-    build_egru_step(spec).export_library(str(out_dir / LIBRARY))     # weights are packed by the runner at load
+                          projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt)
+    build_egru_step(spec, streams=True).export_library(str(out_dir / LIBRARY))   # weights packed by the runner
     compile_s = time.perf_counter() - t0
-    save_weights(out_dir / WEIGHTS, stack)
+    save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
     tgt = default_target()
+    functions = {"egru_step": "one token per call", "egru_run": "K tokens per call",
+                 "egru_score": "K tokens per call, NLL of the next token computed in the library"}
+    if not spec.projection and spec.decoder_mode == "event":
+        functions.update(egru_streams_run="T steps of B streams per call",
+                         egru_streams_score="T steps of B streams per call, NLL per stream")
     manifest = {"target": "tvm", "format": "egru-compile/tvm-step", "version": 1, "library": LIBRARY,
                 "weights": WEIGHTS, "spec": spec.to_dict(), "llvm_target": str(tgt),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
                 "source_sha256": getattr(source, "sha256", None),
-                "functions": {"egru_step": "one token per call", "egru_run": "K tokens per call"},
+                "functions": functions,
                 "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")},
-                "projection": _projection_macs(graph)}
+                "projection": _projection_macs(graph), "decoder_precision": dec_record}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, index dtype {spec.index_dtype}, "
-               f"embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}"
+    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, index dtype "
+               f"{spec.index_dtype}, embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}"
                f"{' after an event-driven relu projection' if spec.projection else ''}; "
-               f"kernels compiled in {compile_s:.1f} s for {tgt}")
+               f"kernels compiled in {compile_s:.1f} s for {tgt}\n{dec_record['note']}")
     (out_dir / "report.txt").write_text(summary + "\n")
     return {"summary": summary}

@@ -31,8 +31,8 @@ from tvm.script import tirx as T
 from tvm.script.ir_builder import IRBuilder
 
 __all__ = ["let", "loop", "fexp", "sigmoid", "tanh", "scatter_columns", "scatter_events", "scatter_dense",
-           "update", "update_gates", "update_packed", "compress", "decoder", "fanout_count", "projection",
-           "SCATTER_GROUP"]
+           "update", "update_gates", "update_packed", "update_scaled", "compress", "decoder", "fanout_count",
+           "nll", "projection", "SCATTER_GROUP"]
 
 #: non-zeros per group in the scatter inner loop (one float32x8 product vector)
 SCATTER_GROUP = 8
@@ -67,16 +67,24 @@ def _f(x: float):
     return T.float32(float(x))
 
 
-def fexp(x):
+def fexp(x, lanes: int = 1):
     """Cephes-style expf: clamp, range-reduce by ln2, degree-6 polynomial, scale by 2^n built with integer
-    bit ops. Branch free, vectorisable, rel. error < 1.5e-7."""
-    xc = let("ex_x", T.max(T.min(x, _f(88.0)), _f(-87.0)))
-    n = let("ex_n", T.floor(xc * _f(1.44269504088896341) + _f(0.5)))
-    r = let("ex_r", xc - n * _f(0.693359375) + n * _f(2.12194440e-4))
-    p = let("ex_p", ((((((_f(1.9875691500e-4) * r + _f(1.3981999507e-3)) * r + _f(8.3334519073e-3)) * r
-                         + _f(4.1665795894e-2)) * r + _f(1.6666665459e-1)) * r + _f(5.0000001201e-1))
-                     * r * r + r + _f(1.0)))
-    return let("ex", p * T.reinterpret("float32", T.shift_left(T.Cast("int32", n) + 127, 23)))
+    bit ops. Branch free, vectorisable, rel. error < 1.5e-7. `lanes` > 1: `x` is a float32 vector."""
+    def c(v):
+        return _f(v) if lanes == 1 else T.Broadcast(_f(v), lanes)
+
+    def ci(v):
+        return T.int32(v) if lanes == 1 else T.Broadcast(T.int32(v), lanes)
+
+    sfx = "" if lanes == 1 else f"x{lanes}"
+    xc = let("ex_x", T.max(T.min(x, c(88.0)), c(-87.0)))
+    n = let("ex_n", T.floor(xc * c(1.44269504088896341) + c(0.5)))
+    r = let("ex_r", xc - n * c(0.693359375) + n * c(2.12194440e-4))
+    p = let("ex_p", ((((((c(1.9875691500e-4) * r + c(1.3981999507e-3)) * r + c(8.3334519073e-3)) * r
+                         + c(4.1665795894e-2)) * r + c(1.6666665459e-1)) * r + c(5.0000001201e-1))
+                     * r * r + r + c(1.0)))
+    bits = T.shift_left(T.Cast("int32" + sfx, n) + ci(127), ci(23))
+    return let("ex", p * T.reinterpret("float32" + sfx, bits))
 
 
 def sigmoid(x, fast: bool):
@@ -96,7 +104,15 @@ def _ix(idx, k):
     return idx[k] if idx.dtype == "int32" else T.Cast("int32", idx[k])
 
 
-def _group(idx, val, acc, k, v, U: int) -> None:
+def _wide(buf, index, lanes: int = 1):
+    """``buf[index]`` (a float16 / int8 weight value, or a vector of `lanes`) widened to float32."""
+    x = buf[index]
+    if str(buf.dtype) == "float32":
+        return x
+    return T.Cast("float32" if lanes == 1 else f"float32x{lanes}", x)
+
+
+def _group(idx, val, acc, k, v, U: int, off=None) -> None:
     """U consecutive non-zeros k..k+U-1 of one column: acc[idx[k+j]] += (v * val[k:k+U])[j].
 
     The indices are read as 64-bit words (4 int16/uint16 or 2 int32 per load; unaligned is fine) and split with
@@ -108,26 +124,28 @@ def _group(idx, val, acc, k, v, U: int) -> None:
     per = 64 // bits
     mask = (1 << bits) - 1
     words = [let(f"w{w}", T.reinterpret("int64", idx[T.Ramp(k + w * per, 1, per)])) for w in range(U // per)]
-    prod = let("p", T.Broadcast(v, U) * val[T.Ramp(k, 1, U)])
+    prod = let("p", T.Broadcast(v, U) * _wide(val, T.Ramp(k, 1, U), U))
     for j in range(U):
         w, sub = divmod(j, per)
         sh = T.shift_right(words[w], T.int64(bits * sub)) if sub else words[w]
         ix = T.Cast("int32", sh) if sub == per - 1 else T.Cast("int32", T.bitwise_and(sh, T.int64(mask)))
+        if off is not None:
+            ix = ix + off
         T.buffer_store(acc, acc[ix] + T.Shuffle([prod], [j]), [ix])
 
 
-def _column_range(idx, val, acc, k0, k1, v, U: int) -> None:
-    """acc[idx[k]] += v * val[k] for k in [k0, k1): groups of U, then a scalar tail."""
+def _column_range(idx, val, acc, k0, k1, v, U: int, off=None) -> None:
+    """acc[off + idx[k]] += v * val[k] for k in [k0, k1): groups of U, then a scalar tail."""
     s = let("s", k0)
     m = let("m", (k1 - s) // U)
     with loop("q", m) as q:
-        _group(idx, val, acc, s + q * U, v, U)
+        _group(idx, val, acc, s + q * U, v, U, off)
     with loop("t", s + m * U, k1) as t:
-        ix = _ix(idx, t)
-        T.buffer_store(acc, acc[ix] + v * val[t], [ix])
+        ix = _ix(idx, t) if off is None else _ix(idx, t) + off
+        T.buffer_store(acc, acc[ix] + v * _wide(val, t), [ix])
 
 
-def scatter_columns(ptr, idx, val, acc, n, col: Index, wgt: Index, interleave: int) -> None:
+def scatter_columns(ptr, idx, val, acc, n, col: Index, wgt: Index, interleave: int, off=None) -> None:
     """Scatter-add columns: for c in range(n): acc[idx[k]] += wgt(c) * val[k] over column col(c).
 
     Each column's non-zeros are processed in groups of ``SCATTER_GROUP`` (see :func:`_group`: ~0.37 vs ~0.61 ns
@@ -150,42 +168,45 @@ def scatter_columns(ptr, idx, val, acc, n, col: Index, wgt: Index, interleave: i
             m = let("c_m", mins // U)
             with loop("c_q", m) as q:
                 for cv, k0, _ in cols:
-                    _group(idx, val, acc, k0 + q * U, cv, U)
+                    _group(idx, val, acc, k0 + q * U, cv, U, off)
             for cv, k0, k1 in cols:
-                _column_range(idx, val, acc, k0 + m * U, k1, cv, U)
+                _column_range(idx, val, acc, k0 + m * U, k1, cv, U, off)
         start = n // G * G
     else:
         start = 0
     with loop("c", start, n) as c:
         ci = let("c_i", col(c))
         cv = let("c_v", wgt(c))
-        _column_range(idx, val, acc, let("c_k0", ptr[ci]), let("c_k1", ptr[ci + 1]), cv, U)
+        _column_range(idx, val, acc, let("c_k0", ptr[ci]), let("c_k1", ptr[ci + 1]), cv, U, off)
 
 
-def scatter_events(ptr, idx, val, acc, ei, ev, en, interleave: int = 8) -> None:
-    """acc[idx[k]] += v * val[k] for the CSR columns of the active inputs (event list ei, ev, en)."""
-    scatter_columns(ptr, idx, val, acc, en[0], lambda c: ei[c], lambda c: ev[c], interleave)
+def scatter_events(ptr, idx, val, acc, ei, ev, en, interleave: int = 8, off=None, eoff=0, es=0) -> None:
+    """acc[off + idx[k]] += v * val[k] for the CSR columns of the active inputs (event list ei, ev, en; batched
+    streams: a stream's list at ``ei[eoff:]``, its count ``en[es]``, its accumulator row at `off`)."""
+    scatter_columns(ptr, idx, val, acc, en[es], lambda c: ei[eoff + c], lambda c: ev[eoff + c], interleave, off)
 
 
-def scatter_dense(ptr, idx, val, acc, x, n_in, interleave: int = 8, row=None) -> None:
-    """acc[idx[k]] += x[i] * val[k] over all inputs i < n_in (``x[row, i]`` with `row`: an embedding row)."""
+def scatter_dense(ptr, idx, val, acc, x, n_in, interleave: int = 8, row=None, off=None) -> None:
+    """acc[off + idx[k]] += x[i] * val[k] over all inputs i < n_in (``x[row, i]`` with `row`: an embedding
+    row)."""
     wgt = (lambda c: x[c]) if row is None else (lambda c: x[row, c])
-    scatter_columns(ptr, idx, val, acc, n_in, lambda c: c, wgt, interleave)
+    scatter_columns(ptr, idx, val, acc, n_in, lambda c: c, wgt, interleave, off)
 
 
-def update(h, az: Index, ar: Index, agx: Index, agh: Index, thr, c, y, fast: bool) -> None:
-    """Elementwise gate / threshold / reset update over h units (vectorisable, branch free): c and y in place.
+def update(h, az: Index, ar: Index, agx: Index, agh: Index, thr, c, y, fast: bool, off=0) -> None:
+    """Elementwise gate / threshold / reset update over h units (vectorisable, branch free): c and y in place
+    (at ``off + j``: a stream's row of batched states).
 
     az, ar, agx, agh: unit j -> z pre-activation, r pre-activation, gx_g, gh_g."""
     with loop("j", h) as j:
         z = sigmoid(az(j), fast)
         r = sigmoid(ar(j), fast)
         g = tanh(agx(j) + r * agh(j), fast)
-        ct = let("ct", z * c[j] + (_f(1.0) - z) * g)
+        ct = let("ct", z * c[off + j] + (_f(1.0) - z) * g)
         th = let("th", thr[j])
         spike = let("sp", ct - th > _f(0.0))
-        T.buffer_store(y, T.Select(spike, ct, _f(0.0)), [j])
-        T.buffer_store(c, T.Select(spike, ct - th, ct), [j])
+        T.buffer_store(y, T.Select(spike, ct, _f(0.0)), [off + j])
+        T.buffer_store(c, T.Select(spike, ct - th, ct), [off + j])
 
 
 def update_gates(h, gx, gh, thr, c, y, fast: bool) -> None:
@@ -194,27 +215,75 @@ def update_gates(h, gx, gh, thr, c, y, fast: bool) -> None:
            lambda j: gh[2 * h + j], thr, c, y, fast)
 
 
-def update_packed(h, acc, thr, c, y, fast: bool) -> None:
-    """:func:`update` from the packed accumulator acc[4h] of `layout.pack_layer` (z|r sums, gx_g, gh_g)."""
-    update(h, lambda j: acc[j], lambda j: acc[h + j], lambda j: acc[2 * h + j], lambda j: acc[3 * h + j],
-           thr, c, y, fast)
+def update_packed(h, acc, thr, c, y, fast: bool, off=0, aoff=0) -> None:
+    """:func:`update` from the packed accumulator acc[4h] of `layout.pack_layer` (z|r sums, gx_g, gh_g)
+    (batched: states at `off`, the accumulator at `aoff`)."""
+    update(h, lambda j: acc[aoff + j], lambda j: acc[aoff + h + j], lambda j: acc[aoff + 2 * h + j],
+           lambda j: acc[aoff + 3 * h + j], thr, c, y, fast, off)
 
 
-def compress(h, y, ei, ev, en) -> None:
-    """Branch-free stream compaction of y's non-zeros into the event list (ei, ev, en)."""
-    T.buffer_store(en, 0, [0])
+def update_scaled(h, acc, bias6, scale6, thr, c, y, fast: bool, off=0, aoff=0) -> None:
+    """:func:`update` from the int8 layout of `layout.pack_layer` (acc[6h] = W sums | R sums): the per-output
+    scales are applied after the sums, gx = bias6[:3h] + scale6[:3h] * acc[:3h], gh = the same over [3h:6h)."""
+    def gx(i):
+        return bias6[i] + scale6[i] * acc[aoff + i]
+
+    def gh(i):
+        return bias6[3 * h + i] + scale6[3 * h + i] * acc[aoff + 3 * h + i]
+
+    update(h, lambda j: gx(j) + gh(j), lambda j: gx(h + j) + gh(h + j), lambda j: gx(2 * h + j),
+           lambda j: gh(2 * h + j), thr, c, y, fast, off)
+
+
+def compress(h, y, ei, ev, en, off=0, es=0) -> None:
+    """Branch-free stream compaction of y's non-zeros into the event list (ei, ev, en) (batched streams: y,
+    ei, ev at `off`, the count at ``en[es]``)."""
+    T.buffer_store(en, 0, [es])
     with loop("q", h) as q:
-        n = let("q_n", en[0])
-        yq = let("q_y", y[q])
-        T.buffer_store(ei, q, [n])
-        T.buffer_store(ev, yq, [n])
-        T.buffer_store(en, n + T.Cast("int32", yq != _f(0.0)), [0])
+        n = let("q_n", en[es])
+        yq = let("q_y", y[off + q])
+        T.buffer_store(ei, q, [off + n])
+        T.buffer_store(ev, yq, [off + n])
+        T.buffer_store(en, n + T.Cast("int32", yq != _f(0.0)), [es])
 
 
-def fanout_count(ptr, ei, en, load: Callable[[], object], store: Callable[[object], None]) -> None:
+def nll(V: int, logits, target, red, lanes: int, store: Callable[[object], None], base=0) -> None:
+    """store(logsumexp(logits[0:V]) - logits[target]) as float64, the logits row read twice while it is in
+    cache: a `lanes`-wide max, then exp(x - max) (:func:`fexp`, rel. error < 1.5e-7) summed in `lanes` float64
+    accumulators (``red[lanes:2 lanes]``; ``red[0:lanes]`` holds the max lanes). Within ~2e-7 nats of the
+    all-float64 formula (`runtime.scoring.nll_reference`)."""
+    nv, tail0 = V // lanes, V // lanes * lanes
+    vec = (lambda b: T.Ramp(b, 1, lanes))
+    lg = (lambda v: logits[base + v])
+    mx = vec(0)
+    sm = vec(lanes)
+    T.buffer_store(red, T.Broadcast(T.float64(-3.0e38), lanes), [mx])
+    with loop("nm", nv) as b:
+        T.buffer_store(red, T.max(red[mx], T.Cast(f"float64x{lanes}", logits[vec(base + b * lanes)])), [mx])
+    m = T.float64(-3.0e38)
+    for j in range(lanes):
+        m = T.max(m, red[j])
+    with loop("nm_t", tail0, V) as v:        # the tail (V % lanes) folded into lane 0
+        T.buffer_store(red, T.max(red[0], T.Cast("float64", lg(v))), [0])
+    m = let("n_m", T.max(m, red[0]))
+    m32 = let("n_m32", T.Cast("float32", m))   # exact: m is a float32 logit
+    T.buffer_store(red, T.Broadcast(T.float64(0.0), lanes), [sm])
+    with loop("ns", nv) as b:
+        e = fexp(logits[vec(base + b * lanes)] - T.Broadcast(m32, lanes), lanes)
+        T.buffer_store(red, red[sm] + T.Cast(f"float64x{lanes}", e), [sm])
+    with loop("ns_t", tail0, V) as v:
+        T.buffer_store(red, red[lanes] + T.Cast("float64", fexp(lg(v) - m32)), [lanes])
+    s = red[lanes]
+    for j in range(1, lanes):
+        s = s + red[lanes + j]
+    store(m + T.log(s) - T.Cast("float64", lg(target)))
+
+
+def fanout_count(ptr, ei, en, load: Callable[[], object], store: Callable[[object], None], eoff=0,
+                 es=0) -> None:
     """cell += the non-zero count of every active unit's column (the MACs of an event scatter)."""
-    with loop("e", en[0]) as e:
-        store(load() + (ptr[ei[e] + 1] - ptr[ei[e]]))
+    with loop("e", en[es]) as e:
+        store(load() + (ptr[ei[eoff + e] + 1] - ptr[ei[eoff + e]]))
 
 
 def projection(E, ptr, idx, val, pbias, pacc, ei, ev, en, pei, pev, pen, interleave: int) -> None:
@@ -229,12 +298,16 @@ def projection(E, ptr, idx, val, pbias, pacc, ei, ev, en, pei, pev, pen, interle
     compress(E, pacc, pei, pev, pen)
 
 
-def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[object, object], None]) -> None:
+def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[object, object], None],
+            dscale=None, eoff=0, es=0, vrange=None) -> None:
     """logits[v] = dbias[v] + sum_j y[j] * dwt[j, v] (load / store: logits element v of this step).
 
     event mode: j runs over the active units (ei, ev, en) only; dense mode: over all H units of y (same
     vectorised row-axpy code, for comparison). ``decoder_unroll`` rows of D^T are streamed per pass over the
-    logits, in V-chunks of ``decoder_chunk`` (0 = whole rows)."""
+    logits, in V-chunks of ``decoder_chunk`` (0 = whole rows). float16 / int8 rows (``spec.decoder_dtype``)
+    are widened as they are read; int8 (`dscale` [V]): logits[v] = dbias[v] + dscale[v] * sum_j y[j] * q[j, v].
+    Batched streams: the event list at ``ei[eoff:]`` with count ``en[es]``, only ``vrange = (base, width)`` of
+    the logits (the same sums per element, in the same order)."""
     V = spec.vocab_size
     H = spec.decoder_input_size
     CH = V if spec.decoder_chunk <= 0 else max(1, min(int(spec.decoder_chunk), V))
@@ -243,18 +316,20 @@ def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[objec
     if spec.decoder_mode == "dense":
         n, row, wgt = H, (lambda e: e), (lambda e: y[e])
     else:
-        n, row, wgt = en[0], (lambda e: ei[e]), (lambda e: ev[e])
+        n, row, wgt = en[es], (lambda e: ei[eoff + e]), (lambda e: ev[eoff + e])
+
+    q8 = dscale is not None
 
     def chunk(base, width: int):
         with loop("vi", width) as vi:
-            store(base + vi, dbias[base + vi])
+            store(base + vi, _f(0.0) if q8 else dbias[base + vi])
         if U > 1:
             with loop("de", n // U) as e:
                 rows = [(let(f"de_j{u}", row(e * U + u)), let(f"de_y{u}", wgt(e * U + u))) for u in range(U)]
                 with loop("de_v", width) as v:
-                    terms = rows[0][1] * dwt[rows[0][0], base + v]
+                    terms = rows[0][1] * _wide(dwt, (rows[0][0], base + v))
                     for j, yj in rows[1:]:
-                        terms = terms + yj * dwt[j, base + v]
+                        terms = terms + yj * _wide(dwt, (j, base + v))
                     store(base + v, load(base + v) + terms)
             e0 = n // U * U
         else:
@@ -263,8 +338,14 @@ def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[objec
             j = let("de_j", row(e))
             yj = let("de_y", wgt(e))
             with loop("de_v", width) as v:
-                store(base + v, load(base + v) + yj * dwt[j, base + v])
+                store(base + v, load(base + v) + yj * _wide(dwt, (j, base + v)))
+        if q8:
+            with loop("ds", width) as v:
+                store(base + v, dbias[base + v] + dscale[base + v] * load(base + v))
 
+    if vrange is not None:
+        chunk(*vrange)
+        return
     if nfull:
         with loop("vb", nfull) as vb:
             chunk(vb * CH, CH)

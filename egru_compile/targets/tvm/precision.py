@@ -1,0 +1,69 @@
+"""The value dtypes a tvm artifact's kernels read: the layers' W / R (``--weight-dtype``) and the decoder rows
+(``--decoder-dtype``), resolved at compile time.
+
+* layers: ``auto`` is int8 when the graph's sparse matrices are int8 (quantize-int8 ran), else f32; ``int8``
+  uses quantize-int8's values and per-output-row scales as they are in the IR (the compile adds the pass), so the
+  tvm and onnx int8 artifacts compute the same numbers up to float32 rounding; ``f16`` / ``f32`` read float
+  values (int8 matrices dequantized).
+* decoder: ``auto`` follows f16 layers, and with int8 layers takes int8 rows (quantize-int8's rule, one scale
+  per vocabulary row, `layout.quantize_dense_rows`) only when the calibration perplexity changes by at most
+  :data:`DECODER_PPL_LIMIT` (measured on ``--calib-data`` with the IR interpreter: the graph as compiled
+  against the same graph with the decoder's dequantized int8 rows); without calibration text it stays f32.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import EgruError
+from ...ir import SparseMatrix
+from .layout import quantize_dense_rows
+
+__all__ = ["DECODER_PPL_LIMIT", "resolve_weight_dtype", "decoder_precision"]
+
+#: largest relative calibration-perplexity change that keeps int8 decoder rows under ``--decoder-dtype auto``
+DECODER_PPL_LIMIT = 1e-3
+
+
+def resolve_weight_dtype(stack, requested: str | None) -> str:
+    """f32 / f16 / int8 for the layers' W and R (see the module doc)."""
+    mats = [m for lw in stack.layers for m in (lw.W, lw.R)]
+    all_int8 = all(isinstance(m, SparseMatrix) and m.scale is not None for m in mats)
+    req = requested or "auto"
+    if req == "auto":
+        return "int8" if all_int8 else "f32"
+    if req == "int8" and not all_int8:
+        raise EgruError("tvm weight_dtype 'int8' needs int8 weights: run the quantize-int8 pass "
+                        "(egru-compile adds it with --weight-dtype int8)")
+    return req
+
+
+def _with_decoder(graph, weight: np.ndarray):
+    """A copy of `graph` whose decoder ``linear`` reads `weight` (the embedding, even if tied, is untouched)."""
+    g = graph.clone()
+    (dec,) = [n for n in g.nodes if n.op == "linear"]
+    w = g.const(np.asarray(weight, np.float32), name="decoder_weight_q8", index=g.index_of(dec))
+    dec.inputs = [dec.inputs[0], w, *dec.inputs[2:]]
+    return g
+
+
+def decoder_precision(graph, stack, weight_dtype: str, requested: str | None, calib) -> tuple[str, dict]:
+    """(decoder dtype, record): the record says what was measured (``ppl_before``, ``ppl_after``,
+    ``ppl_rel_change``, ``tokens``, ``limit``) and ``note`` is a line for the compile summary."""
+    req = requested or "auto"
+    if req != "auto":
+        return req, {"note": f"decoder rows {req} (--decoder-dtype)"}
+    if weight_dtype != "int8":
+        dt = "f16" if weight_dtype == "f16" else "f32"
+        return dt, {"note": f"decoder rows {dt}"}
+    if calib is None or len(calib) < 2:
+        return "f32", {"note": "decoder rows f32 (int8 rows need --calib-data to check the perplexity change)"}
+    from ...runtime.evaluate import graph_perplexity
+    q, scale = quantize_dense_rows(stack.decoder_weight)
+    before = float(graph_perplexity(graph, calib))
+    after = float(graph_perplexity(_with_decoder(graph, q.astype(np.float32) * scale[:, None]), calib))
+    change = (after - before) / before
+    dt = "int8" if change <= DECODER_PPL_LIMIT else "f32"
+    note = (f"int8 decoder rows: calibration perplexity {before:.3f} -> {after:.3f} ({100 * change:+.3f} %, "
+            f"limit {100 * DECODER_PPL_LIMIT:.1f} %): decoder rows {dt}")
+    return dt, {"note": note, "ppl_before": before, "ppl_after": after, "ppl_rel_change": change,
+                "tokens": int(np.asarray(calib).size), "limit": DECODER_PPL_LIMIT}
