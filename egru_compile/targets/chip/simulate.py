@@ -349,7 +349,7 @@ class ChipSimulator:
 
     def link_messages(self) -> np.ndarray:
         """Messages (packets) that crossed each mesh link since `reset` ([n_links], `mesh.links` order)."""
-        return sum(f.astype(np.float64) @ R.links for f, R in zip(self.fires, self.routes))
+        return sum(R.link_loads(f) for f, R in zip(self.fires, self.routes))
 
     def stats(self) -> dict:
         n = max(self.steps, 1)
