@@ -42,10 +42,11 @@ def default_backend() -> str:
     return "tir" if tvm_available() else "numpy"
 
 
-def _group_any(fan: np.ndarray, core_of: np.ndarray, n_cores: int) -> np.ndarray:
-    """[n_pre, n_cores] bool: does any unit on core c have a synapse from presynaptic unit i (`fan` [h, n_pre]
-    per unit; a sorted OR-reduction per core, no unit x core one-hot product)."""
-    return group_sum(fan > 0, np.asarray(core_of, np.int64), n_cores, bool).T
+def _or_group_any(reach: np.ndarray, fan: np.ndarray, core_of: np.ndarray) -> None:
+    """reach[i, c] |= any unit on core c has a synapse from presynaptic unit i (`fan` [h, n_pre] per unit; a
+    sorted OR-reduction over the cores that hold these units only, no unit x core one-hot product)."""
+    ids, pres = group_sum(fan > 0, np.asarray(core_of, np.int64), reach.shape[1], bool, compact=True)
+    reach[:, ids] |= pres.T
 
 
 def _gate_fan(M, h: int) -> np.ndarray:
@@ -62,11 +63,12 @@ def dest_cores(fans: list[tuple[np.ndarray, np.ndarray]], core_of: list[np.ndarr
     out = []
     L = len(fans)
     for l in range(L):
-        reach = np.ascontiguousarray(_group_any(fans[l][1], core_of[l], n_cores))
+        reach = np.zeros((fans[l][1].shape[1], n_cores), bool)
+        _or_group_any(reach, fans[l][1], core_of[l])
         if l + 1 < L:
-            reach |= _group_any(fans[l + 1][0], core_of[l + 1], n_cores)
+            _or_group_any(reach, fans[l + 1][0], core_of[l + 1])
         elif dec_fan is not None:
-            reach |= _group_any(dec_fan, dec_core_of, n_cores)
+            _or_group_any(reach, dec_fan, dec_core_of)
         out.append(reach)
     return out
 
