@@ -78,11 +78,6 @@ class CoreCosts:
         return float(m.max()), float(m.mean())
 
 
-def _presyn_of_cores(conn: np.ndarray, co: np.ndarray, n_cores: int) -> np.ndarray:
-    """[n_cores, n_src] bool: does any unit on core c have a synapse from source unit i?"""
-    return group_sum(conn > 0, co, n_cores, bool)
-
-
 def _dest_cores(nets: list[LayerNet], core_of: list[np.ndarray], n_cores: int) -> list[np.ndarray]:
     """Per source layer l: [h_l, n_cores] bool — does unit i's spike reach core c (own layer via R, next layer
     via W)?"""
