@@ -89,11 +89,11 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     calibrated = calib is not None and len(calib) > 0
     if calibrated:
         measure_unit_activity(graph, np.asarray(calib, np.int64), nets)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     seq, ours = place(nets, profile, max_chips, calibrated, options.get("placement_objective") or "traffic")
     seq_costs = evaluate(nets, seq, profile, calibrated)
     costs = evaluate(nets, ours, profile, calibrated)
-    place_s = time.perf_counter() - t0
+    place_s, place_cpu = time.perf_counter() - t0, time.process_time() - c0
     bad = violations(costs, profile)
     if bad or ours.chips > max_chips:
         if ours.chips > max_chips:
@@ -123,6 +123,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     cm = graph.analyses.get(MacReport)
     q = graph.analyses.get(QuantizeReport)
     sim_report = None
+    t_sim, c_sim = time.perf_counter(), time.process_time()
     if calibrated:
         from .simulate import ChipSimulator
         sim = ChipSimulator(stack, nets, Placement(ours.name, ours.core_of, dec.slot_of_core if dec else
@@ -131,6 +132,8 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         for tok in np.asarray(calib, np.int64):
             sim.step(int(tok))
         sim_report = simulated_report(sim, decoder)
+        del sim
+    sim_s, sim_cpu = time.perf_counter() - t_sim, time.process_time() - c_sim
     mean_last = (float(nets[-1].fires.sum()) / T) if calibrated and T else None
     if decoder == "host":
         dec_info = {"placement": "host", "why": WHY_HOST, "host": host_macs(stack.decoder_weight, None)}
@@ -162,10 +165,14 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         "placement_objective": options.get("placement_objective") or "traffic",
     }
     write_json(out_dir / "mapping.json", mapping)
-    report = text_report(mapping) + f"placement took {place_s:.2f} s (ours and baseline)\n"
-    (out_dir / "report.txt").write_text(report)
+    t_out, c_out = time.perf_counter(), time.process_time()
     plot_mapping(mapping, costs, ours, profile, out_dir / "mapping.png")
     _save_program(out_dir / "program.npz", stack, ours, float_weights, dec)
+    report = text_report(mapping) + f"placement took {place_s:.2f} s (ours and baseline)\n" + \
+        (f"chip target: placement {place_s:.1f} s ({place_cpu:.1f} s CPU), simulation {sim_s:.1f} s "
+         f"({sim_cpu:.1f} s CPU, {T} tokens), outputs {time.perf_counter() - t_out:.1f} s "
+         f"({time.process_time() - c_out:.1f} s CPU)\n")
+    (out_dir / "report.txt").write_text(report)
     vocab_file = write_vocab(out_dir, source)
     manifest = {"target": options.get("target") or profile.name, "format": "egru-compile/chip-program", "version": 1,
                 "profile": profile.name, "program": "program.npz", "mapping": "mapping.json",
@@ -209,7 +216,7 @@ def _save_program(path, stack, pl: Placement, float_weights: bool, dec=None) -> 
             arrays[f"l{l}_{name}"] = getattr(lw, name)
         arrays[f"l{l}_events_in"] = np.array(lw.events_in)
     with open(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
+        np.savez(f, **arrays)          # uncompressed: zlib took longer than the whole placement at 27M synapses
 
 
 def load_program(path, with_decoder: bool = False):

@@ -78,19 +78,17 @@ class CoreCosts:
         return float(m.max()), float(m.mean())
 
 
-def _presyn_of_cores(conn: np.ndarray, co: np.ndarray, n_cores: int) -> np.ndarray:
-    """[n_cores, n_src] bool: does any unit on core c have a synapse from source unit i?"""
-    return group_sum(conn > 0, co, n_cores, bool)
-
-
 def _dest_cores(nets: list[LayerNet], core_of: list[np.ndarray], n_cores: int) -> list[np.ndarray]:
     """Per source layer l: [h_l, n_cores] bool — does unit i's spike reach core c (own layer via R, next layer
     via W)?"""
     out = []
     for l, net in enumerate(nets):
-        reach = _presyn_of_cores(net.conn_rec, core_of[l], n_cores).T.copy()
-        if l + 1 < len(nets):
-            reach |= _presyn_of_cores(nets[l + 1].conn_in, core_of[l + 1], n_cores).T
+        reach = np.zeros((net.hidden, n_cores), bool)
+        targets = [(net.conn_rec, core_of[l])] + ([(nets[l + 1].conn_in, core_of[l + 1])] if l + 1 < len(nets)
+                                                   else [])
+        for conn, co in targets:            # grouped over the target layer's cores only (compact)
+            ids, pres = group_sum(conn > 0, np.asarray(co), n_cores, bool, compact=True)
+            reach[:, ids] |= pres.T
         out.append(reach)
     return out
 
@@ -139,6 +137,7 @@ def evaluate(nets: list[LayerNet], pl: Placement, profile: ChipProfile, calibrat
     energy = np.zeros(n)
     reach = _dest_cores(nets, pl.core_of, n)
     out_axons = np.zeros(n, np.int64)
+    hops_out = np.zeros(n)
     traffic = np.zeros((n, n))
     slots = np.asarray(pl.slot_of_core)
     for l, net in enumerate(nets):
@@ -149,8 +148,11 @@ def evaluate(nets: list[LayerNet], pl: Placement, profile: ChipProfile, calibrat
         syn += np.bincount(co, weights=net.synapses, minlength=n).astype(np.int64)
         if calibrated:
             mac_ev += np.bincount(co, weights=net.mac_events, minlength=n).astype(np.int64)
-        # input axons: distinct presynaptic units (layer input incl. embedding dims, and recurrent)
-        in_axons += _presyn_of_cores(net.conn_in, co, n).sum(1) + _presyn_of_cores(net.conn_rec, co, n).sum(1)
+        # input axons: distinct presynaptic units (layer input incl. embedding dims, and recurrent); grouped
+        # over this layer's cores only (compact), never an n_cores-wide table
+        for conn in (net.conn_in, net.conn_rec):
+            ids, pres = group_sum(conn > 0, co, n, bool, compact=True)
+            in_axons[ids] += pres.sum(1)
         # MAC work per core in this layer's phase
         macs_unit = (net.mac_events / T) if calibrated and T else net.synapses.astype(np.float64)
         synops = np.bincount(co, weights=macs_unit, minlength=n)
@@ -164,12 +166,15 @@ def evaluate(nets: list[LayerNet], pl: Placement, profile: ChipProfile, calibrat
         src, t = group_sum(r, co, n, np.float64, weights=rate, compact=True)
         traffic[src] += t
         # a spike's delivery time counts toward the phase of the layer that produced it
-        busy[l, src] += _rowwise_link_sums(t, slots[src], slots, profile)[2]
+        # hops, energy and time of this layer's messages: the per-row sums are linear in the traffic, so
+        # adding them per layer equals one pass over the summed matrix (no second n x n pass)
+        h_l, pj_l, ns_l = _rowwise_link_sums(t, slots[src], slots, profile)
+        busy[l, src] += ns_l
+        hops_out[src] += h_l
+        energy[src] += pj_l
         del t
     spikes_in = traffic.sum(0)
     spikes_out = traffic.sum(1)
-    hops_out, link_pj, _ = _rowwise_link_sums(traffic, slots, slots, profile)
-    energy += link_pj
     memory = (syn * mem.synapse_bits + in_axons * mem.axon_pointer_bits + units * mem.state_bits_per_unit + 7) // 8
     return CoreCosts(units, units * cpu, syn, in_axons, out_axons, memory, syn.copy(), mac_ev, spikes_in,
                      spikes_out, hops_out, energy, busy, traffic)

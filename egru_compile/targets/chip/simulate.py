@@ -27,6 +27,7 @@ import numpy as np
 from ...ir.ops import OPS
 from ..stack import EGRUStack
 from .network import LayerNet
+from .partition import group_sum
 from .placement import Placement
 from .routing import Mesh, UnitRoutes, core_tiles
 
@@ -41,10 +42,11 @@ def default_backend() -> str:
     return "tir" if tvm_available() else "numpy"
 
 
-def _onehot(core_of: np.ndarray, n: int) -> np.ndarray:
-    oh = np.zeros((len(core_of), n), np.float32)
-    oh[np.arange(len(core_of)), core_of] = 1
-    return oh
+def _or_group_any(reach: np.ndarray, fan: np.ndarray, core_of: np.ndarray) -> None:
+    """reach[i, c] |= any unit on core c has a synapse from presynaptic unit i (`fan` [h, n_pre] per unit; a
+    sorted OR-reduction over the cores that hold these units only, no unit x core one-hot product)."""
+    ids, pres = group_sum(fan > 0, np.asarray(core_of, np.int64), reach.shape[1], bool, compact=True)
+    reach[:, ids] |= pres.T
 
 
 def _gate_fan(M, h: int) -> np.ndarray:
@@ -61,13 +63,21 @@ def dest_cores(fans: list[tuple[np.ndarray, np.ndarray]], core_of: list[np.ndarr
     out = []
     L = len(fans)
     for l in range(L):
-        reach = (fans[l][1].T.astype(np.float32) @ _onehot(core_of[l], n_cores)) > 0
+        reach = np.zeros((fans[l][1].shape[1], n_cores), bool)
+        _or_group_any(reach, fans[l][1], core_of[l])
         if l + 1 < L:
-            reach |= (fans[l + 1][0].T.astype(np.float32) @ _onehot(core_of[l + 1], n_cores)) > 0
+            _or_group_any(reach, fans[l + 1][0], core_of[l + 1])
         elif dec_fan is not None:
-            reach |= (dec_fan.T.astype(np.float32) @ _onehot(dec_core_of, n_cores)) > 0
+            _or_group_any(reach, dec_fan, dec_core_of)
         out.append(reach)
     return out
+
+
+def _core_sums(fan_T: np.ndarray, active: np.ndarray, core_of: np.ndarray, n: int) -> np.ndarray:
+    """[n] int64: per core, the synapses its units have from the `active` presynaptic units (`fan_T`
+    [n_pre, h] int32 per presynaptic unit, `core_of` [h])."""
+    per_unit = fan_T[active].sum(0, dtype=np.int64)
+    return np.bincount(core_of, weights=per_unit, minlength=n).astype(np.int64)
 
 
 class _Core:
@@ -179,14 +189,12 @@ class ChipSimulator:
         self.dec_core_of = None if dec_core_of is None else np.asarray(dec_core_of, np.int64)
         fans = [(_gate_fan(lw.W, lw.hidden), _gate_fan(lw.R, lw.hidden)) for lw in stack.layers]
         dec_fan = (stack.decoder_weight != 0).astype(np.int32) if self.dec_core_of is not None else None
-        # per-core fan-out tables [presynaptic unit, core]: synapses of unit i's spike on core c
-        self.fin_T = [(f[0].T.astype(np.float32) @ _onehot(self.core_of[l], n)).astype(np.int64)
-                      for l, f in enumerate(fans)]
-        self.frec_T = [(f[1].T.astype(np.float32) @ _onehot(self.core_of[l], n)).astype(np.int64)
-                       for l, f in enumerate(fans)]
-        self.fin0 = self.fin_T[0].sum(0)                 # embedding input: every input synapse, every token
-        self.fdec_T = None if dec_fan is None else \
-            (dec_fan.T.astype(np.float32) @ _onehot(self.dec_core_of, n)).astype(np.int64)
+        # fan-out tables [presynaptic unit, postsynaptic unit] (int32): per step, the synapses on each core are
+        # the active rows summed, grouped by the postsynaptic units' cores (`_core_sums`)
+        self.fin_T = [np.ascontiguousarray(f[0].T) for f in fans]
+        self.frec_T = [np.ascontiguousarray(f[1].T) for f in fans]
+        self.fin0 = np.bincount(self.core_of[0], weights=fans[0][0].sum(1), minlength=n).astype(np.int64)
+        self.fdec_T = None if dec_fan is None else np.ascontiguousarray(dec_fan.T)
         self.units = [np.bincount(c, minlength=n) for c in self.core_of]
         self.dec_units = None if dec_fan is None else np.bincount(self.dec_core_of, minlength=n)
         reach = dest_cores(fans, self.core_of, n, dec_fan, self.dec_core_of)
@@ -276,7 +284,8 @@ class ChipSimulator:
                 core.inbox_rec.append((a_rec, self.y[l][a_rec]))
                 c_new, y_new = core.compute(self.c[l], x if l == 0 else None)
                 c_new, y_new = c_new.copy(), y_new.copy()
-                synops = (self.fin0 if l == 0 else self.fin_T[l][a_in].sum(0)) + self.frec_T[l][a_rec].sum(0)
+                synops = (self.fin0 if l == 0 else _core_sums(self.fin_T[l], a_in, self.core_of[l], n)) + \
+                    _core_sums(self.frec_T[l], a_rec, self.core_of[l], n)
             else:
                 c_new = np.zeros(lw.hidden, np.float32)
                 y_new = np.zeros(lw.hidden, np.float32)
@@ -325,7 +334,7 @@ class ChipSimulator:
             logits = self.dec_b + y_last[a_in] @ self.dec_wT[a_in]    # event-gated by the last layer's spikes
             self.decoder_macs += int(self.dec_col_nnz[a_in].sum())
         if self.dec_core_of is not None:
-            synops = self.fdec_T[a_in].sum(0)
+            synops = _core_sums(self.fdec_T, a_in, self.dec_core_of, n)
             cnt["dec_synops"] += synops
             cnt["updates"] += self.dec_units
             cnt["updates_active"] += self.dec_units
@@ -349,7 +358,7 @@ class ChipSimulator:
 
     def link_messages(self) -> np.ndarray:
         """Messages (packets) that crossed each mesh link since `reset` ([n_links], `mesh.links` order)."""
-        return sum(f.astype(np.float64) @ R.links for f, R in zip(self.fires, self.routes))
+        return sum(R.link_loads(f) for f, R in zip(self.fires, self.routes))
 
     def stats(self) -> dict:
         n = max(self.steps, 1)
