@@ -53,7 +53,7 @@ def packets_in(st: _Cores, w: np.ndarray) -> float:
 
 
 def refine_packets(st: _Cores, w: np.ndarray, unit_rate: np.ndarray, core_tries: int = 3, stall: int = 60,
-                   rate_tol: float = 0.1, max_attempts: int = 3000) -> float:
+                   rate_tol: float = 0.1, max_attempts: int = 1000) -> float:
     """Connectivity (lambda - 1) refinement under every capacity limit: for each sender s (heaviest first),
     "clear" a core a of s — exchange each of s's targets on a with a non-target of s on another core, so s's
     spikes no longer reach a (one packet per spike of s less). Exchange partners have a firing rate within
