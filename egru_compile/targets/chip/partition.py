@@ -27,7 +27,7 @@ import numpy as np
 from ...errors import EgruError
 from .network import LayerNet
 from .profile import ChipProfile
-from .refine import packets_in, refine_layer, sender_weights
+from .refine import packets_in, refine_layer, refine_worth, sender_weights
 
 
 class PlacementError(EgruError):
@@ -381,7 +381,7 @@ def _finish(net, profile, k, assign, cost, refine: tuple | None = None) -> np.nd
 
 
 def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, calibrated: bool,
-                    method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
+                    method: str = "auto", seed: int = 0, refine: bool = True) -> tuple[np.ndarray, str]:
     """(unit -> core in 0..k-1 for layer l, method used). ``auto``: the hypergraph partitioner when `mtkahypar`
     imports, cores hold several units each (h >= 4 k) and the hypergraph is small (at most `AUTO_MAX_PINS`
     pins: Mt-KaHyPar took 268 s for the three layers of the PTB-size random model, 1.2M pins, and cut its
@@ -390,13 +390,16 @@ def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, 
     Our methods (``auto``, ``rate``, ``lpt``; any method with the suffix ``+refine``) end with the connectivity
     refinement of `refine.py` where cores hold several units each. ``rate`` on a small hypergraph also refines
     the hypergraph partitioner's assignment (when installed) and keeps whichever receives fewer packets.
-    ``metis``, ``kahip`` and ``hypergraph`` alone are the standard partitioners + capacity repair."""
+    ``metis``, ``kahip`` and ``hypergraph`` alone are the standard partitioners + capacity repair.
+    ``refine=False``: no refinement whatever the method (a feasibility probe: the same cores, the same limits);
+    the refinement is also skipped above `refine.MAX_WORK` (the label then has no ``+refine``)."""
     net = nets[l]
     cost = unit_cost(net, calibrated)
-    refine = method in ("auto", "rate", "lpt") or method.endswith("+refine")
+    refine = refine and (method in ("auto", "rate", "lpt") or method.endswith("+refine")) and \
+        refine_worth(net, k, sender_weights(nets, l, calibrated))
     method = method.removesuffix("+refine")
     assign, used = _initial(nets, l, profile, k, calibrated, method, seed, cost)
-    if not (refine and net.hidden >= 4 * k):
+    if not refine:
         return _finish(net, profile, k, assign, cost), used
     args = (nets, l, calibrated)
     assign = _finish(net, profile, k, assign, cost, args)

@@ -24,15 +24,27 @@ if TYPE_CHECKING:
     from .partition import _Cores
 
 RATE_TOLERANCES = (0.1, 0.3)
+#: cores x spiking senders above which a layer keeps the partitioner's cut: every move and exchange evaluates
+#: a cores x senders matrix (PTB-size layers: at most 31 x 2,700 = 84k; the 0.5-scale random model's 2048-wide
+#: layers: 300 x 4,096 = 1.2M, minutes per layer)
+MAX_WORK = 250_000
 
 
 def refine_layer(st: _Cores, nets: list[LayerNet], l: int, calibrated: bool) -> float:
-    """Refine `st` (the occupancy of layer l's cores) in place; returns packets per token saved."""
+    """Refine `st` (the occupancy of layer l's cores) in place; returns packets per token saved (0 when the
+    layer is above `MAX_WORK`)."""
     w = sender_weights(nets, l, calibrated)
+    if not refine_worth(st.net, st.k, w):
+        return 0.0
     saved = refine_moves(st, w)
     for tol in RATE_TOLERANCES:
         saved += refine_packets(st, w, w[st.net.n_in:], rate_tol=tol)
     return saved
+
+
+def refine_worth(net: LayerNet, k: int, w: np.ndarray) -> bool:
+    """Several units per core (h >= 4 k) and at most `MAX_WORK` cores x spiking senders."""
+    return net.hidden >= 4 * k and k * int(np.count_nonzero(w > 0)) <= MAX_WORK
 
 
 def sender_weights(nets: list[LayerNet], l: int, calibrated: bool) -> np.ndarray:
