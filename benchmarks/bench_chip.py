@@ -208,7 +208,8 @@ def equal_cores(name, nets, profile, max_chips, k, big):
     bh = min(std, key=lambda r: r[1]["hops"])
     ok = ours["packets"] <= bp[1]["packets"] + 1e-6 and ours["hops"] <= bh[1]["hops"] + 1e-6
     return rows, (f"acceptance (ours sends no more packets and no more spike-hops per token than the best standard "
-                  f"partitioner at these cores): **{'met' if ok else 'not met'}** — packets {ours['packets']:,.1f} vs "
+                  f"partitioner at these cores): **{'met' if ok else 'not met'}** — packets "
+                  f"{ours['packets']:,.1f} vs "
                   f"{bp[1]['packets']:,.1f} ({bp[0]}), spike-hops {ours['hops']:,.1f} vs {bh[1]['hops']:,.1f} "
                   f"({bh[0]})")
 
