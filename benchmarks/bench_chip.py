@@ -13,10 +13,12 @@ ptb.valid.txt --calib-tokens N` does; then every placement runs on the same netw
 
 * sequential — the baseline in every chip report;
 * ours — `place(objective=traffic | latency)`: the default pipeline of the chip targets;
-* metis / kahip / hypergraph — `balanced_placement(method=...)` at the baseline's per-layer core counts
-  (partitioner, then our capacity repair), laid out twice: by our layout search (``+ours layout``) and by the
-  greedy + pairwise-swap layout of the previous release (``+swap layout``, copied below), i.e. the standard
-  pipeline of issue 14.
+* at equal cores (the per-layer core counts of ours `traffic`, then the baseline's): ours (rate-sorted cut +
+  repair + connectivity refinement, no tightening) and metis / kahip / hypergraph —
+  `balanced_placement(method=..., min_cores=k, tighten=False)` (partitioner, then our capacity repair), laid
+  out twice: by our layout search (``+ours layout``) and by the greedy + pairwise-swap layout of the previous
+  release (``+swap layout``, copied below), i.e. the standard pipeline of issue 14 — with a met / not met
+  line for the acceptance of issue 14 (no more packets and no more spike-hops than the best of them).
 
 Per token: packets (one per spike and destination core), spike-hops, energy, busiest-core MACs (and
 max/mean), latency (per layer phase the busiest core plus a barrier), and placement seconds.
@@ -134,13 +136,18 @@ def metrics(nets, pl, profile, seconds: float) -> dict:
     T = nets[0].tokens
     mx, mean = c.balance(T)
     assert not P.violations(c, profile), P.violations(c, profile)[:3]
-    return {"cores": pl.n_cores, "chips": pl.chips, "packets": c.packets, "hops": float(c.hops_out.sum()),
-            "energy_uj": float(c.energy_pj.sum()) / 1e6, "max_macs": mx, "balance": mx / mean,
+    return {"cores": pl.n_cores, "layer_cores": P.layer_core_counts(pl), "chips": pl.chips, "packets": c.packets,
+            "hops": float(c.hops_out.sum()), "energy_uj": float(c.energy_pj.sum()) / 1e6, "max_macs": mx,
+            "mean_macs": mean, "balance": mx / mean,
             "latency_us": float(c.busy_ns.max(1).sum() + len(nets) * profile.energy.barrier_ns) / 1e3,
             "seconds": seconds}
 
 
-def run_model(name: str, nets, profile, max_chips: int, big: bool) -> list[tuple[str, dict]]:
+STANDARD = ("metis", "kahip", "hypergraph")
+
+
+def run_model(name: str, nets, profile, max_chips: int, big: bool):
+    """(rows of the default pipelines, [(per-layer cores, rows at exactly those cores, acceptance line)])."""
     rows, k_ours = [], None
     t = time.perf_counter()
     seq = P.sequential_placement(nets, profile, max_chips)
@@ -154,46 +161,71 @@ def run_model(name: str, nets, profile, max_chips: int, big: bool) -> list[tuple
                      f"{'/'.join(sorted(set(info.get('partitioners', []))))})",
                      metrics(nets, ours, profile, time.perf_counter() - t)))
         print(name, rows[-1], flush=True)
-    for method in ("metis", "kahip", "hypergraph"):
-        if big and method != "metis":
+    blocks = []
+    for k in (k_ours, P.layer_core_counts(seq)):
+        if any(k == b[0] for b in blocks):
+            continue
+        blocks.append((k, *equal_cores(name, nets, profile, max_chips, k, big)))
+    return rows, blocks
+
+
+def equal_cores(name, nets, profile, max_chips, k, big):
+    """Ours and every standard partitioner at exactly the per-layer core counts k (no tightening), each laid out
+    by our layout search (standard ones also by the previous release's swap layout); the acceptance line."""
+    rows = []
+    for method in ("ours",) + STANDARD:
+        if big and method not in ("ours", "metis"):
             rows.append((method, None))                 # minutes per layer at this size: not run
             continue
         t = time.perf_counter()
-        note = ""
+        info: dict = {}
         try:
-            try:
-                pl = P.balanced_placement(nets, profile, max_chips, True, min_cores=k_ours, method=method,
-                                          tighten=False)
-            except P.PlacementError:
-                note = " (baseline's cores)"
-                pl = P.balanced_placement(nets, profile, max_chips, True, min_cores=P.layer_core_counts(seq),
-                                          method=method, tighten=False)
+            pl = P.balanced_placement(nets, profile, max_chips, True, min_cores=k,
+                                      method="auto" if method == "ours" else method, tighten=False, info=info)
         except PartitionerUnavailable as e:
             rows.append((f"{method} (not installed: {e})", None))
             continue
-        rows.append((f"{method}{note} + ours layout", metrics(nets, pl, profile, time.perf_counter() - t)))
-        print(name, rows[-1], flush=True)
-        if not big:
+        except P.PlacementError as e:
+            rows.append((f"{method} (no assignment within the limits at these cores: {e})", None))
+            continue
+        label = f"ours ({' / '.join(sorted(set(info['partitioners'])))})" \
+            if method == "ours" else method
+        rows.append((f"{label} + ours layout", metrics(nets, pl, profile, time.perf_counter() - t)))
+        print(name, k, rows[-1], flush=True)
+        if method != "ours" and not big:
             t = time.perf_counter()
             c = P.evaluate(nets, pl, profile, True)
             slots = swap_layout(c.traffic, profile, pl.n_cores, pl.chips)
             dt = time.perf_counter() - t + rows[-1][1]["seconds"]
-            rows.append((f"{method}{note} + swap layout", metrics(nets, P.Placement(method, pl.core_of, slots, pl.n_cores,
-                                                                             pl.chips), profile, dt)))
-            print(name, rows[-1], flush=True)
-    return rows
+            rows.append((f"{method} + swap layout", metrics(nets, P.Placement(method, pl.core_of, slots, pl.n_cores,
+                                                                            pl.chips), profile, dt)))
+            print(name, k, rows[-1], flush=True)
+    ours = rows[0][1]
+    std = [(n, m) for n, m in rows[1:] if m is not None]
+    if ours is None or not std:
+        return rows, "acceptance: not measured (ours or every standard partitioner missing at these cores)"
+    bp = min(std, key=lambda r: r[1]["packets"])
+    bh = min(std, key=lambda r: r[1]["hops"])
+    ok = ours["packets"] <= bp[1]["packets"] + 1e-6 and ours["hops"] <= bh[1]["hops"] + 1e-6
+    return rows, (f"acceptance (ours sends no more packets and no more spike-hops per token than the best standard "
+                  f"partitioner at these cores): **{'met' if ok else 'not met'}** — packets "
+                  f"{ours['packets']:,.1f} vs "
+                  f"{bp[1]['packets']:,.1f} ({bp[0]}), spike-hops {ours['hops']:,.1f} vs {bh[1]['hops']:,.1f} "
+                  f"({bh[0]})")
 
 
 def table(title: str, rows) -> list[str]:
-    out = [f"### {title}", "",
-           "| placement | cores | packets/token | spike-hops/token | energy/token | max core MACs/token (max/mean) | "
-           "latency/token | placement s |", "|---|---|---|---|---|---|---|---|"]
+    out = [f"{title}", "",
+           "| placement | cores (per layer) | packets/token | spike-hops/token | energy/token | "
+           "core MACs/token max / mean (max/mean) | latency/token | placement s |",
+           "|---|---|---|---|---|---|---|---|"]
     for name, m in rows:
         if m is None:
             out.append(f"| {name} | – | – | – | – | – | – | not run |")
             continue
-        out.append(f"| {name} | {m['cores']} | {m['packets']:,.0f} | {m['hops']:,.0f} | {m['energy_uj']:.2f} µJ | "
-                   f"{m['max_macs']:,.0f} ({m['balance']:.2f}) | {m['latency_us']:.1f} µs | {m['seconds']:.1f} |")
+        out.append(f"| {name} | {m['cores']} ({'/'.join(map(str, m['layer_cores']))}) | {m['packets']:,.1f} | "
+                   f"{m['hops']:,.1f} | {m['energy_uj']:.2f} µJ | {m['max_macs']:,.0f} / {m['mean_macs']:,.0f} "
+                   f"({m['balance']:.2f}) | {m['latency_us']:.1f} µs | {m['seconds']:.1f} |")
     return out + [""]
 
 
@@ -283,10 +315,15 @@ def main(argv=None):
     lines = [f"# Chip placement ({a.profile}, {a.calib_tokens} calibration tokens of ptb.valid)", "",
              "Per token. packets = spike messages (one per spike and destination core); spike-hops = mesh hops "
              "of those messages (a chip-to-chip link counts one); latency = per layer phase the busiest core, plus "
-             "a barrier. `ours traffic` uses at most the baseline's cores per layer (one fewer where the layer "
-             "still fits); `ours latency` adds the spare cores of the occupied chips to the bottleneck layer. "
-             "Partitioners run at the per-layer core counts of `ours traffic` (equal cores; the baseline's where "
-             "their partition cannot be repaired at those), followed by our capacity repair.", ""]
+             "a barrier; core MACs = MACs per token of the busiest core / the mean core (max/mean, "
+             "`CoreCosts.balance`); placement s = wall seconds of partition + repair (+ refinement) + layout. "
+             "`ours traffic` uses at most the baseline's cores per layer (one fewer where the layer still fits); "
+             "`ours latency` adds the spare cores of the occupied chips to the bottleneck layer. The equal-core "
+             "tables run ours and every standard partitioner (METIS, KaHIP, Mt-KaHyPar connectivity) at exactly "
+             "the same per-layer core counts — those of `ours traffic`, then the baseline's — under the same "
+             "per-core limits: partitioner, our capacity repair (moves, then exchanges where every core is full), "
+             "then our layout search or the previous release's greedy + pairwise-swap layout. Ours there = "
+             "rate-sorted cut, repair, connectivity refinement (`partition.py`, `refine.py`), our layout.", ""]
     with tempfile.TemporaryDirectory(prefix="bench_chip_") as td:
         for name in filter(None, a.models.split(",")):
             if name == "ptb":
@@ -301,8 +338,13 @@ def main(argv=None):
             else:
                 raise SystemExit(f"unknown model {name}")
             nets, syn = load_nets(ckpt, ptb, a.calib_tokens)
-            rows = run_model(name, nets, profile, 10 ** 4, big=name == "27m")
-            lines += table(f"{title}: {syn:,} synapses", rows)
+            rows, blocks = run_model(name, nets, profile, 10 ** 4, big=name == "27m")
+            lines += table(f"### {title}: {syn:,} synapses", rows)
+            for k, brows, verdict in blocks:
+                lines += table(f"At equal cores {'/'.join(map(str, k))} per layer ({sum(k)} cores), same limits:",
+                               brows)
+                lines += [verdict, ""]
+                print(verdict, flush=True)
             del nets
             if name == "27m" and a.compile_27m:
                 lines += compile_27m(ckpt, ptb, a.profile, 200)

@@ -94,20 +94,15 @@ def test_onnx_weight_dtype_int8_adds_quantize_and_needs_onnx_target(ckpt):
     assert res.exit_code == 0, res.output
     assert "quantize-int8: calibration perplexity" in res.output
     assert "EventMatVecQ" in {f.name for f in onnx.load(str(ckpt / "o8" / "model.onnx")).functions}
-    res = run(ckpt / "m.pt", "--target", "loihi-like", "--onnx-weight-dtype", "int8", "-o", ckpt / "t8")
+    # --onnx-weight-dtype is an alias of the generic --weight-dtype, which every built-in target takes; a value
+    # the target cannot store is refused in one line (the built-in chip profiles hold 8-bit weights)
+    res = run(ckpt / "m.pt", "--target", "loihi-like", "--onnx-weight-dtype", "f16", "-o", ckpt / "t8")
     assert res.exit_code != 0 and not (ckpt / "t8").exists()
-    # --onnx-weight-dtype is an alias of the generic --weight-dtype, which the onnx and tvm targets take
-    assert res.output.strip().splitlines()[-1] == \
-        "error: --weight-dtype applies to --target onnx, tvm only (target: loihi-like)"
+    assert "stores 8-bit weights" in res.output.strip().splitlines()[-1]
     res = run(ckpt / "m.pt", "--target", "onnx", "--weight-dtype", "int8", "-o", ckpt / "w8",
               "--calib-data", ckpt / "calib.txt")
     assert res.exit_code == 0, res.output
     assert (ckpt / "w8" / "model.onnx").read_bytes() == (ckpt / "o8" / "model.onnx").read_bytes()
-    for target in ("loihi-like",):
-        res = run(ckpt / "m.pt", "--target", target, "--weight-dtype", "f16", "-o", ckpt / "w16")
-        assert res.exit_code == 1 and not (ckpt / "w16").exists()
-        assert res.output.strip().splitlines()[-1] == \
-            f"error: --weight-dtype applies to --target onnx, tvm only (target: {target})"
 
 
 def test_int8_quantize_goes_before_count_macs_with_passes_default(ckpt):

@@ -72,7 +72,10 @@ class ChipTargetOptions:
     profile: str | None = option(None, "chip profile TOML file (overrides the target's built-in profile; "
                                  "without --target it names the target)", path=True)
     max_chips: int = option(16, "most chips a placement may use", minimum=1)
-    float_weights: bool = option(False, "keep float weights (no int8 quantization)")
+    float_weights: bool = option(False, "keep float weights (no int8 quantization; = --weight-dtype f32)")
+    weight_dtype: str = option("auto", "synaptic weights: int8 per-row (auto, the default), f16 (16-bit words; "
+                               "the profile must hold 16-bit weights) or f32 (the float reference)",
+                               choices=("auto", "f32", "f16", "int8"))
     placement_objective: str = option("traffic", "fewest spike hops within the baseline's cores (traffic), or "
                                       "use spare cores to cut the busiest core's load (latency)",
                                       choices=("traffic", "latency"))
@@ -80,7 +83,8 @@ class ChipTargetOptions:
                           "chip anyway) or place its synapses on cores", choices=("host", "chip"))
 
     def needs(self) -> frozenset[str]:
-        return frozenset() if self.float_weights else frozenset({INT8_WEIGHTS})
+        int8 = self.weight_dtype == "int8" or (self.weight_dtype == "auto" and not self.float_weights)
+        return frozenset({INT8_WEIGHTS}) if int8 else frozenset()
 
 
 @dataclass(frozen=True)

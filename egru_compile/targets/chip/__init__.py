@@ -30,6 +30,7 @@ from .profile import ChipProfile, ProfileError, load_profile
 from .decoder import DECODER_CHOICES, WHY_CHIP, WHY_HOST, host_macs, place_decoder
 from .report import core_rows, plot_mapping, simulated_report, text_report, totals, write_json
 from .routing import router_multicast
+from .weights import resolve_weight_dtype, round_graph_f16, to_f16_storage, weights_info
 
 __all__ = ["compile_chip", "load_profile", "ChipProfile", "ProfileError", "PlacementError", "measure_unit_activity"]
 
@@ -79,13 +80,22 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     if max_chips < 1:
         raise EgruError("--max-chips must be at least 1")
     stack = extract_stack(graph)
-    float_weights = bool(options.get("float_weights"))
+    weight_dtype = resolve_weight_dtype(options, profile)
+    float_weights = weight_dtype != "int8"
     quantized = any(l.W.scale is not None or l.R.scale is not None for l in stack.layers)
     if not float_weights and not quantized:
         raise EgruError(f"{profile.name} holds {profile.memory.weight_bits}-bit weights: run quantize-int8 "
-                        "(the default pipeline does for chip targets) or pass --float-weights")
-    nets = build_network(stack)
+                        "(the default pipeline does for chip targets) or pass --weight-dtype f16 / f32")
+    if float_weights and quantized:
+        raise EgruError(f"--weight-dtype {weight_dtype} needs float weights, but the pipeline quantized them to "
+                        "int8 (drop quantize-int8 from --passes)")
     calib = options.get("calib_token_ids")
+    f16_report = None
+    if weight_dtype == "f16":                       # the chip holds float16 values: place, simulate, store those
+        f16_report = round_graph_f16(graph, calib)
+        stack = extract_stack(graph)
+        to_f16_storage(stack)
+    nets = build_network(stack)
     calibrated = calib is not None and len(calib) > 0
     if calibrated:
         measure_unit_activity(graph, np.asarray(calib, np.int64), nets)
@@ -152,8 +162,8 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         "profile": profile.to_dict(), "chips": dec.chips if dec else ours.chips, "max_chips": max_chips,
         "router": "multicast" if multicast else "unicast", "decoder": dec_info, "simulated": sim_report,
         "calibrated": calibrated, "calib_tokens": T,
-        "weights": {"bits": 32 if float_weights else profile.memory.weight_bits,
-                    "quantize": q.to_json() if q else None},
+        "weights": weights_info(weight_dtype, profile, costs, f16_report if f16_report else
+                                (q.to_json() if q and weight_dtype == "int8" else None)),
         "cores": rows, "totals": tot,
         "baseline": {"placement": "sequential", "chips": seq.chips, "totals": btot, "cores": base_rows},
         "traffic": {"spike_hops_per_token": tot["spike_hops_out"],
@@ -179,7 +189,9 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
                 "vocab": vocab_file, "source_sha256": getattr(source, "sha256", None),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size,
                 "decoder": decoder, "router": "multicast" if multicast else "unicast",
-                "options": {k: options.get(k) for k in ("profile", "max_chips", "float_weights", "calib_data",
+                "weight_dtype": weight_dtype, "synaptic_memory_bytes": mapping["weights"]["synaptic_memory_bytes"],
+                "options": {k: options.get(k) for k in ("profile", "max_chips", "float_weights", "weight_dtype",
+                                                         "calib_data",
                                                          "placement_objective", "decoder",
                                                          "calib_tokens", "passes")}}
     write_json(out_dir / "manifest.json", manifest)

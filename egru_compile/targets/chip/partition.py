@@ -17,7 +17,8 @@ Partitioners (`method`):
   symmetrised recurrent connectivity, one balance constraint (synapses).
 
 Every partition then goes through `repair` (moves units off over-full cores onto the least-loaded core that
-can take them) so capacity holds whichever partitioner produced it.
+can take them; where every core is full, exchanges a unit for a smaller one of another core) so capacity
+holds whichever partitioner produced it. Our methods then run the connectivity refinement of `refine.py`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 from ...errors import EgruError
 from .network import LayerNet
 from .profile import ChipProfile
+from .refine import packets_in, refine_layer, refine_worth, sender_weights
 
 
 class PlacementError(EgruError):
@@ -129,6 +131,33 @@ class _Cores:
                 return int(c)
         return -1
 
+    def fits_after(self, c: int, out: int, into: int) -> bool:
+        """Core c within its memory and input-axon limits after unit `out` leaves it and unit `into` joins."""
+        cnt = self.cnt[c] - self.pres[out] + self.pres[into]
+        ax = int(np.count_nonzero(cnt))
+        return ax <= self.lim.input_axons and \
+            self.mem[c] - self.umem[out] + self.umem[into] + ax * self.ptr_bytes <= self.lim.synapse_memory_bytes
+
+    def swap_fit(self, c: int, tries: int = 256) -> tuple[int, int]:
+        """(unit j on over-full core c, unit i on another core) whose exchange leaves both cores within their
+        memory and input-axon limits, or (-1, -1). Candidates: the smallest memory difference umem[j] - umem[i]
+        that removes c's memory excess (a best-fit exchange), checked exactly in that order."""
+        mine = np.nonzero(self.assign == c)[0]
+        other = np.nonzero(self.assign != c)[0]
+        if not len(mine) or not len(other):
+            return -1, -1
+        excess = max(0.0, self.memory()[c] - self.lim.synapse_memory_bytes)
+        room = self.lim.synapse_memory_bytes - self.memory()          # per core
+        diff = self.umem[mine][:, None] - self.umem[other][None, :]  # [mine, other]: memory c frees
+        ok = (diff >= excess) & (diff <= room[self.assign[other]][None, :])
+        r, q = np.nonzero(ok)
+        for t in np.argsort(diff[r, q], kind="stable")[:tries]:
+            j, i = int(mine[r[t]]), int(other[q[t]])
+            d = int(self.assign[i])
+            if self.fits_after(c, j, i) and self.fits_after(d, i, j):
+                return j, i
+        return -1, -1
+
     def move(self, j: int, c: int) -> None:
         a = self.assign[j]
         p = self.pres[j].astype(np.int16)
@@ -160,6 +189,13 @@ def repair(net: LayerNet, profile: ChipProfile, k: int, assign: np.ndarray, cost
                 st.move(int(j), dest)
                 moved = True
                 break
+        if not moved and st.units[c] <= st.cap_units:     # every core full: exchange a unit for a smaller one
+            j, i = st.swap_fit(c)
+            if j >= 0:
+                d = int(st.assign[i])
+                st.move(j, d)
+                st.move(i, c)
+                moved = True
         if not moved:
             break
     if st.over().any():
@@ -284,7 +320,7 @@ def graph_partition(net: LayerNet, k: int, method: str, calibrated: bool, eps: f
             raise PartitionerUnavailable("pymetis") from None
         opt = pymetis.Options(seed=seed)
         opt.ufactor = int(eps * 1000)
-        _, parts = pymetis.part_graph(k, xadj=xadj.tolist(), adjncy=adj.tolist(), vweights=vw.tolist(),
+        _, parts = pymetis.part_graph(k, pymetis.CSRAdjacency(xadj.tolist(), adj.tolist()), vweights=vw.tolist(),
                                       eweights=ew.tolist(), options=opt)
         return np.asarray(parts, np.int64)
     if method == "kahip":
@@ -301,41 +337,80 @@ def graph_partition(net: LayerNet, k: int, method: str, calibrated: bool, eps: f
 AUTO_MAX_PINS = 200_000
 
 
-def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, calibrated: bool,
-                    method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
-    """(unit -> core in 0..k-1 for layer l, method used). ``auto``: the hypergraph partitioner when `mtkahypar`
-    imports, cores hold several units each (h >= 4 k) and the hypergraph is small (at most `AUTO_MAX_PINS`
-    pins: Mt-KaHyPar took 268 s for the three layers of the PTB-size random model, 1.2M pins, and cut its
-    packets by 0.2 % only), else LPT."""
+def _initial(nets, l, profile, k, calibrated, method, seed, cost) -> tuple[np.ndarray, str]:
     net = nets[l]
-    cost = unit_cost(net, calibrated)
     used = method
     if method == "auto":
         used = "lpt"
-        pins = np.count_nonzero(net.conn_rec) + (np.count_nonzero(net.conn_in) if l > 0 else 0)
-        if net.hidden >= 4 * k and pins <= AUTO_MAX_PINS:
+        if net.hidden >= 4 * k and _small(nets, l):
             try:
-                assign = hypergraph(nets, l, k, calibrated, seed=seed)
-                used = "hypergraph"
+                return hypergraph(nets, l, k, calibrated, seed=seed), "hypergraph"
             except PartitionerUnavailable:
                 pass
     elif method == "hypergraph":
-        assign = hypergraph(nets, l, k, calibrated, seed=seed)
+        return hypergraph(nets, l, k, calibrated, seed=seed), used
     elif method == "rate":
         if net.hidden >= 4 * k:
-            assign = rate_sorted(net, profile, k, calibrated)
-        else:                                       # one to three units per core: nothing to group
-            used = "lpt"
+            return rate_sorted(net, profile, k, calibrated), used
+        used = "lpt"                                # one to three units per core: nothing to group
     elif method in ("metis", "kahip"):
-        assign = graph_partition(net, k, method, calibrated, seed=seed)
+        return graph_partition(net, k, method, calibrated, seed=seed), used
     elif method != "lpt":
         raise ValueError(f"unknown partitioner {method!r}")
-    if used == "lpt":
-        assign = lpt(net, profile, k, cost)
+    return lpt(net, profile, k, cost), used
+
+
+def _small(nets, l) -> bool:
+    net = nets[l]
+    return np.count_nonzero(net.conn_rec) + (np.count_nonzero(net.conn_in) if l > 0 else 0) <= AUTO_MAX_PINS
+
+
+def _finish(net, profile, k, assign, cost, refine: tuple | None = None) -> np.ndarray:
+    """Capacity repair, no empty core, then (``refine`` = (nets, l, calibrated)) the connectivity refinement."""
     assign = repair(net, profile, k, assign, cost)
     counts = np.bincount(assign, minlength=k)
     for c in np.nonzero(counts == 0)[0]:            # no empty core: it takes one unit of the fullest core
         src = int(np.argmax(counts))
         j = int(np.nonzero(assign == src)[0][0])
         assign[j], counts[src], counts[c] = c, counts[src] - 1, 1
+    if refine is not None:
+        st = _Cores(net, profile, k, assign, cost)
+        refine_layer(st, *refine)
+        assign = st.assign
+    return assign
+
+
+def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, calibrated: bool,
+                    method: str = "auto", seed: int = 0, refine: bool = True) -> tuple[np.ndarray, str]:
+    """(unit -> core in 0..k-1 for layer l, method used). ``auto``: the hypergraph partitioner when `mtkahypar`
+    imports, cores hold several units each (h >= 4 k) and the hypergraph is small (at most `AUTO_MAX_PINS`
+    pins: Mt-KaHyPar took 268 s for the three layers of the PTB-size random model, 1.2M pins, and cut its
+    packets by 0.2 % only), else LPT.
+
+    Our methods (``auto``, ``rate``, ``lpt``; any method with the suffix ``+refine``) end with the connectivity
+    refinement of `refine.py` where cores hold several units each. ``rate`` on a small hypergraph also refines
+    the hypergraph partitioner's assignment (when installed) and keeps whichever receives fewer packets.
+    ``metis``, ``kahip`` and ``hypergraph`` alone are the standard partitioners + capacity repair.
+    ``refine=False``: no refinement whatever the method (a feasibility probe: the same cores, the same limits);
+    the refinement is also skipped above `refine.MAX_WORK` (the label then has no ``+refine``)."""
+    net = nets[l]
+    cost = unit_cost(net, calibrated)
+    refine = refine and (method in ("auto", "rate", "lpt") or method.endswith("+refine")) and \
+        refine_worth(net, k, sender_weights(nets, l, calibrated))
+    method = method.removesuffix("+refine")
+    assign, used = _initial(nets, l, profile, k, calibrated, method, seed, cost)
+    if not refine:
+        return _finish(net, profile, k, assign, cost), used
+    args = (nets, l, calibrated)
+    assign = _finish(net, profile, k, assign, cost, args)
+    used += "+refine"
+    if method == "rate" and _small(nets, l):
+        try:
+            other = _finish(net, profile, k, hypergraph(nets, l, k, calibrated, seed=seed), cost, args)
+        except (PartitionerUnavailable, PlacementError):
+            return assign, used
+        w = sender_weights(nets, l, calibrated)
+        if packets_in(_Cores(net, profile, k, other, cost), w) < \
+                packets_in(_Cores(net, profile, k, assign, cost), w) - 1e-9:
+            return other, "hypergraph+refine"
     return assign, used

@@ -298,14 +298,18 @@ def balanced_placement(nets, profile: ChipProfile, max_chips: int, calibrated: b
         method = "rate" if objective == "traffic" else "auto"
     core_of, methods, base = [], [], 0
     for l in range(len(nets)):
-        assign, used = partition_layer(nets, l, profile, k[l], calibrated, method, seed)
+        tightening = objective == "traffic" and tighten and 1 < k[l] <= nets[l].hidden // 4
+        # (while tightening, the connectivity refinement runs once, at the final core count)
+        assign, used = partition_layer(nets, l, profile, k[l], calibrated, method, seed, refine=not tightening)
         # traffic: fewer cores = fewer destinations per spike; take a core away while the layer still fits
-        while objective == "traffic" and tighten and 1 < k[l] <= nets[l].hidden // 4:
+        while tightening and 1 < k[l] <= nets[l].hidden // 4:
             try:
-                assign, used = partition_layer(nets, l, profile, k[l] - 1, calibrated, method, seed)
+                partition_layer(nets, l, profile, k[l] - 1, calibrated, method, seed, refine=False)
             except PlacementError:
                 break
             k[l] -= 1
+        if tightening:
+            assign, used = partition_layer(nets, l, profile, k[l], calibrated, method, seed)
         core_of.append(assign + base)
         methods.append(used)
         base += k[l]

@@ -96,7 +96,9 @@ def text_report(m: dict) -> str:
              f"({m['calib_tokens']} calibration tokens)" if m["calibrated"] else
              f"{p['name']}: {m['chips']} chip(s), {t['cores_used']} cores used (static: no calibration data)"]
     q = m["weights"].get("quantize") or {}
-    if m["weights"]["bits"] == 8:
+    if m["weights"].get("summary"):                 # dtype, synaptic memory, PPL change (weights.weights_info)
+        lines.append(m["weights"]["summary"])
+    elif m["weights"]["bits"] == 8:
         if q.get("ppl_before") is not None:
             lines.append(f"weights int8 per-row: calibration PPL {q['ppl_before']:.3f} (float) -> {q['ppl_after']:.3f} "
                          f"(int8), change {100 * q['ppl_rel_change']:+.3f} %")
