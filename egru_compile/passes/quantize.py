@@ -17,7 +17,8 @@ Requires ``masks-folded`` (it quantizes the SparseMatrix constants fold-masks ma
 transforms). With ``PassOptions.calib_tokens`` and ``PassOptions.perplexity`` (a callable
 ``fn(graph, tokens) -> float``, the runtime's `graph_perplexity` — injected, so the passes never import the
 runtime), the report holds the perplexity before and after on those tokens (`quantize_report` does the
-same for any two graphs).
+same for any two graphs). The activity that perplexity run observed on the int8 graph is left as an
+`ObservedActivity` for count-macs (see `count_macs.observed_activity`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from typing import Callable
 import numpy as np
 
 from ..ir import Analysis, Graph, SparseMatrix
+from ..ir.interpreter import trace_runs
+from .count_macs import ActivityCounter, collect_matrices, observed_activity
 from .manager import PassError, PassOptions, register_pass, register_property
 from .utils import remove_dead_nodes
 
@@ -123,8 +126,15 @@ def run(graph: Graph, options: PassOptions) -> dict:
     stats = quantize_int8(graph)
     rep = QuantizeReport("int8 symmetric per output row", **stats)
     if before is not None:
-        rep = QuantizeReport(rep.method, rep.matrices, rep.dropped,
-                             **quantize_report(before, graph, options.calib_tokens, options.perplexity))
+        # the int8 graph's perplexity run interprets it on the calibration tokens: keep what it observed
+        # for count-macs (`ObservedActivity`, reused only while valid for exactly this graph and tokens)
+        want = ActivityCounter(graph, collect_matrices(graph)).want
+        with trace_runs(graph, want) as runs:
+            ppl = quantize_report(before, graph, options.calib_tokens, options.perplexity)
+        rep = QuantizeReport(rep.method, rep.matrices, rep.dropped, **ppl)
+        obs = observed_activity(graph, options.calib_tokens, runs)
+        if obs is not None:
+            graph.analyses.put(obs)
     graph.analyses.put(rep)
     out = dict(stats)
     if rep.ppl_before is not None:
