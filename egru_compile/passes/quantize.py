@@ -67,21 +67,22 @@ class QuantizeReport(Analysis):
 
 
 def quantize_matrix(m: SparseMatrix) -> SparseMatrix:
-    """Per-output-row symmetric int8 version of a float SparseMatrix (same format)."""
-    csr = m.convert("csr")
-    vals = csr.data.astype(np.float32)
-    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    absmax = np.zeros(csr.shape[0], np.float32)
+    """Per-output-row symmetric int8 version of a float SparseMatrix (same format; computed in it, no
+    conversion: the result equals quantizing the CSR form and converting back)."""
+    vals = m.data.astype(np.float32)
+    n_major = len(m.indptr) - 1
+    major = np.repeat(np.arange(n_major), np.diff(m.indptr))
+    rows = major if m.fmt == "csr" else np.asarray(m.indices)
+    absmax = np.zeros(m.shape[0], np.float32)
     np.maximum.at(absmax, rows, np.abs(vals))
     scale = (absmax / np.float32(127.0)).astype(np.float32)
     scale[scale == 0] = 1.0
     q = np.clip(np.rint(vals / scale[rows]), -127, 127).astype(np.int8)
     keep = q != 0
-    counts = np.bincount(rows[keep], minlength=csr.shape[0])
-    indptr = np.zeros(csr.shape[0] + 1, np.int64)
+    counts = np.bincount(major[keep], minlength=n_major)
+    indptr = np.zeros(n_major + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    out = SparseMatrix(csr.shape, "csr", indptr, np.asarray(csr.indices)[keep].astype(np.int64), q[keep], scale)
-    return out.convert(m.fmt)
+    return SparseMatrix(m.shape, m.fmt, indptr, np.asarray(m.indices)[keep].astype(np.int64), q[keep], scale)
 
 
 def quantize_int8(graph: Graph) -> dict:
