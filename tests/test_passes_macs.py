@@ -162,3 +162,43 @@ def test_multiplicative_law(density):
             law += row["recurrent_dense"] * row["recurrent_density"] * act[l]
             assert row["input_density"] == pytest.approx(density, abs=0.02)
         assert dyn == pytest.approx(law, rel=0.05)
+
+
+def test_count_macs_reuses_quantize_activity_only_when_valid(small):
+    """quantize-int8's perplexity run leaves an ObservedActivity; count-macs right after it gives exactly the
+    MacReport / UnitActivity a fresh count-macs (own interpreter run) gives on the same int8 graph, and the
+    record is not used for other tokens or a changed graph."""
+    from egru_compile.passes import UnitActivity, build_pipeline
+    from egru_compile.passes.count_macs import ObservedActivity, measure_macs
+    from egru_compile.runtime.evaluate import graph_perplexity
+    model, masks, g = small
+    tokens = np.random.default_rng(5).integers(0, 40, 90)
+    names = build_pipeline(None, {"int8-weights"})
+    assert names.index("quantize-int8") < names.index("count-macs")
+    pre = PassManager(names[:names.index("count-macs")],
+                      options=PassOptions(calib_tokens=tokens, perplexity=graph_perplexity)).run(g)
+    obs = pre.analyses.get(ObservedActivity)
+    assert obs is not None and obs.valid_for(pre, tokens)
+    assert not obs.valid_for(pre, tokens[:-1]) and not obs.valid_for(pre, tokens[::-1].copy())
+    rep_fresh, units_fresh = measure_macs(pre.clone(), tokens)      # a clone holds no ObservedActivity
+    import egru_compile.passes.count_macs as cm
+    measure = cm._measure
+    cm._measure = None                               # the reused record must serve: no interpreter run
+    try:
+        out = PassManager(["count-macs"], options=PassOptions(calib_tokens=tokens)).run(pre, inplace=True)
+    finally:
+        cm._measure = measure
+    assert out.analyses.get(ObservedActivity) is None                # consumed
+    assert out.analyses.get(MacReport).to_json() == rep_fresh.to_json()
+    u = out.analyses.get(UnitActivity)
+    assert u.fires.keys() == units_fresh.fires.keys()
+    for l in u.fires:
+        np.testing.assert_array_equal(u.fires[l], units_fresh.fires[l])
+        np.testing.assert_array_equal(u.last[l], units_fresh.last[l])
+    # a graph changed after the record (a constant replaced) does not match it
+    obs2 = PassManager(names[:names.index("count-macs")],
+                       options=PassOptions(calib_tokens=tokens, perplexity=graph_perplexity)).run(g)
+    rec = obs2.analyses.get(ObservedActivity)
+    c = next(n for n in obs2.nodes if n.is_const)
+    c.attrs["data"] = np.array(c.attrs["data"], copy=True)
+    assert not rec.valid_for(obs2, tokens)

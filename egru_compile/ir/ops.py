@@ -278,11 +278,19 @@ class _EventMatVec:
 
     @staticmethod
     def compute(attrs, idx, val, count, m: SparseMatrix, bias=None):
-        csc = m.cached_csc()
-        vals = csc.cached_values()
+        # float64 products of the float32 values (exact), accumulated in float64 column by column in
+        # ascending row order within a column, then rounded to float32 once
         out = np.zeros(m.shape[0], np.float64)
         n = int(count[0])
-        if n:
+        ell = m.cached_columns() if n else None
+        if ell is not None:
+            act = np.asarray(idx[:n], np.intp)
+            rows, vals = ell
+            contrib = np.multiply(vals[act], np.asarray(val[:n], np.float64)[:, None], dtype=np.float64)
+            out += np.bincount(rows[act].reshape(-1), weights=contrib.reshape(-1), minlength=m.shape[0])
+        elif n:
+            csc = m.cached_csc()
+            vals = csc.cached_values()
             act = np.asarray(idx[:n], np.int64)
             starts, ends = csc.indptr[act], csc.indptr[act + 1]
             lens = ends - starts

@@ -51,13 +51,16 @@ class SparseMatrix:
     def from_dense(cls, m: np.ndarray, fmt: str = "csc") -> "SparseMatrix":
         """Build from a dense M [n_out, n_in], dropping exact zeros."""
         m = np.asarray(m)
-        major = m if fmt == "csr" else m.T
-        rows, cols = np.nonzero(major)          # row-major order: sorted by major, then minor
+        major = np.ascontiguousarray(m if fmt == "csr" else m.T)   # (a view when m.T of a transposed array)
+        flat = np.flatnonzero(major)            # row-major order: sorted by major, then minor
+        n_minor = major.shape[1]
+        rows = flat // n_minor if n_minor else flat
+        cols = flat - rows * n_minor
         counts = np.bincount(rows, minlength=major.shape[0])
         indptr = np.zeros(major.shape[0] + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         return cls((m.shape[0], m.shape[1]), fmt, indptr, cols.astype(np.int64),
-                   major[rows, cols].astype(m.dtype, copy=True))
+                   major.reshape(-1)[flat].astype(m.dtype, copy=True))
 
     def dequantized_values(self) -> np.ndarray:
         """Values as float32 (applies the per-output-row scale of int8 data)."""
@@ -112,6 +115,26 @@ class SparseMatrix:
         if getattr(self, "_values", None) is None:
             self._values = self.dequantized_values()
         return self._values
+
+    def cached_columns(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Column-block (ELL) layout of the CSC form for event-driven products: (rows int32 [n_in, L],
+        values float32 [n_in, L]) with column i's row ids / dequantized values in its first nnz_i slots in
+        CSC order, padded with row 0 / value 0 to L = the largest fan-out; None when the padding would
+        exceed half the non-zeros (very uneven fan-outs: use the CSC arrays)."""
+        if getattr(self, "_columns", False) is False:
+            csc = self.cached_csc()
+            lens = np.diff(csc.indptr)
+            L = int(lens.max()) if len(lens) else 0
+            self._columns = None
+            if L and lens.size * L <= 1.5 * csc.nnz and self.shape[0] < 2 ** 31:
+                col = np.repeat(np.arange(lens.size), lens)
+                pos = np.arange(csc.nnz) - np.repeat(csc.indptr[:-1], lens)
+                rows = np.zeros((lens.size, L), np.int32)
+                vals = np.zeros((lens.size, L), np.float32)
+                rows[col, pos] = csc.indices
+                vals[col, pos] = csc.dequantized_values()
+                self._columns = (rows, vals)
+        return self._columns
 
     def column_nnz(self) -> np.ndarray:
         """Non-zero fan-out of each input unit (length n_in)."""

@@ -196,30 +196,111 @@ def step_macs(mats: list[MatrixInfo], seen: dict) -> np.ndarray:
                      for m in mats], np.int64)
 
 
+class ActivityCounter:
+    """Accumulates, step by step, the total MACs per matrix, how many tokens each unit's y was active and
+    the active mask of y after the last step (per layer)."""
+
+    def __init__(self, graph: Graph, mats: list[MatrixInfo]):
+        layer_ids = sorted({m.layer for m in mats if m.layer is not None} | {
+            v.meta["layer"] for v in graph.outputs if v.meta.get("role") == "state_out"})
+        ys = {l: state_output(graph, l, "y") for l in layer_ids}
+        self.mats = mats
+        self.ys = {l: v for l, v in ys.items() if v is not None}
+        self.want = {m.x for m in mats if m.event} | set(self.ys.values())
+        self.totals = np.zeros(len(mats), dtype=np.int64)
+        self.active = {l: np.zeros(v.type.shape[-1], np.int64) for l, v in self.ys.items()}
+        self.last: dict[int, np.ndarray] = {}
+
+    def add(self, seen: dict) -> None:
+        self.totals += step_macs(self.mats, seen)
+        for l, v in self.ys.items():
+            self.last[l] = np.asarray(seen[v]).reshape(-1) != 0
+            self.active[l] += self.last[l]
+
+
 def _measure(graph: Graph, mats: list[MatrixInfo], tokens: np.ndarray):
     """(total MACs per matrix over all tokens, per layer: how many tokens each unit's y was active, per layer:
     the active mask of y after the last token)."""
-    layer_ids = sorted({m.layer for m in mats if m.layer is not None} | {
-        v.meta["layer"] for v in graph.outputs if v.meta.get("role") == "state_out"})
-    ys = {l: state_output(graph, l, "y") for l in layer_ids}
-    want = {m.x for m in mats if m.event} | {v for v in ys.values() if v is not None}
+    counter = ActivityCounter(graph, mats)
     stepper = Stepper(graph)
-    totals = np.zeros(len(mats), dtype=np.int64)
-    active = {l: np.zeros(v.type.shape[-1], np.int64) for l, v in ys.items() if v is not None}
-    last = {}
     for tok in tokens:
-        _, seen = observed_step(stepper, want, tok)
-        totals += step_macs(mats, seen)
-        for l, v in ys.items():
-            if v is not None:
-                last[l] = np.asarray(seen[v]).reshape(-1) != 0
-                active[l] += last[l]
-    return totals, active, last
+        counter.add(observed_step(stepper, counter.want, tok)[1])
+    return counter.totals, counter.active, counter.last
+
+
+def graph_signature(graph: Graph) -> tuple[tuple, list]:
+    """(key, refs): `key` identifies the graph's exact content — every node's op, operands, results and
+    attribute objects (constants' data by identity) and the graph's inputs and outputs, in order; `refs`
+    keeps those objects alive so that no id in `key` can be reused while it is held."""
+    refs: list = [graph.inputs, graph.outputs]
+    key = [tuple(map(id, graph.inputs)), tuple(map(id, graph.outputs))]
+    for n in graph.nodes:
+        refs.append(n)
+        refs.extend(n.attrs.values())
+        key.append((id(n), n.op, tuple(map(id, n.inputs)), tuple(map(id, n.outputs)),
+                    tuple((k, id(v)) for k, v in n.attrs.items())))
+    return tuple(key), refs
+
+
+@dataclass(eq=False)
+class ObservedActivity(Analysis):
+    """What interpreting `graph` on `tokens` (zero initial state, state carried) showed, recorded by a pass
+    that ran the interpreter anyway (quantize-int8's perplexity run): total MACs per matrix node, per-layer
+    firing counts and last active masks. count-macs uses it instead of interpreting again only when
+    `valid_for` the graph and tokens it is asked about (the graph's signature and the tokens are equal)."""
+    property = MACS
+    persistent = True        # validity is checked against the graph signature, not by invalidation
+    tokens: np.ndarray
+    key: tuple
+    refs: list
+    totals: dict             # matrix node -> total MACs over the tokens
+    active: dict[int, np.ndarray]
+    last: dict[int, np.ndarray]
+
+    def valid_for(self, graph: Graph, tokens: np.ndarray) -> bool:
+        return np.array_equal(self.tokens, tokens) and graph_signature(graph)[0] == self.key
+
+    def to_json(self) -> dict:
+        return {"tokens": int(len(self.tokens))}
+
+
+def observed_activity(graph: Graph, tokens, runs) -> ObservedActivity | None:
+    """The `ObservedActivity` of `graph` on `tokens` from `runs` (`ir.interpreter.trace_runs` records of a
+    run that stepped ``tokens[:-1]`` from a zero state, as `runtime.evaluate` does), stepping the last token
+    here; None when the records are not exactly that chain (other tokens, a non-zero start, a state not
+    carried, a value not recorded)."""
+    tokens = np.asarray(tokens, np.int64).reshape(-1)
+    if len(tokens) < 1 or len(runs) != len(tokens) - 1:
+        return None
+    mats = collect_matrices(graph)
+    counter = ActivityCounter(graph, mats)
+    stepper = Stepper(graph)
+    ti = graph.inputs.index(stepper.tokens_in)
+    prev = None
+    for t, r in enumerate(runs):
+        if int(np.asarray(r.inputs[ti]).reshape(-1)[0]) != int(tokens[t]) or not counter.want <= set(r.seen) | {
+                v for v in graph.inputs}:
+            return None
+        for i, j in stepper.pairs:
+            x = r.inputs[i]
+            ok = (not np.any(x)) if prev is None else (x is prev.outputs[j] or np.array_equal(x, prev.outputs[j]))
+            if not ok:
+                return None
+        seen = {v: a for v, a in zip(graph.inputs, r.inputs) if v in counter.want} | r.seen
+        counter.add(seen)
+        prev = r
+    if prev is not None:
+        stepper.reset({i: prev.outputs[j] for i, j in stepper.pairs})
+    counter.add(observed_step(stepper, counter.want, tokens[-1])[1])
+    key, refs = graph_signature(graph)
+    return ObservedActivity(tokens, key, refs, {m.node: int(counter.totals[k]) for k, m in enumerate(mats)},
+                            counter.active, counter.last)
 
 
 def measure_macs(graph: Graph, tokens=None) -> tuple[MacReport, UnitActivity | None]:
     """The MACs report of `graph`; with `tokens` (np.int64 ids) also the measured activity and dynamic MACs,
-    and the per-unit counts of the same run. Reusable by any target: it only interprets the IR."""
+    and the per-unit counts of the same run. Reusable by any target: it only interprets the IR — or takes
+    the `ObservedActivity` on the graph when it is valid for exactly this graph and these tokens."""
     mats = collect_matrices(graph)
     rnn = [m for m in mats if m.layer is not None]
     dec = [m for m in mats if m.layer is None]
@@ -230,7 +311,12 @@ def measure_macs(graph: Graph, tokens=None) -> tuple[MacReport, UnitActivity | N
     totals = active = None
     units = None
     if tokens is not None:
-        totals, active, last = _measure(graph, mats, tokens)
+        obs = graph.analyses.get(ObservedActivity)
+        if obs is not None and obs.valid_for(graph, tokens):
+            totals = np.array([obs.totals[m.node] for m in mats], np.int64)
+            active, last = obs.active, obs.last
+        else:
+            totals, active, last = _measure(graph, mats, tokens)
         units = UnitActivity(tokens, {l: a.copy() for l, a in active.items()}, last)
     sizes = {v.meta["layer"]: v.type.shape[-1] for v in graph.outputs if v.meta.get("role") == "state_out"}
     layer_ids = sorted(set(sizes) | {m.layer for m in rnn})
@@ -287,6 +373,7 @@ def macs_report(graph: Graph, calib_tokens=None) -> dict:
 @register_pass("count-macs", kind="analysis", establishes={MACS})
 def run(graph: Graph, options: PassOptions) -> dict:
     rep, units = measure_macs(graph, options.calib_tokens)
+    graph.analyses.discard(ObservedActivity)      # used (or stale): its content is in rep / units now
     graph.analyses.put(rep)
     if units is not None:
         graph.analyses.put(units)

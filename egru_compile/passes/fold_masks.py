@@ -89,7 +89,7 @@ def fold_masks(graph: Graph, sparse_format: str = "auto") -> dict:
         key = (id(w.producer), fmt)
         if key not in cache:
             dense = np.asarray(w.producer.attrs["data"], np.float32)
-            m = SparseMatrix.from_dense(np.ascontiguousarray(dense if node.op == "linear" else dense.T), fmt)
+            m = SparseMatrix.from_dense(dense if node.op == "linear" else dense.T, fmt)   # a view, no copy
             label = w.producer.attrs.get("label")
             cache[key] = graph.const(m, name=const_name(role, layer), index=graph.index_of(w.producer),
                                      **sparse_const_attrs(m, label, role, layer))

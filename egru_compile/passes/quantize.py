@@ -17,7 +17,8 @@ Requires ``masks-folded`` (it quantizes the SparseMatrix constants fold-masks ma
 transforms). With ``PassOptions.calib_tokens`` and ``PassOptions.perplexity`` (a callable
 ``fn(graph, tokens) -> float``, the runtime's `graph_perplexity` — injected, so the passes never import the
 runtime), the report holds the perplexity before and after on those tokens (`quantize_report` does the
-same for any two graphs).
+same for any two graphs). The activity that perplexity run observed on the int8 graph is left as an
+`ObservedActivity` for count-macs (see `count_macs.observed_activity`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from typing import Callable
 import numpy as np
 
 from ..ir import Analysis, Graph, SparseMatrix
+from ..ir.interpreter import trace_runs
+from .count_macs import ActivityCounter, collect_matrices, observed_activity
 from .manager import PassError, PassOptions, register_pass, register_property
 from .utils import remove_dead_nodes
 
@@ -64,21 +67,22 @@ class QuantizeReport(Analysis):
 
 
 def quantize_matrix(m: SparseMatrix) -> SparseMatrix:
-    """Per-output-row symmetric int8 version of a float SparseMatrix (same format)."""
-    csr = m.convert("csr")
-    vals = csr.data.astype(np.float32)
-    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    absmax = np.zeros(csr.shape[0], np.float32)
+    """Per-output-row symmetric int8 version of a float SparseMatrix (same format; computed in it, no
+    conversion: the result equals quantizing the CSR form and converting back)."""
+    vals = m.data.astype(np.float32)
+    n_major = len(m.indptr) - 1
+    major = np.repeat(np.arange(n_major), np.diff(m.indptr))
+    rows = major if m.fmt == "csr" else np.asarray(m.indices)
+    absmax = np.zeros(m.shape[0], np.float32)
     np.maximum.at(absmax, rows, np.abs(vals))
     scale = (absmax / np.float32(127.0)).astype(np.float32)
     scale[scale == 0] = 1.0
     q = np.clip(np.rint(vals / scale[rows]), -127, 127).astype(np.int8)
     keep = q != 0
-    counts = np.bincount(rows[keep], minlength=csr.shape[0])
-    indptr = np.zeros(csr.shape[0] + 1, np.int64)
+    counts = np.bincount(major[keep], minlength=n_major)
+    indptr = np.zeros(n_major + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    out = SparseMatrix(csr.shape, "csr", indptr, np.asarray(csr.indices)[keep].astype(np.int64), q[keep], scale)
-    return out.convert(m.fmt)
+    return SparseMatrix(m.shape, m.fmt, indptr, np.asarray(m.indices)[keep].astype(np.int64), q[keep], scale)
 
 
 def quantize_int8(graph: Graph) -> dict:
@@ -123,8 +127,15 @@ def run(graph: Graph, options: PassOptions) -> dict:
     stats = quantize_int8(graph)
     rep = QuantizeReport("int8 symmetric per output row", **stats)
     if before is not None:
-        rep = QuantizeReport(rep.method, rep.matrices, rep.dropped,
-                             **quantize_report(before, graph, options.calib_tokens, options.perplexity))
+        # the int8 graph's perplexity run interprets it on the calibration tokens: keep what it observed
+        # for count-macs (`ObservedActivity`, reused only while valid for exactly this graph and tokens)
+        want = ActivityCounter(graph, collect_matrices(graph)).want
+        with trace_runs(graph, want) as runs:
+            ppl = quantize_report(before, graph, options.calib_tokens, options.perplexity)
+        rep = QuantizeReport(rep.method, rep.matrices, rep.dropped, **ppl)
+        obs = observed_activity(graph, options.calib_tokens, runs)
+        if obs is not None:
+            graph.analyses.put(obs)
     graph.analyses.put(rep)
     out = dict(stats)
     if rep.ppl_before is not None:
