@@ -1,7 +1,8 @@
 """Connectivity refinement of one layer's unit -> core partition, under every per-core capacity limit.
 
-Establishes: `refine_layer` returns an assignment with the same cores, the same units per core, every core
-within its synaptic-memory and input-axon limits, and no more spike packets per token into the layer than
+Establishes: `refine_layer` returns an assignment over the same cores, every core within its unit (compartment),
+synaptic-memory and input-axon limits (`refine_packets`' exchanges also keep the units per core; the output-axon
+limit is checked after placement, by `violations`), and no more spike packets per token into the layer than
 the assignment it was given (exactly: sum over presynaptic units of spikes/token x cores holding a target,
 the lambda of the connectivity objective; every kept step is checked against that count). Two steps:
 

@@ -90,6 +90,15 @@ def round_graph_f16(graph, calib) -> dict:
     there are at least two calibration tokens — the f16 counterpart of quantize-int8's report."""
     before = graph.clone() if calib is not None and len(calib) >= 2 else None
     rep: dict = {"method": "float16 rounding", "matrices": round_f16(graph)}
+    # the MACs and per-unit activity count-macs measured on the float32 weights no longer describe this graph:
+    # placement, energy and mapping.json must use the float16 model's own
+    from ...passes import MacReport, UnitActivity, measure_macs
+    for kind in (UnitActivity, MacReport):
+        graph.analyses.discard(kind)
+    if calib is not None and len(calib) > 0:
+        for result in measure_macs(graph, np.asarray(calib, np.int64)):
+            if result is not None:
+                graph.analyses.put(result)
     if before is not None:
         from ...runtime.evaluate import graph_perplexity
         tokens = np.asarray(calib, np.int64)

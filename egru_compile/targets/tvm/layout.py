@@ -99,6 +99,9 @@ def quantize_rows(p, i, d, n_out: int, scale=None):
         if scale.shape != (n_out,):
             raise ValueError(f"int8 scale must have {n_out} entries, got {scale.shape}")
         return (p, i, d), scale
+    if scale is not None:
+        raise ValueError(f"a per-output scale was given with {d.dtype} weight values: pass the int8 values it "
+                         "scales (as an input-major CSR triple)")
     from ...ir import SparseMatrix
     from ...passes.quantize import quantize_matrix
     n_in = len(p) - 1

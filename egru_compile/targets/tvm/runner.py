@@ -11,13 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ...artifact import artifact_file
-from ...runtime.base import ArtifactError, Runner, RunStats, StepStats, read_vocab_file
+from ...runtime.base import ArtifactError, Runner, RunStats, StepStats, StreamStats, read_vocab_file
 from .target import LIBRARY, WEIGHTS, load_weights
 
-try:                                    # the batched-streams stats type of the runner interface, where it has one
-    from ...runtime.base import StreamStats as _STREAM_STATS
-except ImportError:                     # pragma: no cover - an interface without it: same fields
-    _STREAM_STATS = RunStats
 
 
 def _first_line(e: BaseException) -> str:
@@ -141,39 +137,34 @@ class TVMRunner(Runner):
     # -- batched streams: B streams per library call (streams.py) ---------------------------------------
     def reset_streams(self, batch: int) -> None:
         """Start `batch` independent streams from a zero state (separate from the batch-1 state). A library
-        without the batched kernels (EvNN's projection decoder) runs the streams one at a time through the base
-        class where it has that fallback."""
-        self._native = self.rt.has_streams
-        if not self._native:
-            fallback = getattr(super(), "reset_streams", None)
-            if fallback is None:
-                raise ArtifactError(f"{self.path}: this tvm library has no batched-stream kernels")
-            return fallback(batch)
+        without the batched kernels (EvNN's projection decoder, the dense decoder mode) runs the streams one at
+        a time through the base class's per-stream states."""
+        if not self.native_streams:
+            return super().reset_streams(batch)
         if int(batch) < 1:
             raise ArtifactError(f"batch size must be >= 1, got {batch}")
         self.rt.reset_streams(int(batch))
         self.stream_batch = int(batch)
         self.last_stream_stats = None
 
+    @property
+    def native_streams(self) -> bool:
+        """True when the library has the batched kernels (B streams per call); else the per-stream fallback."""
+        return bool(self.rt.has_streams)
+
     def _streams_in(self, tokens, ndim: int) -> np.ndarray:
-        B = getattr(self, "stream_batch", 0)
-        if not B:
-            raise ArtifactError("call reset_streams(batch) before stepping streams")
-        t = np.asarray(tokens, np.int64)
-        want = (B,) if ndim == 1 else (t.shape[0] if t.ndim else 0, B)
-        if t.shape != want:
-            raise ArtifactError(f"tokens of shape {list(t.shape)} for {B} streams: expected {list(want)}")
+        t = self._stream_tokens(tokens, ndim)
         self._tokens(t)
         return t
 
     def step_streams(self, tokens) -> np.ndarray:
         """One token per stream (int [B]) in one library call -> logits float32 [B, V]; per-stream activity in
         ``last_stream_stats`` (events int64 [B, L], macs int64 [B])."""
-        if not getattr(self, "_native", True):
+        if not self.native_streams:
             return super().step_streams(tokens)
         logits, stats = self.rt.step_streams(self._streams_in(tokens, 1))
         L = len(self.layer_sizes)
-        self.last_stream_stats = _STREAM_STATS(stats[:, :L].astype(np.int64),
+        self.last_stream_stats = StreamStats(stats[:, :L].astype(np.int64),
                                                stats[:, L].astype(np.int64) + self.embed_macs)
         return logits.copy()
 
@@ -181,7 +172,7 @@ class TVMRunner(Runner):
         """NLL (float64 [T, B]) of ``targets[t, b]`` after stream b steps ``tokens[t, b]``: T steps of all B
         streams in one ``egru_streams_score`` call (per-stream event gating; the NLL computed in the library);
         ``last_run`` = RunStats(events int64 [T, B, L], macs int64 [T, B])."""
-        if not getattr(self, "_native", True):
+        if not self.native_streams:
             return super().score_streams(tokens, targets, scorer)
         tok = self._streams_in(tokens, 2)
         tg = np.asarray(targets, np.int64)
