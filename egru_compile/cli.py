@@ -5,7 +5,9 @@ Every user-facing failure prints one line ``error: ...`` and exits non-zero (tra
 ``--debug``); outputs are built in a temporary directory and renamed into place on success. The commands go
 through the Python API (`egru_compile.api`), so both give the same figures. One convention for every
 subcommand that prints results: ``--json`` (one JSON object on stdout), ``-v`` / ``--verbose`` (more detail),
-``--quiet`` (nothing on stderr but errors: no progress lines, notes or warnings); progress lines go to stderr.
+``--quiet`` (nothing on stderr but errors: no progress lines, notes or warnings). Progress lines (steps over
+~2 s; when stderr is a terminal) and notes go to stderr, and not with ``--json`` (whose fields carry the notes'
+facts).
 """
 from __future__ import annotations
 
@@ -138,6 +140,12 @@ def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, sort_keys=True, default=str))
 
 
+def _progress_wanted(quiet: bool, as_json: bool) -> bool:
+    """Progress lines / bars (steps over ~2 s) when stderr is a terminal, as git does; never with --quiet or
+    --json."""
+    return not (quiet or as_json) and sys.stderr.isatty()
+
+
 def _note(msg: str, quiet: bool) -> None:
     if not quiet:
         click.echo(f"note: {msg}", err=True)
@@ -228,7 +236,8 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
     req = CompileRequest(model=model, target=target, out_dir=out_dir, vocab_file=vocab_file, passes=passes,
                          print_ir=print_ir, emit_ir=emit_ir, print_ir_after_all=print_ir_after_all, calib_data=calib_data,
                          calib_tokens=calib_tokens, unk=unk, report_path=report_path, trust=trust_checkpoint,
-                         force=force, verbose=verbose and not quiet, progress=not quiet, target_values=target_values,
+                         force=force, verbose=verbose and not quiet, progress=_progress_wanted(quiet, as_json),
+                         target_values=target_values,
                          given=frozenset(given))
 
     def echo(msg="", nl=True, err=False):
@@ -314,9 +323,9 @@ def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, v
 def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1, verbose=False):
     from .api import load
     res = load(artifact, vocab=vocab_file, trust=trust).evaluate(data, batch_size=batch_size, max_tokens=max_tokens,
-                                                                 unk=unk, progress=not quiet)
+                                                                 unk=unk, progress=_progress_wanted(quiet, as_json))
     result = res.to_dict()
-    if res.case_folded:
+    if res.case_folded and not as_json:         # (--json: the "case_folded" field says it)
         _note(f"{res.case_folded} word(s) of {data} folded to lower case (the vocabulary does not distinguish "
               "case)", quiet)
     if as_json:
@@ -372,7 +381,7 @@ def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_fil
         return load(artifact, vocab=vocab_file, trust=trust_checkpoint).generate_result(
             prompt, n_tokens, temperature=temperature, top_k=top_k or None, seed=seed, unk=unk)
     result = _guard(debug, quiet, run)
-    if result["case_folded"]:
+    if result["case_folded"] and not as_json:     # (--json: the "case_folded" field says it)
         _note(f"{result['case_folded']} prompt word(s) folded to lower case (the vocabulary does not distinguish "
               f"case): {' '.join(result['prompt'])}", quiet)
     if verbose and not quiet:
