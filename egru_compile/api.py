@@ -37,7 +37,8 @@ class EvalResult:
     """What `Artifact.evaluate` measured (`runtime.evaluate` protocol: zero state, state carried through the
     text, T tokens give T-1 predictions). ``unknown_words``: words of the text not in the vocabulary (mapped to
     the ``unk`` token; ``<eos>`` not counted), ``unknown_share`` their share of ``words``; ``case_folded``:
-    words found only after folding to lower case. ``chip``: the simulator's per-token figures (chip artifacts,
+    words found only after folding to lower case; ``unk_in_text``: words the text itself writes as the
+    unknown-word token (``<unk>`` in PTB's preprocessed text, 4.8 % of its test words). ``chip``: the simulator's per-token figures (chip artifacts,
     else None). ``extra``: the remaining fields of the JSON form (``streams`` for batch_size > 1, ...)."""
 
     target: str
@@ -48,6 +49,7 @@ class EvalResult:
     unknown_words: int
     unknown_share: float
     case_folded: int
+    unk_in_text: int
     activity: list[float]
     events_per_token: list[float]
     macs_per_token: float
@@ -270,18 +272,22 @@ class Artifact:
 
     def evaluate(self, text_or_path, batch_size: int = 1, max_tokens: int | None = None, *, unk: str | None = None,
                  progress: bool = False) -> EvalResult:
-        """Streaming perplexity, activity, MACs/token and tokens/s on a text: a `pathlib.Path`, a string naming
-        an existing file, or else the text itself (``<eos>`` ends every line, as in the corpus). Words the
+        """Streaming perplexity, activity, MACs/token and tokens/s on a text file (a path, or a string without
+        whitespace) or on a text itself (a string with whitespace that names no file; ``<eos>`` ends every
+        line, as in the corpus). Words the
         vocabulary lacks map to `unk` (counted in ``unknown_words``) or raise `EgruError`; words found only
         in lower case are folded (``case_folded``). `batch_size` B cuts the text into B contiguous streams;
         `max_tokens` uses the first N tokens; `progress` shows a progress bar / line on stderr."""
         from .progress import step
         from .runtime.evaluate import encode_eval_data, evaluate, text_report
         vocab = self._vocab()
-        is_text = not isinstance(text_or_path, os.PathLike) and not (
-            isinstance(text_or_path, str) and "\n" not in text_or_path and os.path.isfile(text_or_path))
-        if not is_text and Path(text_or_path).is_dir():
-            raise EgruError(f"{text_or_path} is a directory: give a text file")
+        is_text = isinstance(text_or_path, str) and any(c.isspace() for c in text_or_path) \
+            and not os.path.exists(text_or_path)
+        if not is_text:
+            if not os.path.exists(text_or_path):
+                raise EgruError(f"{text_or_path}: no such file (a text to evaluate has at least two words)")
+            if Path(text_or_path).is_dir():
+                raise EgruError(f"{text_or_path} is a directory: give a text file")
         enc = encode_eval_data(str(text_or_path) if not is_text else text_or_path, vocab, max_tokens, unk,
                                fold_case=True, is_text=is_text)
         tty = sys.stderr.isatty()

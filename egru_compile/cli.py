@@ -322,7 +322,7 @@ def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, v
 
 def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1, verbose=False):
     from .api import load
-    res = load(artifact, vocab=vocab_file, trust=trust).evaluate(data, batch_size=batch_size, max_tokens=max_tokens,
+    res = load(artifact, vocab=vocab_file, trust=trust).evaluate(Path(data), batch_size=batch_size, max_tokens=max_tokens,
                                                                  unk=unk, progress=_progress_wanted(quiet, as_json))
     result = res.to_dict()
     if res.case_folded and not as_json:         # (--json: the "case_folded" field says it)
@@ -337,7 +337,9 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
     click.echo(f"perplexity    {res.perplexity:.4f}")
     click.echo(f"words         {res.words}; unknown {res.unknown_words} ({100 * res.unknown_share:.2f} %"
                + (f", mapped to {unk}" if unk and res.unknown_words else "") + ")"
-               + (f"; {res.case_folded} folded to lower case" if res.case_folded else ""))
+               + (f"; {res.case_folded} folded to lower case" if res.case_folded else "")
+               + (f"; {res.unk_in_text} written as the unknown-word token ({100 * res.unk_in_text / res.words:.2f} %)"
+                  if res.unk_in_text else ""))
     click.echo(f"MACs/token    {res.macs_per_token:.1f}")
     click.echo("activity      " + " ".join(f"{a:.4f}" for a in res.activity))
     if res.tokens_per_second:

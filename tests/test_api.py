@@ -130,6 +130,10 @@ def test_unknown_words_counted_like_an_independent_recount(setup):
     assert art.evaluate(clean).perplexity == pytest.approx(r.perplexity, rel=1e-12)
     with pytest.raises(ec.EgruError, match="'zzz' is not in the vocabulary"):
         art.evaluate(text)
+    # words the text itself writes as the unknown-word token are counted apart
+    marked = "w0 w1 zzz w0 w2\nw0 w3\n"
+    r = art.evaluate(marked, unk="w0")
+    assert (r.unknown_words, r.unk_in_text) == (1, sum(w == "w0" for w in marked.split())) == (1, 3)
 
 
 def test_case_folding_prompt_and_cased_vocabulary(setup, tmp_path):
@@ -180,12 +184,10 @@ def test_errors_are_egru_errors_with_one_line(setup, tmp_path):
              lambda: ec.compile(d / "m.pt", "onnx", tmp_path / "x", placement_objective="latency"),
              lambda: ec.compile(d / "m.pt", "nope", tmp_path / "x"),
              lambda: ec.compile(d / "m.pt", "onnx", d / "m.onnx"),                 # exists, no force
-             lambda: setup[2].evaluate("w1"),                                      # w1 <eos>: 2 tokens is fine
+             lambda: setup[2].evaluate("w1"),                      # no whitespace: a file name, and none exists
              lambda: setup[2].evaluate(tmp_path)]
-    for i, case in enumerate(cases):
-        if i == 6:
-            assert case().tokens == 1
-            continue
+    assert setup[2].evaluate("w1 w2").tokens == 2                  # whitespace: the text (w1 w2 <eos>)
+    for case in cases:
         with pytest.raises(ec.EgruError) as e:
             case()
         assert "\n" not in str(e.value).strip(), str(e.value)

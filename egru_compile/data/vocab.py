@@ -13,6 +13,8 @@ import numpy as np
 from ..errors import EgruError
 
 EOS = "<eos>"
+#: spellings of the unknown-word token a vocabulary may hold (PTB: <unk>)
+UNK_WORDS = ("<unk>", "<UNK>", "<oov>")
 
 
 class DataError(EgruError):
@@ -129,18 +131,19 @@ class Vocabulary:
         if unk is not None and unk not in self.index:
             raise DataError(f"--unk token {unk!r} is not in the vocabulary")
         unk_id = self.index.get(unk) if unk is not None else None
+        marker = unk if unk is not None else next((w for w in UNK_WORDS if w in self.index), None)
         ids: list[int] = []
-        words = unknown = folded = 0
+        words = unknown = folded = marked = 0
         for lineno, t in tokens:
             if max_tokens is not None and len(ids) >= max_tokens:
                 break
             words += t != EOS
+            marked += t == marker
             i, f = self.lookup(t, fold_case)
             folded += f
             if i is None:
                 if unk_id is None:
-                    hint = f"--unk {unk_hint}" if (unk_hint := next((w for w in ("<unk>", "<UNK>", "<oov>")
-                                                                     if w in self.index), None)) else "--unk TOKEN"
+                    hint = f"--unk {marker}" if marker is not None else "--unk TOKEN"
                     raise DataError(f"{name}:{lineno}: word {t!r} is not in the vocabulary (use {hint})")
                 unknown += 1
                 i = unk_id
@@ -150,7 +153,7 @@ class Vocabulary:
         arr = np.asarray(ids, dtype=np.int64)
         if len(arr) < 2:
             raise DataError(f"{name} has fewer than 2 tokens: nothing to predict")
-        return Encoded(arr, words, unknown, folded)
+        return Encoded(arr, words, unknown, folded, marked)
 
     def encode_file(self, path: str | Path, max_tokens: int | None = None, unk: str | None = None,
                     fold_case: bool = False) -> np.ndarray:
@@ -162,12 +165,14 @@ class Vocabulary:
 @dataclass(frozen=True)
 class Encoded:
     """An encoded text: token ids, its words (``<eos>`` not counted), how many of them were unknown (mapped to
-    the ``unk`` token) and how many were folded to lower case to be found."""
+    the ``unk`` token), how many were folded to lower case to be found, and how many the text itself wrote as
+    the unknown-word token (``unk``, else the vocabulary's ``<unk>``)."""
 
     ids: np.ndarray
     words: int
     unknown: int
     folded: int
+    marked: int = 0
 
 
 def read_tokens(path: str | Path) -> list[str]:

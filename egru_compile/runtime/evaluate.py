@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -43,10 +44,12 @@ def encode_eval_data(data, vocab: Vocabulary | None, max_tokens: int | None = No
 
 
 def text_report(enc) -> dict:
-    """The eval result's text fields of an `Encoded`: ``words``, ``unknown_words``, ``unknown_share`` (of the
-    words; ``<eos>`` not counted), ``case_folded``."""
+    """The eval result's text fields of an `Encoded`: ``words``, ``unknown_words`` (not in the vocabulary),
+    ``unknown_share`` (of the words; ``<eos>`` not counted), ``case_folded``, and ``unk_in_text``: words the
+    text itself writes as the unknown-word token (``<unk>`` in PTB's preprocessed text)."""
     return {"words": enc.words, "unknown_words": enc.unknown,
-            "unknown_share": enc.unknown / enc.words if enc.words else 0.0, "case_folded": enc.folded}
+            "unknown_share": enc.unknown / enc.words if enc.words else 0.0, "case_folded": enc.folded,
+            "unk_in_text": enc.marked}
 
 
 def _progress(total: int, quiet: bool):
@@ -174,5 +177,5 @@ def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None
     `egru_compile.api.Artifact.evaluate`, which does the same."""
     from ..api import load
     res = load(artifact, vocab=vocab_file, trust=trust, **runner_options).evaluate(
-        data, batch_size=batch_size, max_tokens=max_tokens, unk=unk, progress=not quiet)
+        Path(data), batch_size=batch_size, max_tokens=max_tokens, unk=unk, progress=not quiet)
     return res.to_dict()
