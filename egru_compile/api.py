@@ -367,23 +367,21 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
 
 
 def _mapping_json(path: Path, manifest: dict, core: int | None, links: bool) -> dict | None:
-    """The chip mapping's entry for `core` and/or its links, from the artifact's mapping.json (None when the
-    artifact has none)."""
+    """`inspect --json --core N / --links`: the core's rows of the artifact's mapping.json (``core``, and
+    ``simulated`` from the compile's simulation when there was one) and the simulated links (None when the
+    artifact has no mapping)."""
     import json
-
-    from .artifact import artifact_file
-    if not isinstance(manifest.get("mapping"), str):
+    f = path / "mapping.json"
+    if not f.is_file():
         return None
-    m = json.loads(artifact_file(path, manifest, "mapping").read_text(encoding="utf-8"))
-    out = {}
+    m = json.loads(f.read_text(encoding="utf-8"))
+    out: dict = {}
     if core is not None:
-        cores = m.get("cores", [])
-        hit = [c for c in cores if isinstance(c, dict) and c.get("core") == core] if isinstance(cores, list) else []
-        if not hit and isinstance(cores, list) and 0 <= core < len(cores):
-            hit = [cores[core]]
-        if not hit:
-            raise EgruError(f"core {core} is not in the mapping ({len(cores) if isinstance(cores, list) else 0} cores)")
-        out["core"] = hit[0]
+        rows = [c for c in list(m.get("cores") or []) + list((m.get("decoder") or {}).get("cores") or [])
+                if isinstance(c, dict) and c.get("core") == core]
+        out["core"] = rows[0] if rows else None
+        sim = (m.get("simulated") or {}).get("cores")
+        out["simulated"] = sim[core] if isinstance(sim, list) and 0 <= core < len(sim) else None
     if links:
-        out["links"] = m.get("links")
+        out["links"] = (m.get("simulated") or {}).get("links")
     return out

@@ -192,3 +192,8 @@ def test_profile_file_names_the_output(ckpt, tmp_path, monkeypatch):
     res = run(ckpt / "m.pt", "--profile", "my-chip.toml", "--float-weights", "--quiet")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "m.my-chip" / "manifest.json").is_file() and not (tmp_path / "m.loihi-like").exists()
+    res = run("inspect", "m.my-chip", "--core", "0", "--json")
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    mapping = json.loads((tmp_path / "m.my-chip" / "mapping.json").read_text())
+    assert obj["mapping"]["core"] == next(c for c in mapping["cores"] if c["core"] == 0)
