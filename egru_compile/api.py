@@ -110,7 +110,7 @@ def compile(model, target: str | None = None, out=None, *, calib_data=None, cali
             trust: bool = False, verbose: bool = False, progress: bool = False, **target_options) -> "Artifact":
     """Compile `model` (project checkpoint, EvNN state_dict, torch.export .pt2 or IR file) for `target`
     (``egru-compile targets`` lists them; None with ``profile=FILE.toml``: a chip of your own) into folder
-    `out` (default ``MODEL.TARGET`` beside the current directory, ``MODEL.PROFILE`` with a profile) and open it.
+    `out` (default ``MODEL.TARGET`` in the current directory; ``MODEL.PROFILE`` with a profile file) and open it.
 
         art = compile("model.pt", "loihi-like", calib_data="ptb.valid.txt", placement_objective="latency")
         art = compile("model.pt", "onnx", "m.onnx", weight_dtype="int8", force=True)
