@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -140,7 +141,7 @@ def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, proj
             from dataclasses import asdict
             click.echo("config: " + json.dumps(asdict(cfg), sort_keys=True, default=str), err=True)
         run_training(cfg, echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
-        if as_json:
+        if as_json and os.environ.get("RANK", "0") == "0":          # (torchrun: rank 0 prints)
             click.echo(json.dumps(_final_json(output), sort_keys=True, default=str))
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
         raise click.ClickException(str(e)) from None
