@@ -28,6 +28,7 @@ body{font:13px/1.35 system-ui,sans-serif;margin:0;display:flex;height:100vh;colo
 rect.core{stroke:#555;stroke-width:.03}
 rect.core.sel{stroke:#e00;stroke-width:.15}
 rect.chip{fill:none;stroke:red;stroke-width:.12;pointer-events:none}
+text.chiplabel{font-size:.8px;fill:red;pointer-events:none}
 line.link{stroke:#ff8c00;stroke-opacity:.8;pointer-events:none}
 table{border-collapse:collapse}td{padding:1px 6px 1px 0;vertical-align:top}td.v{text-align:right}
 #legend{display:flex;align-items:center;gap:4px}#grad{width:160px;height:12px;border:1px solid #999}
@@ -65,7 +66,11 @@ for (const ch of D.chips) {
   r.setAttribute('x', ch.col); r.setAttribute('y', H - ch.row - ch.h);
   r.setAttribute('width', ch.w); r.setAttribute('height', ch.h); r.setAttribute('class', 'chip');
   gl.appendChild(r);
+  if (D.chips.length > 1) { const t = document.createElementNS(NS, 'text'); t.setAttribute('class', 'chiplabel');
+    t.setAttribute('x', ch.col + 0.1); t.setAttribute('y', H - ch.row - ch.h - 0.1); t.textContent = 'chip ' + ch.chip;
+    gl.appendChild(t); }
 }
+D.byCore = {}; for (const c of D.cores) D.byCore[c.core] = c;
 const sel = document.getElementById('metric');
 function recolour(){
   const k = sel.value; let mx = 0;
@@ -85,7 +90,7 @@ function show(n){
   const mark = q => (A[q] ? ' <span class="a">[A]</span>' : '');
   const row = (k, v, q) => '<tr><td>' + k + '</td><td class="v" data-field="' + k + '">' + fmt(v) + (q ? mark(q) : '') + '</td></tr>';
   let h = '<h3 id="core-title">core ' + c.core + ' (' + c.role + ')</h3><table>';
-  h += row('chip', c.chip) + row('tile x', c.x) + row('tile y', c.y) + row('layers', c.layers) + row('units', c.units);
+  h += row('chip', c.chip) + row('slot', c.slot) + row('tile x', c.x) + row('tile y', c.y) + row('layers', c.layers) + row('units', c.units);
   h += row('synapses', c.synapses) + row('memory_bytes', c.memory_bytes, 'memory_bytes');
   h += row('memory use %', c.memory_pct, 'limits') + row('compartments use %', c.compartments_pct, 'limits');
   h += row('input_axons', c.input_axons) + row('input axons use %', c.input_axons_pct, 'limits');
@@ -127,11 +132,11 @@ def page_data(m: dict, profile) -> dict:
     s = lay["side"]
     sim = m.get("simulated")
     cores = []
-    for r, col, row in core_cells(m, profile):
+    for r, col, row, tx, ty in core_cells(m, profile):
         dec = "outputs" in r
         sc = sim["cores"][r["core"]] if sim else None
         c = {"core": r["core"], "col": col, "row": row, "role": "decoder" if dec else "rnn",
-             "chip": r.get("chip", r["slot"] // g.cores), "layers": "decoder" if dec else r.get("layers"),
+             "chip": r.get("chip", r["slot"] // g.cores), "slot": r["slot"] % g.cores, "layers": "decoder" if dec else r.get("layers"),
              "units": r.get("units", r.get("outputs")), "synapses": r["synapses"],
              "memory_bytes": r["memory_bytes"], "input_axons": r["input_axons"],
              "output_axons": r.get("output_axons"), "synops": core_synops(m, r),
@@ -142,9 +147,7 @@ def page_data(m: dict, profile) -> dict:
              "output_axons_pct": None if r.get("output_axons") is None else 100.0 * r["output_axons"] / lim.output_axons}
         units = c["units"] or 0
         c["compartments_pct"] = 100.0 * units * (1 if dec else lim.compartments_per_unit) / lim.compartments
-        gslot = r["chip"] * g.cores + r["slot"] if "chip" in r else r["slot"]
-        c["x"] = int((gslot % g.cores) // g.cores_per_tile % g.tiles_x) if "x" not in r else r["x"]
-        c["y"] = int((gslot % g.cores) // g.cores_per_tile // g.tiles_x) if "y" not in r else r["y"]
+        c["x"], c["y"] = tx, ty
         if sc:
             c["sim"] = {k: sc[k] for k in ("synops", "decoder_synops", "spikes_out", "messages_out", "messages_in",
                                            "hops_out", "energy_pj")}
@@ -162,11 +165,11 @@ def page_data(m: dict, profile) -> dict:
     chips = []
     for c in range(m["chips"]):
         col, row = cell_of(profile, lay, c, 0, 0, 0)
-        chips.append({"chip": c, "col": col - 0.5 + 0.5, "row": row, "w": lay["chip_w"], "h": lay["chip_h"]})
+        chips.append({"chip": c, "col": col, "row": row, "w": lay["chip_w"], "h": lay["chip_h"]})
     W = lay["per_row"] * (lay["chip_w"] + lay["gap"]) - lay["gap"]
     H = lay["rows"] * (lay["chip_h"] + lay["gap"]) - lay["gap"]
     src = "simulated" if sim else "estimated"
-    return {"width": W, "height": H, "cores": cores, "byCore": {c["core"]: c for c in cores}, "links": links,
+    return {"width": W, "height": H, "cores": cores, "links": links,
             "chips": chips, "flags": (m.get("assumptions") or {}).get("figures") or {},
             "units": {"synops": f"synops/token ({src})", "energy_pj": f"pJ/token ({src})",
                       "memory_pct": "% of synaptic memory"}}

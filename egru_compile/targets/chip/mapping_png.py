@@ -38,8 +38,9 @@ def cell_of(profile, lay: dict, chip: int, tile_x: int, tile_y: int, k: int) -> 
     return col0 + tile_x * s + k % s, row0 + tile_y * s + k // s
 
 
-def core_cells(m: dict, profile) -> list[tuple[dict, int, int]]:
-    """(row of mapping.json, column, row) for every core (RNN cores, then decoder cores)."""
+def core_cells(m: dict, profile) -> list[tuple[dict, int, int, int, int]]:
+    """(row of mapping.json, column, row, tile x, tile y) for every core (RNN cores, then decoder cores);
+    tile coordinates within the core's chip."""
     g = profile.chip
     lay = mesh_layout(profile, m["chips"])
     rows = list(m["cores"]) + list((m.get("decoder") or {}).get("cores", []))
@@ -47,8 +48,9 @@ def core_cells(m: dict, profile) -> list[tuple[dict, int, int]]:
     chip, gx, gy = slot_coords(profile, gslot)
     out = []
     for r, s, c, x, y in zip(rows, gslot, chip, gx, gy):
-        col, row = cell_of(profile, lay, int(c), int(x - c * g.tiles_x), int(y), int(s % g.cores_per_tile))
-        out.append((r, col, row))
+        tx = int(x - c * g.tiles_x)
+        col, row = cell_of(profile, lay, int(c), tx, int(y), int(s % g.cores_per_tile))
+        out.append((r, col, row, tx, int(y)))
     return out
 
 
@@ -78,7 +80,7 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
     grid = np.full((H, W), np.nan)
     cells = core_cells(m, profile)
     pos = {}
-    for r, col, row in cells:
+    for r, col, row, _, _ in cells:
         grid[row, col] = core_synops(m, r)
         pos[r["core"]] = (col, row)
     n = len(cells)
@@ -96,8 +98,8 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
         col0, row0 = cell_of(profile, lay, c, 0, 0, 0)
         ax.add_patch(Rectangle((col0 - 0.5, row0 - 0.5), cw, chh, fill=False, edgecolor="red", lw=2, zorder=4))
         if chips > 1:
-            ax.text(col0 - 0.4, row0 + chh - 0.6, f"chip {c}", color="red", fontsize=8 if chips < 64 else 5,
-                    va="top", ha="left", zorder=5)
+            ax.text(col0 - 0.4, row0 + chh - 0.6, f"chip {c}", color="red", fontsize=8 if chips < 64 else 7,
+                    va="top", ha="left", zorder=8, bbox=dict(facecolor="white", alpha=0.85, pad=0.6, lw=0))
     # tile grid inside each chip
     if chips <= 64:
         for c in range(chips):
@@ -108,7 +110,7 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
                 ax.plot([col0 - 0.5, col0 + cw - 0.5], [row0 + ty * s - 0.5] * 2, color="grey", lw=0.4, zorder=3)
     if n <= MAX_NUMBERED:
         fs = 9 if n <= 16 else (7 if n <= 64 else 5)
-        for r, col, row in cells:
+        for r, col, row, _, _ in cells:
             v = grid[row, col]
             ax.text(col, row, str(r["core"]), ha="center", va="center", fontsize=fs, zorder=6,
                     color="white" if v < 0.6 * vmax else "black")
@@ -125,14 +127,14 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
     ax.set_yticklabels([str(ty) for ty in range(g.tiles_y)], fontsize=7)
     ax.set_xlabel(f"tile x within a chip ({g.cores_per_tile} cores per tile, {s}x{s} cells"
                   + (f"; chips wrapped {lay['per_row']} per row" if lay["rows"] > 1 else "") + ")")
-    ax.set_ylabel("tile y")
+    ax.set_ylabel("tile y" + (" (chip rows: chip 0 at bottom left)" if lay["rows"] > 1 else ""))
     ax.set_xlim(-0.5, W - 0.5)
     ax.set_ylim(-0.5, H - 0.5)
     t = m["totals"]
     ax.set_title(f"{profile.name}: {n} cores on {chips} chip(s) (red: chip boundary)"
                  + ("; cell text = core number" if n <= MAX_NUMBERED else "") + f"\n{what}\n"
                  f"{t.get('messages_out') or 0:,.0f} messages/token, {t.get('hops_out') or 0:,.0f} hops/token "
-                 "(estimated, whole configuration)", fontsize=8)
+                 "(estimated, whole configuration)", fontsize=8 if width < 12 else 13)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

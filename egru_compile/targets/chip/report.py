@@ -118,8 +118,12 @@ def _comparison_lines(m: dict, fl) -> list[str]:
     if not c:
         return []
     who = "RNN cores: " if m.get("rnn_totals") else ""
-    ratio = lambda a, b: "the same" if abs(a - b) <= 5e-3 * max(a, b, 1e-9) else (  # noqa: E731
-        f"{b / a:.2f}x less" if a < b and a > 0 else ("none" if a == 0 else f"{a / max(b, 1e-9):.2f}x more"))
+    def ratio(a, b):
+        if abs(a - b) <= 5e-3 * max(a, b, 1e-9):
+            return "the same"
+        if a < b:
+            return f"{b / a:.2f}x less" if a > 0 else "none vs some"
+        return f"{a / b:.2f}x more" if b > 0 else "some vs none"
     h, lt, en = c["hops"], c["latency_ns"], c["energy_pj"]
     lines = [f"vs sequential baseline ({who}{m['placement_objective']} objective): "
              f"hops/token {h['chosen']:,.1f} vs {h['baseline']:,.1f} ({ratio(h['chosen'], h['baseline'])}); "
