@@ -26,7 +26,8 @@ body{font:13px/1.35 system-ui,sans-serif;margin:0;display:flex;height:100vh;colo
 #mesh{flex:1;width:100%;background:#fafafa;cursor:grab}
 #side{width:330px;border-left:1px solid #ccc;padding:8px 10px;overflow:auto}
 rect.core{stroke:#555;stroke-width:.03}
-rect.core.sel{stroke:#e00;stroke-width:.15}
+rect.core.sel{stroke:#06f;stroke-width:.15}
+text.cnum{font-size:.32px;text-anchor:middle;fill:#fff;paint-order:stroke;stroke:#000;stroke-width:.04px;pointer-events:none}
 rect.chip{fill:none;stroke:red;stroke-width:.12;pointer-events:none}
 text.chiplabel{font-size:.8px;fill:red;pointer-events:none}
 line.link{stroke:#ff8c00;stroke-opacity:.8;pointer-events:none}
@@ -52,6 +53,11 @@ for (const c of D.cores) {
   r.setAttribute('class', 'core'); r.setAttribute('data-core', c.core);
   const t = document.createElementNS(NS, 'title'); t.textContent = 'core ' + c.core; r.appendChild(t);
   gl.appendChild(r); rects[c.core] = r;
+}
+if (D.cores.length <= 1024) for (const c of D.cores) {       // core numbers while they are readable
+  const t = document.createElementNS(NS, 'text'); t.setAttribute('class', 'cnum');
+  t.setAttribute('x', c.col + 0.5); t.setAttribute('y', H - 1 - c.row + 0.62); t.textContent = c.core;
+  gl.appendChild(t);
 }
 let lmax = 0; for (const l of D.links) lmax = Math.max(lmax, l.messages);
 for (const l of D.links) {
