@@ -181,3 +181,18 @@ def test_one_name_per_quantity(multi):
     # simulated spikes_out = unit firings: never more than the messages they cause (unicast, >= 1 destination)
     s = m["simulated"]["totals"]
     assert 0 < s["spikes_out"] <= s["messages"]
+
+
+def test_old_mapping_json_is_refused_in_one_line(multi, tmp_path):
+    import shutil
+    src, _ = _artifact(multi, "loihi-like", "traffic", multi / "m.pt")
+    out = tmp_path / "old"
+    shutil.copytree(src, out)
+    m = json.loads((out / "mapping.json").read_text())
+    m["version"] = 1
+    (out / "mapping.json").write_text(json.dumps(m))
+    for extra in ((), ("--core", "0")):
+        res = CliRunner().invoke(main, ["inspect", str(out), *extra])
+        assert res.exit_code != 0 and "Traceback" not in res.output
+        assert res.output.strip().startswith("error:") and len(res.output.strip().splitlines()) == 1
+        assert "compile the model again" in res.output

@@ -32,7 +32,7 @@ from .decoder import DECODER_CHOICES, WHY_CHIP, WHY_HOST, host_macs, place_decod
 from .assumptions import figure_flags, profile_assumptions
 from .mapping_html import write_mapping_html
 from .mapping_png import plot_mapping
-from .report import compare_baseline, core_rows, simulated_report, text_report, totals, write_json
+from .report import MAPPING_VERSION, compare_baseline, core_rows, simulated_report, text_report, totals, write_json
 from .whole import decoder_costs, whole_totals
 from .routing import router_multicast
 from .weights import resolve_weight_dtype, round_graph_f16, to_f16_storage, weights_info
@@ -172,7 +172,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     else:
         dec_info = {"placement": "chip", "why": WHY_CHIP, "cores": dec.rows}
     mapping = {
-        "schema": "egru-compile/mapping", "version": 1,
+        "schema": "egru-compile/mapping", "version": MAPPING_VERSION,
         "profile": profile.to_dict(), "chips": dec.chips if dec else ours.chips, "max_chips": max_chips,
         "router": "multicast" if multicast else "unicast", "decoder": dec_info, "simulated": sim_report,
         "calibrated": calibrated, "calib_tokens": T,

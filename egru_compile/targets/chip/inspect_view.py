@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .assumptions import footnote, mark
-from .report import CORE_FIELDS
+from .report import CORE_FIELDS, check_version
 
 
 def _ranges(idx: np.ndarray) -> str:
@@ -20,6 +20,7 @@ def core_detail(m: dict, core: int, program=None) -> str:
     """`inspect DIR --core N`: the core's mapping row, its units (layer, index ranges), input axons by
     source core and its destination cores (from program.npz when given: (stack, placement, dec_core_of))."""
     from ...errors import EgruError
+    check_version(m)
     rows = [c for c in m["cores"] if c["core"] == core]
     dec = [c for c in (m.get("decoder") or {}).get("cores", []) if c["core"] == core]
     if not rows and not dec:

@@ -3,7 +3,7 @@
 mapping.json::
 
     {
-      "schema": "egru-compile/mapping", "version": 1,
+      "schema": "egru-compile/mapping", "version": 2,    # 2: synops/messages/hops names, whole totals
       "profile": {...the chip profile...},
       "chips": N,
       "calibrated": bool, "calib_tokens": T,
@@ -53,6 +53,8 @@ CORE_FIELDS = ["core", "chip", "x", "y", "slot", "layers", "units", "synapses", 
                "hops_out", "energy_pj"]
 SUM_FIELDS = ["units", "synapses", "memory_bytes", "synops_static", "synops_estimated", "messages_in",
               "messages_out", "hops_out", "energy_pj"]
+#: mapping.json schema version (2: one name per quantity, totals of the whole configuration, assumptions)
+MAPPING_VERSION = 2
 #: the objective whose cost each comparison line is about
 OBJECTIVE_OF = {"hops": "traffic", "latency_ns": "latency"}
 
@@ -138,7 +140,16 @@ def _comparison_lines(m: dict, fl) -> list[str]:
     return lines
 
 
+def check_version(m: dict) -> None:
+    """Refuse, in one line, a mapping.json written before the names and totals of version 2."""
+    if m.get("version", 1) < MAPPING_VERSION:
+        from ...errors import EgruError
+        raise EgruError(f"mapping.json version {m.get('version', 1)} was written by an older egru-compile "
+                        f"(this one reads version {MAPPING_VERSION}): compile the model again")
+
+
 def text_report(m: dict) -> str:
+    check_version(m)
     p = m["profile"]
     t = m["totals"]
     fl = (m.get("assumptions") or {}).get("figures")
