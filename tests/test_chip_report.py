@@ -191,6 +191,13 @@ def test_old_mapping_json_is_refused_in_one_line(multi, tmp_path):
     m = json.loads((out / "mapping.json").read_text())
     m["version"] = 1
     (out / "mapping.json").write_text(json.dumps(m))
+    # as an older egru-compile signed it: the manifest's checksums match the files
+    from egru_compile.artifact import _manifest_digest, file_sha256
+    mf = json.loads((out / "manifest.json").read_text())
+    mf["files"]["mapping.json"].update(size=(out / "mapping.json").stat().st_size,
+                                       sha256=file_sha256(out / "mapping.json"))
+    mf["manifest_sha256"] = _manifest_digest(mf)
+    (out / "manifest.json").write_text(json.dumps(mf))
     for extra in ((), ("--core", "0")):
         res = CliRunner().invoke(main, ["inspect", str(out), *extra])
         assert res.exit_code != 0 and "Traceback" not in res.output
