@@ -252,6 +252,9 @@ def estimated_vs_simulated(m: dict) -> list[str]:
     out = [f"per token on the {s['tokens']} calibration tokens ({s['router']} router, decoder {s['decoder']}; "
            f"{t.get('scope') or 'whole configuration'}):", f"  {'':<20} {'estimated':>14} {'simulated':>14}"]
     out += [f"  {name:<20} {e(a, f):>14} {e(b, f):>14}" for name, a, b, f in rows]
+    if s["router"] == "multicast":
+        out.append("  (multicast router: the simulation sends one packet per spike, replicated along a tree, and "
+                   "counts each tree link once; the estimate counts one message per destination core)")
     if m["chips"] > 1:
         out.append("  (hops: the estimate counts a chip crossing as a tile hop plus a chip hop, the simulation "
                    "as one link; energy charges both the same)")
