@@ -155,9 +155,9 @@ def page_data(m: dict, profile) -> dict:
         c["compartments_pct"] = 100.0 * units * (1 if dec else lim.compartments_per_unit) / lim.compartments
         c["x"], c["y"] = tx, ty
         if sc:
-            c["sim"] = {k: sc[k] for k in ("synops", "decoder_synops", "spikes_out", "messages_out", "messages_in",
+            c["sim"] = {k: round(sc[k], 3) for k in ("synops", "decoder_synops", "spikes_out", "messages_out", "messages_in",
                                            "hops_out", "energy_pj")}
-        cores.append(c)
+        cores.append({k: round(v, 3) if isinstance(v, float) else v for k, v in c.items()})
     links = []
     for l in sorted((sim or {}).get("links", []), key=lambda l: -l["messages"])[:MAX_HTML_LINKS]:
         ends = []
