@@ -83,7 +83,7 @@ def test_simulator_matches_unplaced_model(chip_model, objective):
     nets = build_network(stack)
     profile = load_profile("loihi-like")
     seq, pl = place(nets, profile, 4, False, objective=objective)
-    sim = ChipSimulator(stack, nets, pl)
+    sim = ChipSimulator(stack, pl.core_map())
     ref = Interpreter(graph)
     rng = np.random.default_rng(1)
     for _ in range(40):
@@ -98,7 +98,7 @@ def test_float_weights_simulator_matches_pytorch(chip_model):
     nets = build_network(stack)
     profile = load_profile("loihi-like")
     pl = sequential_placement(nets, profile, 4)
-    sim = ChipSimulator(stack, nets, pl)
+    sim = ChipSimulator(stack, pl.core_map())
     state = model.init_state(1)
     with torch.no_grad():
         for tok in [3, 17, 17, 42, 0, 59, 8, 8, 8, 21]:
@@ -123,14 +123,14 @@ def _random_stack(sizes, emb, density, seed=0, vocab=50):
 
 
 def test_ptb_size_pruned_model_fits_one_loihi_chip_dense_needs_more():
-    from egru_compile.targets.chip import _dense_reference
+    from egru_compile.targets.chip.placement import dense_reference
     stack = _random_stack([1350, 1350, 750], 750, 0.15)
     nets = build_network(stack)
     profile = load_profile("loihi-like")
     seq, pl = place(nets, profile, 16, False)
     costs = evaluate(nets, pl, profile, False)
     assert pl.chips == 1 and not violations(costs, profile)
-    dense = _dense_reference(nets, profile, 16)
+    dense = dense_reference(nets, profile)
     assert dense["chips"] > 1
     base = evaluate(nets, seq, profile, False)
     assert costs.hops_out.sum() < base.hops_out.sum()          # layout beats the sequential baseline

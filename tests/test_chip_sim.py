@@ -267,13 +267,12 @@ def test_layer_backend_counts_like_per_core_programs(setup):
     """The fast backend (one program per layer + per-core fan tables) and per-core programs on their own
     inboxes give identical logits-level outputs and identical per-core counters."""
     d, model = setup
-    from egru_compile.targets.chip.network import build_network
     from egru_compile.targets.chip.profile import load_profile
     from egru_compile.targets.chip.simulate import ChipSimulator
     out = _compile(d, "backends", "loihi-like", "small.toml")
     stack, pl, _ = load_program(out / "program.npz", with_decoder=True)
     prof = load_profile(str(d / "small.toml"))
-    sims = [ChipSimulator(stack, build_network(stack), pl, backend=b, profile=prof) for b in ("layer", "numpy")]
+    sims = [ChipSimulator(stack, pl, backend=b, profile=prof) for b in ("layer", "numpy")]
     rng = np.random.default_rng(3)
     for _ in range(30):
         tok = int(rng.integers(60))

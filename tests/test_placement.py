@@ -81,10 +81,10 @@ def _recount(nets, pl: Placement, profile):
     packets = hops = 0.0
     g = profile.chip
 
-    def xyc(slot):
+    def xy(slot):
         chip, local = divmod(int(slot), g.cores)
         tile = local // g.cores_per_tile
-        return chip * g.tiles_x + tile % g.tiles_x, tile // g.tiles_x, chip
+        return chip * g.tiles_x + tile % g.tiles_x, tile // g.tiles_x
 
     for l, net in enumerate(nets):
         for i in range(net.hidden):
@@ -92,11 +92,11 @@ def _recount(nets, pl: Placement, profile):
             dests = {int(pl.core_of[tl][j]) for tl, j in _targets(nets, l, i)}
             out_axons[src] += len(dests)
             rate = net.fires[i] / net.tokens
-            x0, y0, c0 = xyc(pl.slot_of_core[src])
+            x0, y0 = xy(pl.slot_of_core[src])
             for d in dests:
-                x1, y1, c1 = xyc(pl.slot_of_core[d])
+                x1, y1 = xy(pl.slot_of_core[d])
                 packets += rate
-                hops += rate * (abs(x1 - x0) + abs(y1 - y0) + abs(c1 - c0))
+                hops += rate * (abs(x1 - x0) + abs(y1 - y0))      # links crossed (a chip crossing is one)
     m = profile.memory
     memory = [(syn[c] * m.synapse_bits + len(pres[c]) * m.axon_pointer_bits + units[c] * m.state_bits_per_unit + 7)
               // 8 for c in range(n)]
@@ -164,14 +164,15 @@ def test_ours_beats_sequential_on_traffic_and_balance(tmp_path):
 
 
 def _dense_cost(W, profile, slot_of):
-    """Sum over core pairs of symmetric traffic times the hop distance of their slots (dense, by formula)."""
+    """Sum over core pairs of symmetric traffic times the hop distance of their slots (links, a chip crossing
+    one of them; link energy as a tie-break: dense, by formula)."""
     g = profile.chip
     chip, local = np.divmod(slot_of, g.cores)
     tile = local // g.cores_per_tile
     x, y = chip * g.tiles_x + tile % g.tiles_x, tile // g.tiles_x
     e = profile.energy
     D = (1 + 1e-3 * e.hop_ew_pj) * np.abs(x[:, None] - x[None]) + (1 + 1e-3 * e.hop_ns_pj) * np.abs(
-        y[:, None] - y[None]) + (1 + 1e-3 * g.chip_hop_pj) * np.abs(chip[:, None] - chip[None])
+        y[:, None] - y[None]) + 1e-3 * g.chip_hop_pj * np.abs(chip[:, None] - chip[None])
     return float((W * D).sum() / 2)
 
 

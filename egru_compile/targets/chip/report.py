@@ -37,6 +37,7 @@ import json
 
 import numpy as np
 
+from .costs import CostModel
 from .placement import CoreCosts, Placement, slot_coords
 
 CORE_FIELDS = ["core", "chip", "x", "y", "slot", "layers", "units", "synapses", "memory_bytes", "memory_limit_bytes",
@@ -80,7 +81,7 @@ def totals(rows: list[dict], costs: CoreCosts, profile, tokens: int) -> dict:
         t["mac_events_total"] = int(sum(r["mac_events_total"] for r in rows))
         t["macs_estimated"] = t["mac_events_total"] / tokens
     phases = costs.busy_ns.max(axis=1)
-    t["latency_ns"] = float(phases.sum() + len(phases) * profile.energy.barrier_ns)
+    t["latency_ns"] = float(sum(CostModel(profile).phase_ns(p) for p in phases))
     t["layer_phase_ns"] = [float(p) for p in phases]
     t["cores_used"] = len(rows)
     t["max_core_macs"] = max((r["macs_estimated"] if r["macs_estimated"] is not None else r["macs_static"])
@@ -182,9 +183,6 @@ def estimated_vs_simulated(m: dict) -> list[str]:
     out = [f"per token on the {s['tokens']} calibration tokens ({s['router']} router, decoder {s['decoder']}; "
            "estimate: RNN cores only):", f"  {'':<20} {'estimated':>14} {'simulated':>14}"]
     out += [f"  {name:<20} {e(a, f):>14} {e(b, f):>14}" for name, a, b, f in rows]
-    if m["chips"] > 1:
-        out.append("  (hops: the estimate counts a chip crossing as a tile hop plus a chip hop, the simulation "
-                   "as one link; energy charges both the same)")
     out.append("  (latency: the estimate charges every message's whole route serially on its sending core and "
                "takes the busiest core of the average token; the simulation charges one injection per message, "
                "the longest route once per phase (routers pipeline) and the busiest core of every token)")
