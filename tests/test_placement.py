@@ -146,6 +146,24 @@ def test_placement_limits_and_costs_match_recount(tmp_path, objective):
         assert not violations(costs, profile)
 
 
+@pytest.mark.parametrize("geometry", [dict(cores=8, tiles_x=2, tiles_y=1, cores_per_tile=4),
+                                      dict(cores=4, tiles_x=1, tiles_y=1, cores_per_tile=4)])
+def test_multi_chip_hops_match_recount(tmp_path, geometry):
+    """On meshes of several chips the estimate counts links crossed (a chip crossing is one link), as the
+    recount walks them; every placement carries the estimate `evaluate` gives (evaluated once, by the placer)."""
+    profile = _profile(tmp_path, synapse_memory_bytes=6000, input_axons=300, **geometry)
+    nets = _nets()
+    seq, ours = place(nets, profile, 64, True)
+    for pl in (seq, ours):
+        assert pl.chips == -(-pl.n_cores // geometry["cores"]) >= 2
+        costs = evaluate(nets, pl, profile, True)
+        *_, packets, hops = _recount(nets, pl, profile)
+        assert float(costs.hops_out.sum()) == pytest.approx(hops, rel=1e-12) and hops > 0
+        assert costs.packets == pytest.approx(packets, rel=1e-12)
+        for f in ("hops_out", "energy_pj", "busy_ns", "memory_bytes", "output_axons", "traffic"):
+            assert np.array_equal(getattr(pl.costs, f), getattr(costs, f)), f
+
+
 def test_ours_beats_sequential_on_traffic_and_balance(tmp_path):
     profile = _profile(tmp_path, synapse_memory_bytes=6000, input_axons=300)
     nets = _nets()
