@@ -20,12 +20,21 @@ def core_memory_bytes(profile: ChipProfile, synapses, input_axons, units, synaps
     """Synaptic memory (bytes, rounded up) of cores holding `synapses`, `input_axons` and `units`
     (`synapse_bits`: another synapse word than the profile's, e.g. float weights)."""
     m = profile.memory
-    return (synapses * (synapse_bits or m.synapse_bits) + input_axons * m.axon_pointer_bits + units * m.state_bits_per_unit
-            + 7) // 8
+    return (synapses * (synapse_bits or m.synapse_bits) + input_axons * m.axon_pointer_bits
+            + units * m.state_bits_per_unit + 7) // 8
 
 
 def fits_memory(profile: ChipProfile, synapses: int, input_axons: int, units: int) -> bool:
     return core_memory_bytes(profile, synapses, input_axons, units) <= profile.core.synapse_memory_bytes
+
+
+def core_fits(profile: ChipProfile, compartments: int, memory_bytes: float, input_axons: int,
+              output_axons: float = 0) -> bool:
+    """Does one core hold this much of every resource (the check of the in-order fills: the sequential
+    baseline and the decoder cores)?"""
+    lim = profile.core
+    return (compartments <= lim.compartments and memory_bytes <= lim.synapse_memory_bytes and
+            input_axons <= lim.input_axons and output_axons <= lim.output_axons)
 
 
 def unit_memory_bytes(net: LayerNet, profile: ChipProfile) -> np.ndarray:
@@ -83,8 +92,8 @@ def required_chips_error(profile: ChipProfile, max_chips: int, n_cores: int, chi
     units = int(costs.units.sum())
     cap_units = max_chips * profile.chip.cores * profile.units_per_core
     if total_mem > cap_mem:
-        why = f"synaptic memory: needs {total_mem / 2**20:.1f} MiB, {max_chips} chip(s) hold {cap_mem / 2**20:.1f} MiB " \
-              f"({total_mem / cap_mem:.2f}x)"
+        why = f"synaptic memory: needs {total_mem / 2**20:.1f} MiB, {max_chips} chip(s) hold " \
+              f"{cap_mem / 2**20:.1f} MiB ({total_mem / cap_mem:.2f}x)"
     elif units > cap_units:
         why = f"compartments: {units} units need {units * profile.core.compartments_per_unit}, " \
               f"{max_chips} chip(s) have {cap_units * profile.core.compartments_per_unit}"

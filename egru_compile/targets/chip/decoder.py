@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import EgruError
-from .capacity import core_memory_bytes, fits_memory
+from .capacity import core_fits, core_memory_bytes, fits_memory
 from .costs import hop_matrices
 from .model import Placement
 
@@ -48,8 +48,8 @@ def place_decoder(weight: np.ndarray, pl: Placement, profile, last_layer_fires: 
     k, count, nsyn, axons = 0, 0, 0, np.zeros(E, bool)
     for v in range(V):
         ax = axons | fan[v]
-        fits = (count + 1 <= lim.compartments and int(ax.sum()) <= lim.input_axons and
-                fits_memory(profile, nsyn + int(syn[v]), int(ax.sum()), count + 1))
+        n_ax = int(ax.sum())           # one compartment per output
+        fits = core_fits(profile, count + 1, core_memory_bytes(profile, nsyn + int(syn[v]), n_ax, count + 1), n_ax)
         if not fits and count:
             k, count, nsyn, ax = k + 1, 0, 0, fan[v].copy()
             if not fits_memory(profile, int(syn[v]), int(ax.sum()), 1):

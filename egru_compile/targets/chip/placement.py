@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from .capacity import (check_fan_in, core_memory_bytes, required_chips_error, unit_memory_bytes,  # noqa: F401
-                       violations)
+from .capacity import (check_fan_in, core_fits, core_memory_bytes, required_chips_error,  # noqa: F401
+                       unit_memory_bytes, violations)
 from .costs import hop_matrices, slot_coords  # noqa: F401 (the placement API's geometry)
 from .estimate import estimate_assignment, evaluate  # noqa: F401
 from .layout import layout
@@ -57,9 +57,9 @@ def _fill_sequential(nets, profile, out_axon_guess: list[float]):
         for j in range(net.hidden):
             new = pres[j] & ~mask
             axons = other_axons + count + int(np.count_nonzero(new))
-            fits = ((units + 1) * lim.compartments_per_unit <= lim.compartments and
-                    mem_bytes + umem[j] + axons * mem.axon_pointer_bits / 8.0 <= lim.synapse_memory_bytes and
-                    axons <= lim.input_axons and out_axons + out_axon_guess[l] <= lim.output_axons)
+            fits = core_fits(profile, (units + 1) * lim.compartments_per_unit,
+                             mem_bytes + umem[j] + axons * mem.axon_pointer_bits / 8.0, axons,
+                             out_axons + out_axon_guess[l])
             if not fits and units > 0:
                 core += 1
                 units, mem_bytes, out_axons, other_axons = 0, 0.0, 0.0, 0
