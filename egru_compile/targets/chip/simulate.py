@@ -157,7 +157,7 @@ class ChipSimulator:
             profile = load_profile("loihi-like")
         self.backend = backend
         self.stack = stack
-        self.placement = cores
+        self.core_map = cores
         self.profile = profile
         self.cost = CostModel(profile)
         self.multicast = bool(multicast)
