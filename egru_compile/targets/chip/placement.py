@@ -126,8 +126,8 @@ def balanced_placement(nets, profile: ChipProfile, max_chips: int, calibrated: b
     ``spare_cores`` adds the spare cores of the occupied chips to the bottleneck layer), each layer partitioned
     and repaired (`partition.partition_layer`, method ``auto`` | ``rate`` | ``hypergraph`` | ``lpt`` |
     ``metis`` | ``kahip``; ``auto`` is the objective's partitioner), then the mesh layout (`layout.layout`).
-    An objective with ``tighten`` (and ``tighten``) gives each layer one core fewer while its partition still
-    repairs within the limits. `info` receives the partitioners used and layout statistics. The result
+    An objective with ``tighten`` gives each layer one core fewer while its partition still repairs within the
+    limits (unless the argument ``tighten`` is False). `info` receives the partitioners used and layout statistics. The result
     carries its estimate (``costs``)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
