@@ -60,8 +60,8 @@ from egru_compile.cli import main as cli  # noqa: E402
 from egru_compile.data import Vocabulary  # noqa: E402
 from egru_compile.frontend import save_checkpoint  # noqa: E402
 from egru_compile.targets.chip import load_program, load_profile  # noqa: E402
-from egru_compile.targets.chip.network import build_network  # noqa: E402
-from egru_compile.targets.chip.placement import _dest_cores, evaluate, hop_matrices, slot_coords  # noqa: E402
+from egru_compile.targets.chip.network import build_network, net_reach  # noqa: E402
+from egru_compile.targets.chip.placement import evaluate, hop_matrices, slot_coords  # noqa: E402
 from egru_compile.targets.chip.profile import EnergyModel  # noqa: E402
 from egru_compile.targets.chip.simulate import ChipSimulator  # noqa: E402
 
@@ -74,7 +74,7 @@ def our_breakdown(nets, spikes, pl, profile, T: int) -> dict:
     """Our profile's formula split into synapse / neuron / network pJ per token, from the replayed spikes."""
     e = profile.energy
     _, pj, _ = hop_matrices(profile, pl.slot_of_core)
-    reach = _dest_cores(nets, pl.core_of, pl.n_cores)
+    reach = net_reach(nets, pl.core_of, pl.n_cores)
     syn = neuron = net = 0.0
     for l, n in enumerate(nets):
         fires = spikes[l].sum(0)                                  # tokens each unit fired
@@ -397,7 +397,7 @@ def main(argv=None):
         stack, pl = load_program(out / "program.npz")
         nets = build_network(stack)
         # the spike trains of the simulated program
-        sim = ChipSimulator(stack, nets, pl, backend="numpy")
+        sim = ChipSimulator(stack, pl, backend="numpy")
         spikes = [np.zeros((T, lw.hidden), bool) for lw in stack.layers]
         synops = 0
         for t, tok in enumerate(ids):

@@ -83,7 +83,7 @@ def test_simulator_matches_unplaced_model(chip_model, objective):
     nets = build_network(stack)
     profile = load_profile("loihi-like")
     seq, pl = place(nets, profile, 4, False, objective=objective)
-    sim = ChipSimulator(stack, nets, pl)
+    sim = ChipSimulator(stack, pl.core_map())
     ref = Interpreter(graph)
     rng = np.random.default_rng(1)
     for _ in range(40):
@@ -98,7 +98,7 @@ def test_float_weights_simulator_matches_pytorch(chip_model):
     nets = build_network(stack)
     profile = load_profile("loihi-like")
     pl = sequential_placement(nets, profile, 4)
-    sim = ChipSimulator(stack, nets, pl)
+    sim = ChipSimulator(stack, pl.core_map())
     state = model.init_state(1)
     with torch.no_grad():
         for tok in [3, 17, 17, 42, 0, 59, 8, 8, 8, 21]:
@@ -123,14 +123,14 @@ def _random_stack(sizes, emb, density, seed=0, vocab=50):
 
 
 def test_ptb_size_pruned_model_fits_one_loihi_chip_dense_needs_more():
-    from egru_compile.targets.chip import _dense_reference
+    from egru_compile.targets.chip.placement import dense_reference
     stack = _random_stack([1350, 1350, 750], 750, 0.15)
     nets = build_network(stack)
     profile = load_profile("loihi-like")
     seq, pl = place(nets, profile, 16, False)
     costs = evaluate(nets, pl, profile, False)
     assert pl.chips == 1 and not violations(costs, profile)
-    dense = _dense_reference(nets, profile, 16)
+    dense = dense_reference(nets, profile)
     assert dense["chips"] > 1
     base = evaluate(nets, seq, profile, False)
     assert costs.hops_out.sum() < base.hops_out.sum()          # layout beats the sequential baseline
@@ -175,3 +175,38 @@ def test_mapping_json_is_deterministic(chip_model):
     first = (a / "mapping.json").read_bytes()
     b, _ = _compile(d)
     assert (b / "mapping.json").read_bytes() == first
+
+
+def test_program_codec_round_trips_stack_and_core_map(tmp_path):
+    """program.npz gives back every array it was given (int8 values with scales, float matrices, the
+    projection, the unit -> core map, slots and the decoder cores), with the same dtypes."""
+    from egru_compile.targets.chip.model import CoreMap
+    from egru_compile.targets.chip.program import load_program, save_program
+    stack = _random_stack([24, 16], 8, 0.3, vocab=12)
+    W = stack.layers[1].W
+    stack.layers[1].W = SparseMatrix(W.shape, W.fmt, W.indptr, W.indices,
+                                     np.clip(np.round(W.data * 40), -127, 127).astype(np.int8),
+                                     np.linspace(0.01, 0.02, W.shape[0]).astype(np.float32))
+    stack.projection = SparseMatrix.from_dense(np.eye(8, 16, dtype=np.float32), "csr")
+    stack.projection_bias = np.arange(8, dtype=np.float32)
+    rng = np.random.default_rng(1)
+    cores = CoreMap([rng.integers(0, 3, 24), rng.integers(3, 5, 16)], np.array([4, 0, 9, 2, 7, 5]), 5,
+                    np.full(12, 5))
+    save_program(tmp_path / "p.npz", stack, cores)
+    back, got, dec = load_program(tmp_path / "p.npz", with_decoder=True)
+    assert got.n_cores == 5 and np.array_equal(dec, cores.decoder_core_of)
+    assert np.array_equal(got.slot_of_core, cores.slot_of_core)
+    assert all(np.array_equal(a, b) for a, b in zip(got.core_of, cores.core_of))
+    pairs = [(stack.projection, back.projection)]
+    for a, b in zip(stack.layers, back.layers):
+        assert (a.index, a.n_in, a.hidden, a.events_in) == (b.index, b.n_in, b.hidden, b.events_in)
+        assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("b", "br", "thr"))
+        pairs += [(a.W, b.W), (a.R, b.R)]
+    for m, n in pairs:
+        assert (m.shape, m.fmt) == (n.shape, n.fmt) and n.data.dtype == m.data.dtype
+        for k in ("indptr", "indices", "data", "scale"):
+            assert (getattr(m, k) is None) == (getattr(n, k) is None)
+            assert getattr(m, k) is None or np.array_equal(getattr(m, k), getattr(n, k)), k
+    assert np.array_equal(back.projection_bias, stack.projection_bias)
+    for k in ("embedding", "decoder_weight", "decoder_bias"):
+        assert np.array_equal(getattr(back, k), getattr(stack, k))

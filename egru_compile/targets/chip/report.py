@@ -46,6 +46,7 @@ import json
 import numpy as np
 
 from .assumptions import footnote, mark
+from .costs import CostModel
 from .placement import CoreCosts, Placement, slot_coords
 
 CORE_FIELDS = ["core", "chip", "x", "y", "slot", "layers", "units", "synapses", "memory_bytes", "memory_limit_bytes",
@@ -93,7 +94,7 @@ def totals(rows: list[dict], costs: CoreCosts, profile, tokens: int) -> dict:
         t["synop_events_total"] = int(sum(r["synop_events_total"] for r in rows))
         t["synops_estimated"] = t["synop_events_total"] / tokens
     phases = costs.busy_ns.max(axis=1)
-    t["latency_ns"] = float(phases.sum() + len(phases) * profile.energy.barrier_ns)
+    t["latency_ns"] = float(sum(CostModel(profile).phase_ns(p) for p in phases))
     t["layer_phase_ns"] = [float(p) for p in phases]
     t["cores_used"] = len(rows)
     t["max_core_synops"] = max((r["synops_estimated"] if r["synops_estimated"] is not None else r["synops_static"])
@@ -255,9 +256,6 @@ def estimated_vs_simulated(m: dict) -> list[str]:
     if s["router"] == "multicast":
         out.append("  (multicast router: the simulation sends one packet per spike, replicated along a tree, and "
                    "counts each tree link once; the estimate counts one message per destination core)")
-    if m["chips"] > 1:
-        out.append("  (hops: the estimate counts a chip crossing as a tile hop plus a chip hop, the simulation "
-                   "as one link; energy charges both the same)")
     out.append("  (latency: the estimate charges every message's whole route serially on its sending core and "
                "takes the busiest core of the average token; the simulation charges one injection per message, "
                "the longest route once per phase (routers pipeline) and the busiest core of every token)")

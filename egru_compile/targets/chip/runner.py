@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
-from . import load_program
-from .network import build_network
 from .profile import ChipProfile, load_profile
+from .program import load_program
 from .report import simulated_report
 from .simulate import ChipSimulator
 
@@ -40,7 +39,7 @@ class ChipRunner(Runner):
         if not program.is_file():
             raise ArtifactError(f"{path}: program file {program.name} is missing")
         try:
-            stack, placement, dec_core_of = load_program(program, with_decoder=True)
+            stack, cores = load_program(program)
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
         mapping = path / manifest.get("mapping", "mapping.json")
@@ -55,11 +54,11 @@ class ChipRunner(Runner):
         self.path = str(path)
         self.layer_sizes = stack.hidden_sizes
         self.vocab_size = stack.vocab_size
-        self.decoder = manifest.get("decoder") or ("chip" if dec_core_of is not None else "host")
+        self.decoder = manifest.get("decoder") or ("chip" if cores.decoder_core_of is not None else "host")
         if manifest.get("vocab"):
             self.vocab = read_vocab_file(path / manifest["vocab"])
-        self.sim = ChipSimulator(stack, build_network(stack), placement, backend=backend, profile=profile,
-                                 multicast=manifest.get("router") == "multicast", dec_core_of=dec_core_of)
+        self.sim = ChipSimulator(stack, cores, backend=backend, profile=profile,
+                                 multicast=manifest.get("router") == "multicast")
 
     @classmethod
     def from_artifact(cls, path, manifest, **options):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .placement import hop_matrices_between
+from .costs import CostModel
 
 #: total fields added up over RNN and decoder cores
 WHOLE_SUM = ("units", "synapses", "memory_bytes", "synops_static", "synops_estimated", "messages_in", "messages_out",
@@ -21,7 +21,6 @@ def decoder_costs(weight: np.ndarray, dec, pl, profile, last_fires: np.ndarray |
     """Per-token estimate of what the decoder on chip adds: per decoder core synops, energy and phase time;
     the messages, hops, energy and route time of the last layer's spikes to the decoder cores (charged to the
     sending RNN cores, in the last layer's phase as the simulator does)."""
-    e = profile.energy
     fan = weight != 0                                                   # [V, E]
     E = fan.shape[1]
     rate = last_fires / tokens if last_fires is not None and tokens else np.ones(E)
@@ -33,10 +32,9 @@ def decoder_costs(weight: np.ndarray, dec, pl, profile, last_fires: np.ndarray |
     synops = (fan.astype(np.float64) @ rate)                            # per output: expected synops/token
     core_synops = np.bincount(local, weights=synops, minlength=k)
     outputs = np.bincount(local, minlength=k).astype(np.float64)
-    core_pj = core_synops * e.synop_pj + outputs * e.neuron_active_pj
-    core_ns = core_synops * e.synop_ns + outputs * e.neuron_active_ns
+    core_pj, core_ns = CostModel(profile).compute(core_synops, outputs, 0.0)
     src_core = np.asarray(pl.core_of[-1])                              # RNN core of each last-layer unit
-    hops, pj, ns = hop_matrices_between(profile, dec.slot_of_core[src_core], dec.slot_of_core[n_rnn:])
+    hops, pj, ns = CostModel(profile).between(dec.slot_of_core[src_core], dec.slot_of_core[n_rnn:])
     w = reach * rate[:, None]                                           # messages/token unit e -> decoder core j
     send_ns = np.bincount(src_core, weights=(w * ns).sum(1), minlength=n_rnn)
     return {"cores": k, "outputs": outputs, "synops": core_synops, "energy_pj": core_pj, "busy_ns": core_ns,
