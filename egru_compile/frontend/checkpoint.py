@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from torch.nn.utils import prune
 from ..artifact import file_sha256
 from ..data import Vocabulary
 from ..errors import EgruError
+from ..fsio import atomic_write
 from ..model import EGRUConfig, EGRULanguageModel
 
 FORMAT_TAG = "egru-compile/checkpoint"
@@ -71,17 +71,7 @@ class SourceModel:
 
 # ---------------------------------------------------------------------------------------------- saving
 def _atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), mkdir=True)
 
 
 def save_checkpoint(path: str | Path, model: EGRULanguageModel, vocab: Vocabulary | list[str] | None,

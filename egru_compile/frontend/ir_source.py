@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EgruError
+from ..fsio import atomic_write
 from ..ir import Graph
 from ..ir.parser import ParsedIR, parse_ir
 from ..ir.printer import HEADER, print_graph, resource_arrays
@@ -50,22 +49,6 @@ def is_ir_file(path: str | Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_ir(path: str | Path, graph: Graph, vocab=None) -> str:
     """Write `graph` (and `vocab`) as IR text to `path` and its arrays to ``path.npz``; returns the text."""
     path = Path(path)
@@ -77,8 +60,8 @@ def write_ir(path: str | Path, graph: Graph, vocab=None) -> str:
             np.savez(f, **arrays)
 
     try:
-        _atomic_write(resource_path(path), save_npz)
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write(resource_path(path), save_npz, mkdir=True)
+        atomic_write(path, text, mkdir=True)
     except OSError as e:
         raise IRSourceError(f"cannot write {path}: {e.strerror or e}") from None
     return text
@@ -164,7 +147,11 @@ def load_ir_source(path: str | Path, vocab_file: str | Path | None = None) -> IR
 def run_opt(path: str | Path, passes: str | None = None, output: str | Path | None = None) -> str:
     """``egru-compile opt``: the IR of `path` after `passes` (None: none) — printed text, or, with
     `output`, written there (+ its resource file) and "" returned."""
+    from ..fsio import check_outputs
     from ..passes import PassManager
+    if output is not None:
+        check_outputs([("-o", output), ("-o resources", resource_path(output))],
+                      [("input", path), ("input resources", resource_path(path))])
     parsed, _ = read_ir(path)
     graph = parsed.graph
     if passes:
