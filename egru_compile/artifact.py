@@ -105,8 +105,8 @@ def owned_files(path: str | Path) -> list[str]:
     try:
         manifest = read_manifest(path, verify_files=True)
     except ArtifactError as e:
-        raise ArtifactError(f"{path} is not an unmodified egru-compile artifact ({e}); nothing was touched "
-                            "(remove it yourself or choose another -o)") from None
+        raise ArtifactError(f"--force replaces only a previous, unmodified egru-compile artifact, and {path} is "
+                            f"not one ({e}); nothing was touched") from None
     listed = set(manifest["files"]) | {MANIFEST}
     dirs = {str(PurePosixPath(n).parent) for n in listed} - {"."}
     dirs |= {str(p) for d in list(dirs) for p in PurePosixPath(d).parents} - {"."}
@@ -116,8 +116,8 @@ def owned_files(path: str | Path) -> list[str]:
             continue
         if rel in dirs and p.is_dir() and not p.is_symlink():
             continue
-        raise ArtifactError(f"{path} holds {rel}, which egru-compile did not write; --force replaces only an "
-                            "artifact's own files, nothing was touched (move it away or choose another -o)")
+        raise ArtifactError(f"--force replaces only the files egru-compile wrote, and {path} also holds {rel}; "
+                            "nothing was touched (move it away or choose another -o)")
     return sorted(listed)
 
 

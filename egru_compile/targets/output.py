@@ -50,7 +50,7 @@ def check_output_dir(path: str | Path, force: bool, protect: tuple = ()) -> Path
         try:
             owned_files(path)
         except ArtifactError as e:
-            raise OutputError(f"--force: {e}") from None
+            raise OutputError(str(e)) from None
     parent = path.absolute().parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: parent directory {parent} does not exist")
@@ -76,7 +76,7 @@ def atomic_output_dir(path: str | Path, force: bool = False, protect: tuple = ()
             try:
                 owned = owned_files(path)          # again: the folder may have changed during the compile
             except ArtifactError as e:
-                raise OutputError(f"--force: {e}") from None
+                raise OutputError(str(e)) from None
             old = tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent)
             os.replace(path, Path(old) / "x")
             os.replace(tmp, path)

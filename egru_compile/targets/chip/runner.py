@@ -36,16 +36,18 @@ def _profile_from_dict(d: dict) -> ChipProfile:
 class ChipRunner(Runner):
     def __init__(self, path: Path, manifest: dict, backend: str | None = None):
         super().__init__()
-        program = path / manifest.get("program", "program.npz")
-        if not program.is_file():
-            raise ArtifactError(f"{path}: program file {program.name} is missing")
+        import io
+
+        from ...artifact import read_verified
+        # each file read once and checked against the sealed manifest, then used from those bytes
+        program, program_bytes = read_verified(path, manifest, "program", "program.npz")
         try:
-            stack, placement, dec_core_of = load_program(program, with_decoder=True)
+            stack, placement, dec_core_of = load_program(io.BytesIO(program_bytes), with_decoder=True)
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
-        mapping = path / manifest.get("mapping", "mapping.json")
+        mapping, mapping_bytes = read_verified(path, manifest, "mapping", "mapping.json")
         try:
-            profile = _profile_from_dict(json.loads(mapping.read_text())["profile"])
+            profile = _profile_from_dict(json.loads(mapping_bytes)["profile"])
         except (OSError, ValueError, KeyError, TypeError):
             profile = load_profile(manifest.get("profile") or manifest["target"])
         self.target = manifest["target"]
@@ -54,7 +56,7 @@ class ChipRunner(Runner):
         self.vocab_size = stack.vocab_size
         self.decoder = manifest.get("decoder") or ("chip" if dec_core_of is not None else "host")
         if manifest.get("vocab"):
-            self.vocab = read_vocab_file(path / manifest["vocab"])
+            self.vocab = read_vocab_file(*read_verified(path, manifest, "vocab"))
         self.sim = ChipSimulator(stack, build_network(stack), placement, backend=backend, profile=profile,
                                  multicast=manifest.get("router") == "multicast", dec_core_of=dec_core_of)
 

@@ -68,13 +68,16 @@ def save_weights(path: Path, stack: EGRUStack, int8: bool = False) -> None:
         np.savez(f, **arrays)
 
 
-def load_weights(path: Path):
+def load_weights(path: Path, data: bytes | None = None):
     """(embedding, layers, decoder weight, decoder bias, projection) of a weights.npz written by
     :func:`save_weights` (projection: None, or ((indptr, indices, data), bias) of EvNN's decoder projection);
-    a missing, corrupt or incomplete file is an ArtifactError."""
+    a missing, corrupt or incomplete file is an ArtifactError. `data`: the file's bytes, already read and
+    checked (`artifact.read_verified`), used instead of reading `path` again."""
+    import io
+
     from ...runtime.base import ArtifactError
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as z:
             emb = z["embedding"]
             layers = []
             for l in range(int(z["n_layers"])):
