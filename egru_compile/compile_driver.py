@@ -93,9 +93,9 @@ def check_request_paths(req: CompileRequest) -> None:
     output, and none lies inside the output directory (which the compile replaces)."""
     from .frontend.ir_source import resource_path
     from .fsio import FileError, check_outputs
-    inputs = [("model", req.model), ("model resources", resource_path(req.model)), ("--vocab", req.vocab_file),
+    inputs = [("model", req.model), ("model resource file", resource_path(req.model)), ("--vocab", req.vocab_file),
               ("--calib-data", req.calib_data), ("--profile", req.target_values.get("profile"))]
-    outputs = [("--emit-ir", req.emit_ir), ("--emit-ir resources", req.emit_ir and resource_path(req.emit_ir)),
+    outputs = [("--emit-ir", req.emit_ir), ("--emit-ir resource file", req.emit_ir and resource_path(req.emit_ir)),
                ("--report", req.report_path)]
     check_outputs(outputs, inputs)
     if req.out_dir:

@@ -153,3 +153,82 @@ def check_outputs(outputs: Iterable[tuple[str, str | Path | None]],
             if real == oreal or (ino is not None and ino == oino):
                 raise FileError(f"{label} {p} is also the {olabel} {op}: give each output its own path")
         seen.append((label, p, real, ino))
+
+
+class BoundedNpz:
+    """Read-only mapping over the arrays of an ``.npz`` file (a path or a binary file object) that inflates
+    nothing it has not checked: each member's ``.npy`` header is read first (a few bytes) and its declared
+    array size must equal the size the zip directory declares for the member — which is all `zipfile` ever
+    inflates — and the running total of the arrays read must stay within `budget` bytes (what the caller's
+    input declares, e.g. the tensor types of an IR text). Arrays of Python objects are refused (no pickle).
+    Anything else is a FileError with one line. Use as a context manager (or call `close`)."""
+
+    def __init__(self, src, budget: int, name: str | Path | None = None):
+        import zipfile
+        self.name = str(name if name is not None else src)
+        self.budget = int(budget)
+        self.used = 0
+        try:
+            self.zf = zipfile.ZipFile(src)
+            self.members = {i.filename[:-4]: i for i in self.zf.infolist() if i.filename.endswith(".npy")}
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+            raise FileError(f"{self.name}: not a readable .npz file ({_first(e)})") from None
+        self.files = list(self.members)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.zf.close()
+
+    def __contains__(self, key) -> bool:
+        return key in self.members
+
+    def __iter__(self):
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def keys(self):
+        return list(self.files)
+
+    def __getitem__(self, key: str):
+        import numpy as np
+        fmt = np.lib.format
+        info = self.members.get(key)
+        if info is None:
+            raise KeyError(key)
+        try:
+            with self.zf.open(info) as f:
+                version = fmt.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = fmt.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = fmt.read_array_header_2_0(f)
+                header_len = f.tell()
+            if dtype.hasobject:
+                raise FileError(f"{self.name}: array {key} holds Python objects")
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if header_len + nbytes != info.file_size:
+                raise FileError(f"{self.name}: array {key} declares {nbytes:,} bytes of data but its archive entry "
+                                f"{info.file_size - header_len:,}; refusing to inflate it")
+            if self.used + nbytes > self.budget:
+                raise FileError(f"{self.name}: array {key} ({nbytes:,} bytes) is larger than what the input "
+                                f"declares ({self.budget - self.used:,} bytes left of {self.budget:,}); refusing "
+                                "to inflate it")
+            self.used += nbytes
+            with self.zf.open(info) as f:
+                return fmt.read_array(f, allow_pickle=False)
+        except FileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - zipfile / zlib / numpy raise their own types on corrupt members
+            raise FileError(f"{self.name}: array {key} cannot be read ({_first(e)})") from None
+
+
+def _first(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:160] if s else type(e).__name__

@@ -153,10 +153,18 @@ def validate_state_dict(sd, path: str) -> dict:
     return sd
 
 
+_LAYER_KEY = re.compile(r"^rnns\.(\d{1,9})\.")
+
+
 def _check_sizes(config: EGRUConfig, state_dict: dict, path: str) -> None:
     """Compare the shapes `config` declares with the stored tensors before anything of that size is allocated
     (the reference model is built on the meta device), so a small file cannot make the loader allocate a
-    model far larger than the weights it holds."""
+    model far larger than the weights it holds. The layer count is compared first, on the keys alone: a
+    config listing 200,000 layers is refused before a single layer (even a meta one) is built."""
+    stored = {int(m.group(1)) for k in state_dict if isinstance(k, str) and (m := _LAYER_KEY.match(k))}
+    n = len(config.hidden_sizes)
+    if n != len(stored) or (stored and max(stored) != n - 1):
+        raise CheckpointError(f"{path}: the config declares {n} layer(s), the weights hold {len(stored)}")
     with torch.device("meta"):
         ref = EGRULanguageModel(config).state_dict()
     missing = [k for k in ref if k not in state_dict and k + "_orig" not in state_dict]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,19 +69,51 @@ def write_ir(path: str | Path, graph: Graph, vocab=None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+#: largest IR text read (the PTB model's text is ~7 KB: large constants live in the resource file)
+IR_TEXT_LIMIT = 64 << 20
+#: resource bytes allowed per declared vocabulary word (a word of up to 256 characters, as numpy's <U stores it)
+_VOCAB_WORD_BYTES = 4 * 256
+_TENSOR = re.compile(r"tensor<([0-9x]*?)x?(f32|f64|i64|i32|i16|i8|bool)>")
+_VOCAB_WORDS = re.compile(r"resource<@vocab, (\d{1,12}) words>")
+
+
 def _read(path: Path) -> tuple[str, bytes]:
+    from ..fsio import FileError, read_bounded
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise IRSourceError(f"cannot read {path}: {e.strerror or e}") from None
+        raw = read_bounded(path, IR_TEXT_LIMIT, "IR file")
+    except FileError as e:
+        raise IRSourceError(str(e)) from None
     try:
         return raw.decode("utf-8"), raw
     except UnicodeDecodeError as e:
         raise IRSourceError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
+def declared_resource_bytes(text: str) -> int:
+    """An upper bound of the resource bytes an IR text can refer to, from what it declares: every tensor type
+    it names counted as dense and three times over (a sparse constant's data, int64 indices and indptr), 8
+    bytes per element, plus the declared vocabulary words and 1 MiB. The resource file may not inflate past it
+    (`fsio.BoundedNpz`), so a small file cannot make the reader allocate gigabytes."""
+    total = 1 << 20
+    for dims, _ in _TENSOR.findall(text):
+        n = 1
+        for d in filter(None, dims.split("x")):
+            n *= int(d)
+        total += 3 * 8 * (n + 1)
+    for words in _VOCAB_WORDS.findall(text):
+        total += int(words) * _VOCAB_WORD_BYTES
+    return total
+
+
+def _file_sha256_update(h, path: Path) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
 def read_ir(path: str | Path) -> tuple[ParsedIR, str]:
     """Parse the IR file `path` with its resource file; returns (parsed, sha256 of text + resources)."""
+    from ..fsio import BoundedNpz, FileError
     path = Path(path)
     text, raw = _read(path)
     h = hashlib.sha256(raw)
@@ -89,9 +122,11 @@ def read_ir(path: str | Path) -> tuple[ParsedIR, str]:
         parsed = parse_ir(text, None, str(path), res.name)       # fine when every constant is inline
         return parsed, h.hexdigest()
     try:
-        h.update(res.read_bytes())
-        with np.load(res, allow_pickle=False) as npz:
+        _file_sha256_update(h, res)
+        with BoundedNpz(res, declared_resource_bytes(text)) as npz:
             parsed = parse_ir(text, npz, str(path), res.name)
+    except FileError as e:
+        raise IRSourceError(str(e)) from None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise IRSourceError(f"{res}: not a readable .npz resource file ({str(e).splitlines()[0]})") from None
     return parsed, h.hexdigest()
@@ -150,8 +185,8 @@ def run_opt(path: str | Path, passes: str | None = None, output: str | Path | No
     from ..fsio import check_outputs
     from ..passes import PassManager
     if output is not None:
-        check_outputs([("-o", output), ("-o resources", resource_path(output))],
-                      [("input", path), ("input resources", resource_path(path))])
+        check_outputs([("-o", output), ("-o resource file", resource_path(output))],
+                      [("IR file", path), ("resource file", resource_path(path))])
     parsed, _ = read_ir(path)
     graph = parsed.graph
     if passes:
