@@ -111,7 +111,12 @@ def read_bounded(path: str | Path, limit: int = SMALL_FILE_LIMIT, what: str = "f
                 raise FileError(f"{what} {path} is a directory")
             if stat.S_ISREG(st.st_mode) and st.st_size > limit:
                 raise FileError(f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} accepted")
-            data = f.read(limit + 1)
+            # read in chunks (f.read(limit + 1) would allocate the whole limit up front)
+            parts, got = [], 0
+            while got <= limit and (chunk := f.read(min(1 << 20, limit + 1 - got))):
+                parts.append(chunk)
+                got += len(chunk)
+            data = b"".join(parts)
     except FileNotFoundError:
         raise FileError(f"{what} {path}: no such file") from None
     except IsADirectoryError:

@@ -109,7 +109,7 @@ _F = ("float", 0.0, 1e12)   # energy (pJ) or time (ns) per event: finite, >= 0 (
 
 #: most tiles a profile's mesh may have: routing and the mesh model allocate per tile (and per link) before
 #: anything is placed, so the mesh size is bounded before any of it is allocated (real chips: 32-40 tiles)
-MAX_TILES = 1 << 16
+MAX_TILES = 1 << 14
 #: largest profile file read (a real one is ~3 KB): ``--profile /dev/zero`` is refused after 1 MiB
 PROFILE_FILE_LIMIT = 1 << 20
 
@@ -211,7 +211,7 @@ def parse_profile(data: dict, where: str, default_name: str = "") -> ChipProfile
 def load_profile(name_or_path: str) -> ChipProfile:
     """Load a built-in profile by name (``loihi-like``) or a TOML file path."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if not path.suffix and len(path.parts) == 1:           # a bare name: a bundled profile
         path = PROFILE_DIR / f"{name_or_path}.toml"
     where = str(path)
     from ...fsio import FileError, read_bounded
