@@ -14,7 +14,6 @@ them): a tvm artifact is native code and must be trusted like any shared library
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path, PurePosixPath
@@ -219,7 +218,3 @@ def read_verified(path: str | Path, manifest: dict, key: str, default: str | Non
         raise ArtifactError(f"{f} was modified after compilation (it no longer matches the manifest); recompile")
     return f, data
 
-
-def npz_from_bytes(data: bytes, name: str | Path) -> dict[str, np.ndarray]:
-    """`load_npz` of bytes already read (and checked, see `read_verified`)."""
-    return load_npz(io.BytesIO(data), name)

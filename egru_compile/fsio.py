@@ -173,6 +173,7 @@ class BoundedNpz:
         self.name = str(name if name is not None else src)
         self.budget = int(budget)
         self.used = 0
+        self.counted: set = set()            # a member read twice counts once (each read is bounded anyway)
         try:
             self.zf = zipfile.ZipFile(src)
             self.members = {i.filename[:-4]: i for i in self.zf.infolist() if i.filename.endswith(".npy")}
@@ -221,11 +222,13 @@ class BoundedNpz:
             if header_len + nbytes != info.file_size:
                 raise FileError(f"{self.name}: array {key} declares {nbytes:,} bytes of data but its archive entry "
                                 f"{info.file_size - header_len:,}; refusing to inflate it")
-            if self.used + nbytes > self.budget:
+            if key not in self.counted and self.used + nbytes > self.budget:
                 raise FileError(f"{self.name}: array {key} ({nbytes:,} bytes) is larger than what the input "
                                 f"declares ({self.budget - self.used:,} bytes left of {self.budget:,}); refusing "
                                 "to inflate it")
-            self.used += nbytes
+            if key not in self.counted:
+                self.used += nbytes
+                self.counted.add(key)
             with self.zf.open(info) as f:
                 return fmt.read_array(f, allow_pickle=False)
         except FileError:

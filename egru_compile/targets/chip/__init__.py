@@ -236,7 +236,12 @@ def load_program(path, with_decoder: bool = False):
     ``placement.slot_of_core`` covers every core (decoder cores included)."""
     from ...ir import SparseMatrix
     from ..stack import EGRUStack, LayerWeights
-    z = np.load(path, allow_pickle=False)
+    import io
+
+    from ...fsio import BoundedNpz
+    # program.npz is stored uncompressed: its arrays can never inflate past the file's own size
+    size = len(path.getbuffer()) if isinstance(path, io.BytesIO) else Path(path).stat().st_size
+    z = BoundedNpz(path, size, "program.npz" if isinstance(path, io.BytesIO) else path)
     layers = []
     core_of = []
     for l in range(int(z["n_layers"])):

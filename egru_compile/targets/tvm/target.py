@@ -75,9 +75,11 @@ def load_weights(path: Path, data: bytes | None = None):
     checked (`artifact.read_verified`), used instead of reading `path` again."""
     import io
 
+    from ...fsio import BoundedNpz
     from ...runtime.base import ArtifactError
-    try:
-        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as z:
+    src = io.BytesIO(data) if data is not None else path
+    try:     # an artifact's npz is stored uncompressed: its arrays can never inflate past the file's own size
+        with BoundedNpz(src, len(data) if data is not None else Path(path).stat().st_size, path) as z:
             emb = z["embedding"]
             layers = []
             for l in range(int(z["n_layers"])):
