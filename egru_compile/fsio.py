@@ -178,7 +178,7 @@ class BoundedNpz:
             self.zf = zipfile.ZipFile(src)
             self.members = {i.filename[:-4]: i for i in self.zf.infolist() if i.filename.endswith(".npy")}
         except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
-            raise FileError(f"{self.name}: not a readable .npz file ({_first(e)})") from None
+            raise FileError(f"{self.name} is unreadable: not a readable .npz file ({_first(e)})") from None
         self.files = list(self.members)
 
     def __enter__(self):

@@ -60,13 +60,17 @@ def ckpt(tmp_path):
     return tmp_path / "m.pt"
 
 
-@pytest.fixture(scope="module")
-def onnx_art(tmp_path_factory):
-    d = tmp_path_factory.mktemp("onnx")
+def _compiled(tmp_path_factory, target: str) -> Path:
+    d = tmp_path_factory.mktemp(target)
     save_checkpoint(d / "m.pt", make_model(), WORDS)
-    res = cli(d / "m.pt", "--target", "onnx", "-o", d / "art")
+    res = cli(d / "m.pt", "--target", target, "-o", d / "art")
     assert res.exit_code == 0, res.output
     return d / "art"
+
+
+@pytest.fixture(scope="module")
+def onnx_art(tmp_path_factory):
+    return _compiled(tmp_path_factory, "onnx")
 
 
 # =========================================================================== B. data loss
@@ -220,14 +224,12 @@ __attribute__((constructor)) static void pwn(void) { FILE *f = fopen(MARKER, "w"
 @pytest.fixture(scope="module")
 def tvm_art(tmp_path_factory):
     pytest.importorskip("tvm")
-    d = tmp_path_factory.mktemp("tvm")
-    save_checkpoint(d / "m.pt", make_model(), WORDS)
-    res = cli(d / "m.pt", "--target", "tvm", "-o", d / "art")
-    assert res.exit_code == 0, res.output
-    return d / "art"
+    return _compiled(tmp_path_factory, "tvm")
 
 
-def test_library_swapped_after_the_check_never_runs(tmp_path, tvm_art, monkeypatch):
+@pytest.fixture
+def evil_so(tmp_path):
+    """(shared library whose constructor creates a marker file, the marker's path)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
@@ -235,6 +237,11 @@ def test_library_swapped_after_the_check_never_runs(tmp_path, tvm_art, monkeypat
     (tmp_path / "evil.c").write_text(EVIL_C)
     subprocess.run([cc, "-shared", "-fPIC", f'-DMARKER="{marker}"', "-o", str(tmp_path / "evil.so"),
                     str(tmp_path / "evil.c")], check=True)
+    return tmp_path / "evil.so", marker
+
+
+def test_library_swapped_after_the_check_never_runs(tmp_path, tvm_art, evil_so, monkeypatch):
+    evil, marker = evil_so
     art = tmp_path / "art"
     shutil.copytree(tvm_art, art)
     import egru_compile.runtime.base as base
@@ -242,7 +249,7 @@ def test_library_swapped_after_the_check_never_runs(tmp_path, tvm_art, monkeypat
 
     def check_then_swap(path, *a, **k):      # the attacker's window: after the hash check, before the load
         m = real(path, *a, **k)
-        shutil.copy(tmp_path / "evil.so", Path(path) / "egru_step.so")
+        shutil.copy(evil, Path(path) / "egru_step.so")
         return m
 
     monkeypatch.setattr(base, "read_manifest", check_then_swap)
@@ -252,16 +259,10 @@ def test_library_swapped_after_the_check_never_runs(tmp_path, tvm_art, monkeypat
     assert not marker.exists(), "the swapped library was loaded"
 
 
-def test_library_is_loaded_from_the_bytes_that_were_checked(tmp_path, tvm_art, monkeypatch):
+def test_library_is_loaded_from_the_bytes_that_were_checked(tmp_path, tvm_art, evil_so, monkeypatch):
     """The swap comes after the library's bytes were read and checked: the runner still runs the checked
     library (its logits equal those of the untouched artifact) and the swapped file is never loaded."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    marker = tmp_path / "PWNED"
-    (tmp_path / "evil.c").write_text(EVIL_C)
-    subprocess.run([cc, "-shared", "-fPIC", f'-DMARKER="{marker}"', "-o", str(tmp_path / "evil.so"),
-                    str(tmp_path / "evil.c")], check=True)
+    evil, marker = evil_so
     art = tmp_path / "art"
     shutil.copytree(tvm_art, art)
     from egru_compile import artifact
@@ -272,7 +273,7 @@ def test_library_is_loaded_from_the_bytes_that_were_checked(tmp_path, tvm_art, m
     def read_then_swap(path, manifest, key, *a, **k):
         got = real(path, manifest, key, *a, **k)
         if key == "library":
-            shutil.copy(tmp_path / "evil.so", Path(path) / "egru_step.so")
+            shutil.copy(evil, Path(path) / "egru_step.so")
         return got
 
     import egru_compile.targets.tvm.runner as runner
@@ -283,6 +284,18 @@ def test_library_is_loaded_from_the_bytes_that_were_checked(tmp_path, tvm_art, m
 
 
 # =========================================================================== G. small input, large cost
+def refused_cheaply(fn, error, match) -> tuple[float, int]:
+    """(seconds, peak traced bytes) of `fn`, which must raise `error` matching `match`."""
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(error, match=match):
+            fn()
+        return time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _zero_bomb_member(zf: zipfile.ZipFile, name: str, n_floats: int):
     """A deflated .npy member declaring (and holding) n_floats float32 zeros: ~1000x smaller than its data."""
     hdr = io.BytesIO()
@@ -312,13 +325,7 @@ def test_npz_bomb_beside_an_ir_file_is_refused_before_inflating(tmp_path, ckpt):
     assert (tmp_path / "m.egir.npz").stat().st_size < 2_000_000
     from egru_compile.errors import EgruError
     from egru_compile.frontend.ir_source import read_ir
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    with pytest.raises(EgruError, match="inflate"):
-        read_ir(tmp_path / "m.egir")
-    dt = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    dt, peak = refused_cheaply(lambda: read_ir(tmp_path / "m.egir"), EgruError, "inflate")
     assert peak < 50_000_000 and dt < 5, (peak, dt)
     one_line_error(cli(tmp_path / "m.egir", "--print-ir").output, "inflate")
 
@@ -381,13 +388,7 @@ def test_config_listing_many_layers_is_refused_before_building(tmp_path):
     torch.save({"format": FORMAT_TAG, "version": FORMAT_VERSION,
                 "config": {**model.config.to_dict(), "hidden_sizes": [8] * 50_000},
                 "vocab": WORDS, "state_dict": model.state_dict(), "meta": {}}, tmp_path / "many.pt")
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    with pytest.raises(CheckpointError, match="50000 layer"):
-        load_source(tmp_path / "many.pt")
-    dt = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    dt, peak = refused_cheaply(lambda: load_source(tmp_path / "many.pt"), CheckpointError, "50000 layer")
     assert dt < 3 and peak < 50_000_000, (dt, peak)
 
 

@@ -39,10 +39,13 @@ class ChipRunner(Runner):
         import io
 
         from ...artifact import read_verified
+        from ...fsio import FileError
         # each file read once and checked against the sealed manifest, then used from those bytes
         program, program_bytes = read_verified(path, manifest, "program", "program.npz")
         try:
             stack, placement, dec_core_of = load_program(io.BytesIO(program_bytes), with_decoder=True)
+        except FileError as e:
+            raise ArtifactError(str(e).replace("program.npz", str(program), 1)) from None
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
         mapping, mapping_bytes = read_verified(path, manifest, "mapping", "mapping.json")

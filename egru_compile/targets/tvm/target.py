@@ -75,7 +75,7 @@ def load_weights(path: Path, data: bytes | None = None):
     checked (`artifact.read_verified`), used instead of reading `path` again."""
     import io
 
-    from ...fsio import BoundedNpz
+    from ...fsio import BoundedNpz, FileError
     from ...runtime.base import ArtifactError
     src = io.BytesIO(data) if data is not None else path
     try:     # an artifact's npz is stored uncompressed: its arrays can never inflate past the file's own size
@@ -94,6 +94,8 @@ def load_weights(path: Path, data: bytes | None = None):
             proj = None
             if "projection_indptr" in z:
                 proj = (tuple(z[f"projection_{p}"] for p in ("indptr", "indices", "data")), z["projection_bias"])
+    except FileError as e:
+        raise ArtifactError(str(e)) from None
     except KeyError as e:
         raise ArtifactError(f"{path} is incomplete: no array {e.args[0].split()[0] if e.args else e}") from None
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
