@@ -52,6 +52,21 @@ class _Interrupts:
             except (ValueError, OSError):  # pragma: no cover - not the main thread of the main interpreter
                 pass
 
+    @staticmethod
+    def saved() -> dict:
+        """The SIGTERM / SIGHUP handlers before `install` (restored when an in-process call returns)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.getsignal(sig) for sig in _Interrupts.SIGNALS if sig != signal.SIGINT}
+
+    @staticmethod
+    def restore(saved: dict) -> None:
+        for sig, h in saved.items():
+            try:
+                signal.signal(sig, h if h is not None else signal.SIG_DFL)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+
     @classmethod
     def fail(cls):
         sig = signal.Signals(cls.signum)
@@ -90,6 +105,7 @@ class DefaultCommandGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        saved = _Interrupts.saved()
         _Interrupts.install()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -105,6 +121,8 @@ class DefaultCommandGroup(click.Group):
             if _Interrupts.count:
                 _Interrupts.fail()
             raise
+        finally:
+            _Interrupts.restore(saved)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
