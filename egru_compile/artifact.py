@@ -8,8 +8,15 @@ sealed egru-compile artifact, whose manifest or any file changed (size or conten
 file; `artifact_file` resolves a file name from a manifest only when it is a relative path listed in
 ``files`` (so no manifest can point a reader outside its directory, e.g. at an absolute ``library`` path).
 
+`owned_files` — what ``--force`` may replace: the manifest and the files it lists, each still as sealed, when
+the directory holds nothing else. `read_verified` — what a runner uses: a file's bytes, read once and checked
+against the sealed size and sha256, so the bytes used are the bytes checked (no swap between check and load).
+
 The digests catch corruption, truncation and hand edits; they are not signatures (a forger can recompute
-them): a tvm artifact is native code and must be trusted like any shared library.
+them): a tvm artifact is native code and must be trusted like any shared library. A resealed manifest can
+name other weights or another library (which then runs), and can list a user's files with their hashes (which
+``--force`` then replaces); it cannot point outside the directory, swap a file after the check, or make a
+reader inflate an npz past the file's own size.
 """
 from __future__ import annotations
 
@@ -79,19 +86,6 @@ def _load_json(mf: Path) -> dict:
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{mf} is not a JSON object")
     return manifest
-
-
-def is_artifact(path: str | Path) -> bool:
-    """True when `path` is a directory holding a sealed egru-compile manifest (see `owned_files` for what
-    ``--force`` may replace)."""
-    mf = Path(path) / MANIFEST
-    if not mf.is_file():
-        return False
-    try:
-        m = _load_json(mf)
-    except ArtifactError:
-        return False
-    return m.get("generator") == GENERATOR and isinstance(m.get("files"), dict)
 
 
 def owned_files(path: str | Path) -> list[str]:
