@@ -260,24 +260,21 @@ def test_library_swapped_after_the_check_never_runs(tmp_path, tvm_art, evil_so, 
 
 
 def test_library_is_loaded_from_the_bytes_that_were_checked(tmp_path, tvm_art, evil_so, monkeypatch):
-    """The swap comes after the library's bytes were read and checked: the runner still runs the checked
-    library (its logits equal those of the untouched artifact) and the swapped file is never loaded."""
+    """The swap comes at the last moment, as TVM is asked to load the library: the runner still runs the
+    checked library (its logits equal those of the untouched artifact) and the swapped file is never loaded."""
+    import tvm
     evil, marker = evil_so
     art = tmp_path / "art"
     shutil.copytree(tvm_art, art)
-    from egru_compile import artifact
     from egru_compile.runtime import open_artifact
     ref = open_artifact(tvm_art).run([1, 2, 3])
-    real = artifact.read_verified
+    real = tvm.runtime.load_module
 
-    def read_then_swap(path, manifest, key, *a, **k):
-        got = real(path, manifest, key, *a, **k)
-        if key == "library":
-            shutil.copy(evil, Path(path) / "egru_step.so")
-        return got
+    def swap_then_load(path, *a, **k):       # the real loader, after the artifact's file was swapped
+        shutil.copy(evil, art / "egru_step.so")
+        return real(path, *a, **k)
 
-    import egru_compile.targets.tvm.runner as runner
-    monkeypatch.setattr(runner, "read_verified", read_then_swap)
+    monkeypatch.setattr(tvm.runtime, "load_module", swap_then_load)
     out = open_artifact(art).run([1, 2, 3])
     assert not marker.exists(), "the swapped library was loaded"
     np.testing.assert_array_equal(out, ref)
