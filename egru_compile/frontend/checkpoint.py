@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from torch.nn.utils import prune
 from ..artifact import file_sha256
 from ..data import Vocabulary
 from ..errors import EgruError
+from ..fsio import atomic_write
 from ..model import EGRUConfig, EGRULanguageModel
 
 FORMAT_TAG = "egru-compile/checkpoint"
@@ -81,17 +81,7 @@ class SourceModel:
 
 # ---------------------------------------------------------------------------------------------- saving
 def _atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), mkdir=True)
 
 
 def save_checkpoint(path: str | Path, model: EGRULanguageModel, vocab: Vocabulary | list[str] | None,
@@ -173,10 +163,18 @@ def validate_state_dict(sd, path: str) -> dict:
     return sd
 
 
+_LAYER_KEY = re.compile(r"^rnns\.(\d{1,9})\.")
+
+
 def _check_sizes(config: EGRUConfig, state_dict: dict, path: str) -> None:
     """Compare the shapes `config` declares with the stored tensors before anything of that size is allocated
     (the reference model is built on the meta device), so a small file cannot make the loader allocate a
-    model far larger than the weights it holds."""
+    model far larger than the weights it holds. The layer count is compared first, on the keys alone: a
+    config listing 200,000 layers is refused before a single layer (even a meta one) is built."""
+    stored = {int(m.group(1)) for k in state_dict if isinstance(k, str) and (m := _LAYER_KEY.match(k))}
+    n = len(config.hidden_sizes)
+    if n != len(stored) or (stored and max(stored) != n - 1):
+        raise CheckpointError(f"{path}: the config declares {n} layer(s), the weights hold {len(stored)}")
     with torch.device("meta"):
         ref = EGRULanguageModel(config).state_dict()
     missing = [k for k in ref if k not in state_dict and k + "_orig" not in state_dict]

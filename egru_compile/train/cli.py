@@ -36,6 +36,29 @@ def _ints(ctx, param, value):
     return out
 
 
+def _check_train_paths(cfg) -> None:
+    """No file train writes (-o, the log, the checkpoint folder's files) is an input: a file of --data, the
+    --resume checkpoint (only the checkpoint folder's own last.pt may be resumed from and rewritten)."""
+    from pathlib import Path
+
+    from ..fsio import FileError, check_outputs
+    from .trainer import stage_name
+    data = Path(cfg.data)
+    inputs = [("--data file", p) for p in sorted(data.iterdir())[:10_000] if p.is_file()] if data.is_dir() else []
+    if cfg.resume:
+        inputs += [("--resume", cfg.resume), ("--resume state", Path(cfg.resume).with_suffix(".state.pt"))]
+    ck = cfg.resolved_ckpt_dir()
+    outputs = [("-o", cfg.output), ("--log", cfg.resolved_log()), ("checkpoint", ck / "config.json")]
+    outputs += [("checkpoint", ck / f"{stage_name(t)}.pt") for t in [0.0, *cfg.prune_schedule]]
+    try:
+        check_outputs(outputs, inputs)
+        resumable = {(ck / n).resolve() for n in ("last.pt", "last.state.pt")}
+        check_outputs([(lbl, p) for lbl, p in [("checkpoint", ck / "last.pt"), ("checkpoint", ck / "last.state.pt")]],
+                      [(lbl, p) for lbl, p in inputs if Path(p).resolve() not in resumable])
+    except FileError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--data-dir", "data", type=click.Path(exists=True, file_okay=False),
               help="Directory with ptb.{train,valid,test}.txt (or train/valid/test.txt). Vocabulary = first "
@@ -136,6 +159,7 @@ def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, proj
                       train_tokens=train_tokens, valid_tokens=valid_tokens, max_steps=max_steps, log_interval=log_interval,
                       eval_batch_size=eval_batch_size, threads=threads, progress=progress, test=run_test,
                       bf16_decoder=bf16_decoder)
+    _check_train_paths(cfg)
     try:
         if verbose and not quiet:
             from dataclasses import asdict

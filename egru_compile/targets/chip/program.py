@@ -4,6 +4,8 @@ are each other's inverse over one key table; a sparse matrix is always stored th
 `_get_sparse`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ...ir import SparseMatrix
@@ -46,7 +48,12 @@ def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:
 def load_program(path, with_decoder: bool = False):
     """(EGRUStack, CoreMap) from program.npz; with_decoder: (stack, cores, decoder_core_of or None).
     ``cores.slot_of_core`` covers every core (decoder cores included)."""
-    z = np.load(path, allow_pickle=False)
+    import io
+
+    from ...fsio import BoundedNpz
+    # program.npz is stored uncompressed: its arrays can never inflate past the file's own size
+    size = len(path.getbuffer()) if isinstance(path, io.BytesIO) else Path(path).stat().st_size
+    z = BoundedNpz(path, size, "program.npz" if isinstance(path, io.BytesIO) else path)
     layers, core_of = [], []
     for l in range(int(z["n_layers"])):
         W, R = _get_sparse(z, f"l{l}_W"), _get_sparse(z, f"l{l}_R")

@@ -35,17 +35,22 @@ def _profile_from_dict(d: dict) -> ChipProfile:
 class ChipRunner(Runner):
     def __init__(self, path: Path, manifest: dict, backend: str | None = None):
         super().__init__()
-        program = path / manifest.get("program", "program.npz")
-        if not program.is_file():
-            raise ArtifactError(f"{path}: program file {program.name} is missing")
+        import io
+
+        from ...artifact import read_verified
+        from ...fsio import FileError
+        # each file read once and checked against the sealed manifest, then used from those bytes
+        program, program_bytes = read_verified(path, manifest, "program", "program.npz")
         try:
-            stack, cores = load_program(program)
+            stack, cores = load_program(io.BytesIO(program_bytes))
+        except FileError as e:
+            raise ArtifactError(str(e).replace("program.npz", str(program), 1)) from None
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
-        mapping = path / manifest.get("mapping", "mapping.json")
+        mapping, mapping_bytes = read_verified(path, manifest, "mapping", "mapping.json")
         self.assumptions = None
         try:
-            recorded = json.loads(mapping.read_text())
+            recorded = json.loads(mapping_bytes)
             profile = _profile_from_dict(recorded["profile"])
             self.assumptions = recorded.get("assumptions")
         except (OSError, ValueError, KeyError, TypeError):
@@ -56,7 +61,7 @@ class ChipRunner(Runner):
         self.vocab_size = stack.vocab_size
         self.decoder = manifest.get("decoder") or ("chip" if cores.decoder_core_of is not None else "host")
         if manifest.get("vocab"):
-            self.vocab = read_vocab_file(path / manifest["vocab"])
+            self.vocab = read_vocab_file(*read_verified(path, manifest, "vocab"))
         self.sim = ChipSimulator(stack, cores, backend=backend, profile=profile,
                                  multicast=manifest.get("router") == "multicast")
 

@@ -68,13 +68,18 @@ def save_weights(path: Path, stack: EGRUStack, int8: bool = False) -> None:
         np.savez(f, **arrays)
 
 
-def load_weights(path: Path):
+def load_weights(path: Path, data: bytes | None = None):
     """(embedding, layers, decoder weight, decoder bias, projection) of a weights.npz written by
     :func:`save_weights` (projection: None, or ((indptr, indices, data), bias) of EvNN's decoder projection);
-    a missing, corrupt or incomplete file is an ArtifactError."""
+    a missing, corrupt or incomplete file is an ArtifactError. `data`: the file's bytes, already read and
+    checked (`artifact.read_verified`), used instead of reading `path` again."""
+    import io
+
+    from ...fsio import BoundedNpz, FileError
     from ...runtime.base import ArtifactError
-    try:
-        with np.load(path, allow_pickle=False) as z:
+    src = io.BytesIO(data) if data is not None else path
+    try:     # an artifact's npz is stored uncompressed: its arrays can never inflate past the file's own size
+        with BoundedNpz(src, len(data) if data is not None else Path(path).stat().st_size, path) as z:
             emb = z["embedding"]
             layers = []
             for l in range(int(z["n_layers"])):
@@ -89,6 +94,8 @@ def load_weights(path: Path):
             proj = None
             if "projection_indptr" in z:
                 proj = (tuple(z[f"projection_{p}"] for p in ("indptr", "indices", "data")), z["projection_bias"])
+    except FileError as e:
+        raise ArtifactError(str(e)) from None
     except KeyError as e:
         raise ArtifactError(f"{path} is incomplete: no array {e.args[0].split()[0] if e.args else e}") from None
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
