@@ -163,7 +163,7 @@ def test_train_output_onto_the_training_text_is_refused(tmp_path):
     synthetic_corpus(corpus, n_lines=50)
     before = snapshot(corpus)
     target = next(p for p in sorted(corpus.iterdir()) if "train" in p.name)
-    res = cli("train", "--data", corpus, "-o", target, "--emb", 8, "--hidden", "8", "--epochs", 1, "--no-progress")
+    res = cli("train", "--data-dir", corpus, "-o", target, "--emb", 8, "--hidden", "8", "--epochs", 1, "--no-progress")
     one_line_error(res.output, "input")
     assert snapshot(corpus) == before
 
