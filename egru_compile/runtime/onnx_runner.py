@@ -39,6 +39,36 @@ def create_session(model, threads: int = 1, profile_prefix: str | None = None,
                                 disabled_optimizers=list(disabled_optimizers))
 
 
+def check_onnx_constants(model: Path) -> None:
+    """Every constant tensor of `model` (initializers, Constant nodes, in the graph and its functions) through
+    the content validator (`ir.content.check_array`: real, finite in float32) and no single value above the
+    overflow bound: a resealed model with NaN, Inf, complex or overflowing weights is refused."""
+    import onnx
+    from onnx import numpy_helper
+
+    from ..ir.content import PREACT_LIMIT, ContentError, check_array
+    try:
+        proto = onnx.load(str(model))
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own types
+        raise ArtifactError(f"{model} is not a readable ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    tensors = [(t.name, t) for t in proto.graph.initializer]
+    for nodes in [proto.graph.node] + [f.node for f in proto.functions]:
+        tensors += [(f"{n.name or n.op_type}.{a.name}", a.t) for n in nodes for a in n.attribute
+                    if a.type == onnx.AttributeProto.TENSOR]
+    try:
+        for name, t in tensors:
+            try:
+                a = numpy_helper.to_array(t)
+            except Exception as e:  # noqa: BLE001
+                raise ContentError(f"{model}: tensor {name} is unreadable ({type(e).__name__})") from None
+            a = check_array(a, f"{model}: tensor {name}", kind="any")
+            if a.dtype.kind == "f" and a.size and float(np.abs(a).max()) > PREACT_LIMIT:
+                raise ContentError(f"{model}: tensor {name} holds a value above {PREACT_LIMIT:.3g} (can overflow "
+                                   "float32)")
+    except ContentError as e:
+        raise ArtifactError(str(e)) from None
+
+
 _NP = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "float64": np.float64}
 
 
@@ -93,6 +123,7 @@ class OnnxRunner(Runner):
         model = path / manifest.get("model", "model.onnx")
         if not model.is_file():
             raise ArtifactError(f"{path}: {model.name} is missing")
+        check_onnx_constants(model)
         vocab = None
         if manifest.get("vocab"):
             vf = path / manifest["vocab"]
