@@ -159,3 +159,72 @@ def check_stack(where: str, embedding, layers, decoder_weight, decoder_bias, pro
     if dw.shape[0] != emb.shape[0]:
         raise ContentError(f"{where}: decoder predicts {dw.shape[0]} words, the embedding has {emb.shape[0]}")
     check_bound(f"{where}: decoder", output_bound(dw, db, x_max, dw.shape[0]))
+
+
+# ------------------------------------------------------------------------------------------------ IR graphs
+def _data_max(data) -> float:
+    if isinstance(data, SparseMatrix):
+        vals = data.dequantized_values()
+        return float(np.abs(vals).max()) if vals.size else 0.0
+    a = np.asarray(data)
+    return float(np.abs(a.astype(np.float64)).max()) if a.size and a.dtype.kind in "fiub" else 0.0
+
+
+def _weight_rows(w, n_out: int, transposed: bool):
+    """Per-output abs row sums of the constant weight `w` (a Value) in math convention, or None."""
+    p = w.producer
+    if p is None or not p.is_const:
+        return None
+    data = p.attrs["data"]
+    if isinstance(data, SparseMatrix):
+        return _abs_row_sums(data, n_out) if data.shape[0] == n_out else None
+    a = np.asarray(data, np.float64)
+    if a.ndim != 2:
+        return None
+    m = a.T if transposed else a
+    return np.abs(m).sum(1) if m.shape[0] == n_out else None
+
+
+def check_graph_bounds(graph, where: str) -> None:
+    """Refuse a step graph (an IR file) in which a value can overflow float32: interval bounds of
+    max|value| through the graph from the recurrent states (in [-1, 1], see the module docstring) and
+    the constants; a matrix product is bounded by its weight's abs row sums (constant weights) or
+    inner size × max|w| × max|x|. Any bound above `PREACT_LIMIT` is a ContentError naming the value."""
+    bound: dict = {}
+    for v in graph.inputs:
+        bound[v] = 1.0 if v.meta.get("role") == "state_in" else 0.0
+    for n in graph.nodes:
+        b = [bound.get(v, 0.0) for v in n.inputs]
+        op = n.op
+        if op == "const":
+            out = [_data_max(n.attrs["data"])]
+        elif op in ("sigmoid", "tanh", "heaviside", "greater", "egru_cell"):
+            out = [1.0] * len(n.outputs)
+        elif op in ("add", "sub"):
+            out = [b[0] + b[1]]
+        elif op == "mul":
+            out = [b[0] * b[1]]
+        elif op in ("matmul", "linear", "sparse_matvec", "event_matvec"):
+            x_b = b[1] if op == "event_matvec" else b[0]
+            w = n.inputs[3] if op == "event_matvec" else n.inputs[1]
+            bias_b = b[-1] if len(n.inputs) == {"matmul": 3, "linear": 3, "sparse_matvec": 3, "event_matvec": 5}[op] \
+                else 0.0
+            n_out = n.outputs[0].type.shape[-1]
+            rows = _weight_rows(w, n_out, transposed=op == "matmul")
+            if rows is not None and rows.size:
+                out = [float(rows.max()) * x_b + bias_b]
+            else:
+                inner = n.inputs[0].type.shape[-1] if op != "event_matvec" else n.inputs[1].type.shape[-1]
+                out = [inner * bound.get(w, 0.0) * x_b + bias_b]
+        elif op == "clamp":
+            lo, hi = n.attrs.get("min"), n.attrs.get("max")
+            out = [b[0] if lo is None or hi is None else min(b[0], max(abs(lo), abs(hi)))]
+        elif op == "compress_events":
+            out = [0.0, b[0], 0.0]
+        else:        # embedding, relu, cast, transpose, split, concat (and ops of extensions): the largest input
+            out = [max(b, default=0.0)] * len(n.outputs)
+        for v, x in zip(n.outputs, out):
+            if v.type.dtype in ("f32", "f64") and not x <= PREACT_LIMIT:
+                raise ContentError(f"{where}: %{v.name} ({op}) can overflow float32 (|value| up to {x:.3g} > "
+                                   f"{PREACT_LIMIT:.3g}); rescale the weights")
+            bound[v] = x
