@@ -33,7 +33,6 @@ from egru_compile.frontend import load_source, save_checkpoint
 from egru_compile.frontend.checkpoint import FORMAT_TAG, FORMAT_VERSION
 from egru_compile.frontend.ir_source import load_ir_source, write_ir
 from egru_compile.ir import Graph, TensorType
-from egru_compile.ir.content import PREACT_LIMIT
 from egru_compile.ir.interpreter import run_graph
 from egru_compile.ir.parser import parse_ir
 
@@ -347,6 +346,7 @@ def test_ir_resource_with_bad_numbers_refused(work, tmp_path, how):
 def test_ir_bound_is_a_recount_of_the_decoder_row_sums(work, tmp_path):
     """The IR bound refuses exactly when sum_i |W_ji| + |b_j| (states bounded by 1) passes the limit: a
     decoder bias just under the limit minus the largest row sum loads, one just over does not."""
+    from egru_compile.ir.content import PREACT_LIMIT
     src = load_ir_source(work / "m.egir")
     emb = [n for n in src.graph.const_nodes() if n.attrs.get("label") == "embeddings.weight"][0].attrs["data"]
     rows = np.abs(np.asarray(emb, np.float64)).sum(1)
