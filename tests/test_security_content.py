@@ -366,6 +366,20 @@ def test_ir_bound_is_a_recount_of_the_decoder_row_sums(work, tmp_path):
                 load_ir_source(tmp_path / "x.egir")
 
 
+@pytest.mark.parametrize("value,needle", [(3e38, "overflow"), (float("nan"), "NaN or Inf")])
+def test_pickled_module_weights_checked_like_a_checkpoint(work, tmp_path, value, needle):
+    """A trusted pickled module skips the checkpoint loader's `_build`: its weights get the same content checks
+    (before: eval printed perplexity inf with exit 0)."""
+    m = make_model()
+    with torch.no_grad():
+        m.decoder.decoder.bias[3] = value
+    torch.save(m, tmp_path / "pickled.pt")
+    (tmp_path / "train.txt").write_text(" ".join(WORDS[:-1]) + "\n")
+    common = ("--trust-checkpoint", "--vocab", tmp_path / "train.txt")
+    one_line_error(cli("eval", tmp_path / "pickled.pt", "--data", work / "data.txt", *common), needle)
+    one_line_error(cli(tmp_path / "pickled.pt", "--target", "onnx", "-o", tmp_path / "out", *common), needle)
+
+
 def test_train_refuses_non_finite_numbers(work, tmp_path):
     data = tmp_path / "ptb"
     data.mkdir()

@@ -63,11 +63,16 @@ class SourceModel:
         return [int(vals[name].shape[-1]) for name in sig.user_inputs[1::2]]
 
     def to_graph(self):
-        """Trace into the IR (torch.export of the step, then ATen pattern matching)."""
+        """Trace into the IR (torch.export of the step, then ATen pattern matching); its constants and value
+        bounds checked (`ir.content.check_graph_content`)."""
+        from ..ir.content import ContentError, check_graph_content
         from .trace import import_exported_program, trace_model
-        if self.exported is not None:
-            return import_exported_program(self.exported)
-        return trace_model(self.model)
+        graph = import_exported_program(self.exported) if self.exported is not None else trace_model(self.model)
+        try:        # also what a pickled module or an exported program holds (not loaded through `_build`)
+            check_graph_content(graph, self.path)
+        except ContentError as e:
+            raise CheckpointError(str(e)) from None
+        return graph
 
 
 # ---------------------------------------------------------------------------------------------- saving
@@ -395,6 +400,8 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
     obj = _torch_load(path, trust)
     if isinstance(obj, EGRULanguageModel):
         obj.eval()
+        _check_finite(obj, path)                 # the content checks a project checkpoint's weights pass
+        check_preactivation_range(obj, path)
         return SourceModel("pickled-module", path, sha, model=obj, vocab=vocab)
     if isinstance(obj, torch.nn.Module):
         raise CheckpointError(f"{path}: pickled module of type {type(obj).__name__} is not an EGRULanguageModel")

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import EgruError
 from ..ir import Graph
 from ..ir.parser import ParsedIR, parse_ir
-from ..ir.content import ContentError, check_graph_bounds
+from ..ir.content import ContentError, check_graph_content
 from ..ir.printer import HEADER, print_graph, resource_arrays
 from ..ir.verify import VerificationError, verify_step
 
@@ -152,7 +152,7 @@ def load_ir_source(path: str | Path, vocab_file: str | Path | None = None) -> IR
     g = parsed.graph
     try:
         verify_step(g)          # every target and runner needs a recurrent step function
-        check_graph_bounds(g, str(path))
+        check_graph_content(g, str(path))
     except (VerificationError, ContentError) as e:
         raise IRSourceError(f"{path}: {e}" if isinstance(e, VerificationError) else str(e)) from None
     logits = [v for v in g.outputs if v.meta.get("role") == "logits"]

@@ -228,3 +228,17 @@ def check_graph_bounds(graph, where: str) -> None:
                 raise ContentError(f"{where}: %{v.name} ({op}) can overflow float32 (|value| up to {x:.3g} > "
                                    f"{PREACT_LIMIT:.3g}); rescale the weights")
             bound[v] = x
+
+
+def check_graph_content(graph, where: str) -> None:
+    """Every constant of `graph` through `check_array` / `check_sparse`, then `check_graph_bounds`: the check
+    a graph from any source (IR file, traced checkpoint, pickled module, exported program) passes before a
+    target compiles it or a runner evaluates it."""
+    for n in graph.nodes:
+        if n.is_const:
+            data, name = n.attrs.get("data"), f"{where}: constant %{n.outputs[0].name}"
+            if isinstance(data, SparseMatrix):
+                check_sparse(data, name)
+            else:
+                check_array(data, name, kind="any")
+    check_graph_bounds(graph, where)
