@@ -66,10 +66,14 @@ class SourceModel:
         """Trace into the IR (torch.export of the step, then ATen pattern matching); its constants and value
         bounds checked (`ir.content.check_graph_content`)."""
         from ..ir.content import ContentError, check_graph_content
+        from ..ir.verify import VerificationError, verify_step
         from .trace import import_exported_program, trace_model
         graph = import_exported_program(self.exported) if self.exported is not None else trace_model(self.model)
         try:        # also what a pickled module or an exported program holds (not loaded through `_build`)
+            verify_step(graph)
             check_graph_content(graph, self.path)
+        except VerificationError as e:
+            raise CheckpointError(f"{self.path}: {e}") from None
         except ContentError as e:
             raise CheckpointError(str(e)) from None
         return graph
