@@ -23,6 +23,10 @@ import click
 
 from .errors import EgruError
 
+#: most tokens `generate --tokens` produces in one call
+MAX_GENERATE = 1_000_000
+
+
 def _fail(msg: str, code: int = 1):
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
@@ -394,13 +398,14 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--prompt", required=True, help="words to start from (whitespace-separated vocabulary words; folded "
               "to lower case when the vocabulary does not distinguish case)")
-@click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--tokens", "n_tokens", type=click.IntRange(min=1, max=MAX_GENERATE), default=20, show_default=True,
               help="tokens to generate")
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="softmax temperature; 0 = greedy (argmax)")
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
               help="sample among the K most likely tokens (0: all)")
-@click.option("--seed", type=int, default=0, show_default=True, help="random seed of the sampler")
+@click.option("--seed", type=click.IntRange(min=0, max=2 ** 63 - 1), default=0, show_default=True,
+              help="random seed of the sampler")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--unk", help="map out-of-vocabulary prompt words to this token")
 @_output_options

@@ -25,7 +25,9 @@ from ..errors import EgruError
 from ..fsio import atomic_write
 from ..ir import Graph
 from ..ir.parser import ParsedIR, parse_ir
+from ..ir.content import ContentError, check_graph_content
 from ..ir.printer import HEADER, print_graph, resource_arrays
+from ..ir.verify import VerificationError, verify_step
 
 #: what the resource file's name adds to the IR file's name
 RESOURCE_SUFFIX = ".npz"
@@ -166,9 +168,12 @@ def load_ir_source(path: str | Path, vocab_file: str | Path | None = None) -> IR
     from ..data import Vocabulary
     parsed, sha = read_ir(path)
     g = parsed.graph
+    try:
+        verify_step(g)          # every target and runner needs a recurrent step function
+        check_graph_content(g, str(path))
+    except (VerificationError, ContentError) as e:
+        raise IRSourceError(f"{path}: {e}" if isinstance(e, VerificationError) else str(e)) from None
     logits = [v for v in g.outputs if v.meta.get("role") == "logits"]
-    if not g.inputs or not logits:
-        raise IRSourceError(f"{path}: the graph is not a step function (needs a tokens input and logits output)")
     vocab = Vocabulary(parsed.vocab) if parsed.vocab is not None else None
     if vocab_file is not None:
         vocab = Vocabulary.from_train_file(vocab_file)

@@ -36,6 +36,8 @@ _TOKEN = re.compile(r'''\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<val>%[A-Za-z0-9_]+)
                     r'''(?P<sym>@(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.\-#]+))|(?P<word>[A-Za-z0-9_.+\-]+)|'''
                     r'''(?P<punct>[(){}\[\]<>,=:]))''')
 _INT = re.compile(r"^[-+]?\d+$")
+#: deepest nesting of attribute lists (and of #meta JSON) accepted: no attribute of any op nests at all
+_MAX_NESTING = 8
 _FLOAT = re.compile(r"^[-+]?(\d+\.\d*([eE][-+]?\d+)?|\d+[eE][-+]?\d+|inf|nan)$")
 
 
@@ -105,7 +107,7 @@ class _Line:
         k, t, col = self.peek()
         if k == "str":
             self.i += 1
-            return json.loads(t)
+            return self.string(t, col)
         if k != "word":
             self.fail(f"expected a value, found {t!r}" if t else "expected a value", col)
         self.i += 1
@@ -119,12 +121,20 @@ class _Line:
             return float(t)
         self.fail(f"bad value {t!r}", col)
 
-    def attr_value(self):
+    def string(self, token: str, col: int) -> str:
+        try:
+            return json.loads(token)
+        except json.JSONDecodeError as e:
+            self.fail(f"bad string: {e.msg}", col + e.pos)
+
+    def attr_value(self, depth: int = 0):
+        if self.at("[") and depth >= _MAX_NESTING:
+            self.fail(f"attribute lists nested deeper than {_MAX_NESTING}")
         if self.accept("["):
             items = []
             if not self.accept("]"):
                 while True:
-                    items.append(self.attr_value())
+                    items.append(self.attr_value(depth + 1))
                     if self.accept("]"):
                         break
                     self.take("punct", ",", "',' or ']'")
@@ -180,7 +190,7 @@ class _Line:
             self.fail("expected a location", col)
         self.i += 1
         self.take("punct", ")")
-        return json.loads(t) if k == "str" else t
+        return self.string(t, col) if k == "str" else t
 
 
 class _Parser:
@@ -246,6 +256,8 @@ class _Parser:
             words = json.loads(rest)
         except json.JSONDecodeError as e:
             raise IRParseError(f"{self.path}:{lineno}:{col + e.pos}: bad vocabulary: {e.msg}") from None
+        except RecursionError:
+            raise IRParseError(f"{self.path}:{lineno}:{col}: #vocab nested too deeply") from None
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise IRParseError(f"{self.path}:{lineno}:{col}: #vocab must be a list of strings")
         return words
@@ -261,13 +273,15 @@ class _Parser:
             self.meta[key] = json.loads(rest)
         except json.JSONDecodeError as e:
             raise IRParseError(f"{self.path}:{lineno}:{col + e.pos}: bad JSON: {e.msg}") from None
+        except RecursionError:
+            raise IRParseError(f"{self.path}:{lineno}:{col}: JSON nested too deeply") from None
 
     def graph_block(self, lines, start, env):
         ln = _Line(self, start + 1, lines[start])
         ln.take("word", "graph")
         k, gname, col = ln.peek()
         ln.take("sym")
-        gname = json.loads(gname[1:]) if gname[1:].startswith('"') else gname[1:]
+        gname = ln.string(gname[1:], col + 1) if gname[1:].startswith('"') else gname[1:]
         g = Graph(gname)
         ln.take("punct", "(")
         if not ln.accept(")"):
@@ -352,8 +366,9 @@ class _Parser:
                 ln.fail("const defines one value", names[1][1])
             label = None
             if ln.peek()[0] == "sym":
+                lcol = ln.peek()[2]
                 raw = ln.take("sym")[1:]
-                label = json.loads(raw) if raw.startswith('"') else raw
+                label = ln.string(raw, lcol + 1) if raw.startswith('"') else raw
             build = self.consts.payload(ln, names[0][0])
             attrs = ln.attr_dict() if ln.at("{") else {}
             ln.take("punct", ":")

@@ -5,31 +5,15 @@ activity, the synaptic ops of the RNN cores as MACs/token, and every per-core / 
 from __future__ import annotations
 
 import json
-import typing
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
-from .profile import ChipProfile, load_profile
+from .profile import ProfileError, load_profile, parse_profile
 from .program import load_program
 from .report import simulated_report
 from .simulate import ChipSimulator
-
-
-def _profile_from_dict(d: dict) -> ChipProfile:
-    """The profile as mapping.json recorded it (a user's --profile file need not exist at eval time)."""
-    hints = typing.get_type_hints(ChipProfile)
-    kw = {}
-    for f in fields(ChipProfile):
-        t = hints[f.name]
-        v = d[f.name]
-        if is_dataclass(t):
-            names = {g.name for g in fields(t)}
-            v = t(**{k: x for k, x in v.items() if k in names})
-        kw[f.name] = v
-    return ChipProfile(**kw)
 
 
 class ChipRunner(Runner):
@@ -50,10 +34,18 @@ class ChipRunner(Runner):
         mapping, mapping_bytes = read_verified(path, manifest, "mapping", "mapping.json")
         self.assumptions = None
         try:
-            recorded = json.loads(mapping_bytes)
-            profile = _profile_from_dict(recorded["profile"])
-            self.assumptions = recorded.get("assumptions")
-        except (OSError, ValueError, KeyError, TypeError):
+            whole = json.loads(mapping_bytes)
+            recorded = whole["profile"]
+            self.assumptions = whole.get("assumptions") if isinstance(whole, dict) else None
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            recorded = None
+        if isinstance(recorded, dict):       # checked like a --profile file (a resealed one may hold anything)
+            data = {k: v for k, v in recorded.items() if k != "source"}
+            try:
+                profile = parse_profile(data, f"{mapping} profile", str(recorded.get("name", "")))
+            except ProfileError as e:
+                raise ArtifactError(str(e)) from None
+        else:
             profile = load_profile(manifest.get("profile") or manifest["target"])
         self.target = manifest["target"]
         self.path = str(path)
