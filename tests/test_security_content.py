@@ -387,7 +387,7 @@ def test_train_refuses_non_finite_numbers(work, tmp_path):
     for split in ("train", "valid", "test"):
         shutil.copy(work / "data.txt", data / f"{split}.txt")
     for opt, value in (("--clip", "nan"), ("--lr", "inf"), ("--weight-decay", "nan"), ("--dropout", "nan")):
-        one_line_error(cli("train", "--data", data, "-o", tmp_path / "t.pt", opt, value), opt, "finite")
+        one_line_error(cli("train", "--data-dir", data, "-o", tmp_path / "t.pt", opt, value), opt, "finite")
     assert not (tmp_path / "t.pt").exists()
 
 
@@ -470,9 +470,9 @@ def test_train_huge_model_refused_before_building(work, tmp_path):
     data.mkdir()
     for split in ("train", "valid", "test"):
         shutil.copy(work / "data.txt", data / f"{split}.txt")
-    one_line_error(cli("train", "--data", data, "-o", tmp_path / "t.pt", "--hidden", "100000000,8", "--emb", "8"),
+    one_line_error(cli("train", "--data-dir", data, "-o", tmp_path / "t.pt", "--hidden", "100000000,8", "--emb", "8"),
                    "recurrent weights")
-    one_line_error(cli("train", "--data", data, "-o", tmp_path / "t.pt", "--seed", "-1"), "--seed")
+    one_line_error(cli("train", "--data-dir", data, "-o", tmp_path / "t.pt", "--seed", "-1"), "--seed")
 
 
 # ================================================================================================ fuzz
