@@ -4,7 +4,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 EXAMPLE ?= examples/ptb-egru-small/model.pt
-PTB     ?= ../shared/data/ptb
+PTB     ?= data/ptb
 
 .PHONY: setup test demo clean
 

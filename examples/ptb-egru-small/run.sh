@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-/work/shared/data/ptb}
+DATA=${DATA:-data/ptb}
 EX=examples/ptb-egru-small
 COMMON="--data $DATA --emb 128 --hidden 256,128 --batch-size 32 --bptt 70 --lr 3e-3 --warmup-steps 100
         --weight-decay 0.1 --input-wd-mult 5 --dropout 0.1 --dropout-emb 0.1 --dropconnect 0.1

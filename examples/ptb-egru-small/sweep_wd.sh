@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-/work/shared/data/ptb}
+DATA=${DATA:-data/ptb}
 OUT=examples/ptb-egru-small/sweep
 for spec in "0.01 0" "0.1 0" "1.0 0" "0.1 1.0"; do
   set -- $spec; wd=$1; ar=$2

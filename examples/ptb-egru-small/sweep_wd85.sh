@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-/work/shared/data/ptb}
+DATA=${DATA:-data/ptb}
 EX=examples/ptb-egru-small
 for wd in 0.01 0.1 1.0; do
   $PY -m egru_compile.train --data "$DATA" --emb 128 --hidden 256,128 --resume $EX/run/ckpts/dense.pt --epochs 0 \
