@@ -14,14 +14,18 @@ Kinds: ``slow`` (runs when ``EGRU_DOCS_ALL=1``; kept out of the default suite fo
 ``benchmark`` and ``training`` (minutes to hours; never run here), ``suite`` (``make test`` itself),
 ``placeholder`` (a pattern with the reader's own file names). Every skipped block is reported with its reason
 (``pytest -ra``). Relative links between the pages must resolve, and README.md stays ≤ 200 lines.
+``EGRU_DOCS_TIMES=FILE`` appends each block's CPU and wall seconds to FILE (the budget: ≤ 60 s of CPU for all
+blocks run by default).
 """
 from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,8 +86,14 @@ def test_doc_block_runs(page, block, tmp_path_factory):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                TVM_NUM_THREADS="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     env.pop("EGRU_PTB", None)
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block["text"]], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=BLOCK_TIMEOUT_S)
+    r1, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
+    if os.environ.get("EGRU_DOCS_TIMES"):           # CPU and wall seconds per block, for the time budget
+        cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+        with open(os.environ["EGRU_DOCS_TIMES"], "a") as f:
+            f.write(f"{page.relative_to(ROOT)}:{block['line']}\tcpu {cpu:.1f} s\twall {wall:.1f} s\n")
     assert proc.returncode == 0, (f"{page.relative_to(ROOT)} line {block['line']}: exit {proc.returncode}\n"
                                   f"{block['text']}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n"
                                   f"{proc.stderr[-3000:]}")
