@@ -1,10 +1,11 @@
-"""The documentation's commands run: every ```sh / ```bash block of README.md and docs/*.md, page by page.
+"""The documentation's commands run: every ```sh / ```bash / ```python block of README.md and docs/*.md, page by
+page.
 
 Each page runs in its own temporary working directory that looks like the repository root to its commands:
 ``examples/`` is copied (commands may write next to the example model), ``data/`` (the shipped Penn Treebank),
 ``egru_compile/`` and ``benchmarks/`` are linked read-only in spirit, and the virtual environment's ``bin`` comes
 first on PATH (``egru-compile``, ``python``). A page's blocks run in order in that directory, each with
-``bash -e -o pipefail``, so a later block may use what an earlier one wrote — as a reader following the page would.
+``bash -e -o pipefail`` (python blocks: the environment's python), so a later block may use what an earlier one wrote — as a reader following the page would.
 
 A block is not run when its fence says why, visibly in the Markdown source::
 
@@ -59,10 +60,13 @@ def blocks(page: Path) -> list[dict]:
     return out
 
 
-def shell_blocks():
+RUN = {"sh": "bash", "bash": "bash", "shell": "bash", "python": "python"}
+
+
+def runnable_blocks():
     for page in PAGES:
         for b in blocks(page):
-            if b["lang"] in ("sh", "bash", "shell"):
+            if b["lang"] in RUN:
                 yield pytest.param(page, b, id=f"{page.relative_to(ROOT)}:{b['line']}")
 
 
@@ -76,7 +80,7 @@ def _workdir(tmp_path_factory, page: Path, cache={}) -> Path:
     return cache[page]
 
 
-@pytest.mark.parametrize("page,block", list(shell_blocks()))
+@pytest.mark.parametrize("page,block", list(runnable_blocks()))
 def test_doc_block_runs(page, block, tmp_path_factory):
     if block["skip"]:
         assert block["skip"] in KINDS, f"unknown skip-test kind {block['skip']!r} (known: {sorted(KINDS)})"
@@ -87,8 +91,12 @@ def test_doc_block_runs(page, block, tmp_path_factory):
                TVM_NUM_THREADS="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     env.pop("EGRU_PTB", None)
     r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block["text"]], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=BLOCK_TIMEOUT_S)
+    if RUN[block["lang"]] == "bash":
+        cmd, stdin = ["bash", "-e", "-o", "pipefail", "-c", block["text"]], None
+    else:
+        cmd, stdin = [sys.executable, "-"], block["text"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, input=stdin, capture_output=True,
+                          timeout=BLOCK_TIMEOUT_S)
     r1, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
     if os.environ.get("EGRU_DOCS_TIMES"):           # CPU and wall seconds per block, for the time budget
         cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
@@ -124,10 +132,10 @@ def test_relative_links_resolve(page):
         pytest.skip(f"links to files another branch adds: {pending}")
 
 
-def test_every_shell_block_is_run_or_says_why():
+def test_every_block_is_run_or_says_why():
     """The convention itself: a fenced block's skip kind is one of KINDS, so nothing is skipped silently."""
     for page in PAGES:
         for b in blocks(page):
             assert b["skip"] in (None, *KINDS), f"{page.name}:{b['line']}: skip-test kind {b['skip']!r}"
-            if b["skip"] and b["lang"] not in ("sh", "bash", "shell"):
+            if b["skip"] and b["lang"] not in RUN:
                 pytest.fail(f"{page.name}:{b['line']}: skip-test on a {b['lang'] or 'plain'} block (never run)")
