@@ -12,7 +12,8 @@ A block is not run when its fence says why, visibly in the Markdown source::
     ```sh {skip-test: slow, TVM compile ~40 s}
 
 Kinds: ``slow`` (runs when ``EGRU_DOCS_ALL=1``; kept out of the default suite for its time budget),
-``benchmark`` and ``training`` (minutes to hours; never run here), ``suite`` (``make test`` itself),
+``benchmark`` and ``training`` (minutes to hours; never run here), ``setup`` (``make ...``: creates a virtual
+environment; checked by hand on a fresh clone), ``suite`` (``make test`` itself),
 ``placeholder`` (a pattern with the reader's own file names). Every skipped block is reported with its reason
 (``pytest -ra``). Relative links between the pages must resolve, and README.md stays ≤ 200 lines.
 ``EGRU_DOCS_TIMES=FILE`` appends each block's CPU and wall seconds to FILE (the budget: ≤ 60 s of CPU for all
@@ -34,7 +35,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP = re.compile(r"\{\s*skip-test:\s*([a-z-]+)\s*(?:,\s*([^}]*))?\}")
-KINDS = {"slow", "benchmark", "training", "suite", "placeholder"}
+KINDS = {"slow", "benchmark", "training", "setup", "suite", "placeholder"}
 #: link targets that other branches of this release add (the lead's merge brings them): skipped while absent
 PENDING = {"docs/images/mapping.png"}
 BLOCK_TIMEOUT_S = 600
