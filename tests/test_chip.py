@@ -53,22 +53,22 @@ def test_loihi_compile_writes_reports_and_exact_macs(chip_model):
         assert key in m
     for c in m["cores"]:
         for key in ("core", "chip", "x", "y", "units", "synapses", "memory_bytes", "memory_limit_bytes",
-                    "macs_static", "macs_estimated", "spikes_in", "spikes_out", "energy_pj"):
+                    "synops_static", "synops_estimated", "messages_in", "messages_out", "energy_pj"):
             assert key in c
         assert c["memory_bytes"] <= c["memory_limit_bytes"]
     # per-core measured MACs add up to count-macs' dynamic total on the same calibration tokens, exactly
     T = macs["calib_tokens"]
     assert m["calib_tokens"] == T
-    assert sum(c["mac_events_total"] for c in m["cores"]) == round(macs["macs_per_token"]["dynamic"] * T)
-    assert m["totals"]["macs_estimated"] == macs["macs_per_token"]["dynamic"]
-    assert sum(c["macs_static"] for c in m["cores"]) == macs["macs_per_token"]["static"]
+    assert sum(c["synop_events_total"] for c in m["cores"]) == round(macs["macs_per_token"]["dynamic"] * T)
+    assert m["totals"]["synops_estimated"] == macs["macs_per_token"]["dynamic"]
+    assert sum(c["synops_static"] for c in m["cores"]) == macs["macs_per_token"]["static"]
     assert sum(c["units"] for c in m["cores"]) == 96 + 64 + 16
     assert m["totals"]["latency_ns"] > 0 and m["baseline"]["totals"]["energy_pj"] > 0
-    assert "spike traffic" in text and "int8" in text
+    assert "traffic:" in text and "int8" in text
     res = CliRunner().invoke(main, ["inspect", str(out)])
-    assert res.exit_code == 0 and "spike traffic" in res.output
+    assert res.exit_code == 0 and "traffic:" in res.output
     res = CliRunner().invoke(main, ["inspect", str(out), "--core", "0"])
-    assert res.exit_code == 0 and "macs_estimated" in res.output
+    assert res.exit_code == 0 and "synops_estimated" in res.output
 
 
 def _quantized_graph(model, calib=None):
@@ -166,7 +166,7 @@ def test_spinnaker2_target(chip_model):
     assert res.exit_code == 0, res.output
     m = json.loads((out / "mapping.json").read_text())
     assert m["profile"]["name"] == "spinnaker2-like" and m["calibrated"] is False
-    assert all(c["macs_estimated"] is None for c in m["cores"])
+    assert all(c["synops_estimated"] is None for c in m["cores"])
 
 
 def test_mapping_json_is_deterministic(chip_model):

@@ -202,12 +202,12 @@ def test_estimated_and_simulated_agree_on_the_calibration_text(setup):
     m = json.loads((out / "mapping.json").read_text())
     est, sim = m["totals"], m["simulated"]["totals"]
     assert m["simulated"]["tokens"] == N_CALIB and m["chips"] == 1
-    assert abs(est["macs_estimated"] - sim["synops"]) < 1e-6 * est["macs_estimated"]
-    assert abs(est["spikes_out"] - sim["messages"]) < 1e-6 * est["spikes_out"]
-    assert abs(est["spike_hops_out"] - sim["hops"]) < 1e-6 * max(est["spike_hops_out"], 1)
+    assert abs(est["synops_estimated"] - sim["synops"]) < 1e-6 * est["synops_estimated"]
+    assert abs(est["messages_out"] - sim["messages"]) < 1e-6 * est["messages_out"]
+    assert abs(est["hops_out"] - sim["hops"]) < 1e-6 * max(est["hops_out"], 1)
     assert abs(est["energy_pj"] - sim["energy_pj"]) < 1e-6 * est["energy_pj"]
     for ce, cs in zip(m["cores"], m["simulated"]["cores"]):
-        assert abs(ce["macs_estimated"] - cs["synops"]) < 1e-6 * max(ce["macs_estimated"], 1)
+        assert abs(ce["synops_estimated"] - cs["synops"]) < 1e-6 * max(ce["synops_estimated"], 1)
         assert abs(ce["energy_pj"] - cs["energy_pj"]) < 1e-4 * max(ce["energy_pj"], 1)
     # eval on the same text simulates the same tokens: the same figures
     res = _eval(out, d, N_CALIB + 1)

@@ -1,5 +1,5 @@
 """Text corpora and vocabularies (AWD-LSTM / EvNN conventions)."""
 from .ptb import ptb_dir, ptb_file
-from .vocab import DataError, Vocabulary, read_tokens
+from .vocab import DataError, Encoded, Vocabulary, read_tokens, text_tokens
 
-__all__ = ["DataError", "Vocabulary", "ptb_dir", "ptb_file", "read_tokens"]
+__all__ = ["DataError", "Encoded", "Vocabulary", "ptb_dir", "ptb_file", "read_tokens", "text_tokens"]

@@ -241,8 +241,16 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, **options) -> R
                                 f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     elif p.is_file():
         from ..frontend import load_source
+        from ..frontend.checkpoint import BaselineCheckpointError
         from .torch_runner import TorchRunner
-        source = load_source(p, trust=trust, vocab_file=vocab_file)
+        try:
+            source = load_source(p, trust=trust, vocab_file=vocab_file)
+        except BaselineCheckpointError:                  # a dense GRU/LSTM baseline: evaluates, does not compile
+            from .baseline_runner import BaselineRunner
+            runner = BaselineRunner.from_file(p, **options)
+            if vocab_file is not None:
+                runner.vocab = Vocabulary.from_train_file(vocab_file)
+            return runner
         runner = (source.open_runner(**options) if hasattr(source, "open_runner")      # an IR file
                   else TorchRunner.from_source(source, **options))
     else:

@@ -7,7 +7,8 @@ Output directory::
     mapping.json     placement, per-core estimated costs and the simulation of the calibration text
                      (schema in report.py)
     report.txt       the text report printed at compile time (estimated beside simulated)
-    mapping.png      mesh heat-map of synops per core with link loads and chip boundaries
+    mapping.png      mesh heat-map of synops per core with link loads and chip boundaries (mapping_png)
+    mapping.html     the same mesh, interactive and self-contained (mapping_html)
     program.npz      per-core weights as the chip holds them + placement (what `eval` simulates)
 
 ``options["decoder"]``: "host" (default) or "chip" (see `decoder`).
@@ -28,7 +29,11 @@ from .placement import (Placement, PlacementError, evaluate, place, required_chi
                         violations)
 from .profile import ChipProfile, ProfileError, load_profile
 from .decoder import DECODER_CHOICES, WHY_CHIP, WHY_HOST, host_macs, place_decoder
-from .report import core_rows, plot_mapping, simulated_report, text_report, totals, write_json
+from .assumptions import figure_flags, profile_assumptions
+from .mapping_html import write_mapping_html
+from .mapping_png import plot_mapping
+from .report import MAPPING_VERSION, compare_baseline, core_rows, simulated_report, text_report, totals, write_json
+from .whole import decoder_costs, whole_totals
 from .routing import router_multicast
 from .weights import resolve_weight_dtype, round_graph_f16, to_f16_storage, weights_info
 
@@ -129,6 +134,15 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     rows = core_rows(ours, costs, profile, T)
     base_rows = core_rows(seq, seq_costs, profile, T)
     tot, btot = totals(rows, costs, profile, T), totals(base_rows, seq_costs, profile, T)
+    rnn_tot = None
+    if dec is not None:                 # totals cover the whole configuration; the RNN cores are a subtotal
+        rnn_tot = dict(tot, scope=f"RNN cores only ({ours.n_cores} cores; decoder cores excluded)")
+        extra = decoder_costs(stack.decoder_weight, dec, ours, profile, nets[-1].fires if calibrated else None, T)
+        tot = whole_totals(tot, dec.rows, extra, costs.busy_ns, profile, dec.chips, calibrated)
+    else:
+        tot["scope"] = f"whole configuration: {ours.n_cores} cores, decoder on the host"
+    assumed = profile_assumptions(options.get("profile") or default_profile)
+    objective = options.get("placement_objective") or "traffic"
     from ...passes import MacReport, QuantizeReport
     cm = graph.analyses.get(MacReport)
     q = graph.analyses.get(QuantizeReport)
@@ -158,25 +172,28 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     else:
         dec_info = {"placement": "chip", "why": WHY_CHIP, "cores": dec.rows}
     mapping = {
-        "schema": "egru-compile/mapping", "version": 1,
+        "schema": "egru-compile/mapping", "version": MAPPING_VERSION,
         "profile": profile.to_dict(), "chips": dec.chips if dec else ours.chips, "max_chips": max_chips,
         "router": "multicast" if multicast else "unicast", "decoder": dec_info, "simulated": sim_report,
         "calibrated": calibrated, "calib_tokens": T,
         "weights": weights_info(weight_dtype, profile, costs, f16_report if f16_report else
                                 (q.to_json() if q and weight_dtype == "int8" else None)),
-        "cores": rows, "totals": tot,
+        "cores": rows, "totals": tot, "rnn_totals": rnn_tot,
         "baseline": {"placement": "sequential", "chips": seq.chips, "totals": btot, "cores": base_rows},
-        "traffic": {"spike_hops_per_token": tot["spike_hops_out"],
-                    "baseline_spike_hops_per_token": btot["spike_hops_out"],
-                    "ratio": (btot["spike_hops_out"] / tot["spike_hops_out"]) if tot["spike_hops_out"] else None},
+        "traffic": {"hops_per_token": (rnn_tot or tot)["hops_out"], "baseline_hops_per_token": btot["hops_out"],
+                    "ratio": (btot["hops_out"] / (rnn_tot or tot)["hops_out"]) if (rnn_tot or tot)["hops_out"]
+                    else None, "scope": "RNN cores (both placements)"},
+        "comparison": compare_baseline(rnn_tot or tot, btot, objective),
+        "assumptions": {"keys": assumed, "figures": figure_flags(assumed, dec.chips if dec else ours.chips)},
         "count_macs": {"dynamic": cm.macs_per_token.dynamic if cm else None,
                        "static": cm.macs_per_token.static if cm else None},
         "dense_reference": _dense_reference(nets, profile, max_chips),
-        "placement_objective": options.get("placement_objective") or "traffic",
+        "placement_objective": objective,
     }
     write_json(out_dir / "mapping.json", mapping)
     t_out, c_out = time.perf_counter(), time.process_time()
-    plot_mapping(mapping, costs, ours, profile, out_dir / "mapping.png")
+    plot_mapping(mapping, costs, profile, out_dir / "mapping.png")
+    write_mapping_html(mapping, profile, out_dir / "mapping.html")
     _save_program(out_dir / "program.npz", stack, ours, float_weights, dec)
     report = text_report(mapping) + f"placement took {place_s:.2f} s (ours and baseline)\n" + \
         (f"chip target: placement {place_s:.1f} s ({place_cpu:.1f} s CPU), simulation {sim_s:.1f} s "

@@ -33,7 +33,7 @@ class DecoderPlacement:
     slot_of_core: np.ndarray     # [n_rnn + k] slots of all cores (RNN cores first)
     n_rnn: int
     chips: int
-    rows: list[dict]             # per decoder core: units, synapses, memory_bytes, input_axons, macs_estimated
+    rows: list[dict]             # per decoder core: outputs, synapses, memory_bytes, input_axons, synops_estimated
 
 
 def place_decoder(weight: np.ndarray, pl: Placement, profile, last_layer_fires: np.ndarray | None = None,

@@ -44,8 +44,11 @@ class ChipRunner(Runner):
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
         mapping = path / manifest.get("mapping", "mapping.json")
+        self.assumptions = None
         try:
-            profile = _profile_from_dict(json.loads(mapping.read_text())["profile"])
+            recorded = json.loads(mapping.read_text())
+            profile = _profile_from_dict(recorded["profile"])
+            self.assumptions = recorded.get("assumptions")
         except (OSError, ValueError, KeyError, TypeError):
             profile = load_profile(manifest.get("profile") or manifest["target"])
         self.target = manifest["target"]
@@ -95,4 +98,4 @@ class ChipRunner(Runner):
 
     def extra_report(self) -> dict:
         """{"chip": per-token averages of the simulator's counters since the last reset}."""
-        return {"chip": simulated_report(self.sim, self.decoder)}
+        return {"chip": simulated_report(self.sim, self.decoder, self.assumptions)}
