@@ -2,8 +2,8 @@
 page.
 
 Each page runs in its own temporary working directory that looks like the repository root to its commands:
-``examples/`` is copied (commands may write next to the example model), ``data/`` (the shipped Penn Treebank),
-``egru_compile/`` and ``benchmarks/`` are linked read-only in spirit, and the virtual environment's ``bin`` comes
+``examples/`` and ``benchmarks/`` are copied (commands write next to the example model and into
+``benchmarks/results``), ``data/`` (the shipped Penn Treebank) and ``egru_compile/`` are linked, and the virtual environment's ``bin`` comes
 first on PATH (``egru-compile``, ``python``). A page's blocks run in order in that directory, each with
 ``bash -e -o pipefail`` (python blocks: the environment's python), so a later block may use what an earlier one wrote — as a reader following the page would.
 
@@ -75,7 +75,8 @@ def _workdir(tmp_path_factory, page: Path, cache={}) -> Path:
     if page not in cache:
         d = tmp_path_factory.mktemp(page.stem.lower())
         shutil.copytree(ROOT / "examples", d / "examples", ignore=shutil.ignore_patterns("run", "sweep*", "out"))
-        for name in ("data", "egru_compile", "benchmarks", "constraints.txt", "pyproject.toml", "Makefile"):
+        shutil.copytree(ROOT / "benchmarks", d / "benchmarks")      # benchmarks write into their results/
+        for name in ("data", "egru_compile", "constraints.txt", "pyproject.toml", "Makefile"):
             (d / name).symlink_to(ROOT / name)
         cache[page] = d
     return cache[page]
