@@ -3,9 +3,10 @@ page.
 
 Each page runs in its own temporary working directory that looks like the repository root to its commands:
 ``examples/`` and ``benchmarks/`` are copied (commands write next to the example model and into
-``benchmarks/results``), ``data/`` (the shipped Penn Treebank) and ``egru_compile/`` are linked, and the virtual environment's ``bin`` comes
-first on PATH (``egru-compile``, ``python``). A page's blocks run in order in that directory, each with
-``bash -e -o pipefail`` (python blocks: the environment's python), so a later block may use what an earlier one wrote — as a reader following the page would.
+``benchmarks/results``), ``data/`` (the shipped Penn Treebank) and ``egru_compile/`` are linked, and the virtual
+environment's ``bin`` comes first on PATH (``egru-compile``, ``python``). A page's blocks run in order in that
+directory, each with ``bash -e -o pipefail`` (python blocks: the environment's python), so a later block may use
+what an earlier one wrote — as a reader following the page would.
 
 A block is not run when its fence says why, visibly in the Markdown source::
 
