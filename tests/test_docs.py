@@ -37,8 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP = re.compile(r"\{\s*skip-test:\s*([a-z-]+)\s*(?:,\s*([^}]*))?\}")
 KINDS = {"slow", "benchmark", "training", "setup", "suite", "placeholder"}
-#: link targets that other branches of this release add (the lead's merge brings them): skipped while absent
-PENDING = {"docs/images/mapping.png"}
 BLOCK_TIMEOUT_S = 600
 
 
@@ -122,18 +120,13 @@ LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page):
     text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
-    missing, pending = [], []
+    missing = []
     for target in LINK.findall(text):
         if re.match(r"[a-z]+:", target):
             continue                                        # http(s):, mailto: — not checked (no network)
-        path = (page.parent / target).resolve()
-        if not path.exists():
-            rel = os.path.relpath(path, ROOT)
-            (pending if rel in PENDING else missing).append(rel)
+        if not (page.parent / target).exists():
+            missing.append(os.path.relpath(page.parent / target, ROOT))
     assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"
-    if pending:
-        pytest.skip(f"links to files another branch adds: {pending}")
-
 
 def test_every_block_is_run_or_says_why():
     """The convention itself: a fenced block's skip kind is one of KINDS, so nothing is skipped silently."""
