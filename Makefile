@@ -1,10 +1,10 @@
-# Quick start:  make demo   (set up + compile the bundled example)
+# Quick start:  make demo   (set up, compile the bundled example, print its test perplexity on data/ptb)
 #               make test   (set up + run the whole test suite)
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 EXAMPLE ?= examples/ptb-egru-small/model.pt
-PTB     ?= ../shared/data/ptb
+PTB     ?= data/ptb
 
 .PHONY: setup test demo clean
 

@@ -57,8 +57,7 @@ from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.runtime import evaluate, open_artifact  # noqa: E402
 from egru_compile.targets import get_target  # noqa: E402
 
-PTB = next((p for p in (ROOT.parent / "shared" / "data" / "ptb", ROOT.parents[1] / "shared" / "data" / "ptb",
-                        Path("/work/shared/data/ptb")) if (p / "ptb.test.txt").is_file()), Path("/work/shared/data/ptb"))
+PTB = ROOT / "data" / "ptb"        # shipped with the repository
 
 #: the dense ORT peer's compile options (`bench_batch1.DENSE_ORT`, repeated so this script does not need TVM to import)
 DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,

@@ -297,7 +297,7 @@ def compile_27m(ckpt: Path, ptb: Path, profile: str, calib_tokens: int) -> list[
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ptb", default=str(ROOT.parent / "shared" / "data" / "ptb"))
+    ap.add_argument("--ptb", default=str(ROOT / "data" / "ptb"))
     ap.add_argument("--profile", default="loihi-like")
     ap.add_argument("--calib-tokens", type=int, default=300)
     ap.add_argument("--activity", type=float, default=0.2)

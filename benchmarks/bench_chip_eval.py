@@ -48,7 +48,7 @@ from egru_compile.runtime.evaluate import evaluate, load_eval_tokens  # noqa: E4
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ptb", default=str(HERE.parent.parent / "shared" / "data" / "ptb"))
+    ap.add_argument("--ptb", default=str(HERE.parent / "data" / "ptb"))
     ap.add_argument("--profile", default="loihi-like")
     ap.add_argument("--calib-tokens", type=int, default=200)
     ap.add_argument("--eval-tokens", type=int, default=500)

@@ -95,7 +95,7 @@ def compile_one(ckpt: Path, ptb: Path, profile: str, calib_tokens: int, mem_kb: 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ptb", default=str(ROOT.parent / "shared" / "data" / "ptb"))
+    ap.add_argument("--ptb", default=str(ROOT / "data" / "ptb"))
     ap.add_argument("--profile", default="loihi-like")
     ap.add_argument("--scales", default="0.25,0.5,0.75,1.0")
     ap.add_argument("--calib-tokens", type=int, default=200)

@@ -347,7 +347,7 @@ def sanafe_replay(arch_text: str, stack, pl, profile, spikes, steps_per_token: i
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ptb", default=str(HERE.parent.parent / "shared" / "data" / "ptb"))
+    ap.add_argument("--ptb", default=str(HERE.parent / "data" / "ptb"))
     ap.add_argument("--profile", default="loihi-like")
     ap.add_argument("--tokens", type=int, default=30)
     ap.add_argument("--activity", type=float, default=0.2)

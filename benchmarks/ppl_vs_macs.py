@@ -1,6 +1,6 @@
 """PTB test perplexity vs dynamic MACs/token across pruning levels, EGRU vs a dense RNN baseline.
 
-    python benchmarks/ppl_vs_macs.py --data /path/to/ptb \
+    python benchmarks/ppl_vs_macs.py --data data/ptb \
         --egru examples/ptb-egru-small/run/ckpts/dense.pt examples/ptb-egru-small/run/ckpts/sparsity_50.pt ... \
         --baseline examples/ptb-egru-small/run/gru.pt --png ppl_vs_macs.png --json ppl_vs_macs.json
 
@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="directory with ptb.{train,valid,test}.txt")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / "data" / "ptb"),
+                    help="directory with ptb.{train,valid,test}.txt (default: the repository's data/ptb)")
     ap.add_argument("--egru", nargs="+", default=[], help="EGRU project checkpoints (any pruning levels)")
     ap.add_argument("--baseline", nargs="*", default=[], help="dense GRU/LSTM baseline checkpoints")
     ap.add_argument("--split", default="test", choices=["valid", "test"])

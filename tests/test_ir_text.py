@@ -22,7 +22,7 @@ from egru_compile.passes.testing import SeparateGateEGRU, make_pruned_model, max
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ptb-egru-small" / "model.pt"
-PTB_TEST = Path("/work/shared/data/ptb/ptb.test.txt")
+PTB_TEST = ROOT / "data" / "ptb" / "ptb.test.txt"        # shipped with the repository
 WORDS = ["<eos>"] + [f"w{i}" for i in range(1, 20)]
 
 
@@ -246,7 +246,6 @@ def test_ir_file_is_a_model_for_every_command(tmp_path):
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "no resource file" in res.output
 
 
-@pytest.mark.skipif(not PTB_TEST.is_file(), reason=f"Penn Treebank test set not at {PTB_TEST}")
 def test_onnx_from_emitted_ir_matches_checkpoint_exactly(tmp_path):
     """The acceptance check of issue 13: ONNX compiled from an emitted IR file has exactly the checkpoint's
     perplexity and MACs/token (the bundled trained example, the first 300 PTB test tokens)."""

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import make_model, ptb_path
 from egru_compile.cli import main
 from egru_compile.data import Vocabulary
 from egru_compile.frontend import load_source, save_checkpoint
@@ -92,11 +92,7 @@ def test_onnx_streams_equal_batch1_trained_example(tmp_path):
     if not EXAMPLE.is_file():
         pytest.skip("bundled example missing")
     src = load_source(EXAMPLE)
-    text = Path("/work/shared/data/ptb/ptb.valid.txt")
-    if text.is_file():
-        ids = src.vocab.encode_file(text, max_tokens=4 * 120, unk="<unk>")
-    else:
-        ids = np.random.default_rng(0).integers(0, len(src.vocab), 4 * 120)
+    ids = src.vocab.encode_file(ptb_path("valid"), max_tokens=4 * 120, unk="<unk>")
     for name, extra in (("f32", ()), ("int8", ("--passes", "default,quantize-int8", "--weight-dtype", "int8"))):
         r = open_artifact(_compile(EXAMPLE, tmp_path / name, *extra))
         _check_streams(r, ids, 4)

@@ -1,4 +1,4 @@
-"""Acceptance on Penn Treebank (skipped when ../shared/data/ptb is absent): compiled artifacts evaluated with
+"""Acceptance on Penn Treebank (the copy shipped in data/ptb): compiled artifacts evaluated with
 `egru-compile eval` against the PyTorch source on the first tokens of ptb.test.txt."""
 from __future__ import annotations
 

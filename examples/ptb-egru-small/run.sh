@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-/work/shared/data/ptb}
+DATA=${DATA:-data/ptb}
 EX=examples/ptb-egru-small
-COMMON="--data $DATA --emb 128 --hidden 256,128 --batch-size 32 --bptt 70 --lr 3e-3 --warmup-steps 100
+COMMON="--data-dir $DATA --emb 128 --hidden 256,128 --batch-size 32 --bptt 70 --lr 3e-3 --warmup-steps 100
         --weight-decay 0.1 --input-wd-mult 5 --dropout 0.1 --dropout-emb 0.1 --dropconnect 0.1
         --bf16-decoder --seed 1111 --test --no-progress --ckpt-dir $EX/run/ckpts"
 
@@ -26,7 +26,7 @@ cp $EX/run/ckpts/dense.pt $EX/dense.pt
 cp $EX/run/ckpts/train_log.csv $EX/train_log.csv
 
 # 3) dense GRU baseline, same size, same budget (6 epochs, same optimiser/regularisation; no pruning)
-$PY -m egru_compile.train --data $DATA --model gru --emb 128 --hidden 256,128 --epochs 6 --batch-size 32 --bptt 70 \
+$PY -m egru_compile.train --data-dir $DATA --model gru --emb 128 --hidden 256,128 --epochs 6 --batch-size 32 --bptt 70 \
     --lr 3e-3 --warmup-steps 100 --weight-decay 0.1 --dropout 0.1 --dropout-emb 0.1 --dropconnect 0.1 \
     --bf16-decoder --seed 1111 --test --no-progress --ckpt-dir $EX/run/gru_ckpts -o $EX/run/gru.pt
 

@@ -5,10 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-/work/shared/data/ptb}
+DATA=${DATA:-data/ptb}
 EX=examples/ptb-egru-small
 for wd in 0.01 0.1 1.0; do
-  $PY -m egru_compile.train --data "$DATA" --emb 128 --hidden 256,128 --resume $EX/run/ckpts/dense.pt --epochs 0 \
+  $PY -m egru_compile.train --data-dir "$DATA" --emb 128 --hidden 256,128 --resume $EX/run/ckpts/dense.pt --epochs 0 \
       --prune-schedule 0.85 --finetune-epochs 1 --finetune-lr 3e-3 --weight-decay "$wd" --input-wd-mult 5 --act-reg 0 \
       --batch-size 32 --bptt 70 --warmup-steps 20 --dropout 0.1 --dropout-emb 0.1 --dropconnect 0.1 --bf16-decoder \
       --train-tokens 300000 --valid-tokens 30000 --no-progress --log-interval 0 \
