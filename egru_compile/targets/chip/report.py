@@ -36,7 +36,7 @@ The per-core and total figures under "cores"/"totals" are compile-time *estimate
 the unit->core map (algebra; `synops_estimated` is null without calibration data, energy then assumes every unit
 fires every step). "simulated" holds what the event simulator counted on the same calibration tokens (the
 format `egru-compile eval --json` prints under "chip", see `simulated_report`): they agree for the linear
-counters (synops, messages, hops, energy; unicast, one chip), the latency differs
+counters (synops, messages, hops, energy; unicast, any number of chips: a chip crossing is one hop in both), the latency differs
 (the estimate takes the busiest core of the average token, the simulator the busiest core of every token).
 """
 from __future__ import annotations
