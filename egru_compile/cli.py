@@ -17,6 +17,12 @@ import click
 
 from .errors import EgruError
 
+#: ``--projection-activation``: wherever a state_dict is read (compile, eval, inspect, generate)
+_projection_activation = click.option(
+    "--projection-activation", "projection_activation", type=click.Choice(["identity", "relu"]),
+    help="activation of an EvNN state_dict's decoder projection: identity (EvNN >= 0.2.0, the default for EvNN "
+         "state_dicts) or relu (EvNN's 2023 code); project checkpoints record theirs")
+
 def _fail(msg: str, code: int = 1):
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
@@ -145,13 +151,15 @@ def _target_options(f):
 @click.option("--unk", help="map out-of-vocabulary words to this token")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the MAC report JSON here")
 @_target_options
+@_projection_activation
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace a previous egru-compile artifact at -o")
 @click.option("-v", "--verbose", is_flag=True, help="print pass timings and progress")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
 def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_ir, print_ir_after_all, calib_data,
-                calib_tokens, unk, report_path, trust_checkpoint, force, verbose, debug, **target_values):
+                calib_tokens, unk, report_path, projection_activation, trust_checkpoint, force, verbose, debug,
+                **target_values):
     """Compile MODEL (project checkpoint, EvNN state_dict or torch.export .pt2) for --target."""
     from click.core import ParameterSource
     given = {k for k in target_values
@@ -160,7 +168,8 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
     req = CompileRequest(model=model, target=target, out_dir=out_dir, vocab_file=vocab_file, passes=passes,
                          print_ir=print_ir, emit_ir=emit_ir, print_ir_after_all=print_ir_after_all, calib_data=calib_data,
                          calib_tokens=calib_tokens, unk=unk, report_path=report_path, trust=trust_checkpoint,
-                         force=force, verbose=verbose, target_values=target_values, given=frozenset(given))
+                         force=force, verbose=verbose, target_values=target_values, given=frozenset(given),
+                         projection_activation=projection_activation)
     _run_guarded(debug, run_compile, req, click.echo)
 
 
@@ -195,21 +204,28 @@ def targets_cmd():
 @click.option("--unk", help="map out-of-vocabulary words to this token")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="cut the text into B contiguous streams, each evaluated from a zero state")
+@click.option("--chunked", "chunked", type=click.IntRange(min=1), metavar="BPTT",
+              help="EvNN's eval.py protocol: chunks of BPTT tokens (EvNN: 70), each layer's c reset to 0 and only "
+                   "its last y carried into the next chunk (default: the state carried whole)")
+@_projection_activation
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, quiet, trust_checkpoint, debug):
+def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, chunked, projection_activation, as_json, quiet,
+             trust_checkpoint, debug):
     """Streaming perplexity, activity and MACs/token of a compiled ARTIFACT dir or a source checkpoint."""
     _run_guarded(debug, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
-                 batch_size)
+                 batch_size, chunked, projection_activation)
 
 
-def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1):
+def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1, chunked=None,
+          projection_activation=None):
     from .runtime import evaluate_path
     quiet = quiet or not sys.stdout.isatty()
     result = evaluate_path(artifact, data, vocab_file=vocab_file, max_tokens=max_tokens, unk=unk, quiet=quiet,
-                           trust=trust, batch_size=batch_size)
+                           trust=trust, batch_size=batch_size, chunked=chunked,
+                           projection_activation=projection_activation)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
@@ -217,9 +233,13 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
         click.echo(f"tokens        {result['tokens']}" + (
             f" ({result['batch_size']} streams; {result['dropped_tokens']} tail tokens not used)"
             if result["batch_size"] > 1 else ""))
-        click.echo(f"perplexity    {result['perplexity']:.4f}")
+        click.echo(f"perplexity    {result['perplexity']:.4f}" + (
+            f" (EvNN's chunked protocol, bptt {result['bptt']})" if result.get("bptt") else ""))
         click.echo(f"MACs/token    {result['macs_per_token']:.1f}")
         click.echo("activity      " + " ".join(f"{a:.4f}" for a in result["activity"]))
+        if result.get("projection_activation"):
+            from .model import projection_line
+            click.echo(f"projection    {projection_line(result['projection_activation'])}")
         if result.get("tokens_per_second"):
             click.echo(f"tokens/s      {result['tokens_per_second']:,.0f} ({1e6 / result['tokens_per_second']:,.1f} "
                        "µs/token, whole token incl. decoder and log-softmax)")
@@ -240,15 +260,17 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed of the sampler")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--unk", help="map out-of-vocabulary prompt words to this token")
+@_projection_activation
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_file, unk, as_json, trust_checkpoint,
-                 debug):
+def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_file, unk, projection_activation,
+                 as_json, trust_checkpoint, debug):
     """Generate text after --prompt with a compiled ARTIFACT dir or a source checkpoint."""
     from .runtime.generate import generate_path
     result = _run_guarded(debug, generate_path, artifact, prompt, n_tokens, temperature, top_k or None, seed,
-                          vocab_file=vocab_file, unk=unk, trust=trust_checkpoint)
+                          vocab_file=vocab_file, unk=unk, trust=trust_checkpoint,
+                          **({"projection_activation": projection_activation} if projection_activation else {}))
     click.echo(json.dumps(result, sort_keys=True) if as_json else result["text"])
 
 
@@ -256,19 +278,26 @@ def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_fil
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--core", type=int, help="details of one core (chip targets)")
 @click.option("--links", is_flag=True, help="the busiest mesh links (chip targets)")
+@_projection_activation
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def inspect_cmd(path, core, links, trust_checkpoint, debug):
+def inspect_cmd(path, core, links, projection_activation, trust_checkpoint, debug):
     """Describe a compiled artifact directory or a source checkpoint."""
-    _run_guarded(debug, _inspect, path, core, trust_checkpoint, links)
+    _run_guarded(debug, _inspect, path, core, trust_checkpoint, links, projection_activation)
 
 
-def _inspect(path, core, trust, links=False):
+def _inspect(path, core, trust, links=False, projection_activation=None):
     p = Path(path)
     if p.is_dir():
         from .artifact import read_manifest
         from .targets.registry import for_manifest
         info = read_manifest(p)
+        from .runtime.base import artifact_projection_activation
+        act = artifact_projection_activation(info)
+        if projection_activation is not None and act is not None and projection_activation != act:
+            raise EgruError(f"{path} was compiled with projection activation {act}, not {projection_activation}")
+        if act is not None:
+            info = dict(info, projection_activation=act)
         if for_manifest(info) is None:
             raise EgruError(f"{path}: no target of this installation opens {info['target']!r} artifacts "
                             f"(format {info.get('format')!r})")
@@ -276,7 +305,7 @@ def _inspect(path, core, trust, links=False):
         click.echo(describe_artifact(p, info, core=core, links=links), nl=False)
         return
     from .frontend import load_source
-    src = load_source(path, trust=trust)
+    src = load_source(path, trust=trust, projection_activation=projection_activation)
     click.echo(f"source        {src.kind}")
     click.echo(f"sha256        {src.sha256}")
     if src.model is not None:
@@ -291,9 +320,12 @@ def _inspect(path, core, trust, links=False):
                 click.echo(f"rnns.{i}.{name:<17} {tuple(w.shape)}  density {nnz / w.numel():.4f}")
         proj = getattr(src.model.decoder, "projection", None)
         if proj is not None:           # EvNN's projection decoder
+            from .model import projection_line
             nnz = int((proj.weight != 0).sum())
-            click.echo(f"decoder       E · relu(P · y + p) + b (tied E), P {tuple(proj.weight.shape)}  "
+            inner = "relu(P · y + p)" if cfg.projection_activation == "relu" else "(P · y + p)"
+            click.echo(f"decoder       E · {inner} + b (tied E), P {tuple(proj.weight.shape)}  "
                        f"density {nnz / proj.weight.numel():.4f}")
+            click.echo(f"projection    {projection_line(cfg.projection_activation)}")
         else:
             click.echo("decoder       E · y + b (tied to the embedding)")
     else:

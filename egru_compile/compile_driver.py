@@ -36,6 +36,7 @@ class CompileRequest:
     verbose: bool = False
     target_values: dict = field(default_factory=dict)      # every target option's value (defaults included)
     given: frozenset = frozenset()                          # the target options the user set
+    projection_activation: str | None = None   # EvNN decoder projection: "identity" / "relu" (None: see load_source)
 
 
 def resolve_target(req: CompileRequest):
@@ -100,7 +101,8 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
         out_dir = _default_out(req.model, spec.name) if req.out_dir is None else req.out_dir
         check_output_dir(out_dir, req.force, protect=protect)
     t0 = time.perf_counter()
-    source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file)
+    source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file,
+                         projection_activation=req.projection_activation)
     graph = source.to_graph()
     if req.verbose:
         echo(f"frontend: {source.kind} {req.model} -> {len(graph.nodes)} IR nodes "
@@ -134,4 +136,9 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
         result = spec.compile_artifact(graph, source, tmp, options)
     if result and result.get("summary"):
         echo(result["summary"])
+    from .model import projection_line
+    from .passes.utils import graph_projection_activation
+    act = graph_projection_activation(graph)
+    if act is not None:
+        echo(f"projection: {projection_line(act)}")
     echo(f"wrote {out_dir} ({spec.name}) in {time.perf_counter() - t0:.1f} s")

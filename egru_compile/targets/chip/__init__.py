@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import EgruError
+from ...model import LEGACY_PROJECTION_ACTIVATION
 from ..output import write_vocab
 from ..stack import extract_stack
 from .network import LayerNet, attach_activity, build_network
@@ -117,7 +118,8 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         raise EgruError(f"--decoder must be one of {', '.join(DECODER_CHOICES)} (got {decoder!r})")
     dec = None
     if decoder == "chip" and stack.projection is not None:
-        raise EgruError("--decoder chip: this model's decoder starts with a projection relu(P · y + p), whose "
+        act = "relu(P · y + p)" if stack.projection_activation == "relu" else "P · y + p"
+        raise EgruError(f"--decoder chip: this model's decoder starts with a projection {act}, whose "
                         "graded output is not spikes; it runs on the host (use --decoder host)")
     if decoder == "chip":
         dec = place_decoder(stack.decoder_weight, ours, profile, nets[-1].fires if calibrated else None, T)
@@ -149,6 +151,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         dec_info = {"placement": "host", "why": WHY_HOST, "host": host_macs(stack.decoder_weight, None)}
         if stack.projection is not None:      # EvNN's projection runs on the host with the decoder
             dec_info["host"]["projection_macs_static"] = int(stack.projection.nnz)
+            dec_info["host"]["projection_activation"] = stack.projection_activation
             dec_info["host"]["projection_macs_event_gated"] = (sim_report["host"]["projection_macs"]
                                                                if sim_report else None)
         if sim_report:
@@ -189,6 +192,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
                 "vocab": vocab_file, "source_sha256": getattr(source, "sha256", None),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size,
                 "decoder": decoder, "router": "multicast" if multicast else "unicast",
+                "projection_activation": stack.projection_activation,      # EvNN's projection: on the host
                 "weight_dtype": weight_dtype, "synaptic_memory_bytes": mapping["weights"]["synaptic_memory_bytes"],
                 "options": {k: options.get(k) for k in ("profile", "max_chips", "float_weights", "weight_dtype",
                                                          "calib_data",
@@ -211,7 +215,8 @@ def _save_program(path, stack, pl: Placement, float_weights: bool, dec=None) -> 
         P = stack.projection
         arrays.update(projection_shape=np.array(P.shape), projection_fmt=np.array(P.fmt),
                       projection_indptr=P.indptr, projection_indices=P.indices, projection_data=P.data,
-                      projection_bias=np.asarray(stack.projection_bias, np.float32))
+                      projection_bias=np.asarray(stack.projection_bias, np.float32),
+                      projection_activation=np.array(stack.projection_activation))
         if P.scale is not None:
             arrays["projection_scale"] = P.scale
     for l, lw in enumerate(stack.layers):
@@ -255,6 +260,9 @@ def load_program(path, with_decoder: bool = False):
                                         z["projection_indptr"], z["projection_indices"], z["projection_data"],
                                         z["projection_scale"] if "projection_scale" in z else None)
         stack.projection_bias = z["projection_bias"]
+        # written before the activation was recorded: egru-compile then always applied relu
+        stack.projection_activation = (str(z["projection_activation"]) if "projection_activation" in z
+                                       else LEGACY_PROJECTION_ACTIVATION)
     n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
     pl = Placement("balanced", core_of, z["slot_of_core"], n, 1)
     if with_decoder:
