@@ -76,9 +76,10 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def reference(sd, hidden, ids, activation="identity"):
+def reference(sd, hidden, ids, activation="identity", bptt=None):
     """EvNN's equations step by step: (perplexity, RNN MACs/token, projection MACs/token or None);
-    `activation` of the projection: identity (EvNN 0.2.0's ``nn.Linear``) or relu (its 2023 code)."""
+    `activation` of the projection: identity (EvNN 0.2.0's ``nn.Linear``) or relu (its 2023 code); `bptt`:
+    EvNN's chunked evaluation (every `bptt` predictions each layer's c restarts from 0, its y is kept)."""
     emb = _np(sd, "embeddings.weight")
     P = None
     if any(k.startswith("decoder.projection.weight") for k in sd):
@@ -93,6 +94,8 @@ def reference(sd, hidden, ids, activation="identity"):
     y = [np.zeros(h) for h in hidden]
     nll = macs = pmacs = 0.0
     for t in range(len(ids) - 1):
+        if bptt and t and t % bptt == 0:
+            c = [np.zeros(h) for h in hidden]
         x = emb[ids[t]]
         x_dense = True
         for l, (L, h) in enumerate(zip(lay, hidden)):
@@ -368,3 +371,47 @@ def test_malformed_projection_state_dicts_are_one_line_errors(tmp_path, break_it
                                     "onnx", "-o", str(tmp_path / "out")])
     assert res.exit_code == 1 and res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
     assert re.search(message, res.output), res.output
+
+
+def test_chunked_protocol_matches_reference(evnn):
+    """``eval --chunked BPTT`` (EvNN's eval.py): source, onnx and the IR interpreter against the reference with
+    c restarting from zero every BPTT predictions (y kept); the streaming protocol differs from it."""
+    from egru_compile.runtime.torch_runner import GraphRunner
+    d, sd, hidden, ids, ref = evnn
+    act = _ACT[d] or "identity"
+    want = reference(sd, hidden, ids, act, bptt=7)
+    assert abs(want[0] / ref[0] - 1) > 1e-4                       # the protocols really differ here
+    out = d / "out_onnx"                       # compiled by the onnx test (with this fixture's activation)
+    if not out.is_dir():
+        out, _ = _compile(d, "onnx")
+    src = open_artifact(d / "evnn.pt", vocab_file=d / "train.txt", projection_activation=_ACT[d])
+    from egru_compile.frontend import load_source
+    graph = load_source(d / "evnn.pt", vocab_file=d / "train.txt", projection_activation=_ACT[d]).to_graph()
+    for runner in (src, open_artifact(out), GraphRunner(graph)):
+        r = evaluate(runner, ids, quiet=True, chunked=7)
+        assert r["protocol"] == "evnn-chunked" and r["bptt"] == 7
+        assert abs(r["perplexity"] / want[0] - 1) < 1e-3, (runner.target, r["perplexity"], want[0])
+        assert r["macs_per_token"] * r["tokens"] == pytest.approx(want[1] * r["tokens"], abs=1e-6)
+    res = CliRunner().invoke(main, ["eval", str(out), "--data", str(d / "test.txt"), "--chunked", "7",
+                                    "--batch-size", "2"])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and "--batch-size 1" in res.output
+
+
+def test_projection_activation_sources(tmp_path):
+    """A project checkpoint written before the activation was recorded reads as relu (what egru-compile then
+    computed); an explicit flag overrides a recorded value (one warning); a graph source refuses the flag."""
+    from egru_compile.frontend import export_step, load_source, save_checkpoint
+    model = _projection_model(activation="relu")
+    save_checkpoint(tmp_path / "m.pt", model, WORDS + ["<eos>"])
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    del ck["config"]["projection_activation"]
+    torch.save(ck, tmp_path / "old.pt")
+    assert load_source(tmp_path / "old.pt").projection_activation == "relu"
+    with pytest.warns(UserWarning, match="records relu"):
+        assert load_source(tmp_path / "m.pt", projection_activation="identity").projection_activation == "identity"
+    torch.export.save(export_step(model, [20, 12]), tmp_path / "step.pt2")
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "step.pt2"), "--trust-checkpoint",
+                                    "--projection-activation", "relu"])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and "state_dicts only" in res.output
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.pt"), "--projection-activation", "tanh"])
+    assert res.exit_code == 2 and res.output.startswith("error: ")
