@@ -212,7 +212,7 @@ def check_preactivation_range(model: EGRULanguageModel, path: str) -> None:
             x_max = 1.0
         dec_in = 1.0
         proj = getattr(model.decoder, "projection", None)
-        if proj is not None:     # relu(P y + p) is bounded by the same sum, which the decoder then reads
+        if proj is not None:     # |P y + p| (relu or not) is bounded by the same sum, which the decoder reads
             dec_in = float((proj.weight.detach().double().abs().sum(1) + proj.bias.detach().double().abs()).max())
             checks.append(("decoder.projection.weight", proj.weight.t(), proj.bias, 1.0))
         checks.append(("decoder.decoder.weight", model.decoder.decoder.weight.t(), model.decoder.decoder.bias,

@@ -16,7 +16,7 @@ def describe_artifact(path: Path, manifest: dict, core: int | None = None, links
             lines.append(f"{key:<13} {manifest[key]}")
     if manifest.get("projection_activation"):
         from ..model import projection_line
-        lines.append(f"{'activation':<13} {projection_line(manifest['projection_activation'])}")
+        lines.append(f"{'projection':<13} {projection_line(manifest['projection_activation'])}")
     text = "\n".join(lines) + "\n"
     mapping = path / "mapping.json"
     if mapping.is_file():
