@@ -34,6 +34,7 @@ class CompileRequest:
     trust: bool = False
     force: bool = False
     verbose: bool = False
+    progress: bool = False                                  # progress lines on stderr for steps over ~2 s
     target_values: dict = field(default_factory=dict)      # every target option's value (defaults included)
     given: frozenset = frozenset()                          # the target options the user set
     projection_activation: str | None = None   # EvNN decoder projection: "identity" / "relu" (None: see load_source)
@@ -65,8 +66,10 @@ def resolve_target(req: CompileRequest):
     return spec, spec.make_options(req.target_values)
 
 
-def _default_out(model: str, target: str) -> str:
-    return f"{Path(model).stem}.{target}"
+def _default_out(model: str, target: str, profile: str | None = None) -> str:
+    """MODEL.TARGET, or MODEL.PROFILE with ``--profile PROFILE.toml`` (named after the file, as documented:
+    a copy of loihi-like.toml saved as my-chip.toml compiles into ``model.my-chip/``)."""
+    return f"{Path(model).stem}.{Path(profile).stem if profile else target}"
 
 
 def _load_calibration(path, source, n_tokens, unk):
@@ -88,22 +91,49 @@ def run_passes(graph, passes, calib, print_after_all: bool, verbose: bool, needs
     return pm.run(graph)
 
 
-def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
+def check_request_paths(req: CompileRequest) -> None:
+    """Before anything is read or written: no output (``--emit-ir`` and its ``.npz``, ``--report``) is an
+    input (the model and an IR model's ``.npz``, ``--vocab``, ``--calib-data``, ``--profile``) or another
+    output, and none lies inside the output directory (which the compile replaces)."""
+    from .frontend.ir_source import resource_path
+    from .fsio import FileError, check_outputs
+    inputs = [("model", req.model), ("model resource file", resource_path(req.model)), ("--vocab", req.vocab_file),
+              ("--calib-data", req.calib_data), ("--profile", req.target_values.get("profile"))]
+    outputs = [("--emit-ir", req.emit_ir), ("--emit-ir resource file", req.emit_ir and resource_path(req.emit_ir)),
+               ("--report", req.report_path)]
+    check_outputs(outputs, inputs)
+    if req.out_dir:
+        out = Path(req.out_dir).resolve()
+        for label, p in outputs:
+            if p and Path(p).resolve().is_relative_to(out):
+                raise FileError(f"{label} {p} lies inside the output directory {req.out_dir}, which the compile "
+                                "replaces; write it elsewhere")
+
+
+def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
+    """Compile as `req` asks. Returns None when no target was asked for (--print-ir / --report only), else
+    {"artifact": output directory, "target", "seconds", "summary" (the target's headline lines or None),
+    "result" (what the target's compile returned)}; the caller prints them (the CLI's ``wrote ...`` line).
+    `echo` carries --print-ir output (stdout) and --verbose / quantize notes (``err=True``)."""
     from .frontend import load_source
+    from .progress import step
     from .targets.output import atomic_output_dir, atomic_write_text, check_output_dir
 
+    check_request_paths(req)
     spec, opts = resolve_target(req)
     if spec is None and not (req.print_ir or req.print_ir_after_all or req.report_path or req.emit_ir):
         raise EgruError("nothing to do: give --target (see `egru-compile targets`) or --print-ir")
-    protect = (req.model, req.vocab_file, req.calib_data, req.target_values.get("profile"))
+    profile = req.target_values.get("profile")
+    protect = (req.model, req.vocab_file, req.calib_data, profile)
     out_dir = None
     if spec is not None:
-        out_dir = _default_out(req.model, spec.name) if req.out_dir is None else req.out_dir
+        out_dir = _default_out(req.model, spec.name, profile) if req.out_dir is None else req.out_dir
         check_output_dir(out_dir, req.force, protect=protect)
     t0 = time.perf_counter()
-    source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file,
-                         projection_activation=req.projection_activation)
-    graph = source.to_graph()
+    with step(f"loading {req.model}", req.progress):
+        source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file,
+                             projection_activation=req.projection_activation)
+        graph = source.to_graph()
     if req.verbose:
         echo(f"frontend: {source.kind} {req.model} -> {len(graph.nodes)} IR nodes "
              f"({(time.perf_counter() - t0) * 1e3:.0f} ms)", err=True)
@@ -113,8 +143,9 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
         from .frontend.ir_source import write_ir
         write_ir(req.emit_ir, graph, source.vocab)
     calib = _load_calibration(req.calib_data, source, req.calib_tokens, req.unk) if req.calib_data else None
-    graph = run_passes(graph, req.passes, calib, req.print_ir_after_all, req.verbose,
-                       needs=opts.needs() if opts is not None else frozenset())
+    with step("running the pass pipeline", req.progress):
+        graph = run_passes(graph, req.passes, calib, req.print_ir_after_all, req.verbose,
+                           needs=opts.needs() if opts is not None else frozenset())
     from .passes import MacReport, QuantizeReport
     q = graph.analyses.get(QuantizeReport)
     if q and q.ppl_before is not None:
@@ -129,16 +160,19 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
     elif req.report_path:
         raise EgruError("--report needs the count-macs pass in the pipeline, after the last transform")
     if spec is None:
-        return
+        return None
     options = dict(asdict(opts), target=spec.name, passes=req.passes, calib_data=req.calib_data,
                    calib_tokens=req.calib_tokens, unk=req.unk, calib_token_ids=calib, verbose=req.verbose)
-    with atomic_output_dir(out_dir, req.force, protect=protect) as tmp:
+    what = {"chip": "placement" + (", calibration simulation" if calib is not None else "")}.get(
+        spec.family, {"tvm": "TVM build of the kernels"}.get(spec.name, "writing the artifact"))
+    with atomic_output_dir(out_dir, req.force, protect=protect) as tmp, \
+            step(f"compiling for {spec.name} ({what})", req.progress):
         result = spec.compile_artifact(graph, source, tmp, options)
-    if result and result.get("summary"):
-        echo(result["summary"])
+    summary = (result or {}).get("summary")
     from .model import projection_line
     from .passes.utils import graph_projection_activation
     act = graph_projection_activation(graph)
-    if act is not None:
-        echo(f"projection: {projection_line(act)}")
-    echo(f"wrote {out_dir} ({spec.name}) in {time.perf_counter() - t0:.1f} s")
+    if act is not None:                       # EvNN's decoder projection: say which activation was compiled
+        summary = (summary + "\n" if summary else "") + f"projection: {projection_line(act)}"
+    return {"artifact": str(out_dir), "target": spec.name, "seconds": time.perf_counter() - t0,
+            "summary": summary, "result": result or {}, "projection_activation": act}

@@ -347,12 +347,13 @@ def test_train_projection_flag(tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code != 0 and "--projection" in res.output        # the tied-size rule names the way out
     for act in ("identity", "relu"):
-        res = CliRunner().invoke(main, args + ["--projection", "--projection-activation", act])
+        out = tmp_path / "out" / f"m_{act}.pt"
+        res = CliRunner().invoke(main, args[:-1] + [str(out), "--projection", "--projection-activation", act])
         assert res.exit_code == 0, res.output
-        ck = torch.load(tmp_path / "m.pt", weights_only=True)
+        ck = torch.load(out, weights_only=True)
         assert ck["config"]["projection"] is True and ck["config"]["projection_activation"] == act
         assert tuple(ck["state_dict"]["decoder.projection.weight"].shape) == (8, 10)
-        shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.pt")]).output
+        shown = CliRunner().invoke(main, ["inspect", str(out)]).output
         assert f"activation {act}" in shown
 
 

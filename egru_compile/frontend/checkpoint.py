@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from torch.nn.utils import prune
 from ..artifact import file_sha256
 from ..data import Vocabulary
 from ..errors import EgruError
+from ..fsio import atomic_write
 from ..model import DEFAULT_PROJECTION_ACTIVATION, PROJECTION_ACTIVATIONS, EGRUConfig, EGRULanguageModel
 
 FORMAT_TAG = "egru-compile/checkpoint"
@@ -40,6 +40,16 @@ FORMAT_VERSION = 1
 
 class CheckpointError(EgruError):
     """A checkpoint cannot be loaded; the message says why in one line."""
+
+
+class BaselineCheckpointError(CheckpointError):
+    """A dense GRU / LSTM baseline (`train --model gru|lstm`): it evaluates (`runtime.baseline_runner`) but
+    has no events to compile."""
+
+    def __init__(self, path: str, cell: str):
+        super().__init__(f"{path} is a dense {cell.upper()} baseline (train --model {cell}): it has no event "
+                         "units to compile; `egru-compile eval` evaluates it for comparison")
+        self.path, self.cell = path, cell
 
 
 @dataclass
@@ -79,17 +89,7 @@ class SourceModel:
 
 # ---------------------------------------------------------------------------------------------- saving
 def _atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), mkdir=True)
 
 
 def save_checkpoint(path: str | Path, model: EGRULanguageModel, vocab: Vocabulary | list[str] | None,
@@ -171,10 +171,18 @@ def validate_state_dict(sd, path: str) -> dict:
     return sd
 
 
+_LAYER_KEY = re.compile(r"^rnns\.(\d{1,9})\.")
+
+
 def _check_sizes(config: EGRUConfig, state_dict: dict, path: str) -> None:
     """Compare the shapes `config` declares with the stored tensors before anything of that size is allocated
     (the reference model is built on the meta device), so a small file cannot make the loader allocate a
-    model far larger than the weights it holds."""
+    model far larger than the weights it holds. The layer count is compared first, on the keys alone: a
+    config listing 200,000 layers is refused before a single layer (even a meta one) is built."""
+    stored = {int(m.group(1)) for k in state_dict if isinstance(k, str) and (m := _LAYER_KEY.match(k))}
+    n = len(config.hidden_sizes)
+    if n != len(stored) or (stored and max(stored) != n - 1):
+        raise CheckpointError(f"{path}: the config declares {n} layer(s), the weights hold {len(stored)}")
     with torch.device("meta"):
         ref = EGRULanguageModel(config).state_dict()
     missing = [k for k in ref if k not in state_dict and k + "_orig" not in state_dict]
@@ -405,6 +413,9 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
         raise CheckpointError(f"{path}: pickled module of type {type(obj).__name__} is not an EGRULanguageModel")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(obj).__name__}")
+    if obj.get("format") == "egru-compile/baseline-checkpoint":      # train.baselines.BASELINE_FORMAT
+        cfg = obj.get("config")
+        raise BaselineCheckpointError(path, str(cfg.get("cell", "gru")) if isinstance(cfg, dict) else "gru")
     if obj.get("format") == FORMAT_TAG:
         if obj.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')} is not supported "

@@ -221,10 +221,21 @@ def _resolve(manifest: dict):
     raise ArtifactError(f"no runner for target {target!r} (known: {known})")
 
 
-def read_vocab_file(path: Path) -> Vocabulary:
+#: largest vocabulary file read (a million words of up to 60 bytes)
+VOCAB_FILE_LIMIT = 64 << 20
+
+
+def read_vocab_file(path: Path, data: bytes | None = None) -> Vocabulary:
+    """The vocabulary file `path` of an artifact (one word per line); `data`: its bytes, already read and
+    checked (`artifact.read_verified`). Reads are bounded (`VOCAB_FILE_LIMIT`)."""
+    from ..fsio import FileError, read_bounded
     try:
-        words = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as e:
+        if data is None:
+            data = read_bounded(path, VOCAB_FILE_LIMIT, "vocabulary")
+        words = data.decode("utf-8").split("\n")
+    except FileError as e:
+        raise ArtifactError(str(e)) from None
+    except UnicodeDecodeError as e:
         raise ArtifactError(f"cannot read vocabulary {path}: {e}") from None
     if words and words[-1] == "":
         words.pop()
@@ -267,8 +278,17 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, projection_acti
         runner.projection_activation = act
     elif p.is_file():
         from ..frontend import load_source
+        from ..frontend.checkpoint import BaselineCheckpointError
         from .torch_runner import TorchRunner
-        source = load_source(p, trust=trust, vocab_file=vocab_file, projection_activation=projection_activation)
+        try:
+            source = load_source(p, trust=trust, vocab_file=vocab_file,
+                                 projection_activation=projection_activation)
+        except BaselineCheckpointError:                  # a dense GRU/LSTM baseline: evaluates, does not compile
+            from .baseline_runner import BaselineRunner
+            runner = BaselineRunner.from_file(p, **options)
+            if vocab_file is not None:
+                runner.vocab = Vocabulary.from_train_file(vocab_file)
+            return runner
         runner = (source.open_runner(**options) if hasattr(source, "open_runner")      # an IR file
                   else TorchRunner.from_source(source, **options))
         runner.projection_activation = getattr(source, "projection_activation", None)

@@ -90,16 +90,11 @@ class OnnxRunner(Runner):
 
     @classmethod
     def from_artifact(cls, path: Path, manifest: dict, **options) -> "OnnxRunner":
-        model = path / manifest.get("model", "model.onnx")
-        if not model.is_file():
-            raise ArtifactError(f"{path}: {model.name} is missing")
-        vocab = None
-        if manifest.get("vocab"):
-            vf = path / manifest["vocab"]
-            if not vf.is_file():
-                raise ArtifactError(f"{path}: vocabulary {manifest['vocab']} is missing")
-            vocab = read_vocab_file(vf)
-        return cls(str(model), manifest, vocab=vocab, path=path, **options)
+        from ..artifact import read_verified
+        # each file read once and checked against the sealed manifest; the session is built from those bytes
+        _, model = read_verified(path, manifest, "model", "model.onnx")
+        vocab = read_vocab_file(*read_verified(path, manifest, "vocab")) if manifest.get("vocab") else None
+        return cls(model, manifest, vocab=vocab, path=path, **options)
 
     # ------------------------------------------------------------------ buffers
     def _buf(self, name):

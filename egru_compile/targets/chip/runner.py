@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
-from . import load_program
-from .network import build_network
 from .profile import ChipProfile, load_profile
+from .program import load_program
 from .report import simulated_report
 from .simulate import ChipSimulator
 
@@ -36,27 +35,35 @@ def _profile_from_dict(d: dict) -> ChipProfile:
 class ChipRunner(Runner):
     def __init__(self, path: Path, manifest: dict, backend: str | None = None):
         super().__init__()
-        program = path / manifest.get("program", "program.npz")
-        if not program.is_file():
-            raise ArtifactError(f"{path}: program file {program.name} is missing")
+        import io
+
+        from ...artifact import read_verified
+        from ...fsio import FileError
+        # each file read once and checked against the sealed manifest, then used from those bytes
+        program, program_bytes = read_verified(path, manifest, "program", "program.npz")
         try:
-            stack, placement, dec_core_of = load_program(program, with_decoder=True)
+            stack, cores = load_program(io.BytesIO(program_bytes))
+        except FileError as e:
+            raise ArtifactError(str(e).replace("program.npz", str(program), 1)) from None
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
-        mapping = path / manifest.get("mapping", "mapping.json")
+        mapping, mapping_bytes = read_verified(path, manifest, "mapping", "mapping.json")
+        self.assumptions = None
         try:
-            profile = _profile_from_dict(json.loads(mapping.read_text())["profile"])
+            recorded = json.loads(mapping_bytes)
+            profile = _profile_from_dict(recorded["profile"])
+            self.assumptions = recorded.get("assumptions")
         except (OSError, ValueError, KeyError, TypeError):
             profile = load_profile(manifest.get("profile") or manifest["target"])
         self.target = manifest["target"]
         self.path = str(path)
         self.layer_sizes = stack.hidden_sizes
         self.vocab_size = stack.vocab_size
-        self.decoder = manifest.get("decoder") or ("chip" if dec_core_of is not None else "host")
+        self.decoder = manifest.get("decoder") or ("chip" if cores.decoder_core_of is not None else "host")
         if manifest.get("vocab"):
-            self.vocab = read_vocab_file(path / manifest["vocab"])
-        self.sim = ChipSimulator(stack, build_network(stack), placement, backend=backend, profile=profile,
-                                 multicast=manifest.get("router") == "multicast", dec_core_of=dec_core_of)
+            self.vocab = read_vocab_file(*read_verified(path, manifest, "vocab"))
+        self.sim = ChipSimulator(stack, cores, backend=backend, profile=profile,
+                                 multicast=manifest.get("router") == "multicast")
 
     @classmethod
     def from_artifact(cls, path, manifest, **options):
@@ -95,4 +102,4 @@ class ChipRunner(Runner):
 
     def extra_report(self) -> dict:
         """{"chip": per-token averages of the simulator's counters since the last reset}."""
-        return {"chip": simulated_report(self.sim, self.decoder)}
+        return {"chip": simulated_report(self.sim, self.decoder, self.assumptions)}

@@ -68,13 +68,18 @@ def save_weights(path: Path, stack: EGRUStack, int8: bool = False) -> None:
         np.savez(f, **arrays)
 
 
-def load_weights(path: Path):
+def load_weights(path: Path, data: bytes | None = None):
     """(embedding, layers, decoder weight, decoder bias, projection) of a weights.npz written by
     :func:`save_weights` (projection: None, or ((indptr, indices, data), bias) of EvNN's decoder projection);
-    a missing, corrupt or incomplete file is an ArtifactError."""
+    a missing, corrupt or incomplete file is an ArtifactError. `data`: the file's bytes, already read and
+    checked (`artifact.read_verified`), used instead of reading `path` again."""
+    import io
+
+    from ...fsio import BoundedNpz, FileError
     from ...runtime.base import ArtifactError
-    try:
-        with np.load(path, allow_pickle=False) as z:
+    src = io.BytesIO(data) if data is not None else path
+    try:     # an artifact's npz is stored uncompressed: its arrays can never inflate past the file's own size
+        with BoundedNpz(src, len(data) if data is not None else Path(path).stat().st_size, path) as z:
             emb = z["embedding"]
             layers = []
             for l in range(int(z["n_layers"])):
@@ -89,6 +94,8 @@ def load_weights(path: Path):
             proj = None
             if "projection_indptr" in z:
                 proj = (tuple(z[f"projection_{p}"] for p in ("indptr", "indices", "data")), z["projection_bias"])
+    except FileError as e:
+        raise ArtifactError(str(e)) from None
     except KeyError as e:
         raise ArtifactError(f"{path} is incomplete: no array {e.args[0].split()[0] if e.args else e}") from None
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
@@ -121,7 +128,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
         raise EgruError("target tvm needs Apache TVM: pip install apache-tvm==0.27.0.post1") from None
     from .precision import decoder_precision, resolve_weight_dtype
     from .spec import EGRUKernelSpec, default_target
-    from .step import build_egru_step
+    from .cache import step_library
     out_dir = Path(out_dir)
     stack = extract_stack(graph)
     wdt = resolve_weight_dtype(stack, options.get("weight_dtype"))
@@ -131,7 +138,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
                           projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt,
                           projection_activation=stack.projection_activation or "identity")
-    build_egru_step(spec, streams=True).export_library(str(out_dir / LIBRARY))   # weights packed by the runner
+    cached = step_library(spec, out_dir / LIBRARY, streams=True)   # weights packed by the runner
     compile_s = time.perf_counter() - t0
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
@@ -153,6 +160,6 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, index dtype "
                f"{spec.index_dtype}, embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}"
                f"{_projection_words(stack)}; "
-               f"kernels compiled in {compile_s:.1f} s for {tgt}\n{dec_record['note']}")
+               f"kernels {'copied from the compile cache' if cached else 'compiled'} in {compile_s:.1f} s for {tgt}\n{dec_record['note']}")
     (out_dir / "report.txt").write_text(summary + "\n")
     return {"summary": summary}
