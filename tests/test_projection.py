@@ -342,7 +342,7 @@ def test_train_projection_flag(tmp_path):
     for split in ("train", "valid", "test"):
         (tmp_path / f"{split}.txt").write_text((" ".join(WORDS) + "\n") * (split == "train") +
                                               "\n".join(" ".join(rng.choice(WORDS, 10)) for _ in range(30)) + "\n")
-    args = ["train", "--data", str(tmp_path), "--emb", "8", "--hidden", "12,10", "--epochs", "1", "--batch-size",
+    args = ["train", "--data-dir", str(tmp_path), "--emb", "8", "--hidden", "12,10", "--epochs", "1", "--batch-size",
             "2", "--bptt", "8", "--max-steps", "3", "--no-progress", "-o", str(tmp_path / "m.pt")]
     res = CliRunner().invoke(main, args)
     assert res.exit_code != 0 and "--projection" in res.output        # the tied-size rule names the way out
