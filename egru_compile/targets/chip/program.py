@@ -36,7 +36,7 @@ def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:
     if stack.projection is not None:        # EvNN's decoder projection (host), as stored (int8 + scales or f32)
         _put_sparse(arrays, "projection", stack.projection)
         arrays["projection_bias"] = np.asarray(stack.projection_bias, np.float32)
-        arrays["projection_activation"] = np.array(stack.projection_activation)
+        arrays["projection_activation"] = np.array(stack.projection_activation or "identity")   # str, no pickle
     for l, lw in enumerate(stack.layers):
         arrays[f"l{l}_core_of"] = cores.core_of[l]
         _put_sparse(arrays, f"l{l}_W", lw.W)
