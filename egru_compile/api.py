@@ -107,7 +107,8 @@ def _check_target_options(target: str | None, options: dict) -> None:
 
 def compile(model, target: str | None = None, out=None, *, calib_data=None, calib_tokens: int = 2000,
             vocab=None, unk: str | None = None, passes: str | None = None, force: bool = False,
-            trust: bool = False, verbose: bool = False, progress: bool = False, **target_options) -> "Artifact":
+            trust: bool = False, verbose: bool = False, progress: bool = False,
+            projection_activation: str | None = None, **target_options) -> "Artifact":
     """Compile `model` (project checkpoint, EvNN state_dict, torch.export .pt2 or IR file) for `target`
     (``egru-compile targets`` lists them; None with ``profile=FILE.toml``: a chip of your own) into folder
     `out` (default ``MODEL.TARGET`` in the current directory; ``MODEL.PROFILE`` with a profile file) and open it.
@@ -118,7 +119,8 @@ def compile(model, target: str | None = None, out=None, *, calib_data=None, cali
 
     `target_options` are the target's options (the CLI's ``--weight-dtype`` is ``weight_dtype=``). Errors raise
     `EgruError`; nothing is written unless the compile succeeds (an existing `out` is replaced only with
-    `force` and only when it is an egru-compile artifact)."""
+    `force` and only when it is an egru-compile artifact). `projection_activation` ("identity" / "relu"): the
+    activation of an EvNN state_dict's decoder projection (`frontend.load_source`)."""
     from .compile_driver import CompileRequest
     _check_target_options(target, target_options)
     req = CompileRequest(model=str(model), target=target, out_dir=None if out is None else str(out),
@@ -126,7 +128,8 @@ def compile(model, target: str | None = None, out=None, *, calib_data=None, cali
                          calib_data=None if calib_data is None else str(calib_data), calib_tokens=int(calib_tokens),
                          unk=unk, trust=trust, force=force, verbose=verbose, progress=progress,
                          target_values=dict(target_options),
-                         given=frozenset(k for k, v in target_options.items() if v is not None))
+                         given=frozenset(k for k, v in target_options.items() if v is not None),
+                         projection_activation=projection_activation)
     if calib_data is not None and not Path(calib_data).is_file():
         raise EgruError(f"calib_data: {calib_data} is not a file")
     info = compile_request(req, _echo_err if verbose else _silent)
@@ -156,7 +159,8 @@ def load(path, *, vocab=None, trust: bool = False, **runner_options) -> "Artifac
     """Open an artifact folder (runner chosen by its manifest), an IR file (``--emit-ir``), a source
     checkpoint (run by PyTorch) or a dense GRU / LSTM baseline of ``train --model gru|lstm``. `vocab`: a
     training text giving the vocabulary (EvNN state_dicts have none); `trust`: allow pickled checkpoints;
-    `runner_options` go to the runner (``threads=1`` for onnx). Errors raise `EgruError`."""
+    `runner_options` go to the runner (``threads=1`` for onnx) — ``projection_activation="identity" | "relu"``
+    to `runtime.open_artifact` (an EvNN state_dict's decoder projection). Errors raise `EgruError`."""
     from .runtime.base import open_artifact
     p = Path(path)
     runner = open_artifact(p, trust=trust, vocab_file=None if vocab is None else str(vocab), **runner_options)
@@ -271,13 +275,14 @@ class Artifact:
                                     unk=unk)["text"]
 
     def evaluate(self, text_or_path, batch_size: int = 1, max_tokens: int | None = None, *, unk: str | None = None,
-                 progress: bool = False) -> EvalResult:
+                 progress: bool = False, chunked: int | None = None) -> EvalResult:
         """Streaming perplexity, activity, MACs/token and tokens/s on a text file (a path, or a string without
         whitespace) or on a text itself (a string with whitespace that names no file; ``<eos>`` ends every
         line, as in the corpus). Words the
         vocabulary lacks map to `unk` (counted in ``unknown_words``) or raise `EgruError`; words found only
         in lower case are folded (``case_folded``). `batch_size` B cuts the text into B contiguous streams;
-        `max_tokens` uses the first N tokens; `progress` shows a progress bar / line on stderr."""
+        `max_tokens` uses the first N tokens; `progress` shows a progress bar / line on stderr; `chunked` (bptt):
+        EvNN's eval.py protocol (`runtime.evaluate`)."""
         from .progress import step
         from .runtime.evaluate import encode_eval_data, evaluate, text_report
         vocab = self._vocab()
@@ -292,7 +297,8 @@ class Artifact:
                                fold_case=True, is_text=is_text)
         tty = sys.stderr.isatty()
         with step(f"evaluating {len(enc.ids)} tokens on {self.target}", progress and not tty):
-            result = evaluate(self.runner, enc.ids, quiet=not progress, batch_size=batch_size)
+            result = evaluate(self.runner, enc.ids, quiet=not progress, batch_size=batch_size, chunked=chunked)
+        result["projection_activation"] = getattr(self.runner, "projection_activation", None)
         result |= text_report(enc)
         result["data"] = None if is_text else str(text_or_path)
         return EvalResult.from_dict(result)
@@ -302,7 +308,8 @@ def _no_eos():
     raise EgruError("the text has line breaks but the vocabulary has no <eos>")
 
 
-def inspect(path, *, core: int | None = None, links: bool = False, trust: bool = False) -> tuple[str, dict]:
+def inspect(path, *, core: int | None = None, links: bool = False, trust: bool = False,
+            projection_activation: str | None = None) -> tuple[str, dict]:
     """(text, JSON object) describing an artifact folder (its manifest; ``core`` / ``links``: chip details)
     or a source / baseline checkpoint (shapes and densities of its weights): what `egru-compile inspect`
     prints, without and with ``--json``."""
@@ -311,6 +318,12 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
         from .artifact import read_manifest
         from .targets.registry import for_manifest
         info = read_manifest(p)
+        from .runtime.base import artifact_projection_activation
+        act = artifact_projection_activation(info)
+        if projection_activation is not None and act is not None and projection_activation != act:
+            raise EgruError(f"{path} was compiled with projection activation {act}, not {projection_activation}")
+        if act is not None:
+            info = dict(info, projection_activation=act)
         if for_manifest(info) is None:
             raise EgruError(f"{path}: no target of this installation opens {info['target']!r} artifacts "
                             f"(format {info.get('format')!r})")
@@ -324,7 +337,7 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
     from .frontend import load_source
     from .frontend.checkpoint import BaselineCheckpointError
     try:
-        src = load_source(path, trust=trust)
+        src = load_source(path, trust=trust, projection_activation=projection_activation)
     except BaselineCheckpointError as e:
         from .runtime.baseline_runner import BaselineRunner
         r = BaselineRunner.from_file(path)
@@ -352,11 +365,14 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
                 data["weights"][f"rnns.{i}.{name}"] = {"shape": list(w.shape), "density": nnz / w.numel()}
         proj = getattr(src.model.decoder, "projection", None)
         if proj is not None:           # EvNN's projection decoder
+            from .model import projection_line
             nnz = int((proj.weight != 0).sum())
-            lines.append(f"decoder       E · relu(P · y + p) + b (tied E), P {tuple(proj.weight.shape)}  "
+            inner = "relu(P · y + p)" if cfg.projection_activation == "relu" else "(P · y + p)"
+            lines.append(f"decoder       E · {inner} + b (tied E), P {tuple(proj.weight.shape)}  "
                          f"density {nnz / proj.weight.numel():.4f}")
+            lines.append(f"projection    {projection_line(cfg.projection_activation)}")
             data["decoder"] = {"kind": "projection", "shape": list(proj.weight.shape),
-                               "density": nnz / proj.weight.numel()}
+                               "density": nnz / proj.weight.numel(), "activation": cfg.projection_activation}
         else:
             lines.append("decoder       E · y + b (tied to the embedding)")
             data["decoder"] = {"kind": "tied"}

@@ -26,6 +26,11 @@ from .errors import EgruError
 #: most tokens `generate --tokens` produces in one call
 MAX_GENERATE = 1_000_000
 
+#: ``--projection-activation``: wherever a state_dict is read (compile, eval, inspect, generate)
+_projection_activation = click.option(
+    "--projection-activation", "projection_activation", type=click.Choice(["identity", "relu"]),
+    help="activation of an EvNN state_dict's decoder projection: identity (EvNN >= 0.2.0, the default for EvNN "
+         "state_dicts) or relu (EvNN's 2023 code); project checkpoints record theirs")
 
 def _fail(msg: str, code: int = 1):
     click.echo(f"error: {msg}", err=True)
@@ -255,13 +260,14 @@ def _guard(debug: bool, quiet: bool, fn, *args, **kwargs):
 @click.option("--unk", help="map out-of-vocabulary words to this token")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the MAC report JSON here")
 @_target_options
+@_projection_activation
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace a previous egru-compile artifact at -o")
 @_output_options
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
 def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_ir, print_ir_after_all, calib_data,
-                calib_tokens, unk, report_path, trust_checkpoint, force, as_json, verbose, quiet, debug,
+                calib_tokens, unk, report_path, projection_activation, trust_checkpoint, force, as_json, verbose, quiet, debug,
                 **target_values):
     """Compile MODEL (project checkpoint, EvNN state_dict, torch.export .pt2 or IR file) for --target.
     -v adds pass timings; --json prints {"artifact", "target", "seconds", "summary", "result"}."""
@@ -275,7 +281,7 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
                          calib_tokens=calib_tokens, unk=unk, report_path=report_path, trust=trust_checkpoint,
                          force=force, verbose=verbose and not quiet, progress=_progress_wanted(quiet, as_json),
                          target_values=target_values,
-                         given=frozenset(given))
+                         given=frozenset(given), projection_activation=projection_activation)
 
     def echo(msg="", nl=True, err=False):
         if not (err and quiet):
@@ -346,21 +352,28 @@ def targets_cmd(as_json, verbose, quiet):
 @click.option("--unk", help="map out-of-vocabulary words to this token (counted as unknown words)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="cut the text into B contiguous streams, each evaluated from a zero state")
+@click.option("--chunked", "chunked", type=click.IntRange(min=1), metavar="BPTT",
+              help="EvNN's eval.py protocol: chunks of BPTT tokens (EvNN: 70), each layer's c reset to 0 and only "
+                   "its last y carried into the next chunk (default: the state carried whole)")
+@_projection_activation
 @_output_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, verbose, quiet, trust_checkpoint, debug):
+def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, chunked, projection_activation, as_json, verbose,
+             quiet, trust_checkpoint, debug):
     """Streaming perplexity, activity, MACs/token and unknown words of a compiled ARTIFACT dir, a source
     checkpoint or a dense gru/lstm baseline (train --model gru|lstm). -v adds cross-entropy, events/token,
     time and each stream's figures."""
     _guard(debug, quiet, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
-           batch_size, verbose)
+           batch_size, verbose, chunked, projection_activation)
 
 
-def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1, verbose=False):
+def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1, verbose=False,
+          chunked=None, projection_activation=None):
     from .api import load
-    res = load(artifact, vocab=vocab_file, trust=trust).evaluate(Path(data), batch_size=batch_size, max_tokens=max_tokens,
-                                                                 unk=unk, progress=_progress_wanted(quiet, as_json))
+    res = load(artifact, vocab=vocab_file, trust=trust, projection_activation=projection_activation).evaluate(
+        Path(data), batch_size=batch_size, max_tokens=max_tokens, unk=unk, progress=_progress_wanted(quiet, as_json),
+        chunked=chunked)
     result = res.to_dict()
     if res.case_folded and not as_json:         # (--json: the "case_folded" field says it)
         _note(f"{res.case_folded} word(s) of {data} folded to lower case (the vocabulary does not distinguish "
@@ -371,7 +384,8 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
     click.echo(f"target        {res.target}")
     click.echo(f"tokens        {res.tokens}" + (
         f" ({res.batch_size} streams; {result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else ""))
-    click.echo(f"perplexity    {res.perplexity:.4f}")
+    click.echo(f"perplexity    {res.perplexity:.4f}" + (
+        f" (EvNN's chunked protocol, bptt {result['bptt']})" if result.get("bptt") else ""))
     click.echo(f"words         {res.words}; unknown {res.unknown_words} ({100 * res.unknown_share:.2f} %"
                + (f", mapped to {unk}" if unk and res.unknown_words else "") + ")"
                + (f"; {res.case_folded} folded to lower case" if res.case_folded else "")
@@ -379,6 +393,9 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
                   if res.unk_in_text else ""))
     click.echo(f"MACs/token    {res.macs_per_token:.1f}")
     click.echo("activity      " + " ".join(f"{a:.4f}" for a in res.activity))
+    if result.get("projection_activation"):
+        from .model import projection_line
+        click.echo(f"projection    {projection_line(result['projection_activation'])}")
     if res.tokens_per_second:
         click.echo(f"tokens/s      {res.tokens_per_second:,.0f} ({1e6 / res.tokens_per_second:,.1f} "
                    "µs/token, whole token incl. decoder and log-softmax)")
@@ -408,17 +425,19 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
               help="random seed of the sampler")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--unk", help="map out-of-vocabulary prompt words to this token")
+@_projection_activation
 @_output_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_file, unk, as_json, verbose, quiet,
-                 trust_checkpoint, debug):
+def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_file, unk, projection_activation, as_json,
+                 verbose, quiet, trust_checkpoint, debug):
     """Generate text after --prompt with a compiled ARTIFACT dir, a source checkpoint or a gru/lstm baseline.
     -v adds the token ids (stderr)."""
     from .api import load
 
     def run():
-        return load(artifact, vocab=vocab_file, trust=trust_checkpoint).generate_result(
+        return load(artifact, vocab=vocab_file, trust=trust_checkpoint,
+                    projection_activation=projection_activation).generate_result(
             prompt, n_tokens, temperature=temperature, top_k=top_k or None, seed=seed, unk=unk)
     result = _guard(debug, quiet, run)
     if result["case_folded"] and not as_json:     # (--json: the "case_folded" field says it)
@@ -433,14 +452,16 @@ def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_fil
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--core", type=int, help="details of one core (chip targets)")
 @click.option("--links", is_flag=True, help="the busiest mesh links (chip targets)")
+@_projection_activation
 @_output_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def inspect_cmd(path, core, links, as_json, verbose, quiet, trust_checkpoint, debug):
+def inspect_cmd(path, core, links, projection_activation, as_json, verbose, quiet, trust_checkpoint, debug):
     """Describe a compiled artifact directory or a source checkpoint. --json prints the manifest (artifacts;
     with --core / --links that part of mapping.json) or the checkpoint's shapes; -v lists the artifact's files."""
     from .api import inspect
-    text, data = _guard(debug, quiet, inspect, path, core=core, links=links, trust=trust_checkpoint)
+    text, data = _guard(debug, quiet, inspect, path, core=core, links=links, trust=trust_checkpoint,
+                        projection_activation=projection_activation)
     if as_json:
         _echo_json(data)
         return

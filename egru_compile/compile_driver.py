@@ -37,6 +37,7 @@ class CompileRequest:
     progress: bool = False                                  # progress lines on stderr for steps over ~2 s
     target_values: dict = field(default_factory=dict)      # every target option's value (defaults included)
     given: frozenset = frozenset()                          # the target options the user set
+    projection_activation: str | None = None   # EvNN decoder projection: "identity" / "relu" (None: see load_source)
 
 
 def resolve_target(req: CompileRequest):
@@ -130,7 +131,8 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
         check_output_dir(out_dir, req.force, protect=protect)
     t0 = time.perf_counter()
     with step(f"loading {req.model}", req.progress):
-        source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file)
+        source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file,
+                             projection_activation=req.projection_activation)
         graph = source.to_graph()
     if req.verbose:
         echo(f"frontend: {source.kind} {req.model} -> {len(graph.nodes)} IR nodes "
@@ -166,5 +168,11 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
     with atomic_output_dir(out_dir, req.force, protect=protect) as tmp, \
             step(f"compiling for {spec.name} ({what})", req.progress):
         result = spec.compile_artifact(graph, source, tmp, options)
+    summary = (result or {}).get("summary")
+    from .model import projection_line
+    from .passes.utils import graph_projection_activation
+    act = graph_projection_activation(graph)
+    if act is not None:                       # EvNN's decoder projection: say which activation was compiled
+        summary = (summary + "\n" if summary else "") + f"projection: {projection_line(act)}"
     return {"artifact": str(out_dir), "target": spec.name, "seconds": time.perf_counter() - t0,
-            "summary": (result or {}).get("summary"), "result": result or {}}
+            "summary": summary, "result": result or {}, "projection_activation": act}

@@ -1,5 +1,7 @@
 """EvNN's two language-model configurations compile for every target: the tied decoder (last layer = embedding
-size) and the projection decoder ``logits = E · relu(P · y_last + p) + b`` (every layer any size).
+size) and the projection decoder ``logits = E · a(P · y_last + p) + b`` (every layer any size), with both
+projection activations: a = identity (EvNN >= 0.2.0, the default for EvNN state_dicts) and a = relu (EvNN's
+March-2023 code, ``--projection-activation relu``).
 
 The reference is written here, in numpy, from EvNN's equations (not the project's model class), on a
 state_dict laid out as EvNN saves it — including its training-only buffers (``rnns.{l}.dampening_factor``,
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -73,8 +76,10 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def reference(sd, hidden, ids):
-    """EvNN's equations step by step: (perplexity, RNN MACs/token, projection MACs/token or None)."""
+def reference(sd, hidden, ids, activation="identity", bptt=None):
+    """EvNN's equations step by step: (perplexity, RNN MACs/token, projection MACs/token or None);
+    `activation` of the projection: identity (EvNN 0.2.0's ``nn.Linear``) or relu (its 2023 code); `bptt`:
+    EvNN's chunked evaluation (every `bptt` predictions each layer's c restarts from 0, its y is kept)."""
     emb = _np(sd, "embeddings.weight")
     P = None
     if any(k.startswith("decoder.projection.weight") for k in sd):
@@ -89,6 +94,8 @@ def reference(sd, hidden, ids):
     y = [np.zeros(h) for h in hidden]
     nll = macs = pmacs = 0.0
     for t in range(len(ids) - 1):
+        if bptt and t and t % bptt == 0:
+            c = [np.zeros(h) for h in hidden]
         x = emb[ids[t]]
         x_dense = True
         for l, (L, h) in enumerate(zip(lay, hidden)):
@@ -108,7 +115,9 @@ def reference(sd, hidden, ids):
             x, x_dense = y[l], False
         if P is not None:
             pmacs += np.count_nonzero(P[:, x != 0])
-            x = np.maximum(P @ x + p, 0.0)
+            x = P @ x + p
+            if activation == "relu":
+                x = np.maximum(x, 0.0)
         logits = D @ x + d
         m = logits.max()
         nll += m + math.log(np.exp(logits - m).sum()) - logits[ids[t + 1]]
@@ -116,13 +125,18 @@ def reference(sd, hidden, ids):
     return math.exp(nll / T), macs / T, (pmacs / T if P is not None else None)
 
 
-CONFIGS = {"projection": ([32, 24], True), "tied": ([32, E], False)}
+#: name -> (hidden sizes, projection activation or None for the tied decoder)
+CONFIGS = {"projection": ([32, 24], "identity"), "projection-relu": ([32, 24], "relu"), "tied": ([32, E], None)}
+
+
+_ACT: dict = {}          # fixture directory -> its projection activation
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def evnn(request, tmp_path_factory):
     name = request.param
-    hidden, projection = CONFIGS[name]
+    hidden, act = CONFIGS[name]
+    projection = act is not None
     d = tmp_path_factory.mktemp(f"evnn_{name}")
     sd = evnn_state_dict(hidden, projection, masked=projection)
     torch.save(sd, d / "evnn.pt")
@@ -130,15 +144,26 @@ def evnn(request, tmp_path_factory):
     (d / "train.txt").write_text(" ".join(WORDS) + "\n")
     (d / "test.txt").write_text("\n".join(" ".join(rng.choice(WORDS, 12)) for _ in range(25)) + "\n")
     ids = Vocabulary.from_train_file(d / "train.txt").encode_file(d / "test.txt")
-    return d, sd, hidden, ids, reference(sd, hidden, ids)
+    _ACT[d] = act
+    return d, sd, hidden, ids, reference(sd, hidden, ids, act or "identity")
+
+
+def _act_flag(d):
+    """relu is asked for; identity is the EvNN default (no flag: the compiler says so in one line)."""
+    return ["--projection-activation", "relu"] if _ACT[d] == "relu" else []
 
 
 def _compile(d, target, *extra):
     out = d / f"out_{target}{''.join(extra).replace('-', '_')}"
-    res = CliRunner().invoke(main, [str(d / "evnn.pt"), "--vocab", str(d / "train.txt"), "--target", target,
-                                    "-o", str(out), "--force", "--calib-data", str(d / "test.txt"),
-                                    "--report", str(d / f"macs_{target}.json"), *extra])
+    with warnings.catch_warnings(record=True) as seen:          # the CLI prints them as "warning: ..." lines
+        res = CliRunner().invoke(main, [str(d / "evnn.pt"), "--vocab", str(d / "train.txt"), "--target", target,
+                                        "-o", str(out), "--force", "--calib-data", str(d / "test.txt"),
+                                        "--report", str(d / f"macs_{target}.json"), *_act_flag(d), *extra])
     assert res.exit_code == 0, res.output
+    notice = [str(w.message) for w in seen if "--projection-activation relu" in str(w.message)]
+    assert len(notice) == (1 if _ACT[d] == "identity" else 0), notice   # the default is named, once
+    if _ACT[d]:
+        assert f"activation {_ACT[d]}" in res.output
     return out, json.loads((d / f"macs_{target}.json").read_text())
 
 
@@ -162,15 +187,25 @@ def test_reference_is_not_trivial(evnn):
 
 def test_source_and_onnx_match_reference(evnn):
     d, sd, hidden, ids, ref = evnn
-    r = evaluate(open_artifact(d / "evnn.pt", vocab_file=d / "train.txt"), ids, quiet=True)
+    r = evaluate(open_artifact(d / "evnn.pt", vocab_file=d / "train.txt", projection_activation=_ACT[d]), ids,
+                 quiet=True)
     assert abs(r["perplexity"] / ref[0] - 1) < 1e-3 and r["macs_per_token"] == pytest.approx(ref[1], abs=1e-9)
     out, rep = _compile(d, "onnx")
     _check(out, ids, ref)
     man = json.loads((out / "manifest.json").read_text())
     assert man["projection"] == rep.get("projection")                 # the MAC report's decoder-side entry
-    assert man["lowering"]["dense_matvecs"] == 0      # projection event-gated; the decoder skips relu's zeros
+    assert man["projection_activation"] == _ACT[d]
+    # the projection is event-gated; with relu the decoder skips relu's zeros, with identity its input is
+    # graded and signed, so the decoder is the one dense product
+    assert man["lowering"]["dense_matvecs"] == (1 if _ACT[d] == "identity" else 0)
     shown = CliRunner().invoke(main, ["inspect", str(out)]).output
     assert ("projection" in shown) == (ref[2] is not None)
+    assert (f"activation {_ACT[d]}" in shown) == (_ACT[d] is not None)
+    if _ACT[d]:
+        other = "identity" if _ACT[d] == "relu" else "relu"       # an artifact's activation is compiled in
+        res = CliRunner().invoke(main, ["eval", str(out), "--data", str(d / "test.txt"), "--projection-activation",
+                                        other])
+        assert res.exit_code == 1 and res.output.startswith("error: ") and "recompile" in res.output
     # count-macs on the calibration text: RNN total = the reference; the projection on the decoder side
     assert rep["calib_tokens"] == len(ids)
     T = len(ids) - 1
@@ -184,6 +219,7 @@ def test_source_and_onnx_match_reference(evnn):
         P = _np(sd, "decoder.projection.weight_orig") * _np(sd, "decoder.projection.weight_mask")
         nnz = int(np.count_nonzero(P))
         assert pj["nnz"] == pj["static"] == nnz and pj["shape"] == [E, hidden[-1]]   # prune mask folded
+        assert pj["activation"] == _ACT[d]
         assert pj["dynamic"] * len(ids) == pytest.approx(ref_all[2] * len(ids), abs=1e-6)
         assert rep["decoder_macs_per_token"] == V * E + nnz
         assert [m["role"] for m in rep["matrices"]].count("projection") == 1
@@ -209,20 +245,21 @@ def test_loihi_like_matches_reference(evnn):
         assert "projection_macs" not in host
     else:
         assert host["projection_macs"] == pytest.approx(ref[2], abs=1e-9)       # event-gated, on the host
+        assert host["projection_activation"] == _ACT[d] and m["decoder"]["host"]["projection_activation"] == _ACT[d]
         assert m["decoder"]["host"]["projection_macs_static"] == host["projection_macs_static"]
         res = CliRunner().invoke(main, [str(d / "evnn.pt"), "--vocab", str(d / "train.txt"), "--target",
                                         "loihi-like", "--float-weights", "--decoder", "chip", "-o",
-                                        str(d / "chipdec"), "--force"])
+                                        str(d / "chipdec"), "--force", *_act_flag(d)])
         assert res.exit_code == 1 and "error: --decoder chip" in res.output and "projection" in res.output
 
 
 # ------------------------------------------------------------------------------------------------ frontends
-def _projection_model(seed=3):
+def _projection_model(seed=3, activation="identity"):
     from torch.nn.utils import prune
 
     from egru_compile.model import EGRUConfig, EGRULanguageModel
     torch.manual_seed(seed)
-    m = EGRULanguageModel(EGRUConfig(V, E, [20, 12], projection=True))
+    m = EGRULanguageModel(EGRUConfig(V, E, [20, 12], projection=True, projection_activation=activation))
     with torch.no_grad():
         for layer in m.rnns:
             layer.thr.uniform_(0.02, 0.2)
@@ -251,21 +288,24 @@ def _torch_macs(model, ids):
     return macs, pm
 
 
-def test_project_checkpoint_and_export_with_projection(tmp_path):
+@pytest.mark.parametrize("activation", ["identity", "relu"])
+def test_project_checkpoint_and_export_with_projection(tmp_path, activation):
     from egru_compile.frontend import export_step, save_checkpoint
     from egru_compile.frontend.trace import trace_model
     from egru_compile.ir.parser import parse_ir
     from egru_compile.ir.printer import print_graph, resource_arrays
     from egru_compile.passes import MacReport, PassManager, PassOptions
     from egru_compile.passes.testing import max_abs_diff
-    model = _projection_model()
+    model = _projection_model(activation=activation)
     words = WORDS + ["<eos>"]
     save_checkpoint(tmp_path / "m.pt", model, words)
-    sd = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    sd = ck["state_dict"]
     assert "decoder.projection.weight_mask" in sd and "decoder.projection.weight_orig" in sd
+    assert ck["config"]["projection_activation"] == activation            # recorded in the checkpoint
     ids = np.random.default_rng(4).integers(0, V, 60)
     g = trace_model(model)
-    assert [n.op for n in g.nodes].count("relu") == 1
+    assert [n.op for n in g.nodes].count("relu") == (activation == "relu")
     opt = PassManager("default", PassOptions(calib_tokens=ids)).run(g)
     proj = [n for n in opt.nodes if n.op == "event_matvec" and n.attrs.get("role") == "projection"]
     assert len(proj) == 1                                       # event-gated like any other product
@@ -278,7 +318,7 @@ def test_project_checkpoint_and_export_with_projection(tmp_path):
     assert max_abs_diff(g, opt, steps=30) <= 1e-5
     # the IR text of the projection graph parses back
     text = print_graph(opt, words)
-    assert "relu(" in text and 'role="projection"' in text
+    assert ("relu(" in text) == (activation == "relu") and 'role="projection"' in text
     assert print_graph(parse_ir(text, resource_arrays(opt, words)).graph, words) == text
     # a torch.export program of the same step compiles to the same logits
     torch.export.save(export_step(model, [20, 12]), tmp_path / "step.pt2")
@@ -293,7 +333,8 @@ def test_project_checkpoint_and_export_with_projection(tmp_path):
         r = evaluate(open_artifact(out), test_ids, quiet=True)
         assert abs(r["perplexity"] / want["perplexity"] - 1) < 1e-5 and r["macs_per_token"] == want["macs_per_token"]
     res = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.pt")])
-    assert res.exit_code == 0 and "relu(P · y + p)" in res.output and f"density {mask.mean():.4f}" in res.output
+    assert res.exit_code == 0 and f"density {mask.mean():.4f}" in res.output
+    assert ("relu(P · y + p)" in res.output) == (activation == "relu") and f"activation {activation}" in res.output
 
 
 def test_train_projection_flag(tmp_path):
@@ -301,15 +342,19 @@ def test_train_projection_flag(tmp_path):
     for split in ("train", "valid", "test"):
         (tmp_path / f"{split}.txt").write_text((" ".join(WORDS) + "\n") * (split == "train") +
                                               "\n".join(" ".join(rng.choice(WORDS, 10)) for _ in range(30)) + "\n")
-    args = ["train", "--data", str(tmp_path), "--emb", "8", "--hidden", "12,10", "--epochs", "1", "--batch-size",
+    args = ["train", "--data-dir", str(tmp_path), "--emb", "8", "--hidden", "12,10", "--epochs", "1", "--batch-size",
             "2", "--bptt", "8", "--max-steps", "3", "--no-progress", "-o", str(tmp_path / "m.pt")]
     res = CliRunner().invoke(main, args)
     assert res.exit_code != 0 and "--projection" in res.output        # the tied-size rule names the way out
-    res = CliRunner().invoke(main, args + ["--projection"])
-    assert res.exit_code == 0, res.output
-    ck = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert ck["config"]["projection"] is True
-    assert tuple(ck["state_dict"]["decoder.projection.weight"].shape) == (8, 10)
+    for act in ("identity", "relu"):
+        out = tmp_path / "out" / f"m_{act}.pt"
+        res = CliRunner().invoke(main, args[:-1] + [str(out), "--projection", "--projection-activation", act])
+        assert res.exit_code == 0, res.output
+        ck = torch.load(out, weights_only=True)
+        assert ck["config"]["projection"] is True and ck["config"]["projection_activation"] == act
+        assert tuple(ck["state_dict"]["decoder.projection.weight"].shape) == (8, 10)
+        shown = CliRunner().invoke(main, ["inspect", str(out)]).output
+        assert f"activation {act}" in shown
 
 
 @pytest.mark.parametrize("break_it, message", [
@@ -327,3 +372,47 @@ def test_malformed_projection_state_dicts_are_one_line_errors(tmp_path, break_it
                                     "onnx", "-o", str(tmp_path / "out")])
     assert res.exit_code == 1 and res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
     assert re.search(message, res.output), res.output
+
+
+def test_chunked_protocol_matches_reference(evnn):
+    """``eval --chunked BPTT`` (EvNN's eval.py): source, onnx and the IR interpreter against the reference with
+    c restarting from zero every BPTT predictions (y kept); the streaming protocol differs from it."""
+    from egru_compile.runtime.torch_runner import GraphRunner
+    d, sd, hidden, ids, ref = evnn
+    act = _ACT[d] or "identity"
+    want = reference(sd, hidden, ids, act, bptt=7)
+    assert abs(want[0] / ref[0] - 1) > 1e-4                       # the protocols really differ here
+    out = d / "out_onnx"                       # compiled by the onnx test (with this fixture's activation)
+    if not out.is_dir():
+        out, _ = _compile(d, "onnx")
+    src = open_artifact(d / "evnn.pt", vocab_file=d / "train.txt", projection_activation=_ACT[d])
+    from egru_compile.frontend import load_source
+    graph = load_source(d / "evnn.pt", vocab_file=d / "train.txt", projection_activation=_ACT[d]).to_graph()
+    for runner in (src, open_artifact(out), GraphRunner(graph)):
+        r = evaluate(runner, ids, quiet=True, chunked=7)
+        assert r["protocol"] == "evnn-chunked" and r["bptt"] == 7
+        assert abs(r["perplexity"] / want[0] - 1) < 1e-3, (runner.target, r["perplexity"], want[0])
+        assert r["macs_per_token"] * r["tokens"] == pytest.approx(want[1] * r["tokens"], abs=1e-6)
+    res = CliRunner().invoke(main, ["eval", str(out), "--data", str(d / "test.txt"), "--chunked", "7",
+                                    "--batch-size", "2"])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and "--batch-size 1" in res.output
+
+
+def test_projection_activation_sources(tmp_path):
+    """A project checkpoint written before the activation was recorded reads as relu (what egru-compile then
+    computed); an explicit flag overrides a recorded value (one warning); a graph source refuses the flag."""
+    from egru_compile.frontend import export_step, load_source, save_checkpoint
+    model = _projection_model(activation="relu")
+    save_checkpoint(tmp_path / "m.pt", model, WORDS + ["<eos>"])
+    ck = torch.load(tmp_path / "m.pt", weights_only=True)
+    del ck["config"]["projection_activation"]
+    torch.save(ck, tmp_path / "old.pt")
+    assert load_source(tmp_path / "old.pt").projection_activation == "relu"
+    with pytest.warns(UserWarning, match="records relu"):
+        assert load_source(tmp_path / "m.pt", projection_activation="identity").projection_activation == "identity"
+    torch.export.save(export_step(model, [20, 12]), tmp_path / "step.pt2")
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "step.pt2"), "--trust-checkpoint",
+                                    "--projection-activation", "relu"])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and "state_dicts only" in res.output
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.pt"), "--projection-activation", "tanh"])
+    assert res.exit_code == 2 and res.output.startswith("error: ")

@@ -10,7 +10,8 @@ Supported sources (detected from content, not file name):
   ``decoder.decoder.weight``, ``decoder.decoder.bias``, and with EvNN's ``--projection`` also
   ``decoder.projection.weight`` [emb, h_last] / ``decoder.projection.bias`` (then every layer may have any
   size); other buffers (``rnns.{l}.dampening_factor``, ``rnns.{l}.pseudo_derivative_support``: training
-  only) are ignored. Vocabulary from ``--vocab``.
+  only) are ignored. Vocabulary from ``--vocab``. The projection's activation is not in the state_dict:
+  ``projection_activation`` ("identity", EvNN >= 0.2.0 and the default, or "relu", EvNN's 2023 code).
 * **torch.export program** (``.pt2``) of an EGRU step (see `trace.export_step` for the signature).
 
 ``torch.load`` always runs with ``weights_only=True``; a pickled module is refused unless ``trust=True``.
@@ -32,7 +33,7 @@ from ..artifact import file_sha256
 from ..data import Vocabulary
 from ..errors import EgruError
 from ..fsio import atomic_write
-from ..model import EGRUConfig, EGRULanguageModel
+from ..model import DEFAULT_PROJECTION_ACTIVATION, PROJECTION_ACTIVATIONS, EGRUConfig, EGRULanguageModel
 
 FORMAT_TAG = "egru-compile/checkpoint"
 FORMAT_VERSION = 1
@@ -71,6 +72,13 @@ class SourceModel:
         sig = self.exported.graph_signature
         vals = {n.name: n.meta.get("val") for n in self.exported.graph.nodes if n.op == "placeholder"}
         return [int(vals[name].shape[-1]) for name in sig.user_inputs[1::2]]
+
+    @property
+    def projection_activation(self) -> str | None:
+        """The decoder projection's activation ("identity" / "relu"; None without a projection or a model)."""
+        if self.model is None or not self.model.config.projection:
+            return None
+        return self.model.config.projection_activation
 
     def to_graph(self):
         """Trace into the IR (torch.export of the step, then ATen pattern matching); its constants and value
@@ -320,7 +328,7 @@ _EVNN_LAYER = re.compile(r"^rnns\.(\d+)\.(kernel|recurrent_kernel|bias|recurrent
 _EVNN_PROJECTION = re.compile(r"^decoder\.projection\.(weight|bias)(_orig|_mask)?$")
 
 
-def evnn_config_from_state_dict(sd: dict, path: str) -> EGRUConfig:
+def evnn_config_from_state_dict(sd: dict, path: str, projection_activation: str | None = None) -> EGRUConfig:
     if "embeddings.weight" not in sd:
         raise CheckpointError(f"{path}: EvNN state_dict lacks embeddings.weight")
     if sd["embeddings.weight"].dim() != 2:
@@ -359,13 +367,24 @@ def evnn_config_from_state_dict(sd: dict, path: str) -> EGRUConfig:
                                   "decoder.projection.bias")
     try:
         return EGRUConfig(vocab_size=int(vocab_size), embedding_size=int(emb), hidden_sizes=hidden,
-                          projection=projection)
+                          projection=projection,
+                          projection_activation=projection_activation or DEFAULT_PROJECTION_ACTIVATION)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
 
 
-def _load_evnn(sd: dict, path: str, vocab: Vocabulary | None) -> EGRULanguageModel:
-    config = evnn_config_from_state_dict(sd, path)
+def _no_activation_for(path: str, what: str, value: str | None) -> None:
+    if value is not None:
+        raise CheckpointError(f"{path} is {what}, whose decoder is part of its graph: --projection-activation "
+                              "applies to state_dicts only")
+
+
+def _load_evnn(sd: dict, path: str, vocab: Vocabulary | None,
+               projection_activation: str | None = None) -> EGRULanguageModel:
+    config = evnn_config_from_state_dict(sd, path, projection_activation)
+    if config.projection and projection_activation is None:
+        warnings.warn(f"{path}: EvNN decoder projection read as identity (EvNN >= 0.2.0); "
+                      "--projection-activation relu for EvNN's 2023 code", stacklevel=3)
     dec = sd.get("decoder.decoder.weight")
     if dec is not None and not torch.equal(dec, sd["embeddings.weight"]):
         raise CheckpointError(f"{path}: decoder.decoder.weight differs from embeddings.weight; "
@@ -384,13 +403,38 @@ def _load_evnn(sd: dict, path: str, vocab: Vocabulary | None) -> EGRULanguageMod
     return _build(config, keep, path)
 
 
-def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | None = None) -> SourceModel:
-    """Load any supported source; raises CheckpointError with a one-line reason."""
+def check_projection_activation(value: str | None) -> str | None:
+    if value is not None and value not in PROJECTION_ACTIVATIONS:
+        raise CheckpointError(f"projection activation must be one of {', '.join(PROJECTION_ACTIVATIONS)}, "
+                              f"got {value!r}")
+    return value
+
+
+def _set_projection_activation(model: EGRULanguageModel, value: str | None, path: str) -> None:
+    """Apply an explicit ``projection_activation`` to a model whose config recorded one (a project checkpoint,
+    a pickled module); a value that differs from the recorded one is said in one warning."""
+    if value is None or not model.config.projection or value == model.config.projection_activation:
+        return
+    warnings.warn(f"{path}: projection activation {value} (the checkpoint records "
+                  f"{model.config.projection_activation})", stacklevel=3)
+    model.config.projection_activation = value
+    model.decoder.projection_activation = value
+
+
+def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | None = None,
+                projection_activation: str | None = None) -> SourceModel:
+    """Load any supported source; raises CheckpointError with a one-line reason.
+
+    `projection_activation` ("identity" | "relu" | None): the activation of EvNN's decoder projection, which
+    a state_dict does not record (None: identity for an EvNN state_dict, the recorded one for a project
+    checkpoint). An IR file or exported program states its decoder itself, so a value is refused there."""
     path = str(path)
+    check_projection_activation(projection_activation)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     from .ir_source import is_ir_file, load_ir_source
     if is_ir_file(path):                    # IR text (`egru-compile --emit-ir`)
+        _no_activation_for(path, "an IR file", projection_activation)
         return load_ir_source(path, vocab_file)
     sha = file_sha256(path)
     vocab = Vocabulary.from_train_file(vocab_file) if vocab_file else None
@@ -398,6 +442,7 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+            _no_activation_for(path, "a torch.export program", projection_activation)
             if not trust:
                 raise CheckpointError(
                     f"{path} is a torch.export program: loading it unpickles its members, which could run "
@@ -412,6 +457,7 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
     obj = _torch_load(path, trust)
     if isinstance(obj, EGRULanguageModel):
         obj.eval()
+        _set_projection_activation(obj, projection_activation, path)
         _check_finite(obj, path)                 # the content checks a project checkpoint's weights pass
         check_preactivation_range(obj, path)
         return SourceModel("pickled-module", path, sha, model=obj, vocab=vocab)
@@ -437,6 +483,7 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise CheckpointError(f"{path}: bad config: {_first_line(e)}") from None
         model = _build(config, dict(validate_state_dict(obj["state_dict"], path)), path)
+        _set_projection_activation(model, projection_activation, path)
         words = obj.get("vocab")
         if words is not None and (not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words)):
             raise CheckpointError(f"{path}: vocab must be a list of strings")
@@ -451,5 +498,6 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
     sd = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
     if any(isinstance(k, str) and _EVNN_LAYER.match(k) for k in sd):
         validate_state_dict(sd, path)
-        return SourceModel("evnn-state-dict", path, sha, model=_load_evnn(sd, path, vocab), vocab=vocab)
+        return SourceModel("evnn-state-dict", path, sha, model=_load_evnn(sd, path, vocab, projection_activation),
+                           vocab=vocab)
     raise CheckpointError(f"{path}: not an egru-compile checkpoint, EvNN state_dict or exported program")

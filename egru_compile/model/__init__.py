@@ -1,6 +1,7 @@
 """PyTorch EGRU model (EvNN layout)."""
-from .egru import (EGRUConfig, EGRULanguageModel, EGRULayer, SpikeFunction, StepModule, TiedDecoder,
-                   heaviside)
+from .egru import (DEFAULT_PROJECTION_ACTIVATION, LEGACY_PROJECTION_ACTIVATION, PROJECTION_ACTIVATIONS, EGRUConfig,
+                   EGRULanguageModel, EGRULayer, SpikeFunction, StepModule, TiedDecoder, heaviside, projection_line)
 
-__all__ = ["EGRUConfig", "EGRULanguageModel", "EGRULayer", "SpikeFunction", "StepModule", "TiedDecoder",
-           "heaviside"]
+__all__ = ["DEFAULT_PROJECTION_ACTIVATION", "LEGACY_PROJECTION_ACTIVATION", "PROJECTION_ACTIVATIONS", "EGRUConfig",
+           "EGRULanguageModel", "EGRULayer", "SpikeFunction", "StepModule", "TiedDecoder", "heaviside",
+           "projection_line"]

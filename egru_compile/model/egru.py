@@ -14,8 +14,10 @@ Per layer (gate order z, r, g):
 
 Decoder (EvNN's two configurations): without projection the last layer has the embedding size and
 ``logits = E · y_last + b`` (E the embedding table, tied); with ``projection=True`` every layer may have
-any size and ``logits = E · relu(P · y_last + p) + b`` (``decoder.projection.weight`` P [emb, h_last],
-``decoder.projection.bias`` p [emb]).
+any size and ``logits = E · a(P · y_last + p) + b`` (``decoder.projection.weight`` P [emb, h_last],
+``decoder.projection.bias`` p [emb]) where the projection activation ``a`` is ``projection_activation``:
+``"identity"`` (EvNN >= 0.2.0, the default: a plain ``nn.Linear``) or ``"relu"`` (EvNN's March-2023 code,
+``F.relu(self.projection(x))``). A state_dict does not say which of the two trained it.
 
 `EGRULanguageModel.step` is the streaming single-token function the compiler traces; `forward` runs a
 whole sequence and gives exactly the same result as a loop over `step`.
@@ -26,6 +28,21 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+
+
+#: the decoder projection's activation: "identity" = EvNN >= 0.2.0 (May 2024), "relu" = EvNN's 2023 code
+PROJECTION_ACTIVATIONS = ("identity", "relu")
+DEFAULT_PROJECTION_ACTIVATION = "identity"
+#: what a project checkpoint / artifact with a projection but no recorded activation was built with
+#: (egru-compile applied relu before the activation became an option)
+LEGACY_PROJECTION_ACTIVATION = "relu"
+
+
+def projection_line(activation: str) -> str:
+    """One line naming the decoder projection's activation (inspect, reports)."""
+    if activation == "relu":
+        return "relu(P · y + p), activation relu (EvNN's 2023 code; --projection-activation relu)"
+    return "P · y + p, activation identity (EvNN >= 0.2.0; --projection-activation identity)"
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -131,9 +148,13 @@ class EGRUConfig:
     dampening: float = 0.7
     support: float = 1.0
     projection: bool = False
+    projection_activation: str = DEFAULT_PROJECTION_ACTIVATION
 
     def __post_init__(self):
         self.projection = bool(self.projection)
+        if self.projection_activation not in PROJECTION_ACTIVATIONS:
+            raise ValueError(f"projection_activation must be one of {', '.join(PROJECTION_ACTIVATIONS)}, "
+                             f"got {self.projection_activation!r}")
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
         if not self.hidden_sizes:
             raise ValueError("EGRUConfig needs at least one layer in hidden_sizes")
@@ -157,16 +178,24 @@ class EGRUConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "EGRUConfig":
         known = {k: d[k] for k in ("vocab_size", "embedding_size", "hidden_sizes", "dampening", "support",
-                                    "projection") if k in d}
+                                    "projection", "projection_activation") if k in d}
+        if known.get("projection") and "projection_activation" not in known:
+            # written before the activation was recorded: egru-compile then always applied relu
+            known["projection_activation"] = LEGACY_PROJECTION_ACTIVATION
         return cls(**known)
 
 
 class TiedDecoder(nn.Module):
     """Decoder whose weight is the embedding table (EvNN: `decoder.decoder.weight` is the embedding), with
-    EvNN's optional projection first: ``relu(projection(y))`` maps the last layer [h] to the embedding size."""
+    EvNN's optional projection first: ``a(projection(y))`` maps the last layer [h] to the embedding size,
+    ``a`` = identity (EvNN >= 0.2.0) or relu (EvNN's 2023 code)."""
 
-    def __init__(self, embedding: nn.Embedding, projection_input: int | None = None):
+    def __init__(self, embedding: nn.Embedding, projection_input: int | None = None,
+                 projection_activation: str = DEFAULT_PROJECTION_ACTIVATION):
         super().__init__()
+        if projection_activation not in PROJECTION_ACTIVATIONS:
+            raise ValueError(f"projection_activation must be one of {', '.join(PROJECTION_ACTIVATIONS)}")
+        self.projection_activation = projection_activation
         if projection_input is not None:
             self.projection = nn.Linear(projection_input, embedding.embedding_dim)
         self.decoder = nn.Linear(embedding.embedding_dim, embedding.num_embeddings)
@@ -175,12 +204,14 @@ class TiedDecoder(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "projection"):
-            y = torch.relu(self.projection(y))
+            y = self.projection(y)
+            if self.projection_activation == "relu":
+                y = torch.relu(y)
         return self.decoder(y)
 
 
 class EGRULanguageModel(nn.Module):
-    """Embedding -> EGRU layers -> [relu(projection)] -> tied decoder, parameter names as in EvNN's
+    """Embedding -> EGRU layers -> [projection, relu or not] -> tied decoder, parameter names as in EvNN's
     LanguageModel."""
 
     def __init__(self, config: EGRUConfig):
@@ -191,7 +222,8 @@ class EGRULanguageModel(nn.Module):
         sizes = config.layer_input_sizes()
         self.rnns = nn.ModuleList(
             EGRULayer(i, h, config.dampening, config.support) for i, h in zip(sizes, config.hidden_sizes))
-        self.decoder = TiedDecoder(self.embeddings, config.hidden_sizes[-1] if config.projection else None)
+        self.decoder = TiedDecoder(self.embeddings, config.hidden_sizes[-1] if config.projection else None,
+                                   config.projection_activation)
 
     def init_state(self, batch_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
         w = self.embeddings.weight

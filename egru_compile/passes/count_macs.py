@@ -1,7 +1,7 @@
 """count-macs (analysis): multiply-accumulates per token of the RNN layers, static and measured.
 
 Convention (EvNN / the EGRU paper): only the RNN layers' input and recurrent matrices count; the embedding
-lookup and the decoder — with EvNN's projection ``relu(P · y_last + p)`` — are reported separately. An
+lookup and the decoder — with EvNN's projection ``a(P · y_last + p)`` — are reported separately. An
 input unit's column costs its non-zero fan-out only
 when the unit is active (y != 0); a dense input (the embedding output) counts as fully active.
 
@@ -21,7 +21,7 @@ After: the same IR, and ``graph.analyses.get(MacReport)`` (property ``macs``), w
 "input_static", "recurrent_static", "activity", "input_density", "recurrent_density", ...}],
 "activity": [...], "density": {label: d}, "matrices": [...], "decoder_macs_per_token", "calib_tokens"}``
 (``decoder_macs_per_token``: the decoder's and projection's non-zeros), plus, for a model with a decoder
-projection, ``"projection": {"label", "shape", "nnz", "static", "dynamic"}`` (its input is the last
+projection, ``"projection": {"label", "shape", "nnz", "static", "dynamic", "activation"}`` (its input is the last
 layer's events, so its dynamic MACs are the active units' non-zero fan-out, like a layer matrix's);
 with calibration tokens also ``graph.analyses.get(UnitActivity)`` (per-unit firing counts, not in JSON).
 
@@ -37,7 +37,7 @@ import numpy as np
 from ..ir import Analysis, Graph, Node, Stepper, Value, observed_step
 from .manager import PassOptions, register_pass, register_property
 from .utils import (MATVEC_OPS, column_nnz, fed_layers, is_event_tensor, matvec_operands, matvec_role,
-                    state_output, weight_matrix)
+                    projection_activation, state_output, weight_matrix)
 
 MACS = register_property("macs", "analysis: MacReport (+ UnitActivity with calibration tokens) in graph.analyses")
 
@@ -86,6 +86,7 @@ class ProjectionMacs:
     nnz: int
     static: int                  # every last-layer unit active
     dynamic: float | None        # active units' non-zero fan-out, measured
+    activation: str = "identity"  # "identity" (EvNN >= 0.2.0) or "relu" (EvNN's 2023 code)
 
 
 @dataclass
@@ -346,7 +347,8 @@ def measure_macs(graph: Graph, tokens=None) -> tuple[MacReport, UnitActivity | N
     if proj:
         projection = ProjectionMacs(
             "+".join(mats[k].label for k in proj), list(mats[proj[0]].shape), sum(mats[k].nnz for k in proj),
-            sum(mats[k].nnz for k in proj), float(sum(int(totals[k]) for k in proj)) / T if T else None)
+            sum(mats[k].nnz for k in proj), float(sum(int(totals[k]) for k in proj)) / T if T else None,
+            projection_activation(graph, mats[proj[0]].node))
     decoder = 0
     for m in dec:
         decoder += m.dense if m.node.op in ("linear", "matmul") else m.nnz

@@ -22,7 +22,7 @@ Format: CSC (columns = presynaptic units) where the input is an event tensor (a 
 is dense (the embedding); `PassOptions.sparse_format` forces one. The constant's attrs record ``label``
 (from the source weight), ``role`` (``input`` / ``recurrent`` / ``decoder``), ``layer``, ``nnz`` and
 ``density``; role and layer are found structurally (see `utils.fed_layers`, `utils.matvec_role`), not from
-parameter names. The ``linear(y_last, P, p)`` of EvNN's decoder projection ``relu(P · y_last + p)`` (M = P,
+parameter names. The ``linear(y_last, P, p)`` of EvNN's decoder projection ``a(P · y_last + p)`` (M = P,
 role ``projection``: an event input whose product is not the logits) is folded the same way into
 ``sparse_matvec(y_last, P, p) {role=projection}``; the decoder's ``linear`` is left alone, and so is a
 weight that another op (e.g. an embedding lookup) also reads, so no table is copied.

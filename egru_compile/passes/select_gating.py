@@ -10,8 +10,9 @@ scattered rows costs ~1.5-2x a dense read per byte, so a busy layer is cheaper d
 * ``event_matvec`` that must not be gated -> ``sparse_matvec`` of the compressed tensor (same result);
 * ``matmul`` / ``linear`` with a constant dense weight (the tied decoder, an un-optimised graph) get the
   attribute ``gated=True``: the target gathers the active units' rows of that dense weight. The decoder
-  behind EvNN's projection reads ``relu(projection)``, whose zeros are skipped the same way (its non-zeros
-  act as the events; gated when decoder gating is on).
+  behind EvNN's 2023 projection reads ``relu(projection)``, whose zeros are skipped the same way (its
+  non-zeros act as the events; gated when decoder gating is on); behind EvNN >= 0.2.0's linear projection
+  (identity) the decoder's input is graded and signed, not events, so it stays dense.
 
 Before (``the MacReport's activity = [0.9, 0.1]``, threshold 0.5)::
 

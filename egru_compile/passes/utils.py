@@ -175,3 +175,22 @@ def combine_labels(labels: Iterable[str | None]) -> str | None:
     if k:
         return ".".join(parts[0][:k]) + ".{" + ",".join(".".join(p[k:]) for p in parts) + "}"
     return "+".join(labels)
+
+
+def projection_activation(graph: Graph, node: Node) -> str:
+    """The activation applied to the decoder projection `node`'s product (after its bias add, if any):
+    ``"relu"`` (EvNN's 2023 code) or ``"identity"`` (EvNN >= 0.2.0: the decoder reads the product itself)."""
+    users = graph.users()
+    out = node.outputs[0]
+    nxt = users.get(out, [])
+    if len(nxt) == 1 and nxt[0].op == "add":
+        nxt = users.get(nxt[0].outputs[0], [])
+    return "relu" if nxt and all(n.op == "relu" for n in nxt) else "identity"
+
+
+def graph_projection_activation(graph: Graph) -> str | None:
+    """The decoder projection's activation in `graph` (None when the graph has no decoder projection)."""
+    for n in graph.nodes:
+        if n.op in MATVEC_OPS and n.attrs.get("role") == "projection":
+            return projection_activation(graph, n)
+    return None

@@ -176,6 +176,13 @@ class Runner(ABC):
     def set_state(self, state) -> None:
         raise NotImplementedError
 
+    def reset_cells(self) -> None:
+        """Zero every layer's cell state c and keep its output y: EvNN's chunk boundary (its
+        ``LanguageModel.forward`` hands each layer only its last y as the next chunk's initial state), used by
+        ``eval --chunked BPTT``."""
+        raise ArtifactError(f"the {self.target} runner cannot reset its cell states: --chunked needs a source "
+                            "checkpoint, onnx or tvm artifact")
+
     @property
     def supports_state(self) -> bool:
         return type(self).get_state is not Runner.get_state and type(self).set_state is not Runner.set_state
@@ -235,13 +242,31 @@ def read_vocab_file(path: Path, data: bytes | None = None) -> Vocabulary:
     return Vocabulary(words)
 
 
-def open_artifact(path, *, trust: bool = False, vocab_file=None, **options) -> Runner:
+def artifact_projection_activation(manifest: dict) -> str | None:
+    """The decoder projection's activation an artifact was compiled with (None: no projection). Artifacts
+    written before it was recorded have ``projection`` (onnx, tvm) or a projection in their program (chip)
+    and applied relu."""
+    act = manifest.get("projection_activation")
+    if act is None and (manifest.get("projection") or (manifest.get("spec") or {}).get("projection")):
+        from ..model import LEGACY_PROJECTION_ACTIVATION
+        act = LEGACY_PROJECTION_ACTIVATION
+    return act
+
+
+def open_artifact(path, *, trust: bool = False, vocab_file=None, projection_activation: str | None = None,
+                  **options) -> Runner:
     """Open a compiled artifact directory (runner chosen by its manifest's ``target``) or a source
     checkpoint file (`TorchRunner`). `vocab_file` (a training text) supplies or overrides the vocabulary;
-    `options` go to the runner (e.g. ``threads=1`` for onnx)."""
+    `projection_activation` the activation of an EvNN state_dict's decoder projection (`load_source`; an
+    artifact's is compiled in: a different value is refused); `options` go to the runner (e.g. ``threads=1``
+    for onnx). The runner's ``projection_activation`` says the decoder's (None: no projection)."""
     p = Path(path)
     if p.is_dir():
         manifest = read_manifest(p)
+        act = artifact_projection_activation(manifest)
+        if projection_activation is not None and act is not None and projection_activation != act:
+            raise ArtifactError(f"{p} was compiled with projection activation {act}; "
+                                f"--projection-activation {projection_activation} needs a recompile")
         factory = _resolve(manifest)
         try:
             runner = factory(p, manifest, **options)
@@ -250,12 +275,14 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, **options) -> R
             # hand, or by an incompatible release
             raise ArtifactError(f"{p}: malformed artifact ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+        runner.projection_activation = act
     elif p.is_file():
         from ..frontend import load_source
         from ..frontend.checkpoint import BaselineCheckpointError
         from .torch_runner import TorchRunner
         try:
-            source = load_source(p, trust=trust, vocab_file=vocab_file)
+            source = load_source(p, trust=trust, vocab_file=vocab_file,
+                                 projection_activation=projection_activation)
         except BaselineCheckpointError:                  # a dense GRU/LSTM baseline: evaluates, does not compile
             from .baseline_runner import BaselineRunner
             runner = BaselineRunner.from_file(p, **options)
@@ -264,6 +291,7 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, **options) -> R
             return runner
         runner = (source.open_runner(**options) if hasattr(source, "open_runner")      # an IR file
                   else TorchRunner.from_source(source, **options))
+        runner.projection_activation = getattr(source, "projection_activation", None)
     else:
         raise ArtifactError(f"{path}: no such file or directory")
     if vocab_file is not None and p.is_dir():

@@ -6,6 +6,13 @@ Activity of layer l = mean over those steps of (units with y != 0) / h_l; MACs a
 (active units' non-zero fan-out over the RNN layers' input and recurrent matrices). Batched evaluation
 (``batch_size`` B) cuts the text into B contiguous streams, each evaluated with this protocol
 (`split_streams`); the next-token NLL is computed by `scoring.NllScorer`.
+
+EvNN's protocol (``chunked=BPTT``, ``eval --chunked BPTT``): EvNN's ``eval.py`` evaluates in chunks of
+``bptt`` tokens (70 by default, batch 1), and its ``LanguageModel.forward`` hands each EGRU layer only its
+last output y as the next chunk's initial state ("takes only the last state as input"); the layer's cell
+state c starts every chunk at zero (EvNN's ``egru_forward`` zero-fills h[0] and copies y0). Here: the same
+predictions, each layer's c zeroed after every chunk, y kept. (EvNN divides the summed NLL by the number of
+tokens N, not the N - 1 predictions; reported here per prediction, as everywhere.)
 """
 from __future__ import annotations
 
@@ -88,7 +95,8 @@ def _stream_summary(T: int, nll: float, events, macs: int, sizes) -> dict:
             "events_per_token": [float(events[l]) / T for l in range(len(sizes))]}
 
 
-def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_size: int = 1) -> dict:
+def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_size: int = 1,
+             chunked: int | None = None) -> dict:
     """Stream `token_ids` through `runner` (reset first). Returns a JSON-serialisable dict with
     ``target``, ``tokens`` (predictions), ``perplexity``, ``cross_entropy`` (nats), ``macs_per_token``,
     ``activity`` (per layer), ``events_per_token`` (per layer), ``layer_sizes``, ``batch_size``, ``seconds``
@@ -102,7 +110,16 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     ``dropped_tokens`` the tail the split left out and ``native_streams`` whether the runner ran the B streams
     in one call per step. The streams advance together, `chunk` tokens at a time,
     through the runner's ``score_streams`` (native B-streams-per-call where the runner has it, else one saved
-    state per stream)."""
+    state per stream).
+
+    `chunked` (bptt): EvNN's chunked protocol (module docstring): after every `chunked` tokens each layer's c
+    is zeroed and its y kept (batch 1 only); the result says ``"protocol": "evnn-chunked"`` and ``bptt``."""
+    if chunked is not None:
+        if int(chunked) < 1:
+            raise DataError(f"--chunked must be at least 1 (got {chunked})")
+        if int(batch_size) != 1:
+            raise DataError("--chunked evaluates one stream, as EvNN's eval.py does: use --batch-size 1")
+        chunk = int(chunked)
     streams = split_streams(token_ids, batch_size)
     S, L = streams.shape
     T = L - 1
@@ -141,6 +158,8 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
                     if run is not None:
                         events[b] += run.events[:, b].sum(axis=0)
                         macs[b] += int(run.macs[:, b].sum())
+            if chunked is not None:
+                runner.reset_cells()          # EvNN: the next chunk starts from (c = 0, y = the last y)
             if bar is not None:
                 bar.update(S * (stop - start))
     finally:
@@ -154,7 +173,10 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
         "batch_size": S,
         "seconds": secs,
         "tokens_per_second": S * T / secs if secs > 0 else None,
+        "protocol": "streaming" if chunked is None else "evnn-chunked",
     }
+    if chunked is not None:
+        result["bptt"] = int(chunked)
     if S > 1:
         result["streams"] = [_stream_summary(T, float(nll[b]), events[b], int(macs[b]), sizes) for b in range(S)]
         result["dropped_tokens"] = int(np.asarray(token_ids).size - S * L)
@@ -170,12 +192,14 @@ def graph_perplexity(graph, tokens) -> float:
 
 
 def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None, unk: str | None = None,
-                  quiet: bool = False, trust: bool = False, batch_size: int = 1, **runner_options) -> dict:
+                  quiet: bool = False, trust: bool = False, batch_size: int = 1, chunked: int | None = None,
+                  **runner_options) -> dict:
     """`evaluate` of `artifact` (compiled directory or source checkpoint) on text file `data`, encoded with its
     vocabulary (or `vocab_file`'s; words folded to lower case where the vocabulary does not distinguish case).
     Adds ``data`` and the text fields (`text_report`) to the result. The CLI and the Python API use
-    `egru_compile.api.Artifact.evaluate`, which does the same."""
+    `egru_compile.api.Artifact.evaluate`, which does the same. `chunked`: EvNN's protocol (`evaluate`);
+    ``projection_activation`` (in `runner_options`): `open_artifact`'s."""
     from ..api import load
     res = load(artifact, vocab=vocab_file, trust=trust, **runner_options).evaluate(
-        Path(data), batch_size=batch_size, max_tokens=max_tokens, unk=unk, progress=not quiet)
+        Path(data), batch_size=batch_size, max_tokens=max_tokens, unk=unk, progress=not quiet, chunked=chunked)
     return res.to_dict()

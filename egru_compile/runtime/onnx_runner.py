@@ -196,6 +196,11 @@ class OnnxRunner(Runner):
         for k, v in self._state[self._cur].items():
             v[...] = state[k]
 
+    def reset_cells(self) -> None:
+        for k, v in self._state[self._cur].items():
+            if self._specs[k].get("kind") == "c":
+                v[...] = 0
+
     def state(self) -> dict[str, np.ndarray]:
         """Copy of the current recurrent state by input name (c0, y0, ...)."""
         return {k: v.copy() for k, v in self._state[self._cur].items()}

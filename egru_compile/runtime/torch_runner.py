@@ -61,6 +61,9 @@ class TorchRunner(Runner):
     def set_state(self, state) -> None:
         self.state = [(c.clone(), y.clone()) for c, y in state]
 
+    def reset_cells(self) -> None:
+        self.state = [(c.new_zeros(c.shape), y) for c, y in self.state]
+
     def step(self, token: int) -> np.ndarray:
         torch = self.torch
         token = self.check_token(token)
@@ -105,6 +108,11 @@ class GraphRunner(Runner):
     def set_state(self, state) -> None:
         for i, a in state.items():
             self.stepper.inputs[i] = a.copy()
+
+    def reset_cells(self) -> None:
+        for i, _ in self.stepper.pairs:
+            if self.graph.inputs[i].meta.get("kind") == "c":
+                self.stepper.inputs[i] = np.zeros_like(self.stepper.inputs[i])
 
     def step(self, token: int) -> np.ndarray:
         outs, seen = observed_step(self.stepper, self._want, self.check_token(token))

@@ -14,6 +14,9 @@ def describe_artifact(path: Path, manifest: dict, core: int | None = None, links
     for key in ("source_sha256", "hidden_sizes", "vocab_size", "vocab", "decoder", "router", "projection"):
         if manifest.get(key) is not None:
             lines.append(f"{key:<13} {manifest[key]}")
+    if manifest.get("projection_activation"):
+        from ..model import projection_line
+        lines.append(f"{'projection':<13} {projection_line(manifest['projection_activation'])}")
     text = "\n".join(lines) + "\n"
     mapping = path / "mapping.json"
     if mapping.is_file():

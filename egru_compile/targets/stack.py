@@ -2,7 +2,8 @@
 
 `extract_stack` reads a graph after the default pipeline (embedding -> per layer
 ``sparse_matvec``/``event_matvec`` (with bias) feeding ``egru_cell`` -> [EvNN's projection
-``relu(event_matvec(y_last, P, p))``] -> ``linear`` decoder) and returns the
+``event_matvec(y_last, P, p) {role=projection}``, followed by ``relu`` in EvNN's 2023 code] -> ``linear``
+decoder) and returns the
 weights in one place, so the TVM and chip targets share one reading of the IR instead of each
 pattern-matching it again.
 """
@@ -39,8 +40,9 @@ class EGRUStack:
     layers: list[LayerWeights]
     decoder_weight: np.ndarray   # [V, E_last]  (E_last = E with a projection, else h_last)
     decoder_bias: np.ndarray     # [V]
-    projection: SparseMatrix | None = None        # P [E, h_last] of relu(P · y_last + p), possibly int8
+    projection: SparseMatrix | None = None        # P [E, h_last] of a(P · y_last + p), possibly int8
     projection_bias: np.ndarray | None = None     # p [E]
+    projection_activation: str | None = None      # a: "identity" (EvNN >= 0.2.0) or "relu" (2023); None: none
 
     @property
     def vocab_size(self) -> int:
@@ -111,8 +113,13 @@ def extract_stack(graph: Graph) -> EGRUStack:
     table = np.asarray(_const(emb[0].inputs[0], "embedding table"), np.float32)
     P = pb = None
     x = dec[0].inputs[0]
-    if x.producer is not None and x.producer.op == "relu":        # EvNN's projection decoder
-        P, pb, _, src = _matvec(x.producer.inputs[0], "decoder projection")
+    act = None
+    if x.producer is not None and x.producer.op == "relu":        # EvNN's projection decoder, 2023 code
+        act, x = "relu", x.producer.inputs[0]
+    elif _is_projection(x):                                        # EvNN >= 0.2.0: linear projection
+        act = "identity"
+    if act is not None:
+        P, pb, _, src = _matvec(x, "decoder projection")
         last = layers[-1].index
         if not (src is not None and src.meta.get("role") == "state_out" and src.meta.get("layer") == last
                 or src is not None and src.producer is not None and src.producer.op == "egru_cell"):
@@ -122,4 +129,12 @@ def extract_stack(graph: Graph) -> EGRUStack:
     dw = np.asarray(_const(dec[0].inputs[1], "decoder weight"), np.float32)
     db = (np.asarray(_const(dec[0].inputs[2], "decoder bias"), np.float32) if len(dec[0].inputs) > 2
           else np.zeros(dw.shape[0], np.float32))
-    return EGRUStack(table, layers, dw, db, P, pb)
+    return EGRUStack(table, layers, dw, db, P, pb, act)
+
+
+def _is_projection(x) -> bool:
+    """`x` is the decoder projection's product (possibly + a bias constant): ``role=projection``."""
+    p = x.producer
+    if p is not None and p.op == "add":
+        p = next((i.producer for i in p.inputs if i.producer is not None and not i.producer.is_const), None)
+    return p is not None and p.op in ("sparse_matvec", "event_matvec") and p.attrs.get("role") == "projection"

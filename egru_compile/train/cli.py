@@ -86,7 +86,10 @@ def _check_train_paths(cfg) -> None:
 @click.option("--emb", default=128, type=click.IntRange(min=1),
               help="Embedding size (= last hidden size: tied decoder; any last size with --projection).")
 @click.option("--projection/--no-projection", default=False,
-              help="EvNN's projection decoder: logits = E · relu(P · y_last + p) + b (every layer any size).")
+              help="EvNN's projection decoder: logits = E · a(P · y_last + p) + b (every layer any size).")
+@click.option("--projection-activation", "projection_activation", type=click.Choice(["identity", "relu"]),
+              default="identity", show_default=True,
+              help="a of --projection: identity (EvNN >= 0.2.0) or relu (EvNN's 2023 code).")
 @click.option("--hidden", default="256,128", callback=_ints, help="Hidden sizes per layer, comma-separated.")
 @click.option("--epochs", default=10, type=click.IntRange(min=0), help="Epochs of dense training (0: only prune/fine-tune a --resume'd model).")
 @click.option("--batch-size", default=32, type=click.IntRange(min=1), help="Streams per process.")
@@ -133,7 +136,7 @@ def _check_train_paths(cfg) -> None:
               help="At the end, print one JSON object: the output checkpoint and its final figures (meta).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the resolved training configuration.")
 @click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors (no progress bar, no log lines).")
-def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, projection, hidden, epochs, batch_size, bptt, lr, min_lr_ratio, warmup_steps,
+def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, projection, projection_activation, hidden, epochs, batch_size, bptt, lr, min_lr_ratio, warmup_steps,
           weight_decay, input_wd_mult, act_reg, clip, dropout, dropout_emb, dropout_words, dropconnect, dampening, support,
           thr_init, prune_schedule, finetune_epochs, finetune_lr, seed, resume, ckpt_dir, log, train_tokens,
           valid_tokens, max_steps, log_interval, eval_batch_size, threads, run_test, bf16_decoder, progress):
@@ -170,7 +173,8 @@ def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, proj
     from ..data import DataError
     from ..frontend.checkpoint import CheckpointError
     from .trainer import TrainConfig, run_training
-    cfg = TrainConfig(data=data, output=output, model=model_type, emb=emb, projection=projection, hidden=hidden, epochs=epochs,
+    cfg = TrainConfig(data=data, output=output, model=model_type, emb=emb, projection=projection,
+                      projection_activation=projection_activation, hidden=hidden, epochs=epochs,
                       batch_size=batch_size, bptt=bptt, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
                       weight_decay=weight_decay, input_wd_mult=input_wd_mult, act_reg=act_reg, clip=clip, dropout=dropout, dropout_emb=dropout_emb,
                       dropout_words=dropout_words, dropconnect=dropconnect, dampening=dampening, support=support,

@@ -42,7 +42,8 @@ class TrainConfig:
     output: str
     model: str = "egru"                 # egru | gru | lstm
     emb: int = 128
-    projection: bool = False            # EvNN's projection decoder E · relu(P · y_last + p) + b
+    projection: bool = False            # EvNN's projection decoder E · a(P · y_last + p) + b
+    projection_activation: str = "identity"   # a: identity (EvNN >= 0.2.0) or relu (EvNN's 2023 code)
     hidden: list[int] = field(default_factory=lambda: [256, 128])
     epochs: int = 10
     batch_size: int = 32                # per process
@@ -135,7 +136,8 @@ class _Step(nn.Module):
 def build_model(cfg: TrainConfig, vocab_size: int):
     if cfg.model == "egru":
         model = EGRULanguageModel(EGRUConfig(vocab_size, cfg.emb, list(cfg.hidden), cfg.dampening, cfg.support,
-                                             projection=cfg.projection))
+                                             projection=cfg.projection,
+                                             projection_activation=cfg.projection_activation))
         lo, hi = cfg.thr_init
         with torch.no_grad():
             for layer in model.rnns:

@@ -120,6 +120,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
                 "vocab": write_vocab(out_dir, source), "source_sha256": getattr(source, "sha256", None),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size,
                 "decoder": decoder, "router": mapping["router"], "weight_dtype": weight_dtype,
+                "projection_activation": stack.projection_activation,      # EvNN's projection: on the host
                 "synaptic_memory_bytes": mapping["weights"]["synaptic_memory_bytes"],
                 "options": {k: options.get(k) for k in MANIFEST_OPTIONS}}
     write_json(out_dir / "manifest.json", manifest)
@@ -141,7 +142,8 @@ def _chip_weights(graph, options: dict, profile: ChipProfile, calib, decoder: st
     if decoder not in DECODER_CHOICES:
         raise EgruError(f"--decoder must be one of {', '.join(DECODER_CHOICES)} (got {decoder!r})")
     if decoder == "chip" and stack.projection is not None:
-        raise EgruError("--decoder chip: this model's decoder starts with a projection relu(P · y + p), whose "
+        act = "relu(P · y + p)" if stack.projection_activation == "relu" else "P · y + p"
+        raise EgruError(f"--decoder chip: this model's decoder starts with a projection {act}, whose "
                         "graded output is not spikes; it runs on the host (use --decoder host)")
     if weight_dtype == "f16":                       # the chip holds float16 values: place, simulate, store those
         report = round_graph_f16(graph, calib)
@@ -179,6 +181,7 @@ def _decoder_info(decoder: str, dec, stack, sim_report: dict | None) -> dict:
     info = {"placement": "host", "why": WHY_HOST, "host": host_macs(stack.decoder_weight, None)}
     if stack.projection is not None:      # EvNN's projection runs on the host with the decoder
         info["host"]["projection_macs_static"] = int(stack.projection.nnz)
+        info["host"]["projection_activation"] = stack.projection_activation
         info["host"]["projection_macs_event_gated"] = (sim_report["host"]["projection_macs"]
                                                        if sim_report else None)
     if sim_report:

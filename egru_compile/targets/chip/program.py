@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ...ir import SparseMatrix
+from ...model import LEGACY_PROJECTION_ACTIVATION
 from ..stack import EGRUStack, LayerWeights
 from .model import CoreMap
 
@@ -35,6 +36,7 @@ def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:
     if stack.projection is not None:        # EvNN's decoder projection (host), as stored (int8 + scales or f32)
         _put_sparse(arrays, "projection", stack.projection)
         arrays["projection_bias"] = np.asarray(stack.projection_bias, np.float32)
+        arrays["projection_activation"] = np.array(stack.projection_activation or "identity")   # str, no pickle
     for l, lw in enumerate(stack.layers):
         arrays[f"l{l}_core_of"] = cores.core_of[l]
         _put_sparse(arrays, f"l{l}_W", lw.W)
@@ -80,6 +82,11 @@ def load_program(path, with_decoder: bool = False):
     if "projection_indptr" in z:
         stack.projection = _get_sparse(z, "projection")
         stack.projection_bias = z["projection_bias"]
+        # written before the activation was recorded: egru-compile then always applied relu
+        stack.projection_activation = (str(z["projection_activation"]) if "projection_activation" in z
+                                       else LEGACY_PROJECTION_ACTIVATION)
+        if stack.projection_activation not in ("identity", "relu"):
+            raise ValueError(f"projection_activation {stack.projection_activation[:20]!r} is neither identity nor relu")
     _check_content(path if not isinstance(path, io.BytesIO) else "program.npz", stack, core_of, z)
     n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
     dec = z["decoder_core_of"] if "decoder_core_of" in z else None

@@ -230,7 +230,7 @@ def decoder_lines(m: dict) -> list[str]:
                 + (f" / {ev:,.0f} event-gated" if ev is not None else "")
                 + (f"; projection {h['projection_macs_static']:,} non-zeros" + (
                     f" / {h['projection_macs_event_gated']:,.0f} event-gated"
-                    if h.get("projection_macs_event_gated") is not None else "")
+                    if h.get("projection_macs_event_gated") is not None else "") + f", {_projection_words(h)}"
                    if "projection_macs_static" in h else "")]
     return []
 
@@ -296,10 +296,19 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
         out["host"] = {"embedding_macs": 0, "embedding_values": int(sim.stack.embedding.shape[1]),
                        "decoder_macs": pt(sim.decoder_macs),
                        "decoder_macs_dense": int(np.count_nonzero(sim.stack.decoder_weight))}
-        if sim.stack.projection is not None:       # EvNN's relu projection, on the host before the decoder
+        if sim.stack.projection is not None:       # EvNN's projection, on the host before the decoder
             out["host"]["projection_macs"] = pt(sim.projection_macs)
             out["host"]["projection_macs_static"] = int(sim.stack.projection.nnz)
+            out["host"]["projection_activation"] = sim.stack.projection_activation
     return out
+
+
+def _projection_words(h: dict) -> str:
+    """How the host's decoder reads the projection's output (activation absent: an artifact from before it
+    was recorded, which applied relu)."""
+    if h.get("projection_activation", "relu") == "relu":
+        return "activation relu (EvNN 2023): the decoder skips its zeros"
+    return "activation identity (EvNN >= 0.2.0): graded, signed output, the decoder reads it dense"
 
 
 def chip_summary(chip: dict) -> str:
@@ -325,7 +334,7 @@ def chip_summary(chip: dict) -> str:
                      f"({h['decoder_macs_dense']:,} dense), embedding lookup of {h['embedding_values']} values")
         if "projection_macs" in h:
             lines.append(f"host          projection {h['projection_macs']:,.0f} MACs/token event-gated "
-                         f"({h['projection_macs_static']:,} non-zeros), relu before the decoder")
+                         f"({h['projection_macs_static']:,} non-zeros), {_projection_words(h)}")
     lines += footnote(fl, chip["profile"])
     return "\n".join(lines) + "\n"
 

@@ -182,8 +182,9 @@ class ChipSimulator:
         self.routes = [UnitRoutes(reach[l], self.core_of[l], tiles, self.mesh, profile, self.multicast)
                        for l in range(L)]
         if stack.projection is not None and self.dec_core_of is not None:
-            raise ValueError("a projection decoder runs on the host: its relu output is graded, not spikes")
-        self.proj_wT = None                 # EvNN's projection relu(P · y_last + p), on the host with the decoder
+            raise ValueError("a projection decoder runs on the host: its output is graded, not spikes")
+        self.proj_wT = None                 # EvNN's projection a(P · y_last + p), on the host with the decoder
+        self.proj_relu = stack.projection_activation == "relu"     # identity (EvNN >= 0.2.0): graded, signed
         if stack.projection is not None:
             P = stack.projection.to_dense()                                                 # [E, h_last]
             self.proj_wT = np.ascontiguousarray(P.T)                                        # event rows
@@ -301,8 +302,10 @@ class ChipSimulator:
             for l in range(len(self.stack.layers)):
                 self._deliver(l, self.y[l], forward=False)
         y_last = self.y[-1]
-        if self.proj_wT is not None:     # host: relu(P · y_last + p) over the spikes, then the decoder over its
-            x = np.maximum(self.proj_b + y_last[a_in] @ self.proj_wT[a_in], np.float32(0.0))   # non-zeros
+        if self.proj_wT is not None:     # host: a(P · y_last + p) over the spikes, then the decoder over its
+            x = self.proj_b + y_last[a_in] @ self.proj_wT[a_in]                             # non-zeros
+            if self.proj_relu:
+                x = np.maximum(x, np.float32(0.0))
             self.projection_macs += int(self.proj_col_nnz[a_in].sum())
             a_dec = np.flatnonzero(x)
             logits = self.dec_b + x[a_dec] @ self.dec_wT[a_dec]

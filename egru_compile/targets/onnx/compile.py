@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from ...ir import Graph, verify
+from ...model import projection_line
 from ..output import VOCAB_FILE, write_vocab
 from . import functions as F
 from .lower import lower_graph
@@ -49,6 +50,7 @@ def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, mo
     nnz = sum(w["nnz"] for w in weights)
     dense = sum(w["shape"][0] * w["shape"][1] for w in weights)
     from ...passes import MacReport
+    from ...passes.utils import graph_projection_activation
     rep = graph.analyses.get(MacReport)
     macs = rep.to_json()["macs_per_token"] if rep else None
     src = None
@@ -73,6 +75,7 @@ def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, mo
                      "folded_embedding": lowered.stats["folded_embedding"]},
         "macs_per_token": macs,
         "projection": rep.to_json().get("projection") if rep else None,     # EvNN's decoder projection
+        "projection_activation": graph_projection_activation(graph),       # identity / relu / None
     }
 
 
@@ -89,6 +92,8 @@ def report_text(m: dict) -> str:
                      + (f" {mat['dtype']}" if mat.get("dtype") else ""))
     lines.append(f"lowering      {lo['event_gated_matvecs']} event-gated, {lo['dense_matvecs']} dense matvecs"
                  + (", embedding folded into layer 0" if lo["folded_embedding"] else ""))
+    if m.get("projection_activation"):
+        lines.append("projection    " + projection_line(m["projection_activation"]))
     lines.append(f"ai.egru ops   {', '.join(ox['functions'])}")
     lines.append("inputs        " + ", ".join(f"{s['name']}{s['shape']}" for s in m["inputs"]))
     lines.append("outputs       " + ", ".join(f"{s['name']}{s['shape']}" for s in m["outputs"]))

@@ -113,6 +113,10 @@ class TVMRunner(Runner):
             for k in self._STATE:
                 self.v[f"{k}{l}"][...] = st[k]
 
+    def reset_cells(self) -> None:
+        for l in range(len(self.layer_sizes)):
+            self.v[f"c{l}"][...] = 0
+
     def step(self, token: int) -> np.ndarray:
         """One token through `egru_run` (K = 1): activity and MACs come from the kernel's own counts."""
         logits, stats = self.rt.run(np.array([self.check_token(token)]), with_stats=True)

@@ -26,9 +26,11 @@ class EGRUKernelSpec:
     decoder_chunk: V-chunk of the event decoder (0 = whole rows: best when D^T is not cache resident).
     decoder_unroll: active units handled per pass over the logits (more concurrent row streams).
     interleave: number of sparse columns walked in lock step by the scatter loops (1 = off).
-    projection: EvNN's projection decoder ``logits = D · relu(P · y_last + p) + b``: an event-driven scatter of
-        the last layer's active units through P (input-major CSR, int32 indices), ReLU, compression of its
-        non-zeros, then the event decoder over those (D^T is [E, V]).
+    projection: EvNN's projection decoder ``logits = D · a(P · y_last + p) + b``: an event-driven scatter of
+        the last layer's active units through P (input-major CSR, int32 indices), then the decoder (D^T is
+        [E, V]). ``projection_activation`` a: "relu" (EvNN's 2023 code): ReLU, compression of its non-zeros,
+        the event decoder over those; "identity" (EvNN >= 0.2.0): the output is graded and signed, so the
+        decoder reads all E rows (dense mode's code).
     weight_dtype: value dtype of the layers' W and R ("f32", "f16": float16 widened in the kernel, "int8":
         quantize-int8's int8 values with the per-output scale applied after the sum — `layout.py`).
     decoder_dtype: value dtype of the decoder rows D^T (same choices; int8: per-vocabulary-row scale applied
@@ -46,6 +48,7 @@ class EGRUKernelSpec:
     interleave: int = 8
     table_limit_mb: float = 512.0
     projection: bool = False
+    projection_activation: str = "identity"
     weight_dtype: str = "f32"
     decoder_dtype: str = "f32"
 
@@ -69,6 +72,8 @@ class EGRUKernelSpec:
             raise ValueError("embed_mode must be 'csc' or 'table'")
         if self.decoder_mode not in ("event", "dense"):
             raise ValueError("decoder_mode must be 'event' or 'dense'")
+        if self.projection_activation not in ("identity", "relu"):
+            raise ValueError(f"projection_activation must be 'identity' or 'relu', got {self.projection_activation!r}")
         for name in ("weight_dtype", "decoder_dtype"):
             if getattr(self, name) not in WEIGHT_DTYPES:
                 raise ValueError(f"{name} must be one of {WEIGHT_DTYPES}, got {getattr(self, name)!r}")
@@ -100,6 +105,9 @@ class EGRUKernelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EGRUKernelSpec":
+        d = dict(d)
+        if d.get("projection") and "projection_activation" not in d:
+            d["projection_activation"] = "relu"      # a spec written before the activation was recorded
         return cls(**d)
 
 

@@ -17,6 +17,8 @@ from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .layout import TIR_DTYPES
 from .spec import EGRUKernelSpec, resolve_target
 
@@ -163,12 +165,14 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
     def store(v, value):
         T.buffer_store(logits, value, logits_at(v))
 
-    if with_decoder and spec.projection:       # relu(P · y_last + p), event-driven, then the event decoder
+    if with_decoder and spec.projection:       # a(P · y_last + p), event-driven, then the decoder
+        relu = spec.projection_activation == "relu"
         tir.projection(spec.embedding_size, a["p_ptr"], a["p_idx"], a["p_val"], a["pbias"], a["pacc"],
                        a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], a["pei"], a["pev"], a["pen"],
-                       spec.interleave)
-        tir.decoder(spec, a["dbias"], a["dwt"], a["pei"], a["pev"], a["pen"], a["pacc"], load, store,
-                    a.get("dscale"))
+                       spec.interleave, relu=relu)
+        # relu: the event decoder over the non-zeros; identity: graded, signed output -> every row (dense)
+        tir.decoder(spec if relu else replace(spec, decoder_mode="dense"), a["dbias"], a["dwt"], a["pei"],
+                    a["pev"], a["pen"], a["pacc"], load, store, a.get("dscale"))
     elif with_decoder:
         tir.decoder(spec, a["dbias"], a["dwt"], a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], a[f"y{last}"],
                     load, store, a.get("dscale"))

@@ -36,7 +36,8 @@ class TVMStepRunner:
     dec_bias: [V]; dec_weight: [V, H_last] (default: the embedding, tied decoder; [V, E] with a projection);
         dec_scale: [V] per-row scale of an int8 dec_weight (``decoder_dtype="int8"``; float rows are quantized).
     projection: EvNN's decoder projection ``(P, p)``: P as dense ``[h_last, E]`` (kernel layout, = the math
-        matrix transposed) or input-major CSR triple, p [E]; the decoder then reads ``relu(P · y_last + p)``.
+        matrix transposed) or input-major CSR triple, p [E]; the decoder then reads ``a(P · y_last + p)``
+        (a: ``spec.projection_activation``).
     spec / spec_kw: an :class:`EGRUKernelSpec`, or its options (index_dtype, embed_mode, decoder_mode,
         fast_math, decoder_chunk, decoder_unroll, interleave, table_limit_mb) as keywords.
     module: an already compiled/loaded module for the same spec (skips compilation).
@@ -143,6 +144,8 @@ class TVMStepRunner:
             proj = getattr(model.decoder, "projection", None)
             if proj is not None:
                 kw["projection"] = (proj.weight.detach().cpu().numpy().T, proj.bias.detach().cpu().numpy())
+                if kw.get("spec") is None:
+                    kw.setdefault("projection_activation", model.decoder.projection_activation)
             return cls(emb, layers, dec.bias.detach().cpu().numpy(), dec.weight.detach().cpu().numpy(), **kw)
 
     # -- state -----------------------------------------------------------------------------------

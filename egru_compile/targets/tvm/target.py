@@ -147,6 +147,14 @@ def _projection_macs(graph) -> dict | None:
     return rep.to_json().get("projection") if rep else None
 
 
+def _projection_words(stack) -> str:
+    if stack.projection is None:
+        return ""
+    if stack.projection_activation == "relu":
+        return " after an event-driven projection with relu (EvNN 2023), over its non-zeros"
+    return "; the projection (event-driven, identity: EvNN >= 0.2.0) feeds it graded values, read densely"
+
+
 def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     try:
         import tvm  # noqa: F401
@@ -162,7 +170,8 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                                         options.get("calib_token_ids"))
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
-                          projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt)
+                          projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt,
+                          projection_activation=stack.projection_activation or "identity")
     cached = step_library(spec, out_dir / LIBRARY, streams=True)   # weights packed by the runner
     compile_s = time.perf_counter() - t0
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
@@ -179,11 +188,12 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                 "source_sha256": getattr(source, "sha256", None),
                 "functions": functions,
                 "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")},
-                "projection": _projection_macs(graph), "decoder_precision": dec_record}
+                "projection": _projection_macs(graph), "decoder_precision": dec_record,
+                "projection_activation": stack.projection_activation}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, index dtype "
                f"{spec.index_dtype}, embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}"
-               f"{' after an event-driven relu projection' if spec.projection else ''}; "
+               f"{_projection_words(stack)}; "
                f"kernels {'copied from the compile cache' if cached else 'compiled'} in {compile_s:.1f} s for {tgt}\n{dec_record['note']}")
     (out_dir / "report.txt").write_text(summary + "\n")
     return {"summary": summary}

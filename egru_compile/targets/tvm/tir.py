@@ -286,16 +286,19 @@ def fanout_count(ptr, ei, en, load: Callable[[], object], store: Callable[[objec
         store(load() + (ptr[ei[eoff + e] + 1] - ptr[ei[eoff + e]]))
 
 
-def projection(E, ptr, idx, val, pbias, pacc, ei, ev, en, pei, pev, pen, interleave: int) -> None:
-    """EvNN's decoder projection: pacc = relu(pbias + sum over the active units j of y_last of ev_j * P[:, j])
-    (event-driven: only active units' columns), then its non-zeros compressed into (pei, pev, pen) for the
-    event decoder."""
+def projection(E, ptr, idx, val, pbias, pacc, ei, ev, en, pei, pev, pen, interleave: int,
+               relu: bool = True) -> None:
+    """EvNN's decoder projection: pacc = pbias + sum over the active units j of y_last of ev_j * P[:, j]
+    (event-driven: only active units' columns). With `relu` (EvNN's 2023 code) then pacc = relu(pacc) and its
+    non-zeros compressed into (pei, pev, pen) for the event decoder; without (EvNN >= 0.2.0) pacc is the
+    graded, signed input of a dense decoder."""
     with loop("po", E) as o:
         T.buffer_store(pacc, pbias[o], [o])
     scatter_events(ptr, idx, val, pacc, ei, ev, en, interleave)
-    with loop("pr", E) as o:
-        T.buffer_store(pacc, T.max(pacc[o], _f(0.0)), [o])
-    compress(E, pacc, pei, pev, pen)
+    if relu:
+        with loop("pr", E) as o:
+            T.buffer_store(pacc, T.max(pacc[o], _f(0.0)), [o])
+        compress(E, pacc, pei, pev, pen)
 
 
 def decoder(spec, dbias, dwt, ei, ev, en, y, load: Index, store: Callable[[object, object], None],
