@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from egru_compile.runtime import evaluate, load_eval_tokens, open_artifact  # noqa: E402
-from egru_compile.runtime.scoring import nll_reference  # noqa: E402
+from egru_compile.runner import nll_reference  # noqa: E402
 
 PTB_TEST = next((p for p in (ROOT.parent / "shared" / "data" / "ptb" / "ptb.test.txt",
                              ROOT.parents[1] / "shared" / "data" / "ptb" / "ptb.test.txt") if p.is_file()),

@@ -42,7 +42,7 @@ from egru_compile.ir import Graph  # noqa: E402
 from egru_compile.model import EGRUConfig, EGRULanguageModel  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.passes.utils import remove_dead_nodes  # noqa: E402
-from egru_compile.runtime.onnx_runner import DISABLED_OPTIMIZERS, create_session  # noqa: E402
+from egru_compile.targets.onnx.runner import DISABLED_OPTIMIZERS, create_session  # noqa: E402
 from egru_compile.targets.onnx import lower_graph, serialize  # noqa: E402
 
 

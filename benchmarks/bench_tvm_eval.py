@@ -40,7 +40,7 @@ from bench_onnx import build_model, calibrate  # noqa: E402
 from egru_compile.frontend import trace_model  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.runtime import open_artifact  # noqa: E402
-from egru_compile.runtime.scoring import NllScorer  # noqa: E402
+from egru_compile.runner import NllScorer  # noqa: E402
 from egru_compile.targets import get_target  # noqa: E402
 
 #: variant -> (tvm options, quantize-int8 first)

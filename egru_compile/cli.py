@@ -171,7 +171,7 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
 @click.option("--debug", is_flag=True, help="show tracebacks")
 def opt_cmd(ir_file, passes, output, debug):
     """Run passes over an IR file and print the IR (no passes: the file as it is)."""
-    from .frontend.ir_source import run_opt
+    from .compile_driver import run_opt
     click.echo(_run_guarded(debug, run_opt, ir_file, passes, output), nl=False)
 
 

@@ -128,10 +128,28 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
         raise EgruError("--report needs the count-macs pass in the pipeline, after the last transform")
     if spec is None:
         return
+    from .runtime.evaluate import graph_perplexity
     options = dict(asdict(opts), target=spec.name, passes=req.passes, calib_data=req.calib_data,
-                   calib_tokens=req.calib_tokens, unk=req.unk, calib_token_ids=calib, verbose=req.verbose)
+                   calib_tokens=req.calib_tokens, unk=req.unk, calib_token_ids=calib, verbose=req.verbose,
+                   perplexity=graph_perplexity)
     with atomic_output_dir(out_dir, req.force, protect=protect) as tmp:
         result = spec.compile_artifact(graph, source, tmp, options)
     if result and result.get("summary"):
         echo(result["summary"])
     echo(f"wrote {out_dir} ({spec.name}) in {time.perf_counter() - t0:.1f} s")
+
+
+def run_opt(path, passes: str | None = None, output=None) -> str:
+    """``egru-compile opt FILE [--passes P] [-o OUT]``: the IR of `path` after `passes` (None: none, the file
+    byte for byte) — printed text, or, with `output`, written there (+ its resource file) and "" returned."""
+    from .frontend.ir_source import read_ir, write_ir
+    from .ir.printer import print_graph
+    from .passes import PassManager
+    parsed, _ = read_ir(path)
+    graph = parsed.graph
+    if passes:
+        graph = PassManager(passes).run(graph)
+    if output is not None:
+        write_ir(output, graph, parsed.vocab)
+        return ""
+    return print_graph(graph, parsed.vocab)

@@ -129,7 +129,7 @@ def test_chip_eval_matches_numpy_recount_of_the_quantized_model(setup, dtype):
 
 def model_ids(out, d):
     """The evaluation tokens as `eval` encodes them (the artifact's vocabulary, <eos> per line)."""
-    from egru_compile.runtime.base import read_vocab_file
+    from egru_compile.runner import read_vocab_file
     return read_vocab_file(out / "vocab.txt").encode_file(d / "calib.txt")
 
 

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from egru_compile.cli import main
 from egru_compile.errors import EgruError
 from egru_compile.frontend import load_source, save_checkpoint, trace_model
-from egru_compile.frontend.ir_source import read_ir, resource_path, run_opt, write_ir
+from egru_compile.compile_driver import run_opt
+from egru_compile.frontend.ir_source import read_ir, resource_path, write_ir
 from egru_compile.ir import SparseMatrix
 from egru_compile.ir.parser import IRParseError, parse_ir
 from egru_compile.ir.printer import print_graph, resource_arrays

@@ -5,7 +5,7 @@ the logits after token t score token t+1, so a text of T tokens gives T-1 predic
 Activity of layer l = mean over those steps of (units with y != 0) / h_l; MACs as the runner reports them
 (active units' non-zero fan-out over the RNN layers' input and recurrent matrices). Batched evaluation
 (``batch_size`` B) cuts the text into B contiguous streams, each evaluated with this protocol
-(`split_streams`); the next-token NLL is computed by `scoring.NllScorer`.
+(`split_streams`); the next-token NLL is computed by `runner.NllScorer`.
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     events = np.zeros((S, len(sizes)), np.int64)
     macs = np.zeros(S, np.int64)
     nll = np.zeros(S, np.float64)
-    from .scoring import NllScorer
+    from ..runner import NllScorer
     scorer = NllScorer()
     bar = _progress(S * T, quiet)
     if S == 1:
@@ -150,7 +150,8 @@ def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None
                   quiet: bool = False, trust: bool = False, batch_size: int = 1, **runner_options) -> dict:
     """`egru-compile eval`: open `artifact` (compiled directory or source checkpoint), encode `data` with
     its vocabulary (or `vocab_file`'s), and `evaluate` (`batch_size` streams). Adds ``data`` to the result."""
-    from .base import ArtifactError, open_artifact
+    from ..artifact import ArtifactError
+    from .open import open_artifact
     runner = open_artifact(artifact, trust=trust, vocab_file=vocab_file, **runner_options)
     if runner.vocab is None:
         raise DataError(f"{artifact} has no vocabulary: give --vocab TRAIN.txt")

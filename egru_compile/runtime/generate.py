@@ -92,7 +92,8 @@ def generate_path(artifact, prompt: str, n_tokens: int, temperature: float = 1.0
     """`egru-compile generate`: open `artifact` (compiled directory or source checkpoint), encode `prompt`
     with its vocabulary, generate. Returns {"target", "prompt", "tokens" (generated ids), "words", "text"}
     (text = prompt + generated words, `render`ed)."""
-    from .base import ArtifactError, open_artifact
+    from ..artifact import ArtifactError
+    from .open import open_artifact
     runner = open_artifact(artifact, trust=trust, vocab_file=vocab_file, **runner_options)
     if runner.vocab is None:
         raise DataError(f"{artifact} has no vocabulary: give --vocab TRAIN.txt")

@@ -92,7 +92,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     calib = options.get("calib_token_ids")
     f16_report = None
     if weight_dtype == "f16":                       # the chip holds float16 values: place, simulate, store those
-        f16_report = round_graph_f16(graph, calib)
+        f16_report = round_graph_f16(graph, calib, options.get("perplexity"))
         stack = extract_stack(graph)
         to_f16_storage(stack)
     nets = build_network(stack)

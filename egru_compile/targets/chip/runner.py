@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
+from ...artifact import ArtifactError
+from ...runner import Runner, StepStats, read_vocab_file
 from . import load_program
 from .network import build_network
 from .profile import ChipProfile, load_profile

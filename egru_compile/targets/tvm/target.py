@@ -72,7 +72,7 @@ def load_weights(path: Path):
     """(embedding, layers, decoder weight, decoder bias, projection) of a weights.npz written by
     :func:`save_weights` (projection: None, or ((indptr, indices, data), bias) of EvNN's decoder projection);
     a missing, corrupt or incomplete file is an ArtifactError."""
-    from ...runtime.base import ArtifactError
+    from ...artifact import ArtifactError
     try:
         with np.load(path, allow_pickle=False) as z:
             emb = z["embedding"]
@@ -118,7 +118,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     stack = extract_stack(graph)
     wdt = resolve_weight_dtype(stack, options.get("weight_dtype"))
     ddt, dec_record = decoder_precision(graph, stack, wdt, options.get("decoder_dtype"),
-                                        options.get("calib_token_ids"))
+                                        options.get("calib_token_ids"), options.get("perplexity"))
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
                           projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt)
