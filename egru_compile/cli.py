@@ -168,11 +168,13 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
 @click.argument("ir_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--passes", help="comma-separated passes to run (default: none)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the IR here (+ OUTPUT.npz)")
+@click.option("--split-input-file", is_flag=True,
+              help="the file holds several IR texts separated by '// -----' lines: run each on its own")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def opt_cmd(ir_file, passes, output, debug):
+def opt_cmd(ir_file, passes, output, split_input_file, debug):
     """Run passes over an IR file and print the IR (no passes: the file as it is)."""
     from .compile_driver import run_opt
-    click.echo(_run_guarded(debug, run_opt, ir_file, passes, output), nl=False)
+    click.echo(_run_guarded(debug, run_opt, ir_file, passes, output, split_input_file), nl=False)
 
 
 @main.command("targets")

@@ -94,6 +94,11 @@ def _read(path: Path) -> tuple[str, bytes]:
         raise IRSourceError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of `path` (an IRSourceError when unreadable)."""
+    return _read(Path(path))[0]
+
+
 def read_ir(path: str | Path) -> tuple[ParsedIR, str]:
     """Parse the IR file `path` with its resource file; returns (parsed, sha256 of text + resources)."""
     path = Path(path)
