@@ -1,6 +1,6 @@
 """PTB test perplexity vs dynamic MACs/token across pruning levels, EGRU vs a dense RNN baseline.
 
-    python benchmarks/ppl_vs_macs.py --data /path/to/ptb \
+    python -m benchmarks.ppl_vs_macs --data /path/to/ptb \
         --egru examples/ptb-egru-small/run/ckpts/dense.pt examples/ptb-egru-small/run/ckpts/sparsity_50.pt ... \
         --baseline examples/ptb-egru-small/run/gru.pt --png ppl_vs_macs.png --json ppl_vs_macs.json
 
@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
