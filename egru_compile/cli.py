@@ -1,7 +1,13 @@
-"""Command-line interface: ``egru-compile MODEL --target T -o DIR`` plus ``eval``, ``inspect``, ``train``.
+"""Command-line interface: ``egru-compile MODEL --target T -o DIR`` plus ``eval``, ``generate``, ``inspect``,
+``opt``, ``targets``, ``train``.
 
 Every user-facing failure prints one line ``error: ...`` and exits non-zero (traceback only with
-``--debug``); outputs are built in a temporary directory and renamed into place on success.
+``--debug``); outputs are built in a temporary directory and renamed into place on success. The commands go
+through the Python API (`egru_compile.api`), so both give the same figures. One convention for every
+subcommand that prints results: ``--json`` (one JSON object on stdout), ``-v`` / ``--verbose`` (more detail),
+``--quiet`` (nothing on stderr but errors: no progress lines, notes or warnings). Progress lines (steps over
+~2 s; when stderr is a terminal) and notes go to stderr, and not with ``--json`` (whose fields carry the notes'
+facts).
 """
 from __future__ import annotations
 
@@ -74,6 +80,18 @@ class DefaultCommandGroup(click.Group):
             args = ["compile"] + list(args)
         return super().parse_args(ctx, args)
 
+    def format_epilog(self, ctx, formatter):
+        """`--help` ends with the targets of the registry (built-in and chip profiles)."""
+        try:
+            from .targets.registry import all_targets
+            specs = all_targets()
+        except EgruError:                      # pragma: no cover - a broken profile still lets --help print
+            specs = []
+        if specs:
+            with formatter.section("Targets (--target NAME; --profile FILE.toml: your own chip)"):
+                formatter.write_dl([(s.name, s.summary) for s in specs])
+        super().format_epilog(ctx, formatter)
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _Interrupts.install()
         try:
@@ -99,19 +117,64 @@ def main():
     """egru-compile: compile pruned event-based GRU language models into sparse, event-driven programs.
 
     \b
-    egru-compile MODEL --target TARGET -o DIR      (egru-compile targets: the list)
+    egru-compile MODEL --target TARGET [-o DIR]    (the targets are listed below)
     egru-compile eval ARTIFACT --data FILE
     egru-compile generate ARTIFACT --prompt TEXT
-    egru-compile inspect DIR
+    egru-compile inspect ARTIFACT_OR_CHECKPOINT
+    egru-compile train --data-dir DIR -o MODEL.pt
+
+    Every command that prints results takes --json, -v and --quiet.
     """
+
+
+def _output_options(f):
+    """--json, -v/--verbose and --quiet: the same three on every subcommand that prints results."""
+    f = click.option("--quiet", "-q", is_flag=True,
+                     help="nothing on stderr but errors (no progress lines, notes or warnings)")(f)
+    f = click.option("-v", "--verbose", is_flag=True, help="more detail")(f)
+    f = click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")(f)
+    return f
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _progress_wanted(quiet: bool, as_json: bool) -> bool:
+    """Progress lines / bars (steps over ~2 s) when stderr is a terminal, as git does; never with --quiet or
+    --json."""
+    return not (quiet or as_json) and sys.stderr.isatty()
+
+
+def _note(msg: str, quiet: bool) -> None:
+    if not quiet:
+        click.echo(f"note: {msg}", err=True)
+
+
+def _target_option_help() -> dict[str, str]:
+    """Each target option's help, per target that takes it: ``[onnx] ... [tvm] ... [chip targets] ...`` when
+    the targets describe it differently, one ``[takers] help`` when they agree."""
+    from dataclasses import fields as dfields
+
+    from .targets.registry import all_targets
+    by: dict[str, dict[str, list[str]]] = {}
+    for spec in all_targets():
+        for f in dfields(spec.options):
+            label = "chip targets" if spec.family == "chip" else spec.name
+            labels = by.setdefault(f.name, {}).setdefault(f.metadata.get("help", ""), [])
+            if label not in labels:
+                labels.append(label)
+    return {name: "; ".join(f"[{', '.join(labels)}] {h}" for h, labels in helps.items())
+            for name, helps in by.items()}
 
 
 def _target_options(f):
     """Add every registered target's options (`targets.registry`) as command-line options of `compile`."""
     from .targets.registry import option_fields
+    helps = _target_option_help()
     for name, default, meta, takers in reversed(option_fields()):
         flags = ["--" + n.replace("_", "-") for n in (name, *meta.get("aliases", ()))]
-        help_ = f"[{', '.join(takers) if len(takers) < 3 else 'chip targets'}] {meta.get('help', '')}"
+        help_ = helps[name]
         if isinstance(default, bool):
             f = click.option(*flags, name, is_flag=True, default=default, help=help_)(f)
             continue
@@ -127,10 +190,20 @@ def _target_options(f):
     return f
 
 
+def _guard(debug: bool, quiet: bool, fn, *args, **kwargs):
+    """`_run_guarded`, with warnings silenced under --quiet."""
+    def call():
+        if quiet:
+            warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+    return _run_guarded(debug, call)
+
+
 @main.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--target", "-t", help="target name (`egru-compile targets` lists them)")
-@click.option("-o", "--output", "out_dir", type=click.Path(), help="output directory (default MODEL.TARGET)")
+@click.option("--target", "-t", help="target name (listed by `egru-compile --help` and `egru-compile targets`)")
+@click.option("-o", "--output", "out_dir", type=click.Path(),
+              help="output directory (default MODEL.TARGET; with --profile FILE.toml: MODEL.FILE)")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False),
               help="training text whose first-appearance order gives the vocabulary (EvNN state_dicts)")
 @click.option("--passes", "passes", help="comma-separated pass pipeline (default: the standard pipeline)")
@@ -139,7 +212,7 @@ def _target_options(f):
               help="write the imported IR (before passes) to FILE, large constants to FILE.npz")
 @click.option("--print-ir-after-all", is_flag=True, help="print the IR after every pass")
 @click.option("--calib-data", type=click.Path(exists=True, dir_okay=False),
-              help="text used to measure activity (dynamic MACs, placement)")
+              help="text file used to measure activity (dynamic MACs, placement, chip energy/latency)")
 @click.option("--calib-tokens", type=click.IntRange(min=2), default=2000, show_default=True,
               help="calibration tokens to use")
 @click.option("--unk", help="map out-of-vocabulary words to this token")
@@ -147,21 +220,42 @@ def _target_options(f):
 @_target_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace a previous egru-compile artifact at -o")
-@click.option("-v", "--verbose", is_flag=True, help="print pass timings and progress")
+@_output_options
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
 def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_ir, print_ir_after_all, calib_data,
-                calib_tokens, unk, report_path, trust_checkpoint, force, verbose, debug, **target_values):
-    """Compile MODEL (project checkpoint, EvNN state_dict or torch.export .pt2) for --target."""
+                calib_tokens, unk, report_path, trust_checkpoint, force, as_json, verbose, quiet, debug,
+                **target_values):
+    """Compile MODEL (project checkpoint, EvNN state_dict, torch.export .pt2 or IR file) for --target.
+    -v adds pass timings; --json prints {"artifact", "target", "seconds", "summary", "result"}."""
     from click.core import ParameterSource
     given = {k for k in target_values
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
-    from .compile_driver import CompileRequest, run_compile
+    from .api import compile_request
+    from .compile_driver import CompileRequest
     req = CompileRequest(model=model, target=target, out_dir=out_dir, vocab_file=vocab_file, passes=passes,
                          print_ir=print_ir, emit_ir=emit_ir, print_ir_after_all=print_ir_after_all, calib_data=calib_data,
                          calib_tokens=calib_tokens, unk=unk, report_path=report_path, trust=trust_checkpoint,
-                         force=force, verbose=verbose, target_values=target_values, given=frozenset(given))
-    _run_guarded(debug, run_compile, req, click.echo)
+                         force=force, verbose=verbose and not quiet, progress=_progress_wanted(quiet, as_json),
+                         target_values=target_values,
+                         given=frozenset(given))
+
+    def echo(msg="", nl=True, err=False):
+        if not (err and quiet):
+            click.echo(msg, nl=nl, err=err)
+    info = _guard(debug, quiet, compile_request, req, echo)
+    if info is None:
+        if as_json:
+            _echo_json({"artifact": None, "report": report_path, "emit_ir": emit_ir})
+        return
+    if as_json:
+        _echo_json(info)
+        return
+    if quiet:
+        return
+    if info.get("summary"):
+        click.echo(info["summary"])
+    click.echo(f"wrote {info['artifact']} ({info['target']}) in {info['seconds']:.1f} s")
 
 
 @main.command("opt")
@@ -170,69 +264,105 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the IR here (+ OUTPUT.npz)")
 @click.option("--split-input-file", is_flag=True,
               help="the file holds several IR texts separated by '// -----' lines: run each on its own")
+@_output_options
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def opt_cmd(ir_file, passes, output, split_input_file, debug):
-    """Run passes over an IR file and print the IR (no passes: the file as it is)."""
+def opt_cmd(ir_file, passes, output, split_input_file, as_json, verbose, quiet, debug):
+    """Run passes over an IR file and print the IR (no passes: the file as it is). --json prints {"ir" (the
+    text; "" with -o), "passes", "output"}; -v the time the passes took."""
     from .compile_driver import run_opt
-    click.echo(_run_guarded(debug, run_opt, ir_file, passes, output, split_input_file), nl=False)
+    t0 = time.perf_counter()
+    text = _guard(debug, quiet, run_opt, ir_file, passes, output, split_input_file)
+    if verbose and not quiet:
+        click.echo(f"opt: {passes or 'no passes'} in {(time.perf_counter() - t0) * 1e3:.0f} ms", err=True)
+    if as_json:
+        _echo_json({"ir": text, "passes": [p for p in (passes or "").split(",") if p], "output": output})
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command("targets")
-def targets_cmd():
-    """List the compilation targets (chip targets are the bundled chip profiles)."""
+@_output_options
+def targets_cmd(as_json, verbose, quiet):
+    """List the compilation targets (chip targets are the bundled chip profiles). -v adds each target's
+    options; --json prints [{"name", "summary", "family", "options"}]."""
+    from dataclasses import fields as dfields
+
     from .targets.registry import all_targets
     specs = all_targets()
+    if as_json:
+        _echo_json({"targets": [{"name": s.name, "summary": s.summary, "family": s.family or s.name,
+                                 "options": [f.name for f in dfields(s.options)]} for s in specs]})
+        return
     width = max(len(s.name) for s in specs)
     for s in specs:
         click.echo(f"{s.name:<{width}}  {s.summary}")
+        if verbose:
+            opts = " ".join("--" + f.name.replace("_", "-") for f in dfields(s.options))
+            click.echo(f"{'':<{width}}  options: {opts or '(none)'}")
     click.echo("(chip targets: one TOML file each in egru_compile/targets/chip/profiles/; "
                "--profile FILE.toml compiles for your own)")
 
 
 @main.command("eval")
 @click.argument("artifact", type=click.Path(exists=True))
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="text to evaluate on")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="text file to evaluate on")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--max-tokens", type=click.IntRange(min=2), help="use only the first N tokens")
-@click.option("--unk", help="map out-of-vocabulary words to this token")
+@click.option("--unk", help="map out-of-vocabulary words to this token (counted as unknown words)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="cut the text into B contiguous streams, each evaluated from a zero state")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@_output_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, quiet, trust_checkpoint, debug):
-    """Streaming perplexity, activity and MACs/token of a compiled ARTIFACT dir or a source checkpoint."""
-    _run_guarded(debug, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
-                 batch_size)
+def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, verbose, quiet, trust_checkpoint, debug):
+    """Streaming perplexity, activity, MACs/token and unknown words of a compiled ARTIFACT dir, a source
+    checkpoint or a dense gru/lstm baseline (train --model gru|lstm). -v adds cross-entropy, events/token,
+    time and each stream's figures."""
+    _guard(debug, quiet, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
+           batch_size, verbose)
 
 
-def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1):
-    from .runtime import evaluate_path
-    quiet = quiet or not sys.stdout.isatty()
-    result = evaluate_path(artifact, data, vocab_file=vocab_file, max_tokens=max_tokens, unk=unk, quiet=quiet,
-                           trust=trust, batch_size=batch_size)
+def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1, verbose=False):
+    from .api import load
+    res = load(artifact, vocab=vocab_file, trust=trust).evaluate(Path(data), batch_size=batch_size, max_tokens=max_tokens,
+                                                                 unk=unk, progress=_progress_wanted(quiet, as_json))
+    result = res.to_dict()
+    if res.case_folded and not as_json:         # (--json: the "case_folded" field says it)
+        _note(f"{res.case_folded} word(s) of {data} folded to lower case (the vocabulary does not distinguish "
+              "case)", quiet)
     if as_json:
-        click.echo(json.dumps(result, sort_keys=True))
-    else:
-        click.echo(f"target        {result['target']}")
-        click.echo(f"tokens        {result['tokens']}" + (
-            f" ({result['batch_size']} streams; {result['dropped_tokens']} tail tokens not used)"
-            if result["batch_size"] > 1 else ""))
-        click.echo(f"perplexity    {result['perplexity']:.4f}")
-        click.echo(f"MACs/token    {result['macs_per_token']:.1f}")
-        click.echo("activity      " + " ".join(f"{a:.4f}" for a in result["activity"]))
-        if result.get("tokens_per_second"):
-            click.echo(f"tokens/s      {result['tokens_per_second']:,.0f} ({1e6 / result['tokens_per_second']:,.1f} "
-                       "µs/token, whole token incl. decoder and log-softmax)")
-        if result.get("chip"):
-            from .targets.chip.report import chip_summary
-            click.echo(chip_summary(result["chip"]), nl=False)
+        _echo_json(result)
+        return
+    click.echo(f"target        {res.target}")
+    click.echo(f"tokens        {res.tokens}" + (
+        f" ({res.batch_size} streams; {result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else ""))
+    click.echo(f"perplexity    {res.perplexity:.4f}")
+    click.echo(f"words         {res.words}; unknown {res.unknown_words} ({100 * res.unknown_share:.2f} %"
+               + (f", mapped to {unk}" if unk and res.unknown_words else "") + ")"
+               + (f"; {res.case_folded} folded to lower case" if res.case_folded else "")
+               + (f"; {res.unk_in_text} written as the unknown-word token ({100 * res.unk_in_text / res.words:.2f} %)"
+                  if res.unk_in_text else ""))
+    click.echo(f"MACs/token    {res.macs_per_token:.1f}")
+    click.echo("activity      " + " ".join(f"{a:.4f}" for a in res.activity))
+    if res.tokens_per_second:
+        click.echo(f"tokens/s      {res.tokens_per_second:,.0f} ({1e6 / res.tokens_per_second:,.1f} "
+                   "µs/token, whole token incl. decoder and log-softmax)")
+    if verbose:
+        click.echo(f"cross-entropy {res.cross_entropy:.6f} nats")
+        click.echo("events/token  " + " ".join(f"{e:.2f}" for e in res.events_per_token))
+        click.echo(f"seconds       {res.seconds:.2f}")
+        for b, st in enumerate(result.get("streams") or []):
+            click.echo(f"stream {b:<6} tokens {st['tokens']}  perplexity {st['perplexity']:.4f}  "
+                       f"MACs/token {st['macs_per_token']:.1f}")
+    if res.chip:
+        from .targets.chip.report import chip_summary
+        click.echo(chip_summary(res.chip), nl=False)
 
 
 @main.command("generate")
 @click.argument("artifact", type=click.Path(exists=True))
-@click.option("--prompt", required=True, help="words to start from (whitespace-separated vocabulary words)")
+@click.option("--prompt", required=True, help="words to start from (whitespace-separated vocabulary words; folded "
+              "to lower case when the vocabulary does not distinguish case)")
 @click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=20, show_default=True,
               help="tokens to generate")
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -242,15 +372,24 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed of the sampler")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--unk", help="map out-of-vocabulary prompt words to this token")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@_output_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_file, unk, as_json, trust_checkpoint,
-                 debug):
-    """Generate text after --prompt with a compiled ARTIFACT dir or a source checkpoint."""
-    from .runtime.generate import generate_path
-    result = _run_guarded(debug, generate_path, artifact, prompt, n_tokens, temperature, top_k or None, seed,
-                          vocab_file=vocab_file, unk=unk, trust=trust_checkpoint)
+def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_file, unk, as_json, verbose, quiet,
+                 trust_checkpoint, debug):
+    """Generate text after --prompt with a compiled ARTIFACT dir, a source checkpoint or a gru/lstm baseline.
+    -v adds the token ids (stderr)."""
+    from .api import load
+
+    def run():
+        return load(artifact, vocab=vocab_file, trust=trust_checkpoint).generate_result(
+            prompt, n_tokens, temperature=temperature, top_k=top_k or None, seed=seed, unk=unk)
+    result = _guard(debug, quiet, run)
+    if result["case_folded"] and not as_json:     # (--json: the "case_folded" field says it)
+        _note(f"{result['case_folded']} prompt word(s) folded to lower case (the vocabulary does not distinguish "
+              f"case): {' '.join(result['prompt'])}", quiet)
+    if verbose and not quiet:
+        click.echo(f"generated ids: {' '.join(map(str, result['tokens']))}", err=True)
     click.echo(json.dumps(result, sort_keys=True) if as_json else result["text"])
 
 
@@ -258,48 +397,21 @@ def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_fil
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--core", type=int, help="details of one core (chip targets)")
 @click.option("--links", is_flag=True, help="the busiest mesh links (chip targets)")
+@_output_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def inspect_cmd(path, core, links, trust_checkpoint, debug):
-    """Describe a compiled artifact directory or a source checkpoint."""
-    _run_guarded(debug, _inspect, path, core, trust_checkpoint, links)
-
-
-def _inspect(path, core, trust, links=False):
-    p = Path(path)
-    if p.is_dir():
-        from .artifact import read_manifest
-        from .targets.registry import for_manifest
-        info = read_manifest(p)
-        if for_manifest(info) is None:
-            raise EgruError(f"{path}: no target of this installation opens {info['target']!r} artifacts "
-                            f"(format {info.get('format')!r})")
-        from .targets.describe import describe_artifact
-        click.echo(describe_artifact(p, info, core=core, links=links), nl=False)
+def inspect_cmd(path, core, links, as_json, verbose, quiet, trust_checkpoint, debug):
+    """Describe a compiled artifact directory or a source checkpoint. --json prints the manifest (artifacts;
+    with --core / --links that part of mapping.json) or the checkpoint's shapes; -v lists the artifact's files."""
+    from .api import inspect
+    text, data = _guard(debug, quiet, inspect, path, core=core, links=links, trust=trust_checkpoint)
+    if as_json:
+        _echo_json(data)
         return
-    from .frontend import load_source
-    src = load_source(path, trust=trust)
-    click.echo(f"source        {src.kind}")
-    click.echo(f"sha256        {src.sha256}")
-    if src.model is not None:
-        cfg = src.model.config
-        click.echo(f"vocab         {cfg.vocab_size} words" + ("" if src.vocab else " (no vocabulary stored)"))
-        click.echo(f"embedding     {cfg.embedding_size}")
-        click.echo(f"layers        {' '.join(str(h) for h in cfg.hidden_sizes)}")
-        for i, layer in enumerate(src.model.rnns):
-            for name in ("kernel", "recurrent_kernel"):
-                w = getattr(layer, name)
-                nnz = int((w != 0).sum())
-                click.echo(f"rnns.{i}.{name:<17} {tuple(w.shape)}  density {nnz / w.numel():.4f}")
-        proj = getattr(src.model.decoder, "projection", None)
-        if proj is not None:           # EvNN's projection decoder
-            nnz = int((proj.weight != 0).sum())
-            click.echo(f"decoder       E · relu(P · y + p) + b (tied E), P {tuple(proj.weight.shape)}  "
-                       f"density {nnz / proj.weight.numel():.4f}")
-        else:
-            click.echo("decoder       E · y + b (tied to the embedding)")
-    else:
-        click.echo(f"layers        {' '.join(str(h) for h in src.hidden_sizes)}")
+    click.echo(text, nl=False)
+    if verbose and data.get("files"):
+        for name in data["files"]:
+            click.echo(f"file          {name}")
 
 
 def _register_train():

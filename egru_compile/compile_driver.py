@@ -34,6 +34,7 @@ class CompileRequest:
     trust: bool = False
     force: bool = False
     verbose: bool = False
+    progress: bool = False                                  # progress lines on stderr for steps over ~2 s
     target_values: dict = field(default_factory=dict)      # every target option's value (defaults included)
     given: frozenset = frozenset()                          # the target options the user set
 
@@ -64,8 +65,10 @@ def resolve_target(req: CompileRequest):
     return spec, spec.make_options(req.target_values)
 
 
-def _default_out(model: str, target: str) -> str:
-    return f"{Path(model).stem}.{target}"
+def _default_out(model: str, target: str, profile: str | None = None) -> str:
+    """MODEL.TARGET, or MODEL.PROFILE with ``--profile PROFILE.toml`` (named after the file, as documented:
+    a copy of loihi-like.toml saved as my-chip.toml compiles into ``model.my-chip/``)."""
+    return f"{Path(model).stem}.{Path(profile).stem if profile else target}"
 
 
 def _load_calibration(path, source, n_tokens, unk):
@@ -87,21 +90,28 @@ def run_passes(graph, passes, calib, print_after_all: bool, verbose: bool, needs
     return pm.run(graph)
 
 
-def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
+def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
+    """Compile as `req` asks. Returns None when no target was asked for (--print-ir / --report only), else
+    {"artifact": output directory, "target", "seconds", "summary" (the target's headline lines or None),
+    "result" (what the target's compile returned)}; the caller prints them (the CLI's ``wrote ...`` line).
+    `echo` carries --print-ir output (stdout) and --verbose / quantize notes (``err=True``)."""
     from .frontend import load_source
+    from .progress import step
     from .targets.output import atomic_output_dir, atomic_write_text, check_output_dir
 
     spec, opts = resolve_target(req)
     if spec is None and not (req.print_ir or req.print_ir_after_all or req.report_path or req.emit_ir):
         raise EgruError("nothing to do: give --target (see `egru-compile targets`) or --print-ir")
-    protect = (req.model, req.vocab_file, req.calib_data, req.target_values.get("profile"))
+    profile = req.target_values.get("profile")
+    protect = (req.model, req.vocab_file, req.calib_data, profile)
     out_dir = None
     if spec is not None:
-        out_dir = _default_out(req.model, spec.name) if req.out_dir is None else req.out_dir
+        out_dir = _default_out(req.model, spec.name, profile) if req.out_dir is None else req.out_dir
         check_output_dir(out_dir, req.force, protect=protect)
     t0 = time.perf_counter()
-    source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file)
-    graph = source.to_graph()
+    with step(f"loading {req.model}", req.progress):
+        source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file)
+        graph = source.to_graph()
     if req.verbose:
         echo(f"frontend: {source.kind} {req.model} -> {len(graph.nodes)} IR nodes "
              f"({(time.perf_counter() - t0) * 1e3:.0f} ms)", err=True)
@@ -111,8 +121,9 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
         from .frontend.ir_source import write_ir
         write_ir(req.emit_ir, graph, source.vocab)
     calib = _load_calibration(req.calib_data, source, req.calib_tokens, req.unk) if req.calib_data else None
-    graph = run_passes(graph, req.passes, calib, req.print_ir_after_all, req.verbose,
-                       needs=opts.needs() if opts is not None else frozenset())
+    with step("running the pass pipeline", req.progress):
+        graph = run_passes(graph, req.passes, calib, req.print_ir_after_all, req.verbose,
+                           needs=opts.needs() if opts is not None else frozenset())
     from .passes import MacReport, QuantizeReport
     q = graph.analyses.get(QuantizeReport)
     if q and q.ppl_before is not None:
@@ -127,16 +138,18 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> None:
     elif req.report_path:
         raise EgruError("--report needs the count-macs pass in the pipeline, after the last transform")
     if spec is None:
-        return
+        return None
     from .runtime.evaluate import graph_perplexity
     options = dict(asdict(opts), target=spec.name, passes=req.passes, calib_data=req.calib_data,
                    calib_tokens=req.calib_tokens, unk=req.unk, calib_token_ids=calib, verbose=req.verbose,
                    perplexity=graph_perplexity)
-    with atomic_output_dir(out_dir, req.force, protect=protect) as tmp:
+    what = {"chip": "placement" + (", calibration simulation" if calib is not None else "")}.get(
+        spec.family, {"tvm": "TVM build of the kernels"}.get(spec.name, "writing the artifact"))
+    with atomic_output_dir(out_dir, req.force, protect=protect) as tmp, \
+            step(f"compiling for {spec.name} ({what})", req.progress):
         result = spec.compile_artifact(graph, source, tmp, options)
-    if result and result.get("summary"):
-        echo(result["summary"])
-    echo(f"wrote {out_dir} ({spec.name}) in {time.perf_counter() - t0:.1f} s")
+    return {"artifact": str(out_dir), "target": spec.name, "seconds": time.perf_counter() - t0,
+            "summary": (result or {}).get("summary"), "result": result or {}}
 
 
 #: the line that separates the cases of a ``--split-input-file`` IR file (as mlir-opt's)

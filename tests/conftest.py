@@ -1,7 +1,10 @@
 """Shared fixtures: small random EGRU language models, optionally pruned."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +53,8 @@ def rng():
 
 def pytest_configure(config):
     os.environ.setdefault("TVM_NUM_THREADS", "1")
+    # one TVM compile cache for this test session (tests and the CLI subprocesses they start share compiled
+    # step libraries of equal specs), never the user's own cache
+    cache = tempfile.mkdtemp(prefix="egru-test-cache-")
+    os.environ["EGRU_COMPILE_CACHE"] = cache
+    atexit.register(shutil.rmtree, cache, True)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import make_model
 from egru_compile.cli import main
 from egru_compile.frontend import save_checkpoint
-from egru_compile.runtime.evaluate import evaluate_path
+from egru_compile.api import evaluate_path
 
 WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 

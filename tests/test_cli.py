@@ -111,3 +111,89 @@ def test_int8_quantize_goes_before_count_macs_with_passes_default(ckpt):
     assert res.exit_code == 0, res.output
     order = [ln.split()[1] for ln in res.output.splitlines() if ln.startswith("[pass] ")]
     assert order.index("quantize-int8") < order.index("count-macs"), order
+
+
+# ------------------------------------------------------------------ one CLI convention (issue 24, item 5)
+def test_help_lists_every_target_and_per_target_option_help():
+    from egru_compile.targets.registry import target_names
+    res = run("--help")
+    assert res.exit_code == 0
+    listed = res.output.split("Targets")[1]
+    for name in target_names():
+        assert f"\n  {name} " in listed, name
+    text = " ".join(run("compile", "--help").output.split())
+    wd = text.split("--weight-dtype")[1].split("--decoder-dtype")[0]
+    assert "[onnx]" in wd and "[tvm]" in wd and "[chip targets] synaptic weights: int8 per-row (auto, the default)" in wd
+
+
+def test_every_result_command_takes_json_verbose_quiet(ckpt, tmp_path, monkeypatch):
+    """compile, eval, generate, inspect, opt, targets, train: --json prints one JSON object on stdout, --quiet
+    leaves stderr empty, -v is accepted."""
+    from egru_compile.train.data import synthetic_corpus
+    monkeypatch.chdir(tmp_path)
+    corpus = synthetic_corpus(tmp_path / "corpus", n_lines=60, vocab_size=12)
+    art = tmp_path / "m.onnx"
+    cmds = {
+        "compile": [ckpt / "m.pt", "-t", "onnx", "-o", art, "--emit-ir", tmp_path / "m.egir"],
+        "eval": ["eval", art, "--data", ckpt / "calib.txt"],
+        "generate": ["generate", art, "--prompt", "W1 w2", "--tokens", "3"],
+        "inspect": ["inspect", art],
+        "inspect-checkpoint": ["inspect", ckpt / "m.pt"],
+        "opt": ["opt", tmp_path / "m.egir", "--passes", "dce"],
+        "targets": ["targets"],
+        "train": ["train", "--data-dir", corpus, "--model", "gru", "--emb", "8", "--hidden", "8", "--epochs", "1",
+                  "--max-steps", "2", "--batch-size", "2", "--bptt", "8", "-o", tmp_path / "g.pt"],
+    }
+    for name, args in cmds.items():
+        res = run(*args, "--json")
+        assert res.exit_code == 0, (name, res.output)
+        obj = json.loads(res.stdout)
+        assert isinstance(obj, dict), name
+        if name == "compile":
+            assert obj["artifact"] == str(art) and obj["target"] == "onnx"
+            res = run(*args, "--force", "--quiet")
+            assert res.exit_code == 0 and res.stdout == "" and res.stderr == "", res.output
+        elif name == "train":
+            assert obj["output"] == str(tmp_path / "g.pt") and obj["config"]["cell"] == "gru"
+        else:
+            res = run(*args, "--quiet", "-v")
+            assert res.exit_code == 0 and res.stderr == "" and res.stdout, (name, res.output)
+    # the prompt was folded: said on stderr without --json, in the JSON field with it
+    res = run(*cmds["generate"])
+    assert "note: 1 prompt word(s) folded to lower case" in res.stderr and res.stdout.startswith("w1 w2 ")
+    assert json.loads(run(*cmds["generate"], "--json").stdout)["case_folded"] == 1
+    # the dense gru baseline evaluates and is refused by compile with one line
+    res = run("eval", tmp_path / "g.pt", "--data", corpus / "test.txt", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["target"] == "gru", res.output
+    res = run(tmp_path / "g.pt", "-t", "onnx")
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "dense GRU baseline" in res.output
+    # train: --data is the deprecated spelling of --data-dir
+    res = run("train", "--data", corpus, "--data-dir", corpus, "-o", tmp_path / "x.pt")
+    assert res.exit_code == 2 and "--data-dir only" in res.output
+
+
+def test_eval_reports_unknown_words_and_case_folding(ckpt):
+    text = ckpt / "mixed.txt"
+    text.write_text("W1 w2 zz w3\nw4 W5 w6 qq\n")
+    res = run("eval", ckpt / "m.pt", "--data", text, "--unk", "w0")
+    assert res.exit_code == 0, res.output
+    assert "words         8; unknown 2 (25.00 %, mapped to w0); 2 folded to lower case" in res.stdout
+    assert "note: 2 word(s)" in res.stderr
+    res = run("eval", ckpt / "m.pt", "--data", text)
+    assert res.exit_code == 1 and res.output == "error: " + str(text) + ":1: word 'zz' is not in the vocabulary " \
+        "(use --unk TOKEN)\n"
+
+
+def test_profile_file_names_the_output(ckpt, tmp_path, monkeypatch):
+    """A copy of loihi-like.toml saved as my-chip.toml compiles into m.my-chip/ (README "Extending")."""
+    from egru_compile.targets.registry import PROFILE_DIR
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-chip.toml").write_text((PROFILE_DIR / "loihi-like.toml").read_text())
+    res = run(ckpt / "m.pt", "--profile", "my-chip.toml", "--float-weights", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "m.my-chip" / "manifest.json").is_file() and not (tmp_path / "m.loihi-like").exists()
+    res = run("inspect", "m.my-chip", "--core", "0", "--json")
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    mapping = json.loads((tmp_path / "m.my-chip" / "mapping.json").read_text())
+    assert obj["mapping"]["core"] == next(c for c in mapping["cores"] if c["core"] == 0)

@@ -251,7 +251,7 @@ def test_ir_file_is_a_model_for_every_command(tmp_path):
 def test_onnx_from_emitted_ir_matches_checkpoint_exactly(tmp_path):
     """The acceptance check of issue 13: ONNX compiled from an emitted IR file has exactly the checkpoint's
     perplexity and MACs/token (the bundled trained example, the first 300 PTB test tokens)."""
-    from egru_compile.runtime import evaluate_path
+    from egru_compile.api import evaluate_path
     r = CliRunner()
     ir = tmp_path / "model.egir"
     res = r.invoke(main, [str(EXAMPLE), "--emit-ir", str(ir), "--target", "onnx", "-o", str(tmp_path / "ckpt")])

@@ -10,8 +10,9 @@ from conftest import make_model
 from egru_compile.data import DataError, Vocabulary
 from egru_compile.frontend import load_source, save_checkpoint
 from egru_compile.passes import PassManager, count_macs_for_tokens
+from egru_compile.api import evaluate_path
 from egru_compile.runtime import (ArtifactError, GraphRunner, Runner, StepStats, TorchRunner, evaluate,
-                                  evaluate_path, load_eval_tokens, open_artifact, register_runner)
+                                  load_eval_tokens, open_artifact, register_runner)
 from egru_compile.artifact import seal
 from egru_compile.targets import get_target
 

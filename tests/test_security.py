@@ -273,7 +273,7 @@ def _wait_for(pred, timeout):
 def _interrupt_when(cmd, cwd, ready, timeout=240):
     proc = subprocess.Popen([sys.executable, "-m", "egru_compile.cli", *map(str, cmd)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+                            env=dict(os.environ, PYTHONPATH=str(REPO), EGRU_COMPILE_CACHE="off"))  # compile for real
     assert _wait_for(ready, timeout), "the command never reached the phase to interrupt"
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)

@@ -1,4 +1,4 @@
 """Text corpora and vocabularies (AWD-LSTM / EvNN conventions)."""
-from .vocab import DataError, Vocabulary, read_tokens
+from .vocab import DataError, Encoded, Vocabulary, read_tokens, text_tokens
 
-__all__ = ["DataError", "Vocabulary", "read_tokens"]
+__all__ = ["DataError", "Encoded", "Vocabulary", "read_tokens", "text_tokens"]

@@ -5,6 +5,7 @@ first appearance in the training file.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import numpy as np
 from ..errors import EgruError
 
 EOS = "<eos>"
+#: spellings of the unknown-word token a vocabulary may hold (PTB: <unk>)
+UNK_WORDS = ("<unk>", "<UNK>", "<oov>")
 
 
 class DataError(EgruError):
@@ -29,40 +32,51 @@ def _tokens(path: str | Path):
     bounded however long a line is, and a caller that stops early reads no further."""
     try:
         with open(path, encoding="utf-8") as f:
-            lineno, word, line_open = 1, "", False
-            while chunk := f.read(_CHUNK):
-                parts = chunk.split("\n")
-                for i, part in enumerate(parts):
-                    last = i == len(parts) - 1
-                    if last:
-                        k = max((j for j in range(len(part) - 1, -1, -1) if part[j].isspace()), default=-1) \
-                            if part and not part[-1].isspace() else len(part) - 1
-                        head, tail = (part[:k + 1], part[k + 1:]) if k >= 0 else ("", part)
-                    else:
-                        head, tail = part, ""
-                    if head:
-                        for w in (word + head).split():
-                            yield lineno, w
-                        word = ""
-                    word += tail
-                    if len(word) > MAX_WORD_CHARS:
-                        raise DataError(f"{path}:{lineno}: a word longer than {MAX_WORD_CHARS} characters "
-                                        "(is this a word-level text file?)")
-                    line_open = line_open or bool(part)
-                    if not last:
-                        if word:
-                            yield lineno, word
-                            word = ""
-                        yield lineno, EOS
-                        lineno, line_open = lineno + 1, False
-            if word:
-                yield lineno, word
-            if line_open:
-                yield lineno, EOS
+            yield from _stream_tokens(f, path)
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text") from e
+
+
+def text_tokens(text: str, name: str = "text"):
+    """`_tokens` of a string (``(lineno, word)``, ``<eos>`` at the end of every line)."""
+    import io
+    return _stream_tokens(io.StringIO(text), name)
+
+
+def _stream_tokens(f, path):
+    """The words of text stream `f` (see `_tokens`; `path` names it in errors)."""
+    lineno, word, line_open = 1, "", False
+    while chunk := f.read(_CHUNK):
+        parts = chunk.split("\n")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if last:
+                k = max((j for j in range(len(part) - 1, -1, -1) if part[j].isspace()), default=-1) \
+                    if part and not part[-1].isspace() else len(part) - 1
+                head, tail = (part[:k + 1], part[k + 1:]) if k >= 0 else ("", part)
+            else:
+                head, tail = part, ""
+            if head:
+                for w in (word + head).split():
+                    yield lineno, w
+                word = ""
+            word += tail
+            if len(word) > MAX_WORD_CHARS:
+                raise DataError(f"{path}:{lineno}: a word longer than {MAX_WORD_CHARS} characters "
+                                "(is this a word-level text file?)")
+            line_open = line_open or bool(part)
+            if not last:
+                if word:
+                    yield lineno, word
+                    word = ""
+                yield lineno, EOS
+                lineno, line_open = lineno + 1, False
+    if word:
+        yield lineno, word
+    if line_open:
+        yield lineno, EOS
 
 
 class Vocabulary:
@@ -75,6 +89,7 @@ class Vocabulary:
                 raise DataError(f"vocabulary word {i} ({w!r}) is empty or contains whitespace: word-level text "
                                 "could never produce it")
         self.index = {w: i for i, w in enumerate(self.words)}
+        self._folds: bool | None = None
         if len(self.index) != len(self.words):
             raise DataError("vocabulary has duplicate words")
 
@@ -90,28 +105,74 @@ class Vocabulary:
             raise DataError(f"{path} holds no words to build a vocabulary from")
         return cls(list(words))
 
-    def encode_file(self, path: str | Path, max_tokens: int | None = None, unk: str | None = None) -> np.ndarray:
-        """Token ids of a text file (with `<eos>` per line), reading no further than `max_tokens`. Unknown
-        words raise DataError naming the word and line, unless `unk` names a vocabulary word to map them to."""
+    @property
+    def folds_case(self) -> bool:
+        """True when no two words differ only in case (PTB: all lower case but ``N``): a word the vocabulary
+        lacks whose lower-case form it has can then be folded to that form without ambiguity."""
+        if self._folds is None:
+            lower = {w.lower() for w in self.words}
+            self._folds = len(lower) == len(self.words) and any(w == w.lower() and w != w.upper()
+                                                                 for w in self.words)
+        return self._folds
+
+    def lookup(self, word: str, fold_case: bool = True) -> tuple[int | None, bool]:
+        """(id of `word` or None, whether it was found by folding it to lower case — `folds_case` only)."""
+        i = self.index.get(word)
+        if i is None and fold_case and self.folds_case:
+            i = self.index.get(word.lower())
+            return i, i is not None
+        return i, False
+
+    def encode_tokens(self, tokens, name: str, max_tokens: int | None = None, unk: str | None = None,
+                      fold_case: bool = False) -> "Encoded":
+        """Encode ``(lineno, word)`` pairs (`_tokens`, `text_tokens`), stopping at `max_tokens`: ids plus the
+        counts of words, unknown words (mapped to `unk`) and words folded to lower case (`fold_case`, when
+        `folds_case`). An unknown word without `unk` raises DataError naming it and its line."""
         if unk is not None and unk not in self.index:
             raise DataError(f"--unk token {unk!r} is not in the vocabulary")
         unk_id = self.index.get(unk) if unk is not None else None
+        marker = unk if unk is not None else next((w for w in UNK_WORDS if w in self.index), None)
         ids: list[int] = []
-        words = 0
-        for lineno, t in _tokens(path):
+        words = unknown = folded = marked = 0
+        for lineno, t in tokens:
             if max_tokens is not None and len(ids) >= max_tokens:
                 break
             words += t != EOS
-            i = self.index.get(t, unk_id)
+            marked += t == marker
+            i, f = self.lookup(t, fold_case)
+            folded += f
             if i is None:
-                raise DataError(f"{path}:{lineno}: word {t!r} is not in the vocabulary (use --unk TOKEN)")
+                if unk_id is None:
+                    hint = f"--unk {marker}" if marker is not None else "--unk TOKEN"
+                    raise DataError(f"{name}:{lineno}: word {t!r} is not in the vocabulary (use {hint})")
+                unknown += 1
+                i = unk_id
             ids.append(i)
         if words == 0:
-            raise DataError(f"{path} is empty (no words)")
+            raise DataError(f"{name} is empty (no words)")
         arr = np.asarray(ids, dtype=np.int64)
         if len(arr) < 2:
-            raise DataError(f"{path} has fewer than 2 tokens: nothing to predict")
-        return arr
+            raise DataError(f"{name} has fewer than 2 tokens: nothing to predict")
+        return Encoded(arr, words, unknown, folded, marked)
+
+    def encode_file(self, path: str | Path, max_tokens: int | None = None, unk: str | None = None,
+                    fold_case: bool = False) -> np.ndarray:
+        """Token ids of a text file (with `<eos>` per line), reading no further than `max_tokens`. Unknown
+        words raise DataError naming the word and line, unless `unk` names a vocabulary word to map them to."""
+        return self.encode_tokens(_tokens(path), str(path), max_tokens, unk, fold_case).ids
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoded text: token ids, its words (``<eos>`` not counted), how many of them were unknown (mapped to
+    the ``unk`` token), how many were folded to lower case to be found, and how many the text itself wrote as
+    the unknown-word token (``unk``, else the vocabulary's ``<unk>``)."""
+
+    ids: np.ndarray
+    words: int
+    unknown: int
+    folded: int
+    marked: int = 0
 
 
 def read_tokens(path: str | Path) -> list[str]:

@@ -41,6 +41,16 @@ class CheckpointError(EgruError):
     """A checkpoint cannot be loaded; the message says why in one line."""
 
 
+class BaselineCheckpointError(CheckpointError):
+    """A dense GRU / LSTM baseline (`train --model gru|lstm`): it evaluates (`runtime.baseline_runner`) but
+    has no events to compile."""
+
+    def __init__(self, path: str, cell: str):
+        super().__init__(f"{path} is a dense {cell.upper()} baseline (train --model {cell}): it has no event "
+                         "units to compile; `egru-compile eval` evaluates it for comparison")
+        self.path, self.cell = path, cell
+
+
 @dataclass
 class SourceModel:
     """What a loader produced: a PyTorch model (or an exported program) plus its vocabulary."""
@@ -359,6 +369,9 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
         raise CheckpointError(f"{path}: pickled module of type {type(obj).__name__} is not an EGRULanguageModel")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(obj).__name__}")
+    if obj.get("format") == "egru-compile/baseline-checkpoint":      # train.baselines.BASELINE_FORMAT
+        cfg = obj.get("config")
+        raise BaselineCheckpointError(path, str(cfg.get("cell", "gru")) if isinstance(cfg, dict) else "gru")
     if obj.get("format") == FORMAT_TAG:
         if obj.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')} is not supported "

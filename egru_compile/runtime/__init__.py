@@ -23,7 +23,7 @@ register theirs with `register_runner(target, factory)`.
 from ..artifact import ArtifactError, read_manifest
 from ..runner import NllScorer, Runner, RunStats, StepStats, StreamStats, read_vocab_file
 from .open import open_artifact, register_runner
-from .evaluate import evaluate, evaluate_path, graph_perplexity, load_eval_tokens
+from .evaluate import evaluate, graph_perplexity, load_eval_tokens
 from .torch_runner import GraphRunner, TorchRunner
 
 
@@ -35,5 +35,5 @@ def __getattr__(name):        # OnnxRunner imports onnxruntime only when asked f
 
 
 __all__ = ["ArtifactError", "Runner", "RunStats", "StepStats", "StreamStats", "open_artifact", "read_manifest", "read_vocab_file",
-           "register_runner", "NllScorer", "evaluate", "evaluate_path", "graph_perplexity", "load_eval_tokens", "GraphRunner", "TorchRunner",
+           "register_runner", "NllScorer", "evaluate", "graph_perplexity", "load_eval_tokens", "GraphRunner", "TorchRunner",
            "OnnxRunner", "session_options"]

@@ -24,21 +24,43 @@ def load_eval_tokens(path, vocab: Vocabulary | None, max_tokens: int | None = No
     """Token ids of a text file (``<eos>`` per line). Out-of-vocabulary words raise DataError naming the word
     and line unless `unk` names a vocabulary word to map them to; an empty file or fewer than 2 tokens
     (nothing to predict) raise DataError."""
+    return encode_eval_data(path, vocab, max_tokens, unk, fold_case=False).ids
+
+
+def encode_eval_data(data, vocab: Vocabulary | None, max_tokens: int | None = None, unk: str | None = None,
+                     fold_case: bool = True, is_text: bool = False):
+    """`data.Encoded` of a text file (`data` a path) or, with `is_text`, of the string `data` itself:
+    ids plus the counts of words, unknown words (mapped to `unk`) and words folded to lower case (a word the
+    vocabulary lacks whose lower-case form it has, when the vocabulary does not distinguish case)."""
+    from ..data.vocab import _tokens, text_tokens
     if vocab is None:
         raise DataError("no vocabulary to encode the evaluation text: give --vocab TRAIN.txt")
     if max_tokens is not None and int(max_tokens) < 2:
         raise DataError(f"--max-tokens must be at least 2 (got {max_tokens}): nothing to predict")
-    return vocab.encode_file(path, max_tokens=None if max_tokens is None else int(max_tokens), unk=unk)
+    tokens = text_tokens(data) if is_text else _tokens(data)
+    return vocab.encode_tokens(tokens, "the text" if is_text else str(data),
+                               None if max_tokens is None else int(max_tokens), unk, fold_case)
+
+
+def text_report(enc) -> dict:
+    """The eval result's text fields of an `Encoded`: ``words``, ``unknown_words`` (not in the vocabulary),
+    ``unknown_share`` (of the words; ``<eos>`` not counted), ``case_folded``, and ``unk_in_text``: words the
+    text itself writes as the unknown-word token (``<unk>`` in PTB's preprocessed text)."""
+    return {"words": enc.words, "unknown_words": enc.unknown,
+            "unknown_share": enc.unknown / enc.words if enc.words else 0.0, "case_folded": enc.folded,
+            "unk_in_text": enc.marked}
 
 
 def _progress(total: int, quiet: bool):
-    if quiet or not sys.stdout.isatty():
+    """A tqdm bar on stderr (a terminal only) unless `quiet`."""
+    if quiet or not sys.stderr.isatty():
         return None
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(total=total, unit="tok", desc="eval", leave=False, dynamic_ncols=True, mininterval=0.5)
+    return tqdm(total=total, unit="tok", desc="eval", leave=False, dynamic_ncols=True, mininterval=0.5,
+                file=sys.stderr, delay=2.0)
 
 
 def split_streams(token_ids, batch_size: int = 1) -> np.ndarray:
@@ -144,20 +166,3 @@ def graph_perplexity(graph, tokens) -> float:
     `evaluate`'s protocol. The function the compiler gives quantize-int8 (``PassOptions.perplexity``)."""
     from .torch_runner import GraphRunner
     return float(evaluate(GraphRunner(graph), tokens, quiet=True)["perplexity"])
-
-
-def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None, unk: str | None = None,
-                  quiet: bool = False, trust: bool = False, batch_size: int = 1, **runner_options) -> dict:
-    """`egru-compile eval`: open `artifact` (compiled directory or source checkpoint), encode `data` with
-    its vocabulary (or `vocab_file`'s), and `evaluate` (`batch_size` streams). Adds ``data`` to the result."""
-    from ..artifact import ArtifactError
-    from .open import open_artifact
-    runner = open_artifact(artifact, trust=trust, vocab_file=vocab_file, **runner_options)
-    if runner.vocab is None:
-        raise DataError(f"{artifact} has no vocabulary: give --vocab TRAIN.txt")
-    if len(runner.vocab) != runner.vocab_size:
-        raise ArtifactError(f"vocabulary has {len(runner.vocab)} words but the model predicts {runner.vocab_size}")
-    ids = load_eval_tokens(data, runner.vocab, max_tokens, unk)
-    result = evaluate(runner, ids, quiet=quiet, batch_size=batch_size)
-    result["data"] = str(data)
-    return result

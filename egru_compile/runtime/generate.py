@@ -18,7 +18,16 @@ from ..data.vocab import EOS
 
 def encode_prompt(vocab: Vocabulary | None, text: str, unk: str | None = None) -> np.ndarray:
     """Token ids of the whitespace-separated words of `text`. An unknown word raises DataError naming it,
-    unless `unk` names a vocabulary word to map it to; an empty prompt raises DataError."""
+    unless `unk` names a vocabulary word to map it to; an empty prompt raises DataError. Words are taken as
+    they are (no case folding; `encode_prompt_folded` folds)."""
+    return encode_prompt_folded(vocab, text, unk, fold_case=False)[0]
+
+
+def encode_prompt_folded(vocab: Vocabulary | None, text: str, unk: str | None = None,
+                         fold_case: bool = True) -> tuple[np.ndarray, int]:
+    """(`encode_prompt` ids, number of words folded to lower case): with `fold_case`, a word the vocabulary
+    lacks whose lower-case form it has is folded when the vocabulary does not distinguish case
+    (`Vocabulary.folds_case`: "The company said" with PTB's lower-case vocabulary)."""
     if vocab is None:
         raise DataError("no vocabulary to encode the prompt: give --vocab TRAIN.txt")
     if unk is not None and unk not in vocab.index:
@@ -26,13 +35,16 @@ def encode_prompt(vocab: Vocabulary | None, text: str, unk: str | None = None) -
     words = text.split()
     if not words:
         raise DataError("the prompt has no words")
-    ids = []
+    ids, folded = [], 0
     for w in words:
-        i = vocab.index.get(w, vocab.index.get(unk) if unk is not None else None)
+        i, f = vocab.lookup(w, fold_case)
+        folded += f
+        if i is None:
+            i = vocab.index.get(unk) if unk is not None else None
         if i is None:
             raise DataError(f"prompt word {w!r} is not in the vocabulary (use --unk TOKEN)")
         ids.append(i)
-    return np.asarray(ids, np.int64)
+    return np.asarray(ids, np.int64), folded
 
 
 def next_token(logits, temperature: float, top_k: int | None, rng: np.random.Generator) -> int:
@@ -84,24 +96,3 @@ def render(words: list[str]) -> str:
         else:
             cur.append(w)
     return "\n".join(lines + ([" ".join(cur)] if cur else []))
-
-
-def generate_path(artifact, prompt: str, n_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                  seed: int = 0, vocab_file=None, unk: str | None = None, trust: bool = False,
-                  **runner_options) -> dict:
-    """`egru-compile generate`: open `artifact` (compiled directory or source checkpoint), encode `prompt`
-    with its vocabulary, generate. Returns {"target", "prompt", "tokens" (generated ids), "words", "text"}
-    (text = prompt + generated words, `render`ed)."""
-    from ..artifact import ArtifactError
-    from .open import open_artifact
-    runner = open_artifact(artifact, trust=trust, vocab_file=vocab_file, **runner_options)
-    if runner.vocab is None:
-        raise DataError(f"{artifact} has no vocabulary: give --vocab TRAIN.txt")
-    if len(runner.vocab) != runner.vocab_size:
-        raise ArtifactError(f"vocabulary has {len(runner.vocab)} words but the model predicts {runner.vocab_size}")
-    ids = encode_prompt(runner.vocab, prompt, unk)
-    out = generate(runner, ids, n_tokens, temperature, top_k, seed)
-    words = [runner.vocab.words[i] for i in out]
-    prompt_words = [runner.vocab.words[i] for i in ids]
-    return {"target": runner.target, "prompt": prompt_words, "tokens": out.tolist(), "words": words,
-            "text": render(prompt_words + words)}

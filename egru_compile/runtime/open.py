@@ -53,9 +53,17 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, **options) -> R
                                 f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     elif p.is_file():
         from ..frontend import load_source
+        from ..frontend.checkpoint import BaselineCheckpointError
         from ..frontend.ir_source import IRSource
         from .torch_runner import GraphRunner, TorchRunner
-        source = load_source(p, trust=trust, vocab_file=vocab_file)
+        try:
+            source = load_source(p, trust=trust, vocab_file=vocab_file)
+        except BaselineCheckpointError:                  # a dense GRU/LSTM baseline: evaluates, does not compile
+            from .baseline_runner import BaselineRunner
+            runner = BaselineRunner.from_file(p, **options)
+            if vocab_file is not None:
+                runner.vocab = Vocabulary.from_train_file(vocab_file)
+            return runner
         if isinstance(source, IRSource):                       # an IR file: the reference interpreter
             if options:
                 raise ArtifactError(f"unknown runner option(s) for an IR file: {', '.join(sorted(options))}")

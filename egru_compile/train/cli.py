@@ -1,6 +1,9 @@
 """`egru-compile train`: train / prune / fine-tune an EGRU language model (import-cheap: click only)."""
 from __future__ import annotations
 
+import json
+import os
+
 import click
 
 
@@ -34,9 +37,11 @@ def _ints(ctx, param, value):
 
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--data-dir", "data", type=click.Path(exists=True, file_okay=False),
               help="Directory with ptb.{train,valid,test}.txt (or train/valid/test.txt). Vocabulary = first "
                    "appearance in train, <eos> per line.")
+@click.option("--data", "data_old", type=click.Path(exists=True, file_okay=False), hidden=True,
+              help="Deprecated spelling of --data-dir (elsewhere --data is a file).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Final checkpoint (project format).")
 @click.option("--model", "model_type", type=click.Choice(["egru", "gru", "lstm"]), default="egru",
               help="egru, or a dense GRU/LSTM baseline of the same shape.")
@@ -86,13 +91,28 @@ def _ints(ctx, param, value):
 @click.option("--bf16-decoder/--fp32-decoder", default=False,
               help="Run the decoder matmul in bfloat16 while training (faster on CPUs with AVX512-BF16).")
 @click.option("--progress/--no-progress", default=True, help="tqdm progress bar (rank 0).")
-def train(data, output, model_type, emb, projection, hidden, epochs, batch_size, bptt, lr, min_lr_ratio, warmup_steps,
+@click.option("--json", "as_json", is_flag=True,
+              help="At the end, print one JSON object: the output checkpoint and its final figures (meta).")
+@click.option("-v", "--verbose", is_flag=True, help="Also print the resolved training configuration.")
+@click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors (no progress bar, no log lines).")
+def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, projection, hidden, epochs, batch_size, bptt, lr, min_lr_ratio, warmup_steps,
           weight_decay, input_wd_mult, act_reg, clip, dropout, dropout_emb, dropout_words, dropconnect, dampening, support,
           thr_init, prune_schedule, finetune_epochs, finetune_lr, seed, resume, ckpt_dir, log, train_tokens,
           valid_tokens, max_steps, log_interval, eval_batch_size, threads, run_test, bf16_decoder, progress):
     """Train an EGRU language model (truncated BPTT, AdamW, surrogate gradients), then prune it iteratively
     (global magnitude over all RNN weights) with fine-tuning. Works under
     `torchrun --nproc_per_node N -m egru_compile.train ...` (DDP, gloo)."""
+    if data_old is not None:
+        if data is not None:
+            raise click.UsageError("give --data-dir only (--data is its deprecated spelling)")
+        if not quiet:
+            click.echo("warning: `train --data DIR` is deprecated: use --data-dir DIR (--data names a file in "
+                       "the other commands)", err=True)
+        data = data_old
+    if data is None:
+        raise click.UsageError("Missing option '--data-dir'.")
+    if quiet:
+        progress = False
     if len(thr_init) != 2 or not 0.0 <= thr_init[0] <= thr_init[1] <= 1.0:
         raise click.BadParameter("--thr-init needs LO,HI with 0 <= LO <= HI <= 1")
     if any(not 0.0 < s < 1.0 for s in prune_schedule) or prune_schedule != sorted(prune_schedule):
@@ -117,10 +137,24 @@ def train(data, output, model_type, emb, projection, hidden, epochs, batch_size,
                       eval_batch_size=eval_batch_size, threads=threads, progress=progress, test=run_test,
                       bf16_decoder=bf16_decoder)
     try:
-        run_training(cfg, echo=lambda m: click.echo(m, err=True))
+        if verbose and not quiet:
+            from dataclasses import asdict
+            click.echo("config: " + json.dumps(asdict(cfg), sort_keys=True, default=str), err=True)
+        run_training(cfg, echo=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+        if as_json and os.environ.get("RANK", "0") == "0":          # (torchrun: rank 0 prints)
+            click.echo(json.dumps(_final_json(output), sort_keys=True, default=str))
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         import torch.distributed as dist
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _final_json(output) -> dict:
+    """{"output", "format", "config", and the checkpoint's meta (valid_ppl, test_ppl with --test, sparsity,
+    activity, dynamic_macs_per_token, elapsed_s, tokens_seen ...) minus the training config}."""
+    import torch
+    obj = torch.load(output, map_location="cpu", weights_only=True)
+    meta = {k: v for k, v in dict(obj.get("meta") or {}).items() if k != "train_config"}
+    return {"output": str(output), "format": obj.get("format"), "config": obj.get("config")} | meta

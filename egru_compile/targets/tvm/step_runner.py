@@ -8,8 +8,8 @@ import numpy as np
 
 from .layout import NP_DTYPES, _as_csr, _check_csr, from_input_major, pack_layer, quantize_dense_rows
 from .spec import EGRUKernelSpec
+from .cache import load_step_module
 from .signature import step_arg_names
-from .step import build_egru_step
 
 __all__ = ["TVMStepRunner"]
 
@@ -107,7 +107,7 @@ class TVMStepRunner:
     def _init_from_arrays(self, arrays: dict, module, target, streams: bool = False):
         import tvm
         spec = self.spec
-        self.module = module if module is not None else build_egru_step(spec, target, streams=streams)
+        self.module = module if module is not None else load_step_module(spec, target, streams=streams)
         self._step_fn = self.module["egru_step"]
         self._run_fn = self.module["egru_run"]
         self._score_fn = _function(self.module, "egru_score")

@@ -113,7 +113,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
         raise EgruError("target tvm needs Apache TVM: pip install apache-tvm==0.27.0.post1") from None
     from .precision import decoder_precision, resolve_weight_dtype
     from .spec import EGRUKernelSpec, default_target
-    from .step import build_egru_step
+    from .cache import step_library
     out_dir = Path(out_dir)
     stack = extract_stack(graph)
     wdt = resolve_weight_dtype(stack, options.get("weight_dtype"))
@@ -122,7 +122,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
                           projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt)
-    build_egru_step(spec, streams=True).export_library(str(out_dir / LIBRARY))   # weights packed by the runner
+    cached = step_library(spec, out_dir / LIBRARY, streams=True)   # weights packed by the runner
     compile_s = time.perf_counter() - t0
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
@@ -143,6 +143,6 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, index dtype "
                f"{spec.index_dtype}, embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}"
                f"{' after an event-driven relu projection' if spec.projection else ''}; "
-               f"kernels compiled in {compile_s:.1f} s for {tgt}\n{dec_record['note']}")
+               f"kernels {'copied from the compile cache' if cached else 'compiled'} in {compile_s:.1f} s for {tgt}\n{dec_record['note']}")
     (out_dir / "report.txt").write_text(summary + "\n")
     return {"summary": summary}
