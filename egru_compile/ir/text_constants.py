@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .sparse import SparseMatrix
+from .sparse import SPARSE_PARTS, SparseMatrix
 from .types import TensorType
 
 
@@ -110,7 +110,7 @@ class ConstantReader:
             while ln.accept(","):
                 pcol = ln.peek()[2]
                 pk = ln.take("word", what="a sparse field")
-                if kind == "sparse" and pk in ("indptr", "indices", "data", "scale") and pk not in parts:
+                if kind == "sparse" and pk in SPARSE_PARTS and pk not in parts:
                     ln.take("punct", "=")
                     parts[pk] = (ln.attr_value(), pcol)
                 elif kind == "sparse_resource" and pk == "nnz" and nnz is None:
@@ -133,7 +133,7 @@ class ConstantReader:
                     ln.fail(f"a sparse constant's type must be a 2-D f32 or i8 tensor, found {t}", fcol)
                 dt = {"indptr": np.int64, "indices": np.int64, "data": t.np_dtype, "scale": np.float32}
                 arrs = {}
-                for pk in ("indptr", "indices", "data", "scale"):
+                for pk in SPARSE_PARTS:
                     if kind == "sparse":
                         if pk not in parts:
                             continue
