@@ -15,7 +15,7 @@ from .types import TensorType
 
 
 class ConstantReader:
-    """Reads constant payloads from a parser line (`parser._Line`) and the resource arrays."""
+    """Reads constant payloads from a parser line (`lexer.Line`) and the resource arrays."""
 
     def __init__(self, resources: Mapping | None, resource_file: str | None):
         self.resources = resources
