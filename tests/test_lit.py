@@ -101,3 +101,19 @@ def test_lit_case_keeps_the_step_meaning(name, text):
         for a, b in zip(run_graph(before, xs), run_graph(after, xs), strict=True):
             diff = np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)), initial=0)
             assert diff <= (0.0 if name in EXACT else 1e-5), (name, diff)
+
+
+def test_split_input_file_errors(tmp_path):
+    """``opt --split-input-file``: a case that does not start with the IR header, or -o with it, is a one-line
+    error with a non-zero exit and nothing written."""
+    from click.testing import CliRunner
+
+    from egru_compile.cli import main
+    text = (LIT_DIR / "dce.ir").read_text()
+    bad = tmp_path / "bad.ir"
+    bad.write_text(text + "// -----\n%x = const dense<[1.0]> : tensor<1xf32>\n")
+    r = CliRunner().invoke(main, ["opt", str(bad), "--passes", "dce", "--split-input-file"])
+    assert r.exit_code != 0 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+    assert "case 2" in r.output
+    r = CliRunner().invoke(main, ["opt", str(tmp_path / "bad.ir"), "--split-input-file", "-o", str(tmp_path / "o.ir")])
+    assert r.exit_code != 0 and r.output.startswith("error: ") and not (tmp_path / "o.ir").exists(), r.output
