@@ -44,8 +44,8 @@ def test_default_backend_is_tir():
 def test_tir_numpy_and_unplaced_model_agree(placed, which):
     graph, stack, nets, pls = placed
     pl = pls[which]
-    tir = ChipSimulator(stack, nets, pl, backend="tir")
-    ref_sim = ChipSimulator(stack, nets, pl, backend="numpy")
+    tir = ChipSimulator(stack, pl.core_map(), backend="tir")
+    ref_sim = ChipSimulator(stack, pl.core_map(), backend="numpy")
     assert tir.backend == "tir" and ref_sim.backend == "numpy"
     assert len(tir.cores) >= 4 and all(c.prog is not None for c in tir.cores)
     assert len(tir.layer_cores[0]) > 1 or len(tir.layer_cores[1]) > 1
@@ -76,7 +76,7 @@ def test_tir_numpy_and_unplaced_model_agree(placed, which):
 def test_reset_restarts_tir_state(placed):
     _, stack, nets, pls = placed
     pl = pls["split"]
-    sim = ChipSimulator(stack, nets, pl, backend="tir")
+    sim = ChipSimulator(stack, pl.core_map(), backend="tir")
     toks = [3, 17, 42, 0, 59, 8, 8, 21]
     first = np.stack([sim.step(t) for t in toks])
     counts = sim.stats()["synops_total"].copy()

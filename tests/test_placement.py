@@ -81,10 +81,10 @@ def _recount(nets, pl: Placement, profile):
     packets = hops = 0.0
     g = profile.chip
 
-    def xyc(slot):
+    def xy(slot):
         chip, local = divmod(int(slot), g.cores)
         tile = local // g.cores_per_tile
-        return chip * g.tiles_x + tile % g.tiles_x, tile // g.tiles_x, chip
+        return chip * g.tiles_x + tile % g.tiles_x, tile // g.tiles_x
 
     for l, net in enumerate(nets):
         for i in range(net.hidden):
@@ -92,11 +92,11 @@ def _recount(nets, pl: Placement, profile):
             dests = {int(pl.core_of[tl][j]) for tl, j in _targets(nets, l, i)}
             out_axons[src] += len(dests)
             rate = net.fires[i] / net.tokens
-            x0, y0, c0 = xyc(pl.slot_of_core[src])
+            x0, y0 = xy(pl.slot_of_core[src])
             for d in dests:
-                x1, y1, c1 = xyc(pl.slot_of_core[d])
+                x1, y1 = xy(pl.slot_of_core[d])
                 packets += rate
-                hops += rate * (abs(x1 - x0) + abs(y1 - y0) + abs(c1 - c0))
+                hops += rate * (abs(x1 - x0) + abs(y1 - y0))      # links crossed (a chip crossing is one)
     m = profile.memory
     memory = [(syn[c] * m.synapse_bits + len(pres[c]) * m.axon_pointer_bits + units[c] * m.state_bits_per_unit + 7)
               // 8 for c in range(n)]
@@ -146,6 +146,24 @@ def test_placement_limits_and_costs_match_recount(tmp_path, objective):
         assert not violations(costs, profile)
 
 
+@pytest.mark.parametrize("geometry", [dict(cores=8, tiles_x=2, tiles_y=1, cores_per_tile=4),
+                                      dict(cores=4, tiles_x=1, tiles_y=1, cores_per_tile=4)])
+def test_multi_chip_hops_match_recount(tmp_path, geometry):
+    """On meshes of several chips the estimate counts links crossed (a chip crossing is one link), as the
+    recount walks them; every placement carries the estimate `evaluate` gives (evaluated once, by the placer)."""
+    profile = _profile(tmp_path, synapse_memory_bytes=6000, input_axons=300, **geometry)
+    nets = _nets()
+    seq, ours = place(nets, profile, 64, True)
+    for pl in (seq, ours):
+        assert pl.chips == -(-pl.n_cores // geometry["cores"]) >= 2
+        costs = evaluate(nets, pl, profile, True)
+        *_, packets, hops = _recount(nets, pl, profile)
+        assert float(costs.hops_out.sum()) == pytest.approx(hops, rel=1e-12) and hops > 0
+        assert costs.packets == pytest.approx(packets, rel=1e-12)
+        for f in ("hops_out", "energy_pj", "busy_ns", "memory_bytes", "output_axons", "traffic"):
+            assert np.array_equal(getattr(pl.costs, f), getattr(costs, f)), f
+
+
 def test_ours_beats_sequential_on_traffic_and_balance(tmp_path):
     profile = _profile(tmp_path, synapse_memory_bytes=6000, input_axons=300)
     nets = _nets()
@@ -164,14 +182,15 @@ def test_ours_beats_sequential_on_traffic_and_balance(tmp_path):
 
 
 def _dense_cost(W, profile, slot_of):
-    """Sum over core pairs of symmetric traffic times the hop distance of their slots (dense, by formula)."""
+    """Sum over core pairs of symmetric traffic times the hop distance of their slots (links, a chip crossing
+    one of them; link energy as a tie-break: dense, by formula)."""
     g = profile.chip
     chip, local = np.divmod(slot_of, g.cores)
     tile = local // g.cores_per_tile
     x, y = chip * g.tiles_x + tile % g.tiles_x, tile // g.tiles_x
     e = profile.energy
     D = (1 + 1e-3 * e.hop_ew_pj) * np.abs(x[:, None] - x[None]) + (1 + 1e-3 * e.hop_ns_pj) * np.abs(
-        y[:, None] - y[None]) + (1 + 1e-3 * g.chip_hop_pj) * np.abs(chip[:, None] - chip[None])
+        y[:, None] - y[None]) + 1e-3 * g.chip_hop_pj * np.abs(chip[:, None] - chip[None])
     return float((W * D).sum() / 2)
 
 

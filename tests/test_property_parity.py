@@ -65,7 +65,7 @@ def test_all_backends_agree_step_by_step(tmp_path_factory, case):
     nets = build_network(stack)
     profile = load_profile("loihi-like")
     _, pl = place(nets, profile, 4, False, objective="latency")
-    sim = ChipSimulator(stack, nets, pl)
+    sim = ChipSimulator(stack, pl.core_map())
     a, b = Interpreter(raw), Interpreter(opt)
     for t, r in zip(tokens, ref):
         for name, got in (("interpreter", a.step(t)[0]), ("optimised IR", b.step(t)[0]),

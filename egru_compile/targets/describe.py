@@ -17,7 +17,8 @@ def describe_artifact(path: Path, manifest: dict, core: int | None = None, links
     text = "\n".join(lines) + "\n"
     mapping = path / "mapping.json"
     if mapping.is_file():
-        from .chip.report import core_detail, links_detail, text_report
+        from .chip.inspect_view import core_detail, links_detail
+        from .chip.report import text_report
         try:
             m = json.loads(mapping.read_text())
         except (OSError, json.JSONDecodeError) as e:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..artifact import seal
 from ..errors import EgruError
+from .chip.objectives import DEFAULT_OBJECTIVE, OBJECTIVE_HELP, OBJECTIVES
 
 PROFILE_DIR = Path(__file__).resolve().parent / "chip" / "profiles"
 INT8_WEIGHTS = "int8-weights"
@@ -76,9 +77,7 @@ class ChipTargetOptions:
     weight_dtype: str = option("auto", "synaptic weights: int8 per-row (auto, the default), f16 (16-bit words; "
                                "the profile must hold 16-bit weights) or f32 (the float reference)",
                                choices=("auto", "f32", "f16", "int8"))
-    placement_objective: str = option("traffic", "fewest spike hops within the baseline's cores (traffic), or "
-                                      "use spare cores to cut the busiest core's load (latency)",
-                                      choices=("traffic", "latency"))
+    placement_objective: str = option(DEFAULT_OBJECTIVE, OBJECTIVE_HELP, choices=tuple(OBJECTIVES))
     decoder: str = option("host", "run the decoder on the host (default: it is dense and its logits leave the "
                           "chip anyway) or place its synapses on cores", choices=("host", "chip"))
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import EgruError
-from .placement import Placement, hop_matrices
+from .capacity import core_fits, core_memory_bytes, fits_memory
+from .costs import hop_matrices
+from .model import Placement
 
 DECODER_CHOICES = ("host", "chip")
 WHY_HOST = ("default: the dense V x E decoder needs more synaptic memory than the pruned RNN stack and its "
@@ -33,29 +35,27 @@ class DecoderPlacement:
     slot_of_core: np.ndarray     # [n_rnn + k] slots of all cores (RNN cores first)
     n_rnn: int
     chips: int
-    rows: list[dict]             # per decoder core: units, synapses, memory_bytes, input_axons, macs_estimated
+    rows: list[dict]             # per decoder core: outputs, synapses, memory_bytes, input_axons, synops_estimated
 
 
 def place_decoder(weight: np.ndarray, pl: Placement, profile, last_layer_fires: np.ndarray | None = None,
                   tokens: int = 0) -> DecoderPlacement:
-    lim, mem = profile.core, profile.memory
+    lim = profile.core
     fan = weight != 0                                      # [V, E]
     V, E = fan.shape
     syn = fan.sum(1)
     core_of = np.zeros(V, np.int64)
-    k, count, bits, axons = 0, 0, 0, np.zeros(E, bool)
+    k, count, nsyn, axons = 0, 0, 0, np.zeros(E, bool)
     for v in range(V):
         ax = axons | fan[v]
-        nbits = bits + int(syn[v]) * mem.synapse_bits + mem.state_bits_per_unit
-        fits = (count + 1 <= lim.compartments and int(ax.sum()) <= lim.input_axons and
-                (nbits + int(ax.sum()) * mem.axon_pointer_bits + 7) // 8 <= lim.synapse_memory_bytes)
+        n_ax = int(ax.sum())           # one compartment per output
+        fits = core_fits(profile, count + 1, core_memory_bytes(profile, nsyn + int(syn[v]), n_ax, count + 1), n_ax)
         if not fits and count:
-            k, count, bits, ax = k + 1, 0, 0, fan[v].copy()
-            nbits = int(syn[v]) * mem.synapse_bits + mem.state_bits_per_unit
-            if (nbits + int(ax.sum()) * mem.axon_pointer_bits + 7) // 8 > lim.synapse_memory_bytes:
+            k, count, nsyn, ax = k + 1, 0, 0, fan[v].copy()
+            if not fits_memory(profile, int(syn[v]), int(ax.sum()), 1):
                 raise EgruError(f"one decoder output ({int(syn[v])} synapses) does not fit a {profile.name} core")
         core_of[v] = k
-        count, bits, axons = count + 1, nbits, ax
+        count, nsyn, axons = count + 1, nsyn + int(syn[v]), ax
     k += 1
     n_rnn = pl.n_cores
     chips = max(1, math.ceil((n_rnn + k) / profile.chip.cores), pl.chips)
@@ -74,8 +74,7 @@ def place_decoder(weight: np.ndarray, pl: Placement, profile, last_layer_fires: 
         s = int(syn[m].sum())
         est = float((fan[m].sum(0) * last_layer_fires).sum()) / T if last_layer_fires is not None and T else None
         rows.append({"core": n_rnn + c, "outputs": int(m.sum()), "synapses": s, "input_axons": ax,
-                     "memory_bytes": (s * mem.synapse_bits + ax * mem.axon_pointer_bits +
-                                      int(m.sum()) * mem.state_bits_per_unit + 7) // 8,
+                     "memory_bytes": int(core_memory_bytes(profile, s, ax, int(m.sum()))),
                      "memory_limit_bytes": lim.synapse_memory_bytes, "synops_estimated": est,
                      "slot": int(slots[c])})
     return DecoderPlacement(core_of + n_rnn, np.concatenate([pl.slot_of_core, slots]), n_rnn, chips, rows)

@@ -4,9 +4,11 @@ Establishes: `layout` returns an injective core -> slot map over the slots of `c
 optimum of the activity-weighted spike energy sum_ab traffic[a, b] * pJ(slot a, slot b) for the neighbourhood
 "move one core to one of its K best candidate slots (empty, or swapping with the occupant)".
 
-Cost model. One spike message from slot s to slot t costs spike_tile + |dx| hop_ew + |dy| hop_ns +
-|dchip| chip_hop (chips side by side along x). The first term does not depend on the layout and is dropped,
-the rest is separable per axis, so the cost of core a at *every* slot is three 1-D weighted distance
+Cost model (`costs.CostModel`). One spike message from slot s to slot t costs spike_tile + |dx| hop_ew +
+|dy| hop_ns + |dchip| chip_hop (chips side by side along x; a chip crossing is one of the |dx| links, with
+the chip hop's extra cost); metric ``hops`` weighs the links |dx| + |dy| with their energy as a tie-break
+(`CostModel.axis_weights`). The delivery does not depend on the layout and is dropped, the rest is
+separable per axis, so the cost of core a at *every* slot is three 1-D weighted distance
 transforms of a's partner histograms: O(partners + slots) per core, never slot x slot. Traffic is kept as
 CSR neighbour lists (a core talks to tens to thousands of cores, not to all). A move is evaluated
 incrementally from the two cores' partner lists only.
@@ -22,34 +24,8 @@ import time
 
 import numpy as np
 
+from .costs import CostModel, hop_matrices, slot_coords  # noqa: F401 (geometry of the layout API)
 from .profile import ChipProfile
-
-
-# ----------------------------------------------------------------------------------------------- geometry
-def slot_coords(profile: ChipProfile, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(chip, global tile x, tile y) of physical slots; chips are placed side by side along x."""
-    g = profile.chip
-    slots = np.asarray(slots)
-    chip = slots // g.cores
-    local = slots % g.cores
-    tile = local // g.cores_per_tile
-    tx = tile % g.tiles_x
-    ty = tile // g.tiles_x
-    return chip, chip * g.tiles_x + tx, ty
-
-
-def hop_matrices(profile: ChipProfile, slots: np.ndarray):
-    """Pairwise (spike-hops, energy pJ, time ns) of one spike message between slots (dense: for reports and
-    small tests, never used by the search)."""
-    chip, x, y = slot_coords(profile, slots)
-    e = profile.energy
-    dx = np.abs(x[:, None] - x[None, :])
-    dy = np.abs(y[:, None] - y[None, :])
-    dchip = np.abs(chip[:, None] - chip[None, :])
-    hops = dx + dy + dchip
-    pj = e.spike_tile_pj + dx * e.hop_ew_pj + dy * e.hop_ns_pj + dchip * profile.chip.chip_hop_pj
-    ns = e.spike_tile_ns + dx * e.hop_ew_ns + dy * e.hop_ns_ns + dchip * profile.chip.chip_hop_ns
-    return hops.astype(np.float64), pj, ns
 
 
 def sparse_symmetric(traffic: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,16 +58,12 @@ class _Mesh:
     """Slot coordinates and per-axis costs of a layout problem."""
 
     def __init__(self, profile: ChipProfile, n_slots: int, metric: str = "hops"):
-        e = profile.energy
         self.chip, self.x, self.y = slot_coords(profile, np.arange(n_slots))
         self.tile = self.chip * 10 ** 6 + self.x * 10 ** 3 + self.y
         self.table = None
         self.cpt = profile.chip.cores_per_tile
         self.nx, self.ny, self.nc = int(self.x.max()) + 1, int(self.y.max()) + 1, int(self.chip.max()) + 1
-        if metric == "energy":
-            self.w = (e.hop_ew_pj, e.hop_ns_pj, profile.chip.chip_hop_pj)
-        else:                               # spike-hops, energy as a tie-break
-            self.w = (1 + 1e-3 * e.hop_ew_pj, 1 + 1e-3 * e.hop_ns_pj, 1 + 1e-3 * profile.chip.chip_hop_pj)
+        self.w = CostModel(profile).axis_weights(metric)
         # tile x tile distance table (tiles, not slots: cores of a tile are interchangeable); small meshes only
         _, first, self.tid = np.unique(self.tile, return_index=True, return_inverse=True)
         self.table = None

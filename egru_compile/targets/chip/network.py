@@ -1,5 +1,7 @@
 """The EGRU stack seen as a network of units for placement: per-unit synapse counts and the connectivity
-(which unit's spikes reach which unit), plus activity measured on calibration tokens.
+(which unit's spikes reach which unit), plus activity measured on calibration tokens; and the one reach
+computation (`dest_cores`: which cores a unit's spike must reach under a unit -> core map), used by the
+placement estimate and the simulator alike.
 
 Synapse ownership: a unit owns its *incoming* synapses — the three gate rows (z, r, g) of its layer's input
 matrix W and recurrent matrix R. A presynaptic spike is multicast once to every core that holds one of its
@@ -27,6 +29,11 @@ class LayerNet:
     # measured on calibration tokens (None without calibration)
     fires: np.ndarray | None = None        # [h] number of tokens the unit fired (y != 0)
     mac_events: np.ndarray | None = None   # [h] total MACs into the unit over the calibration tokens
+    tokens: int = 0                        # calibration tokens `fires` and `mac_events` were counted on
+
+    def rate(self, calibrated: bool) -> np.ndarray | None:
+        """Spikes per token of each unit (None without calibration)."""
+        return self.fires / self.tokens if calibrated and self.tokens and self.fires is not None else None
 
     @property
     def synapses(self) -> np.ndarray:
@@ -63,3 +70,55 @@ def attach_activity(nets: list[LayerNet], fires_in: list[np.ndarray], fires_rec:
             net.conn_rec.astype(np.int64) @ fr.astype(np.int64)
         net.fires = fo.astype(np.int64)
         net.tokens = tokens
+
+
+def group_sum(rows: np.ndarray, group: np.ndarray, k: int, dtype=np.float64, weights=None,
+              compact: bool = False):
+    """[k, cols]: sum of `rows` (times `weights` per row) over the rows of each group (sorted reduceat; no
+    one-hot matrix, empty groups are zero). ``compact``: (present group ids, [n_present, cols]) instead."""
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
+    ids = g[starts]
+    out = np.zeros((len(ids) if compact else k, rows.shape[1]), dtype)
+    for lo in range(0, len(starts), 256):                 # chunks of groups bound the temporary
+        s = starts[lo:lo + 257]
+        a, b = s[0], (s[-1] if len(s) > 256 else len(g))
+        block = rows[order[a:b]].astype(dtype, copy=False)
+        if weights is not None:
+            block = block * weights[order[a:b], None]
+        dest = np.arange(lo, lo + len(s[:256])) if compact else ids[lo:lo + 256]
+        red = np.logical_or if dtype is bool else np.add          # bool: "any" without widening
+        out[dest] = red.reduceat(block, s[:256] - a, axis=0)
+    return (ids, out) if compact else out
+
+
+def _or_group_any(reach: np.ndarray, fan: np.ndarray, core_of: np.ndarray) -> None:
+    """reach[i, c] |= any unit on core c has a synapse from presynaptic unit i (`fan` [h, n_pre] per unit;
+    a sorted OR-reduction over the cores that hold these units only, no unit x core one-hot product)."""
+    ids, pres = group_sum(fan > 0, np.asarray(core_of, np.int64), reach.shape[1], bool, compact=True)
+    reach[:, ids] |= pres.T
+
+
+def dest_cores(fans: list[tuple[np.ndarray, np.ndarray]], core_of: list[np.ndarray], n_cores: int,
+               dec_fan: np.ndarray | None = None, dec_core_of: np.ndarray | None = None) -> list[np.ndarray]:
+    """Per source layer l: [h_l, n_cores] bool — unit i has a synapse on core c (own layer's recurrent
+    synapses, the next layer's input synapses, or the decoder's when it is on chip). `fans[l]` = (input,
+    recurrent) synapse counts [h_l, n_pre] of layer l's units (`LayerNet.conn_in/conn_rec`, or the simulator's
+    counts of the stored non-zero values)."""
+    out = []
+    L = len(fans)
+    for l in range(L):
+        reach = np.zeros((fans[l][1].shape[1], n_cores), bool)
+        _or_group_any(reach, fans[l][1], core_of[l])
+        if l + 1 < L:
+            _or_group_any(reach, fans[l + 1][0], core_of[l + 1])
+        elif dec_fan is not None:
+            _or_group_any(reach, dec_fan, dec_core_of)
+        out.append(reach)
+    return out
+
+
+def net_reach(nets: list[LayerNet], core_of: list[np.ndarray], n_cores: int) -> list[np.ndarray]:
+    """`dest_cores` of the placement's view of the network (connectivity of `build_network`)."""
+    return dest_cores([(n.conn_in, n.conn_rec) for n in nets], core_of, n_cores)

@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import EgruError
+from .capacity import CoreOccupancy, check_fan_in, fan_in, unit_memory_bytes  # noqa: F401 (re-exported)
+from .model import PlacementError
 from .network import LayerNet
 from .profile import ChipProfile
 from .refine import packets_in, refine_layer, refine_worth, sender_weights
-
-
-class PlacementError(EgruError):
-    pass
 
 
 class PartitionerUnavailable(RuntimeError):
@@ -40,139 +37,16 @@ class PartitionerUnavailable(RuntimeError):
 
 def unit_cost(net: LayerNet, calibrated: bool) -> np.ndarray:
     """MACs per token of each unit (measured), or its synapse count (static)."""
-    T = getattr(net, "tokens", 0)
+    T = net.tokens
     if calibrated and T:
         return net.mac_events / T
     return net.synapses.astype(np.float64)
 
 
-def unit_memory_bytes(net: LayerNet, profile: ChipProfile) -> np.ndarray:
-    m = profile.memory
-    return (net.synapses * m.synapse_bits + m.state_bits_per_unit) / 8.0
-
-
-def fan_in(net: LayerNet) -> np.ndarray:
-    """Input axons a core needs for each unit alone (distinct presynaptic units, input + recurrent)."""
-    return np.count_nonzero(net.conn_in, axis=1) + np.count_nonzero(net.conn_rec, axis=1)
-
-
-def check_fan_in(nets: list[LayerNet], profile: ChipProfile) -> None:
-    """PlacementError when a unit alone needs more input axons than a core has: its layer cannot be placed
-    (this target does not split one unit's fan-in across cores with partial sums)."""
-    lim = profile.core.input_axons
-    for net in nets:
-        f = fan_in(net)
-        if len(f) and f.max() > lim:
-            j = int(np.argmax(f))
-            raise PlacementError(
-                f"layer {net.index} cannot be placed: unit {j} has a fan-in of {int(f[j])} presynaptic units "
-                f"(input + recurrent), above the per-core input-axon limit of {lim} of profile {profile.name} "
-                f"by {int(f[j]) - lim} ({int((f > lim).sum())} of {net.hidden} units exceed it)")
-
-
 # ----------------------------------------------------------------------------------------------- capacity
-def group_sum(rows: np.ndarray, group: np.ndarray, k: int, dtype=np.float64, weights=None,
-              compact: bool = False):
-    """[k, cols]: sum of `rows` (times `weights` per row) over the rows of each group (sorted reduceat; no
-    one-hot matrix, empty groups are zero). ``compact``: (present group ids, [n_present, cols]) instead."""
-    order = np.argsort(group, kind="stable")
-    g = group[order]
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
-    ids = g[starts]
-    out = np.zeros((len(ids) if compact else k, rows.shape[1]), dtype)
-    for lo in range(0, len(starts), 256):                 # chunks of groups bound the temporary
-        s = starts[lo:lo + 257]
-        a, b = s[0], (s[-1] if len(s) > 256 else len(g))
-        block = rows[order[a:b]].astype(dtype, copy=False)
-        if weights is not None:
-            block = block * weights[order[a:b], None]
-        dest = np.arange(lo, lo + len(s[:256])) if compact else ids[lo:lo + 256]
-        red = np.logical_or if dtype is bool else np.add          # bool: "any" without widening
-        out[dest] = red.reduceat(block, s[:256] - a, axis=0)
-    return (ids, out) if compact else out
-
-
-class _Cores:
-    """Per-core occupancy of one layer's k cores, updated incrementally as units move."""
-
-    def __init__(self, net: LayerNet, profile: ChipProfile, k: int, assign: np.ndarray, cost: np.ndarray):
-        self.net, self.k = net, k
-        self.pres = np.concatenate([net.conn_in > 0, net.conn_rec > 0], axis=1)      # [h, n_in + h]
-        self.umem = unit_memory_bytes(net, profile)
-        self.ptr_bytes = profile.memory.axon_pointer_bits / 8.0
-        self.lim = profile.core
-        self.cap_units = profile.units_per_core
-        self.cost = cost
-        self.assign = assign.copy()
-        self.cnt = group_sum(self.pres, self.assign, k, np.int16)        # [k, n_in + h] units needing each
-        self.units = np.bincount(self.assign, minlength=k)
-        self.mem = np.bincount(self.assign, weights=self.umem, minlength=k)
-        self.load = np.bincount(self.assign, weights=cost, minlength=k)
-        self.axons = (self.cnt > 0).sum(1)
-
-    def memory(self) -> np.ndarray:
-        return self.mem + self.axons * self.ptr_bytes
-
-    def over(self) -> np.ndarray:
-        return (self.units > self.cap_units) | (self.memory() > self.lim.synapse_memory_bytes) | \
-            (self.axons > self.lim.input_axons)
-
-    def first_fit(self, j: int, exclude: int, tries: int = 64) -> int:
-        """The least-loaded core (not `exclude`) that stays within its limits with unit j added, or -1. Units and
-        memory without new axons filter first (O(k)); the axon check costs O(inputs) per candidate."""
-        ok = (self.units + 1 <= self.cap_units) & \
-            (self.mem + self.umem[j] + self.axons * self.ptr_bytes <= self.lim.synapse_memory_bytes)
-        ok[exclude] = False
-        cand = np.nonzero(ok)[0]
-        for c in cand[np.argsort(self.load[cand], kind="stable")][:tries]:
-            new_ax = self.axons[c] + int(np.count_nonzero(self.pres[j] & (self.cnt[c] == 0)))
-            if new_ax <= self.lim.input_axons and \
-                    self.mem[c] + self.umem[j] + new_ax * self.ptr_bytes <= self.lim.synapse_memory_bytes:
-                return int(c)
-        return -1
-
-    def fits_after(self, c: int, out: int, into: int) -> bool:
-        """Core c within its memory and input-axon limits after unit `out` leaves it and unit `into` joins."""
-        cnt = self.cnt[c] - self.pres[out] + self.pres[into]
-        ax = int(np.count_nonzero(cnt))
-        return ax <= self.lim.input_axons and \
-            self.mem[c] - self.umem[out] + self.umem[into] + ax * self.ptr_bytes <= self.lim.synapse_memory_bytes
-
-    def swap_fit(self, c: int, tries: int = 256) -> tuple[int, int]:
-        """(unit j on over-full core c, unit i on another core) whose exchange leaves both cores within their
-        memory and input-axon limits, or (-1, -1). Candidates: the smallest memory difference umem[j] - umem[i]
-        that removes c's memory excess (a best-fit exchange), checked exactly in that order."""
-        mine = np.nonzero(self.assign == c)[0]
-        other = np.nonzero(self.assign != c)[0]
-        if not len(mine) or not len(other):
-            return -1, -1
-        excess = max(0.0, self.memory()[c] - self.lim.synapse_memory_bytes)
-        room = self.lim.synapse_memory_bytes - self.memory()          # per core
-        diff = self.umem[mine][:, None] - self.umem[other][None, :]  # [mine, other]: memory c frees
-        ok = (diff >= excess) & (diff <= room[self.assign[other]][None, :])
-        r, q = np.nonzero(ok)
-        for t in np.argsort(diff[r, q], kind="stable")[:tries]:
-            j, i = int(mine[r[t]]), int(other[q[t]])
-            d = int(self.assign[i])
-            if self.fits_after(c, j, i) and self.fits_after(d, i, j):
-                return j, i
-        return -1, -1
-
-    def move(self, j: int, c: int) -> None:
-        a = self.assign[j]
-        p = self.pres[j].astype(np.int16)
-        for core, sign in ((a, -1), (c, 1)):
-            self.cnt[core] += sign * p
-            self.units[core] += sign
-            self.mem[core] += sign * self.umem[j]
-            self.load[core] += sign * self.cost[j]
-            self.axons[core] = int(np.count_nonzero(self.cnt[core]))
-        self.assign[j] = c
-
-
 def repair(net: LayerNet, profile: ChipProfile, k: int, assign: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """Move units off over-full cores (largest memory first) onto the least-loaded core that can take them."""
-    st = _Cores(net, profile, k, assign, cost)
+    st = CoreOccupancy(net, profile, k, assign, cost)
     for _ in range(4 * net.hidden):
         bad = np.nonzero(st.over())[0]
         if not len(bad):
@@ -233,7 +107,7 @@ def rate_sorted(net: LayerNet, profile: ChipProfile, k: int, calibrated: bool) -
     outgoing traffic, so that the layout can put the busiest senders in the middle of the mesh (each spike of
     a randomly pruned layer reaches nearly every core of its own and the next layer whatever the partition;
     then only where the senders sit changes the spike-hops)."""
-    T = getattr(net, "tokens", 0)
+    T = net.tokens
     rate = net.fires / T if calibrated and T and net.fires is not None else np.zeros(net.hidden)
     order = np.lexsort((np.arange(net.hidden), -rate))
     umem = unit_memory_bytes(net, profile)[order]
@@ -252,7 +126,7 @@ def layer_hyperedges(nets: list[LayerNet], l: int, calibrated: bool) -> tuple[li
     edges, weights = [], []
     sources = [(net.conn_rec, net)] + ([(net.conn_in, nets[l - 1])] if l > 0 else [])
     for conn, src in sources:
-        T = getattr(src, "tokens", 0)
+        T = src.tokens
         w = src.fires if calibrated and T and src.fires is not None else np.ones(src.hidden, np.int64)
         colmask = conn > 0                                  # [h_l, h_src]
         for i in np.nonzero(w > 0)[0]:
@@ -296,7 +170,7 @@ def _mtk_init(mtkahypar, threads):
 
 def _unit_graph(net: LayerNet, calibrated: bool):
     """CSR of the symmetrised recurrent unit graph, edge weight = activity-weighted synapse pairs."""
-    T = getattr(net, "tokens", 0)
+    T = net.tokens
     rate = (net.fires + 1) if calibrated and T else np.ones(net.hidden, np.int64)
     A = (net.conn_rec > 0).astype(np.int64) * rate[None, :]           # j <- i weighted by i's firing
     A = A + A.T
@@ -374,7 +248,7 @@ def _finish(net, profile, k, assign, cost, refine: tuple | None = None) -> np.nd
         j = int(np.nonzero(assign == src)[0][0])
         assign[j], counts[src], counts[c] = c, counts[src] - 1, 1
     if refine is not None:
-        st = _Cores(net, profile, k, assign, cost)
+        st = CoreOccupancy(net, profile, k, assign, cost)
         refine_layer(st, *refine)
         assign = st.assign
     return assign
@@ -410,7 +284,7 @@ def partition_layer(nets: list[LayerNet], l: int, profile: ChipProfile, k: int, 
         except (PartitionerUnavailable, PlacementError):
             return assign, used
         w = sender_weights(nets, l, calibrated)
-        if packets_in(_Cores(net, profile, k, other, cost), w) < \
-                packets_in(_Cores(net, profile, k, assign, cost), w) - 1e-9:
+        if packets_in(CoreOccupancy(net, profile, k, other, cost), w) < \
+                packets_in(CoreOccupancy(net, profile, k, assign, cost), w) - 1e-9:
             return other, "hypergraph+refine"
     return assign, used

@@ -15,14 +15,10 @@ the lambda of the connectivity objective; every kept step is checked against tha
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from .capacity import CoreOccupancy
 from .network import LayerNet
-
-if TYPE_CHECKING:
-    from .partition import _Cores
 
 RATE_TOLERANCES = (0.1, 0.3)
 #: cores x spiking senders above which a layer keeps the partitioner's cut: every move and exchange evaluates
@@ -31,7 +27,7 @@ RATE_TOLERANCES = (0.1, 0.3)
 MAX_WORK = 250_000
 
 
-def refine_layer(st: _Cores, nets: list[LayerNet], l: int, calibrated: bool) -> float:
+def refine_layer(st: CoreOccupancy, nets: list[LayerNet], l: int, calibrated: bool) -> float:
     """Refine `st` (the occupancy of layer l's cores) in place; returns packets per token saved (0 when the
     layer is above `MAX_WORK`)."""
     w = sender_weights(nets, l, calibrated)
@@ -54,18 +50,18 @@ def sender_weights(nets: list[LayerNet], l: int, calibrated: bool) -> np.ndarray
     net = nets[l]
 
     def rate(src):
-        T = getattr(src, "tokens", 0)
-        return src.fires / T if calibrated and T and src.fires is not None else np.ones(src.hidden)
+        r = src.rate(calibrated)
+        return np.ones(src.hidden) if r is None else r
     w_in = rate(nets[l - 1]) if l > 0 else np.zeros(net.n_in)
     return np.concatenate([w_in, rate(net)]).astype(np.float64)
 
 
-def packets_in(st: _Cores, w: np.ndarray) -> float:
+def packets_in(st: CoreOccupancy, w: np.ndarray) -> float:
     """Spike packets per token this layer's cores receive: sum over senders of weight x cores reached."""
     return float((st.cnt > 0).sum(0) @ w)
 
 
-def refine_packets(st: _Cores, w: np.ndarray, unit_rate: np.ndarray, core_tries: int = 3, stall: int = 60,
+def refine_packets(st: CoreOccupancy, w: np.ndarray, unit_rate: np.ndarray, core_tries: int = 3, stall: int = 60,
                    rate_tol: float = 0.1, max_attempts: int = 1000) -> float:
     """Connectivity (lambda - 1) refinement under every capacity limit: for each sender s (heaviest first),
     "clear" a core a of s — exchange each of s's targets on a with a non-target of s on another core, so s's
@@ -120,7 +116,7 @@ def refine_packets(st: _Cores, w: np.ndarray, unit_rate: np.ndarray, core_tries:
     return start - total
 
 
-def refine_moves(st: _Cores, w: np.ndarray, eps: float = 0.03, passes: int = 8) -> float:
+def refine_moves(st: CoreOccupancy, w: np.ndarray, eps: float = 0.03, passes: int = 8) -> float:
     """Greedy connectivity moves: each unit j goes to the core where it adds the fewest packets, when that
     saves packets (sum of w over j's senders that reach its core through j alone, minus those it newly
     brings to the other core) and that core stays within every limit and within (1 + eps) x the mean
@@ -164,7 +160,7 @@ def refine_moves(st: _Cores, w: np.ndarray, eps: float = 0.03, passes: int = 8) 
 class _Exchange:
     """Partner search of `refine_packets` over the weighted senders only (columns `ws` of the presence rows)."""
 
-    def __init__(self, st: _Cores, w: np.ndarray, ws: np.ndarray, unit_rate: np.ndarray, rate_tol: float):
+    def __init__(self, st: CoreOccupancy, w: np.ndarray, ws: np.ndarray, unit_rate: np.ndarray, rate_tol: float):
         self.st, self.w, self.ws, self.rate, self.tol = st, w, ws, unit_rate, rate_tol
         self.presw = st.pres[:, ws].astype(np.float64) * w[None, :]      # [h, senders] weight of each presence
 

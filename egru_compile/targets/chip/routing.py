@@ -14,10 +14,10 @@ token the simulator only adds up the entries of the units that fired.
   the routers along the union of the X-then-Y routes to its destination cores (a tree): each link of the tree
   carries the packet once.
 
-Costs per message (the profile's per-event figures): ``spike_tile_pj/ns`` per delivery to a core,
-``hop_ew`` / ``hop_ns`` per east-west / north-south tile link, and a chip-to-chip link costs an east-west
-hop plus ``chip_hop_pj/ns`` (the same charges as the placement's cost model). ``hops`` counts links
-traversed (a chip-to-chip link is one hop).
+Costs per message are the cost model's (`costs.CostModel`, shared with the placement estimate): a delivery
+per destination core, ``hop_ew`` / ``hop_ns`` per east-west / north-south tile link, and a chip-to-chip link
+costs an east-west hop plus ``chip_hop_pj/ns``. ``hops`` counts links traversed (a chip-to-chip link is one
+hop, in the estimate too).
 
 Nothing here walks routes hop by hop or holds a tile x link table: an X-then-Y route from (xs, ys) to
 (xd, yd) is the row segment xs..xd of row ys, then the column segment ys..yd of column xd, so its hops,
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .placement import slot_coords
+from .costs import CostModel, slot_coords
 from .profile import ChipProfile
 
 
@@ -45,13 +45,10 @@ class Mesh:
     direction (-1 at the border)."""
 
     def __init__(self, profile: ChipProfile, chips: int):
-        g, e = profile.chip, profile.energy
+        g = profile.chip
         W, H = self.width, self.height = chips * g.tiles_x, g.tiles_y
-        self.ns_pj, self.ns_ns = e.hop_ns_pj, e.hop_ns_ns
         # the link x -> x+1 (either direction) crosses a chip boundary when x+1 starts a chip
-        chip_edge = (np.arange(1, W) % g.tiles_x) == 0                                    # [W-1]
-        self.hlink_pj = np.where(chip_edge, e.hop_ew_pj + g.chip_hop_pj, e.hop_ew_pj)
-        self.hlink_ns = np.where(chip_edge, e.hop_ew_ns + g.chip_hop_ns, e.hop_ew_ns)
+        self.hlink_pj, self.hlink_ns, chip_edge, (self.ns_pj, self.ns_ns) = CostModel(profile).link_costs(chips)
         self.hcum_pj = np.r_[0.0, np.cumsum(self.hlink_pj)]                                # [W]
         self.hcum_ns = np.r_[0.0, np.cumsum(self.hlink_ns)]
         dirs = {"east": (1, 0), "west": (-1, 0), "north": (0, 1), "south": (0, -1)}
@@ -67,7 +64,7 @@ class Mesh:
                         k = "chip" if chip_edge[min(x, x1)] else "ew"
                         p, t = self.hlink_pj[min(x, x1)], self.hlink_ns[min(x, x1)]
                     else:
-                        k, p, t = "ns", e.hop_ns_pj, e.hop_ns_ns
+                        k, p, t = "ns", self.ns_pj, self.ns_ns
                     ids[name][x, y] = len(links)
                     links.append(((x, y), (x1, y1)))
                     kind.append(k)
@@ -204,7 +201,7 @@ class UnitRoutes:
             sp[0][rows], sp[1][rows], sp[2][rows], sp[3][rows] = xmin, xmax, top, bot
         self.hops = hops
         self.n_msgs = np.minimum(self.n_dest, 1) if multicast else self.n_dest
-        self.pj = profile.energy.spike_tile_pj * self.n_dest + pj
+        self.pj = CostModel(profile).message()[0] * self.n_dest + pj
         self.max_ns = max_ns
 
     def link_loads(self, counts: np.ndarray) -> np.ndarray:

@@ -13,9 +13,8 @@ import numpy as np
 
 from ...artifact import ArtifactError
 from ...runner import Runner, StepStats, read_vocab_file
-from . import load_program
-from .network import build_network
 from .profile import ChipProfile, load_profile
+from .program import load_program
 from .report import simulated_report
 from .simulate import ChipSimulator
 
@@ -41,23 +40,26 @@ class ChipRunner(Runner):
         if not program.is_file():
             raise ArtifactError(f"{path}: program file {program.name} is missing")
         try:
-            stack, placement, dec_core_of = load_program(program, with_decoder=True)
+            stack, cores = load_program(program)
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
         mapping = path / manifest.get("mapping", "mapping.json")
+        self.assumptions = None
         try:
-            profile = _profile_from_dict(json.loads(mapping.read_text())["profile"])
+            recorded = json.loads(mapping.read_text())
+            profile = _profile_from_dict(recorded["profile"])
+            self.assumptions = recorded.get("assumptions")
         except (OSError, ValueError, KeyError, TypeError):
             profile = load_profile(manifest.get("profile") or manifest["target"])
         self.target = manifest["target"]
         self.path = str(path)
         self.layer_sizes = stack.hidden_sizes
         self.vocab_size = stack.vocab_size
-        self.decoder = manifest.get("decoder") or ("chip" if dec_core_of is not None else "host")
+        self.decoder = manifest.get("decoder") or ("chip" if cores.decoder_core_of is not None else "host")
         if manifest.get("vocab"):
             self.vocab = read_vocab_file(path / manifest["vocab"])
-        self.sim = ChipSimulator(stack, build_network(stack), placement, backend=backend, profile=profile,
-                                 multicast=manifest.get("router") == "multicast", dec_core_of=dec_core_of)
+        self.sim = ChipSimulator(stack, cores, backend=backend, profile=profile,
+                                 multicast=manifest.get("router") == "multicast")
 
     @classmethod
     def from_artifact(cls, path, manifest, **options):
@@ -96,4 +98,4 @@ class ChipRunner(Runner):
 
     def extra_report(self) -> dict:
         """{"chip": per-token averages of the simulator's counters since the last reset}."""
-        return {"chip": simulated_report(self.sim, self.decoder)}
+        return {"chip": simulated_report(self.sim, self.decoder, self.assumptions)}

@@ -26,9 +26,9 @@ import numpy as np
 
 from ...ir.ops import OPS
 from ..stack import EGRUStack
-from .network import LayerNet
-from .partition import group_sum
-from .placement import Placement
+from .costs import CostModel
+from .model import CoreMap
+from .network import dest_cores
 from .routing import Mesh, UnitRoutes, core_tiles
 
 _cell = OPS["egru_cell"].compute
@@ -42,35 +42,11 @@ def default_backend() -> str:
     return "tir" if tvm_available() else "numpy"
 
 
-def _or_group_any(reach: np.ndarray, fan: np.ndarray, core_of: np.ndarray) -> None:
-    """reach[i, c] |= any unit on core c has a synapse from presynaptic unit i (`fan` [h, n_pre] per unit; a
-    sorted OR-reduction over the cores that hold these units only, no unit x core one-hot product)."""
-    ids, pres = group_sum(fan > 0, np.asarray(core_of, np.int64), reach.shape[1], bool, compact=True)
-    reach[:, ids] |= pres.T
-
-
 def _gate_fan(M, h: int) -> np.ndarray:
     """[h, n_pre] non-zero synapses (gates summed) from presynaptic unit i into unit j, from the stored
     values as the cores hold them (an explicitly stored zero is no synapse)."""
     d = M.to_dense() != 0
     return d[:h].astype(np.int32) + d[h:2 * h] + d[2 * h:3 * h]
-
-
-def dest_cores(fans: list[tuple[np.ndarray, np.ndarray]], core_of: list[np.ndarray], n_cores: int,
-               dec_fan: np.ndarray | None = None, dec_core_of: np.ndarray | None = None) -> list[np.ndarray]:
-    """Per source layer l: [h_l, n_cores] bool — unit i has a synapse on core c (own layer's recurrent
-    synapses, the next layer's input synapses, or the decoder's when it is on chip)."""
-    out = []
-    L = len(fans)
-    for l in range(L):
-        reach = np.zeros((fans[l][1].shape[1], n_cores), bool)
-        _or_group_any(reach, fans[l][1], core_of[l])
-        if l + 1 < L:
-            _or_group_any(reach, fans[l + 1][0], core_of[l + 1])
-        elif dec_fan is not None:
-            _or_group_any(reach, dec_fan, dec_core_of)
-        out.append(reach)
-    return out
 
 
 def _core_sums(fan_T: np.ndarray, active: np.ndarray, core_of: np.ndarray, n: int) -> np.ndarray:
@@ -164,13 +140,14 @@ class _Core:
 class ChipSimulator:
     """Runs a placed stack token by token; `stats()` gives per-core counters since the last `reset`.
 
-    profile: chip profile (default loihi-like); multicast: routers replicate packets (see `routing`);
-    dec_core_of: [V] core of each decoder output when the decoder is on chip (cores after the RNN cores in
-    ``placement.slot_of_core``), None when the host runs it. backend: "layer" (default), "tir" or "numpy"."""
+    cores: where units sit (`model.CoreMap`: a program's map, or `Placement.core_map()`); its
+    ``decoder_core_of`` [V] gives each decoder output's core when the decoder is on chip (cores after the RNN
+    cores in ``slot_of_core``), None when the host runs it. profile: chip profile (default loihi-like; its
+    `costs.CostModel` charges every event); multicast: routers replicate packets (see `routing`).
+    backend: "layer" (default), "tir" or "numpy"."""
 
-    def __init__(self, stack: EGRUStack, nets: list[LayerNet], placement: Placement, backend: str | None = None,
-                 fast_math: bool | None = None, profile=None, multicast: bool = False,
-                 dec_core_of: np.ndarray | None = None):
+    def __init__(self, stack: EGRUStack, cores: CoreMap, backend: str | None = None,
+                 fast_math: bool | None = None, profile=None, multicast: bool = False):
         if backend is None:
             backend = "layer"
         if backend not in BACKENDS:
@@ -180,12 +157,14 @@ class ChipSimulator:
             profile = load_profile("loihi-like")
         self.backend = backend
         self.stack = stack
-        self.placement = placement
+        self.core_map = cores
         self.profile = profile
+        self.cost = CostModel(profile)
         self.multicast = bool(multicast)
-        n = self.n_cores = len(placement.slot_of_core)
+        n = self.n_cores = len(cores.slot_of_core)
         L = len(stack.layers)
-        self.core_of = [np.asarray(c, np.int64) for c in placement.core_of]
+        self.core_of = [np.asarray(c, np.int64) for c in cores.core_of]
+        dec_core_of = cores.decoder_core_of
         self.dec_core_of = None if dec_core_of is None else np.asarray(dec_core_of, np.int64)
         fans = [(_gate_fan(lw.W, lw.hidden), _gate_fan(lw.R, lw.hidden)) for lw in stack.layers]
         dec_fan = (stack.decoder_weight != 0).astype(np.int32) if self.dec_core_of is not None else None
@@ -198,8 +177,8 @@ class ChipSimulator:
         self.units = [np.bincount(c, minlength=n) for c in self.core_of]
         self.dec_units = None if dec_fan is None else np.bincount(self.dec_core_of, minlength=n)
         reach = dest_cores(fans, self.core_of, n, dec_fan, self.dec_core_of)
-        self.mesh = Mesh(profile, max(1, int(np.max(placement.slot_of_core)) // profile.chip.cores + 1))
-        tiles = core_tiles(profile, placement.slot_of_core, self.mesh)
+        self.mesh = Mesh(profile, max(1, int(np.max(cores.slot_of_core)) // profile.chip.cores + 1))
+        tiles = core_tiles(profile, cores.slot_of_core, self.mesh)
         self.routes = [UnitRoutes(reach[l], self.core_of[l], tiles, self.mesh, profile, self.multicast)
                        for l in range(L)]
         if stack.projection is not None and self.dec_core_of is not None:
@@ -261,13 +240,11 @@ class ChipSimulator:
         self.projection_macs = 0       # event-gated MACs of the decoder projection (host), if any
 
     def _phase(self, synops, upd_active, upd_inactive, msgs_out, route_pj, max_route_ns) -> float:
-        """Energy of the phase into the counters; returns its latency."""
-        e = self.profile.energy
-        self.counters["energy_pj"] += (synops * e.synop_pj + upd_active * e.neuron_active_pj +
-                                       upd_inactive * e.neuron_inactive_pj + route_pj)
-        work = (synops * e.synop_ns + upd_active * e.neuron_active_ns + upd_inactive * e.neuron_inactive_ns +
-                msgs_out * e.spike_tile_ns)
-        return float(work.max()) + max_route_ns + e.barrier_ns
+        """Energy of the phase into the counters; returns its latency (`CostModel.phase_ns`)."""
+        pj, ns = self.cost.compute(synops, upd_active, upd_inactive)
+        self.counters["energy_pj"] += pj + route_pj
+        work = ns + msgs_out * self.cost.message()[1]
+        return self.cost.phase_ns(float(work.max()), max_route_ns)
 
     def step(self, token: int) -> np.ndarray:
         n, cnt = self.n_cores, self.counters

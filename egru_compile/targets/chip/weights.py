@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import EgruError
 from ...ir import SparseMatrix
+from .capacity import core_memory_bytes
 from .profile import ChipProfile
 
 WEIGHT_DTYPES = ("int8", "f16", "f32")
@@ -69,8 +70,8 @@ def weights_info(dtype: str, profile: ChipProfile, costs, quantize: dict | None)
     bytes) and, where it differs, the profile's word the placement was sized for (f32 on an 8-bit profile)."""
     m = profile.memory
     bits = BITS[dtype]
-    mem = int(((costs.synapses * (bits + m.index_bits) + costs.input_axons * m.axon_pointer_bits
-                + costs.units * m.state_bits_per_unit + 7) // 8).sum())
+    mem = int(core_memory_bytes(profile, costs.synapses, costs.input_axons, costs.units,
+                                bits + m.index_bits).sum())
     line = {"int8": "weights int8 per-row", "f16": "weights float16 (16-bit synaptic words)",
             "f32": "weights float32 (the float reference: --weight-dtype f32 / --float-weights)"}[dtype]
     line += f": synaptic memory {mem / 2**20:.2f} MiB with {bits + m.index_bits}-bit synapse words"

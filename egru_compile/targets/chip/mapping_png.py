@@ -1,0 +1,183 @@
+"""`mapping.png`: the placed cores on the chip mesh, coloured by synops per token (scale from 0).
+
+Every core is one cell (the cores of a tile as a small square block), numbered with its mapping.json core
+number while the cells are large enough to read (up to `MAX_NUMBERED` cores; beyond, each chip is labelled).
+Chips are outlined in red and, when there are many, wrapped into rows of chips so that 8,000 cores stay
+legible; axes give tile coordinates within a chip. Mesh links are drawn as lines whose width grows with their
+messages per token (simulated; else the estimate's busiest core pairs).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .placement import slot_coords
+
+#: most lines drawn (the busiest links / core pairs), so 8,000 cores stay drawable
+MAX_DRAWN_LINES = 400
+#: cells get their core number up to this many cores
+MAX_NUMBERED = 256
+
+
+def mesh_layout(profile, chips: int) -> dict:
+    """Display geometry shared by the PNG and the HTML view: cells per tile side, chips per display row."""
+    g = profile.chip
+    side = max(1, math.ceil(math.sqrt(g.cores_per_tile)))
+    cw, ch = g.tiles_x * side, g.tiles_y * side                  # one chip in cells
+    per_row = chips if chips <= 4 else max(1, round(math.sqrt(chips * ch / cw * 1.6)))
+    return {"side": side, "chip_w": cw, "chip_h": ch, "per_row": per_row, "gap": 1,
+            "rows": math.ceil(chips / per_row)}
+
+
+def cell_of(profile, lay: dict, chip: int, tile_x: int, tile_y: int, k: int) -> tuple[int, int]:
+    """(column, row) of the display cell of the k-th core of tile (tile_x, tile_y) (within-chip coords)."""
+    s = lay["side"]
+    col0 = (chip % lay["per_row"]) * (lay["chip_w"] + lay["gap"])
+    row0 = (chip // lay["per_row"]) * (lay["chip_h"] + lay["gap"])
+    return col0 + tile_x * s + k % s, row0 + tile_y * s + k // s
+
+
+def core_cells(m: dict, profile) -> list[tuple[dict, int, int, int, int]]:
+    """(row of mapping.json, column, row, tile x, tile y) for every core (RNN cores, then decoder cores);
+    tile coordinates within the core's chip."""
+    g = profile.chip
+    lay = mesh_layout(profile, m["chips"])
+    rows = list(m["cores"]) + list((m.get("decoder") or {}).get("cores", []))
+    gslot = np.array([r["chip"] * g.cores + r["slot"] if "chip" in r else r["slot"] for r in rows], np.int64)
+    chip, gx, gy = slot_coords(profile, gslot)
+    out = []
+    for r, s, c, x, y in zip(rows, gslot, chip, gx, gy):
+        tx = int(x - c * g.tiles_x)
+        col, row = cell_of(profile, lay, int(c), tx, int(y), int(s % g.cores_per_tile))
+        out.append((r, col, row, tx, int(y)))
+    return out
+
+
+def core_synops(m: dict, r: dict) -> float:
+    """Synops per token of a core: simulated when the compile simulated the calibration text, else estimated
+    (uncalibrated: every synapse once)."""
+    sim = m.get("simulated")
+    if sim:
+        sc = sim["cores"][r["core"]]
+        return float(sc["synops"] + sc["decoder_synops"])
+    v = r.get("synops_estimated")
+    return float(v if v is not None else r.get("synops_static", r.get("synapses", 0)))
+
+
+def plot_mapping(m: dict, costs, profile, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Rectangle
+    g = profile.chip
+    chips = m["chips"]
+    lay = mesh_layout(profile, chips)
+    s, cw, chh, gap = lay["side"], lay["chip_w"], lay["chip_h"], lay["gap"]
+    W = lay["per_row"] * (cw + gap) - gap
+    H = lay["rows"] * (chh + gap) - gap
+    grid = np.full((H, W), np.nan)
+    cells = core_cells(m, profile)
+    pos = {}
+    for r, col, row, _, _ in cells:
+        grid[row, col] = core_synops(m, r)
+        pos[r["core"]] = (col, row)
+    n = len(cells)
+    width = min(24.0, max(7.0, 1.5 + W * 0.28))
+    height = min(24.0, max(3.8, 1.6 + H * 0.28 * width / max(1.5 + W * 0.28, 1e-9)))
+    fig, ax = plt.subplots(figsize=(width, height))
+    vmax = max(float(np.nanmax(grid)) if n else 0.0, 1e-9)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
+    im = ax.imshow(grid, cmap=cmap, origin="lower", vmin=0.0, vmax=vmax, interpolation="nearest")
+    sim = m.get("simulated")
+    fig.colorbar(im, ax=ax, label="synops per token " + ("(simulated)" if sim else "(estimated)"),
+                 fraction=0.04, pad=0.02, shrink=0.8)
+    # chip outlines (red) and names
+    for c in range(chips):
+        col0, row0 = cell_of(profile, lay, c, 0, 0, 0)
+        ax.add_patch(Rectangle((col0 - 0.5, row0 - 0.5), cw, chh, fill=False, edgecolor="red", lw=2, zorder=4))
+        if chips > 1:
+            ax.text(col0 - 0.4, row0 + chh - 0.6, f"chip {c}", color="red", fontsize=8 if chips < 64 else 7,
+                    va="top", ha="left", zorder=8, bbox=dict(facecolor="white", alpha=0.85, pad=0.6, lw=0))
+    # tile grid inside each chip
+    if chips <= 64:
+        for c in range(chips):
+            col0, row0 = cell_of(profile, lay, c, 0, 0, 0)
+            for tx in range(1, g.tiles_x):
+                ax.plot([col0 + tx * s - 0.5] * 2, [row0 - 0.5, row0 + chh - 0.5], color="grey", lw=0.4, zorder=3)
+            for ty in range(1, g.tiles_y):
+                ax.plot([col0 - 0.5, col0 + cw - 0.5], [row0 + ty * s - 0.5] * 2, color="grey", lw=0.4, zorder=3)
+    if n <= MAX_NUMBERED:
+        fs = 9 if n <= 16 else (7 if n <= 64 else 5)
+        for r, col, row, _, _ in cells:
+            v = grid[row, col]
+            ax.text(col, row, str(r["core"]), ha="center", va="center", fontsize=fs, zorder=6,
+                    color="white" if v < 0.6 * vmax else "black")
+    what = _draw_links(ax, m, costs, profile, lay, pos, LineCollection)
+    # axes: tile coordinates within a chip (chip 0's row of chips)
+    step = 1 if g.tiles_x * lay["per_row"] <= 32 else max(1, g.tiles_x // 2)
+    xt = [cell_of(profile, lay, c, tx, 0, 0)[0] + (s - 1) / 2 for c in range(min(chips, lay["per_row"]))
+          for tx in range(0, g.tiles_x, step)]
+    ax.set_xticks(xt)
+    ax.set_xticklabels([str(tx) for c in range(min(chips, lay["per_row"])) for tx in range(0, g.tiles_x, step)],
+                       fontsize=7)
+    yt = [cell_of(profile, lay, 0, 0, ty, 0)[1] + (s - 1) / 2 for ty in range(g.tiles_y)]
+    ax.set_yticks(yt)
+    ax.set_yticklabels([str(ty) for ty in range(g.tiles_y)], fontsize=7)
+    ax.set_xlabel(f"tile x within a chip ({g.cores_per_tile} cores per tile, {s}x{s} cells"
+                  + (f"; chips wrapped {lay['per_row']} per row" if lay["rows"] > 1 else "") + ")")
+    ax.set_ylabel("tile y" + (" (chip rows: chip 0 at bottom left)" if lay["rows"] > 1 else ""))
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(-0.5, H - 0.5)
+    t = m["totals"]
+    ax.set_title(f"{profile.name}: {n} cores on {chips} chip(s) (red: chip boundary)"
+                 + ("; cell text = core number" if n <= MAX_NUMBERED else "") + f"\n{what}\n"
+                 f"{t.get('messages_out') or 0:,.0f} messages/token, {t.get('hops_out') or 0:,.0f} hops/token "
+                 "(estimated, whole configuration)", fontsize=8 if width < 12 else 13)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _draw_links(ax, m, costs, profile, lay, pos, LineCollection) -> str:
+    g = profile.chip
+    s = lay["side"]
+    sim = m.get("simulated")
+    if sim and not sim["links"]:
+        return "no mesh link carries messages (simulated)"
+    if sim:
+        links = sorted(sim["links"], key=lambda l: -l["messages"])[:MAX_DRAWN_LINES]
+        top = max(l["messages"] for l in links)
+        segs, widths = [], []
+        for l in links:
+            ends = []
+            for x, y in (l["from"], l["to"]):
+                c = x // g.tiles_x
+                col, row = cell_of(profile, lay, c, x - c * g.tiles_x, y, 0)
+                ends.append((col + (s - 1) / 2, row + (s - 1) / 2))
+            (x0, y0), (x1, y1) = ends
+            if abs(y1 - y0) > s or abs(x1 - x0) > 2 * s:       # chip-to-chip link across wrapped rows
+                continue
+            off = 0.12 * (1 if (x1 - x0) + (y1 - y0) > 0 else -1)      # the two directions side by side
+            segs.append([(x0 + off * (y1 != y0), y0 + off * (x1 != x0)), (x1 + off * (y1 != y0), y1 + off * (x1 != x0))])
+            widths.append(0.5 + 3.5 * l["messages"] / top)
+        ax.add_collection(LineCollection(segs, colors="#ff8c00", linewidths=widths, alpha=0.85, capstyle="butt",
+                                         zorder=7))
+        return f"orange lines: mesh links, width by messages/token (busiest {top:,.1f}, simulated)"
+    if costs is None:
+        return "no link loads"
+    tr = costs.traffic + costs.traffic.T
+    np.fill_diagonal(tr, 0)
+    if tr.max() <= 0:
+        return "no message leaves a core"
+    a_idx, b_idx = np.nonzero(np.triu(tr))
+    vals = tr[a_idx, b_idx]
+    keep = np.argsort(-vals, kind="stable")[:MAX_DRAWN_LINES]
+    segs, widths = [], []
+    for a, b, v in zip(a_idx[keep], b_idx[keep], vals[keep]):
+        if a in pos and b in pos:
+            segs.append([pos[a], pos[b]])
+            widths.append(0.4 + 2.0 * v / tr.max())
+    ax.add_collection(LineCollection(segs, colors="white", linewidths=widths, alpha=0.7, zorder=5))
+    return f"white lines: the {min(len(vals), MAX_DRAWN_LINES)} busiest core pairs, width by messages/token (estimated)"

@@ -1,0 +1,27 @@
+"""The table of placement objectives: one entry per objective, read by the placer (`placement.place`) and by
+the target registry (the choices, default and help of ``--placement-objective``). Adding an objective is
+adding a row here. Nothing heavy is imported: listing targets stays cheap."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    help: str
+    partitioner: str          # `partition.partition_layer` method used for this objective's ``auto``
+    spare_cores: bool         # the spare cores of the occupied chips go to the bottleneck layer
+    tighten: bool             # each layer gives up cores while its partition still fits
+    compete_baseline: bool    # the baseline's own assignment, laid out, competes (fewer packets, then fewer
+                              # spike-hops, then the lower busiest core wins)
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("traffic", "fewest spike hops within the baseline's cores", partitioner="rate", spare_cores=False,
+              tighten=True, compete_baseline=True),
+    Objective("latency", "use spare cores to cut the busiest core's load", partitioner="auto", spare_cores=True,
+              tighten=False, compete_baseline=False),
+)}
+DEFAULT_OBJECTIVE = "traffic"
+OBJECTIVE_HELP = ", or ".join(f"{o.help} ({o.name})" for o in OBJECTIVES.values())
