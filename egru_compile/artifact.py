@@ -8,24 +8,33 @@ sealed egru-compile artifact, whose manifest or any file changed (size or conten
 file; `artifact_file` resolves a file name from a manifest only when it is a relative path listed in
 ``files`` (so no manifest can point a reader outside its directory, e.g. at an absolute ``library`` path).
 
+`owned_files` — what ``--force`` may replace: the manifest and the files it lists, each still as sealed, when
+the directory holds nothing else. `read_verified` — what a runner uses: a file's bytes, read once and checked
+against the sealed size and sha256, so the bytes used are the bytes checked (no swap between check and load).
+
 The digests catch corruption, truncation and hand edits; they are not signatures (a forger can recompute
-them): a tvm artifact is native code and must be trusted like any shared library.
+them): a tvm artifact is native code and must be trusted like any shared library. A resealed manifest can
+name other weights or another library (which then runs), and can list a user's files with their hashes (which
+``--force`` then replaces); it cannot point outside the directory, swap a file after the check, or make a
+reader inflate an npz past the file's own size.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .errors import EgruError
+from .fsio import FileError, atomic_write, read_bounded
 
 MANIFEST = "manifest.json"
 GENERATOR = "egru-compile"
 #: manifest keys whose value names a file of the artifact (checked against the sealed file table)
+#: largest manifest.json read (a real one is a few KB)
+MANIFEST_LIMIT = 4 << 20
 FILE_KEYS = ("model", "library", "weights", "program", "vocab", "mapping", "report")
 
 
@@ -52,7 +61,7 @@ def seal(out_dir: str | Path) -> dict:
     digest in ``out_dir/manifest.json``; returns the sealed manifest. Call after the target wrote everything."""
     out_dir = Path(out_dir)
     mf = out_dir / MANIFEST
-    manifest = json.loads(mf.read_text())
+    manifest = json.loads(read_bounded(mf, MANIFEST_LIMIT, "manifest"))
     files = {}
     for p in sorted(out_dir.rglob("*")):
         rel = p.relative_to(out_dir).as_posix()
@@ -63,16 +72,15 @@ def seal(out_dir: str | Path) -> dict:
     manifest["generator"] = GENERATOR
     manifest["files"] = files
     manifest["manifest_sha256"] = _manifest_digest(manifest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, mf)
+    atomic_write(mf, json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     return manifest
 
 
 def _load_json(mf: Path) -> dict:
     try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        manifest = json.loads(read_bounded(mf, MANIFEST_LIMIT, "manifest").decode("utf-8"))
+    except FileError as e:
+        raise ArtifactError(str(e)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ArtifactError(f"{mf} is unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(manifest, dict):
@@ -80,18 +88,30 @@ def _load_json(mf: Path) -> dict:
     return manifest
 
 
-def is_artifact(path: str | Path) -> bool:
-    """True when `path` is a directory whose manifest.json says egru-compile wrote it (sealed, or written by
-    an earlier release whose manifests carry an ``egru-compile/...`` format tag)."""
-    mf = Path(path) / MANIFEST
-    if not mf.is_file():
-        return False
+def owned_files(path: str | Path) -> list[str]:
+    """The files of artifact directory `path` that egru-compile wrote — ``manifest.json`` and every file its
+    sealed manifest lists, each still as sealed (size and sha256) — when the directory holds nothing else
+    (sub-directories only as parents of listed files). Otherwise ArtifactError naming what is not ours:
+    ``--force`` replaces exactly these files and refuses a directory holding anything the user put there.
+    (A manifest written by hand can list the user's own files with their hashes: see the module docstring.)"""
+    path = Path(path)
     try:
-        m = _load_json(mf)
-    except ArtifactError:
-        return False
-    fmt = m.get("format")
-    return m.get("generator") == GENERATOR or (isinstance(fmt, str) and fmt.startswith("egru-compile/"))
+        manifest = read_manifest(path, verify_files=True)
+    except ArtifactError as e:
+        raise ArtifactError(f"--force replaces only a previous, unmodified egru-compile artifact, and {path} is "
+                            f"not one ({e}); nothing was touched") from None
+    listed = set(manifest["files"]) | {MANIFEST}
+    dirs = {str(PurePosixPath(n).parent) for n in listed} - {"."}
+    dirs |= {str(p) for d in list(dirs) for p in PurePosixPath(d).parents} - {"."}
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path).as_posix()
+        if rel in listed and p.is_file() and not p.is_symlink():
+            continue
+        if rel in dirs and p.is_dir() and not p.is_symlink():
+            continue
+        raise ArtifactError(f"--force replaces only the files egru-compile wrote, and {path} also holds {rel}; "
+                            "nothing was touched (move it away or choose another -o)")
+    return sorted(listed)
 
 
 def _check_name(path: Path, name) -> str:
@@ -153,12 +173,13 @@ def artifact_file(path: str | Path, manifest: dict, key: str, default: str | Non
     return Path(path) / name
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz file (never unpickling objects), refusing non-finite floating-point values; one
-    line on any problem."""
-    path = Path(path)
+def load_npz(path, name: str | Path | None = None) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file — a path, or a binary file object named `name` in messages — (never
+    unpickling objects), refusing non-finite floating-point values; one line on any problem."""
+    src = path
+    path = Path(name) if name is not None else Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(src, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, KeyError) as e:
         raise ArtifactError(f"{path} is unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -170,3 +191,24 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             raise ArtifactError(f"{path}: array {k} contains NaN or Inf")
     return arrays
+
+
+def read_verified(path: str | Path, manifest: dict, key: str, default: str | None = None) -> tuple[Path, bytes]:
+    """(file, bytes) of the artifact file ``manifest[key]`` (or `default`), read ONCE and checked against the
+    sealed size and sha256: a reader that uses these bytes (not the path again) uses exactly what was checked,
+    so a file swapped after `read_manifest` verified it is refused or never seen."""
+    f = artifact_file(path, manifest, key, default)
+    entry = manifest["files"][f.relative_to(Path(path)).as_posix()]
+    size = entry.get("size") if isinstance(entry, dict) else None
+    if not isinstance(size, int) or size < 0:
+        raise ArtifactError(f"{Path(path) / MANIFEST}: malformed entry for {f.name}")
+    try:
+        fd = os.open(f, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise ArtifactError(f"cannot read {f}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(size + 1)
+    if len(data) != size or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        raise ArtifactError(f"{f} was modified after compilation (it no longer matches the manifest); recompile")
+    return f, data
+

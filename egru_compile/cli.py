@@ -23,30 +23,64 @@ import click
 
 from .errors import EgruError
 
+#: most tokens `generate --tokens` produces in one call
+MAX_GENERATE = 1_000_000
+
+
 def _fail(msg: str, code: int = 1):
     click.echo(f"error: {msg}", err=True)
     sys.exit(code)
 
 
 class _Interrupts:
-    """Counts SIGINTs while a command runs. Native code (TVM's compiler, torch) can catch the
-    KeyboardInterrupt the handler raises and re-raise it as its own error type; a recorded SIGINT still makes
-    the command end as interrupted (exit 130) instead of reporting that error."""
+    """Counts fatal signals (SIGINT, SIGTERM, SIGHUP) while a command runs. Each raises KeyboardInterrupt in
+    the main thread, so every ``finally`` / ``except BaseException`` on the way out runs: temporaries
+    (``.out.tmp-*`` of an artifact being compiled, ``.FILE.tmp-*`` of an atomic write) are removed and the
+    command ends with one ``error: interrupted`` line, exit 128 + the signal number (130 for Ctrl-C). Native
+    code (TVM's compiler, torch) can catch the KeyboardInterrupt and re-raise it as its own error type; a
+    recorded signal still makes the command end as interrupted instead of reporting that error."""
 
     count = 0
+    signum = signal.SIGINT
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
     @classmethod
     def install(cls):
         cls.count = 0
+        cls.signum = signal.SIGINT
         if threading.current_thread() is not threading.main_thread():
             return
+
         def handler(signum, frame):
             cls.count += 1
-            raise KeyboardInterrupt
-        try:
-            signal.signal(signal.SIGINT, handler)
-        except ValueError:  # pragma: no cover - not the main thread of the main interpreter
-            pass
+            cls.signum = signum
+            if cls.count != 2:          # a second signal while cleaning up does not cut the cleanup short
+                raise KeyboardInterrupt
+        for sig in cls.SIGNALS:
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, OSError):  # pragma: no cover - not the main thread of the main interpreter
+                pass
+
+    @staticmethod
+    def saved() -> dict:
+        """The SIGTERM / SIGHUP handlers before `install` (restored when an in-process call returns)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.getsignal(sig) for sig in _Interrupts.SIGNALS if sig != signal.SIGINT}
+
+    @staticmethod
+    def restore(saved: dict) -> None:
+        for sig, h in saved.items():
+            try:
+                signal.signal(sig, h if h is not None else signal.SIG_DFL)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+
+    @classmethod
+    def fail(cls):
+        sig = signal.Signals(cls.signum)
+        _fail("interrupted" if sig == signal.SIGINT else f"interrupted ({sig.name})", 128 + int(sig))
 
 
 def _run_guarded(debug: bool, fn, *args, **kwargs):
@@ -62,12 +96,12 @@ def _run_guarded(debug: bool, fn, *args, **kwargs):
             raise
         _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     except (KeyboardInterrupt, click.Abort):
-        _fail("interrupted", 130)
+        _Interrupts.fail()
     except MemoryError:
         _fail("out of memory")
     except Exception:
         if _Interrupts.count:
-            _fail("interrupted", 130)
+            _Interrupts.fail()
         raise
 
 
@@ -93,6 +127,7 @@ class DefaultCommandGroup(click.Group):
         super().format_epilog(ctx, formatter)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        saved = _Interrupts.saved()
         _Interrupts.install()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -103,11 +138,13 @@ class DefaultCommandGroup(click.Group):
         except click.ClickException as e:
             _fail(" ".join(e.format_message().split()), e.exit_code or 1)
         except (click.Abort, KeyboardInterrupt):
-            _fail("interrupted", 130)
+            _Interrupts.fail()
         except Exception:
             if _Interrupts.count:
-                _fail("interrupted", 130)
+                _Interrupts.fail()
             raise
+        finally:
+            _Interrupts.restore(saved)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -363,13 +400,14 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--prompt", required=True, help="words to start from (whitespace-separated vocabulary words; folded "
               "to lower case when the vocabulary does not distinguish case)")
-@click.option("--tokens", "n_tokens", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--tokens", "n_tokens", type=click.IntRange(min=1, max=MAX_GENERATE), default=20, show_default=True,
               help="tokens to generate")
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="softmax temperature; 0 = greedy (argmax)")
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
               help="sample among the K most likely tokens (0: all)")
-@click.option("--seed", type=int, default=0, show_default=True, help="random seed of the sampler")
+@click.option("--seed", type=click.IntRange(min=0, max=2 ** 63 - 1), default=0, show_default=True,
+              help="random seed of the sampler")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--unk", help="map out-of-vocabulary prompt words to this token")
 @_output_options

@@ -90,6 +90,25 @@ def run_passes(graph, passes, calib, print_after_all: bool, verbose: bool, needs
     return pm.run(graph)
 
 
+def check_request_paths(req: CompileRequest) -> None:
+    """Before anything is read or written: no output (``--emit-ir`` and its ``.npz``, ``--report``) is an
+    input (the model and an IR model's ``.npz``, ``--vocab``, ``--calib-data``, ``--profile``) or another
+    output, and none lies inside the output directory (which the compile replaces)."""
+    from .frontend.ir_source import resource_path
+    from .fsio import FileError, check_outputs
+    inputs = [("model", req.model), ("model resource file", resource_path(req.model)), ("--vocab", req.vocab_file),
+              ("--calib-data", req.calib_data), ("--profile", req.target_values.get("profile"))]
+    outputs = [("--emit-ir", req.emit_ir), ("--emit-ir resource file", req.emit_ir and resource_path(req.emit_ir)),
+               ("--report", req.report_path)]
+    check_outputs(outputs, inputs)
+    if req.out_dir:
+        out = Path(req.out_dir).resolve()
+        for label, p in outputs:
+            if p and Path(p).resolve().is_relative_to(out):
+                raise FileError(f"{label} {p} lies inside the output directory {req.out_dir}, which the compile "
+                                "replaces; write it elsewhere")
+
+
 def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
     """Compile as `req` asks. Returns None when no target was asked for (--print-ir / --report only), else
     {"artifact": output directory, "target", "seconds", "summary" (the target's headline lines or None),
@@ -99,6 +118,7 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
     from .progress import step
     from .targets.output import atomic_output_dir, atomic_write_text, check_output_dir
 
+    check_request_paths(req)
     spec, opts = resolve_target(req)
     if spec is None and not (req.print_ir or req.print_ir_after_all or req.report_path or req.emit_ir):
         raise EgruError("nothing to do: give --target (see `egru-compile targets`) or --print-ir")
@@ -171,6 +191,11 @@ def run_opt(path, passes: str | None = None, output=None, split_input_file: bool
             raise EgruError("--split-input-file prints the results: it does not take -o/--output")
         return f"{SPLIT_MARKER}\n".join(_opt_text(chunk, f"{path} (case {k + 1})", passes)
                                         for k, chunk in enumerate(_split_cases(path)))
+    if output is not None:
+        from .fsio import check_outputs
+        from .frontend.ir_source import resource_path
+        check_outputs([("-o", output), ("-o resource file", resource_path(output))],
+                      [("IR file", path), ("resource file", resource_path(path))])
     parsed, _ = read_ir(path)
     graph = parsed.graph
     if passes:

@@ -198,10 +198,21 @@ class Runner(ABC):
         return f"{self.target} runner for {self.path} (layers {self.layer_sizes}, vocab {self.vocab_size})"
 
 
-def read_vocab_file(path: Path) -> Vocabulary:
+#: largest vocabulary file read (a million words of up to 60 bytes)
+VOCAB_FILE_LIMIT = 64 << 20
+
+
+def read_vocab_file(path: Path, data: bytes | None = None) -> Vocabulary:
+    """The vocabulary file `path` of an artifact (one word per line); `data`: its bytes, already read and
+    checked (`artifact.read_verified`). Reads are bounded (`VOCAB_FILE_LIMIT`)."""
+    from .fsio import FileError, read_bounded
     try:
-        words = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as e:
+        if data is None:
+            data = read_bounded(path, VOCAB_FILE_LIMIT, "vocabulary")
+        words = data.decode("utf-8").split("\n")
+    except FileError as e:
+        raise ArtifactError(str(e)) from None
+    except UnicodeDecodeError as e:
         raise ArtifactError(f"cannot read vocabulary {path}: {e}") from None
     if words and words[-1] == "":
         words.pop()

@@ -286,6 +286,7 @@ def test_lowering_error_writes_nothing(traced, tmp_path):
     irops.OPS["__weird__"] = irops.OPS["tanh"]
     try:
         g.nodes[-1].op = "__weird__"
+        g.nodes[-1].attrs = {}                      # tanh's signature takes no dtype
         with pytest.raises(OnnxLoweringError):
             compile_onnx(g, None, tmp_path / "x", {})
     finally:

@@ -293,7 +293,7 @@ def test_ctrl_c_during_tvm_compile(tmp_path, ckpt):
 def test_ctrl_c_during_train(tmp_path):
     from egru_compile.train.data import synthetic_corpus
     synthetic_corpus(tmp_path / "corpus", n_lines=4000)
-    rc, out = _interrupt_when(["train", "--data", tmp_path / "corpus", "-o", tmp_path / "t.pt", "--emb", 16,
+    rc, out = _interrupt_when(["train", "--data-dir", tmp_path / "corpus", "-o", tmp_path / "t.pt", "--emb", 16,
                                "--hidden", "32,16", "--epochs", 50, "--no-progress"], tmp_path,
                               lambda: (tmp_path / "t_ckpts").exists())
     assert rc == 130, out
@@ -316,7 +316,7 @@ def test_bad_compile_option_values(tmp_path, ckpt, args, monkeypatch):
 def test_bad_train_option_values(tmp_path, opt):
     from egru_compile.train.data import synthetic_corpus
     synthetic_corpus(tmp_path / "corpus")
-    res = cli("train", "--data", tmp_path / "corpus", "-o", tmp_path / "t.pt", *opt)
+    res = cli("train", "--data-dir", tmp_path / "corpus", "-o", tmp_path / "t.pt", *opt)
     assert_one_line_error(res, 2, opt[0])
     assert not (tmp_path / "t.pt").exists()
 

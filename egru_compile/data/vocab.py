@@ -24,12 +24,17 @@ class DataError(EgruError):
 #: longest word accepted: a longer run of non-whitespace is not word-level text (e.g. /dev/zero, a binary file)
 MAX_WORD_CHARS = 10_000
 _CHUNK = 1 << 16
+#: most whitespace characters read in a row without a word or a line break: a reader of endless blanks (a FIFO,
+#: a device) yields no token, so without this bound `--max-tokens` would never be reached
+MAX_BLANK_CHARS = 1 << 20
 
 
 def _tokens(path: str | Path):
     """Yield ``(lineno, word)`` for the whitespace-separated words of a UTF-8 text file, with ``<eos>`` at the
     end of every line (as ``line.split() + [EOS]`` per line would), reading in fixed-size chunks: memory stays
-    bounded however long a line is, and a caller that stops early reads no further."""
+    bounded however long a line is, and a caller that stops early reads no further. Whitespace is counted too:
+    a run of more than `MAX_BLANK_CHARS` blanks without a word or line break (endless whitespace from a FIFO or
+    device, which would never yield a token for ``--max-tokens`` to count) is a DataError."""
     try:
         with open(path, encoding="utf-8") as f:
             yield from _stream_tokens(f, path)
@@ -47,8 +52,16 @@ def text_tokens(text: str, name: str = "text"):
 
 def _stream_tokens(f, path):
     """The words of text stream `f` (see `_tokens`; `path` names it in errors)."""
-    lineno, word, line_open = 1, "", False
+    lineno, word, line_open, blank = 1, "", False, 0
     while chunk := f.read(_CHUNK):
+        if "\n" not in chunk and chunk.isspace():
+            blank += len(chunk)
+        else:
+            last_line = chunk.rsplit("\n", 1)[-1]
+            blank = len(last_line) - len(last_line.rstrip())
+        if blank > MAX_BLANK_CHARS:
+            raise DataError(f"{path}:{lineno}: more than {MAX_BLANK_CHARS:,} whitespace characters without "
+                            "a word or line break (is this a word-level text file?)")
         parts = chunk.split("\n")
         for i, part in enumerate(parts):
             last = i == len(parts) - 1

@@ -17,9 +17,9 @@ Supported sources (detected from content, not file name):
 """
 from __future__ import annotations
 
+import math
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from torch.nn.utils import prune
 from ..artifact import file_sha256
 from ..data import Vocabulary
 from ..errors import EgruError
+from ..fsio import atomic_write
 from ..model import EGRUConfig, EGRULanguageModel
 
 FORMAT_TAG = "egru-compile/checkpoint"
@@ -72,26 +73,25 @@ class SourceModel:
         return [int(vals[name].shape[-1]) for name in sig.user_inputs[1::2]]
 
     def to_graph(self):
-        """Trace into the IR (torch.export of the step, then ATen pattern matching)."""
+        """Trace into the IR (torch.export of the step, then ATen pattern matching); its constants and value
+        bounds checked (`ir.content.check_graph_content`)."""
+        from ..ir.content import ContentError, check_graph_content
+        from ..ir.verify import VerificationError, verify_step
         from .trace import import_exported_program, trace_model
-        if self.exported is not None:
-            return import_exported_program(self.exported)
-        return trace_model(self.model)
+        graph = import_exported_program(self.exported) if self.exported is not None else trace_model(self.model)
+        try:        # also what a pickled module or an exported program holds (not loaded through `_build`)
+            verify_step(graph)
+            check_graph_content(graph, self.path)
+        except VerificationError as e:
+            raise CheckpointError(f"{self.path}: {e}") from None
+        except ContentError as e:
+            raise CheckpointError(str(e)) from None
+        return graph
 
 
 # ---------------------------------------------------------------------------------------------- saving
 def _atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), mkdir=True)
 
 
 def save_checkpoint(path: str | Path, model: EGRULanguageModel, vocab: Vocabulary | list[str] | None,
@@ -173,10 +173,18 @@ def validate_state_dict(sd, path: str) -> dict:
     return sd
 
 
+_LAYER_KEY = re.compile(r"^rnns\.(\d{1,9})\.")
+
+
 def _check_sizes(config: EGRUConfig, state_dict: dict, path: str) -> None:
     """Compare the shapes `config` declares with the stored tensors before anything of that size is allocated
     (the reference model is built on the meta device), so a small file cannot make the loader allocate a
-    model far larger than the weights it holds."""
+    model far larger than the weights it holds. The layer count is compared first, on the keys alone: a
+    config listing 200,000 layers is refused before a single layer (even a meta one) is built."""
+    stored = {int(m.group(1)) for k in state_dict if isinstance(k, str) and (m := _LAYER_KEY.match(k))}
+    n = len(config.hidden_sizes)
+    if n != len(stored) or (stored and max(stored) != n - 1):
+        raise CheckpointError(f"{path}: the config declares {n} layer(s), the weights hold {len(stored)}")
     with torch.device("meta"):
         ref = EGRULanguageModel(config).state_dict()
     missing = [k for k in ref if k not in state_dict and k + "_orig" not in state_dict]
@@ -197,33 +205,22 @@ def _check_finite(model: torch.nn.Module, path: str) -> None:
             raise CheckpointError(f"{path}: weight {k} contains NaN or Inf (in float32)")
 
 
-#: largest pre-activation bound accepted: a sum of a few such terms stays finite in float32
-_PREACT_LIMIT = float(torch.finfo(torch.float32).max) / 16
-
-
 def check_preactivation_range(model: EGRULanguageModel, path: str) -> None:
-    """Refuse weights whose products can overflow float32. Every EGRU state stays in [-1, 1] (c~ is a convex
-    combination of c and tanh, and a spike subtracts thr in [0, 1] from a c~ above it), so y is bounded by 1
-    and the embedding by its largest entry: the bound of output j of x·W + b is sum_i |W_ij| max|x| + |b_j|."""
-    with torch.no_grad():
-        x_max = float(model.embeddings.weight.detach().abs().max()) if model.embeddings.weight.numel() else 0.0
-        checks = []
-        for l, layer in enumerate(model.rnns):
-            checks.append((f"rnns.{l}.kernel", layer.kernel, layer.bias, x_max))
-            checks.append((f"rnns.{l}.recurrent_kernel", layer.recurrent_kernel, layer.recurrent_bias, 1.0))
-            x_max = 1.0
-        dec_in = 1.0
-        proj = getattr(model.decoder, "projection", None)
-        if proj is not None:     # relu(P y + p) is bounded by the same sum, which the decoder then reads
-            dec_in = float((proj.weight.detach().double().abs().sum(1) + proj.bias.detach().double().abs()).max())
-            checks.append(("decoder.projection.weight", proj.weight.t(), proj.bias, 1.0))
-        checks.append(("decoder.decoder.weight", model.decoder.decoder.weight.t(), model.decoder.decoder.bias,
-                       dec_in))
-        for name, W, b, xm in checks:
-            bound = float((W.detach().double().abs().sum(0) * xm + b.detach().double().abs()).max())
-            if not bound <= _PREACT_LIMIT:
-                raise CheckpointError(f"{path}: {name} can overflow float32 (|x·W + b| up to {bound:.3g} > "
-                                      f"{_PREACT_LIMIT:.3g}); rescale the weights")
+    """Refuse weights whose products can overflow float32: the content check every runner's weights go
+    through (`ir.content.check_stack`, which gives the bound)."""
+    from ..ir.content import ContentError, check_stack
+
+    def np_(t):
+        return t.detach().float().cpu().numpy()
+    layers = [{"W": np_(L.kernel).T, "b": np_(L.bias), "R": np_(L.recurrent_kernel).T, "br": np_(L.recurrent_bias),
+               "thr": np_(L.thr).clip(0.0, 1.0)} for L in model.rnns]
+    proj = getattr(model.decoder, "projection", None)
+    try:
+        check_stack(path, np_(model.embeddings.weight), layers, np_(model.decoder.decoder.weight),
+                    np_(model.decoder.decoder.bias), None if proj is None else np_(proj.weight),
+                    None if proj is None else np_(proj.bias))
+    except ContentError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def _clamp_thresholds(model: EGRULanguageModel, path: str) -> None:
@@ -236,9 +233,54 @@ def _clamp_thresholds(model: EGRULanguageModel, path: str) -> None:
                 thr.clamp_(0.0, 1.0)
 
 
+def _check_tied(state_dict: dict, path: str) -> None:
+    """The decoder is the embedding table (tied): a checkpoint whose ``decoder.decoder.weight`` differs from
+    its ``embeddings.weight`` is refused, never silently compiled with one of the two."""
+    emb, dec = state_dict.get("embeddings.weight"), state_dict.get("decoder.decoder.weight")
+    for key, t in (("embeddings.weight", emb), ("decoder.decoder.weight", dec)):
+        if t is not None and torch.is_floating_point(t) and not torch.isfinite(t.float()).all():
+            raise CheckpointError(f"{path}: weight {key} contains NaN or Inf (in float32)")
+    if emb is not None and dec is not None and (emb.shape != dec.shape or not torch.equal(emb.float(), dec.float())):
+        raise CheckpointError(f"{path}: decoder.decoder.weight differs from embeddings.weight; only tied decoders "
+                              "(the decoder is the embedding table, EvNN's default) are supported")
+
+
+def _check_config_dict(d: dict, path: str) -> None:
+    """Types and ranges of a project checkpoint's config before anything is built from it."""
+    def size(key, v):
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= _MAX_SIZE:
+            raise CheckpointError(f"{path}: bad config: {key} must be a whole number in [1, {_MAX_SIZE}], "
+                                  f"got {_short(v)}")
+    for key in ("vocab_size", "embedding_size"):
+        if key not in d:
+            raise CheckpointError(f"{path}: bad config: no {key}")
+        size(key, d[key])
+    hidden = d.get("hidden_sizes")
+    if not isinstance(hidden, list) or not hidden:
+        raise CheckpointError(f"{path}: bad config: hidden_sizes must be a non-empty list, got {_short(hidden)}")
+    for h in hidden:
+        size("hidden_sizes", h)
+    for key in ("dampening", "support"):
+        v = d.get(key, 1.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise CheckpointError(f"{path}: bad config: {key} must be a finite number >= 0, got {_short(v)}")
+    if not isinstance(d.get("projection", False), bool):
+        raise CheckpointError(f"{path}: bad config: projection must be true or false, got {_short(d['projection'])}")
+
+
+#: largest vocabulary / layer size a config may declare (int32 indices everywhere downstream)
+_MAX_SIZE = 2 ** 31 - 1
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _build(config: EGRUConfig, state_dict: dict, path: str) -> EGRULanguageModel:
     validate_state_dict(state_dict, path)
     _check_sizes(config, state_dict, path)
+    _check_tied(state_dict, path)
     with torch.device("meta"):              # no random initialisation (every tensor is loaded below): the
         model = EGRULanguageModel(config)   # orthogonal init alone took ~25 s at hidden 4096
     model = model.to_empty(device="cpu")
@@ -281,6 +323,9 @@ _EVNN_PROJECTION = re.compile(r"^decoder\.projection\.(weight|bias)(_orig|_mask)
 def evnn_config_from_state_dict(sd: dict, path: str) -> EGRUConfig:
     if "embeddings.weight" not in sd:
         raise CheckpointError(f"{path}: EvNN state_dict lacks embeddings.weight")
+    if sd["embeddings.weight"].dim() != 2:
+        raise CheckpointError(f"{path}: embeddings.weight has shape {tuple(sd['embeddings.weight'].shape)}, "
+                              "expected (vocabulary, embedding size)")
     vocab_size, emb = sd["embeddings.weight"].shape
     layers = sorted({int(m.group(1)) for k in sd if (m := _EVNN_LAYER.match(k))})
     if layers != list(range(len(layers))) or not layers:
@@ -292,6 +337,9 @@ def evnn_config_from_state_dict(sd: dict, path: str) -> EGRUConfig:
         k = sd.get(f"rnns.{l}.kernel", sd.get(f"rnns.{l}.kernel_orig"))
         if rk is None or k is None:
             raise CheckpointError(f"{path}: layer {l} lacks kernel or recurrent_kernel")
+        if rk.dim() != 2 or k.dim() != 2:
+            raise CheckpointError(f"{path}: rnns.{l} kernel {tuple(k.shape)} / recurrent_kernel {tuple(rk.shape)} "
+                                  "are not matrices")
         h = rk.shape[0]
         if tuple(rk.shape) != (h, 3 * h):
             raise CheckpointError(f"{path}: rnns.{l}.recurrent_kernel has shape {tuple(rk.shape)}, expected (h, 3h)")
@@ -364,6 +412,8 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
     obj = _torch_load(path, trust)
     if isinstance(obj, EGRULanguageModel):
         obj.eval()
+        _check_finite(obj, path)                 # the content checks a project checkpoint's weights pass
+        check_preactivation_range(obj, path)
         return SourceModel("pickled-module", path, sha, model=obj, vocab=vocab)
     if isinstance(obj, torch.nn.Module):
         raise CheckpointError(f"{path}: pickled module of type {type(obj).__name__} is not an EGRULanguageModel")
@@ -381,6 +431,7 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
                 raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
         if not isinstance(obj["config"], dict):
             raise CheckpointError(f"{path}: config is a {type(obj['config']).__name__}, not a dict")
+        _check_config_dict(obj["config"], path)
         try:
             config = EGRUConfig.from_dict(obj["config"])
         except (TypeError, ValueError, KeyError, AttributeError) as e:
@@ -393,7 +444,10 @@ def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | 
             vocab = Vocabulary(words)
         if vocab is not None and len(vocab) != config.vocab_size:
             raise CheckpointError(f"{path}: model has {config.vocab_size} words, vocabulary has {len(vocab)}")
-        return SourceModel("egru-checkpoint", path, sha, model=model, vocab=vocab, meta=dict(obj.get("meta") or {}))
+        meta = obj.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: meta is a {type(meta).__name__}, not a dict")
+        return SourceModel("egru-checkpoint", path, sha, model=model, vocab=vocab, meta=dict(meta or {}))
     sd = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
     if any(isinstance(k, str) and _EVNN_LAYER.match(k) for k in sd):
         validate_state_dict(sd, path)

@@ -12,8 +12,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EgruError
+from ..fsio import atomic_write
 from ..ir import Graph
 from ..ir.parser import ParsedIR, parse_ir
+from ..ir.content import ContentError, check_graph_content
 from ..ir.printer import HEADER, print_graph, resource_arrays
+from ..ir.verify import VerificationError, verify_step
 
 #: what the resource file's name adds to the IR file's name
 RESOURCE_SUFFIX = ".npz"
@@ -48,22 +50,6 @@ def is_ir_file(path: str | Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_ir(path: str | Path, graph: Graph, vocab=None) -> str:
     """Write `graph` (and `vocab`) as IR text to `path` and its arrays to ``path.npz``; returns the text."""
     path = Path(path)
@@ -75,19 +61,28 @@ def write_ir(path: str | Path, graph: Graph, vocab=None) -> str:
             np.savez(f, **arrays)
 
     try:
-        _atomic_write(resource_path(path), save_npz)
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write(resource_path(path), save_npz, mkdir=True)
+        atomic_write(path, text, mkdir=True)
     except OSError as e:
         raise IRSourceError(f"cannot write {path}: {e.strerror or e}") from None
     return text
 
 
 # ---------------------------------------------------------------------------------------------- reading
+#: largest IR text read (the PTB model's text is ~7 KB: large constants live in the resource file)
+IR_TEXT_LIMIT = 64 << 20
+#: resource bytes allowed per declared vocabulary word (a word of up to 256 characters, as numpy's <U stores it)
+_VOCAB_WORD_BYTES = 4 * 256
+_TENSOR = re.compile(r"tensor<([0-9x]*?)x?(f32|f64|i64|i32|i16|i8|bool)>")
+_VOCAB_WORDS = re.compile(r"resource<@vocab, (\d{1,12}) words>")
+
+
 def _read(path: Path) -> tuple[str, bytes]:
+    from ..fsio import FileError, read_bounded
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise IRSourceError(f"cannot read {path}: {e.strerror or e}") from None
+        raw = read_bounded(path, IR_TEXT_LIMIT, "IR file")
+    except FileError as e:
+        raise IRSourceError(str(e)) from None
     try:
         return raw.decode("utf-8"), raw
     except UnicodeDecodeError as e:
@@ -99,8 +94,31 @@ def read_text(path: str | Path) -> str:
     return _read(Path(path))[0]
 
 
+def declared_resource_bytes(text: str) -> int:
+    """An upper bound of the resource bytes an IR text can refer to, from what it declares: every tensor type
+    it names counted as dense and three times over (a sparse constant's data, int64 indices and indptr), 8
+    bytes per element, plus the declared vocabulary words and 1 MiB. The resource file may not inflate past it
+    (`fsio.BoundedNpz`), so a small file cannot make the reader allocate gigabytes."""
+    total = 1 << 20
+    for dims, _ in _TENSOR.findall(text):
+        n = 1
+        for d in filter(None, dims.split("x")):
+            n *= int(d)
+        total += 3 * 8 * (n + 1)
+    for words in _VOCAB_WORDS.findall(text):
+        total += int(words) * _VOCAB_WORD_BYTES
+    return total
+
+
+def _file_sha256_update(h, path: Path) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
 def read_ir(path: str | Path) -> tuple[ParsedIR, str]:
     """Parse the IR file `path` with its resource file; returns (parsed, sha256 of text + resources)."""
+    from ..fsio import BoundedNpz, FileError
     path = Path(path)
     text, raw = _read(path)
     h = hashlib.sha256(raw)
@@ -109,9 +127,11 @@ def read_ir(path: str | Path) -> tuple[ParsedIR, str]:
         parsed = parse_ir(text, None, str(path), res.name)       # fine when every constant is inline
         return parsed, h.hexdigest()
     try:
-        h.update(res.read_bytes())
-        with np.load(res, allow_pickle=False) as npz:
+        _file_sha256_update(h, res)
+        with BoundedNpz(res, declared_resource_bytes(text)) as npz:
             parsed = parse_ir(text, npz, str(path), res.name)
+    except FileError as e:
+        raise IRSourceError(str(e)) from None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise IRSourceError(f"{res}: not a readable .npz resource file ({str(e).splitlines()[0]})") from None
     return parsed, h.hexdigest()
@@ -143,9 +163,12 @@ def load_ir_source(path: str | Path, vocab_file: str | Path | None = None) -> IR
     from ..data import Vocabulary
     parsed, sha = read_ir(path)
     g = parsed.graph
+    try:
+        verify_step(g)          # every target and runner needs a recurrent step function
+        check_graph_content(g, str(path))
+    except (VerificationError, ContentError) as e:
+        raise IRSourceError(f"{path}: {e}" if isinstance(e, VerificationError) else str(e)) from None
     logits = [v for v in g.outputs if v.meta.get("role") == "logits"]
-    if not g.inputs or not logits:
-        raise IRSourceError(f"{path}: the graph is not a step function (needs a tokens input and logits output)")
     vocab = Vocabulary(parsed.vocab) if parsed.vocab is not None else None
     if vocab_file is not None:
         vocab = Vocabulary.from_train_file(vocab_file)

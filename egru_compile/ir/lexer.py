@@ -18,6 +18,8 @@ _TOKEN = re.compile(r'''\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<val>%[A-Za-z0-9_]+)
                     r'''(?P<sym>@(?:"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.\-#]+))|(?P<word>[A-Za-z0-9_.+\-]+)|'''
                     r'''(?P<punct>[(){}\[\]<>,=:]))''')
 _INT = re.compile(r"^[-+]?\d+$")
+#: deepest nesting of attribute lists (and of #meta JSON) accepted: no attribute of any op nests at all
+_MAX_NESTING = 8
 _FLOAT = re.compile(r"^[-+]?(\d+\.\d*([eE][-+]?\d+)?|\d+[eE][-+]?\d+|inf|nan)$")
 
 
@@ -87,7 +89,7 @@ class Line:
         k, t, col = self.peek()
         if k == "str":
             self.i += 1
-            return json.loads(t)
+            return self.string(t, col)
         if k != "word":
             self.fail(f"expected a value, found {t!r}" if t else "expected a value", col)
         self.i += 1
@@ -101,12 +103,20 @@ class Line:
             return float(t)
         self.fail(f"bad value {t!r}", col)
 
-    def attr_value(self):
+    def string(self, token: str, col: int) -> str:
+        try:
+            return json.loads(token)
+        except json.JSONDecodeError as e:
+            self.fail(f"bad string: {e.msg}", col + e.pos)
+
+    def attr_value(self, depth: int = 0):
+        if self.at("[") and depth >= _MAX_NESTING:
+            self.fail(f"attribute lists nested deeper than {_MAX_NESTING}")
         if self.accept("["):
             items = []
             if not self.accept("]"):
                 while True:
-                    items.append(self.attr_value())
+                    items.append(self.attr_value(depth + 1))
                     if self.accept("]"):
                         break
                     self.take("punct", ",", "',' or ']'")
@@ -162,4 +172,4 @@ class Line:
             self.fail("expected a location", col)
         self.i += 1
         self.take("punct", ")")
-        return json.loads(t) if k == "str" else t
+        return self.string(t, col) if k == "str" else t

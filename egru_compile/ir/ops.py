@@ -1,22 +1,119 @@
-"""Op definitions: for each IR op, its type rule and its reference (numpy) semantics.
+"""Op definitions: for each IR op, its type rule, its reference (numpy) semantics and its signature.
 
 Frontend ops mirror the ATen subset an EGRU step uses; compiler ops (``sparse_matvec``,
 ``compress_events``, ``event_matvec``, ``egru_cell``) are introduced by passes. The numpy functions here
 *define* what each op means; every target must agree with them.
+
+The signature of an op is its number of operands (``arity``: least and most) and the attributes it takes
+(``attrs``: name -> checker of the value, required or optional); the annotation attributes passes attach
+to any op (`ANNOTATIONS`: ``label``, ``layer``, ``role``, ...) are allowed everywhere. `infer_types` checks
+the signature before the type rule, so the parser, the verifier and `Graph.op` all refuse a unary op given
+two operands, an unknown attribute, or a value out of range (``clamp {max=nan}``, a split axis beyond the
+rank).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+import math
+from dataclasses import field
+
 import numpy as np
 
 from .sparse import SparseMatrix
-from .types import TensorType
+from .types import DTYPES, TensorType
+
+_DTYPE_NAMES = tuple(DTYPES)
 
 
 class OpError(Exception):
     pass
+
+
+# ------------------------------------------------------------------------------------------------ attributes
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v) -> bool:
+    return _is_int(v) or isinstance(v, (float, np.floating))
+
+
+def _finite_or_none(v):
+    if v is None:
+        return None
+    if not _is_real(v) or not math.isfinite(float(v)):
+        return "must be a finite number or none"
+    return None
+
+
+def _int_at_least(lo: int):
+    def check(v):
+        return None if _is_int(v) and v >= lo else f"must be a whole number >= {lo}"
+    return check
+
+
+def _one_of(*choices):
+    def check(v):
+        return None if isinstance(v, str) and v in choices else f"must be one of {', '.join(choices)}"
+    return check
+
+
+def _string(v):
+    return None if isinstance(v, str) else "must be a string"
+
+
+def _flag(v):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def _fraction(v):
+    return None if _is_real(v) and 0.0 <= float(v) <= 1.0 else "must be a number in [0, 1]"
+
+
+def _int(v):
+    return None if _is_int(v) else "must be a whole number"
+
+
+def _sizes(v):
+    if not isinstance(v, (list, tuple)) or not v or not all(_is_int(s) and s >= 0 for s in v):
+        return "must be a non-empty list of whole numbers >= 0"
+    return None
+
+
+def _dtype(v):
+    return None if isinstance(v, str) and v in _DTYPE_NAMES else f"must be one of {', '.join(_DTYPE_NAMES)}"
+
+
+def _data(v):
+    if isinstance(v, SparseMatrix) or (isinstance(v, np.ndarray) and v.dtype != object):
+        return None
+    return "must be an array"
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One attribute of an op's signature: `check(value)` returns what is wrong (None: fine)."""
+    check: Callable[[object], str | None]
+    required: bool = False
+
+
+#: attributes passes attach to any op (provenance, statistics, lowering hints); values checked like op attrs
+#: (none means unset)
+ANNOTATIONS: dict[str, Attr] = {
+    "label": Attr(_string),                  # source weight name(s)
+    "layer": Attr(_int_at_least(0)),         # which EGRU layer an op belongs to
+    "role": Attr(_string),                   # what a matrix is for (input, recurrent, projection, ...)
+    "nnz": Attr(_int_at_least(0)),
+    "density": Attr(_fraction),
+    "quantized": Attr(_string),
+    "dropped": Attr(_int_at_least(0)),       # entries quantization rounded to 0
+    "fused": Attr(_int_at_least(1)),
+    "gated": Attr(_flag),
+    "fold_embedding": Attr(_flag),
+    "weight_dtype": Attr(_one_of("f32", "f16", "i8")),
+}
 
 
 @dataclass(frozen=True)
@@ -25,22 +122,58 @@ class OpDef:
     infer: Callable[[list[TensorType], dict], list[TensorType]]
     compute: Callable[..., list]
     doc: str = ""
+    arity: tuple[int, int | None] = (0, None)      # least and most operands (None: no limit)
+    attrs: dict = field(default_factory=dict)      # op attributes: name -> Attr
+
+    def check_signature(self, n_inputs: int, attrs: dict) -> None:
+        """OpError when the operand count or an attribute (name or value) does not fit this op."""
+        lo, hi = self.arity
+        if n_inputs < lo or (hi is not None and n_inputs > hi):
+            want = f"{lo}" if lo == hi else f"{lo} or more" if hi is None else f"{lo} to {hi}"
+            raise OpError(f"{self.name} takes {want} operand{'s' if want != '1' else ''}, given {n_inputs}")
+        for key, value in attrs.items():
+            spec = self.attrs.get(key) or ANNOTATIONS.get(key)
+            if spec is None:
+                known = sorted(set(self.attrs) | set(ANNOTATIONS))
+                raise OpError(f"{self.name} has no attribute {key!r} (known: {', '.join(known)})")
+            if value is None and key not in self.attrs:
+                continue                            # an annotation a pass left unset
+            problem = spec.check(value)
+            if problem:
+                raise OpError(f"{self.name} attribute {key}={_short(value)} {problem}")
+        for key, spec in self.attrs.items():
+            if spec.required and key not in attrs:
+                raise OpError(f"{self.name} needs attribute {key!r}")
+
+
+def _short(value) -> str:
+    text = repr(value) if not isinstance(value, (np.ndarray, SparseMatrix)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 OPS: dict[str, OpDef] = {}
 
 
-def _op(name: str, doc: str = ""):
+def _op(name: str, arity: tuple[int, int | None], doc: str = "", **attrs: Attr):
     def wrap(cls):
-        OPS[name] = OpDef(name, cls.infer, cls.compute, doc or (cls.__doc__ or "").strip())
+        OPS[name] = OpDef(name, cls.infer, cls.compute, doc or (cls.__doc__ or "").strip(), arity, dict(attrs))
         return cls
     return wrap
 
 
 def infer_types(op: str, in_types: list[TensorType], attrs: dict) -> list[TensorType]:
+    """The result types of `op` on operands of `in_types` with `attrs`; OpError when the op is unknown, its
+    signature (operand count, attribute names and values) does not fit, or the types break its rule."""
     if op not in OPS:
         raise OpError(f"unknown IR op {op!r}")
+    OPS[op].check_signature(len(in_types), attrs)
     return OPS[op].infer(in_types, attrs)
+
+
+def _axis(axis: int, rank: int, op: str) -> int:
+    if not -rank <= axis < rank:
+        raise OpError(f"{op} axis {axis} is out of range for rank {rank}")
+    return axis % rank
 
 
 def _broadcast(a: tuple, b: tuple) -> tuple:
@@ -55,7 +188,7 @@ def _sigmoid(x):
 
 
 # ------------------------------------------------------------------------------------------------ frontend ops
-@_op("const")
+@_op("const", (0, 0), data=Attr(_data, required=True))
 class _Const:
     """A constant tensor (``data``: numpy array or SparseMatrix)."""
     infer = staticmethod(lambda t, a: [TensorType(a["data"].shape, a["data"].dtype if isinstance(
@@ -63,7 +196,7 @@ class _Const:
     compute = staticmethod(lambda attrs: [attrs["data"]])
 
 
-@_op("embedding")
+@_op("embedding", (2, 2))
 class _Embedding:
     """embedding(table [V,E], ids [B] i64) -> [B,E]."""
     @staticmethod
@@ -78,7 +211,7 @@ class _Embedding:
         return [np.asarray(table)[np.asarray(ids)]]
 
 
-@_op("matmul")
+@_op("matmul", (2, 2))
 class _MatMul:
     """matmul(a [B,K], b [K,N]) -> [B,N]."""
     @staticmethod
@@ -93,7 +226,7 @@ class _MatMul:
         return [(x.astype(np.float32) @ w.astype(np.float32)).astype(np.float32)]
 
 
-@_op("linear")
+@_op("linear", (2, 3))
 class _Linear:
     """linear(x [B,K], w [N,K], b [N]) -> x @ w.T + b, [B,N] (torch.nn.Linear; keeps a tied decoder tied)."""
     @staticmethod
@@ -113,7 +246,7 @@ class _Linear:
         return [out.astype(np.float32)]
 
 
-@_op("transpose")
+@_op("transpose", (1, 1))
 class _Transpose:
     """transpose(a [M,N]) -> [N,M]."""
     infer = staticmethod(lambda t, a: [TensorType(t[0].shape[::-1], t[0].dtype)])
@@ -130,7 +263,7 @@ def _binary(name, fn):
         def compute(attrs, x, y):
             return [fn(np.asarray(x, np.float32), np.asarray(y, np.float32)).astype(np.float32)]
     _B.__doc__ = f"{name}(a, b): elementwise with numpy broadcasting."
-    _op(name)(_B)
+    _op(name, (2, 2))(_B)
 
 
 _binary("add", np.add)
@@ -143,7 +276,7 @@ def _unary(name, fn, doc):
         infer = staticmethod(lambda t, a: [TensorType(t[0].shape, "f32")])
         compute = staticmethod(lambda attrs, x: [fn(np.asarray(x, np.float32)).astype(np.float32)])
     _U.__doc__ = doc
-    _op(name)(_U)
+    _op(name, (1, 1))(_U)
 
 
 _unary("sigmoid", _sigmoid, "sigmoid(x) = 1 / (1 + exp(-x))")
@@ -152,24 +285,29 @@ _unary("relu", lambda x: np.maximum(x, 0.0), "relu(x) = max(x, 0)")
 _unary("heaviside", lambda x: (x > 0).astype(np.float32), "heaviside(x) = 1 where x > 0 else 0 (f32)")
 
 
-@_op("greater")
+@_op("greater", (2, 2))
 class _Greater:
     """greater(a, b) -> bool, broadcasting."""
     infer = staticmethod(lambda t, a: [TensorType(_broadcast(t[0].shape, t[1].shape), "bool")])
     compute = staticmethod(lambda attrs, x, y: [np.greater(x, y)])
 
 
-@_op("cast")
+@_op("cast", (1, 1), dtype=Attr(_dtype, required=True))
 class _Cast:
     """cast(x, dtype=...)."""
     infer = staticmethod(lambda t, a: [TensorType(t[0].shape, a["dtype"])])
     compute = staticmethod(lambda attrs, x: [np.asarray(x).astype(TensorType((), attrs["dtype"]).np_dtype)])
 
 
-@_op("clamp")
+@_op("clamp", (1, 1), min=Attr(_finite_or_none), max=Attr(_finite_or_none))
 class _Clamp:
-    """clamp(x, min=..., max=...) (either bound may be None)."""
-    infer = staticmethod(lambda t, a: [TensorType(t[0].shape, t[0].dtype)])
+    """clamp(x, min=..., max=...) (either bound may be None; finite, min <= max)."""
+    @staticmethod
+    def infer(t, a):
+        lo, hi = a.get("min"), a.get("max")
+        if lo is not None and hi is not None and lo > hi:
+            raise OpError(f"clamp min={lo} is above max={hi}")
+        return [TensorType(t[0].shape, t[0].dtype)]
 
     @staticmethod
     def compute(attrs, x):
@@ -177,13 +315,13 @@ class _Clamp:
         return [np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi).astype(x.dtype)]
 
 
-@_op("split")
+@_op("split", (1, 1), sizes=Attr(_sizes, required=True), axis=Attr(_int, required=True))
 class _Split:
     """split(x, sizes=[...], axis=k) -> one output per size."""
     @staticmethod
     def infer(t, a):
         shape = list(t[0].shape)
-        axis = a["axis"] % len(shape)
+        axis = _axis(a["axis"], len(shape), "split")
         if sum(a["sizes"]) != shape[axis]:
             raise OpError(f"split sizes {a['sizes']} do not add up to {shape[axis]}")
         outs = []
@@ -198,13 +336,18 @@ class _Split:
         return [np.ascontiguousarray(p) for p in np.split(x, idx, axis=attrs["axis"])]
 
 
-@_op("concat")
+@_op("concat", (1, None), axis=Attr(_int, required=True))
 class _Concat:
     """concat(x0, x1, ..., axis=k)."""
     @staticmethod
     def infer(t, a):
         shape = list(t[0].shape)
-        axis = a["axis"] % len(shape)
+        axis = _axis(a["axis"], len(shape), "concat")
+        for x in t[1:]:
+            other = list(x.shape)
+            if len(other) != len(shape) or x.dtype != t[0].dtype or \
+                    other[:axis] + other[axis + 1:] != shape[:axis] + shape[axis + 1:]:
+                raise OpError(f"concat operands {t[0]} and {x} do not join along axis {a['axis']}")
         shape[axis] = sum(x.shape[axis] for x in t)
         return [TensorType(tuple(shape), t[0].dtype)]
 
@@ -217,7 +360,7 @@ def _sparse_type(t: TensorType, what: str):
         raise OpError(f"{what} expects a 2-D sparse matrix")
 
 
-@_op("sparse_matvec")
+@_op("sparse_matvec", (2, 3))
 class _SparseMatVec:
     """sparse_matvec(x [B,K], M sparse [N,K], bias [N]?) -> x @ M.T (+ bias), [B,N]. Dense input (every
     input unit counted active)."""
@@ -239,7 +382,7 @@ class _SparseMatVec:
         return [out]
 
 
-@_op("compress_events")
+@_op("compress_events", (1, 1))
 class _CompressEvents:
     """compress_events(y [1,N]) -> (idx [N] i32, val [N] f32, count [1] i64): the first `count` entries of
     idx/val are the active (non-zero) units of y in ascending order; the rest are zero padding."""
@@ -262,7 +405,7 @@ class _CompressEvents:
         return [idx, val, np.array([len(act)], np.int64)]
 
 
-@_op("event_matvec")
+@_op("event_matvec", (4, 5))
 class _EventMatVec:
     """event_matvec(idx, val, count, M sparse csc [N,K], bias [N]?) -> [1,N]: (bias +) the sum over the
     `count` active input units i of val_i * M[:, i], touching only the columns of active units."""
@@ -304,7 +447,7 @@ class _EventMatVec:
         return [out.astype(np.float32)[None, :]]
 
 
-@_op("egru_cell")
+@_op("egru_cell", (4, 4))
 class _EGRUCell:
     """egru_cell(gx [1,3h], gh [1,3h], c [1,h], thr [h]) -> (c_next, y_next), gate order z, r, g:
     z=σ(gx_z+gh_z), r=σ(gx_r+gh_r), g=tanh(gx_g + r*gh_g), c~=z*c+(1-z)*g, o=H(c~-thr),

@@ -91,6 +91,8 @@ class _Parser:
             words = json.loads(rest)
         except json.JSONDecodeError as e:
             raise IRParseError(f"{self.path}:{lineno}:{col + e.pos}: bad vocabulary: {e.msg}") from None
+        except RecursionError:
+            raise IRParseError(f"{self.path}:{lineno}:{col}: #vocab nested too deeply") from None
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise IRParseError(f"{self.path}:{lineno}:{col}: #vocab must be a list of strings")
         return words
@@ -106,13 +108,15 @@ class _Parser:
             self.meta[key] = json.loads(rest)
         except json.JSONDecodeError as e:
             raise IRParseError(f"{self.path}:{lineno}:{col + e.pos}: bad JSON: {e.msg}") from None
+        except RecursionError:
+            raise IRParseError(f"{self.path}:{lineno}:{col}: JSON nested too deeply") from None
 
     def graph_block(self, lines, start, env):
         ln = _Line(self, start + 1, lines[start])
         ln.take("word", "graph")
         k, gname, col = ln.peek()
         ln.take("sym")
-        gname = json.loads(gname[1:]) if gname[1:].startswith('"') else gname[1:]
+        gname = ln.string(gname[1:], col + 1) if gname[1:].startswith('"') else gname[1:]
         g = Graph(gname)
         ln.take("punct", "(")
         if not ln.accept(")"):
@@ -197,8 +201,9 @@ class _Parser:
                 ln.fail("const defines one value", names[1][1])
             label = None
             if ln.peek()[0] == "sym":
+                lcol = ln.peek()[2]
                 raw = ln.take("sym")[1:]
-                label = json.loads(raw) if raw.startswith('"') else raw
+                label = ln.string(raw, lcol + 1) if raw.startswith('"') else raw
             build = self.consts.payload(ln, names[0][0])
             attrs = ln.attr_dict() if ln.at("{") else {}
             ln.take("punct", ":")

@@ -10,6 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .content import ContentError, check_array, check_sparse
 from .sparse import SPARSE_PARTS, SparseMatrix
 from .types import TensorType
 
@@ -58,8 +59,10 @@ class ConstantReader:
             ln.fail(f"{key}: dtype {arr.dtype} does not match the declared {np.dtype(dtype).name}", col)
         if shape is not None and tuple(arr.shape) != tuple(shape):
             ln.fail(f"{key}: shape {tuple(arr.shape)} does not match the declared {tuple(shape)}", col)
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            ln.fail(f"{key}: contains NaN or Inf", col)
+        try:
+            check_array(arr, key, kind="any")
+        except ContentError as e:
+            ln.fail(str(e), col)
 
     def payload(self, ln, name: str):
         """Returns a callable type -> data (the type comes after the payload)."""
@@ -168,8 +171,8 @@ class ConstantReader:
         if scale is not None:
             if scale.shape != (n_out,):
                 ln.fail(f"scale has {scale.shape[0]} entries, the matrix has {n_out} rows", col)
-            if not np.isfinite(scale).all():
-                ln.fail("scale contains NaN or Inf", col)
-        if data.dtype.kind == "f" and not np.isfinite(data).all():
-            ln.fail("sparse data contains NaN or Inf", col)
-        return SparseMatrix((n_out, n_in), fmt, indptr, indices, data, scale)
+        m = SparseMatrix((n_out, n_in), fmt, indptr, indices, data, scale)
+        try:
+            return check_sparse(m, "sparse data")
+        except ContentError as e:
+            ln.fail(str(e), col)

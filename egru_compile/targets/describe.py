@@ -17,30 +17,42 @@ def describe_artifact(path: Path, manifest: dict, core: int | None = None, links
     text = "\n".join(lines) + "\n"
     mapping = path / "mapping.json"
     if mapping.is_file():
-        from .chip.inspect_view import core_detail, links_detail
-        from .chip.report import text_report
         try:
             m = json.loads(mapping.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise EgruError(f"{mapping} is unreadable: {e}") from None
-        if core is not None or links:
-            if core is not None:
-                program = None
-                prog = path / manifest.get("program", "program.npz")
-                if prog.is_file():
-                    from .chip import load_program
-                    try:
-                        program = load_program(prog, with_decoder=True)
-                    except (OSError, ValueError, KeyError) as e:
-                        raise EgruError(f"{prog} is unreadable: {e}") from None
-                text += core_detail(m, core, program)
-            if links:
-                text += links_detail(m)
-            return text
-        return text + text_report(m)
+        if not isinstance(m, dict):
+            raise EgruError(f"{mapping} is not a JSON object")
+        try:
+            return text + _describe_mapping(path, manifest, m, core, links)
+        except (TypeError, KeyError, ValueError, IndexError, AttributeError, ZeroDivisionError, OverflowError) as e:
+            # a resealed mapping.json with fields of the wrong type or range (a report, not a program)
+            raise EgruError(f"{mapping} is malformed ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})") from None
     if core is not None or links:
         raise EgruError(f"--core/--links apply to chip targets; {path} is a {target} artifact")
     report = path / "report.txt"
     if report.is_file():
         text += report.read_text()
+    return text
+
+
+def _describe_mapping(path: Path, manifest: dict, m: dict, core: int | None, links: bool) -> str:
+    """The chip part of ``inspect`` from mapping.json `m` (``--core`` adds program.npz's details)."""
+    from .chip.inspect_view import core_detail, links_detail
+    from .chip.report import text_report
+    if core is None and not links:
+        return text_report(m)
+    text = ""
+    if core is not None:
+        program = None
+        prog = path / manifest.get("program", "program.npz")
+        if prog.is_file():
+            from .chip import load_program
+            try:
+                program = load_program(prog, with_decoder=True)
+            except (OSError, ValueError, KeyError) as e:
+                raise EgruError(f"{prog} is unreadable: {e}") from None
+        text += core_detail(m, core, program)
+    if links:
+        text += links_detail(m)
     return text

@@ -1,13 +1,21 @@
-"""Atomic output directories: build into a temporary sibling, rename into place only on success."""
+"""Atomic output directories: build into a temporary sibling, rename into place only on success.
+
+Ownership, not format, decides what ``--force`` may replace: an existing directory is replaced only when it is
+an unmodified egru-compile artifact holding nothing but the files its sealed manifest lists
+(`artifact.owned_files`); then exactly those files are removed (a directory is removed only once empty), and a
+folder holding anything else — a user's notes, results, a hand-written manifest naming files that are not
+as sealed — is refused in one line with nothing touched."""
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from ..errors import EgruError
+from ..fsio import FileError, atomic_write, make_temp_dir
 
 
 class OutputError(EgruError):
@@ -38,10 +46,11 @@ def check_output_dir(path: str | Path, force: bool, protect: tuple = ()) -> Path
                               "egru-compile artifact)")
         if not path.is_dir() or path.is_symlink():
             raise OutputError(f"output path {path} exists and is not a directory; nothing was replaced")
-        from ..artifact import is_artifact
-        if not is_artifact(path):
-            raise OutputError(f"--force replaces only a previous egru-compile artifact, and {path} is not one "
-                              "(no egru-compile manifest.json); nothing was touched")
+        from ..artifact import ArtifactError, owned_files
+        try:
+            owned_files(path)
+        except ArtifactError as e:
+            raise OutputError(str(e)) from None
     parent = path.absolute().parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: parent directory {parent} does not exist")
@@ -57,16 +66,21 @@ def atomic_output_dir(path: str | Path, force: bool = False, protect: tuple = ()
     path = check_output_dir(path, force, protect)
     parent = path.absolute().parent
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+        tmp = make_temp_dir(f".{path.name}.tmp-", parent)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror}") from None
     try:
         yield tmp
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent))
-            os.replace(path, old / "x")
+            from ..artifact import ArtifactError, owned_files
+            try:
+                owned = owned_files(path)          # again: the folder may have changed during the compile
+            except ArtifactError as e:
+                raise OutputError(str(e)) from None
+            old = tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent)
+            os.replace(path, Path(old) / "x")
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_owned(Path(old), owned)
         else:
             os.replace(tmp, path)
     except BaseException:
@@ -74,20 +88,30 @@ def atomic_output_dir(path: str | Path, force: bool = False, protect: tuple = ()
         raise
 
 
+def _remove_owned(old: Path, owned: list[str]) -> None:
+    """Remove the replaced artifact (moved to ``old/x``): exactly its `owned` files, then each directory only
+    once it is empty. Anything else found there (written during the compile) is kept and named."""
+    root = old / "x"
+    for name in owned:
+        try:
+            (root / name).unlink()
+        except FileNotFoundError:
+            pass
+    for d in sorted((p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()),
+                    key=lambda p: len(p.parts), reverse=True) + [root, old]:
+        try:
+            d.rmdir()
+        except OSError:
+            warnings.warn(f"kept {d}: it holds files egru-compile did not write")
+            return
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file via a temporary sibling and rename, so readers never see half a file."""
-    path = Path(path)
-    if not path.absolute().parent.is_dir():
-        raise OutputError(f"cannot write {path}: directory {path.absolute().parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.absolute().parent)
+    """Write a file via a temporary sibling and rename, so readers never see half a file (`fsio.atomic_write`)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        atomic_write(path, text)
+    except FileError as e:
+        raise OutputError(str(e)) from None
 
 
 VOCAB_FILE = "vocab.txt"
@@ -99,5 +123,5 @@ def write_vocab(out_dir: str | Path, source) -> str | None:
     vocab = getattr(source, "vocab", None) if source is not None else None
     if vocab is None:
         return None
-    (Path(out_dir) / VOCAB_FILE).write_text("\n".join(vocab.words) + "\n", encoding="utf-8")
+    atomic_write(Path(out_dir) / VOCAB_FILE, "\n".join(vocab.words) + "\n")
     return VOCAB_FILE

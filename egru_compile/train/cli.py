@@ -2,9 +2,24 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import click
+
+
+class _Range(click.FloatRange):
+    """click.FloatRange that also refuses NaN and infinities (which compare false against every bound)."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return v
+
+
+#: most parameters `train` builds (float32: 8 GiB of weights before gradients and optimizer state)
+MAX_PARAMETERS = 2 ** 31
 
 
 def _epochs(ctx, param, value):
@@ -36,6 +51,29 @@ def _ints(ctx, param, value):
     return out
 
 
+def _check_train_paths(cfg) -> None:
+    """No file train writes (-o, the log, the checkpoint folder's files) is an input: a file of --data, the
+    --resume checkpoint (only the checkpoint folder's own last.pt may be resumed from and rewritten)."""
+    from pathlib import Path
+
+    from ..fsio import FileError, check_outputs
+    from .trainer import stage_name
+    data = Path(cfg.data)
+    inputs = [("--data file", p) for p in sorted(data.iterdir())[:10_000] if p.is_file()] if data.is_dir() else []
+    if cfg.resume:
+        inputs += [("--resume", cfg.resume), ("--resume state", Path(cfg.resume).with_suffix(".state.pt"))]
+    ck = cfg.resolved_ckpt_dir()
+    outputs = [("-o", cfg.output), ("--log", cfg.resolved_log()), ("checkpoint", ck / "config.json")]
+    outputs += [("checkpoint", ck / f"{stage_name(t)}.pt") for t in [0.0, *cfg.prune_schedule]]
+    try:
+        check_outputs(outputs, inputs)
+        resumable = {(ck / n).resolve() for n in ("last.pt", "last.state.pt")}
+        check_outputs([(lbl, p) for lbl, p in [("checkpoint", ck / "last.pt"), ("checkpoint", ck / "last.state.pt")]],
+                      [(lbl, p) for lbl, p in inputs if Path(p).resolve() not in resumable])
+    except FileError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--data-dir", "data", type=click.Path(exists=True, file_okay=False),
               help="Directory with ptb.{train,valid,test}.txt (or train/valid/test.txt). Vocabulary = first "
@@ -53,29 +91,29 @@ def _ints(ctx, param, value):
 @click.option("--epochs", default=10, type=click.IntRange(min=0), help="Epochs of dense training (0: only prune/fine-tune a --resume'd model).")
 @click.option("--batch-size", default=32, type=click.IntRange(min=1), help="Streams per process.")
 @click.option("--bptt", default=70, type=click.IntRange(min=1), help="Truncated BPTT window (states carried, detached).")
-@click.option("--lr", default=3e-3, type=click.FloatRange(min=0, min_open=True), help="AdamW peak learning rate (warmup, then cosine decay per stage).")
-@click.option("--min-lr-ratio", default=0.05, type=click.FloatRange(0, 1), help="Final LR as a fraction of the peak.")
+@click.option("--lr", default=3e-3, type=_Range(min=0, min_open=True), help="AdamW peak learning rate (warmup, then cosine decay per stage).")
+@click.option("--min-lr-ratio", default=0.05, type=_Range(0, 1), help="Final LR as a fraction of the peak.")
 @click.option("--warmup-steps", default=100, type=click.IntRange(min=0))
-@click.option("--weight-decay", "--wd", "weight_decay", default=0.1, type=click.FloatRange(min=0),
+@click.option("--weight-decay", "--wd", "weight_decay", default=0.1, type=_Range(min=0),
               help="AdamW decoupled weight decay on weight matrices (not biases/thresholds).")
-@click.option("--input-wd-mult", default=1.0, type=click.FloatRange(min=0),
+@click.option("--input-wd-mult", default=1.0, type=_Range(min=0),
               help="Multiplier of the weight decay on layer 0's input kernel (its non-zeros cost MACs every token).")
-@click.option("--act-reg", default=0.0, type=click.FloatRange(min=0),
+@click.option("--act-reg", default=0.0, type=_Range(min=0),
               help="Activity regulariser: coefficient of the MAC-weighted mean event rate (surrogate gradient).")
-@click.option("--clip", default=0.5, type=click.FloatRange(min=0), help="Gradient-norm clipping (0: off).")
-@click.option("--dropout", default=0.1, type=click.FloatRange(0, 1, max_open=True), help="Locked dropout between layers and before the decoder.")
-@click.option("--dropout-emb", default=0.1, type=click.FloatRange(0, 1, max_open=True), help="Locked dropout on the embedding output.")
-@click.option("--dropout-words", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="Word dropout: drop whole word types.")
-@click.option("--dropconnect", default=0.1, type=click.FloatRange(0, 1, max_open=True), help="DropConnect on recurrent weights.")
-@click.option("--dampening", default=0.7, type=click.FloatRange(min=0), help="Surrogate-gradient dampening.")
-@click.option("--support", default=1.0, type=click.FloatRange(min=0, min_open=True), help="Surrogate-gradient support (1/width).")
+@click.option("--clip", default=0.5, type=_Range(min=0), help="Gradient-norm clipping (0: off).")
+@click.option("--dropout", default=0.1, type=_Range(0, 1, max_open=True), help="Locked dropout between layers and before the decoder.")
+@click.option("--dropout-emb", default=0.1, type=_Range(0, 1, max_open=True), help="Locked dropout on the embedding output.")
+@click.option("--dropout-words", default=0.0, type=_Range(0, 1, max_open=True), help="Word dropout: drop whole word types.")
+@click.option("--dropconnect", default=0.1, type=_Range(0, 1, max_open=True), help="DropConnect on recurrent weights.")
+@click.option("--dampening", default=0.7, type=_Range(min=0), help="Surrogate-gradient dampening.")
+@click.option("--support", default=1.0, type=_Range(min=0, min_open=True), help="Surrogate-gradient support (1/width).")
 @click.option("--thr-init", default="0.0,0.5", callback=_floats, help="Thresholds initialised uniform in LO,HI.")
 @click.option("--prune-schedule", default="", callback=_floats,
               help="Global magnitude pruning targets, e.g. 0.5,0.75,0.85 (each followed by fine-tuning).")
 @click.option("--finetune-epochs", default="1", callback=_epochs,
               help="Fine-tuning epochs after each pruning step: one value for all, or one per step (1,1,2).")
-@click.option("--finetune-lr", default=None, type=click.FloatRange(min=0, min_open=True), help="Peak LR of fine-tuning [default: lr/2].")
-@click.option("--seed", default=1111, type=int)
+@click.option("--finetune-lr", default=None, type=_Range(min=0, min_open=True), help="Peak LR of fine-tuning [default: lr/2].")
+@click.option("--seed", default=1111, type=click.IntRange(0, 2 ** 32 - 1))
 @click.option("--resume", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Continue from a checkpoint (e.g. <ckpt-dir>/last.pt; its .state.pt sibling restores the optimizer).")
 @click.option("--ckpt-dir", default=None, type=click.Path(file_okay=False),
@@ -120,6 +158,11 @@ def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, proj
     if hidden[-1] != emb and not projection:
         raise click.BadParameter(f"last hidden size {hidden[-1]} must equal --emb {emb} (tied decoder; or pass "
                                  "--projection)")
+    sizes = [emb] + list(hidden)
+    params = sum(n_in * 3 * h + 3 * h * h for n_in, h in zip(sizes, hidden)) + (emb * hidden[-1] if projection else 0)
+    if params > MAX_PARAMETERS:
+        raise click.BadParameter(f"--emb {emb} --hidden {','.join(map(str, hidden))} make {params:,} recurrent "
+                                 f"weights (at most {MAX_PARAMETERS:,})")
     if projection and model_type != "egru":
         raise click.BadParameter("--projection is implemented for --model egru only")
     if prune_schedule and model_type != "egru":
@@ -136,6 +179,7 @@ def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, proj
                       train_tokens=train_tokens, valid_tokens=valid_tokens, max_steps=max_steps, log_interval=log_interval,
                       eval_batch_size=eval_batch_size, threads=threads, progress=progress, test=run_test,
                       bf16_decoder=bf16_decoder)
+    _check_train_paths(cfg)
     try:
         if verbose and not quiet:
             from dataclasses import asdict

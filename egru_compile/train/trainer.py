@@ -24,6 +24,7 @@ from torch import nn
 
 from ..data import Vocabulary
 from ..frontend.checkpoint import load_source, save_checkpoint
+from ..fsio import atomic_write
 from ..model import EGRUConfig, EGRULanguageModel
 from .baselines import (BASELINE_FORMAT, DenseRNNConfig, DenseRNNLanguageModel, dense_forward,
                         load_baseline_checkpoint, save_baseline_checkpoint)
@@ -219,7 +220,7 @@ def run_training(cfg: TrainConfig, echo=print):
     log = CsvLog(cfg.resolved_log(), n_layers, is_main)
     if is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / "config.json").write_text(json.dumps(
+        atomic_write(ckpt_dir / "config.json", json.dumps(
             {"train": asdict(cfg), "model": model.config.to_dict(), "model_type": cfg.model, "world_size": world,
              "torch": torch.__version__, "train_tokens": int(corpus.train.numel()),
              "valid_tokens": int(corpus.valid.numel())}, indent=2, default=str))

@@ -107,6 +107,12 @@ class ChipProfile:
 _INT_MAX = 2 ** 40          # every count must fit the int64 arrays placement builds (and products of them)
 _F = ("float", 0.0, 1e12)   # energy (pJ) or time (ns) per event: finite, >= 0 (1e12 pJ = 1 J per event)
 
+#: most tiles a profile's mesh may have: routing and the mesh model allocate per tile (and per link) before
+#: anything is placed, so the mesh size is bounded before any of it is allocated (real chips: 32-40 tiles)
+MAX_TILES = 1 << 14
+#: largest profile file read (a real one is ~3 KB): ``--profile /dev/zero`` is refused after 1 MiB
+PROFILE_FILE_LIMIT = 1 << 20
+
 #: section -> (dataclass, required, {key: (kind, lowest, highest)})
 SCHEMA: dict[str, tuple[type, bool, dict[str, tuple[str, float, float]]]] = {
     "chip": (ChipGeometry, True, {
@@ -187,6 +193,9 @@ def parse_profile(data: dict, where: str, default_name: str = "") -> ChipProfile
             raise ProfileError(f"chip profile {where}: unknown key {k!r} (known: "
                                f"{', '.join(TOP_LEVEL_STRINGS + tuple(SCHEMA))})")
     chip = _section(data, "chip", where)
+    if chip.tiles_x * chip.tiles_y > MAX_TILES:
+        raise ProfileError(f"chip profile {where}: [chip] a {chip.tiles_x}x{chip.tiles_y} mesh has more than "
+                           f"{MAX_TILES:,} tiles (the mesh is simulated tile by tile)")
     if chip.tiles_x * chip.tiles_y * chip.cores_per_tile < chip.cores:
         raise ProfileError(f"chip profile {where}: [chip] cores = {chip.cores} does not fit {chip.tiles_x}x"
                            f"{chip.tiles_y} tiles of {chip.cores_per_tile} cores")
@@ -202,13 +211,16 @@ def parse_profile(data: dict, where: str, default_name: str = "") -> ChipProfile
 def load_profile(name_or_path: str) -> ChipProfile:
     """Load a built-in profile by name (``loihi-like``) or a TOML file path."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if not path.suffix and len(path.parts) == 1:           # a bare name: a bundled profile
         path = PROFILE_DIR / f"{name_or_path}.toml"
     where = str(path)
+    from ...fsio import FileError, read_bounded
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_bounded(path, PROFILE_FILE_LIMIT, "chip profile").decode("utf-8"))
     except FileNotFoundError:
         raise ProfileError(f"chip profile {where}: no such file") from None
+    except FileError as e:
+        raise ProfileError(str(e)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ProfileError(f"chip profile {where}: unreadable ({e})") from None
     except tomllib.TOMLDecodeError as e:

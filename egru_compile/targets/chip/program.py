@@ -4,6 +4,8 @@ are each other's inverse over one key table; a sparse matrix is always stored th
 `_get_sparse`: the shared codec `ir.sparse.sparse_to_arrays` / `sparse_from_arrays`, with its layout)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ...ir import SparseMatrix
@@ -41,10 +43,30 @@ def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:
         np.savez(f, **arrays)          # uncompressed: zlib took longer than the whole placement at 27M synapses
 
 
+def _check_content(path, stack, core_of, z) -> None:
+    """program.npz's weights through the content validator every runner's weights go through
+    (`ir.content`), its placement tables as non-negative integers: a resealed program with NaN, Inf,
+    complex or overflowing weights is refused."""
+    from ...ir.content import check_array, check_stack
+    check_stack(str(path), stack.embedding,
+                [{"W": lw.W, "b": lw.b, "R": lw.R, "br": lw.br, "thr": lw.thr} for lw in stack.layers],
+                stack.decoder_weight, stack.decoder_bias, stack.projection, stack.projection_bias)
+    for l, (c, lw) in enumerate(zip(core_of, stack.layers)):
+        check_array(c, f"{path}: l{l}_core_of", kind="index", shape=(lw.hidden,))
+    check_array(z["slot_of_core"], f"{path}: slot_of_core", kind="index", ndim=1)
+    if "decoder_core_of" in z:
+        check_array(z["decoder_core_of"], f"{path}: decoder_core_of", kind="index", ndim=1)
+
+
 def load_program(path, with_decoder: bool = False):
     """(EGRUStack, CoreMap) from program.npz; with_decoder: (stack, cores, decoder_core_of or None).
     ``cores.slot_of_core`` covers every core (decoder cores included)."""
-    z = np.load(path, allow_pickle=False)
+    import io
+
+    from ...fsio import BoundedNpz
+    # program.npz is stored uncompressed: its arrays can never inflate past the file's own size
+    size = len(path.getbuffer()) if isinstance(path, io.BytesIO) else Path(path).stat().st_size
+    z = BoundedNpz(path, size, "program.npz" if isinstance(path, io.BytesIO) else path)
     layers, core_of = [], []
     for l in range(int(z["n_layers"])):
         W, R = _get_sparse(z, f"l{l}_W"), _get_sparse(z, f"l{l}_R")
@@ -56,6 +78,7 @@ def load_program(path, with_decoder: bool = False):
     if "projection_indptr" in z:
         stack.projection = _get_sparse(z, "projection")
         stack.projection_bias = z["projection_bias"]
+    _check_content(path if not isinstance(path, io.BytesIO) else "program.npz", stack, core_of, z)
     n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
     dec = z["decoder_core_of"] if "decoder_core_of" in z else None
     cores = CoreMap(core_of, z["slot_of_core"], n, dec)

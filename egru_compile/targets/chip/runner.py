@@ -5,51 +5,48 @@ activity, the synaptic ops of the RNN cores as MACs/token, and every per-core / 
 from __future__ import annotations
 
 import json
-import typing
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...artifact import ArtifactError
 from ...runner import Runner, StepStats, read_vocab_file
-from .profile import ChipProfile, load_profile
+from .profile import ProfileError, load_profile, parse_profile
 from .program import load_program
 from .report import simulated_report
 from .simulate import ChipSimulator
 
 
-def _profile_from_dict(d: dict) -> ChipProfile:
-    """The profile as mapping.json recorded it (a user's --profile file need not exist at eval time)."""
-    hints = typing.get_type_hints(ChipProfile)
-    kw = {}
-    for f in fields(ChipProfile):
-        t = hints[f.name]
-        v = d[f.name]
-        if is_dataclass(t):
-            names = {g.name for g in fields(t)}
-            v = t(**{k: x for k, x in v.items() if k in names})
-        kw[f.name] = v
-    return ChipProfile(**kw)
-
-
 class ChipRunner(Runner):
     def __init__(self, path: Path, manifest: dict, backend: str | None = None):
         super().__init__()
-        program = path / manifest.get("program", "program.npz")
-        if not program.is_file():
-            raise ArtifactError(f"{path}: program file {program.name} is missing")
+        import io
+
+        from ...artifact import read_verified
+        from ...fsio import FileError
+        # each file read once and checked against the sealed manifest, then used from those bytes
+        program, program_bytes = read_verified(path, manifest, "program", "program.npz")
         try:
-            stack, cores = load_program(program)
+            stack, cores = load_program(io.BytesIO(program_bytes))
+        except FileError as e:
+            raise ArtifactError(str(e).replace("program.npz", str(program), 1)) from None
         except (OSError, ValueError, KeyError) as e:
             raise ArtifactError(f"{program} is unreadable: {e}") from None
-        mapping = path / manifest.get("mapping", "mapping.json")
+        mapping, mapping_bytes = read_verified(path, manifest, "mapping", "mapping.json")
         self.assumptions = None
         try:
-            recorded = json.loads(mapping.read_text())
-            profile = _profile_from_dict(recorded["profile"])
-            self.assumptions = recorded.get("assumptions")
-        except (OSError, ValueError, KeyError, TypeError):
+            whole = json.loads(mapping_bytes)
+            recorded = whole["profile"]
+            self.assumptions = whole.get("assumptions") if isinstance(whole, dict) else None
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            recorded = None
+        if isinstance(recorded, dict):       # checked like a --profile file (a resealed one may hold anything)
+            data = {k: v for k, v in recorded.items() if k != "source"}
+            try:
+                profile = parse_profile(data, f"{mapping} profile", str(recorded.get("name", "")))
+            except ProfileError as e:
+                raise ArtifactError(str(e)) from None
+        else:
             profile = load_profile(manifest.get("profile") or manifest["target"])
         self.target = manifest["target"]
         self.path = str(path)
@@ -57,7 +54,7 @@ class ChipRunner(Runner):
         self.vocab_size = stack.vocab_size
         self.decoder = manifest.get("decoder") or ("chip" if cores.decoder_core_of is not None else "host")
         if manifest.get("vocab"):
-            self.vocab = read_vocab_file(path / manifest["vocab"])
+            self.vocab = read_vocab_file(*read_verified(path, manifest, "vocab"))
         self.sim = ChipSimulator(stack, cores, backend=backend, profile=profile,
                                  multicast=manifest.get("router") == "multicast")
 

@@ -40,6 +40,38 @@ def create_session(model, threads: int = 1, profile_prefix: str | None = None,
                                 disabled_optimizers=list(disabled_optimizers))
 
 
+def check_onnx_constants(data: bytes, model: Path) -> None:
+    """Every constant tensor of the ONNX model `data` (the bytes of file `model`; initializers, Constant nodes, in the graph and its functions) through
+    the content validator (`ir.content.check_array`: real, finite in float32) and the sum of its absolute
+    values within the overflow bound (so no product of it with values in [-1, 1] overflows): a resealed model
+    with NaN, Inf, complex or overflowing weights is refused. The graph itself is what was sealed."""
+    import onnx
+    from onnx import numpy_helper
+
+    from ...ir.content import PREACT_LIMIT, ContentError, check_array
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own types
+        raise ArtifactError(f"{model} is not a readable ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    tensors = [(t.name, t) for t in proto.graph.initializer]
+    for nodes in [proto.graph.node] + [f.node for f in proto.functions]:
+        tensors += [(f"{n.name or n.op_type}.{a.name}", a.t) for n in nodes for a in n.attribute
+                    if a.type == onnx.AttributeProto.TENSOR]
+    try:
+        for name, t in tensors:
+            try:
+                a = numpy_helper.to_array(t)
+            except Exception as e:  # noqa: BLE001
+                raise ContentError(f"{model}: tensor {name} is unreadable ({type(e).__name__})") from None
+            a = check_array(a, f"{model}: tensor {name}", kind="any")
+            total = float(np.abs(a.astype(np.float64)).sum()) if a.dtype.kind == "f" else 0.0
+            if not total <= PREACT_LIMIT:    # bounds every product of the tensor with values in [-1, 1]
+                raise ContentError(f"{model}: tensor {name} can overflow float32 (sum of |values| {total:.3g} > "
+                                   f"{PREACT_LIMIT:.3g})")
+    except ContentError as e:
+        raise ArtifactError(str(e)) from None
+
+
 _NP = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "float64": np.float64}
 
 
@@ -91,16 +123,12 @@ class OnnxRunner(Runner):
 
     @classmethod
     def from_artifact(cls, path: Path, manifest: dict, **options) -> "OnnxRunner":
-        model = path / manifest.get("model", "model.onnx")
-        if not model.is_file():
-            raise ArtifactError(f"{path}: {model.name} is missing")
-        vocab = None
-        if manifest.get("vocab"):
-            vf = path / manifest["vocab"]
-            if not vf.is_file():
-                raise ArtifactError(f"{path}: vocabulary {manifest['vocab']} is missing")
-            vocab = read_vocab_file(vf)
-        return cls(str(model), manifest, vocab=vocab, path=path, **options)
+        from ...artifact import read_verified
+        # each file read once and checked against the sealed manifest; the session is built from those bytes
+        model_path, model = read_verified(path, manifest, "model", "model.onnx")
+        check_onnx_constants(model, model_path)
+        vocab = read_vocab_file(*read_verified(path, manifest, "vocab")) if manifest.get("vocab") else None
+        return cls(model, manifest, vocab=vocab, path=path, **options)
 
     # ------------------------------------------------------------------ buffers
     def _buf(self, name):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...artifact import artifact_file
+from ...artifact import read_verified
 from ...artifact import ArtifactError
 from ...runner import NllScorer, Runner, RunStats, StepStats, StreamStats, read_vocab_file
 from .target import LIBRARY, WEIGHTS, load_weights
@@ -20,6 +20,24 @@ from .target import LIBRARY, WEIGHTS, load_weights
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_library_bytes(data: bytes, load_module):
+    """Load the shared library `data` (bytes already checked against the manifest) from a private copy: a
+    fresh temporary directory only this user can enter (0700), removed once the library is mapped, so no other
+    process can swap the file between the check and the load."""
+    import os
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="egru-lib-")
+    try:
+        p = os.path.join(d, LIBRARY)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return load_module(p)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _spec(path: Path, manifest: dict):
@@ -48,14 +66,16 @@ class TVMRunner(Runner):
         from .library import load_module
         from .step_runner import TVMStepRunner
         spec = _spec(path, manifest)
-        lib = artifact_file(path, manifest, "library", LIBRARY)
-        weights = artifact_file(path, manifest, "weights", WEIGHTS)
-        vocab = artifact_file(path, manifest, "vocab") if manifest.get("vocab") is not None else None
+        # every file is read once, checked against the sealed manifest, and used from those bytes: a file
+        # swapped after read_manifest verified it (e.g. during `import tvm`) is refused or never seen
+        lib, lib_bytes = read_verified(path, manifest, "library", LIBRARY)
+        weights, weight_bytes = read_verified(path, manifest, "weights", WEIGHTS)
+        vocab = read_verified(path, manifest, "vocab") if manifest.get("vocab") is not None else None
         try:
-            module = load_module(str(lib))
+            module = load_library_bytes(lib_bytes, load_module)
         except Exception as e:  # noqa: BLE001 - TVM raises its own error types
             raise ArtifactError(f"cannot load {lib}: {_first_line(e)}") from None
-        emb, layers, dec_w, dec_b, proj = load_weights(weights)
+        emb, layers, dec_w, dec_b, proj = load_weights(weights, weight_bytes)
         try:
             self.rt = TVMStepRunner(emb, layers, dec_b, dec_w, module=module, spec=spec, projection=proj)
         except (ValueError, TypeError, IndexError) as e:
@@ -71,7 +91,7 @@ class TVMRunner(Runner):
         self.layer_sizes = list(spec.hidden_sizes)
         self.vocab_size = spec.vocab_size
         if vocab is not None:
-            self.vocab = read_vocab_file(vocab)
+            self.vocab = read_vocab_file(*vocab)
         # fan-out of each input unit (for the MAC count of a step)
         self.fan_w = [np.diff(L["W"][0]) for L in layers]
         self.fan_r = [np.diff(L["R"][0]) for L in layers]

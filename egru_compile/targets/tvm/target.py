@@ -70,13 +70,18 @@ def save_weights(path: Path, stack: EGRUStack, int8: bool = False) -> None:
         np.savez(f, **arrays)
 
 
-def load_weights(path: Path):
+def load_weights(path: Path, data: bytes | None = None):
     """(embedding, layers, decoder weight, decoder bias, projection) of a weights.npz written by
     :func:`save_weights` (projection: None, or ((indptr, indices, data), bias) of EvNN's decoder projection);
-    a missing, corrupt or incomplete file is an ArtifactError."""
+    a missing, corrupt or incomplete file is an ArtifactError. `data`: the file's bytes, already read and
+    checked (`artifact.read_verified`), used instead of reading `path` again."""
+    import io
+
+    from ...fsio import BoundedNpz, FileError
     from ...artifact import ArtifactError
-    try:
-        with np.load(path, allow_pickle=False) as z:
+    src = io.BytesIO(data) if data is not None else path
+    try:     # an artifact's npz is stored uncompressed: its arrays can never inflate past the file's own size
+        with BoundedNpz(src, len(data) if data is not None else Path(path).stat().st_size, path) as z:
             emb = z["embedding"]
             layers = []
             for l in range(int(z["n_layers"])):
@@ -93,6 +98,8 @@ def load_weights(path: Path):
             if "projection_indptr" in z:
                 parts = read_parts(z, "projection")
                 proj = ((parts["indptr"], parts["indices"], parts["data"]), z["projection_bias"])
+    except FileError as e:
+        raise ArtifactError(str(e)) from None
     except KeyError as e:
         raise ArtifactError(f"{path} is incomplete: no array {e.args[0].split()[0] if e.args else e}") from None
     except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
@@ -100,7 +107,41 @@ def load_weights(path: Path):
         raise ArtifactError(f"{path} is unreadable: {text[0] if text else type(e).__name__}") from None
     if not layers:
         raise ArtifactError(f"{path} has no layers")
+    _check_content(path, emb, layers, dec_w, dec_b, proj)
     return emb, layers, dec_w, dec_b, proj
+
+
+def _check_content(path, emb, layers, dec_w, dec_b, proj) -> None:
+    """The arrays of weights.npz through the content validator every runner's weights go through
+    (`ir.content`): a resealed file with NaN, Inf, complex or overflowing weights is refused."""
+    from ...ir import SparseMatrix
+    from ...ir.content import ContentError, check_array, check_stack
+    from ...artifact import ArtifactError
+
+    def matrix(name, triple, n_out, scale=None):
+        p, i, d = (check_array(x, f"{path}: {name}_{part}", kind=kind, ndim=1)
+                   for x, part, kind in zip(triple, ("indptr", "indices", "data"), ("index", "index", "any")))
+        if len(p) < 1:
+            raise ContentError(f"{path}: {name}_indptr is empty")
+        try:
+            return SparseMatrix((n_out, len(p) - 1), "csc", p, i, d, scale)
+        except (ValueError, IndexError) as e:
+            raise ContentError(f"{path}: {name}: {e}") from None
+    try:
+        checked = []
+        for l, L in enumerate(layers):
+            b = check_array(L["b"], f"{path}: l{l}_b", kind="float", ndim=1)
+            entry = {"b": b, "br": L["br"], "thr": L["thr"]}
+            for k in ("W", "R"):
+                entry[k] = matrix(f"l{l}_{k}", L[k], len(b), L.get(f"{k}_scale"))
+            checked.append(entry)
+        P = pb = None
+        if proj is not None:
+            pb = check_array(proj[1], f"{path}: projection_bias", kind="float", ndim=1)
+            P = matrix("projection", proj[0], len(pb))
+        check_stack(str(path), emb, checked, dec_w, dec_b, P, pb)
+    except ContentError as e:
+        raise ArtifactError(str(e)) from None
 
 
 def _projection_macs(graph) -> dict | None:
