@@ -13,7 +13,7 @@ processes does not count; contention for the shared caches and memory does). Wit
 fallback is used (``a.sum()`` for streams, ``take`` for gathers: the gather then also writes the copy) and
 the report says so.
 
-    .venv/bin/python benchmarks/bandwidth.py [--rows 1024,4096,16384] [--out benchmarks/results/bandwidth]
+    .venv/bin/python -m benchmarks.bandwidth [--rows 1024,4096,16384] [--out benchmarks/results/bandwidth]
 """
 from __future__ import annotations
 
@@ -169,6 +169,75 @@ def fmt(res: dict) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------------ table
+def _pct(x: float) -> str:
+    return "—" if not np.isfinite(x) else f"{x:.0%}"
+
+
+def roofline_rows(acc, times: dict, bw: dict, gather_at) -> tuple[list[str], dict]:
+    """Markdown rows for one target. times: group -> µs ("layer l" where separable, "RNN stack", "decoder",
+    "whole token"). bw: the `bandwidth.measure` dict; gather_at(res, row_bytes, key) interpolates gathers.
+    acc: `egru_compile.runtime.traffic.Accounting`. Returns (rows, summary of the whole token)."""
+    s = {k: bw["stream"][k]["best"] for k in ("L2", "L3", "DRAM")}
+
+    def gather_time(parts, key):       # seconds at the random-row gather rate of each part's row size
+        t = 0.0
+        for p in parts:
+            rate = s["DRAM" if key == "gather_dram" else "L3"] if p.stream else gather_at(bw, p.row_bytes, key)
+            t += p.bytes / (rate * 1e9)
+        return t
+
+    def row(label, parts, us, rowsize=None):
+        b = sum(p.bytes for p in parts)
+        rs = f"{rowsize:,.0f}" if rowsize else "—"
+        if us is None or us <= 0:
+            why = "—" if us is None else f"{us:,.1f} (noise)"
+            return f"| {acc.target} | {label} | {b / 1024:,.1f} KiB | {rs} | {why} | — | — | — | — | — | — |"
+        gbs = b / (us * 1e-6) / 1e9
+        tg3, tgd = gather_time(parts, "gather_l3"), gather_time(parts, "gather_dram")
+        return (f"| {acc.target} | {label} | {b / 1024:,.1f} KiB | {rs} | {us:,.1f} | {gbs:.1f} | "
+                f"{_pct(gbs / s['L2'])} | {_pct(gbs / s['L3'])} | {_pct(gbs / s['DRAM'])} | "
+                f"{_pct(tg3 / (us * 1e-6))} | {_pct(tgd / (us * 1e-6))} |")
+
+    out = []
+    L = sum(1 for p in acc.parts if p.name.endswith(" W"))
+    for l in range(L):
+        ps = [p for p in acc.parts if p.group == f"layer {l}"]
+        for p in ps:
+            out.append(row(p.name, [p], None, p.row_bytes))
+        if f"layer {l}" in times:
+            out.append(row(f"**layer {l}** (W + R + update)", ps, times[f"layer {l}"]))
+    rnn = [p for p in acc.parts if p.group.startswith("layer")]
+    dec = [p for p in acc.parts if p.group == "decoder"]
+    out.append(row("**RNN stack**" + ("" if "layer 0" in times else " (layers not separable)"), rnn,
+                   times.get("RNN stack")))
+    out.append(row("**decoder** (token − RNN stack)", dec, times.get("decoder"), dec[0].row_bytes))
+    out.append(row("**whole token**", acc.parts, times.get("whole token")))
+    b = sum(p.bytes for p in acc.parts)
+    us = times.get("whole token")
+    summ = {"bytes": b, "us": us, "GBps": b / (us * 1e-6) / 1e9 if us else float("nan"),
+            "t_dram_us": b / (s["DRAM"] * 1e9) * 1e6, "t_l3_us": b / (s["L3"] * 1e9) * 1e6,
+            "t_gather_dram_us": gather_time(acc.parts, "gather_dram") * 1e6,
+            "t_gather_l3_us": gather_time(acc.parts, "gather_l3") * 1e6, "footprint": acc.footprint}
+    return out, summ
+
+
+HEADER = ("| target | part | bytes / token | mean row (B) | µs / token | GB/s | % of L2 stream | % of L3 stream | "
+          "% of DRAM stream | % of L3 gather roofline | % of DRAM gather roofline |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def conclusion(target: str, s: dict, l3_bytes: int) -> str:
+    where = "fit" if s["footprint"] <= l3_bytes else "do not fit"
+    return (f"* **{target}**: {s['bytes'] / 2 ** 20:.2f} MiB of weights + indices per token in {s['us']:,.0f} µs = "
+            f"{s['GBps']:.1f} GB/s; the matrices it reads from ({s['footprint'] / 2 ** 20:,.0f} MiB) {where} in the "
+            f"{l3_bytes / 2 ** 20:.0f} MiB L3. At the DRAM stream rate the token would take {s['t_dram_us']:,.0f} µs, "
+            f"at the DRAM random-row gather rate of its row sizes {s['t_gather_dram_us']:,.0f} µs, at the L3 "
+            f"stream rate {s['t_l3_us']:,.0f} µs: measured = {s['us'] / s['t_dram_us']:.1f}x the DRAM-stream "
+            f"bound, {s['us'] / s['t_gather_dram_us']:.1f}x the DRAM-gather bound, "
+            f"{s['us'] / s['t_l3_us']:.1f}x the L3-stream bound.")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="64,256,1024,4096,16384,40000", help="gather row sizes in bytes")
@@ -177,7 +246,7 @@ def main(argv=None):
     res = measure([int(x) for x in a.rows.split(",") if x])
     load = os.getloadavg()
     text = (fmt(res) + f"\n\nLoad average during the run (uptime): {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} "
-            f"(2 cores). Command: `.venv/bin/python benchmarks/bandwidth.py` ({res['seconds']:.0f} s).")
+            f"(2 cores). Command: `.venv/bin/python -m benchmarks.bandwidth` ({res['seconds']:.0f} s).")
     print(text)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ Variants (same weights):
 Each (variant, B) cell is the best of ``--rounds`` runs (rounds interleaved over the variants; other
 processes on a shared machine only slow a run down). The goal line compares TVM with dense ORT at B = 16.
 
-    nice .venv/bin/python benchmarks/bench_batch.py [--tokens 4096] [--rounds 2] [--batches 1,4,16,64]
+    nice .venv/bin/python -m benchmarks.bench_batch [--tokens 4096] [--rounds 2] [--batches 1,4,16,64]
 
 Writes benchmarks/results/batch.md (``--out``).
 """
@@ -46,10 +46,8 @@ import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
 
-from bench_onnx import build_model, calibrate  # noqa: E402
+from benchmarks.common import build_model, calibrate  # noqa: E402
 
 from egru_compile.data import Vocabulary  # noqa: E402
 from egru_compile.frontend import trace_model  # noqa: E402
@@ -159,7 +157,7 @@ def main(argv=None):
              f"first {a.tokens} PTB test tokens (B contiguous streams), 1 thread, best of {a.rounds} interleaved "
              f"rounds; load average {load0[0]:.2f} at start, {load1[0]:.2f} at end (shared machine, "
              f"{os.cpu_count()} cores).", "",
-             "Command: `nice .venv/bin/python benchmarks/bench_batch.py " + " ".join(argv or sys.argv[1:]) + "`", "",
+             "Command: `nice .venv/bin/python -m benchmarks.bench_batch " + " ".join(argv or sys.argv[1:]) + "`", "",
              head, "|" + "---|" * (3 + len(Bs))]
     for n in names:
         cells = [f"{res[(n, B)]:.0f}" for B in Bs]

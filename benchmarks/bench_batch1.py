@@ -37,19 +37,19 @@ from the ONNX program's ``events{l}`` outputs), printed per layer. MAC ratio = d
 (count-macs convention: RNN input + recurrent matrices, the embedding input counts fully active; for the
 ``token`` scope the decoder's V x H_last dense vs (active units of the last layer) x V is added).
 
-    nice .venv/bin/python benchmarks/bench_batch1.py        # full grid 4 sparsities x 3 activities
+    nice .venv/bin/python -m benchmarks.bench_batch1        # full grid 4 sparsities x 3 activities
                                                             # (~8 min idle; 36 min at load average 8)
 
 Writes benchmarks/results/batch1.{md,json,png} (``--out PREFIX`` to change). At the 85 % / 20 % point (unless
 ``--no-profile``) it also times the layer loop layer by layer (TVM programs compiled for the first 1, 2, 3
 layers without decoder) and the gate-update kernel alone, and prints the distance to the memory roofline
 (issue 17 item 4): per target and part, the bytes of weights and indices touched per token
-(`bandwidth_bytes.py`) and the achieved GB/s next to this core's L2 / L3 / DRAM stream and random-gather
+(`egru_compile.runtime.traffic`) and the achieved GB/s next to this core's L2 / L3 / DRAM stream and random-gather
 read rates, measured in the same run (`bandwidth.py`); and the goal lines of issue 17 items 1 and 2 (whole
 token vs the best dense peer: TVM f32 >= 15x, TVM int8 >= 20x when the tvm target takes ``weight_dtype``,
 ONNX int8 >= 3.5x), each stating met / not met and the measured ratio.
 
-    nice .venv/bin/python benchmarks/bench_batch1.py --quick   # smoke test: 85 % x 20 % only (2.3 min
+    nice .venv/bin/python -m benchmarks.bench_batch1 --quick   # smoke test: 85 % x 20 % only (2.3 min
                                                                 # at load average 6; about half idle)
 """
 from __future__ import annotations
@@ -62,7 +62,6 @@ for _v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NU
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -71,17 +70,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
-import bandwidth  # noqa: E402
-import bandwidth_bytes as BB  # noqa: E402
-from bench_onnx import build_model, strip_decoder  # noqa: E402
-from bench_tvm_kernels import calibrate as calibrate_thresholds  # noqa: E402
+from benchmarks import bandwidth  # noqa: E402
+from benchmarks.common import build_model, interleaved_steps, strip_decoder  # noqa: E402
+from benchmarks.common import calibrate_runner as calibrate_thresholds  # noqa: E402
 
 from egru_compile.frontend import trace_model  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
-from egru_compile.runtime import open_artifact  # noqa: E402
+from egru_compile.runtime import open_artifact, traffic  # noqa: E402
 from egru_compile.targets import get_target  # noqa: E402
 import egru_compile.targets.tvm as K  # noqa: E402
 
@@ -154,25 +150,12 @@ _RNN8: dict = {}      # decoder-less int8 TVM step per kernel spec
 
 
 def time_interleaved(fns: dict, n_tokens: int, rounds: int, burn: int = 10) -> dict:
-    """fns: name -> (reset, step(i)). Per-token seconds lists (all rounds)."""
-    res = {k: [] for k in fns}
-    names = list(fns)
-    pc = CLOCK["fn"]
-    p0, t0_ = time.process_time(), time.thread_time()
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for k in order:
-            reset, step = fns[k]
-            reset()
-            for i in range(burn):
-                step(i)
-            ts = res[k]
-            for i in range(burn, burn + n_tokens):
-                t0 = pc()
-                step(i)
-                ts.append(pc() - t0)
+    """fns: name -> (reset, step(i)). Per-token seconds lists (all rounds), on the CLOCK; the process and thread
+    CPU time spent is added to CPU_CHECK."""
+    p0, t0 = time.process_time(), time.thread_time()
+    res = interleaved_steps(fns, n_tokens, rounds, burn, clock=CLOCK["fn"])
     CPU_CHECK["process"] += time.process_time() - p0
-    CPU_CHECK["thread"] += time.thread_time() - t0_
+    CPU_CHECK["thread"] += time.thread_time() - t0
     return res
 
 
@@ -382,15 +365,15 @@ ROOF_TARGETS = (("tvm f32", "tvm"), ("tvm int8", "tvm-int8"), ("onnx f32", "onnx
 
 
 def roofline(model, d: Path, tv, tv8, ort, toks, burn, N, row, res, a) -> dict:
-    """Bytes touched per token per target and part (`bandwidth_bytes`), this core's bandwidth measured now
+    """Bytes touched per token per target and part (`egru_compile.runtime.traffic`), this core's bandwidth measured now
     (`bandwidth`), and the rows of the roofline table (times: the medians just measured)."""
-    accs = {"tvm f32": BB.tvm_accounting(tv, toks, burn, N, "tvm f32"),
-            "onnx f32": BB.onnx_accounting(d / "onnx_token", ort["onnx_token"], toks, burn, N, "onnx f32"),
-            "onnx int8": BB.onnx_accounting(d / "onnx8_token", ort["onnx8_token"], toks, burn, N, "onnx int8")}
+    accs = {"tvm f32": traffic.tvm_accounting(tv, toks, burn, N, "tvm f32"),
+            "onnx f32": traffic.onnx_accounting(d / "onnx_token", ort["onnx_token"], toks, burn, N, "onnx f32"),
+            "onnx int8": traffic.onnx_accounting(d / "onnx8_token", ort["onnx8_token"], toks, burn, N, "onnx int8")}
     if tv8 is not None:
-        accs["tvm int8"] = BB.tvm_accounting(tv8, toks, burn, N, "tvm int8")
+        accs["tvm int8"] = traffic.tvm_accounting(tv8, toks, burn, N, "tvm int8")
     for name in ("dense ORT", "dense PyTorch"):
-        accs[name] = BB.dense_accounting(model, name)
+        accs[name] = traffic.dense_accounting(model, name)
     rows = sorted({float(f"{p.row_bytes:.2g}") for acc in accs.values() for p in acc.parts   # 2 digits
                    if not p.stream and p.rows})
     bw = bandwidth.measure([r for r in rows if r > 0])
@@ -410,12 +393,12 @@ def roofline(model, d: Path, tv, tv8, ort, toks, burn, N, row, res, a) -> dict:
         if var == "tvm" and prof:
             for l, us in enumerate(prof["layer_us"]):
                 t[f"layer {l}"] = us
-        lines, summ = BB.roofline_rows(accs[name], t, bw, bandwidth.gather_at)
+        lines, summ = bandwidth.roofline_rows(accs[name], t, bw, bandwidth.gather_at)
         out["lines"] += lines
         out["targets"][name] = {"parts": [vars(p) | {"row_bytes": p.row_bytes} for p in accs[name].parts],
                                 "times_us": t, "summary": summ, "notes": accs[name].notes}
         if summ["us"]:
-            out["conclusions"].append(BB.conclusion(name, summ, bw["caches"].get("L3", 0)) + " "
+            out["conclusions"].append(bandwidth.conclusion(name, summ, bw["caches"].get("L3", 0)) + " "
                                       + "; ".join(accs[name].notes) + ".")
     return out
 
@@ -621,7 +604,7 @@ def main(argv=None):
             lines += ["", "**Distance to the memory roofline at 85 % / 20 %** (issue 17 item 4). This core, single "
                       "thread, measured in this run (`benchmarks/bandwidth.py`; GB/s of reads; *best* of 15 "
                       "batches is used below as the roofline):", "", bandwidth.fmt(bw), "",
-                      "Bytes of weights and indices touched per token (`benchmarks/bandwidth_bytes.py`: counted "
+                      "Bytes of weights and indices touched per token (`egru_compile/runtime/traffic.py`: counted "
                       "from each artifact's stored weights and the activity of the timed stream; activations and "
                       "state not counted), the median time of that part, the achieved GB/s and its share of each "
                       "roofline. *Stream* = a sequential read out of a buffer of that level; *gather roofline* = "
@@ -630,7 +613,7 @@ def main(argv=None):
                       "(decoder-less programs for the first k layers, differences); W and R of one layer are not "
                       "separable (one fused loop) and ONNX / dense layers not at all (one session call): those "
                       "rows give bytes only, and the RNN-stack row divides the stack's bytes by the stack's time. "
-                      "decoder = whole token − RNN stack.", "", BB.HEADER] + rf["lines"]
+                      "decoder = whole token − RNN stack.", "", bandwidth.HEADER] + rf["lines"]
             lines += ["", "Conclusions (whole token):", ""] + rf["conclusions"]
     load1 = os.getloadavg()
     lines += ["", f"Load average (uptime; 2 cores shared with other jobs): {load0[0]:.2f} / {load0[1]:.2f} / "
@@ -639,7 +622,7 @@ def main(argv=None):
               f"timed loops {CPU_CHECK['process'] / max(CPU_CHECK['thread'], 1e-9):.3f}), the bandwidths count the "
               "thread's CPU time only."]
     flags = (" --quick" if a.quick else "") + (" --clock wall" if a.clock == "wall" else "")
-    lines += ["", f"Command: `nice .venv/bin/python benchmarks/bench_batch1.py{flags}` "
+    lines += ["", f"Command: `nice .venv/bin/python -m benchmarks.bench_batch1{flags}` "
               f"({wall / 60:.1f} min)."]
     text = "\n".join(lines)
     print()

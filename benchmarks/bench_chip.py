@@ -26,14 +26,13 @@ max/mean), latency (per layer phase the busiest core plus a barrier), and placem
 ``--scaling`` times `place` alone (seconds, peak RSS of a fresh process) on random models of growing size;
 ``--compile-27m`` runs the whole CLI compile of the 27M model under /usr/bin/time -v.
 
-    python benchmarks/bench_chip.py                       # ptb + trained, loihi-like, 300 calibration tokens
-    python benchmarks/bench_chip.py --models ptb,trained,27m --scaling --compile-27m
+    python -m benchmarks.bench_chip                       # ptb + trained, loihi-like, 300 calibration tokens
+    python -m benchmarks.bench_chip --models ptb,trained,27m --scaling --compile-27m
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -45,9 +44,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
 
+from benchmarks.common import ptb_vocab, random_checkpoint  # noqa: E402
 from egru_compile.targets.chip import load_profile, measure_unit_activity  # noqa: E402
 from egru_compile.targets.chip import placement as P  # noqa: E402
 from egru_compile.targets.chip.layout import hop_matrices  # noqa: E402
@@ -102,20 +100,6 @@ def swap_layout(traffic: np.ndarray, profile, n: int, chips: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- models
-def ptb_vocab(ptb: Path):
-    from egru_compile.data import Vocabulary
-    return Vocabulary.from_train_file(ptb / "ptb.train.txt")
-
-
-def random_checkpoint(path: Path, vocab, emb: int, hidden: list[int], activity: float) -> Path:
-    from bench_onnx import build_model, calibrate
-    from egru_compile.frontend import save_checkpoint
-    model = build_model(len(vocab), emb, hidden, 0.85)
-    calibrate(model, activity, np.random.default_rng(0).integers(0, len(vocab), 60))
-    save_checkpoint(path, model, vocab)
-    return path
-
-
 def load_nets(ckpt: Path, ptb: Path, calib_tokens: int):
     """(nets with calibration activity, synapse count) as the chip target sees them."""
     from egru_compile.compile_driver import run_passes
@@ -233,7 +217,6 @@ def table(title: str, rows) -> list[str]:
 SCALING_CHILD = r"""
 import json, sys, time, resource
 import numpy as np
-sys.path.insert(0, {root!r}); sys.path.insert(0, {here!r})
 from egru_compile.targets.chip import load_profile
 from egru_compile.targets.chip import placement as P
 from egru_compile.targets.chip.network import LayerNet, attach_activity
@@ -266,7 +249,7 @@ def scaling(profile: str, scales) -> list[str]:
            "itself included).", "",
            "| scale s | synapses | cores | chips | placement s | peak RSS MiB (network alone) |", "|---|---|---|---|---|---|"]
     for s in scales:
-        code = SCALING_CHILD.format(root=str(ROOT), here=str(HERE), scale=s, profile=profile)
+        code = SCALING_CHILD.format(scale=s, profile=profile)
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if r.returncode:
             out.append(f"| {s} | failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode} |")
@@ -283,7 +266,7 @@ def compile_27m(ckpt: Path, ptb: Path, profile: str, calib_tokens: int) -> list[
         cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "egru_compile.cli", "compile", str(ckpt), "--target", profile,
                "-o", str(Path(td) / "out"), "--calib-data", str(ptb / "ptb.valid.txt"), "--calib-tokens",
                str(calib_tokens), "--max-chips", "1000"]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        r = subprocess.run(cmd, capture_output=True, text=True)
     err = r.stderr.splitlines()
     wall = next((ln.split("): ")[-1] for ln in err if "Elapsed (wall clock)" in ln), "?")
     rss = next((int(ln.split(":")[-1]) for ln in err if "Maximum resident set size" in ln), 0)
@@ -350,7 +333,7 @@ def main(argv=None):
                 lines += compile_27m(ckpt, ptb, a.profile, 200)
     if a.scaling:
         lines += scaling(a.profile, [float(s) for s in a.scales.split(",")])
-    lines.append(f"Command: `python benchmarks/bench_chip.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
+    lines.append(f"Command: `python -m benchmarks.bench_chip {' '.join(argv if argv is not None else sys.argv[1:])}`"
                  f" (peak RSS of this run {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB).")
     text = "\n".join(lines)
     print(text)

@@ -13,8 +13,8 @@ estimates (mapping.json "totals", RNN cores only). The machine's load average is
 machine wall-clock tokens/s falls with the load; tokens per CPU-second of the eval process (one thread)
 is what one unshared core would give.
 
-    python benchmarks/bench_chip_eval.py                   # loihi-like, decoder host and chip
-    python benchmarks/bench_chip_eval.py --decoder host --eval-tokens 1000
+    python -m benchmarks.bench_chip_eval                   # loihi-like, decoder host and chip
+    python -m benchmarks.bench_chip_eval --decoder host --eval-tokens 1000
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ for _v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NU
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -33,10 +32,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
-from bench_onnx import build_model, calibrate  # noqa: E402
+from benchmarks.common import build_model, calibrate  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from egru_compile.cli import main as cli  # noqa: E402
@@ -111,7 +108,7 @@ def main(argv=None):
           f"Perplexity (random weights) {rows[0][2]['perplexity']:.1f}. Compile times"
           + (" (artifacts reused)" if a.reuse else "") + ": " +
           ", ".join(f"{d} {s:.0f} s" for d, _, _, s, _ in rows) + ".")
-    print(f"\nCommand: `python benchmarks/bench_chip_eval.py --profile {a.profile} --calib-tokens "
+    print(f"\nCommand: `python -m benchmarks.bench_chip_eval --profile {a.profile} --calib-tokens "
           f"{a.calib_tokens} --eval-tokens {a.eval_tokens} --decoder {a.decoder}`.")
 
 

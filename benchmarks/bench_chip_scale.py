@@ -13,8 +13,8 @@ target's phases come from the compile's own report (``report.txt``: "placement t
 the frontend and pass seconds from its ``-v`` output. The machine's load average is recorded before and
 after each compile: on a shared machine wall seconds are inflated by the other jobs, CPU seconds much less.
 
-    python benchmarks/bench_chip_scale.py                         # s = 0.25, 0.5, 0.75, 1.0
-    python benchmarks/bench_chip_scale.py --scales 0.25,0.5 --ckpt-dir /tmp/ckpts   # reuse checkpoints
+    python -m benchmarks.bench_chip_scale                         # s = 0.25, 0.5, 0.75, 1.0
+    python -m benchmarks.bench_chip_scale --scales 0.25,0.5 --ckpt-dir /tmp/ckpts   # reuse checkpoints
 
 Writes benchmarks/results/chip_scale.md (``--out``).
 """
@@ -33,15 +33,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
 
 
 def checkpoint(ckpt_dir: Path, s: float, ptb: Path, activity: float) -> Path:
     """The random model of scale s (built once, then reused from `ckpt_dir`)."""
     path = ckpt_dir / f"m{s}.pt"
     if not path.is_file():
-        from bench_chip import ptb_vocab, random_checkpoint
+        from benchmarks.common import ptb_vocab, random_checkpoint
         t = time.perf_counter()
         random_checkpoint(path, ptb_vocab(ptb), int(1024 * s), [int(4096 * s), int(4096 * s), int(1024 * s)],
                           activity)
@@ -64,8 +62,7 @@ def compile_one(ckpt: Path, ptb: Path, profile: str, calib_tokens: int, mem_kb: 
                profile, "-o", str(out), "--force", "-v", "--calib-data", str(ptb / "ptb.valid.txt"),
                "--calib-tokens", str(calib_tokens), "--max-chips", "1000"]
         load0 = os.getloadavg()
-        r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_limit(mem_kb),
-                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_limit(mem_kb))
         load1 = os.getloadavg()
         report = (out / "report.txt").read_text() if (out / "report.txt").is_file() else ""
         mapping = json.loads((out / "mapping.json").read_text()) if (out / "mapping.json").is_file() else {}
@@ -145,7 +142,7 @@ def main(argv=None):
                   f"×{m1['placement_s'] / m0['placement_s']:.1f} (CPU ×{m1['placement_cpu_s'] / m0['placement_cpu_s']:.1f}), "
                   f"simulation CPU ×{m1['sim_cpu_s'] / m0['sim_cpu_s']:.1f}, whole-compile CPU seconds ×{m1['cpu_s'] / m0['cpu_s']:.1f}, "
                   f"peak RSS ×{m1['peak_gib'] / m0['peak_gib']:.1f}."]
-    lines += ["", f"Command: `python benchmarks/bench_chip_scale.py {' '.join(argv if argv is not None else sys.argv[1:])}`"]
+    lines += ["", f"Command: `python -m benchmarks.bench_chip_scale {' '.join(argv if argv is not None else sys.argv[1:])}`"]
     text = "\n".join(lines)
     print(text)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

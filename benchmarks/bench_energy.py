@@ -27,9 +27,9 @@ units per core charged like its ``loihi_lif`` soma (access 51.2 + update 21.6 pJ
 per spike), since its own ``loihi_inputs`` units are free; (b) the same mesh carrying our profile's per-event
 figures (``--profile``), the architecture our formula describes.
 
-    python benchmarks/bench_energy.py --tokens 24 --archs stock --steps-per-token 1,3     # SANA-FE's Loihi
-    python benchmarks/bench_energy.py --tokens 24 --archs profile --steps-per-token 1,3   # our figures
-    python benchmarks/bench_energy.py --tables-only      # rewrite results/energy.md from results/energy.json
+    python -m benchmarks.bench_energy --tokens 24 --archs stock --steps-per-token 1,3     # SANA-FE's Loihi
+    python -m benchmarks.bench_energy --tokens 24 --archs profile --steps-per-token 1,3   # our figures
+    python -m benchmarks.bench_energy --tables-only      # rewrite results/energy.md from results/energy.json
 
 Runs on the same model, tokens and profile merge into results/energy.json; ``--workdir DIR`` keeps the
 compiled artifact between runs.
@@ -50,10 +50,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
-from bench_onnx import build_model, calibrate  # noqa: E402
+from benchmarks.common import build_model, calibrate  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from egru_compile.cli import main as cli  # noqa: E402
@@ -524,8 +522,8 @@ def markdown(r: dict) -> str:
     lines += ["", "SANA-FE cost per replay — " + "; ".join(runs) + f"; peak RSS {r['peak_rss_mib']:,.0f} MiB.", ""]
     lines += explanation(r)
     lines += ["Commands (SANA-FE installed with `pip install sanafe==2.2.9`; each ≈ 3–5 min here):", "",
-              f"    python benchmarks/bench_energy.py --tokens {T} --archs stock --steps-per-token 1,3",
-              f"    python benchmarks/bench_energy.py --tokens {T} --archs profile --steps-per-token 1,3", ""]
+              f"    python -m benchmarks.bench_energy --tokens {T} --archs stock --steps-per-token 1,3",
+              f"    python -m benchmarks.bench_energy --tokens {T} --archs profile --steps-per-token 1,3", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ thread, rounds interleaved over the variants, median of the rounds:
 * ``eval B=4 / B=16`` — `evaluate(..., batch_size=B)`: B contiguous streams, each with its own state
   (runtime-level batching: every runner supports it, no batched kernel yet, so no speed-up is expected).
 
-    .venv/bin/python benchmarks/bench_eval.py [--tokens 5000] [--rounds 3] [ARTIFACT ...]
+    .venv/bin/python -m benchmarks.bench_eval [--tokens 5000] [--rounds 3] [ARTIFACT ...]
 
 Writes benchmarks/results/eval.md (``--out``).
 """
@@ -32,10 +32,9 @@ from pathlib import Path  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from egru_compile.runtime import evaluate, load_eval_tokens, open_artifact  # noqa: E402
-from egru_compile.runtime.scoring import nll_reference  # noqa: E402
+from egru_compile.runner import nll_reference  # noqa: E402
 
 PTB_TEST = ROOT / "data" / "ptb" / "ptb.test.txt"        # shipped with the repository
 EXAMPLE = ROOT / "examples" / "ptb-egru-small" / "model.pt"
@@ -47,8 +46,7 @@ def compile_example(tmp: Path) -> list[tuple[str, Path]]:
                                 ("onnx int8", "onnx", ["--onnx-weight-dtype", "int8"])):
         out = tmp / name.replace(" ", "-")
         subprocess.run([sys.executable, "-m", "egru_compile.cli", str(EXAMPLE), "--target", target, "-o", str(out),
-                        *extra], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+                        *extra], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         arts.append((name, out))
     return arts
 
@@ -102,7 +100,7 @@ def main(argv=None):
                     res = evaluate(runner, ids, quiet=True, batch_size=B)
                     times[name][f"eval B={B}"].append(res["seconds"] / res["tokens"])
     med = {n: {c: statistics.median(v) * 1e6 for c, v in d.items()} for n, d in times.items()}
-    lines = [f"`python benchmarks/bench_eval.py --tokens {a.tokens} --rounds {a.rounds}` — "
+    lines = [f"`python -m benchmarks.bench_eval --tokens {a.tokens} --rounds {a.rounds}` — "
              f"{T} predictions of {Path(a.data).name}, 1 thread, µs per token "
              f"(median of {a.rounds} interleaved rounds); "
              "`eval` tokens/s in brackets", "",

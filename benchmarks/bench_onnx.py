@@ -18,85 +18,25 @@ session options (1 intra-op thread, sequential, all graph optimisations) in one 
 
 "RNN stack" times the graphs without the decoder (token -> embedding -> layers); "token" the full step.
 
-    python benchmarks/bench_onnx.py                      # PTB size, ~5 min on 2 cores
-    python benchmarks/bench_onnx.py --small              # quick smoke run
-    python benchmarks/bench_onnx.py --json out.json --threads 1 --tokens 200 --rounds 7
+    python -m benchmarks.bench_onnx                      # PTB size, ~5 min on 2 cores
+    python -m benchmarks.bench_onnx --small              # quick smoke run
+    python -m benchmarks.bench_onnx --json out.json --threads 1 --tokens 200 --rounds 7
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.nn.utils import prune
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from benchmarks.common import build_model, calibrate, interleaved, strip_decoder  # noqa: E402
 from egru_compile.frontend import trace_model  # noqa: E402
-from egru_compile.ir import Graph  # noqa: E402
-from egru_compile.model import EGRUConfig, EGRULanguageModel  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
-from egru_compile.passes.utils import remove_dead_nodes  # noqa: E402
-from egru_compile.runtime.onnx_runner import DISABLED_OPTIMIZERS, create_session  # noqa: E402
+from egru_compile.targets.onnx.runner import DISABLED_OPTIMIZERS, create_session  # noqa: E402
 from egru_compile.targets.onnx import lower_graph, serialize  # noqa: E402
-
-
-def build_model(vocab, emb, hidden, sparsity, seed=0) -> EGRULanguageModel:
-    torch.manual_seed(seed)
-    m = EGRULanguageModel(EGRUConfig(vocab, emb, list(hidden)))
-    with torch.no_grad():
-        for layer in m.rnns:
-            layer.bias.normal_(0, 0.1)
-            layer.recurrent_bias.normal_(0, 0.1)
-    for layer in m.rnns:
-        for name in ("kernel", "recurrent_kernel"):
-            prune.l1_unstructured(layer, name, amount=sparsity)
-            prune.remove(layer, name)
-    return m.eval()
-
-
-@torch.no_grad()
-def layer_activity(model, tokens) -> np.ndarray:
-    state = model.init_state(1)
-    act = np.zeros(len(model.rnns))
-    for t in tokens:
-        _, state = model.step(torch.tensor([int(t)]), state)
-        act += [float((y != 0).float().mean()) for _, y in state]
-    return act / len(tokens)
-
-
-@torch.no_grad()
-def calibrate(model, target: float, tokens, iters: int = 14) -> list[float]:
-    """Per-layer scalar threshold (layer by layer, bisection) giving mean activity ~= target."""
-    thrs = []
-    for l, layer in enumerate(model.rnns):
-        lo, hi = 0.0, 1.0
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            layer.thr.fill_(mid)
-            a = layer_activity(model, tokens)[l]
-            lo, hi = (mid, hi) if a > target else (lo, mid)
-        layer.thr.fill_((lo + hi) / 2)
-        thrs.append((lo + hi) / 2)
-    return thrs
-
-
-def strip_decoder(graph: Graph) -> Graph:
-    """The step without its decoder: 'logits' := the last layer's events (RNN stack only)."""
-    g = graph.clone()
-    ys = [v for v in g.outputs if v.meta.get("role") == "state_out" and v.meta.get("kind") == "y"]
-    last = max(ys, key=lambda v: v.meta["layer"])
-    zero = g.const(np.zeros((), np.float32), name="zero")
-    out = g.op("add", last, zero, name="rnn_out")
-    out.meta["role"] = "logits"
-    g.outputs[0] = out
-    remove_dead_nodes(g)
-    return g
 
 
 def make_session(model_proto, threads, disabled_optimizers=()):
@@ -112,24 +52,23 @@ DENSE_Q_PASSES = ["const-fold", "fold-masks", "fuse-gates", "fuse-cell", "dce", 
 
 
 def time_sessions(sessions: dict, tokens, rounds: int) -> dict:
-    """Interleaved rounds; each round streams `tokens` from the zero state. Returns per-token µs lists."""
-    res = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            ins = [i for i in s.get_inputs()]
-            names = [o.name for o in s.get_outputs()]
-            state = {i.name: np.zeros(i.shape, np.float32) for i in ins if i.name != "tokens"}
-            outmap = [(names.index(n + "_out"), n) for n in state]
-            tok = np.zeros(1, np.int64)
-            t0 = time.perf_counter()
-            for t in tokens:
-                tok[0] = t
-                state["tokens"] = tok
-                outs = s.run(None, state)
-                for j, n in outmap:
-                    state[n] = outs[j]
-            res[k].append((time.perf_counter() - t0) / len(tokens) * 1e6)
-    return res
+    """Interleaved rounds (`benchmarks.common.interleaved`); each round streams `tokens` from the zero state
+    through every session. Returns per-token µs lists."""
+    def stream(s):
+        ins = [i for i in s.get_inputs()]
+        names = [o.name for o in s.get_outputs()]
+        state = {i.name: np.zeros(i.shape, np.float32) for i in ins if i.name != "tokens"}
+        outmap = [(names.index(n + "_out"), n) for n in state]
+        tok = np.zeros(1, np.int64)
+        for t in tokens:
+            tok[0] = t
+            state["tokens"] = tok
+            outs = s.run(None, state)
+            for j, n in outmap:
+                state[n] = outs[j]
+
+    secs = interleaved({k: (lambda s=s: stream(s)) for k, s in sessions.items()}, rounds)
+    return {k: [t / len(tokens) * 1e6 for t in v] for k, v in secs.items()}
 
 
 def measured_activity(session, tokens, sizes) -> list[float]:

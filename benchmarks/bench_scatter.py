@@ -1,7 +1,7 @@
 """Micro-benchmark of the sparse event scatter-add of one EGRU layer (input 750 events -> hidden 1350,
 85 % sparse, 20 % events, fresh random events every call so the weights come from L2/L3).
 
-    .venv/bin/python benchmarks/bench_scatter.py [--reps 200] [--variants old,cur,...]
+    .venv/bin/python -m benchmarks.bench_scatter [--reps 200] [--variants old,cur,...]
 
 Every variant is compiled into its own kernel; calls are interleaved round robin over the same event
 sets and reported as the median ns per non-zero (min in parentheses).  ``old`` is a frozen copy of
@@ -17,13 +17,11 @@ for _v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import egru_compile.targets.tvm as K  # noqa: E402
 

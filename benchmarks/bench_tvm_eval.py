@@ -12,8 +12,8 @@ Timed (per variant, median of --rounds rounds, every mode once per round in rota
 eval path before ``egru_score``); ``logits`` — `runner.run` only (logits [K, V] handed back, no NLL); ``B=...``
 — `score_streams` (B streams per call, ms per token counts all B streams' tokens).
 
-    .venv/bin/python benchmarks/bench_tvm_eval.py                       # ~4 min on an idle core
-    .venv/bin/python benchmarks/bench_tvm_eval.py --variants f32,int8 --tokens 1000
+    .venv/bin/python -m benchmarks.bench_tvm_eval                       # ~4 min on an idle core
+    .venv/bin/python -m benchmarks.bench_tvm_eval --variants f32,int8 --tokens 1000
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ for _v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NU
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -32,15 +31,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
 
-from bench_onnx import build_model, calibrate  # noqa: E402
+from benchmarks.common import build_model, calibrate, median_times  # noqa: E402
 
 from egru_compile.frontend import trace_model  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
 from egru_compile.runtime import open_artifact  # noqa: E402
-from egru_compile.runtime.scoring import NllScorer  # noqa: E402
+from egru_compile.runner import NllScorer  # noqa: E402
 from egru_compile.targets import get_target  # noqa: E402
 
 #: variant -> (tvm options, quantize-int8 first)
@@ -53,16 +50,8 @@ VARIANTS = {
 
 
 def timed(fns: dict, rounds: int) -> dict:
-    """{name: median seconds of fn()} over `rounds` rounds; each round calls every fn once, in rotated order
-    (other processes' load then falls on all of them alike)."""
-    names = list(fns)
-    ts: dict = {n: [] for n in names}
-    for k in range(rounds):
-        for n in names[k % len(names):] + names[:k % len(names)]:
-            t0 = time.perf_counter()
-            fns[n]()
-            ts[n].append(time.perf_counter() - t0)
-    return {n: float(np.median(v)) for n, v in ts.items()}
+    """{name: median seconds of fn()} over `rounds` interleaved rounds (`benchmarks.common.median_times`)."""
+    return median_times(fns, rounds)
 
 
 def main(argv=None):

@@ -1,7 +1,7 @@
 """Per-step latency of the TVM event-driven EGRU kernels vs dense torch, batch 1, one thread.
 
-    .venv/bin/python benchmarks/bench_tvm_kernels.py                 # 750/1350/1350/750, V=10000, 85% sparse
-    .venv/bin/python benchmarks/bench_tvm_kernels.py --quick         # fewer steps
+    .venv/bin/python -m benchmarks.bench_tvm_kernels                 # 750/1350/1350/750, V=10000, 85% sparse
+    .venv/bin/python -m benchmarks.bench_tvm_kernels --quick         # fewer steps
 
 Activity (fraction of non-zero units of every y) is set by calibrating one threshold per layer by
 bisection on the compiled step itself, so the measured steps run the real recurrent dynamics at that
@@ -19,14 +19,12 @@ for _v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NU
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import calibrate_runner as calibrate  # noqa: E402
 from egru_compile.targets.tvm import (EGRUKernelSpec, TVMStepRunner, build_egru_step,  # noqa: E402
                                       build_kernel_library, pack_layer)
 
@@ -45,25 +43,6 @@ def rand_model(V, E, hidden, sparsity, seed=0):
                            thr=np.full(h, 0.5, np.float32)))
         n_in = h
     return emb, layers, np.zeros(V, np.float32)
-
-
-def calibrate(runner, target, toks, steps=40, iters=12):
-    """One scalar threshold per layer (in layer order) so that the mean activity is ~target."""
-    thr = []
-    for l, h in enumerate(runner.spec.hidden_sizes):
-        lo, hi = 0.0, 2.0
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            runner.views[f"thr{l}"][:] = mid
-            runner.reset()
-            acts = []
-            for i in range(steps):
-                runner.step(int(toks[i]), copy=False)
-                if i >= 10:
-                    acts.append(runner.activity()[l])
-            lo, hi = (mid, hi) if np.mean(acts) > target else (lo, mid)
-        thr.append(mid)
-    return thr
 
 
 def stats(ts):

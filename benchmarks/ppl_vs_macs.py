@@ -1,6 +1,6 @@
 """PTB test perplexity vs dynamic MACs/token across pruning levels, EGRU vs a dense RNN baseline.
 
-    python benchmarks/ppl_vs_macs.py --data data/ptb \
+    python -m benchmarks.ppl_vs_macs --data data/ptb \
         --egru examples/ptb-egru-small/run/ckpts/dense.pt examples/ptb-egru-small/run/ckpts/sparsity_50.pt ... \
         --baseline examples/ptb-egru-small/run/gru.pt --png ppl_vs_macs.png --json ppl_vs_macs.json
 
@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv=None) -> int:
@@ -38,7 +37,8 @@ def main(argv=None) -> int:
 
     from egru_compile.train.data import find_split
     from egru_compile.train.metrics import measure_activity_and_macs
-    from egru_compile.train.trainer import evaluate, load_any
+    from egru_compile.train.evaluation import evaluate
+    from egru_compile.train.trainer import load_any
     torch.set_num_threads(args.threads)
 
     rows = []

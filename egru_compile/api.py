@@ -161,7 +161,7 @@ def load(path, *, vocab=None, trust: bool = False, **runner_options) -> "Artifac
     training text giving the vocabulary (EvNN state_dicts have none); `trust`: allow pickled checkpoints;
     `runner_options` go to the runner (``threads=1`` for onnx) — ``projection_activation="identity" | "relu"``
     to `runtime.open_artifact` (an EvNN state_dict's decoder projection). Errors raise `EgruError`."""
-    from .runtime.base import open_artifact
+    from .runtime import open_artifact
     p = Path(path)
     runner = open_artifact(p, trust=trust, vocab_file=None if vocab is None else str(vocab), **runner_options)
     return Artifact(p, runner)
@@ -304,6 +304,19 @@ class Artifact:
         return EvalResult.from_dict(result)
 
 
+def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None, unk: str | None = None,
+                  quiet: bool = False, trust: bool = False, batch_size: int = 1, chunked: int | None = None,
+                  **runner_options) -> dict:
+    """`evaluate` of `artifact` (compiled directory or source checkpoint) on text file `data`, encoded with its
+    vocabulary (or `vocab_file`'s; words folded to lower case where the vocabulary does not distinguish case).
+    Adds ``data`` and the text fields (`text_report`) to the result. The same as `Artifact.evaluate(...).to_dict()`.
+    `chunked`: EvNN's protocol (`runtime.evaluate`); ``projection_activation`` (in `runner_options`):
+    `open_artifact`'s."""
+    res = load(artifact, vocab=vocab_file, trust=trust, **runner_options).evaluate(
+        Path(data), batch_size=batch_size, max_tokens=max_tokens, unk=unk, progress=not quiet, chunked=chunked)
+    return res.to_dict()
+
+
 def _no_eos():
     raise EgruError("the text has line breaks but the vocabulary has no <eos>")
 
@@ -318,7 +331,7 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
         from .artifact import read_manifest
         from .targets.registry import for_manifest
         info = read_manifest(p)
-        from .runtime.base import artifact_projection_activation
+        from .runtime.open import artifact_projection_activation
         act = artifact_projection_activation(info)
         if projection_activation is not None and act is not None and projection_activation != act:
             raise EgruError(f"{path} was compiled with projection activation {act}, not {projection_activation}")

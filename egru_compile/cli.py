@@ -305,14 +305,16 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
 @click.argument("ir_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--passes", help="comma-separated passes to run (default: none)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the IR here (+ OUTPUT.npz)")
+@click.option("--split-input-file", is_flag=True,
+              help="the file holds several IR texts separated by '// -----' lines: run each on its own")
 @_output_options
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def opt_cmd(ir_file, passes, output, as_json, verbose, quiet, debug):
+def opt_cmd(ir_file, passes, output, split_input_file, as_json, verbose, quiet, debug):
     """Run passes over an IR file and print the IR (no passes: the file as it is). --json prints {"ir" (the
     text; "" with -o), "passes", "output"}; -v the time the passes took."""
-    from .frontend.ir_source import run_opt
+    from .compile_driver import run_opt
     t0 = time.perf_counter()
-    text = _guard(debug, quiet, run_opt, ir_file, passes, output)
+    text = _guard(debug, quiet, run_opt, ir_file, passes, output, split_input_file)
     if verbose and not quiet:
         click.echo(f"opt: {passes or 'no passes'} in {(time.perf_counter() - t0) * 1e3:.0f} ms", err=True)
     if as_json:

@@ -161,8 +161,10 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
         raise EgruError("--report needs the count-macs pass in the pipeline, after the last transform")
     if spec is None:
         return None
+    from .runtime.evaluate import graph_perplexity
     options = dict(asdict(opts), target=spec.name, passes=req.passes, calib_data=req.calib_data,
-                   calib_tokens=req.calib_tokens, unk=req.unk, calib_token_ids=calib, verbose=req.verbose)
+                   calib_tokens=req.calib_tokens, unk=req.unk, calib_token_ids=calib, verbose=req.verbose,
+                   perplexity=graph_perplexity)
     what = {"chip": "placement" + (", calibration simulation" if calib is not None else "")}.get(
         spec.family, {"tvm": "TVM build of the kernels"}.get(spec.name, "writing the artifact"))
     with atomic_output_dir(out_dir, req.force, protect=protect) as tmp, \
@@ -176,3 +178,67 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
         summary = (summary + "\n" if summary else "") + f"projection: {projection_line(act)}"
     return {"artifact": str(out_dir), "target": spec.name, "seconds": time.perf_counter() - t0,
             "summary": summary, "result": result or {}, "projection_activation": act}
+
+
+#: the line that separates the cases of a ``--split-input-file`` IR file (as mlir-opt's)
+SPLIT_MARKER = "// -----"
+
+
+def run_opt(path, passes: str | None = None, output=None, split_input_file: bool = False) -> str:
+    """``egru-compile opt FILE [--passes P] [-o OUT]``: the IR of `path` after `passes` (None: none, the file
+    byte for byte) — printed text, or, with `output`, written there (+ its resource file) and "" returned.
+
+    `split_input_file`: the file holds several IR texts separated by ``// -----`` lines (each one's first
+    non-comment line the ``// egru-ir v1`` header; lines before it are comments, e.g. lit's RUN and CHECK
+    lines): each is run on its own and the printed results are joined by the same separator (no `output`)."""
+    from .frontend.ir_source import read_ir, write_ir
+    from .ir.printer import print_graph
+    from .passes import PassManager
+    if split_input_file:
+        if output is not None:
+            raise EgruError("--split-input-file prints the results: it does not take -o/--output")
+        return f"{SPLIT_MARKER}\n".join(_opt_text(chunk, f"{path} (case {k + 1})", passes)
+                                        for k, chunk in enumerate(_split_cases(path)))
+    if output is not None:
+        from .fsio import check_outputs
+        from .frontend.ir_source import resource_path
+        check_outputs([("-o", output), ("-o resource file", resource_path(output))],
+                      [("IR file", path), ("resource file", resource_path(path))])
+    parsed, _ = read_ir(path)
+    graph = parsed.graph
+    if passes:
+        graph = PassManager(passes).run(graph)
+    if output is not None:
+        write_ir(output, graph, parsed.vocab)
+        return ""
+    return print_graph(graph, parsed.vocab)
+
+
+def _split_cases(path) -> list[str]:
+    from .frontend.ir_source import IRSourceError, read_text
+    from .ir.printer import HEADER
+    cases, cur = [], []
+    for line in read_text(path).split("\n") + [SPLIT_MARKER]:
+        if line.rstrip() != SPLIT_MARKER:
+            cur.append(line)
+            continue
+        body = [ln for ln in cur if ln.strip()]
+        if body:
+            start = next((j for j, ln in enumerate(cur) if ln.rstrip() == HEADER), None)
+            if start is None or any(not ln.lstrip().startswith("//") for ln in cur[:start] if ln.strip()):
+                raise IRSourceError(f"{path}: case {len(cases) + 1} of the split file does not start with "
+                                    f"'{HEADER}'")
+            cases.append("\n".join(cur[start:]))
+        cur = []
+    if not cases:
+        raise IRSourceError(f"{path}: no IR text")
+    return cases
+
+
+def _opt_text(text: str, name: str, passes: str | None) -> str:
+    from .ir.parser import parse_ir
+    from .ir.printer import print_graph
+    from .passes import PassManager
+    parsed = parse_ir(text, None, name)
+    graph = PassManager(passes).run(parsed.graph) if passes else parsed.graph
+    return print_graph(graph, parsed.vocab)

@@ -1,12 +1,9 @@
-"""`benchmarks/bandwidth_bytes.py` (bytes of weights and indices touched per token, issue 17 item 4) against a
+"""`egru_compile.runtime.traffic` (bytes of weights and indices touched per token, issue 17 item 4) against a
 recount from first principles: the PyTorch model's own weight matrices and the units that fire in its own
 `step`, with the storage rules stated by the targets (TVM: input-major CSR, f32 values, int16 indices when
 4h <= 32767, 2 int32 pointers + an int32/f32 event entry per active unit; ONNX: the whole dense row of WT per
 active unit + an int64/f32 event entry, the int8 per-output scale once per product; dense: every matrix)."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +13,8 @@ from conftest import make_model
 from egru_compile.frontend import trace_model
 from egru_compile.passes import PassManager
 from egru_compile.runtime import open_artifact
+from egru_compile.runtime import traffic as BB
 from egru_compile.targets import get_target
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import bandwidth_bytes as BB  # noqa: E402
 
 V, E, HID = 50, 16, (24, 16)
 BURN, N = 3, 25

@@ -16,7 +16,7 @@ from egru_compile.frontend import load_source, save_checkpoint
 from egru_compile.passes import PassManager
 from egru_compile.runtime import GraphRunner, Runner, StepStats, evaluate, open_artifact
 from egru_compile.runtime.evaluate import split_streams
-from egru_compile.runtime.scoring import NllScorer, nll_reference
+from egru_compile.runner import NllScorer, nll_reference
 
 WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 

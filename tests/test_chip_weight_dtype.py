@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import make_model
 from egru_compile.cli import main
 from egru_compile.frontend import save_checkpoint
-from egru_compile.runtime.evaluate import evaluate_path
+from egru_compile.api import evaluate_path
 
 WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 
@@ -129,7 +129,7 @@ def test_chip_eval_matches_numpy_recount_of_the_quantized_model(setup, dtype):
 
 def model_ids(out, d):
     """The evaluation tokens as `eval` encodes them (the artifact's vocabulary, <eos> per line)."""
-    from egru_compile.runtime.base import read_vocab_file
+    from egru_compile.runner import read_vocab_file
     return read_vocab_file(out / "vocab.txt").encode_file(d / "calib.txt")
 
 

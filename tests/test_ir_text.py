@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from egru_compile.cli import main
 from egru_compile.errors import EgruError
 from egru_compile.frontend import load_source, save_checkpoint, trace_model
-from egru_compile.frontend.ir_source import read_ir, resource_path, run_opt, write_ir
+from egru_compile.compile_driver import run_opt
+from egru_compile.frontend.ir_source import read_ir, resource_path, write_ir
 from egru_compile.ir import SparseMatrix
 from egru_compile.ir.parser import IRParseError, parse_ir
 from egru_compile.ir.printer import print_graph, resource_arrays
@@ -249,7 +250,7 @@ def test_ir_file_is_a_model_for_every_command(tmp_path):
 def test_onnx_from_emitted_ir_matches_checkpoint_exactly(tmp_path):
     """The acceptance check of issue 13: ONNX compiled from an emitted IR file has exactly the checkpoint's
     perplexity and MACs/token (the bundled trained example, the first 300 PTB test tokens)."""
-    from egru_compile.runtime import evaluate_path
+    from egru_compile.api import evaluate_path
     r = CliRunner()
     ir = tmp_path / "model.egir"
     res = r.invoke(main, [str(EXAMPLE), "--emit-ir", str(ir), "--target", "onnx", "-o", str(tmp_path / "ckpt")])

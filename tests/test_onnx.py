@@ -14,7 +14,7 @@ from conftest import make_model
 from egru_compile.frontend import trace_model
 from egru_compile.ir import Graph, Interpreter, SparseMatrix, TensorType, run_graph
 from egru_compile.passes import MacReport, PassManager
-from egru_compile.runtime.onnx_runner import create_session
+from egru_compile.targets.onnx.runner import create_session
 from egru_compile.targets import get_target
 from egru_compile.targets.onnx import OP_NAMES, OnnxLoweringError, lower_graph, serialize
 

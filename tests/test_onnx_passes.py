@@ -16,7 +16,7 @@ from egru_compile.passes import PASS_REGISTRY, PassError, PassManager, known_pas
 from egru_compile.passes.fold_embedding import fold_embedding
 from egru_compile.passes.select_gating import select_gating
 from egru_compile.passes.weight_precision import weight_precision
-from egru_compile.runtime.onnx_runner import create_session
+from egru_compile.targets.onnx.runner import create_session
 from egru_compile.targets.onnx import ONNX_PIPELINE_NEEDS, OnnxLoweringError, lower_graph, prepare_graph, serialize
 from egru_compile.targets.onnx.handlers import HANDLERS
 from egru_compile.targets.onnx.options import OnnxOptions

@@ -44,7 +44,7 @@ def _torch_steps(model, tokens):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(egru_cases())
 def test_all_backends_agree_step_by_step(tmp_path_factory, case):
-    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime import open_artifact
     from egru_compile.targets import get_target
     compile_onnx = get_target("onnx")             # compile + seal, as the CLI does
     from egru_compile.targets.chip import load_profile

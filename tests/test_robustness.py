@@ -122,7 +122,7 @@ def test_bad_calibration_data(tmp_path, content, needle):
 def test_fully_pruned_layer_on_every_target(tmp_path, target):
     if target == "tvm":
         pytest.importorskip("tvm")
-    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime import open_artifact
     model = make_model(hidden=(12, 8))
     with torch.no_grad():
         model.rnns[0].kernel[:, 5] = 0

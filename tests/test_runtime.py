@@ -10,8 +10,9 @@ from conftest import make_model
 from egru_compile.data import DataError, Vocabulary
 from egru_compile.frontend import load_source, save_checkpoint
 from egru_compile.passes import PassManager, count_macs_for_tokens
+from egru_compile.api import evaluate_path
 from egru_compile.runtime import (ArtifactError, GraphRunner, Runner, StepStats, TorchRunner, evaluate,
-                                  evaluate_path, load_eval_tokens, open_artifact, register_runner)
+                                  load_eval_tokens, open_artifact, register_runner)
 from egru_compile.artifact import seal
 from egru_compile.targets import get_target
 
@@ -105,8 +106,8 @@ def test_open_artifact_errors_and_registry(tmp_path, artifact, monkeypatch):
             self.last_stats = StepStats((1,), 7)
             return np.log(np.full(3, 1 / 3, np.float32))
 
-    from egru_compile.runtime import base
-    monkeypatch.setattr(base, "RUNNERS", dict(base.RUNNERS))     # the registration ends with the test
+    from egru_compile.runtime import open as rt_open
+    monkeypatch.setattr(rt_open, "RUNNERS", dict(rt_open.RUNNERS))     # the registration ends with the test
     register_runner("fpga-xyz", lambda path, manifest, **kw: Echo())
     r = open_artifact(tmp_path)
     res = evaluate(r, [0, 1, 2, 1], quiet=True)

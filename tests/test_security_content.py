@@ -316,7 +316,7 @@ def test_resealed_artifacts_unchanged_still_evaluate_like_the_checkpoint(work, a
 def test_tvm_weights_loader_refuses_bad_numbers(work, tmp_path, how):
     """The tvm runner's weights.npz loader (no TVM compile needed: the file the runner reads)."""
     from egru_compile.passes import PassManager
-    from egru_compile.runtime.base import ArtifactError
+    from egru_compile.artifact import ArtifactError
     from egru_compile.targets.stack import extract_stack
     from egru_compile.targets.tvm.target import load_weights, save_weights
     stack = extract_stack(PassManager(None).run(load_source(work / "m.pt").to_graph()))

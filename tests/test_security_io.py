@@ -244,7 +244,7 @@ def test_library_swapped_after_the_check_never_runs(tmp_path, tvm_art, evil_so, 
     evil, marker = evil_so
     art = tmp_path / "art"
     shutil.copytree(tvm_art, art)
-    import egru_compile.runtime.base as base
+    import egru_compile.runtime.open as base
     real = base.read_manifest
 
     def check_then_swap(path, *a, **k):      # the attacker's window: after the hash check, before the load

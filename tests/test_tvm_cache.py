@@ -29,7 +29,7 @@ def _compile(tmp_path, seed):
 
 
 def _matches_pytorch(model, out):
-    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime import open_artifact
     runner = open_artifact(out)
     state = model.init_state(1)
     with torch.no_grad():

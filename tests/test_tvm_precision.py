@@ -95,7 +95,7 @@ def int8_artifacts(tmp_path_factory):
 
 
 def test_int8_tvm_matches_numpy_reference_and_onnx(int8_artifacts):
-    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime import open_artifact
     d, model, outs = int8_artifacts
     manifest = json.loads((d / "tvm" / "manifest.json").read_text())
     assert manifest["spec"]["weight_dtype"] == "int8" and manifest["spec"]["decoder_dtype"] == "f32"
@@ -130,7 +130,7 @@ def test_kernel_value_dtypes(weight_dtype, decoder_dtype, embed_mode):
     rt = TVMStepRunner(emb, kl, dec_b, dec.astype(np.float32), embed_mode=embed_mode, weight_dtype=weight_dtype,
                        decoder_dtype=decoder_dtype)
     toks = np.random.default_rng(4).integers(0, 48, 40)
-    from egru_compile.runtime.scoring import nll_reference
+    from egru_compile.runner import nll_reference
     nll = nll_reference(rt.run(toks[:-1]), toks[1:])
     ref = reference_nll(toks, emb, layers, dec, dec_b, int8_decoder=decoder_dtype == "int8",
                         int8_layers=weight_dtype == "int8")
@@ -143,6 +143,7 @@ def test_decoder_precision_check_is_the_reference_perplexity_change(int8_artifac
     from egru_compile.frontend import load_source
     from egru_compile.passes import PassManager, PassOptions, build_pipeline, graph_properties
     from egru_compile.targets.stack import extract_stack
+    from egru_compile.runtime import graph_perplexity
     from egru_compile.targets.tvm.precision import DECODER_PPL_LIMIT, decoder_precision
     d, model, _ = int8_artifacts
     src = load_source(d / "m.pt")
@@ -150,7 +151,7 @@ def test_decoder_precision_check_is_the_reference_perplexity_change(int8_artifac
     g = PassManager(build_pipeline(None, {"int8-weights"}, have=graph_properties(g)),
                     options=PassOptions()).run(g)
     ids = src.vocab.encode_file(d / "text.txt")
-    dt, rec = decoder_precision(g, extract_stack(g), "int8", "auto", ids)
+    dt, rec = decoder_precision(g, extract_stack(g), "int8", "auto", ids, graph_perplexity)
     emb, layers, dec, dec_b = torch_weights(model)
     for key, q in (("ppl_before", False), ("ppl_after", True)):
         ref = float(np.exp(reference_nll(ids, emb, layers, dec, dec_b, int8_decoder=q).mean()))

@@ -39,7 +39,7 @@ def test_tvm_artifact_files(tvm_artifact):
 
 
 def test_tvm_stream_matches_pytorch_step(tvm_artifact):
-    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime import open_artifact
     d, model = tvm_artifact
     runner = open_artifact(d / "out")
     ref = open_artifact(d / "m.pt")
@@ -70,7 +70,7 @@ def test_tvm_eval_matches_source_eval(tvm_artifact):
 
 def test_k_tokens_per_call_matches_streaming(tvm_artifact):
     """egru_run (K tokens per call, used by eval) == egru_step token by token, including activity and MACs."""
-    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime import open_artifact
     d, _ = tvm_artifact
     a, b = open_artifact(d / "out"), open_artifact(d / "out")
     toks = [3, 3, 17, 40, 0, 47, 12, 9, 9, 9, 30, 5]
@@ -83,8 +83,8 @@ def test_k_tokens_per_call_matches_streaming(tvm_artifact):
 def test_fused_score_matches_the_float64_nll_of_the_logits(tvm_artifact):
     """egru_score (log-softmax + NLL inside the library) == nll_reference of egru_run's logits (<= 1e-6 nats),
     with the same per-step activity and MACs."""
-    from egru_compile.runtime.base import open_artifact
-    from egru_compile.runtime.scoring import nll_reference
+    from egru_compile.runtime import open_artifact
+    from egru_compile.runner import nll_reference
     d, _ = tvm_artifact
     r = open_artifact(d / "out")
     toks = r.vocab.encode_file(d / "text.txt")[:120]
@@ -97,7 +97,7 @@ def test_fused_score_matches_the_float64_nll_of_the_logits(tvm_artifact):
 
 
 def test_batched_streams_equal_their_batch1_runs(tvm_artifact):
-    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime import open_artifact
     d, _ = tvm_artifact
     r = open_artifact(d / "out")
     check_streams_equal_batch1(r, r.vocab.encode_file(d / "text.txt"))
@@ -164,7 +164,7 @@ def _drop_array(name):
     (_set_spec("embed_mode", "csc"), "does not match the weights and kernel spec"),   # the .so has the table
 ])
 def test_broken_artifact_is_a_one_line_error(tvm_artifact, tmp_path, edit, needle):
-    from egru_compile.runtime.base import ArtifactError, open_artifact
+    from egru_compile.runtime import ArtifactError, open_artifact
     out = _broken_copy(tvm_artifact, tmp_path, edit)
     with pytest.raises(ArtifactError) as e:
         open_artifact(out)

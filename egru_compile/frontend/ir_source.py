@@ -5,11 +5,9 @@
   file first).
 * `load_ir_source` — an IR file as a source for every command (``compile``, ``eval``, ``inspect``, ``opt``),
   with the interface of `checkpoint.SourceModel`: ``kind``, ``path``, ``sha256`` (of the text and the
-  resource file), ``vocab``, ``hidden_sizes``, ``to_graph()``; ``open_runner()`` gives the runtime's
-  `GraphRunner` (the reference interpreter) for ``eval``. The resource file is read with
-  ``np.load(allow_pickle=False)`` and every array is checked against the declared types by the parser.
-* `run_opt` — ``egru-compile opt FILE [--passes P] [-o OUT]``: parse, run passes, print (no passes: the file
-  byte for byte).
+  resource file), ``vocab``, ``hidden_sizes``, ``to_graph()`` (``eval`` runs it on the runtime's `GraphRunner`,
+  the reference interpreter). The resource file is read with ``np.load(allow_pickle=False)`` and every array
+  is checked against the declared types by the parser.
 """
 from __future__ import annotations
 
@@ -91,6 +89,11 @@ def _read(path: Path) -> tuple[str, bytes]:
         raise IRSourceError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of `path` (an IRSourceError when unreadable)."""
+    return _read(Path(path))[0]
+
+
 def declared_resource_bytes(text: str) -> int:
     """An upper bound of the resource bytes an IR text can refer to, from what it declares: every tensor type
     it names counted as dense and three times over (a sparse constant's data, int64 indices and indptr), 8
@@ -155,14 +158,6 @@ class IRSource:
         """The graph as the file holds it (a copy: passes may rewrite it)."""
         return self.graph.clone()
 
-    def open_runner(self, **options):
-        """`GraphRunner` over the file's graph (``eval`` of an IR file)."""
-        from ..runtime.base import ArtifactError
-        from ..runtime.torch_runner import GraphRunner
-        if options:
-            raise ArtifactError(f"unknown runner option(s) for an IR file: {', '.join(sorted(options))}")
-        return GraphRunner(self.to_graph(), self.vocab, self.path)
-
 
 def load_ir_source(path: str | Path, vocab_file: str | Path | None = None) -> IRSource:
     from ..data import Vocabulary
@@ -181,22 +176,3 @@ def load_ir_source(path: str | Path, vocab_file: str | Path | None = None) -> IR
     if vocab is not None and len(vocab) != n:
         raise IRSourceError(f"{path}: the model predicts {n} words, the vocabulary has {len(vocab)}")
     return IRSource(str(path), sha, g, vocab)
-
-
-# ---------------------------------------------------------------------------------------------- opt
-def run_opt(path: str | Path, passes: str | None = None, output: str | Path | None = None) -> str:
-    """``egru-compile opt``: the IR of `path` after `passes` (None: none) — printed text, or, with
-    `output`, written there (+ its resource file) and "" returned."""
-    from ..fsio import check_outputs
-    from ..passes import PassManager
-    if output is not None:
-        check_outputs([("-o", output), ("-o resource file", resource_path(output))],
-                      [("IR file", path), ("resource file", resource_path(path))])
-    parsed, _ = read_ir(path)
-    graph = parsed.graph
-    if passes:
-        graph = PassManager(passes).run(graph)
-    if output is not None:
-        write_ir(output, graph, parsed.vocab)
-        return ""
-    return print_graph(graph, parsed.vocab)

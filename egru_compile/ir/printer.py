@@ -33,7 +33,7 @@ import re
 
 import numpy as np
 
-from .sparse import SparseMatrix
+from .sparse import SparseMatrix, sparse_parts, sparse_to_arrays
 
 HEADER = "// egru-ir v1"
 #: constants printing at most this many numbers are inline; larger ones live in the resource file
@@ -85,16 +85,9 @@ def _symbol(s: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ constants
-def _sparse_parts(m: SparseMatrix) -> list[tuple[str, np.ndarray]]:
-    parts = [("indptr", m.indptr), ("indices", m.indices), ("data", m.data)]
-    if m.scale is not None:
-        parts.append(("scale", m.scale))
-    return parts
-
-
 def is_inline(data) -> bool:
     if isinstance(data, SparseMatrix):
-        return sum(len(a) for _, a in _sparse_parts(data)) <= INLINE_LIMIT
+        return sum(len(a) for _, a in sparse_parts(data)) <= INLINE_LIMIT
     return np.asarray(data).size <= INLINE_LIMIT
 
 
@@ -103,7 +96,7 @@ def _const_payload(node) -> str:
     name = node.output.name
     if isinstance(data, SparseMatrix):
         if is_inline(data):
-            return f"sparse<{data.fmt}, " + ", ".join(f"{k}={_fmt_array(a)}" for k, a in _sparse_parts(data)) + ">"
+            return f"sparse<{data.fmt}, " + ", ".join(f"{k}={_fmt_array(a)}" for k, a in sparse_parts(data)) + ">"
         return f"sparse_resource<{name}, {data.fmt}, nnz={data.nnz}" + (", scale" if data.scale is not None else "") + ">"
     if is_inline(data):
         return f"dense<{_fmt_array(data)}>"
@@ -118,8 +111,7 @@ def resource_arrays(graph, vocab=None) -> dict[str, np.ndarray]:
             continue
         data = n.attrs["data"]
         if isinstance(data, SparseMatrix):
-            for k, a in _sparse_parts(data):
-                out[f"{n.output.name}.{k}"] = np.asarray(a)
+            out.update(sparse_to_arrays(data, n.output.name, sep="."))
         else:
             out[n.output.name] = np.asarray(data)
     words = _words(vocab)

@@ -146,3 +146,49 @@ class SparseMatrix:
         q = ", scale" if self.scale is not None else ""
         return (f"sparse<{self.shape[0]}x{self.shape[1]}, {self.fmt}, nnz={self.nnz}, "
                 f"density={self.density:.4f}{q}>")
+
+
+# ------------------------------------------------------------------------------------------------ npz codec
+#: the arrays of a sparse matrix in an .npz file, each stored as ``KEY{sep}PART`` (``scale``: int8 matrices
+#: only); with its layout also ``KEY{sep}shape`` and ``KEY{sep}fmt``. The IR's resource files use sep ".",
+#: the targets' weight files "_".
+SPARSE_PARTS = ("indptr", "indices", "data", "scale")
+
+
+def sparse_parts(m: SparseMatrix) -> list[tuple[str, np.ndarray]]:
+    """(part, array) of `m` in `SPARSE_PARTS` order, ``scale`` only when `m` has one."""
+    return [(p, a) for p, a in zip(SPARSE_PARTS, (m.indptr, m.indices, m.data, m.scale)) if a is not None]
+
+
+def part_arrays(key: str, sep: str = "_", **parts) -> dict[str, np.ndarray]:
+    """``{KEY{sep}PART: array}`` of the given parts (`SPARSE_PARTS`; None values left out)."""
+    unknown = set(parts) - set(SPARSE_PARTS)
+    if unknown:
+        raise ValueError(f"unknown sparse part(s) {sorted(unknown)}")
+    return {f"{key}{sep}{p}": np.asarray(parts[p]) for p in SPARSE_PARTS if parts.get(p) is not None}
+
+
+def sparse_to_arrays(m: SparseMatrix, key: str, sep: str = "_", layout: bool = False) -> dict[str, np.ndarray]:
+    """The npz arrays of `m` under `key`; `layout` adds its shape and format (files that do not say them
+    elsewhere)."""
+    out = part_arrays(key, sep, **dict(sparse_parts(m)))
+    if layout:
+        out[f"{key}{sep}shape"] = np.array(m.shape)
+        out[f"{key}{sep}fmt"] = np.array(m.fmt)
+    return out
+
+
+def read_parts(z, key: str, sep: str = "_") -> dict[str, np.ndarray]:
+    """The parts stored under `key` in `z` (an ``np.load``-ed npz or a dict): indptr, indices and data (a
+    KeyError names a missing one), scale when present."""
+    out = {p: z[f"{key}{sep}{p}"] for p in SPARSE_PARTS[:3]}
+    if f"{key}{sep}scale" in z:
+        out["scale"] = z[f"{key}{sep}scale"]
+    return out
+
+
+def sparse_from_arrays(z, key: str, sep: str = "_", shape=None, fmt: str | None = None) -> SparseMatrix:
+    """The inverse of `sparse_to_arrays`: shape and format from the arguments, else from the file."""
+    shape = tuple(int(s) for s in (shape if shape is not None else z[f"{key}{sep}shape"]))
+    fmt = str(fmt if fmt is not None else z[f"{key}{sep}fmt"])
+    return SparseMatrix(shape, fmt, **read_parts(z, key, sep))

@@ -11,12 +11,12 @@ from typing import Mapping
 import numpy as np
 
 from .content import ContentError, check_array, check_sparse
-from .sparse import SparseMatrix
+from .sparse import SPARSE_PARTS, SparseMatrix
 from .types import TensorType
 
 
 class ConstantReader:
-    """Reads constant payloads from a parser line (`parser._Line`) and the resource arrays."""
+    """Reads constant payloads from a parser line (`lexer.Line`) and the resource arrays."""
 
     def __init__(self, resources: Mapping | None, resource_file: str | None):
         self.resources = resources
@@ -113,7 +113,7 @@ class ConstantReader:
             while ln.accept(","):
                 pcol = ln.peek()[2]
                 pk = ln.take("word", what="a sparse field")
-                if kind == "sparse" and pk in ("indptr", "indices", "data", "scale") and pk not in parts:
+                if kind == "sparse" and pk in SPARSE_PARTS and pk not in parts:
                     ln.take("punct", "=")
                     parts[pk] = (ln.attr_value(), pcol)
                 elif kind == "sparse_resource" and pk == "nnz" and nnz is None:
@@ -136,7 +136,7 @@ class ConstantReader:
                     ln.fail(f"a sparse constant's type must be a 2-D f32 or i8 tensor, found {t}", fcol)
                 dt = {"indptr": np.int64, "indices": np.int64, "data": t.np_dtype, "scale": np.float32}
                 arrs = {}
-                for pk in ("indptr", "indices", "data", "scale"):
+                for pk in SPARSE_PARTS:
                     if kind == "sparse":
                         if pk not in parts:
                             continue

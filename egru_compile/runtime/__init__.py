@@ -16,22 +16,24 @@
     from egru_compile.runtime.generate import generate
     generate(r, prompt_ids, 20, temperature=0.8, top_k=40, seed=0)   # token ids after the prompt
 
-The targets' runners come from the target registry (`targets.registry`, imported on first use); runners without a target register
-theirs with `register_runner(target, factory)`.
+The runner interface (`Runner`, its statistics, `NllScorer`) is `egru_compile.runner`, under the targets that implement it;
+the targets' runners come from the target registry (`targets.registry`, imported on first use); runners without a target
+register theirs with `register_runner(target, factory)`.
 """
-from .base import (ArtifactError, Runner, RunStats, StepStats, StreamStats, open_artifact, read_manifest, read_vocab_file,
-                   register_runner)
-from .evaluate import evaluate, evaluate_path, graph_perplexity, load_eval_tokens
+from ..artifact import ArtifactError, read_manifest
+from ..runner import NllScorer, Runner, RunStats, StepStats, StreamStats, read_vocab_file
+from .open import open_artifact, register_runner
+from .evaluate import evaluate, graph_perplexity, load_eval_tokens
 from .torch_runner import GraphRunner, TorchRunner
 
 
 def __getattr__(name):        # OnnxRunner imports onnxruntime only when asked for
     if name in ("OnnxRunner", "session_options"):
-        from . import onnx_runner
-        return getattr(onnx_runner, name)
+        from ..targets.onnx import runner
+        return getattr(runner, name)
     raise AttributeError(name)
 
 
 __all__ = ["ArtifactError", "Runner", "RunStats", "StepStats", "StreamStats", "open_artifact", "read_manifest", "read_vocab_file",
-           "register_runner", "evaluate", "evaluate_path", "graph_perplexity", "load_eval_tokens", "GraphRunner", "TorchRunner",
+           "register_runner", "NllScorer", "evaluate", "graph_perplexity", "load_eval_tokens", "GraphRunner", "TorchRunner",
            "OnnxRunner", "session_options"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ArtifactError, Runner, StepStats
+from ..artifact import ArtifactError
+from ..runner import Runner, StepStats
 
 
 class BaselineRunner(Runner):

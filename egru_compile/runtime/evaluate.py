@@ -5,7 +5,7 @@ the logits after token t score token t+1, so a text of T tokens gives T-1 predic
 Activity of layer l = mean over those steps of (units with y != 0) / h_l; MACs as the runner reports them
 (active units' non-zero fan-out over the RNN layers' input and recurrent matrices). Batched evaluation
 (``batch_size`` B) cuts the text into B contiguous streams, each evaluated with this protocol
-(`split_streams`); the next-token NLL is computed by `scoring.NllScorer`.
+(`split_streams`); the next-token NLL is computed by `runner.NllScorer`.
 
 EvNN's protocol (``chunked=BPTT``, ``eval --chunked BPTT``): EvNN's ``eval.py`` evaluates in chunks of
 ``bptt`` tokens (70 by default, batch 1), and its ``LanguageModel.forward`` hands each EGRU layer only its
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -130,7 +129,7 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     events = np.zeros((S, len(sizes)), np.int64)
     macs = np.zeros(S, np.int64)
     nll = np.zeros(S, np.float64)
-    from .scoring import NllScorer
+    from ..runner import NllScorer
     scorer = NllScorer()
     bar = _progress(S * T, quiet)
     if S == 1:
@@ -189,17 +188,3 @@ def graph_perplexity(graph, tokens) -> float:
     `evaluate`'s protocol. The function the compiler gives quantize-int8 (``PassOptions.perplexity``)."""
     from .torch_runner import GraphRunner
     return float(evaluate(GraphRunner(graph), tokens, quiet=True)["perplexity"])
-
-
-def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None, unk: str | None = None,
-                  quiet: bool = False, trust: bool = False, batch_size: int = 1, chunked: int | None = None,
-                  **runner_options) -> dict:
-    """`evaluate` of `artifact` (compiled directory or source checkpoint) on text file `data`, encoded with its
-    vocabulary (or `vocab_file`'s; words folded to lower case where the vocabulary does not distinguish case).
-    Adds ``data`` and the text fields (`text_report`) to the result. The CLI and the Python API use
-    `egru_compile.api.Artifact.evaluate`, which does the same. `chunked`: EvNN's protocol (`evaluate`);
-    ``projection_activation`` (in `runner_options`): `open_artifact`'s."""
-    from ..api import load
-    res = load(artifact, vocab=vocab_file, trust=trust, **runner_options).evaluate(
-        Path(data), batch_size=batch_size, max_tokens=max_tokens, unk=unk, progress=not quiet, chunked=chunked)
-    return res.to_dict()

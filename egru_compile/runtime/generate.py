@@ -96,15 +96,3 @@ def render(words: list[str]) -> str:
         else:
             cur.append(w)
     return "\n".join(lines + ([" ".join(cur)] if cur else []))
-
-
-def generate_path(artifact, prompt: str, n_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                  seed: int = 0, vocab_file=None, unk: str | None = None, trust: bool = False,
-                  **runner_options) -> dict:
-    """`egru-compile generate`: open `artifact` (compiled directory or source checkpoint), encode `prompt`
-    with its vocabulary (case folded where the vocabulary does not distinguish case), generate. Returns
-    {"target", "prompt", "tokens" (generated ids), "words", "text", "case_folded"} (text = prompt + generated
-    words, `render`ed). The same as `egru_compile.api.Artifact.generate_result`."""
-    from ..api import load
-    return load(artifact, vocab=vocab_file, trust=trust, **runner_options).generate_result(
-        prompt, n_tokens, temperature=temperature, top_k=top_k, seed=seed, unk=unk)

@@ -7,7 +7,8 @@ import numpy as np
 from ..ir import Stepper, observed_step
 from ..passes.count_macs import collect_matrices, step_macs
 from ..passes.utils import state_output
-from .base import ArtifactError, Runner, StepStats
+from ..artifact import ArtifactError
+from ..runner import Runner, StepStats
 
 
 class TorchRunner(Runner):

@@ -41,7 +41,8 @@ def describe_artifact(path: Path, manifest: dict, core: int | None = None, links
 
 def _describe_mapping(path: Path, manifest: dict, m: dict, core: int | None, links: bool) -> str:
     """The chip part of ``inspect`` from mapping.json `m` (``--core`` adds program.npz's details)."""
-    from .chip.report import core_detail, links_detail, text_report
+    from .chip.inspect_view import core_detail, links_detail
+    from .chip.report import text_report
     if core is None and not links:
         return text_report(m)
     text = ""

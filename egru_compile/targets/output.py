@@ -118,7 +118,7 @@ VOCAB_FILE = "vocab.txt"
 
 
 def write_vocab(out_dir: str | Path, source) -> str | None:
-    """Write `source`'s vocabulary (one word per line, in id order; `runtime.base.read_vocab_file` reads it)
+    """Write `source`'s vocabulary (one word per line, in id order; `runner.read_vocab_file` reads it)
     into `out_dir`; returns the file name for the manifest, or None when the source has no vocabulary."""
     vocab = getattr(source, "vocab", None) if source is not None else None
     if vocab is None:

@@ -130,7 +130,7 @@ CHIP_FORMAT = "egru-compile/chip-program"
 
 _BUILTIN = [
     TargetSpec("onnx", "ONNX model for stock onnxruntime (model-local functions, event-gated sparse products)",
-               "egru_compile.targets.onnx:compile_onnx", "egru_compile.runtime.onnx_runner:OnnxRunner.from_artifact",
+               "egru_compile.targets.onnx:compile_onnx", "egru_compile.targets.onnx.runner:OnnxRunner.from_artifact",
                OnnxTargetOptions, ("egru-compile/onnx-model",)),
     TargetSpec("tvm", "native CPU code via Apache TVM (TIR kernels, event-driven, egru_step.so)",
                "egru_compile.targets.tvm:compile_tvm", "egru_compile.targets.tvm.runner:TVMRunner.from_artifact",

@@ -10,10 +10,8 @@ optimizer) is written, after every stage ``<ckpt_dir>/dense.pt`` or ``<ckpt_dir>
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +30,8 @@ from .baselines import (BASELINE_FORMAT, DenseRNNConfig, DenseRNNLanguageModel, 
                         load_baseline_checkpoint, save_baseline_checkpoint)
 from .data import iter_bptt, load_corpus, num_bptt_steps, shard_streams
 from .forward import Regularisation, detach_state, egru_forward
-from .metrics import measure_activity_and_macs
+from .evaluation import _all_sum, _dist_setup, evaluate, evaluate_test  # noqa: F401 (evaluate_test: API)
+from .log import CsvLog, stage_name
 from .prune import global_sparsity, masked_fraction, prune_to, refresh_pruned_attributes
 
 
@@ -87,24 +86,6 @@ class TrainConfig:
 
     def resolved_log(self) -> Path:
         return Path(self.log) if self.log else self.resolved_ckpt_dir() / "train_log.csv"
-
-
-# ------------------------------------------------------------------------------------------- distributed
-def _dist_setup() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_sum(values: list[float], local: bool = False) -> list[float]:
-    if local or not dist.is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 class _Step(nn.Module):
@@ -176,42 +157,6 @@ def lr_at(step: int, total: int, base: float, warmup: int, min_ratio: float) -> 
     return base * warm * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
-def evaluate(model, tokens: torch.Tensor, batch_size: int, bptt: int = 200, local: bool = False) -> dict:
-    """Loss/ppl (+ activity and dynamic MACs for EGRU) over `tokens`, split across DDP ranks and summed
-    (`local`: this process evaluates all of `tokens` alone)."""
-    distributed = dist.is_initialized() and not local
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    n = tokens.numel() // world
-    chunk = tokens[rank * n:(rank + 1) * n]
-    L = len(model.config.hidden_sizes)
-    if isinstance(model, EGRULanguageModel):
-        m = measure_activity_and_macs(model, chunk, batch_size=batch_size, bptt=bptt)
-        ntok = m["tokens"]
-        sums = _all_sum([m["loss"] * ntok, ntok, m["dynamic_macs_per_token"] * ntok]
-                        + [a * ntok for a in m["activity"]], local)
-        loss, ntok = sums[0] / sums[1], sums[1]
-        return {"loss": loss, "ppl": math.exp(loss), "tokens": int(ntok), "dynamic_macs_per_token": sums[2] / ntok,
-                "activity": [a / ntok for a in sums[3:]], "static_dense_macs": m["static_dense_macs"],
-                "nonzero_weights": m["nonzero_weights"]}
-    was = model.training
-    model.eval()
-    from .data import batchify
-    src = batchify(chunk, batch_size)
-    state = model.init_state(batch_size)
-    nll, ntok = 0.0, 0
-    with torch.no_grad():
-        for inp, tgt in iter_bptt(src, bptt):
-            out = dense_forward(model, inp, state)
-            nll += float(F.cross_entropy(out.logits.view(-1, out.logits.size(-1)), tgt.reshape(-1), reduction="sum"))
-            ntok += tgt.numel()
-            state = detach_state(out.state)
-    model.train(was)
-    nll, ntok = _all_sum([nll, ntok], local)
-    return {"loss": nll / ntok, "ppl": math.exp(nll / ntok), "tokens": int(ntok),
-            "dynamic_macs_per_token": float(model.static_macs()), "activity": [1.0] * L,
-            "static_dense_macs": model.static_macs(), "nonzero_weights": None}
-
-
 def save_any(path: Path, model, vocab: Vocabulary, meta: dict) -> None:
     if isinstance(model, EGRULanguageModel):
         refresh_pruned_attributes(model)
@@ -231,38 +176,6 @@ def load_any(path: str):
         return model, Vocabulary(words) if words else None, meta
     src = load_source(path)
     return src.model, src.vocab, src.meta
-
-
-def stage_name(target: float) -> str:
-    return "dense" if target <= 0 else f"sparsity_{round(target * 100):02d}"
-
-
-class CsvLog:
-    def __init__(self, path: Path, n_layers: int, enabled: bool):
-        self.path = path
-        self.enabled = enabled
-        self.fields = (["time", "kind", "stage", "target_sparsity", "sparsity", "epoch", "step", "lr",
-                        "train_loss", "train_ppl", "act_term", "valid_loss", "valid_ppl"]
-                       + [f"activity_{i}" for i in range(n_layers)]
-                       + ["dynamic_macs_per_token", "macs_reduction", "tokens_per_s", "elapsed_s"])
-        if enabled:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists() or path.stat().st_size == 0:
-                with open(path, "w", newline="") as f:
-                    csv.writer(f).writerow(self.fields)
-
-    def write(self, **row) -> None:
-        if not self.enabled:
-            return
-        row.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([_fmt(row.get(k, "")) for k in self.fields])
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -467,10 +380,3 @@ def run_training(cfg: TrainConfig, echo=print):
     if world > 1:
         dist.barrier()
     return model
-
-
-def evaluate_test(model, data_dir: str, vocab: Vocabulary, batch_size: int = 1) -> dict:
-    """Test-split perplexity on this process only (no DDP), AWD convention: batch 1, carried state."""
-    from .data import find_split
-    tokens = torch.from_numpy(vocab.encode_file(find_split(data_dir, "test")))
-    return evaluate(model, tokens, batch_size, local=True)

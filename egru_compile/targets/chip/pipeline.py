@@ -146,7 +146,7 @@ def _chip_weights(graph, options: dict, profile: ChipProfile, calib, decoder: st
         raise EgruError(f"--decoder chip: this model's decoder starts with a projection {act}, whose "
                         "graded output is not spikes; it runs on the host (use --decoder host)")
     if weight_dtype == "f16":                       # the chip holds float16 values: place, simulate, store those
-        report = round_graph_f16(graph, calib)
+        report = round_graph_f16(graph, calib, options.get("perplexity"))
         stack = extract_stack(graph)
         to_f16_storage(stack)
         return stack, weight_dtype, report

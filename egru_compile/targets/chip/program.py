@@ -1,7 +1,7 @@
 """The chip program codec: program.npz — every weight as the chip holds it (int8 values + per-row scales, or
 float16 / float32 values) and where every unit sits (`model.CoreMap`). `save_program` and `load_program`
 are each other's inverse over one key table; a sparse matrix is always stored the same way (`_put_sparse`,
-`_get_sparse`)."""
+`_get_sparse`: the shared codec `ir.sparse.sparse_to_arrays` / `sparse_from_arrays`, with its layout)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,20 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from ...ir import SparseMatrix
+from ...ir.sparse import sparse_from_arrays, sparse_to_arrays
 from ...model import LEGACY_PROJECTION_ACTIVATION
 from ..stack import EGRUStack, LayerWeights
 from .model import CoreMap
 
+
 def _put_sparse(arrays: dict, key: str, m: SparseMatrix) -> None:
-    arrays.update({f"{key}_shape": np.array(m.shape), f"{key}_fmt": np.array(m.fmt), f"{key}_indptr": m.indptr,
-                   f"{key}_indices": m.indices, f"{key}_data": m.data})
-    if m.scale is not None:
-        arrays[f"{key}_scale"] = m.scale
+    arrays.update(sparse_to_arrays(m, key, layout=True))
 
 
 def _get_sparse(z, key: str) -> SparseMatrix:
-    return SparseMatrix(tuple(int(s) for s in z[f"{key}_shape"]), str(z[f"{key}_fmt"]), z[f"{key}_indptr"],
-                        z[f"{key}_indices"], z[f"{key}_data"], z[f"{key}_scale"] if f"{key}_scale" in z else None)
+    return sparse_from_arrays(z, key)
 
 
 def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:

@@ -343,6 +343,3 @@ def write_json(path, obj) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=True, default=str)
         f.write("\n")
-
-
-from .inspect_view import core_detail, links_detail  # noqa: E402,F401  (inspect's views, re-exported)

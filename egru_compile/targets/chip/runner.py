@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime.base import ArtifactError, Runner, StepStats, read_vocab_file
+from ...artifact import ArtifactError
+from ...runner import Runner, StepStats, read_vocab_file
 from .profile import ProfileError, load_profile, parse_profile
 from .program import load_program
 from .report import simulated_report

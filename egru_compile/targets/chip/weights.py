@@ -86,10 +86,11 @@ def weights_info(dtype: str, profile: ChipProfile, costs, quantize: dict | None)
             "placement_weight_bits": m.weight_bits, "quantize": quantize, "summary": line}
 
 
-def round_graph_f16(graph, calib) -> dict:
+def round_graph_f16(graph, calib, perplexity=None) -> dict:
     """`round_f16` on `graph`, with the calibration perplexity before and after (reference interpreter) when
-    there are at least two calibration tokens — the f16 counterpart of quantize-int8's report."""
-    before = graph.clone() if calib is not None and len(calib) >= 2 else None
+    there are at least two calibration tokens and a `perplexity` (graph, tokens) -> float (the compile driver
+    passes the runtime's `graph_perplexity`) — the f16 counterpart of quantize-int8's report."""
+    before = graph.clone() if calib is not None and len(calib) >= 2 and perplexity is not None else None
     rep: dict = {"method": "float16 rounding", "matrices": round_f16(graph)}
     # the MACs and per-unit activity count-macs measured on the float32 weights no longer describe this graph:
     # placement, energy and mapping.json must use the float16 model's own
@@ -101,7 +102,7 @@ def round_graph_f16(graph, calib) -> dict:
             if result is not None:
                 graph.analyses.put(result)
     if before is not None:
-        from ...runtime.evaluate import graph_perplexity
+        graph_perplexity = perplexity
         tokens = np.asarray(calib, np.int64)
         a, b = float(graph_perplexity(before, tokens)), float(graph_perplexity(graph, tokens))
         rep.update(ppl_before=a, ppl_after=b, ppl_delta=b - a, ppl_rel_change=(b - a) / a, tokens=int(len(tokens)))

@@ -46,18 +46,20 @@ def _with_decoder(graph, weight: np.ndarray):
     return g
 
 
-def decoder_precision(graph, stack, weight_dtype: str, requested: str | None, calib) -> tuple[str, dict]:
+def decoder_precision(graph, stack, weight_dtype: str, requested: str | None, calib,
+                      perplexity=None) -> tuple[str, dict]:
     """(decoder dtype, record): the record says what was measured (``ppl_before``, ``ppl_after``,
-    ``ppl_rel_change``, ``tokens``, ``limit``) and ``note`` is a line for the compile summary."""
+    ``ppl_rel_change``, ``tokens``, ``limit``) and ``note`` is a line for the compile summary. `perplexity`
+    (graph, tokens) -> float measures the change (the compile driver passes the runtime's `graph_perplexity`)."""
     req = requested or "auto"
     if req != "auto":
         return req, {"note": f"decoder rows {req} (--decoder-dtype)"}
     if weight_dtype != "int8":
         dt = "f16" if weight_dtype == "f16" else "f32"
         return dt, {"note": f"decoder rows {dt}"}
-    if calib is None or len(calib) < 2:
+    if calib is None or len(calib) < 2 or perplexity is None:
         return "f32", {"note": "decoder rows f32 (int8 rows need --calib-data to check the perplexity change)"}
-    from ...runtime.evaluate import graph_perplexity
+    graph_perplexity = perplexity
     q, scale = quantize_dense_rows(stack.decoder_weight)
     before = float(graph_perplexity(graph, calib))
     after = float(graph_perplexity(_with_decoder(graph, q.astype(np.float32) * scale[:, None]), calib))

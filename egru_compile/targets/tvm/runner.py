@@ -3,7 +3,7 @@ tokens; per-step activity and MACs come from the kernels' own event lists.
 
 Every way an artifact directory can be broken — a missing or corrupt ``egru_step.so`` / ``weights.npz``, a
 manifest field of the wrong kind, a kernel spec that does not match the weights or the library — is an
-:class:`~egru_compile.runtime.base.ArtifactError` with a one-line message, raised when the artifact is opened."""
+:class:`~egru_compile.artifact.ArtifactError` with a one-line message, raised when the artifact is opened."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ...artifact import read_verified
-from ...runtime.base import ArtifactError, Runner, RunStats, StepStats, StreamStats, read_vocab_file
+from ...artifact import ArtifactError
+from ...runner import NllScorer, Runner, RunStats, StepStats, StreamStats, read_vocab_file
 from .target import LIBRARY, WEIGHTS, load_weights
 
 
@@ -151,7 +152,6 @@ class TVMRunner(Runner):
         if len(tg) != len(toks):
             raise ArtifactError(f"score needs one target per token ({len(toks)} tokens, {len(tg)} targets)")
         if not self.rt.has_score:
-            from ...runtime.scoring import NllScorer
             return (scorer or NllScorer())(self._run(toks, copy=False), tg)
         nll, stats = self.rt.score(toks, tg)
         L = len(self.layer_sizes)

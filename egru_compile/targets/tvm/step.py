@@ -4,7 +4,8 @@
 Their argument list depends on the model (per layer: the packed weights of `layout.pack_layer`, the state c, y,
 y's event list and the 4h accumulator; layer 0's W is replaced by the ``E @ W0`` gate table in ``table`` embed
 mode), which a fixed-arity ``@T.prim_func`` cannot express: the signature is declared argument by argument
-(:func:`_declare_args`), and :func:`step_arg_names` gives the runner the same order.
+(:func:`_declare_args`, from `signature.kernel_params`), and `signature.step_arg_names` gives the runner
+the same order.
 
 Every layer keeps, besides c and y, the compressed event list of y (``ev_idx[h]`` int32, ``ev_val[h]`` f32,
 ``ev_cnt[1]`` int32); the update emits it, the next layer consumes it as its input events and the same layer
@@ -19,68 +20,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .layout import TIR_DTYPES
+from .signature import NLL_LANES, kernel_params, step_arg_names
 from .spec import EGRUKernelSpec, resolve_target
 
-#: vector lanes of the in-kernel log-softmax reductions (egru_score's ``red`` scratch holds 2 x this many f64)
-NLL_LANES = 8
-
 __all__ = ["build_egru_step", "step_arg_names", "step_functions"]
-
-
-def _params(spec: EGRUKernelSpec, kind: str) -> list[tuple[str, tuple, str]]:
-    """(name, shape, dtype) of every argument in order; a str dimension is a size known only at call time
-    (the argument is then a handle matched to a buffer of that symbolic size)."""
-    V, E = spec.vocab_size, spec.embedding_size
-    multi = kind != "step"
-    out: list[tuple[str, tuple, str]] = [("tokens", ("K",), "int32") if multi else ("token", (), "int32")]
-    if kind == "score":
-        out.append(("targets", ("K",), "int32"))
-    h0 = spec.hidden_sizes[0]
-    out.append(("tab", (V, 3 * h0), "float32") if spec.embed_mode == "table" else ("emb", (V, E), "float32"))
-    vdt = TIR_DTYPES[spec.weight_dtype]
-    for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
-        idt = spec.layer_index_dtype(l)
-        A = spec.acc_size(l)
-        if not (l == 0 and spec.embed_mode == "table"):
-            out += [(f"w{l}_ptr", (n_in + 1,), "int32"), (f"w{l}_idx", (f"nw{l}",), idt),
-                    (f"w{l}_val", (f"nw{l}",), vdt)]
-        out += [(f"r{l}_ptr", (h + 1,), "int32"), (f"r{l}_idx", (f"nr{l}",), idt),
-                (f"r{l}_val", (f"nr{l}",), vdt), (f"b{l}", (A,), "float32")]
-        if spec.int8_layers:
-            out.append((f"s{l}", (A,), "float32"))
-        out += [(f"thr{l}", (h,), "float32"), (f"c{l}", (h,), "float32"),
-                (f"y{l}", (h,), "float32"), (f"ei{l}", (h,), "int32"), (f"ev{l}", (h,), "float32"),
-                (f"en{l}", (1,), "int32"), (f"acc{l}", (A,), "float32")]
-    if spec.projection:
-        H = spec.hidden_sizes[-1]
-        out += [("p_ptr", (H + 1,), "int32"), ("p_idx", ("np",), "int32"), ("p_val", ("np",), "float32"),
-                ("pbias", (E,), "float32"), ("pacc", (E,), "float32"), ("pei", (E,), "int32"),
-                ("pev", (E,), "float32"), ("pen", (1,), "int32")]
-    out += [("dwt", (spec.decoder_input_size, V), TIR_DTYPES[spec.decoder_dtype]), ("dbias", (V,), "float32")]
-    if spec.decoder_dtype == "int8":
-        out.append(("dscale", (V,), "float32"))
-    if kind == "run":
-        out += [("logits", ("K", V), "float32"), ("stats", ("K", len(spec.hidden_sizes) + 1), "int32")]
-    elif kind == "score":
-        out += [("logits", (V,), "float32"), ("red", (2 * NLL_LANES,), "float64"), ("nll", ("K",), "float64"),
-                ("stats", ("K", len(spec.hidden_sizes) + 1), "int32")]
-    else:
-        out += [("logits", (V,), "float32")]
-    return out
-
-
-def step_arg_names(spec: EGRUKernelSpec) -> list[str]:
-    """Names of the weight/state/scratch arguments between the token and the logits (same order for
-    egru_step and egru_run)."""
-    return [name for name, _, _ in _params(spec, "step")[1:-1]]
 
 
 def _declare_args(spec: EGRUKernelSpec, kind: str) -> dict:
     """Declare the arguments in the current prim_func frame; returns name -> buffer (or the token var)."""
     from tvm.script import tirx as T
     from tvm.script.ir_builder import IRBuilder
-    params = _params(spec, kind)
+    params = kernel_params(spec, kind)
     handles, out = {}, {}
     for name, shape, dtype in params:
         if not shape:

@@ -9,7 +9,7 @@ import numpy as np
 from .layout import NP_DTYPES, _as_csr, _check_csr, from_input_major, pack_layer, quantize_dense_rows
 from .spec import EGRUKernelSpec
 from .cache import load_step_module
-from .step import step_arg_names
+from .signature import step_arg_names
 
 __all__ = ["TVMStepRunner"]
 
@@ -246,7 +246,7 @@ class TVMStepRunner:
     def reset_streams(self, batch: int) -> None:
         """Start `batch` streams from a zero state (batched state tensors, separate from the batch-1 state)."""
         import tvm
-        from .streams import stream_arg_names
+        from .signature import stream_arg_names
         if not self.has_streams:
             raise ValueError("this library has no batched-stream kernels")
         B = int(batch)

@@ -17,36 +17,14 @@ runner falls back to one stream at a time).
 from __future__ import annotations
 
 from .spec import EGRUKernelSpec, resolve_target
-from .step import NLL_LANES, _params
+from .signature import NLL_LANES, STREAM_STATE, kernel_params, stream_arg_names, stream_state_params, weight_arg_names
 
 __all__ = ["STREAM_STATE", "DECODER_CHUNK", "streams_functions", "build_egru_streams", "stream_arg_names",
            "weight_arg_names"]
 
-#: batched per-layer state / scratch arguments (besides the weights): name -> (size in units of h / A, dtype)
-STREAM_STATE = ("c", "y", "ei", "ev", "en", "acc")
 #: V-chunk of the batched decoder: the active rows' chunk of D^T (<= H x chunk x 4 bytes) stays in cache while
 #: every stream's rows are added
 DECODER_CHUNK = 1024
-
-
-def weight_arg_names(spec: EGRUKernelSpec) -> list[str]:
-    """The weight arguments of the fused step (same packing), in order."""
-    state = {f"{k}{l}" for l in range(len(spec.hidden_sizes)) for k in STREAM_STATE}
-    return [n for n, _, _ in _params(spec, "step")[1:-1] if n not in state]
-
-
-def _state_params(spec: EGRUKernelSpec) -> list[tuple[str, tuple, str]]:
-    out = []
-    for l in range(len(spec.hidden_sizes)):
-        out += [(f"c{l}", (f"BH{l}",), "float32"), (f"y{l}", (f"BH{l}",), "float32"),
-                (f"ei{l}", (f"BH{l}",), "int32"), (f"ev{l}", (f"BH{l}",), "float32"), (f"en{l}", ("B",), "int32"),
-                (f"acc{l}", (f"BA{l}",), "float32")]
-    return out
-
-
-def stream_arg_names(spec: EGRUKernelSpec) -> list[str]:
-    """Weights, then the batched states (:func:`_state_params`), between the tokens and the outputs."""
-    return weight_arg_names(spec) + [n for n, _, _ in _state_params(spec)]
 
 
 def _declare(spec: EGRUKernelSpec, score: bool) -> dict:
@@ -54,7 +32,7 @@ def _declare(spec: EGRUKernelSpec, score: bool) -> dict:
     nll [T, B]), stats [T, B, L+1]; symbolic T, B; every batched size is checked against B."""
     from tvm.script import tirx as T
     from tvm.script.ir_builder import IRBuilder
-    weights = {n: (shape, dt) for n, shape, dt in _params(spec, "step")}
+    weights = {n: (shape, dt) for n, shape, dt in kernel_params(spec, "step")}
     L = len(spec.hidden_sizes)
     Tn, B = T.int32(), T.int32()
     IRBuilder.name("T", Tn)
@@ -62,7 +40,7 @@ def _declare(spec: EGRUKernelSpec, score: bool) -> dict:
     dims = {"T": Tn, "B": B}
     params = [("tokens", ("T", "B"), "int32")] + ([("targets", ("T", "B"), "int32")] if score else [])
     params += [(n, weights[n][0], weights[n][1]) for n in weight_arg_names(spec)]
-    params += _state_params(spec)
+    params += stream_state_params(spec)
     params += [("logits", ("BV",), "float32")]
     if score:
         params += [("red", (2 * NLL_LANES,), "float64"), ("nll", ("T", "B"), "float64")]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import EgruError
+from ...ir.sparse import part_arrays, read_parts
 from ..output import write_vocab
 from ..stack import EGRUStack, extract_stack
 
@@ -49,17 +50,18 @@ def save_weights(path: Path, stack: EGRUStack, int8: bool = False) -> None:
     arrays = {"embedding": stack.embedding, "decoder_weight": stack.decoder_weight,
               "decoder_bias": stack.decoder_bias, "n_layers": np.array(len(stack.layers))}
     for l, entry in enumerate(stack_layer_arrays(stack, int8)):
-        for k in ("b", "br", "thr", "W_scale", "R_scale"):
+        for k in ("b", "br", "thr"):
             if k in entry:
                 arrays[f"l{l}_{k}"] = entry[k]
         for k in ("W", "R"):
-            for part, arr in zip(("indptr", "indices", "data"), entry[k]):
-                arrays[f"l{l}_{k}_{part}"] = arr
+            indptr, indices, data = entry[k]
+            arrays.update(part_arrays(f"l{l}_{k}", indptr=indptr, indices=indices, data=data,
+                                      scale=entry.get(f"{k}_scale")))
     if stack.projection is not None:       # P [E, h_last] as input-major CSR (columns = last-layer units)
         csc = stack.projection.convert("csc")
-        arrays.update(projection_indptr=csc.indptr.astype(np.int32),
-                      projection_indices=csc.indices.astype(np.int32),
-                      projection_data=csc.dequantized_values().astype(np.float32),
+        arrays.update(part_arrays("projection", indptr=csc.indptr.astype(np.int32),
+                                  indices=csc.indices.astype(np.int32),
+                                  data=csc.dequantized_values().astype(np.float32)),
                       projection_bias=np.asarray(stack.projection_bias, np.float32))
     tied = np.array_equal(stack.embedding, stack.decoder_weight)
     if tied:
@@ -76,7 +78,7 @@ def load_weights(path: Path, data: bytes | None = None):
     import io
 
     from ...fsio import BoundedNpz, FileError
-    from ...runtime.base import ArtifactError
+    from ...artifact import ArtifactError
     src = io.BytesIO(data) if data is not None else path
     try:     # an artifact's npz is stored uncompressed: its arrays can never inflate past the file's own size
         with BoundedNpz(src, len(data) if data is not None else Path(path).stat().st_size, path) as z:
@@ -85,15 +87,17 @@ def load_weights(path: Path, data: bytes | None = None):
             for l in range(int(z["n_layers"])):
                 entry = {k: z[f"l{l}_{k}"] for k in ("b", "br", "thr")}
                 for k in ("W", "R"):
-                    entry[k] = tuple(z[f"l{l}_{k}_{p}"] for p in ("indptr", "indices", "data"))
-                    if f"l{l}_{k}_scale" in z:
-                        entry[f"{k}_scale"] = z[f"l{l}_{k}_scale"]
+                    parts = read_parts(z, f"l{l}_{k}")
+                    entry[k] = (parts["indptr"], parts["indices"], parts["data"])
+                    if "scale" in parts:
+                        entry[f"{k}_scale"] = parts["scale"]
                 layers.append(entry)
             dec_w = z["decoder_weight"] if "decoder_weight" in z else emb
             dec_b = z["decoder_bias"]
             proj = None
             if "projection_indptr" in z:
-                proj = (tuple(z[f"projection_{p}"] for p in ("indptr", "indices", "data")), z["projection_bias"])
+                parts = read_parts(z, "projection")
+                proj = ((parts["indptr"], parts["indices"], parts["data"]), z["projection_bias"])
     except FileError as e:
         raise ArtifactError(str(e)) from None
     except KeyError as e:
@@ -112,7 +116,7 @@ def _check_content(path, emb, layers, dec_w, dec_b, proj) -> None:
     (`ir.content`): a resealed file with NaN, Inf, complex or overflowing weights is refused."""
     from ...ir import SparseMatrix
     from ...ir.content import ContentError, check_array, check_stack
-    from ...runtime.base import ArtifactError
+    from ...artifact import ArtifactError
 
     def matrix(name, triple, n_out, scale=None):
         p, i, d = (check_array(x, f"{path}: {name}_{part}", kind=kind, ndim=1)
@@ -167,7 +171,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     stack = extract_stack(graph)
     wdt = resolve_weight_dtype(stack, options.get("weight_dtype"))
     ddt, dec_record = decoder_precision(graph, stack, wdt, options.get("decoder_dtype"),
-                                        options.get("calib_token_ids"))
+                                        options.get("calib_token_ids"), options.get("perplexity"))
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
                           projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt,

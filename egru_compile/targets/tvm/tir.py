@@ -251,7 +251,7 @@ def nll(V: int, logits, target, red, lanes: int, store: Callable[[object], None]
     """store(logsumexp(logits[0:V]) - logits[target]) as float64, the logits row read twice while it is in
     cache: a `lanes`-wide max, then exp(x - max) (:func:`fexp`, rel. error < 1.5e-7) summed in `lanes` float64
     accumulators (``red[lanes:2 lanes]``; ``red[0:lanes]`` holds the max lanes). Within ~2e-7 nats of the
-    all-float64 formula (`runtime.scoring.nll_reference`)."""
+    all-float64 formula (`runner.nll_reference`)."""
     nv, tail0 = V // lanes, V // lanes * lanes
     vec = (lambda b: T.Ramp(b, 1, lanes))
     lg = (lambda v: logits[base + v])

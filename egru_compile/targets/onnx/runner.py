@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArtifactError, Runner, RunStats, StepStats, StreamStats, read_vocab_file
+from ...artifact import ArtifactError
+from ...runner import NllScorer, Runner, RunStats, StepStats, StreamStats, read_vocab_file
 
 
 def session_options(threads: int = 1, profile_prefix: str | None = None):
@@ -47,7 +48,7 @@ def check_onnx_constants(data: bytes, model: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from ..ir.content import PREACT_LIMIT, ContentError, check_array
+    from ...ir.content import PREACT_LIMIT, ContentError, check_array
     try:
         proto = onnx.load_model_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf raises its own types
@@ -122,7 +123,7 @@ class OnnxRunner(Runner):
 
     @classmethod
     def from_artifact(cls, path: Path, manifest: dict, **options) -> "OnnxRunner":
-        from ..artifact import read_verified
+        from ...artifact import read_verified
         # each file read once and checked against the sealed manifest; the session is built from those bytes
         model_path, model = read_verified(path, manifest, "model", "model.onnx")
         check_onnx_constants(model, model_path)
@@ -210,7 +211,7 @@ class OnnxRunner(Runner):
         """The session of the batched model (`targets.onnx.batch.batch_model` of this model), made once."""
         if self._bsess is None:
             import onnx
-            from ..targets.onnx.batch import batch_model
+            from .batch import batch_model
             src = self._model_src
             proto = onnx.load_from_string(src) if isinstance(src, (bytes, bytearray)) else onnx.load(str(src))
             data = batch_model(proto).SerializeToString()
@@ -277,7 +278,6 @@ class OnnxRunner(Runner):
         return self._blogits.reshape(self.stream_batch, -1).copy()
 
     def score_streams(self, tokens, targets, scorer=None) -> np.ndarray:
-        from .scoring import NllScorer
         tokens = self._stream_tokens(tokens, 2)
         targets = np.asarray(targets, np.int64)
         if targets.shape != tokens.shape:
