@@ -377,7 +377,11 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
                + (f"; {res.case_folded} folded to lower case" if res.case_folded else "")
                + (f"; {res.unk_in_text} written as the unknown-word token ({100 * res.unk_in_text / res.words:.2f} %)"
                   if res.unk_in_text else ""))
-    click.echo(f"MACs/token    {res.macs_per_token:.1f}")
+    # one name per quantity: a chip counts synaptic operations (synops, the glossary of targets/chip/report.py);
+    # one synop is one MAC of count-macs, the MACs/token onnx / tvm / checkpoints report (the paper's convention)
+    ops = _ops_name(res)
+    if not res.chip:                # (a chip artifact: the synops/token line of the chip lines below)
+        click.echo(f"MACs/token    {res.macs_per_token:.1f}")
     click.echo("activity      " + " ".join(f"{a:.4f}" for a in res.activity))
     if res.tokens_per_second:
         click.echo(f"tokens/s      {res.tokens_per_second:,.0f} ({1e6 / res.tokens_per_second:,.1f} "
@@ -388,10 +392,16 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
         click.echo(f"seconds       {res.seconds:.2f}")
         for b, st in enumerate(result.get("streams") or []):
             click.echo(f"stream {b:<6} tokens {st['tokens']}  perplexity {st['perplexity']:.4f}  "
-                       f"MACs/token {st['macs_per_token']:.1f}")
+                       f"{ops}/token {st['macs_per_token']:.1f}")
     if res.chip:
         from .targets.chip.report import chip_summary
         click.echo(chip_summary(res.chip), nl=False)
+
+
+def _ops_name(res) -> str:
+    """What eval calls the multiply-accumulates of the RNN layers: ``synops`` on a chip artifact (as its
+    report.txt, mapping.json and inspect do), ``MACs`` on every other target."""
+    return "synops" if res.chip else "MACs"
 
 
 @main.command("generate")
