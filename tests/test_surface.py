@@ -1,0 +1,125 @@
+"""The user's surface (issue 24): one shape convention in every view, one name per quantity in eval.
+
+References are independent of the code under test: shapes are recounted from the checkpoint's state_dict with
+torch (EvNN stores kernels [in, out]; every view prints ``OUTxIN``), and a chip artifact's synops/token are
+compared with the MACs/token of the PyTorch source on the same text (1 synop = 1 MAC of count-macs).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from egru_compile.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ptb-egru-small" / "model.pt"
+SHAPE = re.compile(r"(?<![\w.])(\d+)x(\d+)(?![\w.])")
+
+
+def _run(*args) -> str:
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _reference_shapes() -> dict[str, tuple[tuple[int, int], float]]:
+    """name -> ((out, in), density) of every RNN weight, from the raw state_dict (masks applied)."""
+    ck = torch.load(EXAMPLE, weights_only=True, map_location="cpu")
+    sd = ck["state_dict"]
+    out = {}
+    for key in sd:
+        if key.endswith("kernel_orig"):
+            name = key[: -len("_orig")]
+            w = sd[key] * sd[name + "_mask"]
+            n_in, n_out = w.shape                     # EvNN's kernel W [in, 3h], used as x @ W
+            out[name] = ((int(n_out), int(n_in)), float((w != 0).sum()) / w.numel())
+    assert len(out) == 4
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("surface")
+    _run(EXAMPLE, "--target", "onnx", "-o", d / "onnx", "--quiet")
+    _run(EXAMPLE, "--target", "loihi-like", "--float-weights", "-o", d / "chip", "--quiet")
+    # a text of vocabulary words (any order: the figures compared are counts of the same run)
+    words = (d / "onnx" / "vocab.txt").read_text().split()
+    rng = np.random.default_rng(0)
+    (d / "text.txt").write_text(" ".join(words[i] for i in rng.integers(0, min(len(words), 2000), 300)) + "\n")
+    return d
+
+
+def test_checkpoint_inspect_shapes_are_out_x_in():
+    ref = _reference_shapes()
+    text = _run("inspect", EXAMPLE)
+    assert "shapes        out x in" in text
+    assert not re.search(r"\(\d+, \d+\)", text)       # no tuple-style shape left
+    seen = {}
+    for line in text.splitlines():
+        name = line.split()[0]
+        if name in ref:
+            (shape,) = SHAPE.findall(line)
+            seen[name] = (int(shape[0]), int(shape[1]))
+            assert float(line.split("density")[1]) == pytest.approx(ref[name][1], abs=1e-4)
+    assert seen == {k: v[0] for k, v in ref.items()}
+    data = json.loads(_run("inspect", EXAMPLE, "--json"))
+    assert data["shape_convention"].startswith("out x in")
+    assert {k: tuple(v["shape"]) for k, v in data["weights"].items()} == {k: v[0] for k, v in ref.items()}
+
+
+def test_artifact_and_ir_shapes_are_the_same_convention(artifacts, tmp_path):
+    ref = {k: v[0] for k, v in _reference_shapes().items()}
+    text = _run("inspect", artifacts / "onnx")
+    assert "shapes        out x in" in text
+    seen = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ref:
+            (shape,) = SHAPE.findall(line)
+            seen[parts[0]] = (int(shape[0]), int(shape[1]))
+    assert seen == ref
+    data = json.loads(_run("inspect", artifacts / "onnx", "--json"))
+    mats = {m["name"]: tuple(m["shape"]) for m in data["manifest"]["weights"]["matrices"]}
+    assert {k: mats[k] for k in ref} == ref
+    # the compiled IR's sparse constants: tensor<OUTxINxf32>, the same numbers
+    _run(EXAMPLE, "--emit-ir", tmp_path / "m.ir", "--quiet")
+    ir = _run("opt", tmp_path / "m.ir", "--passes", "const-fold,fold-masks,fuse-gates")
+    consts = {}
+    for line in ir.splitlines():
+        m = re.search(r"const @(rnns\.\d+\.(?:recurrent_)?kernel) sparse.*: tensor<(\d+)x(\d+)xf32>", line)
+        if m:
+            consts[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    assert consts == ref
+    # SparseMatrix.describe prints the same
+    from egru_compile.ir.sparse import SparseMatrix
+    w = np.zeros((7, 3), np.float32)
+    w[1, 2] = 1.0
+    assert SparseMatrix.from_dense(w, "csc").describe().startswith("sparse<7x3,")
+
+
+def test_eval_names_synops_on_chips_and_macs_elsewhere(artifacts):
+    text_file = artifacts / "text.txt"
+    src = json.loads(_run("eval", EXAMPLE, "--data", text_file, "--json", "--quiet"))
+    onnx_text = _run("eval", artifacts / "onnx", "--data", text_file, "--quiet")
+    chip_text = _run("eval", artifacts / "chip", "--data", text_file, "--quiet")
+    chip = json.loads(_run("eval", artifacts / "chip", "--data", text_file, "--json", "--quiet"))
+    # non-chip targets: MACs (the paper's convention), never synops
+    assert re.search(r"^MACs/token +[\d.]+$", onnx_text, re.M) and "synops" not in onnx_text
+    macs = float(re.search(r"^MACs/token +([\d.]+)$", onnx_text, re.M).group(1))
+    assert macs == pytest.approx(src["macs_per_token"], rel=1e-3)
+    # the chip artifact: one synops/token line and no MACs/token line for the same quantity
+    assert not re.search(r"^MACs/token", chip_text, re.M)
+    lines = [l for l in chip_text.splitlines() if l.startswith("synops/token")]
+    assert len(lines) == 1 and "1 synop = 1 MAC" in lines[0]
+    printed = float(lines[0].split()[1].replace(",", ""))
+    totals = chip["chip"]["totals"]
+    assert totals["decoder_synops"] == 0                   # decoder on the host: all synops are the RNN cores'
+    assert printed == pytest.approx(totals["synops"], abs=0.05)
+    # float weights: the chip's synops are the PyTorch source's MACs of count-macs on the same text
+    assert printed == pytest.approx(src["macs_per_token"], rel=1e-3)
+    assert chip["macs_per_token"] == pytest.approx(totals["synops"], rel=1e-9)
