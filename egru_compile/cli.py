@@ -227,6 +227,20 @@ def _target_options(f):
     return f
 
 
+def _merge_option_pairs(pairs, values: dict, given: set) -> tuple[dict, set]:
+    """``--option KEY=VALUE`` pairs (`targets.registry.parse_option`) added to the target option values; a
+    field given twice (``--max-chips 2 --option max_chips=4``) is an error."""
+    from .targets.registry import parse_option
+    values, given = dict(values), set(given)
+    for text in pairs:
+        name, value = parse_option(text)
+        if name in given:
+            raise EgruError(f"--option {name}: given twice (--{name.replace('_', '-')} or another --option)")
+        values[name] = value
+        given.add(name)
+    return values, given
+
+
 def _guard(debug: bool, quiet: bool, fn, *args, **kwargs):
     """`_run_guarded`, with warnings silenced under --quiet."""
     def call():
@@ -255,19 +269,24 @@ def _guard(debug: bool, quiet: bool, fn, *args, **kwargs):
 @click.option("--unk", help="map out-of-vocabulary words to this token")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the MAC report JSON here")
 @_target_options
+@click.option("--option", "extra_options", multiple=True, metavar="KEY=VALUE",
+              help="a target option by its field name (repeatable; e.g. --option max_chips=4): any registered "
+                   "target's, a plug-in's included; `egru-compile targets -v` lists them")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace a previous egru-compile artifact at -o")
 @_output_options
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
 def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_ir, print_ir_after_all, calib_data,
-                calib_tokens, unk, report_path, trust_checkpoint, force, as_json, verbose, quiet, debug,
-                **target_values):
+                calib_tokens, unk, report_path, extra_options, trust_checkpoint, force, as_json, verbose, quiet,
+                debug, **target_values):
     """Compile MODEL (project checkpoint, EvNN state_dict, torch.export .pt2 or IR file) for --target.
     -v adds pass timings; --json prints {"artifact", "target", "seconds", "summary", "result"}."""
     from click.core import ParameterSource
     given = {k for k in target_values
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    if extra_options:
+        target_values, given = _guard(debug, quiet, _merge_option_pairs, extra_options, target_values, given)
     from .api import compile_request
     from .compile_driver import CompileRequest
     req = CompileRequest(model=model, target=target, out_dir=out_dir, vocab_file=vocab_file, passes=passes,

@@ -123,3 +123,53 @@ def test_eval_names_synops_on_chips_and_macs_elsewhere(artifacts):
     # float weights: the chip's synops are the PyTorch source's MACs of count-macs on the same text
     assert printed == pytest.approx(src["macs_per_token"], rel=1e-3)
     assert chip["macs_per_token"] == pytest.approx(totals["synops"], rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ --option
+from dataclasses import dataclass  # noqa: E402
+
+from egru_compile.targets import registry  # noqa: E402
+
+
+@dataclass(frozen=True)
+class _PluginOptions:
+    level: int = registry.option(1, "a plug-in's integer option", minimum=0)
+    mode: str = registry.option("a", "a plug-in's choice", choices=("a", "b"))
+    exact: bool = registry.option(False, "a plug-in's flag")
+
+    def needs(self) -> frozenset[str]:
+        return frozenset()
+
+
+def _plugin_compile(graph, source, out_dir, options):
+    """The onnx back-end, recording the options the plug-in received."""
+    from egru_compile.targets.onnx import compile_onnx
+    result = compile_onnx(graph, source, out_dir, options)
+    (Path(out_dir) / "plugin_options.json").write_text(json.dumps({k: options[k] for k in ("level", "mode", "exact")}))
+    return result
+
+
+def test_option_key_value_reaches_a_plugin_registered_after_the_cli(tmp_path, monkeypatch):
+    registry.all_targets()                       # the built-ins first, then the plug-in (after `main` was built)
+    spec = registry.TargetSpec("plugin-onnx", "a plug-in target", f"{__name__}:_plugin_compile",
+                               "egru_compile.runtime.onnx_runner:OnnxRunner.from_artifact", _PluginOptions,
+                               ("egru-compile/onnx-model",))
+    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+    out = tmp_path / "art"
+    _run(EXAMPLE, "--target", "plugin-onnx", "-o", out, "--quiet",
+         "--option", "level=3", "--option", "mode=b", "--option", "exact=true")
+    assert json.loads((out / "plugin_options.json").read_text()) == {"level": 3, "mode": "b", "exact": True}
+    # bad pairs: one error line, exit 1, nothing written
+    for bad, msg in [("level=-1", "expected an integer >= 0"), ("mode=c", "expected one of a, b"),
+                     ("levle=2", "no registered target has this option"), ("level", "expected KEY=VALUE"),
+                     ("exact=maybe", "expected true or false"), ("max_chips=2", "applies to --target")]:
+        res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "plugin-onnx", "-o", str(tmp_path / "bad"),
+                                        "--option", bad])
+        assert res.exit_code == 1, (bad, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], (bad, res.output)
+        assert not (tmp_path / "bad").exists()
+    # a built-in option given twice is refused
+    res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "loihi-like", "--max-chips", "2",
+                                    "--option", "max-chips=3", "-o", str(tmp_path / "bad")])
+    assert res.exit_code == 1 and "given twice" in res.output and not (tmp_path / "bad").exists()
