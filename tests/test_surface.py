@@ -173,3 +173,25 @@ def test_option_key_value_reaches_a_plugin_registered_after_the_cli(tmp_path, mo
     res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "loihi-like", "--max-chips", "2",
                                     "--option", "max-chips=3", "-o", str(tmp_path / "bad")])
     assert res.exit_code == 1 and "given twice" in res.output and not (tmp_path / "bad").exists()
+
+
+def test_projection_decoder_shape_is_out_x_in(tmp_path):
+    """EvNN's projection P (an nn.Linear, [emb, h_last] = out x in as stored) prints EMBxH, and the kernels of
+    layers of different sizes print OUTxIN, recounted from the saved state_dict."""
+    from egru_compile.frontend import save_checkpoint
+    from egru_compile.model.egru import EGRUConfig, EGRULanguageModel
+    torch.manual_seed(0)
+    model = EGRULanguageModel(EGRUConfig(30, 6, [10, 7], projection=True))
+    save_checkpoint(tmp_path / "p.pt", model, [f"w{i}" for i in range(30)])
+    sd = torch.load(tmp_path / "p.pt", weights_only=True, map_location="cpu")["state_dict"]
+    P = sd["decoder.projection.weight"]
+    text = _run("inspect", tmp_path / "p.pt")
+    (line,) = [l for l in text.splitlines() if l.startswith("decoder")]
+    assert SHAPE.findall(line) == [(str(P.shape[0]), str(P.shape[1]))] and tuple(P.shape) == (6, 7)
+    for l in range(2):
+        for name in ("kernel", "recurrent_kernel"):
+            w = sd[f"rnns.{l}.{name}"]
+            (row,) = [r for r in text.splitlines() if r.split()[0] == f"rnns.{l}.{name}"]
+            assert SHAPE.findall(row) == [(str(w.shape[1]), str(w.shape[0]))]
+    data = json.loads(_run("inspect", tmp_path / "p.pt", "--json"))
+    assert data["decoder"]["shape"] == list(P.shape)
