@@ -369,8 +369,8 @@ def targets_cmd(as_json, verbose, quiet):
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, as_json, verbose, quiet, trust_checkpoint, debug):
-    """Streaming perplexity, activity, MACs/token and unknown words of a compiled ARTIFACT dir, a source
-    checkpoint or a dense gru/lstm baseline (train --model gru|lstm). -v adds cross-entropy, events/token,
+    """Streaming perplexity, activity, MACs/token (chip artifacts: synops/token, 1 synop = 1 MAC) and unknown
+    words of a compiled ARTIFACT dir, a source checkpoint or a dense gru/lstm baseline (train --model gru|lstm). -v adds cross-entropy, events/token,
     time and each stream's figures."""
     _guard(debug, quiet, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
            batch_size, verbose)
