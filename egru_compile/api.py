@@ -370,21 +370,27 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
                   f"embedding     {cfg.embedding_size}", f"layers        {' '.join(str(h) for h in cfg.hidden_sizes)}"]
         data |= {"vocab_size": cfg.vocab_size, "has_vocab": src.vocab is not None, "embedding": cfg.embedding_size,
                  "layers": list(cfg.hidden_sizes), "weights": {}}
+        # one shape convention in every view (ir.sparse.SHAPE_CONVENTION: out x in, as the compiled IR and
+        # the onnx/tvm weight tables); EvNN's kernels are stored [in, out], i.e. transposed
+        from .ir.sparse import SHAPE_CONVENTION, fmt_matrix_shape
+        lines.append(f"shapes        {SHAPE_CONVENTION}; the checkpoint stores the kernels transposed (EvNN [in, out])")
+        data["shape_convention"] = SHAPE_CONVENTION
         for i, layer in enumerate(src.model.rnns):
             for name in ("kernel", "recurrent_kernel"):
                 w = getattr(layer, name)
                 nnz = int((w != 0).sum())
-                lines.append(f"rnns.{i}.{name:<17} {tuple(w.shape)}  density {nnz / w.numel():.4f}")
-                data["weights"][f"rnns.{i}.{name}"] = {"shape": list(w.shape), "density": nnz / w.numel()}
+                n_in, n_out = w.shape
+                lines.append(f"rnns.{i}.{name:<17} {fmt_matrix_shape(n_out, n_in):<9}  density {nnz / w.numel():.4f}")
+                data["weights"][f"rnns.{i}.{name}"] = {"shape": [int(n_out), int(n_in)], "density": nnz / w.numel()}
         proj = getattr(src.model.decoder, "projection", None)
-        if proj is not None:           # EvNN's projection decoder
+        if proj is not None:           # EvNN's projection decoder (an nn.Linear: its weight is already [out, in])
             from .model import projection_line
             nnz = int((proj.weight != 0).sum())
             inner = "relu(P · y + p)" if cfg.projection_activation == "relu" else "(P · y + p)"
-            lines.append(f"decoder       E · {inner} + b (tied E), P {tuple(proj.weight.shape)}  "
+            lines.append(f"decoder       E · {inner} + b (tied E), P {fmt_matrix_shape(*proj.weight.shape)}  "
                          f"density {nnz / proj.weight.numel():.4f}")
             lines.append(f"projection    {projection_line(cfg.projection_activation)}")
-            data["decoder"] = {"kind": "projection", "shape": list(proj.weight.shape),
+            data["decoder"] = {"kind": "projection", "shape": [int(s) for s in proj.weight.shape],
                                "density": nnz / proj.weight.numel(), "activation": cfg.projection_activation}
         else:
             lines.append("decoder       E · y + b (tied to the embedding)")

@@ -232,6 +232,20 @@ def _target_options(f):
     return f
 
 
+def _merge_option_pairs(pairs, values: dict, given: set) -> tuple[dict, set]:
+    """``--option KEY=VALUE`` pairs (`targets.registry.parse_option`) added to the target option values; a
+    field given twice (``--max-chips 2 --option max_chips=4``) is an error."""
+    from .targets.registry import parse_option
+    values, given = dict(values), set(given)
+    for text in pairs:
+        name, value = parse_option(text)
+        if name in given:
+            raise EgruError(f"--option {name}: given twice (--{name.replace('_', '-')} or another --option)")
+        values[name] = value
+        given.add(name)
+    return values, given
+
+
 def _guard(debug: bool, quiet: bool, fn, *args, **kwargs):
     """`_run_guarded`, with warnings silenced under --quiet."""
     def call():
@@ -261,19 +275,24 @@ def _guard(debug: bool, quiet: bool, fn, *args, **kwargs):
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="write the MAC report JSON here")
 @_target_options
 @_projection_activation
+@click.option("--option", "extra_options", multiple=True, metavar="KEY=VALUE",
+              help="a target option by its field name (repeatable; e.g. --option max_chips=4): any registered "
+                   "target's, a plug-in's included; `egru-compile targets -v` lists them")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace a previous egru-compile artifact at -o")
 @_output_options
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
 def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_ir, print_ir_after_all, calib_data,
-                calib_tokens, unk, report_path, projection_activation, trust_checkpoint, force, as_json, verbose, quiet, debug,
-                **target_values):
+                calib_tokens, unk, report_path, extra_options, projection_activation, trust_checkpoint, force, as_json,
+                verbose, quiet, debug, **target_values):
     """Compile MODEL (project checkpoint, EvNN state_dict, torch.export .pt2 or IR file) for --target.
     -v adds pass timings; --json prints {"artifact", "target", "seconds", "summary", "result"}."""
     from click.core import ParameterSource
     given = {k for k in target_values
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    if extra_options:
+        target_values, given = _guard(debug, quiet, _merge_option_pairs, extra_options, target_values, given)
     from .api import compile_request
     from .compile_driver import CompileRequest
     req = CompileRequest(model=model, target=target, out_dir=out_dir, vocab_file=vocab_file, passes=passes,
@@ -363,9 +382,9 @@ def targets_cmd(as_json, verbose, quiet):
 @click.option("--debug", is_flag=True, help="show tracebacks")
 def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, chunked, projection_activation, as_json, verbose,
              quiet, trust_checkpoint, debug):
-    """Streaming perplexity, activity, MACs/token and unknown words of a compiled ARTIFACT dir, a source
-    checkpoint or a dense gru/lstm baseline (train --model gru|lstm). -v adds cross-entropy, events/token,
-    time and each stream's figures."""
+    """Streaming perplexity, activity, MACs/token (chip artifacts: synops/token, 1 synop = 1 MAC) and unknown
+    words of a compiled ARTIFACT dir, a source checkpoint or a dense gru/lstm baseline (train --model gru|lstm).
+    -v adds cross-entropy, events/token, time and each stream's figures."""
     _guard(debug, quiet, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
            batch_size, verbose, chunked, projection_activation)
 
@@ -393,7 +412,11 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
                + (f"; {res.case_folded} folded to lower case" if res.case_folded else "")
                + (f"; {res.unk_in_text} written as the unknown-word token ({100 * res.unk_in_text / res.words:.2f} %)"
                   if res.unk_in_text else ""))
-    click.echo(f"MACs/token    {res.macs_per_token:.1f}")
+    # one name per quantity: a chip counts synaptic operations (synops, the glossary of targets/chip/report.py);
+    # one synop is one MAC of count-macs, the MACs/token onnx / tvm / checkpoints report (the paper's convention)
+    ops = _ops_name(res)
+    if not res.chip:                # (a chip artifact: the synops/token line of the chip lines below)
+        click.echo(f"MACs/token    {res.macs_per_token:.1f}")
     click.echo("activity      " + " ".join(f"{a:.4f}" for a in res.activity))
     if result.get("projection_activation"):
         from .model import projection_line
@@ -407,10 +430,16 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
         click.echo(f"seconds       {res.seconds:.2f}")
         for b, st in enumerate(result.get("streams") or []):
             click.echo(f"stream {b:<6} tokens {st['tokens']}  perplexity {st['perplexity']:.4f}  "
-                       f"MACs/token {st['macs_per_token']:.1f}")
+                       f"{ops}/token {st['macs_per_token']:.1f}")
     if res.chip:
         from .targets.chip.report import chip_summary
         click.echo(chip_summary(res.chip), nl=False)
+
+
+def _ops_name(res) -> str:
+    """What eval calls the multiply-accumulates of the RNN layers: ``synops`` on a chip artifact (as its
+    report.txt, mapping.json and inspect do), ``MACs`` on every other target."""
+    return "synops" if res.chip else "MACs"
 
 
 @main.command("generate")

@@ -8,12 +8,26 @@ removed. For a kernel W [in, out] used as `x @ W`, M = W.T.
   (row) ids. This is the form event-driven code needs: an active input unit touches only its column.
 
 Within each row/column indices are sorted ascending; explicit zeros are never stored.
+
+Shapes of weight matrices print one way in every human-readable view (`inspect` of a checkpoint or an
+artifact, report.txt, the compiled IR's ``tensor<RxC>`` of a sparse constant): `SHAPE_CONVENTION`, i.e.
+``OUTxIN`` as M above (`fmt_matrix_shape`). A checkpoint stores EvNN's kernel W [in, out] (the transpose), as do
+the dense ``tensor<INxOUT>`` constants of the IR imported before ``fuse-gates``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+#: the one convention of printed weight shapes (see the module docstring)
+SHAPE_CONVENTION = "out x in (rows: output units, columns: input units, as y = M @ x)"
+
+
+def fmt_matrix_shape(n_out: int, n_in: int) -> str:
+    """A weight matrix's shape as every human-readable view prints it: ``OUTxIN`` (`SHAPE_CONVENTION`)."""
+    return f"{int(n_out)}x{int(n_in)}"
 
 
 @dataclass(eq=False)
@@ -144,7 +158,7 @@ class SparseMatrix:
 
     def describe(self) -> str:
         q = ", scale" if self.scale is not None else ""
-        return (f"sparse<{self.shape[0]}x{self.shape[1]}, {self.fmt}, nnz={self.nnz}, "
+        return (f"sparse<{fmt_matrix_shape(*self.shape)}, {self.fmt}, nnz={self.nnz}, "
                 f"density={self.density:.4f}{q}>")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..errors import EgruError
@@ -35,8 +36,16 @@ def describe_artifact(path: Path, manifest: dict, core: int | None = None, links
         raise EgruError(f"--core/--links apply to chip targets; {path} is a {target} artifact")
     report = path / "report.txt"
     if report.is_file():
-        text += report.read_text()
+        body = report.read_text()
+        if _MATRIX_SHAPE.search(body):     # say which way round the weight shapes of the report are
+            from ..ir.sparse import SHAPE_CONVENTION
+            text += f"shapes        {SHAPE_CONVENTION}\n"
+        text += body
     return text
+
+
+#: a weight shape as the views print it (``768x128``; `ir.sparse.fmt_matrix_shape`)
+_MATRIX_SHAPE = re.compile(r"(?<![\w.])\d+x\d+(?![\w.])")
 
 
 def _describe_mapping(path: Path, manifest: dict, m: dict, core: int | None, links: bool) -> str:

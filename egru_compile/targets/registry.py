@@ -2,7 +2,8 @@
 runtime (which runner opens an artifact) and `inspect`.
 
 A target is a `TargetSpec`: its name and one-line summary, an options dataclass (its fields become the
-target's command-line options; `needs()` says which graph properties the pass pipeline must establish for
+target's command-line options ``--field-name``, and ``--option field_name=VALUE`` reaches any registered
+target's field, a plug-in's registered after the CLI was built included; `needs()` says which graph properties the pass pipeline must establish for
 it, e.g. ``int8-weights``), where its compile function and runner live (``"module:attribute"``, imported on
 first use so that listing targets stays cheap), and the manifest formats its runner opens.
 
@@ -213,3 +214,49 @@ def option_fields() -> list[tuple[str, Any, dict, list[str]]]:
                 seen[f.name] = (f.name, default, dict(f.metadata), [])
             seen[f.name][3].append(spec.name)
     return list(seen.values())
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``compile --option`` -> (field name, value typed as the field's default), checked
+    against every registered target's options dataclass (KEY may use ``-`` or ``_``; an alias counts as its
+    field). Whether the chosen target takes the field is checked later, with the other target options
+    (`compile_driver.resolve_target`). Raises `TargetError` (one line) on a malformed pair, an unknown key or
+    a value out of the field's choices / range."""
+    key, sep, value = str(text).partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise TargetError(f"--option {text!r}: expected KEY=VALUE (e.g. --option max_chips=4)")
+    known: dict[str, tuple[str, Any, dict]] = {}
+    for name, default, meta, _takers in option_fields():
+        for k in (name, *meta.get("aliases", ())):
+            known.setdefault(k, (name, default, meta))
+    if key not in known:
+        raise TargetError(f"--option {key}: no registered target has this option (known: "
+                          f"{', '.join(sorted(n for n, *_ in option_fields()))})")
+    name, default, meta = known[key]
+    value = value.strip()
+    if isinstance(default, bool):
+        if value.lower() not in _TRUE + _FALSE:
+            raise TargetError(f"--option {key}={value}: expected true or false")
+        return name, value.lower() in _TRUE
+    if meta.get("choices") and value not in meta["choices"]:
+        raise TargetError(f"--option {key}={value}: expected one of {', '.join(meta['choices'])}")
+    if meta.get("path") and not Path(value).is_file():
+        raise TargetError(f"--option {key}={value}: no such file")
+    if isinstance(default, int):
+        try:
+            number = int(value)
+        except ValueError:
+            raise TargetError(f"--option {key}={value}: expected an integer") from None
+        if meta.get("min") is not None and number < meta["min"]:
+            raise TargetError(f"--option {key}={value}: expected an integer >= {meta['min']}")
+        return name, number
+    if isinstance(default, float):
+        try:
+            return name, float(value)
+        except ValueError:
+            raise TargetError(f"--option {key}={value}: expected a number") from None
+    return name, value

@@ -317,9 +317,11 @@ def chip_summary(chip: dict) -> str:
     fl = (chip.get("assumptions") or {}).get("figures")
     lines = [f"chip          {chip['profile']}, {t['cores']} cores on {t['chips']} chip(s), {chip['router']} router, "
              f"decoder on {chip['decoder']} (figures: whole configuration, per token)",
-             f"synops/token  {t['synops'] + t['decoder_synops']:,.1f}" +
-             (f" ({t['synops']:,.1f} RNN cores + {t['decoder_synops']:,.1f} decoder cores)"
-              if t["decoder_synops"] else ""),
+             # 1 synop = 1 MAC of count-macs: the RNN cores' synops are what onnx / tvm / checkpoints call MACs/token
+             f"synops/token  {t['synops'] + t['decoder_synops']:,.1f} (" +
+             (f"{t['synops']:,.1f} RNN cores + {t['decoder_synops']:,.1f} decoder cores; 1 synop = 1 MAC: the "
+              "RNN cores' figure is" if t["decoder_synops"] else "RNN cores; 1 synop = 1 MAC:") +
+             " the MACs/token of count-macs and of eval on onnx/tvm)",
              f"spikes/token  {t['spikes_out']:,.1f}",
              f"messages      {t['messages']:,.1f}/token, {t['hops']:,.1f} hops/token{mark(fl, 'hops')}, busiest link "
              f"{t['busiest_link_messages']:,.1f} messages/token",

@@ -1,0 +1,197 @@
+"""The user's surface (issue 24): one shape convention in every view, one name per quantity in eval.
+
+References are independent of the code under test: shapes are recounted from the checkpoint's state_dict with
+torch (EvNN stores kernels [in, out]; every view prints ``OUTxIN``), and a chip artifact's synops/token are
+compared with the MACs/token of the PyTorch source on the same text (1 synop = 1 MAC of count-macs).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from egru_compile.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ptb-egru-small" / "model.pt"
+SHAPE = re.compile(r"(?<![\w.])(\d+)x(\d+)(?![\w.])")
+
+
+def _run(*args) -> str:
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _reference_shapes() -> dict[str, tuple[tuple[int, int], float]]:
+    """name -> ((out, in), density) of every RNN weight, from the raw state_dict (masks applied)."""
+    ck = torch.load(EXAMPLE, weights_only=True, map_location="cpu")
+    sd = ck["state_dict"]
+    out = {}
+    for key in sd:
+        if key.endswith("kernel_orig"):
+            name = key[: -len("_orig")]
+            w = sd[key] * sd[name + "_mask"]
+            n_in, n_out = w.shape                     # EvNN's kernel W [in, 3h], used as x @ W
+            out[name] = ((int(n_out), int(n_in)), float((w != 0).sum()) / w.numel())
+    assert len(out) == 4
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("surface")
+    _run(EXAMPLE, "--target", "onnx", "-o", d / "onnx", "--quiet")
+    _run(EXAMPLE, "--target", "loihi-like", "--float-weights", "-o", d / "chip", "--quiet")
+    # a text of vocabulary words (any order: the figures compared are counts of the same run)
+    words = (d / "onnx" / "vocab.txt").read_text().split()
+    rng = np.random.default_rng(0)
+    (d / "text.txt").write_text(" ".join(words[i] for i in rng.integers(0, min(len(words), 2000), 300)) + "\n")
+    return d
+
+
+def test_checkpoint_inspect_shapes_are_out_x_in():
+    ref = _reference_shapes()
+    text = _run("inspect", EXAMPLE)
+    assert "shapes        out x in" in text
+    assert not re.search(r"\(\d+, \d+\)", text)       # no tuple-style shape left
+    seen = {}
+    for line in text.splitlines():
+        name = line.split()[0]
+        if name in ref:
+            (shape,) = SHAPE.findall(line)
+            seen[name] = (int(shape[0]), int(shape[1]))
+            assert float(line.split("density")[1]) == pytest.approx(ref[name][1], abs=1e-4)
+    assert seen == {k: v[0] for k, v in ref.items()}
+    data = json.loads(_run("inspect", EXAMPLE, "--json"))
+    assert data["shape_convention"].startswith("out x in")
+    assert {k: tuple(v["shape"]) for k, v in data["weights"].items()} == {k: v[0] for k, v in ref.items()}
+
+
+def test_artifact_and_ir_shapes_are_the_same_convention(artifacts, tmp_path):
+    ref = {k: v[0] for k, v in _reference_shapes().items()}
+    text = _run("inspect", artifacts / "onnx")
+    assert "shapes        out x in" in text
+    seen = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ref:
+            (shape,) = SHAPE.findall(line)
+            seen[parts[0]] = (int(shape[0]), int(shape[1]))
+    assert seen == ref
+    data = json.loads(_run("inspect", artifacts / "onnx", "--json"))
+    mats = {m["name"]: tuple(m["shape"]) for m in data["manifest"]["weights"]["matrices"]}
+    assert {k: mats[k] for k in ref} == ref
+    # the compiled IR's sparse constants: tensor<OUTxINxf32>, the same numbers
+    _run(EXAMPLE, "--emit-ir", tmp_path / "m.ir", "--quiet")
+    ir = _run("opt", tmp_path / "m.ir", "--passes", "const-fold,fold-masks,fuse-gates")
+    consts = {}
+    for line in ir.splitlines():
+        m = re.search(r"const @(rnns\.\d+\.(?:recurrent_)?kernel) sparse.*: tensor<(\d+)x(\d+)xf32>", line)
+        if m:
+            consts[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    assert consts == ref
+    # SparseMatrix.describe prints the same
+    from egru_compile.ir.sparse import SparseMatrix
+    w = np.zeros((7, 3), np.float32)
+    w[1, 2] = 1.0
+    assert SparseMatrix.from_dense(w, "csc").describe().startswith("sparse<7x3,")
+
+
+def test_eval_names_synops_on_chips_and_macs_elsewhere(artifacts):
+    text_file = artifacts / "text.txt"
+    src = json.loads(_run("eval", EXAMPLE, "--data", text_file, "--json", "--quiet"))
+    onnx_text = _run("eval", artifacts / "onnx", "--data", text_file, "--quiet")
+    chip_text = _run("eval", artifacts / "chip", "--data", text_file, "--quiet")
+    chip = json.loads(_run("eval", artifacts / "chip", "--data", text_file, "--json", "--quiet"))
+    # non-chip targets: MACs (the paper's convention), never synops
+    assert re.search(r"^MACs/token +[\d.]+$", onnx_text, re.M) and "synops" not in onnx_text
+    macs = float(re.search(r"^MACs/token +([\d.]+)$", onnx_text, re.M).group(1))
+    assert macs == pytest.approx(src["macs_per_token"], rel=1e-3)
+    # the chip artifact: one synops/token line and no MACs/token line for the same quantity
+    assert not re.search(r"^MACs/token", chip_text, re.M)
+    lines = [l for l in chip_text.splitlines() if l.startswith("synops/token")]
+    assert len(lines) == 1 and "1 synop = 1 MAC" in lines[0]
+    printed = float(lines[0].split()[1].replace(",", ""))
+    totals = chip["chip"]["totals"]
+    assert totals["decoder_synops"] == 0                   # decoder on the host: all synops are the RNN cores'
+    assert printed == pytest.approx(totals["synops"], abs=0.05)
+    # float weights: the chip's synops are the PyTorch source's MACs of count-macs on the same text
+    assert printed == pytest.approx(src["macs_per_token"], rel=1e-3)
+    assert chip["macs_per_token"] == pytest.approx(totals["synops"], rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ --option
+from dataclasses import dataclass  # noqa: E402
+
+from egru_compile.targets import registry  # noqa: E402
+
+
+@dataclass(frozen=True)
+class _PluginOptions:
+    level: int = registry.option(1, "a plug-in's integer option", minimum=0)
+    mode: str = registry.option("a", "a plug-in's choice", choices=("a", "b"))
+    exact: bool = registry.option(False, "a plug-in's flag")
+
+    def needs(self) -> frozenset[str]:
+        return frozenset()
+
+
+def _plugin_compile(graph, source, out_dir, options):
+    """The onnx back-end, recording the options the plug-in received."""
+    from egru_compile.targets.onnx import compile_onnx
+    result = compile_onnx(graph, source, out_dir, options)
+    (Path(out_dir) / "plugin_options.json").write_text(json.dumps({k: options[k] for k in ("level", "mode", "exact")}))
+    return result
+
+
+def test_option_key_value_reaches_a_plugin_registered_after_the_cli(tmp_path, monkeypatch):
+    registry.all_targets()                       # the built-ins first, then the plug-in (after `main` was built)
+    spec = registry.TargetSpec("plugin-onnx", "a plug-in target", f"{__name__}:_plugin_compile",
+                               "egru_compile.runtime.onnx_runner:OnnxRunner.from_artifact", _PluginOptions,
+                               ("egru-compile/onnx-model",))
+    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+    out = tmp_path / "art"
+    _run(EXAMPLE, "--target", "plugin-onnx", "-o", out, "--quiet",
+         "--option", "level=3", "--option", "mode=b", "--option", "exact=true")
+    assert json.loads((out / "plugin_options.json").read_text()) == {"level": 3, "mode": "b", "exact": True}
+    # bad pairs: one error line, exit 1, nothing written
+    for bad, msg in [("level=-1", "expected an integer >= 0"), ("mode=c", "expected one of a, b"),
+                     ("levle=2", "no registered target has this option"), ("level", "expected KEY=VALUE"),
+                     ("exact=maybe", "expected true or false"), ("max_chips=2", "applies to --target")]:
+        res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "plugin-onnx", "-o", str(tmp_path / "bad"),
+                                        "--option", bad])
+        assert res.exit_code == 1, (bad, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], (bad, res.output)
+        assert not (tmp_path / "bad").exists()
+    # a built-in option given twice is refused
+    res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "loihi-like", "--max-chips", "2",
+                                    "--option", "max-chips=3", "-o", str(tmp_path / "bad")])
+    assert res.exit_code == 1 and "given twice" in res.output and not (tmp_path / "bad").exists()
+
+
+def test_projection_decoder_shape_is_out_x_in(tmp_path):
+    """EvNN's projection P (an nn.Linear, [emb, h_last] = out x in as stored) prints EMBxH, and the kernels of
+    layers of different sizes print OUTxIN, recounted from the saved state_dict."""
+    from egru_compile.frontend import save_checkpoint
+    from egru_compile.model.egru import EGRUConfig, EGRULanguageModel
+    torch.manual_seed(0)
+    model = EGRULanguageModel(EGRUConfig(30, 6, [10, 7], projection=True))
+    save_checkpoint(tmp_path / "p.pt", model, [f"w{i}" for i in range(30)])
+    sd = torch.load(tmp_path / "p.pt", weights_only=True, map_location="cpu")["state_dict"]
+    P = sd["decoder.projection.weight"]
+    text = _run("inspect", tmp_path / "p.pt")
+    (line,) = [l for l in text.splitlines() if l.startswith("decoder")]
+    assert SHAPE.findall(line) == [(str(P.shape[0]), str(P.shape[1]))] and tuple(P.shape) == (6, 7)
+    for l in range(2):
+        for name in ("kernel", "recurrent_kernel"):
+            w = sd[f"rnns.{l}.{name}"]
+            (row,) = [r for r in text.splitlines() if r.split()[0] == f"rnns.{l}.{name}"]
+            assert SHAPE.findall(row) == [(str(w.shape[1]), str(w.shape[0]))]
+    data = json.loads(_run("inspect", tmp_path / "p.pt", "--json"))
+    assert data["decoder"]["shape"] == list(P.shape)
