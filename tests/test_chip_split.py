@@ -117,3 +117,129 @@ def test_flits_and_profile_keys(tmp_path):
         p.write_text(base + f"\n[spikes]\npayload_bits = 16\n{bad}\n")
         with pytest.raises(ProfileError, match=msg):
             load_profile(str(p))
+
+
+# ------------------------------------------------------------------------------------ partial-sum fan-in split
+def _split_profile(tmp_path, axons=40):
+    from egru_compile.targets.chip.profile import PROFILE_DIR
+    text = (PROFILE_DIR / "loihi2-like.toml").read_text()
+    text = text.replace("compartments = 8192 ", "compartments = 24 ").replace("input_axons = 8192 ",
+                                                                               f"input_axons = {axons} ")
+    p = tmp_path / "split.toml"
+    p.write_text(text)
+    return p, tomllib.loads(text)
+
+
+def _split_recount(model, tokens, cm, prof):
+    """Per core (synops, messages_out, hops_out, partial-sum messages, partial-sum adds) over the tokens, and
+    per core the input axons it needs, from the PyTorch weights and spikes and the stored split map only."""
+    ch, cpu = prof["chip"], prof["core"]["compartments_per_unit"]
+    pos = [_tile_xy(s, ch["cores"], ch["tiles_x"], ch["cores_per_tile"]) for s in cm.slot_of_core]
+    n, L = len(cm.slot_of_core), len(model.rnns)
+    spikes = _torch_spikes(model, tokens)
+    syn_core = []       # per layer: [h, n_in + h] core holding unit j's synapses from source s (-1: none)
+    for l, layer in enumerate(model.rnns):
+        h = layer.recurrent_kernel.shape[0]
+        W = layer.kernel.detach().numpy() != 0
+        R = layer.recurrent_kernel.detach().numpy() != 0
+        conn = np.concatenate([sum(W[:, g * h:(g + 1) * h].T.astype(int) for g in range(3)),
+                               sum(R[:, g * h:(g + 1) * h].T.astype(int) for g in range(3))], axis=1)
+        sp = cm.splits[l] if cm.splits else None
+        where = np.empty(conn.shape, np.int64)
+        for s in range(conn.shape[1]):
+            p = 0 if sp is None else int(np.sum(np.asarray(sp.bounds)[1:] <= s))
+            where[:, s] = cm.core_of[l] if sp is None else sp.part_core[:, p]
+        syn_core.append((conn, where, sp))
+    axons = np.zeros(n, np.int64)
+    for conn, where, sp in syn_core:
+        for c in range(n):
+            axons[c] += int(((conn > 0) & (where == c)).any(0).sum())
+        if sp is not None:          # one axon at home per remote part of each unit
+            for j in range(conn.shape[0]):
+                axons[sp.part_core[j, 0]] += int((sp.part_core[j, 1:] >= 0).sum())
+    synops, msgs, hops, psum, adds = (np.zeros(n, np.int64) for _ in range(5))
+    dist = lambda a, b: abs(pos[a][0] - pos[b][0]) + abs(pos[a][1] - pos[b][1])  # noqa: E731
+    for t in range(len(tokens)):
+        for l in range(L):
+            conn, where, sp = syn_core[l]
+            h = conn.shape[0]
+            n_in = conn.shape[1] - h
+            act = np.r_[np.ones(n_in, bool) if l == 0 else spikes[l - 1][t],
+                        spikes[l][t - 1] if t else np.zeros(h, bool)]
+            ev = conn * act[None]                                  # synaptic events [h, n_src]
+            np.add.at(synops, where[ev > 0], ev[ev > 0])
+            if sp is not None:
+                for j in range(h):
+                    for p in range(1, len(sp.bounds) - 1):
+                        lo, hi = sp.bounds[p], sp.bounds[p + 1]
+                        if sp.part_core[j, p] >= 0 and ev[j, lo:hi].sum() > 0:
+                            a, b = sp.part_core[j, p], cm.core_of[l][j]
+                            psum[a] += 1
+                            msgs[a] += 1
+                            hops[a] += dist(a, b)
+                            adds[b] += cpu
+            for i in np.nonzero(spikes[l][t])[0]:
+                dests = set(where[conn[:, n_in + i] > 0, n_in + i].tolist())
+                if l + 1 < L:
+                    c2, w2, _ = syn_core[l + 1]
+                    dests |= set(w2[c2[:, i] > 0, i].tolist())
+                src = cm.core_of[l][i]
+                msgs[src] += len(dests)
+                hops[src] += sum(dist(src, c) for c in dests)
+    return synops, msgs, hops, psum, adds, axons
+
+
+@pytest.mark.parametrize("axons", [40, 90])       # 40: every layer over the limit; 90: the middle one only
+def test_split_mapping_simulates_like_pytorch_and_equals_independent_recount(tmp_path, axons):
+    from conftest import make_model
+    from egru_compile.frontend import trace_model
+    from egru_compile.passes import PassManager
+    from egru_compile.targets.chip.network import build_network
+    from egru_compile.targets.chip.program import save_program
+    from egru_compile.targets.chip.simulate import ChipSimulator
+    from egru_compile.targets.chip.split import split_core_map
+    from egru_compile.targets.stack import extract_stack
+    import torch
+    model = make_model(vocab=60, emb=16, hidden=(96, 64, 16), sparsity=0.8, seed=5, thr=(0.05, 0.3))
+    stack = extract_stack(PassManager(None).run(trace_model(model)))
+    path, prof = _split_profile(tmp_path, axons)
+    profile = load_profile(str(path))
+    cm0 = split_core_map(build_network(stack), profile)
+    assert cm0.splits is not None and sum(s is not None for s in cm0.splits) >= (3 if axons == 40 else 1)
+    save_program(tmp_path / "program.npz", stack, cm0)
+    stack, cm = load_program(tmp_path / "program.npz")                   # the codec keeps the split
+    assert all((a is None) == (b is None) for a, b in zip(cm.splits, cm0.splits))
+    sim = ChipSimulator(stack, cm, profile=profile)
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, 60, 25)
+    state = model.init_state(1)
+    with torch.no_grad():
+        for tok in tokens:
+            logits, state = model.step(torch.tensor([int(tok)]), state)
+            assert np.abs(sim.step(int(tok)) - logits.numpy()[0]).max() < 1e-4
+    synops, msgs, hops, psum, adds, axons = _split_recount(model, tokens, cm, prof)
+    c = sim.counters
+    assert (axons <= prof["core"]["input_axons"]).all()                  # every core within its axon limit
+    assert c["synops"].tolist() == synops.tolist()
+    assert c["psum_messages"].tolist() == psum.tolist() and psum.sum() > 0
+    assert c["psum_adds"].tolist() == adds.tolist()
+    assert c["messages_out"].tolist() == msgs.tolist()
+    assert c["hops_out"].tolist() == hops.tolist() and hops.sum() > 0
+    # every message crosses its links: per-link loads add up to the hops
+    assert abs(sim.link_messages().sum() - hops.sum()) < 1e-6
+
+
+def test_binary_profile_refuses_the_split(tmp_path):
+    from conftest import make_model
+    from egru_compile.frontend import trace_model
+    from egru_compile.passes import PassManager
+    from egru_compile.targets.chip.model import PlacementError
+    from egru_compile.targets.chip.network import build_network
+    from egru_compile.targets.chip.split import split_core_map
+    from egru_compile.targets.stack import extract_stack
+    model = make_model(vocab=60, emb=16, hidden=(96, 64, 16), sparsity=0.8, seed=5, thr=(0.05, 0.3))
+    nets = build_network(extract_stack(PassManager(None).run(trace_model(model))))
+    path, _ = _split_profile(tmp_path)
+    path.write_text(path.read_text().replace("payload_bits = 32 ", "payload_bits = 0 "))
+    with pytest.raises(PlacementError, match="input-axon limit of 40 .*binary spikes cannot carry partial sums"):
+        split_core_map(nets, load_profile(str(path)))

@@ -97,13 +97,18 @@ class CostModel:
     def between(self, a, b, payload_bits: int | None = None):
         """(hops, pJ, ns) of one message (`payload_bits` as in `message`) from each slot of `a` to each slot
         of `b`: [len(a), len(b)], the delivery included."""
+        return self.route(np.asarray(a)[:, None], np.asarray(b)[None, :], payload_bits)
+
+    def route(self, a, b, payload_bits: int | None = None, delivery: bool = True):
+        """(hops, pJ, ns) of one message from slot a to slot b, elementwise over broadcast arrays (`delivery`
+        False: the links only)."""
         ca, xa, ya = slot_coords(self.profile, a)
         cb, xb, yb = slot_coords(self.profile, b)
-        dx = np.abs(xa[:, None] - xb[None, :])
-        dy = np.abs(ya[:, None] - yb[None, :])
-        dc = np.abs(ca[:, None] - cb[None, :])
+        dx = np.abs(xa - xb)
+        dy = np.abs(ya - yb)
+        dc = np.abs(ca - cb)
         e, g = self.e, self.g
-        pj, ns = self.message(payload_bits)
+        pj, ns = self.message(payload_bits) if delivery else (0.0, 0.0)
         f = self.flits(payload_bits)                   # link energy per flit (x 1 is exact: binary unchanged)
         return ((dx + dy).astype(np.float64), pj + dx * (e.hop_ew_pj * f) + dy * (e.hop_ns_pj * f)
                 + dc * (g.chip_hop_pj * f),

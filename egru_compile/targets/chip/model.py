@@ -24,6 +24,7 @@ class CoreMap:
     slot_of_core: np.ndarray             # [cores] physical slot of each logical core
     n_cores: int                         # RNN cores (the first n_cores entries of slot_of_core)
     decoder_core_of: np.ndarray | None = None
+    splits: list | None = None           # per layer: `split.SplitLayer` (fan-in split by source range) or None
 
 
 @dataclass

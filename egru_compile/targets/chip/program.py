@@ -35,6 +35,9 @@ def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:
         arrays["projection_bias"] = np.asarray(stack.projection_bias, np.float32)
     for l, lw in enumerate(stack.layers):
         arrays[f"l{l}_core_of"] = cores.core_of[l]
+        sp = cores.splits[l] if cores.splits else None
+        if sp is not None:                  # partial-sum fan-in split (`split.SplitLayer`)
+            arrays[f"l{l}_split_bounds"], arrays[f"l{l}_part_core"] = sp.bounds, sp.part_core
         _put_sparse(arrays, f"l{l}_W", lw.W)
         _put_sparse(arrays, f"l{l}_R", lw.R)
         arrays.update({f"l{l}_b": lw.b, f"l{l}_br": lw.br, f"l{l}_thr": lw.thr,
@@ -47,8 +50,11 @@ def load_program(path, with_decoder: bool = False):
     """(EGRUStack, CoreMap) from program.npz; with_decoder: (stack, cores, decoder_core_of or None).
     ``cores.slot_of_core`` covers every core (decoder cores included)."""
     z = np.load(path, allow_pickle=False)
-    layers, core_of = [], []
+    from .split import SplitLayer
+    layers, core_of, splits = [], [], []
     for l in range(int(z["n_layers"])):
+        splits.append(SplitLayer(z[f"l{l}_split_bounds"], z[f"l{l}_part_core"])
+                      if f"l{l}_split_bounds" in z else None)
         W, R = _get_sparse(z, f"l{l}_W"), _get_sparse(z, f"l{l}_R")
         thr = z[f"l{l}_thr"]
         layers.append(LayerWeights(l, W.shape[1], int(thr.shape[0]), W, z[f"l{l}_b"], R, z[f"l{l}_br"], thr,
@@ -60,5 +66,5 @@ def load_program(path, with_decoder: bool = False):
         stack.projection_bias = z["projection_bias"]
     n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
     dec = z["decoder_core_of"] if "decoder_core_of" in z else None
-    cores = CoreMap(core_of, z["slot_of_core"], n, dec)
+    cores = CoreMap(core_of, z["slot_of_core"], n, dec, splits if any(s is not None for s in splits) else None)
     return (stack, cores, dec) if with_decoder else (stack, cores)
