@@ -131,9 +131,14 @@ def _split_profile(tmp_path, axons=40):
 
 
 def _split_recount(model, tokens, cm, prof):
-    """Per core (synops, messages_out, hops_out, partial-sum messages, partial-sum adds) over the tokens, and
-    per core the input axons it needs, from the PyTorch weights and spikes and the stored split map only."""
-    ch, cpu = prof["chip"], prof["core"]["compartments_per_unit"]
+    """Per core (synops, messages_out, hops_out, partial-sum messages, partial-sum adds, energy pJ) over the
+    tokens, and per core the input axons it needs, from the PyTorch weights and spikes, the stored split map
+    and the profile TOML only. A spike carries payload_bits, a partial sum 3 x payload_bits (one per gate);
+    a message pays (1 + ceil(bits / flit_bits)) x (delivery + links); an add costs a synop."""
+    ch, cpu, e = prof["chip"], prof["core"]["compartments_per_unit"], prof["energy"]
+    bits, fb = prof["spikes"]["payload_bits"], prof["spikes"]["flit_bits"]
+    f_spike, f_psum = 1 + math.ceil(bits / fb), 1 + math.ceil(cpu * bits / fb)
+    chip_of = [int(s) // ch["cores"] for s in cm.slot_of_core]
     pos = [_tile_xy(s, ch["cores"], ch["tiles_x"], ch["cores_per_tile"]) for s in cm.slot_of_core]
     n, L = len(cm.slot_of_core), len(model.rnns)
     spikes = _torch_spikes(model, tokens)
@@ -158,7 +163,13 @@ def _split_recount(model, tokens, cm, prof):
             for j in range(conn.shape[0]):
                 axons[sp.part_core[j, 0]] += int((sp.part_core[j, 1:] >= 0).sum())
     synops, msgs, hops, psum, adds = (np.zeros(n, np.int64) for _ in range(5))
+    energy = np.zeros(n)
     dist = lambda a, b: abs(pos[a][0] - pos[b][0]) + abs(pos[a][1] - pos[b][1])  # noqa: E731
+
+    def msg_pj(a, b, flits):
+        dx, dy = abs(pos[a][0] - pos[b][0]), abs(pos[a][1] - pos[b][1])
+        return flits * (e["spike_tile_pj"] + dx * e["hop_ew_pj"] + dy * e["hop_ns_pj"]
+                        + abs(chip_of[a] - chip_of[b]) * ch["chip_hop_pj"])
     for t in range(len(tokens)):
         for l in range(L):
             conn, where, sp = syn_core[l]
@@ -168,6 +179,9 @@ def _split_recount(model, tokens, cm, prof):
                         spikes[l][t - 1] if t else np.zeros(h, bool)]
             ev = conn * act[None]                                  # synaptic events [h, n_src]
             np.add.at(synops, where[ev > 0], ev[ev > 0])
+            np.add.at(energy, where[ev > 0], ev[ev > 0] * e["synop_pj"])
+            fired = spikes[l][t]
+            np.add.at(energy, cm.core_of[l], cpu * np.where(fired, e["neuron_active_pj"], e["neuron_inactive_pj"]))
             if sp is not None:
                 for j in range(h):
                     for p in range(1, len(sp.bounds) - 1):
@@ -178,6 +192,8 @@ def _split_recount(model, tokens, cm, prof):
                             msgs[a] += 1
                             hops[a] += dist(a, b)
                             adds[b] += cpu
+                            energy[a] += msg_pj(a, b, f_psum)
+                            energy[b] += cpu * e["synop_pj"]
             for i in np.nonzero(spikes[l][t])[0]:
                 dests = set(where[conn[:, n_in + i] > 0, n_in + i].tolist())
                 if l + 1 < L:
@@ -186,7 +202,8 @@ def _split_recount(model, tokens, cm, prof):
                 src = cm.core_of[l][i]
                 msgs[src] += len(dests)
                 hops[src] += sum(dist(src, c) for c in dests)
-    return synops, msgs, hops, psum, adds, axons
+                energy[src] += sum(msg_pj(src, c, f_spike) for c in dests)
+    return synops, msgs, hops, psum, adds, energy, axons
 
 
 @pytest.mark.parametrize("axons", [40, 90])       # 40: every layer over the limit; 90: the middle one only
@@ -217,7 +234,7 @@ def test_split_mapping_simulates_like_pytorch_and_equals_independent_recount(tmp
         for tok in tokens:
             logits, state = model.step(torch.tensor([int(tok)]), state)
             assert np.abs(sim.step(int(tok)) - logits.numpy()[0]).max() < 1e-4
-    synops, msgs, hops, psum, adds, axons = _split_recount(model, tokens, cm, prof)
+    synops, msgs, hops, psum, adds, energy, axons = _split_recount(model, tokens, cm, prof)
     c = sim.counters
     assert (axons <= prof["core"]["input_axons"]).all()                  # every core within its axon limit
     assert c["synops"].tolist() == synops.tolist()
@@ -225,8 +242,11 @@ def test_split_mapping_simulates_like_pytorch_and_equals_independent_recount(tmp
     assert c["psum_adds"].tolist() == adds.tolist()
     assert c["messages_out"].tolist() == msgs.tolist()
     assert c["hops_out"].tolist() == hops.tolist() and hops.sum() > 0
+    assert np.allclose(c["energy_pj"], energy, rtol=1e-9, atol=1e-6)
     # every message crosses its links: per-link loads add up to the hops
     assert abs(sim.link_messages().sum() - hops.sum()) < 1e-6
+    with pytest.raises(ValueError, match="layer backend"):
+        ChipSimulator(stack, cm, profile=profile, backend="numpy")
 
 
 def test_binary_profile_refuses_the_split(tmp_path):
