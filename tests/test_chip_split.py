@@ -6,6 +6,7 @@ profile TOML's numbers: a message of ``1 + ceil(payload_bits / flit_bits)`` flit
 link's energy per flit and the links' time once. It never calls the cost model, routing or simulator."""
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 
@@ -263,3 +264,26 @@ def test_binary_profile_refuses_the_split(tmp_path):
     path.write_text(path.read_text().replace("payload_bits = 32 ", "payload_bits = 0 "))
     with pytest.raises(PlacementError, match="input-axon limit of 40 .*binary spikes cannot carry partial sums"):
         split_core_map(nets, load_profile(str(path)))
+
+
+def test_compile_splits_over_limit_layers_and_eval_equals_recount(setup, tmp_path):
+    d, model = setup
+    path, prof = _split_profile(d)
+    out = _compile(d, "split_out", "loihi2-like", path.name, "--float-weights")
+    m = json.loads((out / "mapping.json").read_text())
+    _, cm = load_program(out / "program.npz")
+    assert cm.splits is not None and all(s is not None for s in cm.splits)
+    assert not any(r["input_axons"] > 40 for r in m["cores"])             # the estimate keeps the limit
+    # estimate and simulation of the calibration text: the same synops (exact MACs per part)
+    assert abs(m["totals"]["synops_estimated"] - m["simulated"]["totals"]["synops"]) < 1e-6
+    n_tok = 29
+    res = _eval(out, d, n_tok)
+    T = res["tokens"]
+    from egru_compile.data import Vocabulary
+    ids = Vocabulary(WORDS).encode_file(d / "text.txt", max_tokens=n_tok)[:T]
+    synops, msgs, hops, psum, adds, energy, _ = _split_recount(model, ids, cm, prof)
+    chip = res["chip"]
+    assert [round(c["synops"] * T) for c in chip["cores"]] == synops.tolist()
+    assert [round(c["messages_out"] * T) for c in chip["cores"]] == msgs.tolist()
+    assert [round(c["hops_out"] * T) for c in chip["cores"]] == hops.tolist() and psum.sum() > 0
+    assert np.allclose([c["energy_pj"] * T for c in chip["cores"]], energy, rtol=1e-9)

@@ -49,15 +49,15 @@ def fan_in(net: LayerNet) -> np.ndarray:
 
 
 def check_fan_in(nets: list[LayerNet], profile: ChipProfile) -> None:
-    """PlacementError when a unit alone needs more input axons than a core has: its layer cannot be placed
-    by the compile placer, which keeps each unit's fan-in on one core. The binding limit is named; on a
-    binary-spike profile partial sums cannot travel at all (a graded-spike profile can carry them: `split`)."""
+    """PlacementError when a unit alone needs more input axons than a core has and its layer is placed
+    unsplit. The binding limit is named; on a binary-spike profile partial sums cannot travel at all (on a
+    graded-spike profile `placement.place` splits such layers instead: `split`)."""
     lim = profile.core.input_axons
     for net in nets:
         f = fan_in(net)
         if len(f) and f.max() > lim:
             j = int(np.argmax(f))
-            why = ("the compile placer does not split a unit's fan-in yet" if profile.spikes.graded else
+            why = ("graded spikes: the placer splits it (`split`)" if profile.spikes.graded else
                    "binary spikes cannot carry partial sums to split it ([spikes] payload_bits = 0)")
             raise PlacementError(
                 f"layer {net.index} cannot be placed: unit {j} has a fan-in of {int(f[j])} presynaptic units "

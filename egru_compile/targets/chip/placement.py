@@ -194,6 +194,10 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     reports `required_chips_error`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
+    from .split import needs_split, split_placement
+    if profile.spikes.graded and any(needs_split(net, profile) for net in nets):
+        split = split_placement(nets, profile, calibrated, objective)    # partial-sum fan-in split (`split`)
+        return split, split
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
