@@ -317,3 +317,30 @@ def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool
     pl = Placement("split", cm.core_of, cm.slot_of_core, cm.n_cores, chips, objective, splits=cm.splits)
     pl.costs = estimate_split(nets, cm, profile, calibrated)
     return pl
+
+
+def split_info(pl, profile: ChipProfile) -> dict | None:
+    """mapping.json ``split``: per split layer its source ranges, cores per range, and the partial-sum
+    payload (None when no layer is split)."""
+    if not getattr(pl, "splits", None):
+        return None
+    layers = []
+    for l, sp in enumerate(pl.splits):
+        if sp is None:
+            continue
+        pcs = [np.unique(sp.part_core[:, p][sp.part_core[:, p] >= 0]) for p in range(sp.parts)]
+        layers.append({"layer": l, "source_ranges": [[int(a), int(b)] for a, b in zip(sp.bounds[:-1], sp.bounds[1:])],
+                       "cores_per_range": [int(len(c)) for c in pcs],
+                       "remote_parts": int((sp.part_core[:, 1:] >= 0).sum())})
+    return {"why": f"a unit's fan-in exceeds the {profile.core.input_axons} input axons of a core: its synapses are "
+                   "split by source range, each remote range sends one graded partial-sum message per token "
+                   "with events to the unit's home core", "psum_payload_bits": psum_bits(profile), "layers": layers}
+
+
+def split_lines(info: dict | None) -> str:
+    """The report's lines on the split (empty when none)."""
+    if not info:
+        return ""
+    parts = "; ".join(f"layer {x['layer']}: {len(x['source_ranges'])} source ranges on "
+                      f"{'+'.join(str(c) for c in x['cores_per_range'])} cores" for x in info["layers"])
+    return (f"fan-in split (partial sums, {info['psum_payload_bits']}-bit graded messages): {parts}\n")
