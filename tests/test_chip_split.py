@@ -266,14 +266,20 @@ def test_binary_profile_refuses_the_split(tmp_path):
         split_core_map(nets, load_profile(str(path)))
 
 
-def test_compile_splits_over_limit_layers_and_eval_equals_recount(setup, tmp_path):
+@pytest.mark.parametrize("axons", [40, 110])   # 40: every layer over the limit; 110: one unit per core unsplit
+def test_compile_splits_over_limit_layers_and_eval_equals_recount(setup, axons):
     d, model = setup
-    path, prof = _split_profile(d)
-    out = _compile(d, "split_out", "loihi2-like", path.name, "--float-weights")
+    path, prof = _split_profile(d, axons)
+    path = path.rename(d / f"split{axons}.toml")
+    out = _compile(d, f"split_out{axons}", "loihi2-like", path.name, "--float-weights")
     m = json.loads((out / "mapping.json").read_text())
     _, cm = load_program(out / "program.npz")
-    assert cm.splits is not None and all(s is not None for s in cm.splits)
-    assert not any(r["input_axons"] > 40 for r in m["cores"])             # the estimate keeps the limit
+    assert cm.splits is not None and m["split"]["layers"]
+    if axons == 40:
+        assert all(s is not None for s in cm.splits)
+    else:        # no unit over the limit: split because it needs fewer cores than the sequential baseline
+        assert m["totals"]["cores_used"] < m["baseline"]["totals"]["cores_used"]
+    assert not any(r["input_axons"] > axons for r in m["cores"])          # the estimate keeps the limit
     # estimate and simulation of the calibration text: the same synops (exact MACs per part)
     assert abs(m["totals"]["synops_estimated"] - m["simulated"]["totals"]["synops"]) < 1e-6
     n_tok = 29

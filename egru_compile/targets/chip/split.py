@@ -307,10 +307,17 @@ def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: b
                      hops, energy, busy, traffic)
 
 
+def crowded(pl) -> bool:
+    """Does some layer of placement `pl` hold fewer than 2 units per core on average (its units' fan-in
+    unions exceed the input axons: the case where a split can need fewer cores)?"""
+    return any(len(co) > 1 and 2 * len(np.unique(co)) > len(co) for co in pl.core_of)
+
+
 def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = ""):
     """`model.Placement` ``split`` of `split_core_map` with its estimate (`estimate_split`); what the compile
-    placer uses on a graded-spike profile when some unit's fan-in exceeds a core's input axons (the same
-    in-order fill is its own sequential baseline)."""
+    placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds a core's input
+    axons (the same in-order fill is then its own baseline), or when a layer is `crowded` and the split needs
+    fewer cores than the sequential baseline (compared with it in the report)."""
     from .model import Placement
     cm = split_core_map(nets, profile)
     chips = max(1, -(-cm.n_cores // profile.chip.cores))
