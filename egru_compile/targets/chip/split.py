@@ -68,10 +68,10 @@ def split_layer(net: LayerNet, profile: ChipProfile, first_core: int) -> tuple[n
     `first_core`. The trade: wider ranges mean fewer parts (fewer partial-sum messages) but fewer units per
     home core (each remote part takes an input axon there). Range widths for 1, 2, 4, ... units per home core
     are tried (`source_bounds`); the one with the fewest cores wins, then the fewest parts."""
-    pres = np.concatenate([net.conn_in, net.conn_rec], axis=1).astype(np.int64)       # [h, n_src] synapses
+    pres = np.concatenate([net.conn_in, net.conn_rec], axis=1)              # [h, n_src] int8 synapses (0..3)
     best = None
     r = 1
-    while r <= profile.units_per_core:
+    while r <= min(profile.units_per_core, 128):
         try:
             bounds = source_bounds(pres.shape[1], profile.core.input_axons, r)
         except PlacementError:
@@ -253,7 +253,7 @@ def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: b
         T = net.tokens if calibrated else 0
         home = np.asarray(cm.core_of[l])
         sp = splits[l] or SplitLayer(np.array([0, net.n_in + net.hidden]), home[:, None])
-        pres = np.concatenate([net.conn_in, net.conn_rec], axis=1).astype(np.int64)
+        pres = np.concatenate([net.conn_in, net.conn_rec], axis=1)          # int8 synapse counts (0..3)
         src_f = net.source_fires if T and net.source_fires is not None else None
         src_rate = src_f / T if src_f is not None else np.ones(pres.shape[1])
         rate = net.fires / T if T else np.ones(net.hidden)
