@@ -49,22 +49,22 @@ def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:
 def load_program(path, with_decoder: bool = False):
     """(EGRUStack, CoreMap) from program.npz; with_decoder: (stack, cores, decoder_core_of or None).
     ``cores.slot_of_core`` covers every core (decoder cores included)."""
-    z = np.load(path, allow_pickle=False)
     from .split import SplitLayer
-    layers, core_of, splits = [], [], []
-    for l in range(int(z["n_layers"])):
-        splits.append(SplitLayer(z[f"l{l}_split_bounds"], z[f"l{l}_part_core"])
-                      if f"l{l}_split_bounds" in z else None)
-        W, R = _get_sparse(z, f"l{l}_W"), _get_sparse(z, f"l{l}_R")
-        thr = z[f"l{l}_thr"]
-        layers.append(LayerWeights(l, W.shape[1], int(thr.shape[0]), W, z[f"l{l}_b"], R, z[f"l{l}_br"], thr,
-                                   bool(z[f"l{l}_events_in"])))
-        core_of.append(z[f"l{l}_core_of"])
-    stack = EGRUStack(z["embedding"], layers, z["decoder_weight"], z["decoder_bias"])
-    if "projection_indptr" in z:
-        stack.projection = _get_sparse(z, "projection")
-        stack.projection_bias = z["projection_bias"]
-    n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
-    dec = z["decoder_core_of"] if "decoder_core_of" in z else None
-    cores = CoreMap(core_of, z["slot_of_core"], n, dec, splits if any(s is not None for s in splits) else None)
+    with np.load(path, allow_pickle=False) as z:          # closed after reading (every array is read here)
+        layers, core_of, splits = [], [], []
+        for l in range(int(z["n_layers"])):
+            splits.append(SplitLayer(z[f"l{l}_split_bounds"], z[f"l{l}_part_core"])
+                          if f"l{l}_split_bounds" in z else None)
+            W, R = _get_sparse(z, f"l{l}_W"), _get_sparse(z, f"l{l}_R")
+            thr = z[f"l{l}_thr"]
+            layers.append(LayerWeights(l, W.shape[1], int(thr.shape[0]), W, z[f"l{l}_b"], R, z[f"l{l}_br"], thr,
+                                       bool(z[f"l{l}_events_in"])))
+            core_of.append(z[f"l{l}_core_of"])
+        stack = EGRUStack(z["embedding"], layers, z["decoder_weight"], z["decoder_bias"])
+        if "projection_indptr" in z:
+            stack.projection = _get_sparse(z, "projection")
+            stack.projection_bias = z["projection_bias"]
+        n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
+        dec = z["decoder_core_of"] if "decoder_core_of" in z else None
+        cores = CoreMap(core_of, z["slot_of_core"], n, dec, splits if any(s is not None for s in splits) else None)
     return (stack, cores, dec) if with_decoder else (stack, cores)

@@ -158,9 +158,10 @@ def split_synops(fan_in_T: np.ndarray, fan_rec_T: np.ndarray, a_in: np.ndarray |
     per = np.zeros((fan_in_T.shape[1], split.parts), np.int64)
     for p in range(split.parts):
         lo, hi = split.bounds[p], split.bounds[p + 1]
-        i_lo, i_hi = min(lo, n_in), min(hi, n_in)
+        i_lo, i_hi = min(lo, n_in), min(hi, n_in)                  # the input sources of the range
+        r_lo, r_hi = max(lo, n_in), max(hi, n_in)                  # its recurrent sources (offset n_in)
         per[:, p] = fan_in_T[i_lo:i_hi][act[i_lo:i_hi]].sum(0, dtype=np.int64) + \
-            fan_rec_T[max(lo, n_in) - n_in:max(hi, n_in) - n_in][act[max(lo, n_in):max(hi, n_in)]].sum(0, dtype=np.int64)
+            fan_rec_T[r_lo - n_in:r_hi - n_in][act[r_lo:r_hi]].sum(0, dtype=np.int64)
     pc = split.part_core
     ok = pc >= 0
     return np.bincount(pc[ok], weights=per[ok], minlength=n_cores).astype(np.int64), per
