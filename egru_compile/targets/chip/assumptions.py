@@ -15,9 +15,10 @@ MARK = " [A]"
 #: reported quantity -> the profile keys it is computed from (chip_hop_* only count when several chips are used)
 DEPENDS = {
     "energy_pj": ("energy.synop_pj", "energy.neuron_active_pj", "energy.neuron_inactive_pj", "energy.spike_tile_pj",
-                  "energy.hop_ew_pj", "energy.hop_ns_pj", "chip.chip_hop_pj"),
+                  "energy.hop_ew_pj", "energy.hop_ns_pj", "chip.chip_hop_pj", "spikes.payload_bits", "spikes.flit_bits"),
     "latency_ns": ("energy.synop_ns", "energy.neuron_active_ns", "energy.neuron_inactive_ns", "energy.spike_tile_ns",
-                   "energy.hop_ew_ns", "energy.hop_ns_ns", "energy.barrier_ns", "chip.chip_hop_ns"),
+                   "energy.hop_ew_ns", "energy.hop_ns_ns", "energy.barrier_ns", "chip.chip_hop_ns",
+                   "spikes.payload_bits", "spikes.flit_bits"),
     "memory_bytes": ("memory.weight_bits", "memory.index_bits", "memory.axon_pointer_bits",
                      "memory.state_bits_per_unit", "core.synapse_memory_bytes"),
     "limits": ("core.compartments", "core.input_axons", "core.output_axons", "core.synapse_memory_bytes",

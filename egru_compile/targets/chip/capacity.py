@@ -49,17 +49,21 @@ def fan_in(net: LayerNet) -> np.ndarray:
 
 
 def check_fan_in(nets: list[LayerNet], profile: ChipProfile) -> None:
-    """PlacementError when a unit alone needs more input axons than a core has: its layer cannot be placed
-    (this target does not split one unit's fan-in across cores with partial sums)."""
+    """PlacementError when a unit alone needs more input axons than a core has and its layer is placed
+    unsplit. The binding limit is named; on a binary-spike profile partial sums cannot travel at all (on a
+    graded-spike profile `placement.place` splits such layers instead: `split`)."""
     lim = profile.core.input_axons
     for net in nets:
         f = fan_in(net)
         if len(f) and f.max() > lim:
             j = int(np.argmax(f))
+            why = ("graded spikes: the placer splits it (`split`)" if profile.spikes.graded else
+                   "binary spikes cannot carry partial sums to split it ([spikes] payload_bits = 0)")
             raise PlacementError(
                 f"layer {net.index} cannot be placed: unit {j} has a fan-in of {int(f[j])} presynaptic units "
                 f"(input + recurrent), above the per-core input-axon limit of {lim} of profile {profile.name} "
-                f"by {int(f[j]) - lim} ({int((f > lim).sum())} of {net.hidden} units exceed it)")
+                f"by {int(f[j]) - lim} ({int((f > lim).sum())} of {net.hidden} units exceed it); binding limit: "
+                f"input axons per core — {why}")
 
 
 def violations(costs: CoreCosts, profile: ChipProfile) -> list[tuple[str, int, float, float]]:

@@ -24,6 +24,7 @@ class CoreMap:
     slot_of_core: np.ndarray             # [cores] physical slot of each logical core
     n_cores: int                         # RNN cores (the first n_cores entries of slot_of_core)
     decoder_core_of: np.ndarray | None = None
+    splits: list | None = None           # per layer: `split.SplitLayer` (fan-in split by source range) or None
 
 
 @dataclass
@@ -70,9 +71,10 @@ class Placement:
     chips: int
     objective: str = ""
     costs: CoreCosts | None = field(default=None, repr=False, compare=False)
+    splits: list | None = None           # per layer: `split.SplitLayer` or None (fan-in split placements)
 
     def core_map(self, decoder=None) -> CoreMap:
         """What the chip program holds (with the decoder's cores and slots when it is placed on chip)."""
         if decoder is None:
-            return CoreMap(self.core_of, self.slot_of_core, self.n_cores)
-        return CoreMap(self.core_of, decoder.slot_of_core, self.n_cores, decoder.core_of)
+            return CoreMap(self.core_of, self.slot_of_core, self.n_cores, None, self.splits)
+        return CoreMap(self.core_of, decoder.slot_of_core, self.n_cores, decoder.core_of, self.splits)

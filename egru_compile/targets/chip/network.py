@@ -30,6 +30,7 @@ class LayerNet:
     fires: np.ndarray | None = None        # [h] number of tokens the unit fired (y != 0)
     mac_events: np.ndarray | None = None   # [h] total MACs into the unit over the calibration tokens
     tokens: int = 0                        # calibration tokens `fires` and `mac_events` were counted on
+    source_fires: np.ndarray | None = None  # [n_in + h] tokens each source (input, then recurrent) was active
 
     def rate(self, calibrated: bool) -> np.ndarray | None:
         """Spikes per token of each unit (None without calibration)."""
@@ -70,6 +71,7 @@ def attach_activity(nets: list[LayerNet], fires_in: list[np.ndarray], fires_rec:
             net.conn_rec.astype(np.int64) @ fr.astype(np.int64)
         net.fires = fo.astype(np.int64)
         net.tokens = tokens
+        net.source_fires = np.concatenate([fi, fr]).astype(np.int64)
 
 
 def group_sum(rows: np.ndarray, group: np.ndarray, k: int, dtype=np.float64, weights=None,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .split import split_info, split_lines
 from ...errors import EgruError
 from ..output import write_vocab
 from ..stack import extract_stack
@@ -104,13 +105,15 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         "assumptions": {"keys": assumed, "figures": figure_flags(assumed, chips)},
         "count_macs": {"dynamic": cm.macs_per_token.dynamic if cm else None,
                        "static": cm.macs_per_token.static if cm else None},
-        "dense_reference": dense_reference(nets, profile), "placement_objective": objective}
+        "dense_reference": dense_reference(nets, profile), "placement_objective": objective,
+        "split": split_info(ours, profile)}
     write_json(out_dir / "mapping.json", mapping)
     t_out, c_out = time.perf_counter(), time.process_time()
     plot_mapping(mapping, ours.costs, profile, out_dir / "mapping.png")
     write_mapping_html(mapping, profile, out_dir / "mapping.html")
     save_program(out_dir / "program.npz", stack, cores)
-    report = text_report(mapping) + f"placement took {place_s:.2f} s (ours and baseline)\n" + \
+    report = text_report(mapping) + split_lines(mapping["split"]) + \
+        f"placement took {place_s:.2f} s (ours and baseline)\n" + \
         (f"chip target: placement {place_s:.1f} s ({place_cpu:.1f} s CPU), simulation {sim_s:.1f} s "
          f"({sim_cpu:.1f} s CPU, {T} tokens), outputs {time.perf_counter() - t_out:.1f} s "
          f"({time.process_time() - c_out:.1f} s CPU)\n")

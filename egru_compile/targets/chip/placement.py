@@ -194,10 +194,18 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     reports `required_chips_error`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
+    from .split import crowded, needs_split, split_placement
+    if profile.spikes.graded and any(needs_split(net, profile) for net in nets):
+        split = split_placement(nets, profile, calibrated, objective)    # partial-sum fan-in split (`split`)
+        return split, split
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
     seq.costs = seq_est.at(seq.slot_of_core)
+    if profile.spikes.graded and crowded(seq):       # < 2 units per core in a layer: try the fan-in split
+        split = split_placement(nets, profile, calibrated, objective)
+        if split.n_cores < seq.n_cores:
+            return seq, split
     if seq.chips > max_chips:
         return seq, seq
     info = {} if info is None else info

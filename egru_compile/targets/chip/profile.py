@@ -76,12 +76,23 @@ class EnergyModel:
 class SpikeModel:
     """What one spike message carries. ``payload_bits`` = 0: a binary spike (Loihi 1: the receiving synapse
     adds its weight); > 0: a graded spike carrying an integer payload of that many bits (Loihi 2), which is
-    how an EGRU unit's event value reaches its targets without extra messages."""
+    how an EGRU unit's event value reaches its targets without extra messages.
+
+    ``flit_bits``: payload bits one flit of a message carries. A message is its header flit (all a binary
+    spike is) plus ``ceil(payload_bits / flit_bits)`` payload flits, and every flit costs what the header
+    does (`costs.CostModel.flits`). 0 (the default): the payload rides in the header, a graded spike costs
+    what a binary one does."""
     payload_bits: int = 0
+    flit_bits: int = 0
 
     @property
     def graded(self) -> bool:
         return self.payload_bits > 0
+
+    def flits(self, payload_bits: int | None = None) -> int:
+        """Flits of one message carrying `payload_bits` (None: one spike of this profile)."""
+        bits = self.payload_bits if payload_bits is None else int(payload_bits)
+        return 1 + (-(-bits // self.flit_bits) if bits > 0 and self.flit_bits > 0 else 0)
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,7 @@ SCHEMA: dict[str, tuple[type, bool, dict[str, tuple[str, float, float]]]] = {
         "weight_bits": ("int", 1, 32), "index_bits": ("int", 1, 64), "axon_pointer_bits": ("int", 1, 64),
         "state_bits_per_unit": ("int", 0, 1 << 16)}),
     "energy": (EnergyModel, True, {k: _F for k in EnergyModel.__dataclass_fields__}),
-    "spikes": (SpikeModel, False, {"payload_bits": ("int", 0, 64)}),
+    "spikes": (SpikeModel, False, {"payload_bits": ("int", 0, 64), "flit_bits": ("int?", 0, 1024)}),
 }
 TOP_LEVEL_STRINGS = ("name", "description")
 
@@ -142,7 +153,7 @@ def _value(v, kind: str, lo: float, hi: float, err) -> int | float | bool:
         if not isinstance(v, bool):
             err(f"= {_short(v)} must be true or false")
         return v
-    if kind == "int":
+    if kind in ("int", "int?"):
         if isinstance(v, bool) or not isinstance(v, int):
             err(f"= {_short(v)} must be an integer")
         if not lo <= v <= hi:

@@ -37,6 +37,9 @@ def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:
         arrays["projection_activation"] = np.array(stack.projection_activation or "identity")   # str, no pickle
     for l, lw in enumerate(stack.layers):
         arrays[f"l{l}_core_of"] = cores.core_of[l]
+        sp = cores.splits[l] if cores.splits else None
+        if sp is not None:                  # partial-sum fan-in split (`split.SplitLayer`)
+            arrays[f"l{l}_split_bounds"], arrays[f"l{l}_part_core"] = sp.bounds, sp.part_core
         _put_sparse(arrays, f"l{l}_W", lw.W)
         _put_sparse(arrays, f"l{l}_R", lw.R)
         arrays.update({f"l{l}_b": lw.b, f"l{l}_br": lw.br, f"l{l}_thr": lw.thr,
@@ -69,8 +72,16 @@ def load_program(path, with_decoder: bool = False):
     # program.npz is stored uncompressed: its arrays can never inflate past the file's own size
     size = len(path.getbuffer()) if isinstance(path, io.BytesIO) else Path(path).stat().st_size
     z = BoundedNpz(path, size, "program.npz" if isinstance(path, io.BytesIO) else path)
-    layers, core_of = [], []
+    from .split import SplitLayer
+    layers, core_of, splits = [], [], []
     for l in range(int(z["n_layers"])):
+        if f"l{l}_split_bounds" in z:          # partial-sum fan-in split (`split.SplitLayer`)
+            from ...ir.content import check_array
+            bounds = check_array(z[f"l{l}_split_bounds"], f"program.npz: l{l}_split_bounds", kind="index", ndim=1)
+            part = check_array(z[f"l{l}_part_core"], f"program.npz: l{l}_part_core", kind="index", ndim=2)
+            splits.append(SplitLayer(bounds, part))
+        else:
+            splits.append(None)
         W, R = _get_sparse(z, f"l{l}_W"), _get_sparse(z, f"l{l}_R")
         thr = z[f"l{l}_thr"]
         layers.append(LayerWeights(l, W.shape[1], int(thr.shape[0]), W, z[f"l{l}_b"], R, z[f"l{l}_br"], thr,
@@ -88,5 +99,5 @@ def load_program(path, with_decoder: bool = False):
     _check_content(path if not isinstance(path, io.BytesIO) else "program.npz", stack, core_of, z)
     n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
     dec = z["decoder_core_of"] if "decoder_core_of" in z else None
-    cores = CoreMap(core_of, z["slot_of_core"], n, dec)
+    cores = CoreMap(core_of, z["slot_of_core"], n, dec, splits if any(s is not None for s in splits) else None)
     return (stack, cores, dec) if with_decoder else (stack, cores)

@@ -10,6 +10,13 @@ synapse), compartment updates (active = the unit fired), spikes out, messages ou
 it sent, energy (profile per-event costs); per link the messages that crossed it; per layer phase the latency
 = slowest core's work (synops, updates, message injection) + longest route of the phase + barrier.
 
+Fan-in split layers (``CoreMap.splits``, `split`): a spike is delivered to the part cores that hold its
+synapses, each part counts its synops, and every (unit, remote part) that received events in the token sends
+one graded partial-sum message (payload `split.psum_bits`) to the unit's home core, which adds it into the
+unit's gate accumulators (``psum_adds``, charged as synops) and runs the update. Partial-sum messages count
+in messages, hops, links and energy like spikes (``psum_messages`` separately); the phase latency adds the
+longest partial-sum route to the longest spike route. Split mappings run on the "layer" backend.
+
 Backends (``ChipSimulator(..., backend=)``) differ only in how the arithmetic is grouped:
 
 * ``"layer"`` (default): one program per layer computes all its cores' accumulators at once (TIR kernels
@@ -30,6 +37,7 @@ from .costs import CostModel
 from .model import CoreMap
 from .network import dest_cores
 from .routing import Mesh, UnitRoutes, core_tiles
+from .split import psum_link_loads, psum_routes, split_dest_cores, split_synops
 
 _cell = OPS["egru_cell"].compute
 
@@ -176,9 +184,18 @@ class ChipSimulator:
         self.fdec_T = None if dec_fan is None else np.ascontiguousarray(dec_fan.T)
         self.units = [np.bincount(c, minlength=n) for c in self.core_of]
         self.dec_units = None if dec_fan is None else np.bincount(self.dec_core_of, minlength=n)
-        reach = dest_cores(fans, self.core_of, n, dec_fan, self.dec_core_of)
+        self.splits = list(cores.splits) if cores.splits else [None] * L
+        if any(sp is not None for sp in self.splits):       # partial-sum fan-in split layers (`split`)
+            if backend != "layer":
+                raise ValueError(f"a fan-in split mapping runs on the layer backend (not {backend!r})")
+            reach = split_dest_cores(fans, self.core_of, self.splits, n, dec_fan, self.dec_core_of)
+        else:
+            reach = dest_cores(fans, self.core_of, n, dec_fan, self.dec_core_of)
         self.mesh = Mesh(profile, max(1, int(np.max(cores.slot_of_core)) // profile.chip.cores + 1))
         tiles = core_tiles(profile, cores.slot_of_core, self.mesh)
+        self._tiles = tiles
+        self._psum = [None if sp is None else psum_routes(sp, self.core_of[l], cores.slot_of_core, self.cost)
+                      for l, sp in enumerate(self.splits)]
         self.routes = [UnitRoutes(reach[l], self.core_of[l], tiles, self.mesh, profile, self.multicast)
                        for l in range(L)]
         if stack.projection is not None and self.dec_core_of is not None:
@@ -234,17 +251,22 @@ class ChipSimulator:
         z = lambda dt=np.int64: np.zeros(n, dt)  # noqa: E731
         self.counters = {"synops": z(), "dec_synops": z(), "updates": z(), "updates_active": z(),
                          "spikes_out": z(), "messages_out": z(), "messages_in": z(), "hops_out": z(),
-                         "energy_pj": z(np.float64)}
+                         "psum_messages": z(), "psum_adds": z(), "energy_pj": z(np.float64)}
+        for ps in self._psum:
+            if ps is not None:
+                ps["count"][:] = 0
         self.phase_ns = np.zeros(L + (self.dec_core_of is not None))
         self.latency_ns = 0.0
         self.decoder_macs = 0          # event-gated decoder MACs (wherever it runs)
         self.projection_macs = 0       # event-gated MACs of the decoder projection (host), if any
 
-    def _phase(self, synops, upd_active, upd_inactive, msgs_out, route_pj, max_route_ns) -> float:
-        """Energy of the phase into the counters; returns its latency (`CostModel.phase_ns`)."""
+    def _phase(self, synops, upd_active, upd_inactive, msgs_out, route_pj, max_route_ns,
+               extra_ns=0.0) -> float:
+        """Energy of the phase into the counters; returns its latency (`CostModel.phase_ns`). `extra_ns`:
+        per core, the injection time of its partial-sum messages."""
         pj, ns = self.cost.compute(synops, upd_active, upd_inactive)
         self.counters["energy_pj"] += pj + route_pj
-        work = ns + msgs_out * self.cost.message()[1]
+        work = ns + msgs_out * self.cost.message()[1] + extra_ns
         return self.cost.phase_ns(float(work.max()), max_route_ns)
 
     def step(self, token: int) -> np.ndarray:
@@ -262,8 +284,12 @@ class ChipSimulator:
                 core.inbox_rec.append((a_rec, self.y[l][a_rec]))
                 c_new, y_new = core.compute(self.c[l], x if l == 0 else None)
                 c_new, y_new = c_new.copy(), y_new.copy()
-                synops = (self.fin0 if l == 0 else _core_sums(self.fin_T[l], a_in, self.core_of[l], n)) + \
-                    _core_sums(self.frec_T[l], a_rec, self.core_of[l], n)
+                if self.splits[l] is not None:
+                    synops, per_part = split_synops(self.fin_T[l], self.frec_T[l], None if l == 0 else a_in,
+                                                    a_rec, self.splits[l], n)
+                else:
+                    synops = (self.fin0 if l == 0 else _core_sums(self.fin_T[l], a_in, self.core_of[l], n)) + \
+                        _core_sums(self.frec_T[l], a_rec, self.core_of[l], n)
             else:
                 c_new = np.zeros(lw.hidden, np.float32)
                 y_new = np.zeros(lw.hidden, np.float32)
@@ -292,9 +318,26 @@ class ChipSimulator:
             cnt["messages_in"] += R.reach[a].sum(0)
             cnt["hops_out"] += np.bincount(src, weights=R.hops[a], minlength=n).astype(np.int64)
             rnn_synops += int(synops.sum())
-            ph = self._phase(synops, spk * cpu, (self.units[l] - spk) * cpu, msgs,
-                             np.bincount(src, weights=R.pj[a], minlength=n),
-                             float(R.max_ns[a].max()) if len(a) else 0.0)
+            route_pj = np.bincount(src, weights=R.pj[a], minlength=n)
+            max_route = float(R.max_ns[a].max()) if len(a) else 0.0
+            adds, extra_ns = 0, 0.0
+            if self._psum[l] is not None:     # partial sums: one graded message per (unit, remote part) with events
+                ps = self._psum[l]
+                sent = ps["has"] & (per_part[:, 1:] > 0)
+                ps["count"] += sent
+                snd, rcv = ps["src"][sent], ps["dst"][sent]
+                p_out, p_in = np.bincount(snd, minlength=n), np.bincount(rcv, minlength=n)
+                adds = p_in * cpu                                 # added into the home's gate accumulators
+                cnt["psum_messages"] += p_out
+                cnt["psum_adds"] += adds
+                cnt["messages_out"] += p_out
+                cnt["messages_in"] += p_in
+                cnt["hops_out"] += np.bincount(snd, weights=ps["hops"][sent], minlength=n).astype(np.int64)
+                route_pj = route_pj + np.bincount(snd, weights=ps["pj"][sent], minlength=n)
+                extra_ns = p_out * ps["inject_ns"]
+                max_route += float(ps["link_ns"][sent].max()) if sent.any() else 0.0
+            ph = self._phase(synops + adds, spk * cpu, (self.units[l] - spk) * cpu, msgs, route_pj, max_route,
+                             extra_ns)
             self.phase_ns[l] += ph
             self.latency_ns += ph
             a_in = a
@@ -338,7 +381,11 @@ class ChipSimulator:
 
     def link_messages(self) -> np.ndarray:
         """Messages (packets) that crossed each mesh link since `reset` ([n_links], `mesh.links` order)."""
-        return sum(R.link_loads(f) for f, R in zip(self.fires, self.routes))
+        loads = sum(R.link_loads(f) for f, R in zip(self.fires, self.routes))
+        for ps in self._psum:
+            if ps is not None:
+                psum_link_loads(ps, self._tiles, self.mesh, loads)
+        return loads
 
     def stats(self) -> dict:
         n = max(self.steps, 1)

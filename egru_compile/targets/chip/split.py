@@ -1,0 +1,354 @@
+"""Partial-sum fan-in splitting (graded-spike profiles): a layer whose units' fan-in exceeds a core's input
+axons is split by *source range*. Its presynaptic sources (the layer input, then its own units: ``n_in + h``
+sources, the order of `network.LayerNet` and `capacity.fan_in`) are cut into P contiguous ranges
+(``bounds``); unit j's synapses from range p sit on core ``part_core[j, p]``. Part 0 is the unit's *home*
+core (``core_of``): it receives the partial gate sums of the other parts, adds them and runs the cell
+update. Each other part accumulates the partial sums of the unit's three gates over the events it received
+in a token and, if it received any, sends them to the home core as **one graded message** carrying
+``compartments_per_unit`` payloads (`psum_bits`). At the home core a partial sum arrives on an input axon
+of its own and is added into the unit's ``compartments_per_unit`` accumulators (one synaptic op each,
+counted as ``psum_adds``, charged as synops).
+
+`SplitLayer` is the data model (stored in program.npz by `program`, carried by `model.CoreMap.splits`);
+`split_layer` is the placer of one layer (in-order fill of every part under the core limits); `synapse_reach`
+and `split_synops` are the split-aware versions of `network.dest_cores` and the simulator's per-core synops.
+Binary-spike profiles never split (their spikes cannot carry a partial sum): `capacity.check_fan_in` names the
+binding limit instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .capacity import core_fits, fan_in
+from .model import PlacementError
+from .network import LayerNet, group_sum
+from .profile import ChipProfile
+
+
+@dataclass
+class SplitLayer:
+    bounds: np.ndarray           # [P + 1] source-range bounds over the n_in + h sources (0 ... n_in + h)
+    part_core: np.ndarray        # [h, P] core of unit j's synapses from range p; -1: no synapse there; [:, 0] = home
+
+    @property
+    def parts(self) -> int:
+        return len(self.bounds) - 1
+
+    def part_of(self, sources: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.bounds, sources, side="right") - 1
+
+
+def psum_bits(profile: ChipProfile) -> int:
+    """Payload of one partial-sum message: one ``payload_bits`` value per gate accumulator."""
+    return profile.core.compartments_per_unit * profile.spikes.payload_bits
+
+
+def needs_split(net: LayerNet, profile: ChipProfile) -> bool:
+    f = fan_in(net)
+    return bool(len(f) and f.max() > profile.core.input_axons)
+
+
+def source_bounds(n_src: int, axons: int, home_units: int = 1) -> np.ndarray:
+    """P contiguous ranges of at most ``axons - (P - 1) * home_units`` sources each: a home core keeps one
+    input axon per remote part of each of its units, so `home_units` units fit on one home core."""
+    for P in range(1, n_src + 1):
+        size = axons - (P - 1) * home_units
+        if size < 1:
+            break
+        if P * size >= n_src:
+            return np.minimum(np.arange(P + 1) * size, n_src).astype(np.int64)
+    raise PlacementError(f"a core's {axons} input axons cannot hold a split of {n_src} sources with "
+                         f"{home_units} unit(s) per home core")
+
+
+def split_layer(net: LayerNet, profile: ChipProfile, first_core: int) -> tuple[np.ndarray, SplitLayer, int]:
+    """(home core of each unit, its `SplitLayer`, cores used) with this layer's cores numbered from
+    `first_core`. The trade: wider ranges mean fewer parts (fewer partial-sum messages) but fewer units per
+    home core (each remote part takes an input axon there). Range widths for 1, 2, 4, ... units per home core
+    are tried (`source_bounds`); the one with the fewest cores wins, then the fewest parts."""
+    pres = np.concatenate([net.conn_in, net.conn_rec], axis=1)              # [h, n_src] int8 synapses (0..3)
+    best = None
+    r = 1
+    while r <= min(profile.units_per_core, 128):
+        try:
+            bounds = source_bounds(pres.shape[1], profile.core.input_axons, r)
+        except PlacementError:
+            break
+        home, sp, k = _fill_parts(net, profile, pres, bounds, first_core)
+        if best is None or (k, sp.parts) < (best[2], best[1].parts):
+            best = (home, sp, k)
+        r *= 2
+    if best is None:
+        raise PlacementError(f"layer {net.index} cannot be split: a core's {profile.core.input_axons} input axons "
+                             f"cannot hold one range of its {pres.shape[1]} sources and the partial sums")
+    return best
+
+
+def _fill_parts(net, profile, pres, bounds, first_core):
+    """Every part filled in unit order onto cores of its own (compartments: one accumulator per gate on every
+    part; memory: the part's synapses and input axons, plus at home one axon pointer and
+    ``compartments_per_unit`` adder synapses per remote part; input axons: the distinct sources in the
+    range, plus at home one per remote part). Output axons are not limited here."""
+    mem, cpu = profile.memory, profile.core.compartments_per_unit
+    P = len(bounds) - 1
+    part_syn = np.stack([pres[:, bounds[p]:bounds[p + 1]].sum(1) for p in range(P)], 1)   # [h, P]
+    remote = (part_syn[:, 1:] > 0).sum(1)                                                 # [h] partials home gets
+    part_core = -np.ones((net.hidden, P), np.int64)
+    core = first_core
+    for p in range(P):
+        block = pres[:, bounds[p]:bounds[p + 1]] > 0
+        started = False
+        for j in range(net.hidden):
+            if p and not part_syn[j, p]:
+                continue                         # no synapse of unit j in this range: no part
+            extra = int(remote[j]) if p == 0 else 0
+            add_bits = int(part_syn[j, p]) * mem.synapse_bits + mem.state_bits_per_unit + \
+                extra * (mem.axon_pointer_bits + cpu * mem.synapse_bits)
+            if started:
+                ranged = int(np.count_nonzero(mask | block[j]))
+                if not core_fits(profile, (units + 1) * cpu, (bits + add_bits + ranged * mem.axon_pointer_bits) / 8.0,
+                                 ranged + extras + extra):
+                    core += 1
+                    started = False
+            if not started:
+                units, bits, extras, mask, started = 0, 0, 0, np.zeros(block.shape[1], bool), True
+            mask |= block[j]
+            units += 1
+            bits += add_bits
+            extras += extra
+            part_core[j, p] = core
+        if started:
+            core += 1
+    return part_core[:, 0].copy(), SplitLayer(bounds, part_core), core - first_core
+
+
+def synapse_reach(fan: np.ndarray, offset: int, core_of: np.ndarray, split: SplitLayer | None,
+                  n_cores: int) -> np.ndarray:
+    """[n_src, n_cores] bool: source i (`fan` [h, n_src] synapse counts of the target layer's units from
+    these sources, which are the target layer's sources ``offset ...``) has a synapse on core c."""
+    reach = np.zeros((fan.shape[1], n_cores), bool)
+    if split is None:
+        ids, pres = group_sum(fan > 0, np.asarray(core_of, np.int64), n_cores, bool, compact=True)
+        reach[:, ids] |= pres.T
+        return reach
+    part = split.part_of(offset + np.arange(fan.shape[1]))
+    for p in np.unique(part):
+        cols = np.nonzero(part == p)[0]
+        pc = split.part_core[:, p]
+        has = pc >= 0
+        if has.any():
+            ids, pres = group_sum(fan[has][:, cols] > 0, pc[has], n_cores, bool, compact=True)
+            reach[np.ix_(cols, ids)] |= pres.T
+    return reach
+
+
+def split_synops(fan_in_T: np.ndarray, fan_rec_T: np.ndarray, a_in: np.ndarray | None, a_rec: np.ndarray,
+                 split: SplitLayer, n_cores: int) -> tuple[np.ndarray, np.ndarray]:
+    """(synops per core [n_cores], synops per unit and part [h, P]) of one token: `fan_*_T` [n_src, h]
+    synapse counts per source, `a_in` the active layer inputs (None: all, the dense embedding), `a_rec` the
+    active recurrent sources."""
+    n_in = fan_in_T.shape[0]
+    act = np.zeros(n_in + fan_rec_T.shape[0], bool)
+    act[:n_in] = True if a_in is None else False
+    if a_in is not None:
+        act[a_in] = True
+    act[n_in + np.asarray(a_rec, np.int64)] = True
+    per = np.zeros((fan_in_T.shape[1], split.parts), np.int64)
+    for p in range(split.parts):
+        lo, hi = split.bounds[p], split.bounds[p + 1]
+        i_lo, i_hi = min(lo, n_in), min(hi, n_in)                  # the input sources of the range
+        r_lo, r_hi = max(lo, n_in), max(hi, n_in)                  # its recurrent sources (offset n_in)
+        per[:, p] = fan_in_T[i_lo:i_hi][act[i_lo:i_hi]].sum(0, dtype=np.int64) + \
+            fan_rec_T[r_lo - n_in:r_hi - n_in][act[r_lo:r_hi]].sum(0, dtype=np.int64)
+    pc = split.part_core
+    ok = pc >= 0
+    return np.bincount(pc[ok], weights=per[ok], minlength=n_cores).astype(np.int64), per
+
+
+def split_core_map(nets: list[LayerNet], profile: ChipProfile):
+    """A layer-by-layer in-order placement (`model.CoreMap`, slots in core order), each layer on cores of
+    its own. Per layer: split (`split_layer`) when some unit's fan-in exceeds a core's input axons, or when
+    the split needs fewer cores than the sequential fill (the trade: fewer cores, more messages); else the
+    sequential baseline's fill. Graded-spike profiles only: a binary profile refuses an over-limit fan-in as
+    `capacity.check_fan_in` does."""
+    from .capacity import check_fan_in
+    from .model import CoreMap
+    from .placement import _fill_sequential
+    if not profile.spikes.graded:
+        check_fan_in(nets, profile)
+    core_of, splits, n = [], [], 0
+    for net in nets:
+        split = split_layer(net, profile, n) if profile.spikes.graded else None
+        if not needs_split(net, profile):
+            (co,), k = _fill_sequential([net], profile, [1.0])
+            if split is None or k <= split[2]:
+                split = (co + n, None, k)
+        home, sp, k = split
+        core_of.append(home)
+        splits.append(sp)
+        n += k
+    return CoreMap(core_of, np.arange(n), n, None, splits if any(s is not None for s in splits) else None)
+
+
+def split_dest_cores(fans, core_of, splits, n_cores: int, dec_fan=None, dec_core_of=None) -> list[np.ndarray]:
+    """`network.dest_cores` with split layers' synapses on their part cores (`synapse_reach`)."""
+    L, out = len(fans), []
+    for l in range(L):
+        r = synapse_reach(fans[l][1], fans[l][0].shape[1], core_of[l], splits[l], n_cores)
+        if l + 1 < L:
+            r |= synapse_reach(fans[l + 1][0], 0, core_of[l + 1], splits[l + 1], n_cores)
+        elif dec_fan is not None:
+            r |= synapse_reach(dec_fan, 0, dec_core_of, None, n_cores)
+        out.append(r)
+    return out
+
+
+def psum_routes(sp: SplitLayer, home: np.ndarray, slot_of_core: np.ndarray, cost) -> dict:
+    """Per (unit, remote part) [h, P-1]: the partial-sum message's sender and receiver core, hops, pJ
+    (delivery included), link ns, the injection ns per message, and a run counter (`costs.CostModel.route`
+    with the `psum_bits` payload)."""
+    pc = sp.part_core[:, 1:]
+    bits = psum_bits(cost.profile)
+    dst = np.broadcast_to(np.asarray(home)[:, None], pc.shape)
+    src_slot, dst_slot = slot_of_core[np.maximum(pc, 0)], slot_of_core[dst]
+    hops, pj, _ = cost.route(src_slot, dst_slot, bits)
+    link_ns = cost.route(src_slot, dst_slot, bits, delivery=False)[2]
+    return {"src": pc, "dst": dst, "has": pc >= 0, "hops": hops.astype(np.int64), "pj": pj,
+            "inject_ns": cost.message(bits)[1], "link_ns": link_ns, "count": np.zeros(pc.shape, np.int64)}
+
+
+def psum_link_loads(ps: dict, tiles: np.ndarray, mesh, loads: np.ndarray) -> None:
+    """loads[link] += the partial-sum messages counted in ``ps["count"]``, each on its X-then-Y route."""
+    sent = ps["count"] > 0
+    st, dt = tiles[np.maximum(ps["src"], 0)], tiles[ps["dst"]]
+    for s in np.unique(st[sent]):
+        sel = sent & (st == s)
+        grid = np.zeros((mesh.width, mesh.height))
+        x, y = mesh.tile_xy(dt[sel])
+        np.add.at(grid, (x, y), ps["count"][sel])
+        mesh.add_unicast_loads(loads, int(s), grid)
+
+
+def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: bool):
+    """`model.CoreCosts` of a split mapping (`split_core_map`), charged by `costs.CostModel` like
+    `estimate.AssignmentCosts.at`: per core the unit-parts it holds (``units``: accumulators of one unit's
+    gates), their synapses (plus ``compartments_per_unit`` adder synapses per partial sum received) and axons,
+    the MACs (exact per part from the calibration's per-source counts), spikes to every core holding a
+    target synapse, and one partial-sum message per (unit, remote part) and token in which the part gets an
+    event (probability from the sources' rates taken as independent; uncalibrated: every token)."""
+    from .capacity import core_memory_bytes
+    from .costs import CostModel
+    from .estimate import _rowwise_link_sums
+    from .model import CoreCosts
+    model, cpu, n, L = CostModel(profile), profile.core.compartments_per_unit, cm.n_cores, len(nets)
+    slots = np.asarray(cm.slot_of_core)[:n]
+    z = lambda: np.zeros(n)  # noqa: E731
+    units, syn, axons, out_axons, macs, mac_ev, hops, energy = z(), z(), z(), z(), z(), z(), z(), z()
+    busy, traffic = np.zeros((L, n)), np.zeros((n, n))
+    splits = cm.splits or [None] * L
+    reach = split_dest_cores([(x.conn_in, x.conn_rec) for x in nets], cm.core_of, splits, n)
+    pbits = psum_bits(profile)
+    for l, net in enumerate(nets):
+        T = net.tokens if calibrated else 0
+        home = np.asarray(cm.core_of[l])
+        sp = splits[l] or SplitLayer(np.array([0, net.n_in + net.hidden]), home[:, None])
+        pres = np.concatenate([net.conn_in, net.conn_rec], axis=1)          # int8 synapse counts (0..3)
+        src_f = net.source_fires if T and net.source_fires is not None else None
+        src_rate = src_f / T if src_f is not None else np.ones(pres.shape[1])
+        rate = net.fires / T if T else np.ones(net.hidden)
+        syn_ops = z()
+        for p in range(sp.parts):
+            lo, hi = sp.bounds[p], sp.bounds[p + 1]
+            pc = sp.part_core[:, p]
+            ok = pc >= 0
+            blk = pres[ok, lo:hi]
+            units += np.bincount(pc[ok], minlength=n)
+            syn += np.bincount(pc[ok], weights=blk.sum(1), minlength=n)
+            macs += np.bincount(pc[ok], weights=blk.sum(1), minlength=n)
+            ids, present = group_sum(blk > 0, pc[ok], n, bool, compact=True)
+            axons[ids] += present.sum(1)
+            if src_f is not None:
+                mac_ev += np.bincount(pc[ok], weights=blk @ src_f[lo:hi], minlength=n)
+            syn_ops += np.bincount(pc[ok], weights=blk @ src_rate[lo:hi], minlength=n)
+            if p == 0:
+                continue
+            # partial sums: P(part gets an event) = 1 - prod(1 - rate) over its distinct sources
+            silent = np.exp((blk > 0) @ np.log1p(-np.minimum(src_rate[lo:hi], 1 - 1e-12)))
+            pr = 1.0 - silent if T else np.ones(int(ok.sum()))
+            h_pr, pj, ns = model.route(slots[pc[ok]], slots[home[ok]], pbits)
+            snd, rcv = pc[ok], home[ok]
+            syn += np.bincount(rcv, minlength=n) * cpu                   # adder synapses at home
+            axons += np.bincount(rcv, minlength=n)
+            out_axons += np.bincount(snd, minlength=n)
+            syn_ops += np.bincount(rcv, weights=pr * cpu, minlength=n)   # the adds
+            hops += np.bincount(snd, weights=pr * h_pr, minlength=n)
+            energy += np.bincount(snd, weights=pr * pj, minlength=n)
+            busy[l] += np.bincount(snd, weights=pr * ns, minlength=n)
+            np.add.at(traffic, (snd, rcv), pr)
+        h_units = np.bincount(home, minlength=n)
+        act = np.bincount(home, weights=rate * cpu, minlength=n)
+        pj, ns = model.compute(syn_ops, act, h_units * cpu - act)
+        energy += pj
+        busy[l] += ns
+        out_axons += np.bincount(home, weights=reach[l].sum(1), minlength=n)
+        src, rows = group_sum(reach[l], home, n, np.float64, weights=rate, compact=True)
+        traffic[src] += rows
+        h_l, pj_l, ns_l = _rowwise_link_sums(model, rows, slots[src], slots)
+        hops[src] += h_l
+        energy[src] += pj_l
+        busy[l, src] += ns_l
+    units = units.astype(np.int64)
+    syn = syn.astype(np.int64)
+    axons = axons.astype(np.int64)
+    memory = core_memory_bytes(profile, syn, axons, units)
+    return CoreCosts(units, units * cpu, syn, axons, out_axons.astype(np.int64), memory, macs.astype(np.int64),
+                     np.rint(mac_ev).astype(np.int64) if calibrated else None, traffic.sum(0), traffic.sum(1),
+                     hops, energy, busy, traffic)
+
+
+def crowded(pl) -> bool:
+    """Does some layer of placement `pl` hold fewer than 2 units per core on average (its units' fan-in
+    unions exceed the input axons: the case where a split can need fewer cores)?"""
+    return any(len(co) > 1 and 2 * len(np.unique(co)) > len(co) for co in pl.core_of)
+
+
+def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = ""):
+    """`model.Placement` ``split`` of `split_core_map` with its estimate (`estimate_split`); what the compile
+    placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds a core's input
+    axons (the same in-order fill is then its own baseline), or when a layer is `crowded` and the split needs
+    fewer cores than the sequential baseline (compared with it in the report)."""
+    from .model import Placement
+    cm = split_core_map(nets, profile)
+    chips = max(1, -(-cm.n_cores // profile.chip.cores))
+    pl = Placement("split", cm.core_of, cm.slot_of_core, cm.n_cores, chips, objective, splits=cm.splits)
+    pl.costs = estimate_split(nets, cm, profile, calibrated)
+    return pl
+
+
+def split_info(pl, profile: ChipProfile) -> dict | None:
+    """mapping.json ``split``: per split layer its source ranges, cores per range, and the partial-sum
+    payload (None when no layer is split)."""
+    if not getattr(pl, "splits", None):
+        return None
+    layers = []
+    for l, sp in enumerate(pl.splits):
+        if sp is None:
+            continue
+        pcs = [np.unique(sp.part_core[:, p][sp.part_core[:, p] >= 0]) for p in range(sp.parts)]
+        layers.append({"layer": l, "source_ranges": [[int(a), int(b)] for a, b in zip(sp.bounds[:-1], sp.bounds[1:])],
+                       "cores_per_range": [int(len(c)) for c in pcs],
+                       "remote_parts": int((sp.part_core[:, 1:] >= 0).sum())})
+    return {"why": f"a unit's fan-in exceeds the {profile.core.input_axons} input axons of a core: its synapses are "
+                   "split by source range, each remote range sends one graded partial-sum message per token "
+                   "with events to the unit's home core", "psum_payload_bits": psum_bits(profile), "layers": layers}
+
+
+def split_lines(info: dict | None) -> str:
+    """The report's lines on the split (empty when none)."""
+    if not info:
+        return ""
+    parts = "; ".join(f"layer {x['layer']}: {len(x['source_ranges'])} source ranges on "
+                      f"{'+'.join(str(c) for c in x['cores_per_range'])} cores" for x in info["layers"])
+    return (f"fan-in split (partial sums, {info['psum_payload_bits']}-bit graded messages): {parts}\n")
