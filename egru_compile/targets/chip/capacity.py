@@ -183,3 +183,41 @@ class CoreOccupancy:
             self.load[core] += sign * self.cost[j]
             self.axons[core] = int(np.count_nonzero(self.cnt[core]))
         self.assign[j] = c
+
+
+def fill_sequential(nets, profile, out_axon_guess: list[float]):
+    """Greedy in-order fill under per-core limits; a core may hold units of several layers."""
+    lim = profile.core
+    mem = profile.memory
+    core_of = [np.zeros(net.hidden, np.int64) for net in nets]
+    core = 0
+    units = 0
+    mem_bytes = 0.0
+    out_axons = 0.0
+    other_axons = 0                                         # input axons of the core's units of earlier layers
+    count = 0                                               # input axons of the core's units of this layer
+    for l, net in enumerate(nets):
+        umem = unit_memory_bytes(net, profile)
+        pres = np.concatenate([net.conn_in > 0, net.conn_rec > 0], axis=1)
+        mask = np.zeros(pres.shape[1], bool)
+        other_axons += count
+        count = 0
+        for j in range(net.hidden):
+            new = pres[j] & ~mask
+            axons = other_axons + count + int(np.count_nonzero(new))
+            fits = core_fits(profile, (units + 1) * lim.compartments_per_unit,
+                             mem_bytes + umem[j] + axons * mem.axon_pointer_bits / 8.0, axons,
+                             out_axons + out_axon_guess[l])
+            if not fits and units > 0:
+                core += 1
+                units, mem_bytes, out_axons, other_axons = 0, 0.0, 0.0, 0
+                mask[:] = False
+                count = 0
+                new = pres[j]
+            mask |= new
+            count += int(np.count_nonzero(new))
+            core_of[l][j] = core
+            units += 1
+            mem_bytes += umem[j]
+            out_axons += out_axon_guess[l]
+    return core_of, core + 1

@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from .capacity import (check_fan_in, core_fits, core_memory_bytes, required_chips_error,  # noqa: F401
-                       unit_memory_bytes, violations)
+from .capacity import (check_fan_in, core_fits, core_memory_bytes, fill_sequential,  # noqa: F401
+                       required_chips_error, unit_memory_bytes, violations)
 from .costs import hop_matrices, slot_coords  # noqa: F401 (the placement API's geometry)
 from .estimate import estimate_assignment, evaluate  # noqa: F401
 from .layout import layout
@@ -37,44 +37,6 @@ RELAYOUT_MAX_CORES = 2000
 
 
 # ----------------------------------------------------------------------------------------------- baseline
-def _fill_sequential(nets, profile, out_axon_guess: list[float]):
-    """Greedy in-order fill under per-core limits; a core may hold units of several layers."""
-    lim = profile.core
-    mem = profile.memory
-    core_of = [np.zeros(net.hidden, np.int64) for net in nets]
-    core = 0
-    units = 0
-    mem_bytes = 0.0
-    out_axons = 0.0
-    other_axons = 0                                         # input axons of the core's units of earlier layers
-    count = 0                                               # input axons of the core's units of this layer
-    for l, net in enumerate(nets):
-        umem = unit_memory_bytes(net, profile)
-        pres = np.concatenate([net.conn_in > 0, net.conn_rec > 0], axis=1)
-        mask = np.zeros(pres.shape[1], bool)
-        other_axons += count
-        count = 0
-        for j in range(net.hidden):
-            new = pres[j] & ~mask
-            axons = other_axons + count + int(np.count_nonzero(new))
-            fits = core_fits(profile, (units + 1) * lim.compartments_per_unit,
-                             mem_bytes + umem[j] + axons * mem.axon_pointer_bits / 8.0, axons,
-                             out_axons + out_axon_guess[l])
-            if not fits and units > 0:
-                core += 1
-                units, mem_bytes, out_axons, other_axons = 0, 0.0, 0.0, 0
-                mask[:] = False
-                count = 0
-                new = pres[j]
-            mask |= new
-            count += int(np.count_nonzero(new))
-            core_of[l][j] = core
-            units += 1
-            mem_bytes += umem[j]
-            out_axons += out_axon_guess[l]
-    return core_of, core + 1
-
-
 def _chips_for(n_cores: int, profile: ChipProfile) -> int:
     return max(1, math.ceil(n_cores / profile.chip.cores))
 
@@ -85,7 +47,7 @@ def sequential_placement(nets, profile: ChipProfile, max_chips: int) -> Placemen
     refuses such a network with `check_fan_in`; the dense reference of the chip report counts it)."""
     guess = [1.0] * len(nets)
     for _ in range(6):
-        core_of, n = _fill_sequential(nets, profile, guess)
+        core_of, n = fill_sequential(nets, profile, guess)
         pl = Placement("sequential", core_of, np.arange(n), n, _chips_for(n, profile))
         reach = net_reach(nets, core_of, n)
         out_axons = sum(np.bincount(core_of[l], weights=reach[l].sum(1), minlength=n) for l in range(len(nets)))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .capacity import core_fits, fan_in
+from .capacity import core_fits, fan_in, fill_sequential
 from .model import PlacementError
 from .network import LayerNet, group_sum
 from .profile import ChipProfile
@@ -175,14 +175,13 @@ def split_core_map(nets: list[LayerNet], profile: ChipProfile):
     `capacity.check_fan_in` does."""
     from .capacity import check_fan_in
     from .model import CoreMap
-    from .placement import _fill_sequential
     if not profile.spikes.graded:
         check_fan_in(nets, profile)
     core_of, splits, n = [], [], 0
     for net in nets:
         split = split_layer(net, profile, n) if profile.spikes.graded else None
         if not needs_split(net, profile):
-            (co,), k = _fill_sequential([net], profile, [1.0])
+            (co,), k = fill_sequential([net], profile, [1.0])
             if split is None or k <= split[2]:
                 split = (co + n, None, k)
         home, sp, k = split
