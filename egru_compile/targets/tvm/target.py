@@ -29,10 +29,6 @@ from ..stack import EGRUStack, extract_stack
 
 LIBRARY = "egru_step.so"
 WEIGHTS = "weights.npz"
-#: sparse columns walked in lock step by the scatter loops of int8 layers (the spec's default, 8, is best for
-#: f32 layers whose weights miss the caches; the int8 stack is half the bytes: 4 measured 6-10 % faster per whole
-#: token at PTB size, int8 layers with an f32 or int8 decoder, kernels interleaved on a loaded 2-core machine)
-INT8_INTERLEAVE = 4
 
 
 def stack_layer_arrays(stack: EGRUStack, int8: bool = False) -> list[dict]:
@@ -127,8 +123,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                                         options.get("calib_token_ids"))
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
-                          projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt,
-                          **({"interleave": INT8_INTERLEAVE} if wdt == "int8" else {}))
+                          projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt)
     # weights packed by the runner; the batched-stream kernels (eval --batch-size) are compiled in a library
     # of their own on first use, through the compile cache (cache.load_streams_module)
     cached = step_library(spec, out_dir / LIBRARY)
