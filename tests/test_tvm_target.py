@@ -103,6 +103,33 @@ def test_batched_streams_equal_their_batch1_runs(tvm_artifact):
     check_streams_equal_batch1(r, r.vocab.encode_file(d / "text.txt"))
 
 
+def test_batched_kernels_compiled_on_first_use(tvm_artifact, tmp_path, monkeypatch):
+    """The compile leaves the batched-stream kernels out of egru_step.so (compile time); the runner still runs
+    B streams natively: it compiles them in a library of their own on the first B-stream call, into the
+    compile cache, which the next runner copies instead of compiling."""
+    import tvm
+    from egru_compile.runtime.base import open_artifact
+    from egru_compile.targets.tvm.step_runner import _function
+    d, _ = tvm_artifact
+    lib = tvm.runtime.load_module(str(d / "out" / "egru_step.so"))
+    assert _function(lib, "egru_score") is not None and _function(lib, "egru_streams_run") is None
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EGRU_COMPILE_CACHE", str(cache))
+    r = open_artifact(d / "out")
+    assert r.native_streams
+    before = set(cache.rglob("*.so"))
+    r.reset_streams(2)
+    built = set(cache.rglob("*.so")) - before
+    assert len(built) == 1                                  # the streams library, cached on first use
+    r2 = open_artifact(d / "out")
+    r2.reset_streams(3)
+    assert set(cache.rglob("*.so")) - before == built       # copied from the cache, not compiled again
+    res = CliRunner().invoke(main, ["eval", str(d / "out"), "--data", str(d / "text.txt"), "--batch-size", "2",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["native_streams"] is True
+
+
 def _broken_copy(tvm_artifact, tmp_path, edit):
     """A copy of the compiled artifact with `edit(dir, manifest)` applied (manifest written back) and
     re-sealed: a crafted artifact whose checksums are right, so the runner's own checks are what is tested

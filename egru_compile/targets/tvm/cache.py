@@ -21,9 +21,9 @@ from pathlib import Path
 
 from .spec import EGRUKernelSpec, resolve_target
 
-__all__ = ["cache_dir", "library_key", "step_library"]
+__all__ = ["cache_dir", "library_key", "step_library", "load_step_module", "streams_library", "load_streams_module"]
 
-_GENERATOR_SOURCES = ("spec.py", "step.py", "streams.py", "tir.py", "cache.py")
+_GENERATOR_SOURCES = ("spec.py", "signature.py", "layout.py", "step.py", "streams.py", "tir.py", "cache.py")
 
 
 def cache_dir() -> Path | None:
@@ -57,11 +57,15 @@ def _generator_digest() -> str:
     return h.hexdigest()
 
 
-def library_key(spec: EGRUKernelSpec, target=None, with_decoder: bool = True, streams: bool = False) -> str:
-    """sha256 of everything the compiled library depends on."""
+def library_key(spec: EGRUKernelSpec, target=None, with_decoder: bool = True, streams: bool = False,
+                kind: str = "step") -> str:
+    """sha256 of everything the compiled library depends on (`kind`: ``step`` = the step library of
+    :func:`step.build_egru_step`, ``streams`` = the batched-stream library of :func:`streams.build_egru_streams`
+    alone)."""
     import tvm
     what = {"spec": spec.to_dict(), "target": str(resolve_target(target)), "tvm": tvm.__version__,
-            "with_decoder": bool(with_decoder), "streams": bool(streams), "generator": _generator_digest()}
+            "with_decoder": bool(with_decoder), "streams": bool(streams), "kind": kind,
+            "generator": _generator_digest()}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -103,33 +107,59 @@ def _store(d: Path, key: str, built: Path) -> None:
         pass
 
 
+def _library(key_args: tuple, build, dest: Path) -> bool:
+    """Write the library `build()` compiles to `dest`, through the cache (key :func:`library_key` of
+    `key_args`). Returns True when it came from the cache."""
+    d = cache_dir()
+    key = library_key(*key_args) if d is not None else None
+    hit = _cached(d, key) if d is not None else None
+    if hit is not None:
+        shutil.copyfile(hit, dest)
+        if _sha256(dest) == (d / f"{key}.sha256").read_text().strip():
+            return True
+    build().export_library(str(dest))
+    if d is not None:
+        _store(d, key, dest)
+    return False
+
+
 def step_library(spec: EGRUKernelSpec, dest: str | os.PathLike, target=None, with_decoder: bool = True,
                  streams: bool = False) -> bool:
     """Write the compiled step library of `spec` (:func:`step.build_egru_step`) to `dest`: a copy of the
     cached build when there is one, else a fresh compile (then cached). Returns True when it came from the
     cache."""
     from .step import build_egru_step
-    dest = Path(dest)
-    d = cache_dir()
-    key = library_key(spec, target, with_decoder, streams) if d is not None else None
-    hit = _cached(d, key) if d is not None else None
-    if hit is not None:
-        shutil.copyfile(hit, dest)
-        if _sha256(dest) == (d / f"{key}.sha256").read_text().strip():
-            return True
-    build_egru_step(spec, target, with_decoder=with_decoder, streams=streams).export_library(str(dest))
-    if d is not None:
-        _store(d, key, dest)
-    return False
+    return _library((spec, target, with_decoder, streams, "step"),
+                    lambda: build_egru_step(spec, target, with_decoder=with_decoder, streams=streams), Path(dest))
+
+
+def streams_library(spec: EGRUKernelSpec, dest: str | os.PathLike, target=None) -> bool:
+    """Write the batched-stream library of `spec` (``egru_streams_run`` / ``egru_streams_score`` alone,
+    :func:`streams.build_egru_streams`) to `dest`, through the cache like :func:`step_library`."""
+    from .streams import build_egru_streams
+    return _library((spec, target, True, True, "streams"), lambda: build_egru_streams(spec, target), Path(dest))
+
+
+def _load(write, build):
+    from .library import load_module
+    if cache_dir() is None:
+        return build()
+    with tempfile.TemporaryDirectory(prefix="egru-step-") as tmp:
+        path = Path(tmp) / "egru_lib.so"
+        write(path)
+        return load_module(str(path))
 
 
 def load_step_module(spec: EGRUKernelSpec, target=None, with_decoder: bool = True, streams: bool = False):
     """The step library of `spec` as a loaded module, through the cache (a fresh compile when disabled)."""
-    from .library import load_module
     from .step import build_egru_step
-    if cache_dir() is None:
-        return build_egru_step(spec, target, with_decoder=with_decoder, streams=streams)
-    with tempfile.TemporaryDirectory(prefix="egru-step-") as tmp:
-        path = Path(tmp) / "egru_step.so"
-        step_library(spec, path, target, with_decoder, streams)
-        return load_module(str(path))
+    return _load(lambda p: step_library(spec, p, target, with_decoder, streams),
+                 lambda: build_egru_step(spec, target, with_decoder=with_decoder, streams=streams))
+
+
+def load_streams_module(spec: EGRUKernelSpec, target=None):
+    """The batched-stream library of `spec` as a loaded module, through the cache (a fresh compile when
+    disabled): what a runner compiles on its first ``reset_streams`` when its step library has no
+    batched kernels (artifacts compile them only when used)."""
+    from .streams import build_egru_streams
+    return _load(lambda p: streams_library(spec, p, target), lambda: build_egru_streams(spec, target))

@@ -8,7 +8,7 @@ import numpy as np
 
 from .layout import NP_DTYPES, _as_csr, _check_csr, from_input_major, pack_layer, quantize_dense_rows
 from .spec import EGRUKernelSpec
-from .cache import load_step_module
+from .cache import load_step_module, load_streams_module
 from .signature import step_arg_names
 
 __all__ = ["TVMStepRunner"]
@@ -114,6 +114,7 @@ class TVMStepRunner:
         self._score_fn = _function(self.module, "egru_score")
         self._streams_run_fn = _function(self.module, "egru_streams_run")
         self._streams_score_fn = _function(self.module, "egru_streams_score")
+        self._target = target
         self.stream_batch = 0
         self.tensors: dict[str, Any] = {k: tvm.runtime.tensor(np.ascontiguousarray(v)) for k, v in arrays.items()}
         for l, h in enumerate(spec.hidden_sizes):
@@ -240,8 +241,20 @@ class TVMStepRunner:
     # -- batched streams (streams.py) ------------------------------------------------------------
     @property
     def has_streams(self) -> bool:
-        """Whether the library has the batched ``egru_streams_run`` / ``egru_streams_score``."""
-        return self._streams_run_fn is not None and self._streams_score_fn is not None
+        """Whether B streams run natively: the library has the batched ``egru_streams_run`` /
+        ``egru_streams_score``, or the spec allows them (event decoder, no projection) and they are compiled
+        on the first :meth:`reset_streams` (through the compile cache), in a library of their own."""
+        if self._streams_run_fn is not None and self._streams_score_fn is not None:
+            return True
+        return not self.spec.projection and self.spec.decoder_mode == "event"
+
+    def _load_streams(self) -> None:
+        """The batched kernels in their own library, compiled (or copied from the cache) on first use."""
+        if self._streams_run_fn is not None and self._streams_score_fn is not None:
+            return
+        self.streams_module = load_streams_module(self.spec, self._target)
+        self._streams_run_fn = self.streams_module["egru_streams_run"]
+        self._streams_score_fn = self.streams_module["egru_streams_score"]
 
     def reset_streams(self, batch: int) -> None:
         """Start `batch` streams from a zero state (batched state tensors, separate from the batch-1 state)."""
@@ -249,6 +262,7 @@ class TVMStepRunner:
         from .signature import stream_arg_names
         if not self.has_streams:
             raise ValueError("this library has no batched-stream kernels")
+        self._load_streams()
         B = int(batch)
         if B < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")

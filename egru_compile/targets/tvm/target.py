@@ -7,7 +7,9 @@ Output directory::
     weights.npz     the stack's sparse weights (input-major CSR, float32) the runner packs at load time
     vocab.txt       vocabulary (when the source has one)
 
-The runner (`runner.py`) loads the .so without recompiling. The value dtypes the kernels read are chosen by
+The runner (`runner.py`) loads the .so without recompiling; the batched-stream kernels (``eval --batch-size``
+B > 1) are not in it (they would double the compile time): the runner compiles them in a library of their own on
+its first B-stream call, through the compile cache (`cache.py`), so later runs copy them. The value dtypes the kernels read are chosen by
 `precision.py` (``--weight-dtype``, ``--decoder-dtype``): int8 layers store quantize-int8's int8 values and
 per-output scales (``l{l}_W_scale`` / ``l{l}_R_scale``), otherwise float32 values (int8 ones dequantized; f16 is
 converted by the runner); the decoder is stored float32 and quantized / converted by the runner as the spec says.
@@ -176,7 +178,9 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
                           projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt,
                           projection_activation=stack.projection_activation or "identity")
-    cached = step_library(spec, out_dir / LIBRARY, streams=True)   # weights packed by the runner
+    # weights packed by the runner; the batched-stream kernels (eval --batch-size) are compiled in a library
+    # of their own on first use, through the compile cache (cache.load_streams_module)
+    cached = step_library(spec, out_dir / LIBRARY)
     compile_s = time.perf_counter() - t0
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
@@ -184,8 +188,9 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     functions = {"egru_step": "one token per call", "egru_run": "K tokens per call",
                  "egru_score": "K tokens per call, NLL of the next token computed in the library"}
     if not spec.projection and spec.decoder_mode == "event":
-        functions.update(egru_streams_run="T steps of B streams per call",
-                         egru_streams_score="T steps of B streams per call, NLL per stream")
+        functions.update(egru_streams_run="T steps of B streams per call (own library, compiled on first use)",
+                         egru_streams_score="T steps of B streams per call, NLL per stream (own library, "
+                                            "compiled on first use)")
     manifest = {"target": "tvm", "format": "egru-compile/tvm-step", "version": 1, "library": LIBRARY,
                 "weights": WEIGHTS, "spec": spec.to_dict(), "llvm_target": str(tgt),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
