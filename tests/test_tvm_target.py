@@ -108,7 +108,7 @@ def test_batched_kernels_compiled_on_first_use(tvm_artifact, tmp_path, monkeypat
     B streams natively: it compiles them in a library of their own on the first B-stream call, into the
     compile cache, which the next runner copies instead of compiling."""
     import tvm
-    from egru_compile.runtime.base import open_artifact
+    from egru_compile.runtime import open_artifact
     from egru_compile.targets.tvm.step_runner import _function
     d, _ = tvm_artifact
     lib = tvm.runtime.load_module(str(d / "out" / "egru_step.so"))
