@@ -20,7 +20,7 @@ import numpy as np
 
 from .capacity import (check_fan_in, core_fits, core_memory_bytes, required_chips_error,  # noqa: F401
                        unit_memory_bytes, violations)
-from .costs import hop_matrices, slot_coords  # noqa: F401 (the placement API's geometry)
+from .costs import CostModel, hop_matrices, slot_coords  # noqa: F401 (the placement API's geometry)
 from .estimate import estimate_assignment, evaluate  # noqa: F401
 from .layout import layout
 from .model import CoreCosts, Placement, PlacementError  # noqa: F401
@@ -176,9 +176,50 @@ def _laid_out(est, pl: Placement, profile, info, name, **extra) -> Placement:
     return Placement(name or pl.name, pl.core_of, slots, pl.n_cores, pl.chips, pl.objective, est.at(slots))
 
 
-def _score(pl: Placement, tokens: int):
+#: the three measures on which the default objective never loses to the sequential baseline
+MEASURES = ("packets", "hops", "latency_ns")
+_MEASURE_NAMES = {"packets": "packets", "hops": "spike-hops", "latency_ns": "latency"}
+
+
+def measures(pl: Placement, profile: ChipProfile) -> dict:
+    """Per token, from the placement's estimate: packets (messages), spike-hops, latency (per layer phase the
+    busiest core plus the barrier, as the report's totals)."""
     c = pl.costs
-    return round(c.packets, 6), round(float(c.hops_out.sum()), 6), c.balance(tokens)[0]
+    model = CostModel(profile)
+    return {"packets": float(c.packets), "hops": float(c.hops_out.sum()),
+            "latency_ns": float(sum(model.phase_ns(float(p)) for p in c.busy_ns.max(axis=1)))}
+
+
+def _le(a: float, b: float) -> bool:
+    return a <= b * (1 + 1e-9) + 1e-9
+
+
+def _fmt(q: str, v: float) -> str:
+    return f"{v / 1e3:.2f} us" if q == "latency_ns" else f"{v:,.1f}"
+
+
+def _trade(name: str, m: dict, base: dict, rejected: list[tuple[str, dict]]) -> str:
+    """One sentence: what the chosen candidate wins against the baseline, where it keeps the baseline's figure,
+    and why each better-on-something candidate was dropped."""
+    won = [q for q in MEASURES if not _le(base[q], m[q])]
+    kept = [q for q in MEASURES if q not in won]
+    parts = [f"{name}: " + (", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, m[q])} vs {_fmt(q, base[q])}" for q in won)
+                            + " (better than the sequential baseline)" if won else
+                            "the baseline's packets, spike-hops and latency kept (no candidate wins one of "
+                            "them without losing another)")]
+    if kept and won:
+        parts.append("keeps the baseline's " + ", ".join(_MEASURE_NAMES[q] for q in kept))
+    for rname, r in rejected:
+        gain = [q for q in MEASURES if not _le(base[q], r[q])]
+        loss = [q for q in MEASURES if not _le(r[q], base[q])]
+        if gain:
+            parts.append(f"rejected {rname} ({', '.join(_MEASURE_NAMES[q] for q in gain)} better but "
+                         + ", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, r[q])} vs {_fmt(q, base[q])}" for q in loss)
+                         + " worse)")
+        else:
+            parts.append(f"rejected {rname} (" + ", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, r[q])} vs "
+                                                           f"{_fmt(q, base[q])}" for q in loss) + " worse)")
+    return "; ".join(parts)
 
 
 def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objective: str = DEFAULT_OBJECTIVE,
@@ -186,14 +227,20 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     """(sequential baseline, ours) for the same network, each with its estimate (``costs``); ours starts from
     the baseline's per-layer core counts.
 
-    Objective ``traffic`` (``compete_baseline``): our partition and the baseline's own unit assignment, both
-    laid out by the layout search, compete; the one with fewer packets, then fewer spike-hops, then the lower
-    busiest core, is kept (up to `RELAYOUT_MAX_CORES` cores: beyond, a second layout search costs more than
-    it can gain). ``latency``: spare cores of the occupied chips go to the bottleneck layer (more packets,
-    lower max load). When the baseline needs more than `max_chips` chips, ours is the baseline (the caller
-    reports `required_chips_error`)."""
+    Objective ``traffic`` (``compete_baseline``, ``never_worse``): candidates, each estimated once — our
+    partition (tightened), our partition at exactly the baseline's per-layer cores (when tightening changed
+    them), the baseline's own unit assignment laid out by the layout search (these two up to
+    `RELAYOUT_MAX_CORES` cores: beyond, another layout search costs more than it can gain), and the
+    baseline itself. Only candidates within every capacity limit and no worse than the baseline on packets,
+    spike-hops and latency (`measures`) are kept — the baseline always is — and of those the one with the
+    fewest packets, then spike-hops, then the lowest latency wins. ``info`` receives ``chosen`` (which
+    candidate), ``candidates`` (name -> measures) and ``trade`` (one sentence for the report: what the
+    choice wins, where it keeps the baseline's figure, why the others were dropped). ``latency``: spare
+    cores of the occupied chips go to the bottleneck layer (more packets, lower max load). When the baseline
+    needs more than `max_chips` chips, ours is the baseline (the caller reports `required_chips_error`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
+    obj = OBJECTIVES[objective]
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
@@ -201,18 +248,35 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     if seq.chips > max_chips:
         return seq, seq
     info = {} if info is None else info
-    ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=layer_core_counts(seq),
-                              objective=objective, info=info)
-    if OBJECTIVES[objective].compete_baseline and ours.n_cores <= RELAYOUT_MAX_CORES:
-        relaid = _laid_out(seq_est, Placement("balanced", seq.core_of, seq.slot_of_core, seq.n_cores, seq.chips,
-                                              objective), profile, None, None)
-        T = nets[0].tokens if calibrated else 0
-        if violations(ours.costs, profile) or (not violations(relaid.costs, profile) and
-                                               _score(relaid, T) < _score(ours, T)):
-            info["chosen"] = "sequential assignment, laid out"
-            ours = relaid
-        else:
-            info["chosen"] = "partitioned"
+    base_k = layer_core_counts(seq)
+    ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k, objective=objective,
+                              info=info)
+    if not obj.compete_baseline:
+        return seq, ours
+    cands = [("partitioned", ours)]
+    small = ours.n_cores <= RELAYOUT_MAX_CORES
+    if obj.never_worse and small and layer_core_counts(ours) != base_k:
+        cands.append(("partitioned at the baseline's cores",
+                      balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k,
+                                         objective=objective, tighten=False)))
+    if obj.never_worse:                     # before its re-laid-out variant: a tie keeps the baseline itself
+        cands.append(("sequential baseline", Placement("balanced", seq.core_of, seq.slot_of_core, seq.n_cores,
+                                                       seq.chips, objective, seq.costs)))
+    if small:
+        cands.append(("sequential assignment, laid out",
+                      _laid_out(seq_est, Placement("balanced", seq.core_of, seq.slot_of_core, seq.n_cores,
+                                                   seq.chips, objective), profile, None, None)))
+    base = measures(seq, profile)
+    ms = {name: measures(pl, profile) for name, pl in cands}
+    ok = [(name, pl) for name, pl in cands if not violations(pl.costs, profile)]
+    if obj.never_worse:
+        ok = [(name, pl) for name, pl in ok if all(_le(ms[name][q], base[q]) for q in MEASURES)] or ok
+    name, ours = min(ok or cands, key=lambda c: tuple(round(ms[c[0]][q], 6) for q in MEASURES))
+    info["chosen"] = name
+    info["candidates"] = ms
+    if obj.never_worse:
+        rejected = [(n, ms[n]) for n, _ in cands if n != name and not all(_le(ms[n][q], base[q]) for q in MEASURES)]
+        info["trade"] = _trade(name, ms[name], base, rejected)
     return seq, ours
 
 
