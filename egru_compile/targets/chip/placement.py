@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .capacity import (check_fan_in, core_fits, core_memory_bytes, required_chips_error,  # noqa: F401
+from .capacity import (CoreOccupancy, check_fan_in, core_fits, core_memory_bytes, required_chips_error,  # noqa: F401
                        unit_memory_bytes, violations)
 from .costs import CostModel, hop_matrices, slot_coords  # noqa: F401 (the placement API's geometry)
 from .estimate import estimate_assignment, evaluate  # noqa: F401
@@ -176,6 +176,65 @@ def _laid_out(est, pl: Placement, profile, info, name, **extra) -> Placement:
     return Placement(name or pl.name, pl.core_of, slots, pl.n_cores, pl.chips, pl.objective, est.at(slots))
 
 
+def _unit_ns(nets, core_of, n: int, profile: ChipProfile, calibrated: bool) -> list[np.ndarray]:
+    """Per layer and unit: its share of its core's phase time — synops of its incoming spikes, its compartment
+    updates and the delivery of its own messages (one per core it reaches; the links are left to the layout)."""
+    e, cpu = profile.energy, profile.core.compartments_per_unit
+    out = []
+    for net, r in zip(nets, net_reach(nets, core_of, n)):
+        T = net.tokens if calibrated else 0
+        rate = net.fires / T if T else np.ones(net.hidden)
+        macs = net.mac_events / T if T else net.synapses.astype(np.float64)
+        out.append(macs * e.synop_ns + rate * cpu * e.neuron_active_ns + (1 - rate) * cpu * e.neuron_inactive_ns
+                   + rate * r.sum(1) * e.spike_tile_ns)
+    return out
+
+
+def balance_latency(nets, pl: Placement, profile: ChipProfile, calibrated: bool, info: dict | None = None,
+                    max_moves: int | None = None) -> Placement:
+    """The latency objective's last step: in every layer held by cores of its own, units move from the layer's
+    busiest core (by `_unit_ns`) to the least-loaded core that takes them within every capacity limit
+    (`CoreOccupancy.first_fit`), the unit that best halves the gap first, while a move lowers the pair's
+    larger load. The result is laid out again and kept only when its estimated latency is lower."""
+    w = _unit_ns(nets, pl.core_of, pl.n_cores, profile, calibrated)
+    core_of, moved = [], 0
+    for l, net in enumerate(nets):
+        co = np.asarray(pl.core_of[l])
+        cores = np.unique(co)
+        shared = any(np.isin(cores, pl.core_of[m]).any() for m in range(len(nets)) if m != l)
+        if len(cores) < 2 or shared:
+            core_of.append(co)
+            continue
+        local = np.searchsorted(cores, co)
+        st = CoreOccupancy(net, profile, len(cores), local, w[l])
+        for _ in range(max_moves if max_moves is not None else 2 * net.hidden):
+            c = int(np.argmax(st.load))
+            gap = st.load[c] - st.load.min()
+            mine = np.nonzero(st.assign == c)[0]
+            done = True
+            for j in mine[np.argsort(np.abs(w[l][mine] - gap / 2), kind="stable")][:32]:
+                d = st.first_fit(int(j), c, tries=8)
+                if d >= 0 and st.load[d] + w[l][j] < st.load[c] - 1e-9 * max(st.load[c], 1.0):
+                    st.move(int(j), d)
+                    moved += 1
+                    done = False
+                    break
+            if done:
+                break
+        core_of.append(cores[st.assign])
+    if info is not None:
+        info["balance_moves"] = moved
+    if not moved:
+        return pl
+    cand = relayout(nets, Placement(pl.name, core_of, pl.slot_of_core, pl.n_cores, pl.chips, pl.objective),
+                    profile, calibrated)
+    keep = not violations(cand.costs, profile) and \
+        measures(cand, profile)["latency_ns"] < measures(pl, profile)["latency_ns"] * (1 - 1e-9)
+    if info is not None:
+        info["balance_kept"] = keep
+    return cand if keep else pl
+
+
 #: the three measures on which the default objective never loses to the sequential baseline
 MEASURES = ("packets", "hops", "latency_ns")
 _MEASURE_NAMES = {"packets": "packets", "hops": "spike-hops", "latency_ns": "latency"}
@@ -251,6 +310,8 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     base_k = layer_core_counts(seq)
     ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k, objective=objective,
                               info=info)
+    if obj.balance:
+        ours = balance_latency(nets, ours, profile, calibrated, info)
     if not obj.compete_baseline:
         return seq, ours
     cands = [("partitioned", ours)]
