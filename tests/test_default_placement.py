@@ -146,3 +146,23 @@ def test_cli_mapping_rows_never_worse_and_report_says_trade(multi):
     c = m["comparison"]
     assert c["chosen"] and c["trade"] and f"placement choice (traffic objective" in report
     assert c["trade"] in report and "WARNING" not in report
+
+
+def test_latency_balance_lowers_recounted_latency_within_limits(tmp_path):
+    """The latency objective's balance pass: from the partition before it, the recounted latency drops (or the
+    partition is kept as it was), every recounted capacity limit still holds, every unit still placed."""
+    from test_placement import _assert_within_limits, _nets, _profile
+    from egru_compile.targets.chip.placement import balance_latency, balanced_placement
+    profile = _profile(tmp_path, synapse_memory_bytes=6000, input_axons=300)
+    improved = 0
+    for seed in (0, 1):
+        nets = _nets(seed=seed)
+        before = balanced_placement(nets, profile, 64, True, objective="latency")
+        info: dict = {}
+        after = balance_latency(nets, before, profile, True, info)
+        _assert_within_limits(nets, after, profile)
+        lat_before, lat_after = _loop_measures(nets, before, profile)[2], _loop_measures(nets, after, profile)[2]
+        assert lat_after <= lat_before * (1 + 1e-9)
+        improved += lat_after < lat_before * (1 - 1e-6)
+        assert info["balance_moves"] == 0 or "balance_kept" in info
+    assert improved                                  # the pass does something on these networks
