@@ -288,7 +288,8 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
 
     Objective ``traffic`` (``compete_baseline``, ``never_worse``): candidates, each estimated once — our
     partition (tightened), our partition at exactly the baseline's per-layer cores (when tightening changed
-    them), the baseline's own unit assignment laid out by the layout search (these two up to
+    them), each of those two after the latency balance pass (`balance_latency`, when it lowers the latency),
+    the baseline's own unit assignment laid out by the layout search (these up to
     `RELAYOUT_MAX_CORES` cores: beyond, another layout search costs more than it can gain), and the
     baseline itself. Only candidates within every capacity limit and no worse than the baseline on packets,
     spike-hops and latency (`measures`) are kept — the baseline always is — and of those the one with the
@@ -320,6 +321,9 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
         cands.append(("partitioned at the baseline's cores",
                       balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k,
                                          objective=objective, tighten=False)))
+    if obj.never_worse:                     # a partition that loses latency only may win it back balanced
+        cands += [(f"{name}, balanced", bal) for name, pl in cands
+                  if (bal := balance_latency(nets, pl, profile, calibrated)) is not pl]
     if obj.never_worse:                     # before its re-laid-out variant: a tie keeps the baseline itself
         cands.append(("sequential baseline", Placement("balanced", seq.core_of, seq.slot_of_core, seq.n_cores,
                                                        seq.chips, objective, seq.costs)))
