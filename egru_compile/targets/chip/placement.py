@@ -237,7 +237,8 @@ def balance_latency(nets, pl: Placement, profile: ChipProfile, calibrated: bool,
 
 #: the three measures on which the default objective never loses to the sequential baseline
 MEASURES = ("packets", "hops", "latency_ns")
-_MEASURE_NAMES = {"packets": "packets", "hops": "spike-hops", "latency_ns": "latency"}
+#: their names in the report (one name per quantity: a packet is a *message*, a spike-hop a *hop*)
+_MEASURE_NAMES = {"packets": "messages", "hops": "hops", "latency_ns": "latency"}
 
 
 def measures(pl: Placement, profile: ChipProfile) -> dict:
@@ -264,7 +265,7 @@ def _trade(name: str, m: dict, base: dict, rejected: list[tuple[str, dict]]) -> 
     kept = [q for q in MEASURES if q not in won]
     parts = [f"{name}: " + (", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, m[q])} vs {_fmt(q, base[q])}" for q in won)
                             + " (better than the sequential baseline)" if won else
-                            "the baseline's packets, spike-hops and latency kept (no candidate wins one of "
+                            "the baseline's messages, hops and latency kept (no candidate wins one of "
                             "them without losing another)")]
     if kept and won:
         parts.append("keeps the baseline's " + ", ".join(_MEASURE_NAMES[q] for q in kept))

@@ -137,7 +137,7 @@ def _comparison_lines(m: dict, fl) -> list[str]:
              f"{en['baseline'] / 1e6:.4f} uJ{mark(fl, 'energy_pj')}"]
     if c.get("trade"):
         lines.append(f"placement choice ({m['placement_objective']} objective, never worse than the baseline on "
-                     f"packets, spike-hops and latency) - {c['trade']}")
+                     f"messages, hops and latency) - {c['trade']}")
     worse = [n for n, k in (("traffic", "hops"), ("latency", "latency_ns")) if c[k]["worse"]]
     if worse:
         lines.append(f"WARNING: the {m['placement_objective']} placement is worse than the sequential baseline on "
