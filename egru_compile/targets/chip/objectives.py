@@ -17,7 +17,7 @@ class Objective:
                               # spike-hops, then the lower busiest core wins)
     never_worse: bool = False  # the chosen placement is no worse than the sequential baseline on packets,
                                # spike-hops and latency (candidates that lose one are dropped; the baseline
-                               # itself is the last candidate)
+                               # itself is always a candidate)
     balance: bool = False      # after partitioning, units move off each layer's busiest core (compute and
                                # message-send time) while that lowers the layer's slowest core; kept when the
                                # estimated latency drops (`placement.balance_latency`)
@@ -25,9 +25,10 @@ class Objective:
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("traffic", "fewest spike hops within the baseline's cores, never worse than the baseline on "
-              "packets, hops or latency", partitioner="rate", spare_cores=False, tighten=True,
+              "messages, hops or latency", partitioner="rate", spare_cores=False, tighten=True,
               compete_baseline=True, never_worse=True),
-    Objective("latency", "use spare cores to cut the busiest core's load", partitioner="auto", spare_cores=True,
+    Objective("latency", "use spare cores to cut the busiest core's load, then balance each layer's cores",
+              partitioner="auto", spare_cores=True,
               tighten=False, compete_baseline=False, balance=True),
 )}
 DEFAULT_OBJECTIVE = "traffic"

@@ -322,7 +322,7 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
         cands.append(("partitioned at the baseline's cores",
                       balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k,
                                          objective=objective, tighten=False)))
-    if obj.never_worse:                     # a partition that loses latency only may win it back balanced
+    if obj.never_worse and small:           # a partition that loses latency only may win it back balanced
         cands += [(f"{name}, balanced", bal) for name, pl in cands
                   if (bal := balance_latency(nets, pl, profile, calibrated)) is not pl]
     if obj.never_worse:                     # before its re-laid-out variant: a tie keeps the baseline itself
