@@ -28,6 +28,7 @@ max/mean), latency (per layer phase the busiest core plus a barrier), and placem
 
     python -m benchmarks.bench_chip                       # ptb + trained, loihi-like, 300 calibration tokens
     python -m benchmarks.bench_chip --models ptb,trained,27m --scaling --compile-27m
+    python -m benchmarks.bench_chip --placement-table     # default vs baseline vs latency (issue 25 item 3)
 """
 from __future__ import annotations
 
@@ -198,6 +199,58 @@ def equal_cores(name, nets, profile, max_chips, k, big):
                   f"({bh[0]})")
 
 
+def placement_table(name: str, nets, profile, max_chips: int) -> list[str]:
+    """Issue 25 item 3: the default objective vs the sequential baseline vs ``--placement-objective latency``
+    on packets, spike-hops and latency, the default's trade, and the latency objective against every standard
+    partitioner at its own per-layer core counts (partitioner + our capacity repair + our layout)."""
+    t = time.perf_counter()
+    seq = P.sequential_placement(nets, profile, max_chips)
+    rows = [("sequential baseline", metrics(nets, seq, profile, time.perf_counter() - t))]
+    trade = ""
+    for obj in P.OBJECTIVES:
+        t = time.perf_counter()
+        info: dict = {}
+        _, pl = P.place(nets, profile, max_chips, True, objective=obj, info=info)
+        dflt = " (default)" if obj == P.DEFAULT_OBJECTIVE else ""
+        rows.append((f"`{obj}`{dflt}" + (f": {info['chosen']}" if info.get("chosen") else ""),
+                     metrics(nets, pl, profile, time.perf_counter() - t)))
+        print(name, rows[-1], flush=True)
+        if obj == P.DEFAULT_OBJECTIVE:
+            trade = info.get("trade", "")
+        if obj == "latency":
+            k_lat = P.layer_core_counts(pl)
+    base, dm, lat = rows[0][1], rows[1 + list(P.OBJECTIVES).index(P.DEFAULT_OBJECTIVE)][1], rows[-1][1]
+    qs = (("packets", "packets"), ("hops", "spike-hops"), ("latency_us", "latency"))
+    ok = all(dm[q] <= base[q] * (1 + 1e-9) + 1e-9 for q, _ in qs)
+    out = table(f"### {name}: default vs baseline vs latency objective", rows)
+    out += [f"default no worse than the baseline on packets, spike-hops and latency: **{'met' if ok else 'NOT met'}**"
+            f" — " + "; ".join(f"{n} {dm[q]:,.1f} vs {base[q]:,.1f}" for q, n in qs), "",
+            f"default's trade (as the report prints it): {trade}", ""]
+    std = []
+    for method in STANDARD:
+        t = time.perf_counter()
+        try:
+            pl = P.balanced_placement(nets, profile, max_chips, True, min_cores=k_lat, method=method,
+                                      tighten=False)
+        except PartitionerUnavailable as e:
+            std.append((f"{method} (not installed: {e})", None))
+            continue
+        except P.PlacementError as e:
+            std.append((f"{method} (no assignment within the limits at these cores: {e})", None))
+            continue
+        std.append((f"{method} + ours layout", metrics(nets, pl, profile, time.perf_counter() - t)))
+        print(name, k_lat, std[-1], flush=True)
+    out += table(f"Standard partitioners at the latency objective's cores {'/'.join(map(str, k_lat))} "
+                 f"({sum(k_lat)} cores), same limits:", [(rows[-1][0], lat)] + std)
+    ran = [(n, m) for n, m in std if m is not None]
+    if ran:
+        best = min(ran, key=lambda r: r[1]["latency_us"])
+        out += [f"latency objective beats every standard partitioner's latency at equal cores: "
+                f"**{'met' if lat['latency_us'] < best[1]['latency_us'] else 'NOT met'}** — {lat['latency_us']:.1f}"
+                f" vs {best[1]['latency_us']:.1f} µs ({best[0]})", ""]
+    return out
+
+
 def table(title: str, rows) -> list[str]:
     out = [f"{title}", "",
            "| placement | cores (per layer) | packets/token | spike-hops/token | energy/token | "
@@ -288,8 +341,12 @@ def main(argv=None):
     ap.add_argument("--scaling", action="store_true")
     ap.add_argument("--scales", default="0.25,0.5,0.75,1.0")
     ap.add_argument("--compile-27m", action="store_true")
-    ap.add_argument("--out", default=str(HERE / "results" / "chip.md"))
+    ap.add_argument("--placement-table", action="store_true",
+                    help="only the default vs baseline vs latency table (issue 25 item 3) per model")
+    ap.add_argument("--out", default=None,
+                    help="results file (default results/chip.md; results/chip_placement.md with --placement-table)")
     a = ap.parse_args(argv)
+    a.out = a.out or str(HERE / "results" / ("chip_placement.md" if a.placement_table else "chip.md"))
     ptb = Path(a.ptb)
     if not (ptb / "ptb.train.txt").is_file():
         raise SystemExit(f"Penn Treebank not found at {ptb}")
@@ -321,6 +378,9 @@ def main(argv=None):
             else:
                 raise SystemExit(f"unknown model {name}")
             nets, syn = load_nets(ckpt, ptb, a.calib_tokens)
+            if a.placement_table:
+                lines += placement_table(f"{title}: {syn:,} synapses", nets, profile, 10 ** 4)
+                continue
             rows, blocks = run_model(name, nets, profile, 10 ** 4, big=name == "27m")
             lines += table(f"### {title}: {syn:,} synapses", rows)
             for k, brows, verdict in blocks:

@@ -65,7 +65,8 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     if calibrated:
         measure_unit_activity(graph, np.asarray(calib, np.int64), nets)
     t0, c0 = time.perf_counter(), time.process_time()
-    seq, ours = place(nets, profile, max_chips, calibrated, objective)
+    choice: dict = {}                                   # which candidate the objective kept, and the trade
+    seq, ours = place(nets, profile, max_chips, calibrated, objective, info=choice)
     place_s, place_cpu = time.perf_counter() - t0, time.process_time() - c0
     if ours.chips > max_chips:
         raise required_chips_error(profile, max_chips, ours.n_cores, ours.chips, ours.costs)
@@ -101,7 +102,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         "baseline": {"placement": "sequential", "chips": seq.chips, "totals": btot, "cores": base_rows},
         "traffic": {"hops_per_token": hops, "baseline_hops_per_token": btot["hops_out"],
                     "ratio": (btot["hops_out"] / hops) if hops else None, "scope": "RNN cores (both placements)"},
-        "comparison": compare_baseline(rnn_tot or tot, btot, objective),
+        "comparison": compare_baseline(rnn_tot or tot, btot, objective, choice),
         "assumptions": {"keys": assumed, "figures": figure_flags(assumed, chips)},
         "count_macs": {"dynamic": cm.macs_per_token.dynamic if cm else None,
                        "static": cm.macs_per_token.static if cm else None},

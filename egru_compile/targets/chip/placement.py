@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-from .capacity import (check_fan_in, core_fits, core_memory_bytes, fill_sequential,  # noqa: F401
+from .capacity import (CoreOccupancy, check_fan_in, core_fits, core_memory_bytes, fill_sequential,  # noqa: F401
                        required_chips_error, unit_memory_bytes, violations)
-from .costs import hop_matrices, slot_coords  # noqa: F401 (the placement API's geometry)
+from .costs import CostModel, hop_matrices, slot_coords  # noqa: F401 (the placement API's geometry)
 from .estimate import estimate_assignment, evaluate  # noqa: F401
 from .layout import layout
 from .model import CoreCosts, Placement, PlacementError  # noqa: F401
@@ -138,9 +138,110 @@ def _laid_out(est, pl: Placement, profile, info, name, **extra) -> Placement:
     return Placement(name or pl.name, pl.core_of, slots, pl.n_cores, pl.chips, pl.objective, est.at(slots))
 
 
-def _score(pl: Placement, tokens: int):
+def _unit_ns(nets, core_of, n: int, profile: ChipProfile, calibrated: bool) -> list[np.ndarray]:
+    """Per layer and unit: its share of its core's phase time — synops of its incoming spikes, its compartment
+    updates and the delivery of its own messages (one per core it reaches; the links are left to the layout)."""
+    e, cpu = profile.energy, profile.core.compartments_per_unit
+    out = []
+    for net, r in zip(nets, net_reach(nets, core_of, n)):
+        T = net.tokens if calibrated else 0
+        rate = net.fires / T if T else np.ones(net.hidden)
+        macs = net.mac_events / T if T else net.synapses.astype(np.float64)
+        out.append(macs * e.synop_ns + rate * cpu * e.neuron_active_ns + (1 - rate) * cpu * e.neuron_inactive_ns
+                   + rate * r.sum(1) * e.spike_tile_ns)
+    return out
+
+
+def balance_latency(nets, pl: Placement, profile: ChipProfile, calibrated: bool, info: dict | None = None,
+                    max_moves: int | None = None) -> Placement:
+    """The latency objective's last step: in every layer held by cores of its own, units move from the layer's
+    busiest core (by `_unit_ns`) to the least-loaded core that takes them within every capacity limit
+    (`CoreOccupancy.first_fit`), the unit that best halves the gap first, while a move lowers the pair's
+    larger load. The result is laid out again and kept only when its estimated latency is lower."""
+    w = _unit_ns(nets, pl.core_of, pl.n_cores, profile, calibrated)
+    core_of, moved = [], 0
+    for l, net in enumerate(nets):
+        co = np.asarray(pl.core_of[l])
+        cores = np.unique(co)
+        shared = any(np.isin(cores, pl.core_of[m]).any() for m in range(len(nets)) if m != l)
+        if len(cores) < 2 or shared:
+            core_of.append(co)
+            continue
+        local = np.searchsorted(cores, co)
+        st = CoreOccupancy(net, profile, len(cores), local, w[l])
+        for _ in range(max_moves if max_moves is not None else 2 * net.hidden):
+            c = int(np.argmax(st.load))
+            gap = st.load[c] - st.load.min()
+            mine = np.nonzero(st.assign == c)[0]
+            done = True
+            for j in mine[np.argsort(np.abs(w[l][mine] - gap / 2), kind="stable")][:32]:
+                d = st.first_fit(int(j), c, tries=8)
+                if d >= 0 and st.load[d] + w[l][j] < st.load[c] - 1e-9 * max(st.load[c], 1.0):
+                    st.move(int(j), d)
+                    moved += 1
+                    done = False
+                    break
+            if done:
+                break
+        core_of.append(cores[st.assign])
+    if info is not None:
+        info["balance_moves"] = moved
+    if not moved:
+        return pl
+    cand = relayout(nets, Placement(pl.name, core_of, pl.slot_of_core, pl.n_cores, pl.chips, pl.objective),
+                    profile, calibrated)
+    keep = not violations(cand.costs, profile) and \
+        measures(cand, profile)["latency_ns"] < measures(pl, profile)["latency_ns"] * (1 - 1e-9)
+    if info is not None:
+        info["balance_kept"] = keep
+    return cand if keep else pl
+
+
+#: the three measures on which the default objective never loses to the sequential baseline
+MEASURES = ("packets", "hops", "latency_ns")
+#: their names in the report (one name per quantity: a packet is a *message*, a spike-hop a *hop*)
+_MEASURE_NAMES = {"packets": "messages", "hops": "hops", "latency_ns": "latency"}
+
+
+def measures(pl: Placement, profile: ChipProfile) -> dict:
+    """Per token, from the placement's estimate: packets (messages), spike-hops, latency (per layer phase the
+    busiest core plus the barrier, as the report's totals)."""
     c = pl.costs
-    return round(c.packets, 6), round(float(c.hops_out.sum()), 6), c.balance(tokens)[0]
+    model = CostModel(profile)
+    return {"packets": float(c.packets), "hops": float(c.hops_out.sum()),
+            "latency_ns": float(sum(model.phase_ns(float(p)) for p in c.busy_ns.max(axis=1)))}
+
+
+def _le(a: float, b: float) -> bool:
+    return a <= b * (1 + 1e-9) + 1e-9
+
+
+def _fmt(q: str, v: float) -> str:
+    return f"{v / 1e3:.2f} us" if q == "latency_ns" else f"{v:,.1f}"
+
+
+def _trade(name: str, m: dict, base: dict, rejected: list[tuple[str, dict]]) -> str:
+    """One sentence: what the chosen candidate wins against the baseline, where it keeps the baseline's figure,
+    and why each better-on-something candidate was dropped."""
+    won = [q for q in MEASURES if not _le(base[q], m[q])]
+    kept = [q for q in MEASURES if q not in won]
+    parts = [f"{name}: " + (", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, m[q])} vs {_fmt(q, base[q])}" for q in won)
+                            + " (better than the sequential baseline)" if won else
+                            "the baseline's messages, hops and latency kept (no candidate wins one of "
+                            "them without losing another)")]
+    if kept and won:
+        parts.append("keeps the baseline's " + ", ".join(_MEASURE_NAMES[q] for q in kept))
+    for rname, r in rejected:
+        gain = [q for q in MEASURES if not _le(base[q], r[q])]
+        loss = [q for q in MEASURES if not _le(r[q], base[q])]
+        if gain:
+            parts.append(f"rejected {rname} ({', '.join(_MEASURE_NAMES[q] for q in gain)} better but "
+                         + ", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, r[q])} vs {_fmt(q, base[q])}" for q in loss)
+                         + " worse)")
+        else:
+            parts.append(f"rejected {rname} (" + ", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, r[q])} vs "
+                                                           f"{_fmt(q, base[q])}" for q in loss) + " worse)")
+    return "; ".join(parts)
 
 
 def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objective: str = DEFAULT_OBJECTIVE,
@@ -148,18 +249,25 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     """(sequential baseline, ours) for the same network, each with its estimate (``costs``); ours starts from
     the baseline's per-layer core counts.
 
-    Objective ``traffic`` (``compete_baseline``): our partition and the baseline's own unit assignment, both
-    laid out by the layout search, compete; the one with fewer packets, then fewer spike-hops, then the lower
-    busiest core, is kept (up to `RELAYOUT_MAX_CORES` cores: beyond, a second layout search costs more than
-    it can gain). ``latency``: spare cores of the occupied chips go to the bottleneck layer (more packets,
-    lower max load). When the baseline needs more than `max_chips` chips, ours is the baseline (the caller
-    reports `required_chips_error`)."""
+    Objective ``traffic`` (``compete_baseline``, ``never_worse``): candidates, each estimated once — our
+    partition (tightened), our partition at exactly the baseline's per-layer cores (when tightening changed
+    them), each of those two after the latency balance pass (`balance_latency`, when it lowers the latency),
+    the baseline's own unit assignment laid out by the layout search (these up to
+    `RELAYOUT_MAX_CORES` cores: beyond, another layout search costs more than it can gain), and the
+    baseline itself. Only candidates within every capacity limit and no worse than the baseline on packets,
+    spike-hops and latency (`measures`) are kept — the baseline always is — and of those the one with the
+    fewest packets, then spike-hops, then the lowest latency wins. ``info`` receives ``chosen`` (which
+    candidate), ``candidates`` (name -> measures) and ``trade`` (one sentence for the report: what the
+    choice wins, where it keeps the baseline's figure, why the others were dropped). ``latency``: spare
+    cores of the occupied chips go to the bottleneck layer (more packets, lower max load). When the baseline
+    needs more than `max_chips` chips, ours is the baseline (the caller reports `required_chips_error`)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
     from .split import crowded, needs_split, split_placement
     if profile.spikes.graded and any(needs_split(net, profile) for net in nets):
         split = split_placement(nets, profile, calibrated, objective)    # partial-sum fan-in split (`split`)
         return split, split
+    obj = OBJECTIVES[objective]
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
@@ -171,18 +279,40 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     if seq.chips > max_chips:
         return seq, seq
     info = {} if info is None else info
-    ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=layer_core_counts(seq),
-                              objective=objective, info=info)
-    if OBJECTIVES[objective].compete_baseline and ours.n_cores <= RELAYOUT_MAX_CORES:
-        relaid = _laid_out(seq_est, Placement("balanced", seq.core_of, seq.slot_of_core, seq.n_cores, seq.chips,
-                                              objective), profile, None, None)
-        T = nets[0].tokens if calibrated else 0
-        if violations(ours.costs, profile) or (not violations(relaid.costs, profile) and
-                                               _score(relaid, T) < _score(ours, T)):
-            info["chosen"] = "sequential assignment, laid out"
-            ours = relaid
-        else:
-            info["chosen"] = "partitioned"
+    base_k = layer_core_counts(seq)
+    ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k, objective=objective,
+                              info=info)
+    if obj.balance:
+        ours = balance_latency(nets, ours, profile, calibrated, info)
+    if not obj.compete_baseline:
+        return seq, ours
+    cands = [("partitioned", ours)]
+    small = ours.n_cores <= RELAYOUT_MAX_CORES
+    if obj.never_worse and small and layer_core_counts(ours) != base_k:
+        cands.append(("partitioned at the baseline's cores",
+                      balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k,
+                                         objective=objective, tighten=False)))
+    if obj.never_worse and small:           # a partition that loses latency only may win it back balanced
+        cands += [(f"{name}, balanced", bal) for name, pl in cands
+                  if (bal := balance_latency(nets, pl, profile, calibrated)) is not pl]
+    if obj.never_worse:                     # before its re-laid-out variant: a tie keeps the baseline itself
+        cands.append(("sequential baseline", Placement("balanced", seq.core_of, seq.slot_of_core, seq.n_cores,
+                                                       seq.chips, objective, seq.costs)))
+    if small:
+        cands.append(("sequential assignment, laid out",
+                      _laid_out(seq_est, Placement("balanced", seq.core_of, seq.slot_of_core, seq.n_cores,
+                                                   seq.chips, objective), profile, None, None)))
+    base = measures(seq, profile)
+    ms = {name: measures(pl, profile) for name, pl in cands}
+    ok = [(name, pl) for name, pl in cands if not violations(pl.costs, profile)]
+    if obj.never_worse:
+        ok = [(name, pl) for name, pl in ok if all(_le(ms[name][q], base[q]) for q in MEASURES)] or ok
+    name, ours = min(ok or cands, key=lambda c: tuple(round(ms[c[0]][q], 6) for q in MEASURES))
+    info["chosen"] = name
+    info["candidates"] = ms
+    if obj.never_worse:
+        rejected = [(n, ms[n]) for n, _ in cands if n != name and not all(_le(ms[n][q], base[q]) for q in MEASURES)]
+        info["trade"] = _trade(name, ms[name], base, rejected)
     return seq, ours
 
 

@@ -18,7 +18,8 @@ mapping.json::
       "simulated": {...`simulated_report` of the simulator run on the calibration tokens...} | null,
       "baseline": {"placement": "sequential", "totals": {...}, "cores": [...]},      # RNN cores
       "traffic": {"hops_per_token": x, "baseline_hops_per_token": y, "ratio": y / x | null},
-      "comparison": {"hops": {...}, "latency_ns": {...}, "energy_pj": {...}, "better_objective": ...},
+      "comparison": {"hops": {...}, "latency_ns": {...}, "energy_pj": {...}, "better_objective": ...,
+                     "chosen": candidate kept by the objective, "trade": what it wins / keeps (or null)},
       "assumptions": {"keys": {"section.key": comment}, "figures": {quantity: [keys]}},
       "count_macs": {"dynamic": ..., "static": ...},            # the count-macs analysis on the same graph
       "dense_reference": {"chips", "cores", "memory_bytes", "synapses"},  # the same layers unpruned
@@ -103,10 +104,11 @@ def totals(rows: list[dict], costs: CoreCosts, profile, tokens: int) -> dict:
     return t
 
 
-def compare_baseline(ours: dict, base: dict, objective: str) -> dict:
+def compare_baseline(ours: dict, base: dict, objective: str, choice: dict | None = None) -> dict:
     """Chosen placement vs the sequential baseline (RNN cores of both) on hops, latency and energy; names the
-    objective that targets a quantity on which the chosen placement loses."""
-    out = {}
+    objective that targets a quantity on which the chosen placement loses. `choice` (the ``info`` of
+    `placement.place`): which candidate was kept (``chosen``) and the trade it made (``trade``)."""
+    out = {"chosen": (choice or {}).get("chosen"), "trade": (choice or {}).get("trade")}
     for q in ("hops_out", "latency_ns", "energy_pj"):
         a, b = ours.get(q) or 0.0, base.get(q) or 0.0
         key = "hops" if q == "hops_out" else q
@@ -133,6 +135,9 @@ def _comparison_lines(m: dict, fl) -> list[str]:
              f"latency {lt['chosen'] / 1e3:.2f} vs {lt['baseline'] / 1e3:.2f} us{mark(fl, 'latency_ns')} "
              f"({ratio(lt['chosen'], lt['baseline'])}); energy {en['chosen'] / 1e6:.4f} vs "
              f"{en['baseline'] / 1e6:.4f} uJ{mark(fl, 'energy_pj')}"]
+    if c.get("trade"):
+        lines.append(f"placement choice ({m['placement_objective']} objective, never worse than the baseline on "
+                     f"messages, hops and latency) - {c['trade']}")
     worse = [n for n, k in (("traffic", "hops"), ("latency", "latency_ns")) if c[k]["worse"]]
     if worse:
         lines.append(f"WARNING: the {m['placement_objective']} placement is worse than the sequential baseline on "
