@@ -6,7 +6,7 @@ Scoring logits: ``nll(logits [K, V], targets [K]) = logsumexp(logits[k]) - logit
 nats (float64). The row maximum m is subtracted in float32 (exact for the terms that matter: a rounding of
 d = x - m costs ≤ |d|·2^-24 relative in exp(d), and exp(d) ≤ e^-|d|), exp runs in float32 (numpy's SIMD path,
 ~3× faster than float64 here) and the sum, log, m and the target logit are float64: the result is within
-~1e-7 nats of the all-float64 formula (`nll_reference`; tests/test_batch_eval.py checks 1e-6) — far below the
+~1e-7 nats of the all-float64 formula (`nll_reference`; tests/runtime/test_batch_eval.py checks 1e-6) — far below the
 printed precision of perplexity — at about a quarter of its time. Scratch buffers are reused across calls, so
 scoring a chunk allocates only its [K] results.
 """

@@ -25,7 +25,7 @@ Backends (``ChipSimulator(..., backend=)``) differ only in how the arithmetic is
 * ``"tir"``: each core runs its own compiled TIR program (`kernels.CoreProgram`) on its own inbox;
 * ``"numpy"``: the reference — per-core dense local blocks, one matvec per inbox message.
 
-All give the same outputs and counters (tests/test_chip_sim.py).
+All give the same outputs and counters (tests/targets/chip/test_chip_sim.py).
 """
 from __future__ import annotations
 

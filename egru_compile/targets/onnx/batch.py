@@ -35,7 +35,7 @@ measured on this machine's MLAS (onnxruntime 1.32, x86-64): a K-row product equa
 zero rows in front and p zero rows behind for every m, and for every p unless K = 3 (mod 4), where p must
 be 0. So each row is laid out as [4m zeros | active units | p < 4 zeros] with width K' = 3 (mod 4):
 rows with count = 3 (mod 4) then have p = 0. With that, every stream's logits, states, events and MACs are
-bit-identical to its batch-1 run (tests/test_onnx_batch.py checks exact equality, f32 and int8 rows, on a
+bit-identical to its batch-1 run (tests/targets/onnx/test_onnx_batch.py checks exact equality, f32 and int8 rows, on a
 random model and the trained example; a different MLAS build would show there first).
 
 Cost and the dense alternative: the gather copies K' rows per stream, so the batched model costs about its

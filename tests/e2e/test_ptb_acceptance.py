@@ -95,7 +95,7 @@ def test_loihi_simulator_eval_on_2000_ptb_tokens(ptb_models):
     _close(chip_f, src)
 
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ptb-egru-small" / "model.pt"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ptb-egru-small" / "model.pt"
 
 
 def test_onnx_int8_of_trained_example_matches_pytorch(tmp_path):

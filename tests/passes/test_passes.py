@@ -1,7 +1,7 @@
 """Pass infrastructure, one end-to-end golden test, interpreter parity, and fold-masks / fuse-* / event-gating /
 quantize behaviour on traced models. The per-pass FileCheck tests (tests/lit/<pass>.ir) run under LLVM's lit:
-tests/test_lit.py. The end-to-end golden (checkpoint -> default pipeline -> IR text) is tests/golden/pipeline.ir;
-regenerate it after review with ``UPDATE_GOLDEN=1 python -m pytest tests/test_passes.py -k golden``.
+tests/passes/test_lit.py. The end-to-end golden (checkpoint -> default pipeline -> IR text) is tests/golden/pipeline.ir;
+regenerate it after review with ``UPDATE_GOLDEN=1 python -m pytest tests/passes/test_passes.py -k golden``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from egru_compile.passes import (DEFAULT_PIPELINE, PASS_REGISTRY, MacReport, Pas
 from egru_compile.runtime import graph_perplexity
 from egru_compile.passes.testing import SeparateGateEGRU, make_pruned_model, max_abs_diff
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN", "") not in ("", "0")
 ALL_PASSES = DEFAULT_PIPELINE + ["quantize-int8"]
 #: passes whose output the interpreter must reproduce bit for bit (the others reassociate sums)

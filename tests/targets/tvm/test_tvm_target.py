@@ -133,7 +133,7 @@ def test_batched_kernels_compiled_on_first_use(tvm_artifact, tmp_path, monkeypat
 def _broken_copy(tvm_artifact, tmp_path, edit):
     """A copy of the compiled artifact with `edit(dir, manifest)` applied (manifest written back) and
     re-sealed: a crafted artifact whose checksums are right, so the runner's own checks are what is tested
-    (an edit without re-sealing is refused before: tests/test_security.py)."""
+    (an edit without re-sealing is refused before: tests/e2e/test_security.py)."""
     from egru_compile.artifact import seal
     import shutil
     d, _ = tvm_artifact

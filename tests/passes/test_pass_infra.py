@@ -19,7 +19,7 @@ from egru_compile.passes import (DEFAULT_PIPELINE, PASS_REGISTRY, MacReport, Pas
                                  QuantizeReport, UnitActivity, build_pipeline, check_pipeline, graph_properties)
 from egru_compile.passes.testing import make_pruned_model
 
-PKG = Path(__file__).resolve().parent.parent / "egru_compile"
+PKG = Path(__file__).resolve().parents[2] / "egru_compile"
 
 
 @pytest.fixture(scope="module")

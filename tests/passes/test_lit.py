@@ -17,7 +17,7 @@ from egru_compile.ir import run_graph
 from egru_compile.ir.parser import parse_ir
 from egru_compile.passes import PASS_REGISTRY, PassManager
 
-LIT_DIR = Path(__file__).parent / "lit"
+LIT_DIR = Path(__file__).resolve().parents[1] / "lit"
 LIT = Path(sys.executable).with_name("lit")
 RUN = re.compile(r"^// RUN: egru-compile opt %s --passes (\S+) --split-input-file \| filecheck %s$", re.M)
 #: passes whose output the interpreter must reproduce bit for bit (the others reassociate sums)

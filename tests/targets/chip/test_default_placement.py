@@ -21,7 +21,7 @@ from egru_compile.targets.chip.objectives import DEFAULT_OBJECTIVE
 from egru_compile.targets.chip.placement import place
 from egru_compile.targets.stack import extract_stack
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ptb-egru-small" / "model.pt"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ptb-egru-small" / "model.pt"
 WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 PTB_VALID = PTB_DIR / "ptb.valid.txt"
 

@@ -18,7 +18,7 @@ from egru_compile.frontend import save_checkpoint
 from egru_compile.targets.chip.placement import OBJECTIVES
 from egru_compile.targets.chip.profile import PROFILE_DIR
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ptb-egru-small" / "model.pt"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ptb-egru-small" / "model.pt"
 PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 

@@ -20,7 +20,7 @@ from egru_compile.runtime import GraphRunner, Runner, evaluate, open_artifact
 from egru_compile.runtime.evaluate import split_streams
 from egru_compile.targets.onnx.batch import BATCH_DIM, batch_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "ptb-egru-small" / "model.pt"
 WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 

@@ -28,7 +28,7 @@ from egru_compile.cli import main
 from egru_compile.frontend import save_checkpoint
 
 WORDS = [f"w{i}" for i in range(39)] + ["<eos>"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(*args):

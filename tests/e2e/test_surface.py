@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from egru_compile.cli import main
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ptb-egru-small" / "model.pt"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ptb-egru-small" / "model.pt"
 SHAPE = re.compile(r"(?<![\w.])(\d+)x(\d+)(?![\w.])")
 
 

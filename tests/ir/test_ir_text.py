@@ -21,7 +21,7 @@ from egru_compile.ir.printer import print_graph, resource_arrays
 from egru_compile.passes import DEFAULT_PIPELINE, PassManager
 from egru_compile.passes.testing import SeparateGateEGRU, make_pruned_model, max_abs_diff
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "ptb-egru-small" / "model.pt"
 PTB_TEST = ROOT / "data" / "ptb" / "ptb.test.txt"        # shipped with the repository
 WORDS = ["<eos>"] + [f"w{i}" for i in range(1, 20)]
