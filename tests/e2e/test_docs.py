@@ -75,7 +75,7 @@ def _workdir(tmp_path_factory, page: Path, cache={}) -> Path:
         d = tmp_path_factory.mktemp(page.stem.lower())
         shutil.copytree(ROOT / "examples", d / "examples", ignore=shutil.ignore_patterns("run", "sweep*", "out"))
         shutil.copytree(ROOT / "benchmarks", d / "benchmarks")      # benchmarks write into their results/
-        for name in ("data", "egru_compile", "constraints.txt", "pyproject.toml", "Makefile"):
+        for name in ("data", "egru_compile", "tests", "constraints.txt", "pyproject.toml", "Makefile"):
             (d / name).symlink_to(ROOT / name)
         cache[page] = d
     return cache[page]
