@@ -99,7 +99,9 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         "decoder": _decoder_info(decoder, dec, stack, sim_report), "calibrated": calibrated, "calib_tokens": T,
         "weights": weights_info(weight_dtype, profile, ours.costs, weight_report), "cores": rows, "totals": tot,
         "rnn_totals": rnn_tot,
-        "baseline": {"placement": "sequential", "chips": seq.chips, "totals": btot, "cores": base_rows},
+        "baseline": {"placement": ("in-order fan-in split (its own baseline: a unit's fan-in exceeds the "
+                                   "input-axon limit, so no unsplit placement exists)") if seq.splits else "sequential",
+                     "chips": seq.chips, "totals": btot, "cores": base_rows},
         "traffic": {"hops_per_token": hops, "baseline_hops_per_token": btot["hops_out"],
                     "ratio": (btot["hops_out"] / hops) if hops else None, "scope": "RNN cores (both placements)"},
         "comparison": compare_baseline(rnn_tot or tot, btot, objective, choice),

@@ -272,21 +272,24 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
     seq.costs = seq_est.at(seq.slot_of_core)
-    if profile.spikes.graded and crowded(seq):       # < 2 units per core in a layer: try the fan-in split
+    split = None                                     # < 2 units per core in a layer: the fan-in split competes
+    if profile.spikes.graded and crowded(seq):
         split = split_placement(nets, profile, calibrated, objective)
-        if split.n_cores < seq.n_cores:
-            return seq, split
+        if split.n_cores >= seq.n_cores:
+            split = None
     if seq.chips > max_chips:
-        return seq, seq
+        return seq, (split if split is not None else seq)
     info = {} if info is None else info
     base_k = layer_core_counts(seq)
     ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k, objective=objective,
                               info=info)
     if obj.balance:
         ours = balance_latency(nets, ours, profile, calibrated, info)
-    if not obj.compete_baseline:
+    if not obj.compete_baseline:                     # latency: the split only where it is faster
+        if split is not None and measures(split, profile)["latency_ns"] < measures(ours, profile)["latency_ns"]:
+            ours = split
         return seq, ours
-    cands = [("partitioned", ours)]
+    cands = [("partitioned", ours)] + ([("fan-in split", split)] if split is not None else [])
     small = ours.n_cores <= RELAYOUT_MAX_CORES
     if obj.never_worse and small and layer_core_counts(ours) != base_k:
         cands.append(("partitioned at the baseline's cores",

@@ -71,7 +71,12 @@ def load_program(path, with_decoder: bool = False):
     from ...fsio import BoundedNpz
     # program.npz is stored uncompressed: its arrays can never inflate past the file's own size
     size = len(path.getbuffer()) if isinstance(path, io.BytesIO) else Path(path).stat().st_size
-    z = BoundedNpz(path, size, "program.npz" if isinstance(path, io.BytesIO) else path)
+    with BoundedNpz(path, size, "program.npz" if isinstance(path, io.BytesIO) else path) as z:   # closed after
+        return _read_program(z, path, with_decoder)
+
+
+def _read_program(z, path, with_decoder: bool):
+    import io
     from .split import SplitLayer
     layers, core_of, splits = [], [], []
     for l in range(int(z["n_layers"])):

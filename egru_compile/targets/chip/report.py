@@ -130,6 +130,9 @@ def _comparison_lines(m: dict, fl) -> list[str]:
             return f"{b / a:.2f}x less" if a > 0 else "none vs some"
         return f"{a / b:.2f}x more" if b > 0 else "some vs none"
     h, lt, en = c["hops"], c["latency_ns"], c["energy_pj"]
+    base = (m.get("baseline") or {}).get("placement", "sequential")
+    if base != "sequential":                  # no unsplit placement exists: nothing to compare with
+        return [f"baseline: {base}"]
     lines = [f"vs sequential baseline ({who}{m['placement_objective']} objective): "
              f"hops/token {h['chosen']:,.1f} vs {h['baseline']:,.1f} ({ratio(h['chosen'], h['baseline'])}); "
              f"latency {lt['chosen'] / 1e3:.2f} vs {lt['baseline'] / 1e3:.2f} us{mark(fl, 'latency_ns')} "
@@ -205,7 +208,7 @@ def text_report(m: dict) -> str:
     lines.append(f"traffic: {t['messages_out']:,.1f} messages/token, {t['hops_out']:,.1f} hops/token"
                  f"{mark(fl, 'hops')}")
     lines += _comparison_lines(m, fl)
-    if tr.get("ratio") is None and not tr["hops_per_token"]:
+    if not t["hops_out"]:
         lines.append("  (no message leaves a core: no inter-core hops)")
     if m.get("count_macs") and m["count_macs"].get("dynamic") is not None:
         lines.append(f"count-macs dynamic MACs/token: {m['count_macs']['dynamic']:,.3f} "
