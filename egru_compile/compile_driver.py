@@ -73,9 +73,11 @@ def _default_out(model: str, target: str, profile: str | None = None) -> str:
 
 
 def _load_calibration(path, source, n_tokens, unk):
+    """Token ids of the calibration text, folded to lower case where the vocabulary does not distinguish case
+    (as `eval` and `generate` fold)."""
     if source.vocab is None:
         raise EgruError("--calib-data needs a vocabulary: the checkpoint has none, give --vocab TRAIN.txt")
-    return source.vocab.encode_file(path, max_tokens=n_tokens, unk=unk)
+    return source.vocab.encode_file(path, max_tokens=n_tokens, unk=unk, fold_case=True)   # as eval and generate
 
 
 def run_passes(graph, passes, calib, print_after_all: bool, verbose: bool, needs=frozenset()):
