@@ -182,6 +182,7 @@ def streams_functions(spec: EGRUKernelSpec) -> dict:
 
 
 def build_egru_streams(spec: EGRUKernelSpec, target=None):
-    """Compile :func:`streams_functions` alone (the artifact's library holds them next to the step kernels)."""
+    """Compile :func:`streams_functions` alone: the batched-stream library a runner builds on first use
+    (`cache.load_streams_module`; the artifact's ``egru_step.so`` holds the batch-1 kernels only)."""
     import tvm
     return tvm.compile(tvm.IRModule(streams_functions(spec)), resolve_target(target))
