@@ -1,5 +1,5 @@
 """The EvNN LanguageModel state_dict reader: its config read off the weight shapes
-(`evnn_config_from_state_dict`) and the model built from the keys EvNN's inference uses (`load_evnn`)."""
+(`evnn_config_from_state_dict`) and the model built from the keys EvNN's inference uses (`_load_evnn`)."""
 from __future__ import annotations
 
 import re
