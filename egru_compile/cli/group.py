@@ -1,0 +1,70 @@
+"""The ``egru-compile`` command group: `main` (`DefaultCommandGroup`: ``egru-compile MODEL ...`` means
+``egru-compile compile MODEL ...``; usage errors as one ``error:`` line, exit 2; the targets listed in --help).
+The subcommands register on `main` in `compile_commands`, `run_commands` and (``train``) `egru_compile.cli`."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import EgruError
+from .guard import _fail, _Interrupts
+
+
+class DefaultCommandGroup(click.Group):
+    """`egru-compile MODEL ...` means `egru-compile compile MODEL ...`. Usage errors print one `error:` line
+    (exit 2), Ctrl-C anywhere exits 130."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["compile"] + list(args)
+        return super().parse_args(ctx, args)
+
+    def format_epilog(self, ctx, formatter):
+        """`--help` ends with the targets of the registry (built-in and chip profiles)."""
+        try:
+            from ..targets.registry import all_targets
+            specs = all_targets()
+        except EgruError:                      # pragma: no cover - a broken profile still lets --help print
+            specs = []
+        if specs:
+            with formatter.section("Targets (--target NAME; --profile FILE.toml: your own chip)"):
+                formatter.write_dl([(s.name, s.summary) for s in specs])
+        super().format_epilog(ctx, formatter)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        saved = _Interrupts.saved()
+        _Interrupts.install()
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            msg = " ".join(e.format_message().split())
+            cmd = e.ctx.command_path if e.ctx is not None else "egru-compile"
+            _fail(f"{msg} (see {cmd} --help)", 2)
+        except click.ClickException as e:
+            _fail(" ".join(e.format_message().split()), e.exit_code or 1)
+        except (click.Abort, KeyboardInterrupt):
+            _Interrupts.fail()
+        except Exception:
+            if _Interrupts.count:
+                _Interrupts.fail()
+            raise
+        finally:
+            _Interrupts.restore(saved)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="egru-compile")
+def main():
+    """egru-compile: compile pruned event-based GRU language models into sparse, event-driven programs.
+
+    \b
+    egru-compile MODEL --target TARGET [-o DIR]    (the targets are listed below)
+    egru-compile eval ARTIFACT --data FILE
+    egru-compile generate ARTIFACT --prompt TEXT
+    egru-compile inspect ARTIFACT_OR_CHECKPOINT
+    egru-compile train --data-dir DIR -o MODEL.pt
+
+    Every command that prints results takes --json, -v and --quiet.
+    """

@@ -1,0 +1,99 @@
+"""Running a command: the project's errors as one ``error: ...`` line (`_fail`, `_run_guarded`, `_guard`) and
+fatal signals (SIGINT, SIGTERM, SIGHUP) as an ``error: interrupted`` exit after cleanup (`_Interrupts`)."""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import warnings
+
+import click
+
+from ..errors import EgruError
+
+
+def _fail(msg: str, code: int = 1):
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+class _Interrupts:
+    """Counts fatal signals (SIGINT, SIGTERM, SIGHUP) while a command runs. Each raises KeyboardInterrupt in
+    the main thread, so every ``finally`` / ``except BaseException`` on the way out runs: temporaries
+    (``.out.tmp-*`` of an artifact being compiled, ``.FILE.tmp-*`` of an atomic write) are removed and the
+    command ends with one ``error: interrupted`` line, exit 128 + the signal number (130 for Ctrl-C). Native
+    code (TVM's compiler, torch) can catch the KeyboardInterrupt and re-raise it as its own error type; a
+    recorded signal still makes the command end as interrupted instead of reporting that error."""
+
+    count = 0
+    signum = signal.SIGINT
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    @classmethod
+    def install(cls):
+        cls.count = 0
+        cls.signum = signal.SIGINT
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum, frame):
+            cls.count += 1
+            cls.signum = signum
+            if cls.count != 2:          # a second signal while cleaning up does not cut the cleanup short
+                raise KeyboardInterrupt
+        for sig in cls.SIGNALS:
+            try:
+                signal.signal(sig, handler)
+            except (ValueError, OSError):  # pragma: no cover - not the main thread of the main interpreter
+                pass
+
+    @staticmethod
+    def saved() -> dict:
+        """The SIGTERM / SIGHUP handlers before `install` (restored when an in-process call returns)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.getsignal(sig) for sig in _Interrupts.SIGNALS if sig != signal.SIGINT}
+
+    @staticmethod
+    def restore(saved: dict) -> None:
+        for sig, h in saved.items():
+            try:
+                signal.signal(sig, h if h is not None else signal.SIG_DFL)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+
+    @classmethod
+    def fail(cls):
+        sig = signal.Signals(cls.signum)
+        _fail("interrupted" if sig == signal.SIGINT else f"interrupted ({sig.name})", 128 + int(sig))
+
+
+def _run_guarded(debug: bool, fn, *args, **kwargs):
+    """Run `fn`: the project's errors become one `error:` line (exit 1), Ctrl-C exit 130, MemoryError
+    exit 1; anything else is a bug and keeps its traceback."""
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda m, c, *a, **k: f"warning: {m}\n"
+    _Interrupts.install()
+    try:
+        return fn(*args, **kwargs)
+    except EgruError as e:
+        if debug:
+            raise
+        _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    except (KeyboardInterrupt, click.Abort):
+        _Interrupts.fail()
+    except MemoryError:
+        _fail("out of memory")
+    except Exception:
+        if _Interrupts.count:
+            _Interrupts.fail()
+        raise
+
+
+def _guard(debug: bool, quiet: bool, fn, *args, **kwargs):
+    """`_run_guarded`, with warnings silenced under --quiet."""
+    def call():
+        if quiet:
+            warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+    return _run_guarded(debug, call)
