@@ -2,6 +2,7 @@
 fatal signals (SIGINT, SIGTERM, SIGHUP) as an ``error: interrupted`` exit after cleanup (`_Interrupts`)."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -64,8 +65,22 @@ class _Interrupts:
 
     @classmethod
     def fail(cls):
+        """One ``error: interrupted`` line, exit 128 + the signal. After a real signal (the cleanup on the way
+        here has run) the process ends at once: the interpreter's own shutdown (joining helper threads) could
+        otherwise see a pending KeyboardInterrupt and end the process by SIGINT (exit -2) instead."""
         sig = signal.Signals(cls.signum)
-        _fail("interrupted" if sig == signal.SIGINT else f"interrupted ({sig.name})", 128 + int(sig))
+        msg, code = ("interrupted" if sig == signal.SIGINT else f"interrupted ({sig.name})"), 128 + int(sig)
+        if cls.count and threading.current_thread() is threading.main_thread():
+            for s in cls.SIGNALS:                   # no second KeyboardInterrupt while exiting
+                try:
+                    signal.signal(s, signal.SIG_IGN)
+                except (ValueError, OSError):  # pragma: no cover
+                    pass
+            click.echo(f"error: {msg}", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        _fail(msg, code)
 
 
 def _run_guarded(debug: bool, fn, *args, **kwargs):
