@@ -108,6 +108,17 @@ def _set_projection_activation(model: EGRULanguageModel, value: str | None, path
 
 def load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | None = None,
                 projection_activation: str | None = None) -> SourceModel:
+    """Load any supported source; raises CheckpointError with a one-line reason (also for a
+    `projection_activation` given for a model without a decoder projection). See `_load_source`."""
+    source = _load_source(path, trust, vocab_file, projection_activation)
+    if projection_activation is not None and getattr(source, "projection_activation", None) is None:
+        raise CheckpointError(f"{path}: --projection-activation {projection_activation}: this model has no "
+                              "decoder projection")
+    return source
+
+
+def _load_source(path: str | Path, trust: bool = False, vocab_file: str | Path | None = None,
+                 projection_activation: str | None = None) -> SourceModel:
     """Load any supported source; raises CheckpointError with a one-line reason.
 
     `projection_activation` ("identity" | "relu" | None): the activation of EvNN's decoder projection, which

@@ -58,6 +58,9 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, projection_acti
     if p.is_dir():
         manifest = read_manifest(p)
         act = artifact_projection_activation(manifest)
+        if projection_activation is not None and act is None:
+            raise ArtifactError(f"{p}: --projection-activation {projection_activation}: this model has no decoder "
+                                "projection")
         if projection_activation is not None and act is not None and projection_activation != act:
             raise ArtifactError(f"{p} was compiled with projection activation {act}; "
                                 f"--projection-activation {projection_activation} needs a recompile")
@@ -79,6 +82,9 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, projection_acti
             source = load_source(p, trust=trust, vocab_file=vocab_file,
                                  projection_activation=projection_activation)
         except BaselineCheckpointError:                  # a dense GRU/LSTM baseline: evaluates, does not compile
+            if projection_activation is not None:
+                raise ArtifactError(f"{p}: --projection-activation {projection_activation}: a dense baseline has no "
+                                    "decoder projection") from None
             from .baseline_runner import BaselineRunner
             runner = BaselineRunner.from_file(p, **options)
             if vocab_file is not None:

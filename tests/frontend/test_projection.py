@@ -13,6 +13,7 @@ counts fully active); the projection's own MACs are reported on the decoder side
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 import re
 import warnings
@@ -416,3 +417,19 @@ def test_projection_activation_sources(tmp_path):
     assert res.exit_code == 1 and res.output.startswith("error: ") and "state_dicts only" in res.output
     res = CliRunner().invoke(main, ["inspect", str(tmp_path / "m.pt"), "--projection-activation", "tanh"])
     assert res.exit_code == 2 and res.output.startswith("error: ")
+
+
+def test_projection_activation_for_a_model_without_projection_is_refused(tmp_path):
+    """--projection-activation names the activation of a decoder projection: given for a model that has none
+    (checkpoint or compiled artifact) it is a one-line error, not silently ignored."""
+    from click.testing import CliRunner
+    from egru_compile.cli import main
+    ckpt = Path(__file__).resolve().parents[2] / "examples" / "ptb-egru-small" / "model.pt"
+    r = CliRunner().invoke(main, [str(ckpt), "--target", "onnx", "-o", str(tmp_path / "o"),
+                                  "--projection-activation", "relu"])
+    assert r.exit_code == 1 and "no decoder projection" in r.output and not (tmp_path / "o").exists(), r.output
+    assert CliRunner().invoke(main, [str(ckpt), "--target", "onnx", "-o", str(tmp_path / "o")]).exit_code == 0
+    (tmp_path / "t.txt").write_text("the company said\n")
+    r = CliRunner().invoke(main, ["eval", str(tmp_path / "o"), "--data", str(tmp_path / "t.txt"),
+                                  "--projection-activation", "identity"])
+    assert r.exit_code == 1 and "no decoder projection" in r.output, r.output
