@@ -83,7 +83,9 @@ def _read_program(z, path, with_decoder: bool):
         if f"l{l}_split_bounds" in z:          # partial-sum fan-in split (`split.SplitLayer`)
             from ...ir.content import check_array
             bounds = check_array(z[f"l{l}_split_bounds"], f"program.npz: l{l}_split_bounds", kind="index", ndim=1)
-            part = check_array(z[f"l{l}_part_core"], f"program.npz: l{l}_part_core", kind="index", ndim=2)
+            part = check_array(z[f"l{l}_part_core"], f"program.npz: l{l}_part_core", kind="int", ndim=2)
+            if part.size and int(part.min()) < -1:          # -1: the unit has no synapses in that range
+                raise ValueError(f"l{l}_part_core holds indices below -1")
             splits.append(SplitLayer(bounds, part))
         else:
             splits.append(None)
