@@ -35,7 +35,7 @@ from .options import (
 @_projection_activation
 @click.option("--option", "extra_options", multiple=True, metavar="KEY=VALUE",
               help="a target option by its field name (repeatable; e.g. --option max_chips=4): any registered "
-                   "target's, a plug-in's included; `egru-compile targets -v` lists them")
+                   "target's, a plug-in's included; `egru-compile targets -v` lists them (as flags: --max-chips is max_chips)")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace a previous egru-compile artifact at -o")
 @_output_options
@@ -104,7 +104,7 @@ def opt_cmd(ir_file, passes, output, split_input_file, as_json, verbose, quiet, 
 @_output_options
 def targets_cmd(as_json, verbose, quiet):
     """List the compilation targets (chip targets are the bundled chip profiles). -v adds each target's
-    options; --json prints [{"name", "summary", "family", "options"}]."""
+    options; --json prints {"targets": [{"name", "summary", "family", "options"}]}."""
     from dataclasses import fields as dfields
 
     from ..targets.registry import all_targets
