@@ -35,7 +35,8 @@ from .options import (
 @_projection_activation
 @click.option("--option", "extra_options", multiple=True, metavar="KEY=VALUE",
               help="a target option by its field name (repeatable; e.g. --option max_chips=4): any registered "
-                   "target's, a plug-in's included; `egru-compile targets -v` lists them (as flags: --max-chips is max_chips)")
+                   "target's, a plug-in's included; `egru-compile targets -v` lists them (as flags: --max-chips "
+                   "is max_chips)")
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects (runs their code!)")
 @click.option("--force", is_flag=True, help="replace a previous egru-compile artifact at -o")
 @_output_options
