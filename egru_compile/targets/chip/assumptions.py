@@ -81,10 +81,13 @@ def mark(flags: dict | None, quantity: str) -> str:
     return MARK if flags and quantity in flags else ""
 
 
-def footnote(flags: dict | None, profile_name: str) -> list[str]:
-    """The line explaining [A] (none when nothing printed rests on an assumption)."""
+def footnote(flags: dict | None, profile_name: str, shown: tuple[str, ...] | None = None) -> list[str]:
+    """The line explaining [A] (none when nothing printed rests on an assumption); `shown`: the figures the
+    caller prints (None: all), so the line names only the keys behind a printed [A]."""
     if not flags:
         return []
-    keys = sorted({k for v in flags.values() for k in v})
+    keys = sorted({k for f, v in flags.items() if shown is None or f in shown for k in v})
+    if not keys:
+        return []
     return [f"[A] rests on {profile_name} profile values marked ASSUMPTION (no public source; placeholders to compare "
             f"placements, not measurements): " + ", ".join(keys)]

@@ -345,7 +345,7 @@ def chip_summary(chip: dict) -> str:
         if "projection_macs" in h:
             lines.append(f"host          projection {h['projection_macs']:,.0f} MACs/token event-gated "
                          f"({h['projection_macs_static']:,} non-zeros), {_projection_words(h)}")
-    lines += footnote(fl, chip["profile"])
+    lines += footnote(fl, chip["profile"], shown=("hops", "energy_pj", "latency_ns"))   # the figures marked above
     return "\n".join(lines) + "\n"
 
 
