@@ -200,7 +200,8 @@ def test_fatal_signal_during_compile_removes_temporaries(tmp_path, ckpt, sig, ta
         pytest.importorskip("tvm")
     proc = subprocess.Popen([sys.executable, "-m", "egru_compile.cli", str(ckpt), "--target", target, "-o",
                              str(tmp_path / "out")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO),
+                                                EGRU_COMPILE_CACHE="off"))   # compile for real: a window to signal
     try:
         assert _wait_for(lambda: any(".out.tmp-" in p.name for p in tmp_path.iterdir()), 240), \
             "the compile never started writing its output"
