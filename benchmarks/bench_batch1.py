@@ -15,6 +15,8 @@ Variants (all from the same weights and thresholds):
 * ``torch``     — `EGRULanguageModel.step` (dense matmuls on the zero-filled pruned weights);
 * ``ort-dense`` — the traced step lowered as a plain MatMul graph (no event gating, no folding, dense
   initializers), `compile_onnx` + `open_artifact`, stock onnxruntime;
+* ``ort-dense-int8`` — the ort-dense graph quantized with ONNX Runtime's own ``quantize_dynamic`` (int8 weights,
+  MatMulInteger; what a user would pick instead of us), same weights, stock onnxruntime;
 * ``onnx``      — default pass pipeline + `compile_onnx` (event-gated sparse program), `open_artifact`;
 * ``onnx-int8`` — the same plus ``quantize-int8``, compiled with ``weight_dtype="int8"`` (`--onnx-weight-dtype
   int8`: int8 weight rows, per-row scale after the sum; the tied decoder stays f32). Its weights are the int8
@@ -84,6 +86,19 @@ import egru_compile.targets.tvm as K  # noqa: E402
 compile_onnx, compile_tvm = get_target("onnx"), get_target("tvm")     # compile + seal, as the CLI does
 
 
+def quantize_dense(src: Path, dst: Path) -> None:
+    """The dense int8 peer: a copy of the dense ORT artifact `src` whose model.onnx is ONNX Runtime's own
+    ``quantize_dynamic`` of it (int8 weights), resealed (`artifact.seal`) so `open_artifact` opens it."""
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from egru_compile.artifact import seal
+    shutil.copytree(src, dst)
+    quantize_dynamic(str(src / "model.onnx"), str(dst / "model.onnx"), weight_type=QuantType.QInt8)
+    seal(dst)
+
+
 def tvm_has_weight_dtype() -> bool:
     """Whether this build's tvm target takes --weight-dtype (issue 17 item 2; int8 rows in the TVM kernels)."""
     from dataclasses import fields
@@ -93,7 +108,7 @@ def tvm_has_weight_dtype() -> bool:
 
 DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,
              "extras": False}
-VARIANTS = ["torch", "ort-dense", "onnx", "onnx-int8", "tvm"]     # + "tvm-int8" when the build has it
+VARIANTS = ["torch", "ort-dense", "ort-dense-int8", "onnx", "onnx-int8", "tvm"]     # + "tvm-int8" when the build has it
 SCOPES = ("rnn", "token")
 
 
@@ -191,6 +206,8 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
     compile_onnx(strip_decoder(q8), None, d / "onnx8_rnn", {"weight_dtype": "int8"})
     compile_onnx(raw, None, d / "dense_token", DENSE_ORT)
     compile_onnx(strip_decoder(raw), None, d / "dense_rnn", DENSE_ORT)
+    for scope in ("token", "rnn"):      # the dense int8 peer: ORT's own quantize_dynamic of the dense graph
+        quantize_dense(d / f"dense_{scope}", d / f"dense8_{scope}")
     if a.tvm_int8:                      # int8 rows in the TVM kernels (issue 17 item 2), when the build has them
         try:
             (d / "tvm8").mkdir()
@@ -201,8 +218,9 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
     gc.collect()
 
     ort = {n: open_artifact(d / n, threads=1)
-           for n in ("onnx_token", "onnx_rnn", "onnx8_token", "onnx8_rnn", "dense_token", "dense_rnn")}
-    for n in ("onnx_rnn", "onnx8_rnn", "dense_rnn"):   # the stripped graphs output the last layer's y; tokens are still 0..V-1
+           for n in ("onnx_token", "onnx_rnn", "onnx8_token", "onnx8_rnn", "dense_token", "dense_rnn",
+                     "dense8_token", "dense8_rnn")}
+    for n in ("onnx_rnn", "onnx8_rnn", "dense_rnn", "dense8_rnn"):   # the stripped graphs output the last layer's y; tokens are still 0..V-1
         ort[n].vocab_size = V
     tv = open_artifact(d / "tvm")
     rt = tv.rt
@@ -226,11 +244,13 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
     fns = {
         ("torch", "rnn"): (t_reset, t_rnn),
         ("ort-dense", "rnn"): (ort["dense_rnn"].reset, lambda i: ort["dense_rnn"].step(toks[i])),
+        ("ort-dense-int8", "rnn"): (ort["dense8_rnn"].reset, lambda i: ort["dense8_rnn"].step(toks[i])),
         ("onnx", "rnn"): (ort["onnx_rnn"].reset, lambda i: ort["onnx_rnn"].step(toks[i])),
         ("onnx-int8", "rnn"): (ort["onnx8_rnn"].reset, lambda i: ort["onnx8_rnn"].step(toks[i])),
         ("tvm", "rnn"): (rt.reset, lambda i: rnn_fn(toks[i], *args, lg)),
         ("torch", "token"): (t_reset, t_token),
         ("ort-dense", "token"): (ort["dense_token"].reset, lambda i: ort["dense_token"].step(toks[i])),
+        ("ort-dense-int8", "token"): (ort["dense8_token"].reset, lambda i: ort["dense8_token"].step(toks[i])),
         ("onnx", "token"): (ort["onnx_token"].reset, lambda i: ort["onnx_token"].step(toks[i])),
         ("onnx-int8", "token"): (ort["onnx8_token"].reset, lambda i: ort["onnx8_token"].step(toks[i])),
         ("tvm", "token"): (rt.reset, lambda i: step_fn(toks[i], *args, lg)),
@@ -418,6 +438,16 @@ def goal_lines(goal: dict, tvm_int8_state: str) -> list[str]:
         r = best / us
         out.append(f"* {label} >= {need:g}x the best dense peer ({who}, {best:,.0f} µs): {us:,.0f} µs = "
                    f"**{r:.1f}x — {'met' if r >= need else 'not met'}**.")
+    q8 = goal.get("ort-dense-int8_token_us")
+    if q8 is not None:                  # issue 26: the peer a user would pick instead
+        for label, key, need in (("TVM int8 whole token", "tvm-int8", 10), ("TVM f32 whole token", "tvm", None)):
+            us = goal.get(f"{key}_token_us")
+            if us is None:
+                continue
+            r = q8 / us
+            verdict = f" — {'met' if r >= need else 'not met'}" if need else ""
+            out.append(f"* {label}{f' >= {need:g}x' if need else ''} vs the dense int8 peer (ORT quantize_dynamic, "
+                       f"{q8:,.0f} µs): {us:,.0f} µs = **{r:.1f}x{verdict}**.")
     return out
 
 
@@ -426,6 +456,7 @@ def fmt_table(rows, scope):
     cols = [("onnx", "ONNX-compiled"), ("onnx-int8", "ONNX int8"), ("tvm", "TVM")]
     if any(f"tvm-int8_{scope}_us" in r for r in rows):
         cols.append(("tvm-int8", "TVM int8"))
+    cols.insert(0, ("ort-dense-int8", "ORT dense int8 (quantize_dynamic)"))
     head = ("| weight sparsity | activity target / measured (L0/L1/L2) | MAC ratio | torch µs | ORT dense µs | "
             + " | ".join(f"{t} µs (vs torch / vs ORT dense)" for _, t in cols) + " |")
     out = [head, "|---" * (5 + len(cols)) + "|"]
