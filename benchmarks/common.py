@@ -5,6 +5,7 @@
 each round, so load from other processes falls on all of them alike."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import torch
 from torch.nn.utils import prune
 
 from egru_compile.ir import Graph
+
+# benchmarks time real compiles and run apart from the user's TVM compile cache (EGRU_COMPILE_CACHE=DIR to use one)
+os.environ.setdefault("EGRU_COMPILE_CACHE", "off")
 from egru_compile.model import EGRUConfig, EGRULanguageModel
 from egru_compile.passes.utils import remove_dead_nodes
 
