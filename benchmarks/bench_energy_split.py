@@ -181,6 +181,7 @@ def sanafe_replay(template, stack, cm, profile, spikes, trains, workdir: Path) -
         bank_of[f"l{l}"] = assign(home_slot[l], 0)
         bank_of[f"p{l}"] = assign(part_slot[l], 1)
     bank_of["emb"] = assign(host_slot, 2)
+    compartments = int(re.search(r"max_neurons_supported: (\d+)", template[0]).group(1))
     arch_text = per_core_arch(template, g.tiles_x * g.tiles_y, g.cores_per_tile,
                               {k: tuple(v) for k, v in counts.items()})
     (workdir / "arch.yaml").write_text(arch_text)
@@ -281,6 +282,7 @@ def sanafe_replay(template, stack, cm, profile, spikes, trains, workdir: Path) -
             "soma_pj": {"home": home / T, "part": part / T}, "costs_pj": costs,
             "part_soma_pj": {"access": template[2][0], "update": template[2][2], "spike": template[2][4]},
             "neurons": sum(len(v) for k, v in bank_of.items() if k != "emb"), "part_neurons": n_part,
+            "max_neurons_per_core": max(sum(v) for v in counts.values()), "max_neurons_supported": compartments,
             "connections": n_conn, "build_s": build_s, "load_s": load_s, "sim_s": sim_s}
 
 
