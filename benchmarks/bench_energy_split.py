@@ -343,7 +343,8 @@ def main(argv=None):
         ours["psum_hops"] = float(sum((t[:, :, 1:] * ps).sum() for t, ps in zip(trains, _psum_hops(cm, profile))
                                       if t is not None)) / len(ids)
         ours["part_compartments"] = CPU * sum(int((sp.part_core[:, 1:] >= 0).sum()) for sp in cm.splits if sp)
-        ours["flits"] = {"spike": profile.spikes.flits(), "psum": profile.spikes.flits(mapping["split"]["psum_payload_bits"])}
+        ours["flits"] = {"spike": profile.spikes.flits(),
+                         "psum": profile.spikes.flits(mapping["split"]["psum_payload_bits"])}
         # recurrent fan-out of the last token's spikes: SANA-FE processes it within the run, we do not
         ours["last_token_rec_synops"] = int(sum(int((lw.R.to_dense()[:, s[-1]] != 0).sum())
                                                 for lw, s in zip(stack.layers, spikes)))

@@ -98,15 +98,16 @@ def markdown(r: dict) -> str:
         exp_syn = (o["synops"] + o["psum_messages"] * 3) * T + o["last_token_rec_synops"]
         exact = abs(run["synaptic_events"] * T - exp_syn) < 0.5
         pk_l, pk_p = run["packets"]["l"], run["packets"]["p"]
+        same = lambda a, b: "exact" if abs(a - b) < 1e-6 else "MISMATCH"  # noqa: E731
         lines += ["", "Event counts per token (the same in every SANA-FE run):", "",
                   f"- synaptic events: SANA-FE {run['synaptic_events']:,.1f}; ours {o['synops']:,.1f} synops + "
                   f"{3 * o['psum_messages']:,.1f} partial-sum adds + {o['last_token_rec_synops'] / T:,.1f} (the "
                   "recurrent fan-out of the last token's spikes, which SANA-FE processes within the run and we leave "
                   f"to the next token): {'exact' if exact else 'MISMATCH'}",
                   f"- spike packets: SANA-FE {pk_l:,.1f}, ours {o['messages'] - o['psum_messages']:,.1f} (one per "
-                  f"spiking unit and destination core: {'exact' if abs(pk_l - o['messages'] + o['psum_messages']) < 1e-6 else 'MISMATCH'}); "
+                  f"spiking unit and destination core: {same(pk_l, o['messages'] - o['psum_messages'])}); "
                   f"partial-sum packets: SANA-FE {pk_p:,.1f}, ours {o['psum_messages']:,.1f} "
-                  f"({'exact' if abs(pk_p - o['psum_messages']) < 1e-6 else 'MISMATCH'}); host embedding packets "
+                  f"({same(pk_p, o['psum_messages'])}); host embedding packets "
                   f"(SANA-FE only) {run['packets']['emb']:,.1f}",
                   f"- hops: spike packets SANA-FE {run['hops']['l']:,.1f}, ours {o['hops'] - o['psum_hops']:,.1f}; "
                   f"partial-sum packets SANA-FE {run['hops']['p']:,.1f}, ours {o['psum_hops']:,.1f}",
@@ -132,13 +133,14 @@ def explanation(r, o, om, st, sp) -> list[str]:
     parts = st["parts"]
     n_part = r["stock"]["part_neurons"]
     ps = r["stock"]["part_soma_pj"]
+    net = st["network_spikes"] + st["network_psums"]
     machinery = _gap(om["total"], sp["total"]) if sp else "not run"
     return [
         "## What differs, and why", "",
         f"SANA-FE with our figures equals our per-message accounting ({machinery} in total; per component the "
         "synaptic ops differ only by the last token's recurrent fan-out), so every gap against SANA-FE's Loihi is "
         "a charging convention:", "",
-        f"1. **Graded messages ({_gap(o['network_spikes'] + o['network_psums'], st['network_spikes'] + st['network_psums'])}"
+        f"1. **Graded messages ({_gap(o['network_spikes'] + o['network_psums'], net)}"
         " on messages + hops).** A SANA-FE message has no payload (`struct Message` in its `src/message.hpp` has no "
         "value or size field): the sending core's `axon_out` charges `energy_message_out` once per packet "
         f"({c['energy_message_out']:.1f} pJ in its Loihi file), every tile on the route charges its hop energy once "
@@ -155,8 +157,8 @@ def explanation(r, o, om, st, sp) -> list[str]:
         f"{100 * parts / st['total']:.1f} % of SANA-FE's total).** SANA-FE accesses and updates every neuron "
         f"every step ({ps['access']:.1f} pJ as its loihi_lif charges: access + update) and charges "
         f"{ps['spike'] + ps['update']:.1f} pJ per spike sent: the {n_part:,} accumulator compartments of the remote "
-        f"parts cost {n_part:,} × {ps['access']:.1f} pJ per token plus {ps['spike'] + ps['update']:.1f} pJ per partial "
-        "sum sent. Our capacity model reserves those compartments (3 per part) but the "
+        f"parts cost {n_part:,} × {ps['access']:.1f} pJ per token plus {ps['spike'] + ps['update']:.1f} pJ per "
+        "partial sum sent. Our capacity model reserves those compartments (3 per part) but the "
         "energy formula (`split.estimate_split`, the simulator) charges compartment updates for home units only, "
         "and a partial sum's send only as its message. If a part's accumulators are updated every token, as a "
         "Loihi compartment is, the formula under-counts by this row; charging them `neuron_inactive` per token "

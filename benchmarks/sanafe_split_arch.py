@@ -10,7 +10,8 @@ from importlib.resources import files
 CPU = 3                                  # SANA-FE neurons per unit and per remote part (z, r, g)
 DEND_MAX = 1024                          # neurons per SANA-FE accumulator dendrite unit (its loihi_max_compartments)
 
-def _bank(name: str, n: int, access_pj, access_ns, update_pj, update_ns, spike_pj, spike_ns) -> str:
+def soma_bank(name: str, n: int, access_pj, access_ns, update_pj, update_ns, spike_pj, spike_ns) -> str:
+    """`n` replay soma units (SANA-FE's input model, each replaying one neuron's spikes) with these costs."""
     return f"""            - name: {name}[0..{max(n, 1) - 1}]
               attributes:
                 model: input
@@ -40,10 +41,17 @@ def stock_template(compartments: int) -> tuple[str, tuple, tuple]:
 def profile_template(profile) -> tuple[str, tuple, tuple]:
     """Our profile's mesh and per-event figures as a SANA-FE architecture, charged as our formula charges:
     a home compartment costs the inactive update every token, a unit that fires pays the active-minus-inactive
-    difference for its 3 compartments; part accumulators are free; one message = one packet (no flits)."""
+    difference for its 3 compartments; part accumulators are free; one message = one packet (no flits).
+    (text with {SOMA} and {DEND} to fill, home soma costs, part soma costs; `bench_energy` uses it too)"""
     g, e = profile.chip, profile.energy
     home = (e.neuron_inactive_pj, e.neuron_inactive_ns, CPU * (e.neuron_active_pj - e.neuron_inactive_pj),
             CPU * (e.neuron_active_ns - e.neuron_inactive_ns), 0.0, 0.0)
+    syn = "".join(f"""            - name: {name}
+              attributes:
+                model: current_based
+                energy_process_spike: {e.synop_pj}e-12
+                latency_process_spike: {e.synop_ns}e-9
+""" for name in ("loihi_dense_synapse", "loihi_sparse_synapse"))
     hops = "".join(f"        energy_{d}_hop: {pj}e-12\n        latency_{d}_hop: {ns}e-9\n" for d, pj, ns in
                    (("north", e.hop_ns_pj, e.hop_ns_ns), ("south", e.hop_ns_pj, e.hop_ns_ns),
                     ("east", e.hop_ew_pj, e.hop_ew_ns), ("west", e.hop_ew_pj, e.hop_ew_ns)))
@@ -73,12 +81,7 @@ def profile_template(profile) -> tuple[str, tuple, tuple]:
           soma:
 {{SOMA}}          dendrite:
 {{DEND}}          synapse:
-            - name: loihi_sparse_synapse
-              attributes:
-                model: current_based
-                energy_process_spike: {e.synop_pj}e-12
-                latency_process_spike: {e.synop_ns}e-9
-          axon_out:
+{syn}          axon_out:
             - name: axon_out
               attributes:
                 energy_message_out: {e.spike_tile_pj}e-12
@@ -102,7 +105,7 @@ def per_core_arch(template: tuple, n_tiles: int, cores_per_tile: int, counts: di
         out += [f"    - name: {tname}[{k}..{k}]\n", tile_attrs, "      core:\n"]
         for c in range(cores_per_tile):
             nh, np_, nx = counts.get((k, c), (0, 0, 0))
-            soma = _bank("home", nh, *home_c) + _bank("part", np_, *part_c) + _bank("host", nx, *(0.0,) * 6)
+            soma = soma_bank("home", nh, *home_c) + soma_bank("part", np_, *part_c) + soma_bank("host", nx, *(0.0,) * 6)
             dend = f"""            - name: dend[0..{max(1, -(-(nh + np_ + nx) // DEND_MAX)) - 1}]
               attributes:
                 model: accumulator
