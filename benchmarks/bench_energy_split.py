@@ -47,6 +47,7 @@ import tempfile
 import time
 from dataclasses import asdict, replace
 from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def sanafe_replay(template, stack, cm, profile, spikes, trains, workdir: Path) -
     T, L = spikes[0].shape[0], len(stack.layers)
     slots = np.asarray(cm.slot_of_core)
     if np.any(slots >= g.cores):
-        raise SystemExit("this comparison needs a one-chip placement (SANA-FE models one mesh)")
+        raise SystemExit("error: this comparison needs a one-chip placement (SANA-FE models one mesh)")
 
     def hw(slot):                                     # (SANA-FE tile id, core in tile) of a slot
         tile = int(slot) // g.cores_per_tile
@@ -306,7 +307,14 @@ def main(argv=None):
         return
     ptb = Path(a.ptb)
     if not (ptb / "ptb.train.txt").is_file():
-        raise SystemExit(f"Penn Treebank not found at {ptb}")
+        raise SystemExit(f"error: Penn Treebank not found at {ptb}")
+    archs = [n for n in a.archs.split(",") if n]
+    if set(archs) - {"stock", "profile"}:
+        raise SystemExit(f"error: --archs takes stock and/or profile, not {a.archs!r}")
+    if archs and find_spec("sanafe") is None:
+        raise SystemExit("error: SANA-FE is not installed (pip install sanafe==2.2.9; GPL-3.0, benchmark only)")
+    if a.tokens < 2 or a.input_axons < 1:
+        raise SystemExit("error: --tokens must be >= 2 and --input-axons >= 1")
     hidden = [int(x) for x in a.hidden.split(",")]
     vocab = Vocabulary.from_train_file(ptb / "ptb.train.txt")
     res: dict = {"tokens": a.tokens, "emb": a.emb, "hidden": hidden, "input_axons": a.input_axons,
@@ -327,7 +335,7 @@ def main(argv=None):
         res["compile_s"] = time.perf_counter() - t0
         mapping = json.loads((td / "art" / "mapping.json").read_text())
         if not mapping.get("split"):
-            raise SystemExit("the compile did not split any layer: lower --input-axons")
+            raise SystemExit("error: the compile did not split any layer: lower --input-axons")
         res["split"] = mapping["split"]
         res["cores"] = mapping["totals"]["cores_used"]
         stack, cm = load_program(td / "art" / "program.npz")
@@ -353,7 +361,7 @@ def main(argv=None):
         res["ours"] = ours
         templates = {"stock": lambda: stock_template(profile.core.compartments),
                      "profile": lambda: profile_template(profile)}
-        for name in [n for n in a.archs.split(",") if n]:
+        for name in archs:
             wd = td / name
             wd.mkdir(exist_ok=True)
             print(f"SANA-FE {name} architecture, {len(ids)} tokens ...", file=sys.stderr)
