@@ -52,6 +52,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 from benchmarks.common import build_model, calibrate  # noqa: E402
+from benchmarks.sanafe_split_arch import profile_template, soma_bank  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from egru_compile.cli import main as cli  # noqa: E402
@@ -124,16 +125,7 @@ def _inputs(n_inputs: int) -> str:
 
 
 def _replay_soma(n_replay, access_pj, access_ns, update_pj, update_ns, spike_pj, spike_ns) -> str:
-    return f"""            - name: {REPLAY}[0..{n_replay - 1}]
-              attributes:
-                model: input
-                energy_access_neuron: {access_pj}e-12
-                latency_access_neuron: {access_ns}e-9
-                energy_update_neuron: {update_pj}e-12
-                latency_update_neuron: {update_ns}e-9
-                energy_spike_out: {spike_pj}e-12
-                latency_spike_out: {spike_ns}e-9
-"""
+    return soma_bank(REPLAY, n_replay, access_pj, access_ns, update_pj, update_ns, spike_pj, spike_ns)
 
 
 def stock_arch(n_replay: int, n_inputs: int) -> str:
@@ -151,68 +143,21 @@ def profile_arch(profile, n_replay: int, n_inputs: int) -> str:
     """The mesh and per-event figures of our chip profile as a SANA-FE architecture: a compartment costs the
     inactive update every step; a unit that fires pays the active-minus-inactive difference for its 3
     compartments (charged as the g neuron's update); one message per destination core; hops per direction."""
-    g, e = profile.chip, profile.energy
-    upd_pj = CPU * (e.neuron_active_pj - e.neuron_inactive_pj)
-    upd_ns = CPU * (e.neuron_active_ns - e.neuron_inactive_ns)
-    syn = "\n".join(f"""            - name: {name}
-              attributes:
-                model: current_based
-                energy_process_spike: {e.synop_pj}e-12
-                latency_process_spike: {e.synop_ns}e-9""" for name in
-                    ("loihi_dense_synapse", "loihi_sparse_synapse"))
-    return f"""architecture:
-  name: {profile.name}
-  attributes:
-    topology: mesh
-    width: {g.tiles_x}
-    height: {g.tiles_y}
-    link_buffer_size: 16
-    sync_model: fixed
-    latency_sync: {e.barrier_ns}e-9
-  tile:
-    - name: tile[0..{g.tiles_x * g.tiles_y - 1}]
-      attributes:
-        energy_north_hop: {e.hop_ns_pj}e-12
-        latency_north_hop: {e.hop_ns_ns}e-9
-        energy_south_hop: {e.hop_ns_pj}e-12
-        latency_south_hop: {e.hop_ns_ns}e-9
-        energy_east_hop: {e.hop_ew_pj}e-12
-        latency_east_hop: {e.hop_ew_ns}e-9
-        energy_west_hop: {e.hop_ew_pj}e-12
-        latency_west_hop: {e.hop_ew_ns}e-9
-      core:
-        - name: core[0..{g.cores_per_tile - 1}]
-          attributes:
-            buffer_position: soma
-            buffer_inside_unit: false
-            max_neurons_supported: {profile.core.compartments}
-          axon_in:
-            - name: axon_in
-              attributes:
-                energy_message_in: 0.0
-                latency_message_in: 0.0
-          soma:
-{_replay_soma(n_replay, e.neuron_inactive_pj, e.neuron_inactive_ns, upd_pj, upd_ns, 0.0, 0.0)}{_inputs(n_inputs)}
+    txt, home, _ = profile_template(profile)
+    soma = _replay_soma(n_replay, *home) + _inputs(n_inputs) + """
                 energy_access_neuron: 0.0
                 latency_access_neuron: 0.0
                 energy_update_neuron: 0.0
                 latency_update_neuron: 0.0
                 energy_spike_out: 0.0
                 latency_spike_out: 0.0
-          dendrite:
-            - name: loihi_dendrites
+"""
+    return txt.replace("{SOMA}", soma).replace("{DEND}", """            - name: loihi_dendrites
               attributes:
                 model: accumulator
                 energy_update: 0.0
                 latency_update: 0.0
-          synapse:
-{syn}
-          axon_out:
-            - name: axon_out
-              attributes:
-                energy_message_out: {e.spike_tile_pj}e-12
-                latency_message_out: {e.spike_tile_ns}e-9
-"""
+""")
 
 
 def arch_hop_costs(yaml_text: str) -> dict:
