@@ -320,9 +320,12 @@ class ChipSimulator:
             rnn_synops += int(synops.sum())
             route_pj = np.bincount(src, weights=R.pj[a], minlength=n)
             max_route = float(R.max_ns[a].max()) if len(a) else 0.0
-            adds, extra_ns = 0, 0.0
+            adds, extra_ns, part_upd = 0, 0.0, 0
             if self._psum[l] is not None:     # partial sums: one graded message per (unit, remote part) with events
                 ps = self._psum[l]
+                # a remote part's compartments_per_unit accumulators update every token like a silent unit's
+                part_upd = np.bincount(ps["src"][ps["has"]], minlength=n) * cpu
+                cnt["updates"] += part_upd
                 sent = ps["has"] & (per_part[:, 1:] > 0)
                 ps["count"] += sent
                 snd, rcv = ps["src"][sent], ps["dst"][sent]
@@ -336,7 +339,7 @@ class ChipSimulator:
                 route_pj = route_pj + np.bincount(snd, weights=ps["pj"][sent], minlength=n)
                 extra_ns = p_out * ps["inject_ns"]
                 max_route += float(ps["link_ns"][sent].max()) if sent.any() else 0.0
-            ph = self._phase(synops + adds, spk * cpu, (self.units[l] - spk) * cpu, msgs, route_pj, max_route,
+            ph = self._phase(synops + adds, spk * cpu, (self.units[l] - spk) * cpu + part_upd, msgs, route_pj, max_route,
                              extra_ns)
             self.phase_ns[l] += ph
             self.latency_ns += ph
