@@ -157,13 +157,16 @@ def test_outputs_equal_frozen_hand_built_functions_here(compiled, key):
 
 
 def write_golden(path: Path = GOLDEN) -> None:
-    """Freeze today's functions and outputs (run only at the commit named in the module doc)."""
+    """Freeze the hand-built functions and their outputs. Ran once, at commit d25d5da (its `functions.BUILDERS` /
+    `batch.BATCHED` were builder tables of make_node FunctionProtos): ``git worktree add /tmp/old d25d5da``, copy
+    this file there, ``python tests/targets/onnx/test_onnx_functions_frozen.py``. Never rerun it on later code."""
     import tempfile
 
-    from egru_compile.targets.onnx.batch import BATCHED
-    from egru_compile.targets.onnx.functions import BUILDERS
+    from egru_compile.targets.onnx import batch, functions
+    if not isinstance(getattr(functions, "BUILDERS", None), dict):
+        raise SystemExit("error: the frozen reference is written from the hand-built functions of commit d25d5da")
     flat = {}
-    for kind, table in (("step", BUILDERS), ("batch", BATCHED)):
+    for kind, table in (("step", functions.BUILDERS), ("batch", batch.BATCHED)):
         for name, build in table.items():
             flat[f"fn/{kind}/{name}"] = np.frombuffer(build().SerializeToString(), np.uint8)
     with tempfile.TemporaryDirectory() as d:
@@ -172,7 +175,6 @@ def write_golden(path: Path = GOLDEN) -> None:
             for dt, extra in VARIANTS[name].items():
                 model = _compile(src, Path(d) / f"{name}_{dt}", extra)
                 flat.update(model_outputs(model, tokens, f"out/{name}/{dt}", name == "example"))
-    path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **flat)
     print(f"wrote {path}: {len(flat)} arrays, {path.stat().st_size} bytes")
 
