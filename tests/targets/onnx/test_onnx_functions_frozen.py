@@ -15,16 +15,20 @@ and onnxruntime 1.32.0 on x86-64. It holds
 
 Two tests: (1) compiled by today's code, every output equals the frozen output exactly; (2) machine-independent:
 today's model with its functions swapped for the frozen hand-built ones gives exactly the same outputs as today's
-model on this machine (if (1) fails on another CPU while (2) passes, the MLAS build differs, not the bodies).
+model on this machine, and ONNX Runtime runs the same op types per step (if (1) fails on another CPU while (2)
+passes, the MLAS build differs, not the bodies). (2) also covers SparseMatVec (a dense-product model), which no
+model of (1) uses; together they run every ``ai.egru`` op, step and batched.
 """
 from __future__ import annotations
 
 import hashlib
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
@@ -33,9 +37,11 @@ sys.path.insert(0, str(ROOT / "tests"))  # noqa: E402 - conftest's make_model, a
 
 from conftest import make_model  # noqa: E402
 from egru_compile.cli import main  # noqa: E402
-from egru_compile.frontend import save_checkpoint  # noqa: E402
+from egru_compile.frontend import save_checkpoint, trace_model  # noqa: E402
+from egru_compile.passes import PassManager  # noqa: E402
+from egru_compile.targets.onnx import lower_graph  # noqa: E402
 from egru_compile.targets.onnx.batch import batch_model  # noqa: E402
-from egru_compile.targets.onnx.runner import create_session  # noqa: E402
+from egru_compile.targets.onnx.runner import DISABLED_OPTIMIZERS, create_session, session_options  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "ptb-egru-small" / "model.pt"
 GOLDEN = ROOT / "tests" / "golden" / "onnx_functions_d25d5da.npz"
@@ -53,13 +59,26 @@ def _compile(src: Path, out: Path, extra) -> onnx.ModelProto:
     return onnx.load(str(out / "model.onnx"))
 
 
+def _small_model():
+    return make_model(vocab=60, emb=16, hidden=(48, 16), sparsity=0.8, seed=5, thr=(0.05, 0.3))
+
+
 def _sources(tmp: Path) -> dict:
     """name -> (checkpoint, token ids [STEPS + B * BSTEPS]) of the two models (tokens: a fixed draw)."""
     small = tmp / "small.pt"
-    save_checkpoint(small, make_model(vocab=60, emb=16, hidden=(48, 16), sparsity=0.8, seed=5, thr=(0.05, 0.3)), WORDS)
+    save_checkpoint(small, _small_model(), WORDS)
     rng = np.random.default_rng(23)
     n = STEPS + B * BSTEPS
     return {"example": (EXAMPLE, rng.integers(0, 10000, n)), "small": (small, rng.integers(0, 60, n))}
+
+
+def optimized_op_counts(model: onnx.ModelProto, path: Path) -> Counter:
+    """Op types of the graph ONNX Runtime runs (functions inlined, constants folded; the runner's options)."""
+    so = session_options()
+    so.optimized_model_filepath = str(path)
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=list(DISABLED_OPTIMIZERS))
+    return Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def run_model(model: onnx.ModelProto, tokens: np.ndarray) -> dict:
@@ -126,6 +145,9 @@ def compiled(tmp_path_factory):
     for name, (src, _) in _sources(tmp).items():
         for dt, extra in VARIANTS[name].items():
             models[f"{name}/{dt}"] = _compile(src, tmp / f"{name}_{dt}", extra)
+    # dense products, embedding not folded: the SparseMatVec body (no frozen outputs; test 2 only)
+    graph = PassManager(None).run(trace_model(_small_model()))
+    models["small/dense"] = lower_graph(graph, {"event_gating": False, "fold_embedding": False}).model
     return golden, models
 
 
@@ -141,15 +163,19 @@ def test_outputs_equal_frozen_hand_built_outputs(compiled, key):
     assert got[f"out/{key}/step/events0"].sum() > 0            # units did fire
 
 
-@pytest.mark.parametrize("key", ["example/int8", "small/f16", "small/int8"])
-def test_outputs_equal_frozen_hand_built_functions_here(compiled, key):
+@pytest.mark.parametrize("key", ["example/int8", "small/f16", "small/int8", "small/dense"])
+def test_outputs_equal_frozen_hand_built_functions_here(compiled, key, tmp_path):
+    """... and ORT runs the same ops per step (the onnxscript bodies' CastLike literals fold away)."""
     golden, models = compiled
     tokens = golden[f"tokens/{key.split('/')[0]}"]
     model = models[key]
     old = with_functions(model, _frozen_functions(golden, "step"))
+    if key == "small/dense":
+        assert {"SparseMatVec", "SparseWeight"} <= {f.name for f in model.functions}
     assert [f.SerializeToString() for f in old.functions] != [f.SerializeToString() for f in model.functions]
     old_b, new_b = with_functions(batch_model(model), _frozen_functions(golden, "batch")), batch_model(model)
     for m_old, m_new, toks in ((old, model, tokens[:STEPS]), (old_b, new_b, tokens[STEPS:].reshape(B, BSTEPS).T)):
+        assert optimized_op_counts(m_old, tmp_path / "old.onnx") == optimized_op_counts(m_new, tmp_path / "new.onnx")
         a, b = run_model(m_old, toks), run_model(m_new, toks)
         assert set(a) == set(b)
         for k in a:
