@@ -124,7 +124,7 @@ def batch_model(model: onnx.ModelProto) -> onnx.ModelProto:
     from . import bodies_batched
     fns = [f for f in m.functions if f.domain != F.DOMAIN or f.name not in BATCHED]
     used = {f.name for f in m.functions if f.domain == F.DOMAIN}
-    fns += [getattr(bodies_batched, k).to_function_proto() for k in F.OP_NAMES if k in BATCHED and k in used]
+    fns += [F.function_proto(getattr(bodies_batched, k)) for k in F.OP_NAMES if k in BATCHED and k in used]
     del m.functions[:]
     m.functions.extend(fns)
     return m

@@ -30,18 +30,17 @@ def CompressEvents(y):
 
 @script(egru, default_opset=op)
 def SparseWeight(indptr, indices, values, shape):
-    """CSR (indptr over rows, column indices, f32 values) -> dense [rows, cols]. Weights are stored in this form
-    so the model file shrinks with pruning; the inputs are initializers, so runtimes constant-fold this once at
-    load time."""
+    """CSR (indptr over rows, column indices, values) -> dense [rows, cols] of the values' dtype. Weights are
+    stored in this form so the model file shrinks with pruning; the inputs are initializers, so runtimes
+    constant-fold this once at load time."""
     ip = op.Cast(indptr, to=INT64.dtype)
     ix = op.Cast(indices, to=INT64.dtype)
     nnz = op.Shape(ix)
     # row id of every stored entry: mark where each row (after the first) starts, then prefix-sum
     starts = op.Slice(ip, [1], [-1])
-    marks = op.ScatterElements(op.ConstantOfShape(nnz + 1, value=make_tensor("v", TensorProto.INT64, [1], [0])),
-                               starts,
-                               op.ConstantOfShape(op.Shape(starts), value=make_tensor("v", TensorProto.INT64, [1], [1])),
-                               axis=0, reduction="add")
+    marks0 = op.ConstantOfShape(nnz + 1, value=make_tensor("v", TensorProto.INT64, [1], [0]))
+    ones = op.ConstantOfShape(op.Shape(starts), value=make_tensor("v", TensorProto.INT64, [1], [1]))
+    marks = op.ScatterElements(marks0, starts, ones, axis=0, reduction="add")
     row = op.CumSum(op.Slice(marks, [0], nnz), 0)
     flat = row * op.Gather(shape, 1, axis=0) + ix
     zeros = op.CastLike(op.ConstantOfShape(op.ReduceProd(shape, keepdims=1)), values)

@@ -42,7 +42,8 @@ import onnx
 
 from .options import DOMAIN, DOMAIN_VERSION, OPSET
 
-__all__ = ["DOMAIN", "DOMAIN_VERSION", "OPSET", "OP_NAMES", "DEPENDS", "with_callees", "build_functions"]
+__all__ = ["DOMAIN", "DOMAIN_VERSION", "OPSET", "OP_NAMES", "DEPENDS", "with_callees", "function_proto",
+           "build_functions"]
 
 #: the stable op names of the ``ai.egru`` domain, in the order a model lists their functions (callees first)
 OP_NAMES = ("CompressEvents", "SparseWeight", "SparseWeightQ", "SparseWeightI8", "EventMatVec", "EventMatVecF16",
@@ -60,8 +61,15 @@ def with_callees(names) -> set[str]:
     return out
 
 
+def function_proto(body) -> onnx.FunctionProto:
+    """The FunctionProto of an onnxscript function, its doc string (the Python docstring) on one line."""
+    proto = body.to_function_proto()
+    proto.doc_string = " ".join(proto.doc_string.split())
+    return proto
+
+
 def build_functions(names) -> list[onnx.FunctionProto]:
     """FunctionProtos for the ops in `names` and their callees, in a fixed order (deterministic model bytes)."""
     from . import bodies
     need = with_callees(names)
-    return [getattr(bodies, k).to_function_proto() for k in OP_NAMES if k in need]
+    return [function_proto(getattr(bodies, k)) for k in OP_NAMES if k in need]
