@@ -57,126 +57,16 @@ from __future__ import annotations
 import copy
 
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
 from . import functions as F
 from .options import OnnxLoweringError
 
-_F = TensorProto.FLOAT
-_I64 = TensorProto.INT64
-
 #: the symbolic batch dimension's name
 BATCH_DIM = "B"
 
-
-def _fn(name, inputs, outputs, nodes, doc):
-    return helper.make_function(F.DOMAIN, name, inputs, outputs, nodes,
-                                opset_imports=[helper.make_opsetid("", F.OPSET)], doc_string=doc)
-
-
-def compress_events_b() -> onnx.FunctionProto:
-    n = helper.make_node
-    nodes = [
-        F._const_ints("ax1", [1]),
-        F._const_int("zero_s", 0),
-        F._const_int("one_s", 1),
-        F._const_ints("three", [3]),
-        F._const_ints("four", [4]),
-        F._const_float("zero_f", 0.0),
-        n("Shape", ["y"], ["shp"]),
-        n("Gather", ["shp", "one_s"], ["N"], axis=0),
-        n("Equal", ["y", "zero_f"], ["eq0"]),
-        n("Not", ["eq0"], ["mask"]),
-        n("Cast", ["mask"], ["m64"], to=_I64),
-        n("ReduceSum", ["m64", "ax1"], ["count"], keepdims=0),                 # [B]
-        n("ReduceMax", ["count"], ["kmax"], keepdims=1),                       # [1]
-        # width K' = the smallest value >= kmax with K' = 3 (mod 4), at most N
-        n("Sub", ["three", "kmax"], ["d3"]),
-        n("Mod", ["d3", "four"], ["r3"]),
-        n("Add", ["kmax", "r3"], ["kp0"]),
-        n("Unsqueeze", ["N", "zero_s"], ["N1"]),
-        n("Min", ["kp0", "N1"], ["kp"]),
-        # key(j) = N - j for active columns, 0 for the others: TopK(K') = active columns ascending, then
-        # inactive ones (value 0)
-        n("Range", ["zero_s", "N", "one_s"], ["j"]),
-        n("Sub", ["N", "j"], ["rev"]),
-        n("Mul", ["m64", "rev"], ["key"]),
-        n("TopK", ["key", "kp"], ["_k", "idx0"], axis=1, largest=1, sorted=1),
-        # rotate row b right by f_b = 4 * floor((K' - count_b) / 4): zeros first (a multiple of 4), then the
-        # active units, then fewer than 4 zeros (none when count_b = 3 mod 4)
-        n("Sub", ["kp", "count"], ["free"]),
-        n("Div", ["free", "four"], ["f4"]),
-        n("Mul", ["f4", "four"], ["f"]),
-        n("Unsqueeze", ["f", "ax1"], ["f2"]),                                  # [B,1]
-        n("Squeeze", ["kp", "zero_ax"], ["kp_s"]),
-        n("Range", ["zero_s", "kp_s", "one_s"], ["pos"]),                      # [K']
-        n("Sub", ["pos", "f2"], ["sh"]),
-        n("Add", ["sh", "kp"], ["sh2"]),
-        n("Mod", ["sh2", "kp"], ["src"]),                                      # [B,K']
-        n("GatherElements", ["idx0", "src"], ["idx"], axis=1),
-        n("GatherElements", ["y", "idx"], ["val"], axis=1),
-    ]
-    nodes.insert(0, F._const_ints("zero_ax", [0]))
-    return _fn("CompressEvents", ["y"], ["idx", "val", "count"], nodes,
-               "Active units of each row of y [B,N], ascending, in a row of width K' (>= the batch's largest count, "
-               "3 mod 4) laid out for bit-exact per-stream products: a multiple of 4 zero-valued entries first, "
-               "the active units, then < 4 zero entries (none when count = 3 mod 4); values (0 at padding); "
-               "per-row counts [B].")
-
-
-def _event_matvec_b(cast_rows: bool = False, scaled: bool = False) -> list:
-    n = helper.make_node
-    nodes = [F._const_ints("ax1", [1]), n("Gather", ["WT", "idx"], ["gathered" if cast_rows else "rows"], axis=0)]
-    if cast_rows:
-        nodes.append(n("Cast", ["gathered"], ["rows"], to=_F))
-    nodes += [n("Unsqueeze", ["val", "ax1"], ["v"]),                      # [B,1,Kmax]
-              n("MatMul", ["v", "rows"], ["acc3"]),                        # [B,1,N]
-              n("Squeeze", ["acc3", "ax1"], ["acc" if scaled else "out"])]
-    if scaled:
-        nodes.append(n("Mul", ["acc", "scale"], ["out"]))
-    return nodes
-
-
-def event_matvec_b() -> onnx.FunctionProto:
-    return _fn("EventMatVec", ["idx", "val", "WT"], ["out"], _event_matvec_b(),
-               "Per-stream event-gated product: out[b] = sum_k val[b,k] * WT[idx[b,k], :].")
-
-
-def event_matvec_f16_b() -> onnx.FunctionProto:
-    return _fn("EventMatVecF16", ["idx", "val", "WT"], ["out"], _event_matvec_b(cast_rows=True),
-               "Per-stream EventMatVec over float16 rows, accumulated in float32.")
-
-
-def event_matvec_q_b() -> onnx.FunctionProto:
-    return _fn("EventMatVecQ", ["idx", "val", "WT", "scale"], ["out"], _event_matvec_b(True, scaled=True),
-               "Per-stream EventMatVec over int8 rows, per-output scale after the sum.")
-
-
-def count_macs_b() -> onnx.FunctionProto:
-    """Per-stream MACs: padding entries of idx point at inactive columns whose fan-out must not count;
-    they are exactly the entries whose value is 0 (an active unit's value is non-zero)."""
-    n = helper.make_node
-    nodes = [
-        F._const_ints("ax1", [1]),
-        F._const_float("zero_f", 0.0),
-        n("Gather", ["fanout", "idx"], ["f"], axis=0),                       # [B,K']
-        n("Equal", ["val", "zero_f"], ["pad"]),
-        n("Not", ["pad"], ["keep"]),
-        n("Cast", ["keep"], ["keep64"], to=_I64),
-        n("Mul", ["f", "keep64"], ["fk"]),
-        n("ReduceSum", ["fk", "ax1"], ["macs"], keepdims=0),
-    ]
-    return _fn("CountMACs", ["idx", "fanout", "val"], ["macs"], nodes,
-               "Per-stream MACs of an event-gated product: summed fan-out of each row's active units.")
-
-
-BATCHED = {
-    "CompressEvents": compress_events_b,
-    "EventMatVec": event_matvec_b,
-    "EventMatVecF16": event_matvec_f16_b,
-    "EventMatVecQ": event_matvec_q_b,
-    "CountMACs": count_macs_b,
-}
+#: the ``ai.egru`` ops with a batched body (`bodies_batched`, written with onnxscript)
+BATCHED = ("CompressEvents", "EventMatVec", "EventMatVecF16", "EventMatVecQ", "CountMACs")
 
 
 def _set_batch(vi: onnx.ValueInfoProto) -> None:
@@ -231,9 +121,10 @@ def batch_model(model: onnx.ModelProto) -> onnx.ModelProto:
         tok = next((i.name for i in g.input if i.name == "tokens"), g.input[0].name)
         g.node.extend([helper.make_node("Shape", [tok], ["macs_bshape"], end=1),
                        helper.make_node("Expand", ["macs_1", "macs_bshape"], ["macs"])])
+    from . import bodies_batched
     fns = [f for f in m.functions if f.domain != F.DOMAIN or f.name not in BATCHED]
     used = {f.name for f in m.functions if f.domain == F.DOMAIN}
-    fns += [BATCHED[k]() for k in F.OP_NAMES if k in BATCHED and k in used]
+    fns += [F.function_proto(getattr(bodies_batched, k)) for k in F.OP_NAMES if k in BATCHED and k in used]
     del m.functions[:]
     m.functions.extend(fns)
     return m

@@ -58,8 +58,7 @@ class _Lowering(WeightStorage):
         self.compact_kind: dict[Value, str] = {}   # ... -> which of them ("idx", "val", "count")
         self.events: dict[Value, tuple[str, str, str]] = {}
         self.ccache: dict = {}
-        self.stored: dict[int, str] = {}           # id(constant data) -> ONNX name
-        self.keep: list = []                       # keep evaluated constants alive (ids stay unique)
+        self.stored: dict[tuple, str] = {}         # weights.content_key(constant data) -> ONNX name
         self.weights: dict[tuple, str] = {}
         self.stats = {"weights": [], "gated_matvecs": 0, "dense_matvecs": 0, "folded_embedding": False}
 
@@ -301,7 +300,7 @@ class _Lowering(WeightStorage):
             opset_imports=[helper.make_opsetid("", F.OPSET), helper.make_opsetid(F.DOMAIN, F.DOMAIN_VERSION)],
             functions=F.build_functions(used_fns))
         stats = dict(self.stats)
-        stats["functions"] = sorted(used_fns)
+        stats["functions"] = sorted(F.with_callees(used_fns))
         stats["nodes"] = len(kept)
         stats["initializer_bytes"] = int(sum(len(t.raw_data) for t in inits))
         return Lowered(model, inputs, [spec for _, _, spec in outs], stats)

@@ -1,5 +1,6 @@
 """Options and results of the ONNX target: `OnnxOptions` (the target's options), `IOSpec` (one step
-input/output), `Lowered` (the lowered model with its I/O description) and the dtype maps."""
+input/output), `Lowered` (the lowered model with its I/O description), the dtype maps and the ``ai.egru``
+domain's name and versions (`functions`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -9,6 +10,11 @@ import onnx
 from onnx import TensorProto
 
 from ...errors import EgruError
+
+#: the compiler's ONNX function domain, its version and the standard opset of the models and function bodies
+DOMAIN = "ai.egru"
+DOMAIN_VERSION = 1
+OPSET = 21
 
 ONNX_DTYPES = {"f32": TensorProto.FLOAT, "f64": TensorProto.DOUBLE, "i64": TensorProto.INT64,
                "i32": TensorProto.INT32, "i16": TensorProto.INT16, "i8": TensorProto.INT8,

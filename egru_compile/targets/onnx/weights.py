@@ -1,9 +1,11 @@
-"""How the ONNX lowering stores constants: initializers deduplicated by identity, 2-D float arrays as CSR
+"""How the ONNX lowering stores constants: initializers deduplicated by content (`content_key`), 2-D float arrays as CSR
 initializers when smaller than dense (expanded at load time by ``ai.egru.SparseWeight*``), a weight matrix M
 [n_out, n_in] as its transpose WT [n_in, n_out] (the rows an event-gated product gathers), int8 weights with
 their per-output-row scale. A mixin of `lower._Lowering`, which provides ``init``, ``ints``, ``node``, ``fn``,
-``const_of``, ``const_name`` and the ``stored`` / ``weights`` / ``keep`` / ``stats`` tables."""
+``const_of``, ``const_name`` and the ``stored`` / ``weights`` / ``stats`` tables."""
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 from onnx import TensorProto, helper
@@ -22,15 +24,25 @@ def _idx_dtype(limit: int):
                                                               else np.int64)
 
 
+def content_key(data) -> tuple:
+    """A key equal for two constants exactly when they hold the same values: kind, dtype, shape and a digest
+    of the bytes of every array (a SparseMatrix: its format, shape, index / value / scale arrays)."""
+    if isinstance(data, SparseMatrix):
+        parts = [data.indptr, data.indices, data.data] + ([] if data.scale is None else [data.scale])
+        return ("sparse", data.fmt, tuple(data.shape), data.scale is None) + tuple(content_key(a) for a in parts)
+    a = np.ascontiguousarray(data)
+    return ("array", a.dtype.str, a.shape, hashlib.blake2b(a.tobytes(), digest_size=16).digest())
+
+
 class WeightStorage:
     """Constant and weight storage of one lowering (see the module doc)."""
 
     def store(self, data, hint: str) -> str:
-        """Initializer(s) holding constant `data`; 2-D float arrays sparse when smaller. Deduplicated."""
-        key = id(data)
+        """Initializer(s) holding constant `data`; 2-D float arrays sparse when smaller. Deduplicated by
+        content."""
+        key = content_key(data)
         if key in self.stored:
             return self.stored[key]
-        self.keep.append(data)
         if isinstance(data, SparseMatrix):
             name = self._store_sparse_matrix_as_wt(data, hint)
         else:
@@ -89,7 +101,7 @@ class WeightStorage:
         """WT [n_in, n_out] of the matvec `node`'s constant weight `w`, as dtype ("f32"/"f16")."""
         data = self.const_of(w)
         layout = "wt" if (isinstance(data, SparseMatrix) or node.op == "matmul") else "m"
-        key = (id(data), layout, dtype)
+        key = (content_key(data), layout, dtype)
         if key in self.weights:
             return self.weights[key]
         base = self.const_name(w)
@@ -104,7 +116,7 @@ class WeightStorage:
     def weight_q8(self, w: Value) -> tuple[str, str]:
         """(WT int8 [n_in, n_out], scale f32 [n_out]) of an int8 SparseMatrix weight."""
         m = self.const_of(w)
-        key = (id(m), "q8")
+        key = (content_key(m), "q8")
         if key not in self.weights:
             csc = m.convert("csc")
             n_out, n_in = m.shape
