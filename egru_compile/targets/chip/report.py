@@ -255,9 +255,10 @@ def projection_lines(p: dict) -> list[str]:
         line = (f"projection on the calibration tokens: {s['messages_sent']:,.1f} of {p['outputs']} outputs sent "
                 f"per token, {s['saturated']} saturated payloads")
         if s.get("calib_ppl_float") is not None:
+            ch = 100 * s["ppl_rel_change"]
             line += (f"; calibration PPL {s['calib_ppl_float']:.4f} (float32 payload, as the host) -> "
                      f"{s['calib_ppl_chip']:.4f} ({p['payload_bits']}-bit payload), change "
-                     f"{100 * s['ppl_rel_change']:+.4f} %")
+                     + (f"{ch:+.1e} %" if abs(ch) < 1e-4 else f"{ch:+.4f} %"))
         out.append(line)
     return out
 
