@@ -189,7 +189,7 @@ def _simulate(stack, cores: CoreMap, profile: ChipProfile, multicast: bool, cali
     from .simulate import ChipSimulator
     sim = ChipSimulator(stack, cores, profile=profile, multicast=multicast)
     toks = np.asarray(calib, np.int64)
-    track = sim.dec.track_float = sim.dec.routes is not None     # graded projection payload vs float32
+    track = sim.dec.track_float = sim.dec.proj_core_of is not None     # graded projection payload vs float32
     nll = np.zeros(2)
     for i, tok in enumerate(toks):
         logits = sim.step(int(tok))

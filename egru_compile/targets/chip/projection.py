@@ -54,8 +54,9 @@ class DecoderSide:
     ``cores.projection_core_of``). ``first`` = (fan [outputs, h_last], core_of) of the cores the last layer's
     spikes must reach (projection cores, else decoder cores), None when the decoder runs on the host."""
 
-    def __init__(self, stack, cores, profile, n: int, tiles, mesh, multicast: bool):
+    def __init__(self, stack, cores, profile, n: int):
         self.n = n
+        self.profile = profile
         self.dec_core_of = None if cores.decoder_core_of is None else np.asarray(cores.decoder_core_of, np.int64)
         pc = getattr(cores, "projection_core_of", None)
         self.proj_core_of = None if pc is None else np.asarray(pc, np.int64)
@@ -86,17 +87,21 @@ class DecoderSide:
             self.fproj_T = np.ascontiguousarray(pfan.T)
             self.proj_units = np.bincount(self.proj_core_of, minlength=n)
             self.scale, self.qmax = payload_format(P, self.proj_b, profile.spikes.payload_bits)
-            reach = np.zeros((P.shape[0], n), bool)               # projection output e -> decoder cores
-            _or_group_any(reach, dec_fan, self.dec_core_of)
-            self.routes = UnitRoutes(reach, self.proj_core_of, tiles, mesh, profile, multicast)
+            self.reach = np.zeros((P.shape[0], n), bool)          # projection output e -> decoder cores
+            _or_group_any(self.reach, dec_fan, self.dec_core_of)
             self.first = (pfan, self.proj_core_of)
         self.phases = (self.dec_core_of is not None) + (self.proj_core_of is not None)
         self.track_float = False        # also compute `float_logits`: the decoder on the unquantised payload
         self.float_logits = None
         self.reset()
 
+    def connect(self, tiles, mesh, multicast: bool) -> None:
+        """Routes of the projection outputs' graded messages on the simulator's mesh (`routing.UnitRoutes`)."""
+        if self.proj_core_of is not None:
+            self.routes = UnitRoutes(self.reach, self.proj_core_of, tiles, mesh, self.profile, multicast)
+
     def reset(self) -> None:
-        self.fires = None if self.routes is None else np.zeros(len(self.proj_core_of), np.int64)
+        self.fires = None if self.proj_core_of is None else np.zeros(len(self.proj_core_of), np.int64)
         self.saturated = 0
 
     def link_loads(self):
@@ -114,7 +119,7 @@ class DecoderSide:
             if self.relu:
                 x = np.maximum(x, np.float32(0.0))
             sim.projection_macs += int(self.proj_col_nnz[a_in].sum())
-            if self.routes is not None:
+            if self.proj_core_of is not None:
                 if self.track_float:
                     nz = np.flatnonzero(x)
                     self.float_logits = self.dec_b + x[nz] @ self.dec_wT[nz]

@@ -14,7 +14,10 @@ mapping.json::
       "totals": {same fields summed, "latency_ns", "cores_used", "scope"},   # the whole configuration
       "rnn_totals": {...} (decoder on chip: the RNN cores alone),
       "router": "unicast" | "multicast",
-      "decoder": {"placement": "host" | "chip", "why", "cores": [...decoder cores...] (chip), "host": {...}},
+      "decoder": {"placement": "host" | "chip", "why", "host": {...},
+                  "cores": [...{"role": "projection" | "decoder", "outputs", ...}...] (chip),
+                  "projection": {activation, payload, payload_bits, scales, "simulated": {messages_sent,
+                                 saturated, calib_ppl_float, calib_ppl_chip}} (chip, projection model)},
       "simulated": {...`simulated_report` of the simulator run on the calibration tokens...} | null,
       "baseline": {"placement": "sequential", "totals": {...}, "cores": [...]},      # RNN cores
       "traffic": {"hops_per_token": x, "baseline_hops_per_token": y, "ratio": y / x | null},
@@ -323,8 +326,8 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
     if assumptions is not None:
         out["assumptions"] = assumptions
     from .decoder import WHY_CHIP, WHY_CHIP_PROJECTION, WHY_HOST
-    out["decoder_why"] = WHY_HOST if decoder == "host" else (WHY_CHIP if dec.routes is None else WHY_CHIP_PROJECTION)
-    if dec.routes is not None:          # projection cores: graded messages of the projection outputs
+    out["decoder_why"] = WHY_HOST if decoder == "host" else (WHY_CHIP if dec.proj_core_of is None else WHY_CHIP_PROJECTION)
+    if dec.proj_core_of is not None:    # projection cores: graded messages of the projection outputs
         out["projection"] = {"activation": sim.stack.projection_activation or "identity",
                              "outputs": int(len(dec.proj_core_of)), "messages_sent": pt(dec.fires.sum()),
                              "saturated": int(dec.saturated), "payload_bits": sim.profile.spikes.payload_bits}

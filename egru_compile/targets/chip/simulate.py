@@ -174,10 +174,8 @@ class ChipSimulator:
         L = len(stack.layers)
         self.core_of = [np.asarray(c, np.int64) for c in cores.core_of]
         fans = [(_gate_fan(lw.W, lw.hidden), _gate_fan(lw.R, lw.hidden)) for lw in stack.layers]
-        self.mesh = Mesh(profile, max(1, int(np.max(cores.slot_of_core)) // profile.chip.cores + 1))
-        tiles = core_tiles(profile, cores.slot_of_core, self.mesh)
         # projection (host or graded-event cores) and decoder (host or cores): `projection.DecoderSide`
-        self.dec = DecoderSide(stack, cores, profile, n, tiles, self.mesh, self.multicast)
+        self.dec = DecoderSide(stack, cores, profile, n)
         self.dec_core_of = self.dec.dec_core_of
         dec_fan, dec_dest = self.dec.first or (None, None)    # cores the last layer's spikes reach after it
         # fan-out tables [presynaptic unit, postsynaptic unit] (int32): per step, the synapses on each core are
@@ -193,6 +191,9 @@ class ChipSimulator:
             reach = split_dest_cores(fans, self.core_of, self.splits, n, dec_fan, dec_dest)
         else:
             reach = dest_cores(fans, self.core_of, n, dec_fan, dec_dest)
+        self.mesh = Mesh(profile, max(1, int(np.max(cores.slot_of_core)) // profile.chip.cores + 1))
+        tiles = core_tiles(profile, cores.slot_of_core, self.mesh)
+        self.dec.connect(tiles, self.mesh, self.multicast)
         self._tiles = tiles
         self._psum = [None if sp is None else psum_routes(sp, self.core_of[l], cores.slot_of_core, self.cost)
                       for l, sp in enumerate(self.splits)]

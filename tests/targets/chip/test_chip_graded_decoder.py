@@ -255,3 +255,20 @@ def test_binary_spike_profiles_refuse_in_one_line(setup, target):
     assert len(lines) == 1 and lines[0].startswith("error: --decoder chip")
     assert "binding limit: spike payload" in lines[0] and "payload_bits = 0" in lines[0]
     assert not out.exists()
+
+
+def test_program_with_a_wrong_projection_map_is_refused(setup):
+    """program.npz's projection_core_of must give every projection output a core among the program's cores."""
+    import io
+    d, _ = setup
+    out = _compile(d, "relu", "g32", "--decoder", "chip")
+    with np.load(out / "program.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    stack, cores = load_program(out / "program.npz")
+    assert np.array_equal(cores.projection_core_of, arrays["projection_core_of"])
+    for bad in (arrays["projection_core_of"][:-1], arrays["projection_core_of"] + len(arrays["slot_of_core"])):
+        buf = io.BytesIO()
+        np.savez(buf, **dict(arrays, projection_core_of=bad))
+        buf.seek(0)
+        with pytest.raises(ValueError, match="projection_core_of"):
+            load_program(buf)
