@@ -31,7 +31,7 @@ def core_detail(m: dict, core: int, program=None) -> str:
     flag = {"memory_bytes": "memory_bytes", "memory_limit_bytes": "limits", "energy_pj": "energy_pj",
             "hops_out": "hops"}
     text = "".join(f"{k:<20} {c[k]}{mark(fl, flag.get(k, ''))}\n"
-                   for k in CORE_FIELDS + ["synop_events_total", "outputs"] if k in c)
+                   for k in CORE_FIELDS + ["synop_events_total", "role", "outputs"] if k in c)
     sim = (m.get("simulated") or {}).get("cores")
     if sim and core < len(sim):
         text += "simulated (calibration tokens, per token): " + ", ".join(
@@ -49,6 +49,10 @@ def core_detail(m: dict, core: int, program=None) -> str:
     if dec_core_of is not None and np.any(dec_core_of == core):
         u = np.nonzero(dec_core_of == core)[0]
         text += f"units         decoder outputs: {len(u)} [{_ranges(u)}]\n"
+    pc = getattr(pl, "projection_core_of", None)
+    if pc is not None and np.any(pc == core):
+        u = np.nonzero(pc == core)[0]
+        text += f"units         projection outputs: {len(u)} [{_ranges(u)}]\n"
     # input axons: presynaptic units with a synapse here, grouped by the core that sends them
     srcs: dict[int, int] = {}
     dests: set[int] = set()
@@ -66,14 +70,17 @@ def core_detail(m: dict, core: int, program=None) -> str:
             mine = pl.core_of[src_layer] == core if src_layer >= 0 else None
             if mine is not None and mine.any():
                 dests.update(int(x) for x in np.unique(tgt[g[:, mine].any(1)]))
-    if dec_core_of is not None:
-        g = stack.decoder_weight != 0
-        here = g[dec_core_of == core].any(0)
-        for s_core in pl.core_of[-1][here]:
+    # decoder-side cores: (synapses [outputs, inputs], output -> core, input -> core)
+    stages = [] if dec_core_of is None else [(stack.decoder_weight != 0, dec_core_of, pl.core_of[-1])]
+    if dec_core_of is not None and pc is not None:          # graded projection cores before the decoder
+        stages = [(stack.projection.to_dense() != 0, pc, pl.core_of[-1]), (stages[0][0], dec_core_of, pc)]
+    for g, tgt, src in stages:
+        here = g[tgt == core].any(0)
+        for s_core in src[here]:
             srcs[int(s_core)] = srcs.get(int(s_core), 0) + 1
-        mine = pl.core_of[-1] == core
+        mine = src == core
         if mine.any():
-            dests.update(int(x) for x in np.unique(dec_core_of[g[:, mine].any(1)]))
+            dests.update(int(x) for x in np.unique(tgt[g[:, mine].any(1)]))
     text += "input axons   " + (", ".join(("embedding" if s < 0 else f"core {s}") + f": {k}"
                                           for s, k in sorted(srcs.items())) or "-") + "\n"
     text += "destinations  " + (", ".join(f"core {d}" for d in sorted(dests)) or "- (host)") + "\n"

@@ -141,8 +141,9 @@ def page_data(m: dict, profile) -> dict:
     for r, col, row, tx, ty in core_cells(m, profile):
         dec = "outputs" in r
         sc = sim["cores"][r["core"]] if sim else None
-        c = {"core": r["core"], "col": col, "row": row, "role": "decoder" if dec else "rnn",
-             "chip": r.get("chip", r["slot"] // g.cores), "slot": r["slot"] % g.cores, "layers": "decoder" if dec else r.get("layers"),
+        role = r.get("role", "decoder") if dec else "rnn"          # decoder or projection cores: outputs
+        c = {"core": r["core"], "col": col, "row": row, "role": role,
+             "chip": r.get("chip", r["slot"] // g.cores), "slot": r["slot"] % g.cores, "layers": role if dec else r.get("layers"),
              "units": r.get("units", r.get("outputs")), "synapses": r["synapses"],
              "memory_bytes": r["memory_bytes"], "input_axons": r["input_axons"],
              "output_axons": r.get("output_axons"), "synops": core_synops(m, r),

@@ -25,6 +25,7 @@ class CoreMap:
     n_cores: int                         # RNN cores (the first n_cores entries of slot_of_core)
     decoder_core_of: np.ndarray | None = None
     splits: list | None = None           # per layer: `split.SplitLayer` (fan-in split by source range) or None
+    projection_core_of: np.ndarray | None = None   # [E] core of each projection output (graded, `projection`)
 
 
 @dataclass
@@ -77,4 +78,5 @@ class Placement:
         """What the chip program holds (with the decoder's cores and slots when it is placed on chip)."""
         if decoder is None:
             return CoreMap(self.core_of, self.slot_of_core, self.n_cores, None, self.splits)
-        return CoreMap(self.core_of, decoder.slot_of_core, self.n_cores, decoder.core_of, self.splits)
+        return CoreMap(self.core_of, decoder.slot_of_core, self.n_cores, decoder.core_of, self.splits,
+                       decoder.proj_core_of)

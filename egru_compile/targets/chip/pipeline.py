@@ -17,7 +17,8 @@ from ...errors import EgruError
 from ..output import write_vocab
 from ..stack import extract_stack
 from .capacity import check_placement, required_chips_error
-from .decoder import DECODER_CHOICES, WHY_CHIP, WHY_HOST, host_macs, place_decoder
+from .decoder import (DECODER_CHOICES, WHY_CHIP, WHY_CHIP_PROJECTION, WHY_HOST, host_macs, place_decoder,
+                      projection_info)
 from .model import CoreMap, PlacementError
 from .network import LayerNet, attach_activity, build_network
 from .placement import dense_reference, place
@@ -75,7 +76,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     cores = ours.core_map(dec)
     multicast = router_multicast(profile)
     t_sim, c_sim = time.perf_counter(), time.process_time()
-    sim_report = _simulate(stack, cores, profile, multicast, calib, decoder) if calibrated else None
+    sim_report, proj_fires = _simulate(stack, cores, profile, multicast, calib, decoder) if calibrated else (None, None)
     sim_s, sim_cpu = time.perf_counter() - t_sim, time.process_time() - c_sim
     rows = core_rows(ours, ours.costs, profile, T)
     base_rows = core_rows(seq, seq.costs, profile, T)
@@ -83,8 +84,9 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     rnn_tot = None
     if dec is not None:                 # totals cover the whole configuration; the RNN cores are a subtotal
         rnn_tot = dict(tot, scope=f"RNN cores only ({ours.n_cores} cores; decoder cores excluded)")
-        extra = decoder_costs(stack.decoder_weight, dec, ours, profile, nets[-1].fires if calibrated else None, T)
-        tot = whole_totals(tot, dec.rows, extra, ours.costs.busy_ns, profile, dec.chips, calibrated)
+        stages = decoder_costs(stack.decoder_weight, dec, ours, profile, nets[-1].fires if calibrated else None, T,
+                               _projection_dense(stack, dec), proj_fires)
+        tot = whole_totals(tot, dec.rows, stages, ours.costs.busy_ns, profile, dec.chips, calibrated)
     else:
         tot["scope"] = f"whole configuration: {ours.n_cores} cores, decoder on the host"
     assumed = profile_assumptions(options.get("profile") or default_profile)
@@ -96,7 +98,8 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         "schema": "egru-compile/mapping", "version": MAPPING_VERSION,
         "profile": profile.to_dict(), "chips": chips, "max_chips": max_chips,
         "router": "multicast" if multicast else "unicast", "simulated": sim_report,
-        "decoder": _decoder_info(decoder, dec, stack, sim_report), "calibrated": calibrated, "calib_tokens": T,
+        "decoder": _decoder_info(decoder, dec, stack, sim_report, profile), "calibrated": calibrated,
+        "calib_tokens": T,
         "weights": weights_info(weight_dtype, profile, ours.costs, weight_report), "cores": rows, "totals": tot,
         "rnn_totals": rnn_tot,
         "baseline": {"placement": ("in-order fan-in split (its own baseline: a unit's fan-in exceeds the "
@@ -125,7 +128,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
                 "vocab": write_vocab(out_dir, source), "source_sha256": getattr(source, "sha256", None),
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size,
                 "decoder": decoder, "router": mapping["router"], "weight_dtype": weight_dtype,
-                "projection_activation": stack.projection_activation,      # EvNN's projection: on the host
+                "projection_activation": stack.projection_activation,      # EvNN's projection (host or cores)
                 "synaptic_memory_bytes": mapping["weights"]["synaptic_memory_bytes"],
                 "options": {k: options.get(k) for k in MANIFEST_OPTIONS}}
     write_json(out_dir / "manifest.json", manifest)
@@ -146,10 +149,12 @@ def _chip_weights(graph, options: dict, profile: ChipProfile, calib, decoder: st
                         "int8 (drop quantize-int8 from --passes)")
     if decoder not in DECODER_CHOICES:
         raise EgruError(f"--decoder must be one of {', '.join(DECODER_CHOICES)} (got {decoder!r})")
-    if decoder == "chip" and stack.projection is not None:
+    if decoder == "chip" and stack.projection is not None and not profile.spikes.graded:
         act = "relu(P · y + p)" if stack.projection_activation == "relu" else "P · y + p"
-        raise EgruError(f"--decoder chip: this model's decoder starts with a projection {act}, whose "
-                        "graded output is not spikes; it runs on the host (use --decoder host)")
+        raise EgruError(f"--decoder chip: this model's decoder starts with a projection {act} whose output is "
+                        f"graded; binding limit: spike payload — {profile.name} sends binary spikes ([spikes] "
+                        "payload_bits = 0), so it runs on the host (use --decoder host, or a graded-spike "
+                        "profile such as loihi2-like)")
     if weight_dtype == "f16":                       # the chip holds float16 values: place, simulate, store those
         report = round_graph_f16(graph, calib, options.get("perplexity"))
         stack = extract_stack(graph)
@@ -163,26 +168,50 @@ def _chip_weights(graph, options: dict, profile: ChipProfile, calib, decoder: st
 def _place_decoder(decoder: str, stack, ours, profile: ChipProfile, nets, T: int, max_chips: int):
     if decoder != "chip":
         return None
-    dec = place_decoder(stack.decoder_weight, ours, profile, nets[-1].fires if T else None, T)
+    proj = None if stack.projection is None else stack.projection.to_dense()
+    dec = place_decoder(stack.decoder_weight, ours, profile, nets[-1].fires if T else None, T, proj)
     if dec.chips > max_chips:
+        what = (f"{dec.n_proj} projection + {len(dec.rows) - dec.n_proj} decoder" if dec.n_proj else
+                f"{len(dec.rows)} decoder")
         raise PlacementError(f"model does not fit on {max_chips} {profile.name} chip(s) with the decoder on "
-                             f"chip — limiting resource cores: {ours.n_cores} RNN + {len(dec.rows)} decoder "
+                             f"chip — limiting resource cores: {ours.n_cores} RNN + {what} "
                              f"cores need {dec.chips} chips (raise --max-chips or use --decoder host)")
     return dec
 
 
-def _simulate(stack, cores: CoreMap, profile: ChipProfile, multicast: bool, calib, decoder: str) -> dict:
-    """The event simulator run over the calibration tokens (`simulated_report`)."""
+def _projection_dense(stack, dec):
+    return None if dec.proj_core_of is None else stack.projection.to_dense()
+
+
+def _simulate(stack, cores: CoreMap, profile: ChipProfile, multicast: bool, calib, decoder: str):
+    """The event simulator run over the calibration tokens: (`simulated_report`, graded messages sent by each
+    projection output, or None without projection cores)."""
     from .simulate import ChipSimulator
     sim = ChipSimulator(stack, cores, profile=profile, multicast=multicast)
-    for tok in np.asarray(calib, np.int64):
-        sim.step(int(tok))
-    return simulated_report(sim, decoder)
+    toks = np.asarray(calib, np.int64)
+    track = sim.dec.track_float = sim.dec.proj_core_of is not None     # graded projection payload vs float32
+    nll = np.zeros(2)
+    for i, tok in enumerate(toks):
+        logits = sim.step(int(tok))
+        if track and i + 1 < len(toks):
+            for k, lg in enumerate((sim.dec.float_logits, logits)):
+                lg = np.asarray(lg, np.float64)
+                m = lg.max()
+                nll[k] += m + np.log(np.exp(lg - m).sum()) - lg[toks[i + 1]]
+    rep = simulated_report(sim, decoder)
+    if track and len(toks) > 1:
+        a, b = np.exp(nll / (len(toks) - 1))
+        rep["projection"].update(calib_ppl_float=float(a), calib_ppl_chip=float(b), ppl_rel_change=float((b - a) / a))
+    return rep, sim.dec.fires
 
 
-def _decoder_info(decoder: str, dec, stack, sim_report: dict | None) -> dict:
+def _decoder_info(decoder: str, dec, stack, sim_report: dict | None, profile: ChipProfile) -> dict:
     if decoder == "chip":
-        return {"placement": "chip", "why": WHY_CHIP, "cores": dec.rows}
+        info = {"placement": "chip", "why": WHY_CHIP if dec.proj_core_of is None else WHY_CHIP_PROJECTION,
+                "cores": dec.rows}
+        if dec.proj_core_of is not None:
+            info["projection"] = projection_info(stack, profile, dec.n_proj, sim_report)
+        return info
     info = {"placement": "host", "why": WHY_HOST, "host": host_macs(stack.decoder_weight, None)}
     if stack.projection is not None:      # EvNN's projection runs on the host with the decoder
         info["host"]["projection_macs_static"] = int(stack.projection.nnz)

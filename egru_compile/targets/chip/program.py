@@ -31,7 +31,9 @@ def save_program(path, stack: EGRUStack, cores: CoreMap) -> None:
               "n_rnn_cores": np.array(cores.n_cores), "n_layers": np.array(len(stack.layers))}
     if cores.decoder_core_of is not None:
         arrays["decoder_core_of"] = cores.decoder_core_of
-    if stack.projection is not None:        # EvNN's decoder projection (host), as stored (int8 + scales or f32)
+    if cores.projection_core_of is not None:    # EvNN's projection on graded-event cores (`projection`)
+        arrays["projection_core_of"] = cores.projection_core_of
+    if stack.projection is not None:        # EvNN's decoder projection, as stored (int8 + scales or f32)
         _put_sparse(arrays, "projection", stack.projection)
         arrays["projection_bias"] = np.asarray(stack.projection_bias, np.float32)
         arrays["projection_activation"] = np.array(stack.projection_activation or "identity")   # str, no pickle
@@ -59,8 +61,9 @@ def _check_content(path, stack, core_of, z) -> None:
     for l, (c, lw) in enumerate(zip(core_of, stack.layers)):
         check_array(c, f"{path}: l{l}_core_of", kind="index", shape=(lw.hidden,))
     check_array(z["slot_of_core"], f"{path}: slot_of_core", kind="index", ndim=1)
-    if "decoder_core_of" in z:
-        check_array(z["decoder_core_of"], f"{path}: decoder_core_of", kind="index", ndim=1)
+    for key in ("decoder_core_of", "projection_core_of"):
+        if key in z:
+            check_array(z[key], f"{path}: {key}", kind="index", ndim=1)
 
 
 def load_program(path, with_decoder: bool = False):
@@ -106,5 +109,10 @@ def _read_program(z, path, with_decoder: bool):
     _check_content(path if not isinstance(path, io.BytesIO) else "program.npz", stack, core_of, z)
     n = int(z["n_rnn_cores"]) if "n_rnn_cores" in z else len(z["slot_of_core"])
     dec = z["decoder_core_of"] if "decoder_core_of" in z else None
-    cores = CoreMap(core_of, z["slot_of_core"], n, dec, splits if any(s is not None for s in splits) else None)
+    proj = z["projection_core_of"] if "projection_core_of" in z else None
+    if proj is not None and (stack.projection is None or dec is None or len(proj) != stack.projection.shape[0]
+                             or (len(proj) and int(proj.max()) >= len(z["slot_of_core"]))):
+        raise ValueError("projection_core_of does not match the projection and decoder of program.npz")
+    cores = CoreMap(core_of, z["slot_of_core"], n, dec, splits if any(s is not None for s in splits) else None,
+                    proj)
     return (stack, cores, dec) if with_decoder else (stack, cores)

@@ -14,7 +14,10 @@ mapping.json::
       "totals": {same fields summed, "latency_ns", "cores_used", "scope"},   # the whole configuration
       "rnn_totals": {...} (decoder on chip: the RNN cores alone),
       "router": "unicast" | "multicast",
-      "decoder": {"placement": "host" | "chip", "why", "cores": [...decoder cores...] (chip), "host": {...}},
+      "decoder": {"placement": "host" | "chip", "why", "host": {...},
+                  "cores": [...{"role": "projection" | "decoder", "outputs", ...}...] (chip),
+                  "projection": {activation, payload, payload_bits, scales, "simulated": {messages_sent,
+                                 saturated, calib_ppl_float, calib_ppl_chip}} (chip, projection model)},
       "simulated": {...`simulated_report` of the simulator run on the calibration tokens...} | null,
       "baseline": {"placement": "sequential", "totals": {...}, "cores": [...]},      # RNN cores
       "traffic": {"hops_per_token": x, "baseline_hops_per_token": y, "ratio": y / x | null},
@@ -227,9 +230,10 @@ def decoder_lines(m: dict) -> list[str]:
     d = m.get("decoder") or {}
     if d.get("placement") == "chip":
         cs = d["cores"]
-        return [f"decoder: on chip ({d['why']}): {len(cs)} cores, "
-                f"{sum(c['synapses'] for c in cs):,} synapses, {sum(c['memory_bytes'] for c in cs) / 2**20:.2f} MiB; "
-                f"{m['chips']} chip(s) in all"]
+        out = [f"decoder: on chip ({d['why']}): {len(cs)} cores, "
+               f"{sum(c['synapses'] for c in cs):,} synapses, {sum(c['memory_bytes'] for c in cs) / 2**20:.2f} MiB; "
+               f"{m['chips']} chip(s) in all"]
+        return out + (projection_lines(d["projection"]) if d.get("projection") else [])
     if d.get("placement") == "host":
         h = d["host"]
         ev = h.get("decoder_macs_event_gated")
@@ -241,6 +245,25 @@ def decoder_lines(m: dict) -> list[str]:
                     if h.get("projection_macs_event_gated") is not None else "") + f", {_projection_words(h)}"
                    if "projection_macs_static" in h else "")]
     return []
+
+
+def projection_lines(p: dict) -> list[str]:
+    """The projection cores' lines (graded events): cores, activation, payload, and when simulated the graded
+    messages sent and the calibration perplexity of the quantised payload vs the float32 projection output."""
+    act = "relu(P · y + p), EvNN 2023" if p["activation"] == "relu" else "P · y + p, EvNN >= 0.2.0"
+    out = [f"projection: on chip ({act}): {p['cores']} cores, {p['outputs']} outputs, {p['synapses']:,} synapses; "
+           f"each output sends a graded message ({p['payload']}; {p['flits_per_message']} flits)"]
+    s = p.get("simulated")
+    if s:
+        line = (f"projection on the calibration tokens: {s['messages_sent']:,.1f} of {p['outputs']} outputs sent "
+                f"per token, {s['saturated']} saturated payloads")
+        if s.get("calib_ppl_float") is not None:
+            ch = 100 * s["ppl_rel_change"]
+            line += (f"; calibration PPL {s['calib_ppl_float']:.4f} (float32 payload, as the host) -> "
+                     f"{s['calib_ppl_chip']:.4f} ({p['payload_bits']}-bit payload), change "
+                     + (f"{ch:+.1e} %" if abs(ch) < 1e-4 else f"{ch:+.4f} %"))
+        out.append(line)
+    return out
 
 
 def estimated_vs_simulated(m: dict) -> list[str]:
@@ -276,8 +299,11 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
     T = max(sim.steps, 1)
     c = sim.counters
     pt = lambda v: float(v) / T  # noqa: E731
-    n_rnn = sim.n_cores if sim.dec_core_of is None else int(sim.dec_core_of.min())
-    cores = [{"core": k, "role": "rnn" if k < n_rnn else "decoder", "synops": pt(c["synops"][k]),
+    dec = sim.dec
+    n_rnn = sim.core_map.n_cores
+    first_dec = sim.n_cores if dec.dec_core_of is None else int(dec.dec_core_of.min())
+    role = lambda k: "rnn" if k < n_rnn else ("projection" if k < first_dec else "decoder")  # noqa: E731
+    cores = [{"core": k, "role": role(k), "synops": pt(c["synops"][k]),
               "decoder_synops": pt(c["dec_synops"][k]), "updates": pt(c["updates"][k]),
               "spikes_out": pt(c["spikes_out"][k]), "messages_out": pt(c["messages_out"][k]),
               "messages_in": pt(c["messages_in"][k]), "hops_out": pt(c["hops_out"][k]),
@@ -288,6 +314,7 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
               "kind": mesh.link_kind[i], "messages": pt(lm[i])}
              for i in sorted(np.nonzero(lm)[0], key=lambda i: (-lm[i], i))]
     totals = {"synops": pt(c["synops"].sum()), "decoder_synops": pt(c["dec_synops"].sum()),
+              "projection_synops": pt(c["dec_synops"][n_rnn:first_dec].sum()),
               "updates": pt(c["updates"].sum()), "spikes_out": pt(c["spikes_out"].sum()),
               "messages": pt(c["messages_out"].sum()), "messages_in": pt(c["messages_in"].sum()),
               "hops": pt(c["hops_out"].sum()), "energy_pj": pt(c["energy_pj"].sum()),
@@ -298,8 +325,12 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
            "decoder": decoder, "cores": cores, "links": links, "totals": totals}
     if assumptions is not None:
         out["assumptions"] = assumptions
-    from .decoder import WHY_CHIP, WHY_HOST
-    out["decoder_why"] = WHY_HOST if decoder == "host" else WHY_CHIP
+    from .decoder import WHY_CHIP, WHY_CHIP_PROJECTION, WHY_HOST
+    out["decoder_why"] = WHY_HOST if decoder == "host" else (WHY_CHIP if dec.proj_core_of is None else WHY_CHIP_PROJECTION)
+    if dec.proj_core_of is not None:    # projection cores: graded messages of the projection outputs
+        out["projection"] = {"activation": sim.stack.projection_activation or "identity",
+                             "outputs": int(len(dec.proj_core_of)), "messages_sent": pt(dec.fires.sum()),
+                             "saturated": int(dec.saturated), "payload_bits": sim.profile.spikes.payload_bits}
     if decoder == "host":
         out["host"] = {"embedding_macs": 0, "embedding_values": int(sim.stack.embedding.shape[1]),
                        "decoder_macs": pt(sim.decoder_macs),
@@ -338,6 +369,11 @@ def chip_summary(chip: dict) -> str:
              " ".join(f"{p / 1e3:.2f}" for p in t["phase_ns"]) + " us)"]
     if chip.get("decoder_why"):
         lines.append(f"decoder       on {chip['decoder']} ({chip['decoder_why']})")
+    if chip.get("projection"):
+        p = chip["projection"]
+        lines.append(f"projection    on chip: {t['projection_synops']:,.1f} synops/token (in the decoder cores' "
+                     f"figure), {p['messages_sent']:,.1f} of {p['outputs']} outputs sent per token as graded "
+                     f"{p['payload_bits']}-bit messages, {p['saturated']} saturated")
     if chip.get("host"):
         h = chip["host"]
         lines.append(f"host          decoder {h['decoder_macs']:,.0f} MACs/token event-gated "

@@ -1,8 +1,8 @@
 """Event-level simulator of a placed EGRU (one `step` = one token): every core holds the gate rows of its
 units (its incoming synapses, as the chip holds them), works on the spikes delivered to it, and its units'
 spikes travel as messages over the mesh (`routing`: X-then-Y routes, unicast or multicast trees) to every
-core that holds one of their targets. Layers run in phases (layer 0, 1, ..., then the decoder when it is on
-chip), each closed by a barrier.
+core that holds one of their targets. Layers run in phases (layer 0, 1, ..., then the projection and the
+decoder when they are on chip: `projection.DecoderSide`), each closed by a barrier.
 
 Counted per core and token, from the events of the run: synaptic ops (`synops`, the MAC convention: the
 local non-zero fan-out of every delivered spike; the dense embedding input counts every local input
@@ -36,6 +36,7 @@ from ..stack import EGRUStack
 from .costs import CostModel
 from .model import CoreMap
 from .network import dest_cores
+from .projection import DecoderSide
 from .routing import Mesh, UnitRoutes, core_tiles
 from .split import psum_link_loads, psum_routes, split_dest_cores, split_synops
 
@@ -172,44 +173,32 @@ class ChipSimulator:
         n = self.n_cores = len(cores.slot_of_core)
         L = len(stack.layers)
         self.core_of = [np.asarray(c, np.int64) for c in cores.core_of]
-        dec_core_of = cores.decoder_core_of
-        self.dec_core_of = None if dec_core_of is None else np.asarray(dec_core_of, np.int64)
         fans = [(_gate_fan(lw.W, lw.hidden), _gate_fan(lw.R, lw.hidden)) for lw in stack.layers]
-        dec_fan = (stack.decoder_weight != 0).astype(np.int32) if self.dec_core_of is not None else None
+        # projection (host or graded-event cores) and decoder (host or cores): `projection.DecoderSide`
+        self.dec = DecoderSide(stack, cores, profile, n)
+        self.dec_core_of = self.dec.dec_core_of
+        dec_fan, dec_dest = self.dec.first or (None, None)    # cores the last layer's spikes reach after it
         # fan-out tables [presynaptic unit, postsynaptic unit] (int32): per step, the synapses on each core are
         # the active rows summed, grouped by the postsynaptic units' cores (`_core_sums`)
         self.fin_T = [np.ascontiguousarray(f[0].T) for f in fans]
         self.frec_T = [np.ascontiguousarray(f[1].T) for f in fans]
         self.fin0 = np.bincount(self.core_of[0], weights=fans[0][0].sum(1), minlength=n).astype(np.int64)
-        self.fdec_T = None if dec_fan is None else np.ascontiguousarray(dec_fan.T)
         self.units = [np.bincount(c, minlength=n) for c in self.core_of]
-        self.dec_units = None if dec_fan is None else np.bincount(self.dec_core_of, minlength=n)
         self.splits = list(cores.splits) if cores.splits else [None] * L
         if any(sp is not None for sp in self.splits):       # partial-sum fan-in split layers (`split`)
             if backend != "layer":
                 raise ValueError(f"a fan-in split mapping runs on the layer backend (not {backend!r})")
-            reach = split_dest_cores(fans, self.core_of, self.splits, n, dec_fan, self.dec_core_of)
+            reach = split_dest_cores(fans, self.core_of, self.splits, n, dec_fan, dec_dest)
         else:
-            reach = dest_cores(fans, self.core_of, n, dec_fan, self.dec_core_of)
+            reach = dest_cores(fans, self.core_of, n, dec_fan, dec_dest)
         self.mesh = Mesh(profile, max(1, int(np.max(cores.slot_of_core)) // profile.chip.cores + 1))
         tiles = core_tiles(profile, cores.slot_of_core, self.mesh)
+        self.dec.connect(tiles, self.mesh, self.multicast)
         self._tiles = tiles
         self._psum = [None if sp is None else psum_routes(sp, self.core_of[l], cores.slot_of_core, self.cost)
                       for l, sp in enumerate(self.splits)]
         self.routes = [UnitRoutes(reach[l], self.core_of[l], tiles, self.mesh, profile, self.multicast)
                        for l in range(L)]
-        if stack.projection is not None and self.dec_core_of is not None:
-            raise ValueError("a projection decoder runs on the host: its output is graded, not spikes")
-        self.proj_wT = None                 # EvNN's projection a(P · y_last + p), on the host with the decoder
-        self.proj_relu = stack.projection_activation == "relu"     # identity (EvNN >= 0.2.0): graded, signed
-        if stack.projection is not None:
-            P = stack.projection.to_dense()                                                 # [E, h_last]
-            self.proj_wT = np.ascontiguousarray(P.T)                                        # event rows
-            self.proj_b = np.asarray(stack.projection_bias, np.float32)
-            self.proj_col_nnz = np.count_nonzero(P, axis=0).astype(np.int64)
-        self.dec_wT = np.ascontiguousarray(stack.decoder_weight.T.astype(np.float32))     # [E, V], event rows
-        self.dec_b = stack.decoder_bias.astype(np.float32)
-        self.dec_col_nnz = np.count_nonzero(stack.decoder_weight, axis=0).astype(np.int64)
         # arithmetic
         self.cores: list[_Core] = []
         self.layer_cores: list[list[_Core]] = []
@@ -255,10 +244,11 @@ class ChipSimulator:
         for ps in self._psum:
             if ps is not None:
                 ps["count"][:] = 0
-        self.phase_ns = np.zeros(L + (self.dec_core_of is not None))
+        self.dec.reset()
+        self.phase_ns = np.zeros(L + self.dec.phases)        # layers, then projection and decoder on chip
         self.latency_ns = 0.0
         self.decoder_macs = 0          # event-gated decoder MACs (wherever it runs)
-        self.projection_macs = 0       # event-gated MACs of the decoder projection (host), if any
+        self.projection_macs = 0       # event-gated MACs of the decoder projection, if any
 
     def _phase(self, synops, upd_active, upd_inactive, msgs_out, route_pj, max_route_ns,
                extra_ns=0.0) -> float:
@@ -347,26 +337,7 @@ class ChipSimulator:
         if self.backend != "layer":
             for l in range(len(self.stack.layers)):
                 self._deliver(l, self.y[l], forward=False)
-        y_last = self.y[-1]
-        if self.proj_wT is not None:     # host: a(P · y_last + p) over the spikes, then the decoder over its
-            x = self.proj_b + y_last[a_in] @ self.proj_wT[a_in]                             # non-zeros
-            if self.proj_relu:
-                x = np.maximum(x, np.float32(0.0))
-            self.projection_macs += int(self.proj_col_nnz[a_in].sum())
-            a_dec = np.flatnonzero(x)
-            logits = self.dec_b + x[a_dec] @ self.dec_wT[a_dec]
-            self.decoder_macs += int(self.dec_col_nnz[a_dec].sum())
-        else:
-            logits = self.dec_b + y_last[a_in] @ self.dec_wT[a_in]    # event-gated by the last layer's spikes
-            self.decoder_macs += int(self.dec_col_nnz[a_in].sum())
-        if self.dec_core_of is not None:
-            synops = _core_sums(self.fdec_T, a_in, self.dec_core_of, n)
-            cnt["dec_synops"] += synops
-            cnt["updates"] += self.dec_units
-            cnt["updates_active"] += self.dec_units
-            ph = self._phase(synops, self.dec_units, 0, 0, 0.0, 0.0)
-            self.phase_ns[-1] += ph
-            self.latency_ns += ph
+        logits = self.dec.step(self, self.y[-1], a_in)       # projection and decoder (`projection`)
         self.active += self.last_active
         self.steps += 1
         self.last_synops = rnn_synops
@@ -388,7 +359,7 @@ class ChipSimulator:
         for ps in self._psum:
             if ps is not None:
                 psum_link_loads(ps, self._tiles, self.mesh, loads)
-        return loads
+        return loads + self.dec.link_loads()
 
     def stats(self) -> dict:
         n = max(self.steps, 1)
