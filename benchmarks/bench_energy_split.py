@@ -29,7 +29,7 @@ Architectures (both declare each core's soma units one by one, so a core holds e
 uses, and allow the profile's compartments per core instead of Loihi 1's 1,024 — capacity only, no cost):
 (a) ``stock``: SANA-FE's shipped ``loihi.yaml``, every replayed neuron (home and part) charged like its
 ``loihi_lif`` (51.2 + 21.6 pJ per step, 69.3 pJ per spike); (b) ``profile``: the same mesh with our profile's
-per-event figures charged as our formula charges them (part accumulators free, one message = one packet).
+per-event figures charged as our formula charges them (one message = one packet).
 
     python -m benchmarks.bench_energy_split                  # both architectures, 100 tokens (~1-2 min)
     python -m benchmarks.bench_energy_split --tables-only    # rewrite results/energy_split.md from the json
@@ -95,8 +95,13 @@ def simulate(stack, cm, profile, ids) -> tuple[list[np.ndarray], dict, list]:
     neuron = act * e.neuron_active_pj + (float(c["updates"].sum()) - act) * e.neuron_inactive_pj
     psum_net = float(sum((ps["count"] * np.where(ps["has"], ps["pj"], 0.0)).sum() for ps in sim._psum
                          if ps is not None))
+    # the remote parts' accumulators (3 compartments each, every token; active in a token the part sends)
+    cpu = profile.core.compartments_per_unit
+    parts = sum(float(ps["has"].sum()) * T * cpu * e.neuron_inactive_pj + float(ps["count"].sum()) * cpu *
+                (e.neuron_active_pj - e.neuron_inactive_pj) for ps in sim._psum if ps is not None)
+    neuron -= parts
     total = float(c["energy_pj"].sum())
-    out = {"synapse": syn, "psum_adds": adds, "neuron": neuron, "parts": 0.0,
+    out = {"synapse": syn, "psum_adds": adds, "neuron": neuron, "parts": parts,
            "network_spikes": total - syn - adds - neuron - psum_net, "network_psums": psum_net, "total": total}
     out = {k: v / T for k, v in out.items()}
     out.update(synops=float(c["synops"].sum()) / T, psum_messages=float(c["psum_messages"].sum()) / T,

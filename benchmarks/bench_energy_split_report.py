@@ -65,7 +65,7 @@ def markdown(r: dict) -> str:
              f"{flits['psum']}). *ours, per message*: the same with graded messages charged as SANA-FE charges them "
              "(one packet per message whatever its payload: `flit_bits = 0`). *SANA-FE, our figures*: the same "
              "replay on an architecture file carrying the profile's per-event figures, charged as our formula "
-             "charges (part accumulators free, one packet per message): checks our accounting against SANA-FE's "
+             "charges (one packet per message): checks our accounting against SANA-FE's "
              "machinery.", "",
              "| energy / token | SANA-FE Loihi | ours | gap | ours, per message | gap | SANA-FE, our figures | "
              "ours per message vs it |", "|---|---|---|---|---|---|---|---|"]
@@ -79,21 +79,9 @@ def markdown(r: dict) -> str:
         ok = lambda x: "met" if abs(x - st["total"]) <= GOAL * st["total"] else "NOT met"  # noqa: E731
         flit = o["total"] - om["total"]
         lines += ["", f"Goal (issue 25 item 4, within {100 * GOAL:.0f} % of SANA-FE's energy): with graded messages "
-                  f"charged as SANA-FE charges them {_gap(om['total'], st['total'])} ({ok(om['total'])}; of which "
-                  f"{-100 * st['parts'] / st['total']:+.1f} % are the remote parts' accumulators, item 2 below); as "
-                  "the profile charges them "
-                  f"{_gap(o['total'], st['total'])} ({ok(o['total'])}), but that is two opposite differences: "
-                  f"{100 * flit / st['total']:+.1f} % for the payload flits (item 1), "
-                  f"{-100 * st['parts'] / st['total']:+.1f} % for the accumulators (item 2).", ""]
-    if st:
-        e = o["energy"]
-        parts = o["part_compartments"] * e["neuron_inactive_pj"] + \
-            3 * o["psum_messages"] * (e["neuron_active_pj"] - e["neuron_inactive_pj"])
-        lines += [f"What if our formula charged a remote part's 3 accumulators like a unit's compartments "
-                  f"(`neuron_inactive` per token, `neuron_active` in a token it sends; not what egru_compile does "
-                  f"today): remote parts {_uj(parts)} µJ ({_gap(parts, st['parts'])} vs SANA-FE), total per "
-                  f"message {_uj(om['total'] + parts)} µJ ({_gap(om['total'] + parts, st['total'])}), as the "
-                  f"profile charges messages {_uj(o['total'] + parts)} µJ ({_gap(o['total'] + parts, st['total'])})."]
+                  f"charged as SANA-FE charges them {_gap(om['total'], st['total'])} ({ok(om['total'])}); as the "
+                  f"profile charges them {_gap(o['total'], st['total'])} ({ok(o['total'])}): "
+                  f"{100 * flit / st['total']:+.1f} % of SANA-FE's total are the payload flits (item 1).", ""]
     if run:
         exp_syn = (o["synops"] + o["psum_messages"] * 3) * T + o["last_token_rec_synops"]
         exact = abs(run["synaptic_events"] * T - exp_syn) < 0.5
@@ -153,17 +141,14 @@ def explanation(r, o, om, st, sp) -> list[str]:
         f"message*), our messages and hops match SANA-FE's ({_gap(om['network_spikes'], st['network_spikes'])} "
         f"spikes, {_gap(om['network_psums'], st['network_psums'])} partial sums: the north-south hop, 4.0 vs 4.2 "
         "pJ). Which is right for Loihi 2 is not public; SANA-FE cannot tell, having no payload model.",
-        f"2. **Remote parts' accumulators ({parts / 1e6:.3f} µJ in SANA-FE, 0 in ours: "
-        f"{100 * parts / st['total']:.1f} % of SANA-FE's total).** SANA-FE accesses and updates every neuron "
+        f"2. **Remote parts' accumulators ({parts / 1e6:.3f} µJ in SANA-FE, {o['parts'] / 1e6:.3f} in ours: "
+        f"{_gap(o['parts'], parts)}).** SANA-FE accesses and updates every neuron "
         f"every step ({ps['access']:.1f} pJ as its loihi_lif charges: access + update) and charges "
         f"{ps['spike'] + ps['update']:.1f} pJ per spike sent: the {n_part:,} accumulator compartments of the remote "
         f"parts cost {n_part:,} × {ps['access']:.1f} pJ per token plus {ps['spike'] + ps['update']:.1f} pJ per "
-        "partial sum sent. Our capacity model reserves those compartments (3 per part) but the "
-        "energy formula (`split.estimate_split`, the simulator) charges compartment updates for home units only, "
-        "and a partial sum's send only as its message. If a part's accumulators are updated every token, as a "
-        "Loihi compartment is, the formula under-counts by this row; charging them `neuron_inactive` per token "
-        "and a partial sum's generation like a spike's would close it (a change to egru_compile's cost model, "
-        "left to the split's owner).",
+        "partial sum sent. Our formula (`split.estimate_split`, the simulator) charges a remote part's 3 "
+        "accumulators like a unit's compartments: `neuron_inactive` every token, `neuron_active` in a token the "
+        "part sends its partial sum (before 2026-12-06 it left them out: -17.5 % of SANA-FE's total here).",
         "3. **Host → chip embedding.** SANA-FE charges the embedding's packets from the host-standing neurons "
         "(one per dimension and destination core, every token) plus hops; our model treats the embedding as host "
         "work (as `bench_energy.py`). Not in either total above.",

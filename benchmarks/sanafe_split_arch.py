@@ -41,7 +41,8 @@ def stock_template(compartments: int) -> tuple[str, tuple, tuple]:
 def profile_template(profile) -> tuple[str, tuple, tuple]:
     """Our profile's mesh and per-event figures as a SANA-FE architecture, charged as our formula charges:
     a home compartment costs the inactive update every token, a unit that fires pays the active-minus-inactive
-    difference for its 3 compartments; part accumulators are free; one message = one packet (no flits).
+    difference for its 3 compartments; a remote part's 3 accumulators likewise (inactive every token, active in a
+    token it sends its partial sum); one message = one packet (no flits).
     (text with {SOMA} and {DEND} to fill, home soma costs, part soma costs; `bench_energy` uses it too)"""
     g, e = profile.chip, profile.energy
     home = (e.neuron_inactive_pj, e.neuron_inactive_ns, CPU * (e.neuron_active_pj - e.neuron_inactive_pj),
@@ -87,7 +88,7 @@ def profile_template(profile) -> tuple[str, tuple, tuple]:
                 energy_message_out: {e.spike_tile_pj}e-12
                 latency_message_out: {e.spike_tile_ns}e-9
 """
-    return txt, home, (0.0,) * 6
+    return txt, home, home
 
 
 def per_core_arch(template: tuple, n_tiles: int, cores_per_tile: int, counts: dict) -> str:

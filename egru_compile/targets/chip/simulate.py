@@ -310,10 +310,11 @@ class ChipSimulator:
             rnn_synops += int(synops.sum())
             route_pj = np.bincount(src, weights=R.pj[a], minlength=n)
             max_route = float(R.max_ns[a].max()) if len(a) else 0.0
-            adds, extra_ns, part_upd = 0, 0.0, 0
+            adds, extra_ns, part_upd, part_act = 0, 0.0, 0, 0
             if self._psum[l] is not None:     # partial sums: one graded message per (unit, remote part) with events
                 ps = self._psum[l]
-                # a remote part's compartments_per_unit accumulators update every token like a silent unit's
+                # a remote part's compartments_per_unit accumulators update every token: like a unit that fired
+                # in a token the part sends its partial sum, like a silent one otherwise
                 part_upd = np.bincount(ps["src"][ps["has"]], minlength=n) * cpu
                 cnt["updates"] += part_upd
                 sent = ps["has"] & (per_part[:, 1:] > 0)
@@ -328,8 +329,11 @@ class ChipSimulator:
                 cnt["hops_out"] += np.bincount(snd, weights=ps["hops"][sent], minlength=n).astype(np.int64)
                 route_pj = route_pj + np.bincount(snd, weights=ps["pj"][sent], minlength=n)
                 extra_ns = p_out * ps["inject_ns"]
+                part_act = p_out * cpu
+                cnt["updates_active"] += part_act
                 max_route += float(ps["link_ns"][sent].max()) if sent.any() else 0.0
-            ph = self._phase(synops + adds, spk * cpu, (self.units[l] - spk) * cpu + part_upd, msgs, route_pj, max_route,
+            ph = self._phase(synops + adds, spk * cpu + part_act, (self.units[l] - spk) * cpu + part_upd - part_act,
+                             msgs, route_pj, max_route,
                              extra_ns)
             self.phase_ns[l] += ph
             self.latency_ns += ph

@@ -8,7 +8,8 @@ in a token and, if it received any, sends them to the home core as **one graded 
 ``compartments_per_unit`` payloads (`psum_bits`). At the home core a partial sum arrives on an input axon
 of its own and is added into the unit's ``compartments_per_unit`` accumulators (one synaptic op each,
 counted as ``psum_adds``, charged as synops). A remote part's accumulators are compartments too: they
-update every token, charged as a silent unit's (``neuron_inactive``), as SANA-FE charges every neuron.
+update every token, charged like a unit's: ``neuron_active`` in a token the part sends its partial sum,
+``neuron_inactive`` otherwise — as SANA-FE charges every neuron every step, and a spike's generation.
 
 `SplitLayer` is the data model (stored in program.npz by `program`, carried by `model.CoreMap.splits`);
 `split_layer` is the placer of one layer (in-order fill of every part under the core limits); `synapse_reach`
@@ -236,7 +237,7 @@ def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: b
     `estimate.AssignmentCosts.at`: per core the unit-parts it holds (``units``: accumulators of one unit's
     gates), their synapses (plus ``compartments_per_unit`` adder synapses per partial sum received) and axons,
     the MACs (exact per part from the calibration's per-source counts), the update of every remote part's
-    ``compartments_per_unit`` accumulators each token (charged as a silent unit's), spikes to every core holding a
+    ``compartments_per_unit`` accumulators each token (charged as a unit that fires in a token the part sends, a silent one otherwise), spikes to every core holding a
     target synapse, and one partial-sum message per (unit, remote part) and token in which the part gets an
     event (probability from the sources' rates taken as independent; uncalibrated: every token)."""
     from .capacity import core_memory_bytes
@@ -259,7 +260,7 @@ def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: b
         src_f = net.source_fires if T and net.source_fires is not None else None
         src_rate = src_f / T if src_f is not None else np.ones(pres.shape[1])
         rate = net.fires / T if T else np.ones(net.hidden)
-        syn_ops, part_upd = z(), z()
+        syn_ops, part_upd, part_act = z(), z(), z()
         for p in range(sp.parts):
             lo, hi = sp.bounds[p], sp.bounds[p + 1]
             pc = sp.part_core[:, p]
@@ -275,7 +276,6 @@ def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: b
             syn_ops += np.bincount(pc[ok], weights=blk @ src_rate[lo:hi], minlength=n)
             if p == 0:
                 continue
-            part_upd += np.bincount(pc[ok], minlength=n) * cpu             # its accumulators, every token
             # partial sums: P(part gets an event) = 1 - prod(1 - rate) over its distinct sources
             silent = np.exp((blk > 0) @ np.log1p(-np.minimum(src_rate[lo:hi], 1 - 1e-12)))
             pr = 1.0 - silent if T else np.ones(int(ok.sum()))
@@ -285,13 +285,15 @@ def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: b
             axons += np.bincount(rcv, minlength=n)
             out_axons += np.bincount(snd, minlength=n)
             syn_ops += np.bincount(rcv, weights=pr * cpu, minlength=n)   # the adds
+            part_upd += np.bincount(snd, minlength=n) * cpu              # the part's accumulators, every token,
+            part_act += np.bincount(snd, weights=pr * cpu, minlength=n)  # active in a token it sends
             hops += np.bincount(snd, weights=pr * h_pr, minlength=n)
             energy += np.bincount(snd, weights=pr * pj, minlength=n)
             busy[l] += np.bincount(snd, weights=pr * ns, minlength=n)
             np.add.at(traffic, (snd, rcv), pr)
         h_units = np.bincount(home, minlength=n)
         act = np.bincount(home, weights=rate * cpu, minlength=n)
-        pj, ns = model.compute(syn_ops, act, h_units * cpu - act + part_upd)
+        pj, ns = model.compute(syn_ops, act + part_act, h_units * cpu - act + part_upd - part_act)
         energy += pj
         busy[l] += ns
         out_axons += np.bincount(home, weights=reach[l].sum(1), minlength=n)

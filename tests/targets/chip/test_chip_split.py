@@ -136,7 +136,7 @@ def _split_recount(model, tokens, cm, prof):
     tokens, and per core the input axons it needs, from the PyTorch weights and spikes, the stored split map
     and the profile TOML only. A spike carries payload_bits, a partial sum 3 x payload_bits (one per gate);
     a message pays (1 + ceil(bits / flit_bits)) x (delivery + links); an add costs a synop; a remote part's
-    compartments_per_unit accumulators cost a silent unit's update every token (as SANA-FE charges them)."""
+    compartments_per_unit accumulators cost a unit's update every token: active when the part sends, else silent."""
     ch, cpu, e = prof["chip"], prof["core"]["compartments_per_unit"], prof["energy"]
     bits, fb = prof["spikes"]["payload_bits"], prof["spikes"]["flit_bits"]
     f_spike, f_psum = 1 + math.ceil(bits / fb), 1 + math.ceil(cpu * bits / fb)
@@ -188,8 +188,9 @@ def _split_recount(model, tokens, cm, prof):
                 for j in range(h):
                     for p in range(1, len(sp.bounds) - 1):
                         lo, hi = sp.bounds[p], sp.bounds[p + 1]
-                        if sp.part_core[j, p] >= 0:       # a remote part's accumulators update every token
-                            energy[sp.part_core[j, p]] += cpu * e["neuron_inactive_pj"]
+                        if sp.part_core[j, p] >= 0:       # a remote part's accumulators update every token:
+                            sends = ev[j, lo:hi].sum() > 0  # active when it sends its partial sum
+                            energy[sp.part_core[j, p]] += cpu * e["neuron_active_pj" if sends else "neuron_inactive_pj"]
                         if sp.part_core[j, p] >= 0 and ev[j, lo:hi].sum() > 0:
                             a, b = sp.part_core[j, p], cm.core_of[l][j]
                             psum[a] += 1
