@@ -20,7 +20,8 @@ layer, by V-chunks (`streams.DECODER_CHUNK`).
 Threads: the scatter splits the accumulator rows into ``P`` parts (``parts``; per column the first non-zero of
 each part, ``*_sp``, comes from the runner) and the update the units, each part one task of TVM's parallel
 loop; every accumulator element is written by one part only, in the same order, so any P gives the same bits.
-The decoder runs V-chunks in parallel.
+The decoder runs V-chunks in parallel, the NLL streams. The row bounds (``rb{l}``) balance the
+non-zeros of W and R over the parts.
 """
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ def shared_state_params(spec: EGRUKernelSpec) -> list[tuple[str, tuple, str]]:
 
 
 def shared_arg_names(spec: EGRUKernelSpec) -> list[str]:
-    """Weights, split points, batched states (between ``parts`` and the outputs)."""
+    """Weights, split points, row bounds, batched states (between ``parts`` and the outputs)."""
     return (weight_arg_names(spec) + [f"{m}_sp" for m in split_names(spec)]
-            + [n for n, _, _ in shared_state_params(spec)])
+            + [f"rb{l}" for l in range(len(spec.hidden_sizes))] + [n for n, _, _ in shared_state_params(spec)])
 
 
 class _par:
@@ -98,10 +99,11 @@ def _declare(spec: EGRUKernelSpec, score: bool) -> dict:
         l = int(m[1:])
         n_in = (spec.input_sizes[l] if m[0] == "w" else spec.hidden_sizes[l])
         params.append((f"{m}_sp", (n_in, "PP1"), "int32"))
+    params += [(f"rb{l}", ("PP1",), "int32") for l in range(L)]
     params += shared_state_params(spec)
     params += [("logits", (("B", spec.vocab_size),), "float32")]
     if score:
-        params += [("red", (2 * NLL_LANES,), "float64"), ("nll", ("T", "B"), "float64")]
+        params += [("red", (("B", 2 * NLL_LANES),), "float64"), ("nll", ("T", "B"), "float64")]
     params += [("stats", ("T", "B", L + 1), "int32")]
     a = {"parts": T.arg("parts", T.int32())}
     handles = [(n, T.arg(n + "_h", T.handle()), shape, dt) for n, shape, dt in params]
@@ -188,8 +190,8 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
     ui, un = a[f"ui{l}"], a[f"un{l}"]
     _macs(a["cnt"], blk, a[f"r{l}_ptr"], un[blk], lambda c_: ui[blk, c_], lambda j: y[T.Ramp((blk * h + j) * S, 1, S)])
     with _par("p", P) as p:
-        r0 = tir.let("p_r0", A * p // P)
-        r1 = tir.let("p_r1", A * (p + 1) // P)
+        r0 = tir.let("p_r0", a[f"rb{l}"][p])
+        r1 = tir.let("p_r1", a[f"rb{l}"][p + 1])
         with tir.loop("o", r0, r1) as o:
             if table:
                 for s in range(S):
@@ -238,48 +240,42 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
                 T.buffer_store(a["den"], n + T.Cast("int32", yq != T.float32(0.0)), [b])
 
 
-class _Rows:
-    """Buffer view for `tir.update`'s per-unit arrays in the stream-minor layout: element e (= base + index)
-    of the lanes is unit (e // LANES) + off of the packed array."""
+class _Fixed:
+    """`tir.update`'s threshold array inside one unit's lanes: every lane reads thr[j]."""
 
-    def __init__(self, buf, base, off=0):
-        self.buf, self.base, self.off = buf, base, off
+    def __init__(self, value):
+        self.value = value
 
-    def __getitem__(self, j):
-        from tvm.script import tirx as T
-        return self.buf[self.off + T.floordiv(self.base + j, LANES)]
+    def __getitem__(self, _):
+        return self.value
 
 
 def _update(spec: EGRUKernelSpec, a: dict, l: int, blk) -> None:
-    """`tir.update` over the block's lanes (units split into `parts` tasks): the same expressions per element
-    as batch 1 (`tir.update_packed` / `tir.update_scaled`)."""
-    from tvm.script import tirx as T
+    """`tir.update` on each unit's LANES lanes (units split into `parts` tasks): per element the expressions of
+    batch 1's `tir.update_packed` / `tir.update_scaled`."""
     from . import tir
     S, P = LANES, a["parts"]
     h = spec.hidden_sizes[l]
     acc = a[f"acc{l}"]
-    cf, yf = a[f"c{l}"], a[f"y{l}"]
+    thr = a[f"thr{l}"]
     with _par("up", P) as p:
-        base = tir.let("u_base", h * p // P * S)
-        n = tir.let("u_n", h * (p + 1) // P * S - base)
-        hs = h * S
-        if spec.int8_layers:
-            b6, s6 = a[f"b{l}"], a[f"s{l}"]
+        with tir.loop("uj", h * p // P, h * (p + 1) // P) as j:
+            off = (blk * h + j) * S
+            if spec.int8_layers:
+                b6, s6 = a[f"b{l}"], a[f"s{l}"]
 
-            def gx(g, e):
-                return _Rows(b6, base, g * h)[e] + _Rows(s6, base, g * h)[e] * acc[g * hs + base + e]
+                def gx(g, s):
+                    return b6[g * h + j] + s6[g * h + j] * acc[(g * h + j) * S + s]
 
-            def gh(g, e):
-                return (_Rows(b6, base, (3 + g) * h)[e]
-                        + _Rows(s6, base, (3 + g) * h)[e] * acc[(3 + g) * hs + base + e])
+                def gh(g, s):
+                    return b6[(3 + g) * h + j] + s6[(3 + g) * h + j] * acc[((3 + g) * h + j) * S + s]
 
-            tir.update(n, lambda e: gx(0, e) + gh(0, e), lambda e: gx(1, e) + gh(1, e), lambda e: gx(2, e),
-                       lambda e: gh(2, e), _Rows(a[f"thr{l}"], base), cf, yf, spec.fast_math,
-                       off=blk * hs + base)
-        else:
-            tir.update(n, lambda e: acc[base + e], lambda e: acc[hs + base + e], lambda e: acc[2 * hs + base + e],
-                       lambda e: acc[3 * hs + base + e], _Rows(a[f"thr{l}"], base), cf, yf, spec.fast_math,
-                       off=blk * hs + base)
+                tir.update(S, lambda s: gx(0, s) + gh(0, s), lambda s: gx(1, s) + gh(1, s), lambda s: gx(2, s),
+                           lambda s: gh(2, s), _Fixed(thr[j]), a[f"c{l}"], a[f"y{l}"], spec.fast_math, off=off)
+            else:
+                tir.update(S, lambda s: acc[j * S + s], lambda s: acc[(h + j) * S + s],
+                           lambda s: acc[(2 * h + j) * S + s], lambda s: acc[(3 * h + j) * S + s], _Fixed(thr[j]),
+                           a[f"c{l}"], a[f"y{l}"], spec.fast_math, off=off)
 
 
 def _step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
@@ -298,9 +294,8 @@ def _step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
     hL = spec.hidden_sizes[L - 1]
     logits = a["logits"]
     CH = min(DECODER_CHUNK, V)
-    nfull, tail = divmod(V, CH)
 
-    def chunk(base, width: int):
+    def chunk(base, width):
         with tir.loop("db", B) as b:
             def load(v, b=b):
                 return logits[b * V + v]
@@ -311,14 +306,13 @@ def _step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
             tir.decoder(spec, a["dbias"], a["dwt"], a["dei"], a["dev"], a["den"], None, load, store, a.get("dscale"), eoff=b * hL, es=b,
                         vrange=(base, width))
 
-    if nfull:
-        with _par("vb", nfull) as vb:
-            chunk(vb * CH, CH)
-    if tail:
-        chunk(nfull * CH, tail)
+    with _par("vb", (V + CH - 1) // CH) as vb:
+        chunk(vb * CH, T.min(CH, V - vb * CH))
     if score:
-        with tir.loop("nb", B) as b:
-            tir.nll(V, logits, a["targets"][t, b], a["red"], NLL_LANES,
+        from tvm.tirx.script.builder import ir as TB
+        with _par("nb", B) as b:           # each stream's reduction scratch: its own 2 x NLL_LANES of red
+            red = TB.decl_buffer((2 * NLL_LANES,), "float64", data=a["red"].data, elem_offset=b * 2 * NLL_LANES)
+            tir.nll(V, logits, a["targets"][t, b], red, NLL_LANES,
                     lambda value: T.buffer_store(a["nll"], value, [t, b]), base=b * V)
 
 

@@ -9,20 +9,31 @@ import numpy as np
 
 from .shared import LANES, shared_arg_names, shared_state_params, split_names
 
-__all__ = ["SharedStreams", "split_points", "set_kernel_threads"]
+__all__ = ["SharedStreams", "split_points", "row_bounds", "set_kernel_threads"]
 
 
-def split_points(ptr, idx, n_rows: int, parts: int) -> np.ndarray:
+def split_points(ptr, idx, bounds) -> np.ndarray:
     """int32 [n_in, parts + 1]: per column the first non-zero of each part of the rows (part p: rows
-    ``n_rows * p // parts`` ..), the kernel's row split; indices ascend within a column."""
+    ``bounds[p]`` .. ``bounds[p + 1]``); indices ascend within a column."""
     ptr = np.asarray(ptr, np.int64)
     idx = np.asarray(idx).astype(np.int64)
+    parts = len(bounds) - 1
     sp = np.empty((len(ptr) - 1, parts + 1), np.int32)
     sp[:, 0], sp[:, parts] = ptr[:-1], ptr[1:]
     for p in range(1, parts):
-        below = np.concatenate([[0], np.cumsum(idx < n_rows * p // parts)])
+        below = np.concatenate([[0], np.cumsum(idx < int(bounds[p]))])
         sp[:, p] = ptr[:-1] + below[ptr[1:]] - below[ptr[:-1]]
     return sp
+
+
+def row_bounds(idx_arrays, n_rows: int, parts: int) -> np.ndarray:
+    """int32 [parts + 1]: accumulator rows cut into `parts` ranges holding about equal numbers of the
+    non-zeros in `idx_arrays` (a layer's W and R share its accumulator)."""
+    per_row = sum(np.bincount(np.asarray(i).astype(np.int64), minlength=n_rows) for i in idx_arrays)
+    cum = np.concatenate([[0], np.cumsum(per_row)])
+    b = np.searchsorted(cum, cum[-1] * np.arange(parts + 1) / parts, side="left")
+    b[0], b[-1] = 0, n_rows
+    return np.maximum.accumulate(np.clip(b, 0, n_rows)).astype(np.int32)
 
 
 _POOL: dict = {}
@@ -56,21 +67,23 @@ class SharedStreams:
         for name, shape, dt in shared_state_params(spec):
             st[name] = np.zeros([sizes[d[0]] * d[1] if isinstance(d, tuple) else sizes.get(d, d) for d in shape], dt)
         P = self.threads
-        for m in split_names(spec):
-            l = int(m[1:])
-            ptr, idx = rt.views[f"{m}_ptr"], rt.views[f"{m}_idx"]
-            st[f"{m}_sp"] = split_points(ptr, idx, spec.acc_size(l), P)
+        names = split_names(spec)
+        for l in range(len(spec.hidden_sizes)):
+            mats = [m for m in names if int(m[1:]) == l]
+            st[f"rb{l}"] = row_bounds([rt.views[f"{m}_idx"] for m in mats], spec.acc_size(l), P)
+            for m in mats:
+                st[f"{m}_sp"] = split_points(rt.views[f"{m}_ptr"], rt.views[f"{m}_idx"], st[f"rb{l}"])
         self.tensors = {k: tvm.runtime.tensor(v) for k, v in st.items()}
+        self._red = tvm.runtime.tensor(np.zeros(self.B * 16, np.float64))
         self.views = {k: np.from_dlpack(v) for k, v in self.tensors.items()}
         self._args = [self.tensors[n] if n in self.tensors else rt.tensors[n] for n in shared_arg_names(spec)]
         self._logits = tvm.runtime.tensor(np.zeros(self.B * spec.vocab_size, np.float32))
         self._logits_np = np.from_dlpack(self._logits).reshape(self.B, spec.vocab_size)
-        self._red = tvm.runtime.tensor(np.zeros(16, np.float64))
         self._bufs: dict = {}
 
     def reset(self) -> None:
         for k, v in self.views.items():
-            if not k.endswith("_sp"):
+            if not (k.endswith("_sp") or k.startswith("rb")):
                 v[...] = 0
 
     def _io(self, T: int, score: bool):

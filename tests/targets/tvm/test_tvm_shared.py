@@ -142,17 +142,23 @@ def test_api_evaluate_threads(small):
 
 
 def test_split_points_recount():
-    """Per column, part p's non-zeros are exactly those whose row lies in part p's row range."""
+    """Per column, part p's non-zeros are exactly those whose row lies in part p's row range; the row ranges
+    cover the rows in order and share the non-zeros about equally."""
     from egru_compile.targets.tvm.layout import to_input_major
-    from egru_compile.targets.tvm.shared_runner import split_points
+    from egru_compile.targets.tvm.shared_runner import row_bounds, split_points
     rng = np.random.default_rng(0)
     W = rng.normal(size=(30, 50)) * (rng.random((30, 50)) < 0.3)
+    W[:, 40:] *= rng.random((30, 10)) < 0.1             # sparser rows at the end: unequal row ranges
     W[4] = 0                                            # an empty column
     ptr, idx, _ = to_input_major(W, np.int16)
     for parts in (1, 2, 3):
-        sp = split_points(ptr, idx, 50, parts)
+        rb = row_bounds([idx], 50, parts)
+        assert rb[0] == 0 and rb[-1] == 50 and (np.diff(rb) >= 0).all()
+        counts = [int(((W[:, rb[p]:rb[p + 1]]) != 0).sum()) for p in range(parts)]
+        assert max(counts) - min(counts) <= 2 * (W != 0).sum(axis=0).max()
+        sp = split_points(ptr, idx, rb)
         for j in range(30):
             for p in range(parts):
                 rows = idx[sp[j, p]:sp[j, p + 1]].astype(int)
-                want = [i for i in np.flatnonzero(W[j]) if 50 * p // parts <= i < 50 * (p + 1) // parts]
+                want = [i for i in np.flatnonzero(W[j]) if rb[p] <= i < rb[p + 1]]
                 assert rows.tolist() == want
