@@ -54,7 +54,7 @@ def split_names(spec: EGRUKernelSpec) -> list[str]:
 def shared_state_params(spec: EGRUKernelSpec) -> list[tuple[str, tuple, str]]:
     """Batched states and scratch after the weights and splits (NB = blocks of LANES streams)."""
     S, L = LANES, len(spec.hidden_sizes)
-    out = [("cnt", ("NB", S), "int32"), ("xe", (spec.embedding_size * S,), "float32")]
+    out = [("cnt", ("NB", S), "int32"), ("evc", ("NB", S), "int32"), ("xe", (spec.embedding_size * S,), "float32")]
     for l, h in enumerate(spec.hidden_sizes):
         out += [(f"c{l}", (("NB", h * S),), "float32"), (f"y{l}", (("NB", h * S),), "float32"),
                 (f"ui{l}", ("NB", h), "int32"), (f"un{l}", ("NB",), "int32"),
@@ -217,19 +217,21 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
         with tir.loop("zs", nval, S) as s:
             T.buffer_store(y, T.float32(0.0), [(blk * h + j) * S + s])
     T.buffer_store(un, 0, [blk])
+    evc, lanes = a["evc"], T.Ramp(0, 1, S)
+    one, zero = T.Broadcast(T.int32(1), S), T.Broadcast(T.int32(0), S)
+    T.buffer_store(evc, zero, [blk, lanes])
     with tir.loop("uj", h) as j:
         n = tir.let("u_n", un[blk])
         T.buffer_store(ui, j, [blk, n])
+        T.buffer_store(evc, evc[blk, lanes] + T.Select(y[T.Ramp((blk * h + j) * S, 1, S)] != T.Broadcast(
+            T.float32(0.0), S), one, zero), [blk, lanes])
         anyv = y[(blk * h + j) * S] != T.float32(0.0)
         for s in range(1, S):
             anyv = T.Or(anyv, y[(blk * h + j) * S + s] != T.float32(0.0))
         T.buffer_store(un, n + T.Cast("int32", anyv), [blk])
     with tir.loop("es", nval) as s:
         b = tir.let("es_b", blk * S + s)
-        T.buffer_store(a["stats"], 0, [t, b, l])
-        with tir.loop("ej", h) as j:
-            T.buffer_store(a["stats"], a["stats"][t, b, l] + T.Cast("int32", y[(blk * h + j) * S + s] != T.float32(0.0)),
-                           [t, b, l])
+        T.buffer_store(a["stats"], evc[blk, s], [t, b, l])
         if l == L - 1:             # the stream's own event list (batch 1's compress) for the decoder
             T.buffer_store(a["den"], 0, [b])
             with tir.loop("dq", h) as q:
