@@ -40,15 +40,18 @@ _POOL: dict = {}
 
 
 def set_kernel_threads(n: int) -> None:
-    """Size TVM's thread pool of the calling thread to `n` workers when it has another size (threads not
-    pinned to cores unless TVM_BIND_THREADS says so)."""
+    """Use `n` workers of the calling thread's TVM thread pool for the parallel loops. TVM runs a parallel loop
+    on the calling thread alone when its concurrency limit (TVM_NUM_THREADS unless configured) is 1, sizes a
+    thread's pool once, and configuring sets that limit to the number of CPUs listed: so the list has
+    max(n, cores) entries (threads are not pinned to them unless TVM_BIND_THREADS=1)."""
     import threading
     import tvm
     key = threading.get_ident()
     if _POOL.get(key) == int(n):
         return
     os.environ.setdefault("TVM_BIND_THREADS", "0")
-    tvm.get_global_func("runtime.config_threadpool")(1, int(n))
+    cpus = [str(i) for i in range(max(int(n), os.cpu_count() or 1))]
+    tvm.get_global_func("runtime.config_threadpool")(-3, int(n), cpus)     # -3: threads share the cores
     _POOL[key] = int(n)
 
 
