@@ -71,17 +71,15 @@ def shared_arg_names(spec: EGRUKernelSpec) -> list[str]:
 
 
 class _par:
-    """``for name in T.parallel(0, n)``."""
+    """``for name in T.parallel(0, n)`` (`tir.loop`'s frame protocol)."""
 
     def __init__(self, name, n):
         from tvm.script import tirx as T
         self.name, self.frame = name, T.parallel(0, n)
 
     def __enter__(self):
-        from tvm.script.ir_builder import IRBuilder
-        var = self.frame.__enter__()
-        IRBuilder.name(self.name, var)
-        return var
+        from . import tir
+        return tir.loop.__enter__(self)
 
     def __exit__(self, *exc):
         return self.frame.__exit__(*exc)
@@ -320,24 +318,10 @@ def _step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
 
 def shared_functions(spec: EGRUKernelSpec) -> dict:
     """{name: PrimFunc} of ``egru_shared_run`` (logits [B, V] of the last step) and ``egru_shared_score``."""
-    from tvm.script import tirx as T
-    from tvm.script.ir_builder import IRBuilder
-    from tvm.tirx.script.builder import ir as TB
-    from . import tir
+    from .streams import prim_funcs
     if not supports_shared(spec):
         raise ValueError("shared-read streams need interleave 1 and the event decoder without a projection")
-    funcs = {}
-    for score in (False, True):
-        name = "egru_shared_score" if score else "egru_shared_run"
-        with IRBuilder() as ib:
-            with TB.prim_func():
-                T.func_name(name)
-                T.func_attr({"global_symbol": name, "tir.noalias": True})
-                a = _declare(spec, score)
-                with tir.loop("t", a["T"]) as t:
-                    _step(spec, a, t, score)
-        funcs[name] = ib.get()
-    return funcs
+    return prim_funcs("egru_shared", lambda score: _declare(spec, score), lambda a, t, score: _step(spec, a, t, score))
 
 
 def build_egru_shared(spec: EGRUKernelSpec, target=None):

@@ -9,7 +9,7 @@ import numpy as np
 
 from .shared import LANES, shared_arg_names, shared_state_params, split_names
 
-__all__ = ["SharedStreams", "split_points", "row_bounds", "set_kernel_threads"]
+__all__ = ["SharedStreams", "split_points", "row_bounds", "set_kernel_threads", "stream_io"]
 
 
 def split_points(ptr, idx, bounds) -> np.ndarray:
@@ -55,6 +55,21 @@ def set_kernel_threads(n: int) -> None:
     _POOL[key] = int(n)
 
 
+def stream_io(cache: dict, T: int, B: int, L: int, score: bool):
+    """The I/O tensors of a T-step call on B streams (tokens [T, B], with `score` targets and nll, stats
+    [T, B, L+1]) and their numpy views, made once per (T, score) in `cache`."""
+    import tvm
+    key = (T, score)
+    bufs = cache.get(key)
+    if bufs is None:
+        shapes = [((T, B), np.int32)] + ([((T, B), np.int32), ((T, B), np.float64)] if score else []) \
+            + [((T, B, L + 1), np.int32)]
+        tensors = [tvm.runtime.tensor(np.zeros(s, dt)) for s, dt in shapes]
+        bufs = (tensors, [np.from_dlpack(t) for t in tensors])
+        cache[key] = bufs
+    return bufs
+
+
 class SharedStreams:
     """B streams (blocks of LANES) for the shared-read kernels of `module`, weights from `rt` (a
     `TVMStepRunner`); `threads` = parts of the scatter / update / decoder run by TVM's thread pool."""
@@ -90,17 +105,7 @@ class SharedStreams:
                 v[...] = 0
 
     def _io(self, T: int, score: bool):
-        import tvm
-        key = (T, score)
-        bufs = self._bufs.get(key)
-        if bufs is None:
-            B, L = self.B, len(self.spec.hidden_sizes)
-            shapes = [((T, B), np.int32)] + ([((T, B), np.int32), ((T, B), np.float64)] if score else []) \
-                + [((T, B, L + 1), np.int32)]
-            tensors = [tvm.runtime.tensor(np.zeros(s, dt)) for s, dt in shapes]
-            bufs = (tensors, [np.from_dlpack(t) for t in tensors])
-            self._bufs[key] = bufs
-        return bufs
+        return stream_io(self._bufs, T, self.B, len(self.spec.hidden_sizes), score)
 
     def _call(self, fn, *args):
         set_kernel_threads(self.threads)

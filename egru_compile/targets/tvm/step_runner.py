@@ -307,17 +307,8 @@ class TVMStepRunner:
             v[...] = 0
 
     def _stream_io(self, T: int, score: bool):
-        import tvm
-        key = (T, score)
-        bufs = self._stream_bufs.get(key)
-        if bufs is None:
-            B, L = self.stream_batch, len(self.spec.hidden_sizes)
-            shapes = [((T, B), np.int32)] + ([((T, B), np.int32), ((T, B), np.float64)] if score else []) \
-                + [((T, B, L + 1), np.int32)]
-            tensors = [tvm.runtime.tensor(np.zeros(s, dt)) for s, dt in shapes]
-            bufs = (tensors, [np.from_dlpack(t) for t in tensors])
-            self._stream_bufs[key] = bufs
-        return bufs
+        from .shared_runner import stream_io
+        return stream_io(self._stream_bufs, T, self.stream_batch, len(self.spec.hidden_sizes), score)
 
     def step_streams(self, tokens):
         """tokens int [B] -> (logits float32 [B, V] (a view the next call overwrites), stats int32 [B, L+1])."""
