@@ -1,5 +1,8 @@
-"""Batched streams: ``egru_streams_run`` / ``egru_streams_score`` advance B independent streams (B symbolic: one
-library serves any B) per step, with per-stream event gating, in one call for T steps.
+"""Batched streams, each stream's batch-1 code in turn: ``egru_streams_run`` / ``egru_streams_score`` advance B
+independent streams (B symbolic: one library serves any B) per step, with per-stream event gating, in one call
+for T steps. Specs whose batch-1 scatter adds columns in order (``interleave`` 1, the default) run the
+shared-read kernels of `shared.py` instead; these serve the others (``interleave`` > 1: artifacts compiled
+before that default), and :func:`prim_funcs` builds both libraries' run / score pair.
 
 The weights are the fused step's (`step.py`, same names and packing); the states are batched, stream-major
 (``c{l}``, ``y{l}`` and y's event list ``ei{l}`` / ``ev{l}`` [B*h], the counts ``en{l}`` [B], the accumulators
