@@ -179,8 +179,8 @@ def main(argv=None):
                 names = names[rnd % len(names):] + names[:rnd % len(names)]      # rotate the order per round
                 for name in names:
                     r = runners[name]
-                    if threads[name] > 1 and B == 1:
-                        continue                        # batch 1 runs one thread
+                    if B == 1 and (threads[name] > 1 or name == "tvm per-stream"):
+                        continue                        # batch 1: one thread, the artifact's own step kernels
                     out = evaluate(r, ids, quiet=True, batch_size=B, threads=threads[name])
                     tps = out["tokens_per_second"]
                     res[(name, B)] = max(res.get((name, B), 0.0), tps)
