@@ -303,8 +303,8 @@ def _step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
             def store(v, value, b=b):
                 T.buffer_store(logits, value, [b * V + v])
 
-            tir.decoder(spec, a["dbias"], a["dwt"], a["dei"], a["dev"], a["den"], None, load, store, a.get("dscale"), eoff=b * hL, es=b,
-                        vrange=(base, width))
+            tir.decoder(spec, a["dbias"], a["dwt"], a["dei"], a["dev"], a["den"], None, load, store, a.get("dscale"),
+                        eoff=b * hL, es=b, vrange=(base, width))
 
     with _par("vb", (V + CH - 1) // CH) as vb:
         chunk(vb * CH, T.min(CH, V - vb * CH))
