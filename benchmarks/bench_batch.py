@@ -14,14 +14,20 @@ Variants (same weights):
   symbolic B, per-stream gating, bit-exact per stream) in one ORT call per step;
 * ``onnx int8`` — the same after ``quantize-int8``, ``weight_dtype=int8`` (int8 rows, per-row scale after the
   sum; its weights are the int8 ones);
-* ``tvm``       — default passes + the tvm target; ``score_streams`` is whatever the TVM runner provides
-  (native B streams per call once the tvm runner overrides it, else the base class's one saved state
-  per stream; the ``native`` column says which);
+* ``tvm``       — default passes + the tvm target; B > 1 runs the shared-read kernels (`targets/tvm/shared.py`:
+  per step each active column's non-zeros read once for all the streams that need it, bit-identical to
+  batch 1), 1 thread;
+* ``tvm 2 threads`` — the same runner with ``eval --threads 2`` (the step's scatter, update and decoder split
+  over two threads of TVM's pool; same results);
+* ``tvm per-stream`` — the same artifact with the previous batched kernels (`targets/tvm/streams.py`: each
+  stream's batch-1 code in turn, layer-major; what a spec with ``interleave`` 8 runs), 1 thread (``--no-old``
+  leaves it out);
 * ``ort dense`` — the traced step lowered as a plain MatMul graph (`bench_batch1.DENSE_ORT`: no gating, no
   folding, dense initializers), batched the same way (B rows per MatMul: dense GEMMs).
 
 Each (variant, B) cell is the best of ``--rounds`` runs (rounds interleaved over the variants; other
-processes on a shared machine only slow a run down). The goal line compares TVM with dense ORT at B = 16.
+processes on a shared machine only slow a run down). The goal lines (issue 26): TVM at B = 16 >= 4x dense ORT
+at B = 16 (1 thread each); TVM with 2 threads >= 1.7x TVM with 1 thread at B = 16.
 
     nice .venv/bin/python -m benchmarks.bench_batch [--tokens 4096] [--rounds 2] [--batches 1,4,16,64]
 
@@ -39,6 +45,7 @@ import gc  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -110,6 +117,26 @@ def batch1_overhead(runner, ids, n: int = 400, rounds: int = 5) -> tuple[float, 
     return float(np.median(one) * 1e6), float(np.median(bat) * 1e6)
 
 
+def goal_lines(res: dict, threads: int) -> list[str]:
+    """The issue-26 goal lines at B = 16 from {(variant, B): tokens/s}: met / not met with the ratio."""
+    out = []
+    tvm, dense = res[("tvm", 16)], res[("ort dense", 16)]
+    r = tvm / dense
+    out.append(f"Goal: TVM at B=16 ≥ 4× dense ORT at B=16 (1 thread each): {'met' if r >= 4 else 'not met'} "
+               f"({r:.2f}×; TVM {tvm:.0f} vs dense ORT {dense:.0f} tokens/s).")
+    if threads > 1 and (f"tvm {threads} threads", 16) in res:
+        t2 = res[(f"tvm {threads} threads", 16)]
+        r = t2 / tvm
+        out.append(f"Goal: TVM with {threads} threads ≥ 1.7× 1 thread at B=16: {'met' if r >= 1.7 else 'not met'} "
+                   f"({r:.2f}×; {t2:.0f} vs {tvm:.0f} tokens/s; {t2 / dense:.2f}× dense ORT at 1 thread).")
+    if ("tvm per-stream", 16) in res:
+        old = res[("tvm per-stream", 16)]
+        out.append(f"Shared reads vs each stream's batch-1 code in turn (the previous batched kernels) at B=16: "
+                   f"{tvm / old:.2f}× ({tvm:.0f} vs {old:.0f} tokens/s; the per-stream kernels {old / dense:.2f}× "
+                   "dense ORT).")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--emb", type=int, default=750)
@@ -120,6 +147,8 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,4,16,64")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-tvm", action="store_true")
+    ap.add_argument("--no-old", action="store_true", help="leave out the per-stream TVM kernels")
+    ap.add_argument("--threads", type=int, default=2, help="threads of the 'tvm N threads' variant (0: none)")
     ap.add_argument("--out", default=str(HERE / "results" / "batch.md"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -132,6 +161,15 @@ def main(argv=None):
         b = build(Path(td), a)
         ids = b["vocab"].encode_file(PTB / "ptb.test.txt", max_tokens=a.tokens, unk="<unk>")
         runners = {k: open_artifact(p, threads=1) for k, p in b["arts"].items()}
+        threads = {k: 1 for k in runners}
+        if "tvm" in runners:
+            if a.threads > 1:
+                name = f"tvm {a.threads} threads"
+                runners[name], threads[name] = runners["tvm"], a.threads
+            if not a.no_old:
+                old = open_artifact(b["arts"]["tvm"], threads=1)
+                old.rt.spec = replace(old.rt.spec, interleave=8)     # -> the per-stream kernels (streams.py)
+                runners["tvm per-stream"], threads["tvm per-stream"] = old, 1
         native = {k: bool(getattr(r, "native_streams", False)) for k, r in runners.items()}
         res: dict = {}
         info: dict = {}
@@ -141,7 +179,9 @@ def main(argv=None):
                 names = names[rnd % len(names):] + names[:rnd % len(names)]      # rotate the order per round
                 for name in names:
                     r = runners[name]
-                    out = evaluate(r, ids, quiet=True, batch_size=B)
+                    if B == 1 and (threads[name] > 1 or name == "tvm per-stream"):
+                        continue                        # batch 1: one thread, the artifact's own step kernels
+                    out = evaluate(r, ids, quiet=True, batch_size=B, threads=threads[name])
                     tps = out["tokens_per_second"]
                     res[(name, B)] = max(res.get((name, B), 0.0), tps)
                     info[(name, B)] = out
@@ -160,17 +200,14 @@ def main(argv=None):
              "Command: `nice .venv/bin/python -m benchmarks.bench_batch " + " ".join(argv or sys.argv[1:]) + "`", "",
              head, "|" + "---|" * (3 + len(Bs))]
     for n in names:
-        cells = [f"{res[(n, B)]:.0f}" for B in Bs]
-        ratio = (f"{res[(n, 16)] / res[(n, 1)]:.2f}x" if 16 in Bs and 1 in Bs else "-")
+        cells = [f"{res[(n, B)]:.0f}" if (n, B) in res else "-" for B in Bs]
+        ratio = (f"{res[(n, 16)] / res[(n, 1)]:.2f}x" if (n, 16) in res and (n, 1) in res else "-")
         lines.append(f"| {n} | {'yes' if native[n] else 'no (per-stream state)'} | " + " | ".join(cells)
                      + f" | {ratio} |")
     acts = info[(names[0], Bs[0])]["activity"]
     lines += ["", f"Measured activity (onnx f32, B={Bs[0]}): {'/'.join(f'{x:.3f}' for x in acts)}."]
     if "tvm" in runners and 16 in Bs:
-        ratio = res[("tvm", 16)] / res[("ort dense", 16)]
-        lines.append(f"TVM tokens/s at B=16 ≥ 4× dense ORT at B=16: {'met' if ratio >= 4 else 'not met'} "
-                     f"({ratio:.2f}×; TVM {res[('tvm', 16)]:.0f} vs dense ORT {res[('ort dense', 16)]:.0f} tokens/s; "
-                     f"TVM streams {'native' if native['tvm'] else 'via the per-stream-state fallback'}).")
+        lines += goal_lines(res, a.threads)
     if 16 in Bs:
         for n in ("onnx f32", "onnx int8"):
             r = res[(n, 16)] / res[("ort dense", 16)]

@@ -85,9 +85,10 @@ def extra_kernels() -> dict:
     return {"compress": compress, "event_decoder": event_decoder}
 
 
-def check_streams_equal_batch1(runner, toks, B=4):
-    """Each stream of a B-stream run (score_streams, step_streams) equals its own batch-1 run: exact events and
-    MACs, NLL within 1e-6 nats, logits within 1e-5."""
+def check_streams_equal_batch1(runner, toks, B=4, steps=None):
+    """Each stream of a B-stream run (score_streams, step_streams) equals its own batch-1 run bit for bit:
+    events, MACs, NLL and logits (np.array_equal). `steps`: the first step's logits are compared, and with
+    `steps` > 1 those of that many steps (step_streams against step)."""
     T = (len(toks) - 1) // B
     tok = np.stack([toks[b * T:(b + 1) * T] for b in range(B)], 1)
     tg = np.stack([toks[b * T + 1:(b + 1) * T + 1] for b in range(B)], 1)
@@ -96,14 +97,19 @@ def check_streams_equal_batch1(runner, toks, B=4):
     ev, macs = runner.last_run.events, runner.last_run.macs
     assert nll.shape == (T, B) and ev.shape == (T, B, len(runner.layer_sizes)) and macs.shape == (T, B)
     runner.reset_streams(B)
-    first = runner.step_streams(tok[0])
-    st = runner.last_stream_stats
+    n_steps = max(1, int(steps or 1))
+    logits, stats = [], []
+    for t in range(n_steps):
+        logits.append(runner.step_streams(tok[t]))
+        stats.append(runner.last_stream_stats)
     for b in range(B):
         runner.reset()
         n1 = runner.score(tok[:, b], tg[:, b])
-        assert (runner.last_run.events == ev[:, b]).all() and (runner.last_run.macs == macs[:, b]).all()
-        assert np.abs(n1 - nll[:, b]).max() <= 1e-6
+        assert np.array_equal(runner.last_run.events, ev[:, b]) and np.array_equal(runner.last_run.macs, macs[:, b])
+        assert np.array_equal(n1, nll[:, b]), f"stream {b}: NLL differs by {np.abs(n1 - nll[:, b]).max()}"
         runner.reset()
-        assert np.abs(runner.step(int(tok[0, b])) - first[b]).max() <= 1e-5
-        assert tuple(st.events[b]) == runner.last_stats.events and st.macs[b] == runner.last_stats.macs
+        for t in range(n_steps):
+            assert np.array_equal(runner.step(int(tok[t, b])), logits[t][b]), f"stream {b}, step {t}: logits differ"
+            assert tuple(stats[t].events[b]) == runner.last_stats.events and stats[t].macs[b] == runner.last_stats.macs
     assert ev.sum() > 0
+    return nll, ev, macs

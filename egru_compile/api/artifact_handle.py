@@ -137,14 +137,15 @@ class Artifact:
                                     unk=unk)["text"]
 
     def evaluate(self, text_or_path, batch_size: int = 1, max_tokens: int | None = None, *, unk: str | None = None,
-                 progress: bool = False, chunked: int | None = None) -> EvalResult:
+                 progress: bool = False, chunked: int | None = None, threads: int = 1) -> EvalResult:
         """Streaming perplexity, activity, MACs/token and tokens/s on a text file (a path, or a string without
         whitespace) or on a text itself (a string with whitespace that names no file; ``<eos>`` ends every
         line, as in the corpus). Words the
         vocabulary lacks map to `unk` (counted in ``unknown_words``) or raise `EgruError`; words found only
         in lower case are folded (``case_folded``). `batch_size` B cuts the text into B contiguous streams;
         `max_tokens` uses the first N tokens; `progress` shows a progress bar / line on stderr; `chunked` (bptt):
-        EvNN's eval.py protocol (`runtime.evaluate`)."""
+        EvNN's eval.py protocol (`runtime.evaluate`); `threads`: threads of the batched-stream kernels (tvm
+        artifacts; per-stream results identical for any count)."""
         from ..progress import step
         from ..runtime.evaluate import encode_eval_data, evaluate, text_report
         vocab = self._vocab()
@@ -159,7 +160,8 @@ class Artifact:
                                fold_case=True, is_text=is_text)
         tty = sys.stderr.isatty()
         with step(f"evaluating {len(enc.ids)} tokens on {self.target}", progress and not tty):
-            result = evaluate(self.runner, enc.ids, quiet=not progress, batch_size=batch_size, chunked=chunked)
+            result = evaluate(self.runner, enc.ids, quiet=not progress, batch_size=batch_size, chunked=chunked,
+                              threads=threads)
         result["projection_activation"] = getattr(self.runner, "projection_activation", None)
         result |= text_report(enc)
         result["data"] = None if is_text else str(text_or_path)

@@ -20,6 +20,8 @@ from .options import MAX_GENERATE, _echo_json, _note, _output_options, _progress
 @click.option("--unk", help="map out-of-vocabulary words to this token (counted as unknown words)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="cut the text into B contiguous streams, each evaluated from a zero state")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="threads of the B streams' kernels (tvm artifacts; the results are the same for any count)")
 @click.option("--chunked", "chunked", type=click.IntRange(min=1), metavar="BPTT",
               help="EvNN's eval.py protocol: chunks of BPTT tokens (EvNN: 70), each layer's c reset to 0 and only "
                    "its last y carried into the next chunk (default: the state carried whole)")
@@ -27,21 +29,21 @@ from .options import MAX_GENERATE, _echo_json, _note, _output_options, _progress
 @_output_options
 @click.option("--trust-checkpoint", is_flag=True, help="allow loading pickled Python objects")
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, chunked, projection_activation, as_json, verbose,
-             quiet, trust_checkpoint, debug):
+def eval_cmd(artifact, data, vocab_file, max_tokens, unk, batch_size, threads, chunked, projection_activation, as_json,
+             verbose, quiet, trust_checkpoint, debug):
     """Streaming perplexity, activity, MACs/token (chip artifacts: synops/token, 1 synop = 1 MAC) and unknown
     words of a compiled ARTIFACT dir, a source checkpoint or a dense gru/lstm baseline (train --model gru|lstm).
     -v adds cross-entropy, events/token, time and each stream's figures."""
     _guard(debug, quiet, _eval, artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust_checkpoint,
-           batch_size, verbose, chunked, projection_activation)
+           batch_size, verbose, chunked, projection_activation, threads)
 
 
 def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, batch_size=1, verbose=False,
-          chunked=None, projection_activation=None):
+          chunked=None, projection_activation=None, threads=1):
     from ..api import load
     res = load(artifact, vocab=vocab_file, trust=trust, projection_activation=projection_activation).evaluate(
         Path(data), batch_size=batch_size, max_tokens=max_tokens, unk=unk, progress=_progress_wanted(quiet, as_json),
-        chunked=chunked)
+        chunked=chunked, threads=threads)
     result = res.to_dict()
     if res.case_folded and not as_json:         # (--json: the "case_folded" field says it)
         _note(f"{res.case_folded} word(s) of {data} folded to lower case (the vocabulary does not distinguish "
@@ -51,7 +53,8 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
         return
     click.echo(f"target        {res.target}")
     click.echo(f"tokens        {res.tokens}" + (
-        f" ({res.batch_size} streams; {result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else ""))
+        f" ({res.batch_size} streams; {result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else "")
+        + (f"; {threads} threads" if threads > 1 else ""))
     click.echo(f"perplexity    {res.perplexity:.4f}" + (
         f" (EvNN's chunked protocol, bptt {result['bptt']})" if result.get("bptt") else ""))
     click.echo(f"words         {res.words}; unknown {res.unknown_words} ({100 * res.unknown_share:.2f} %"

@@ -95,7 +95,7 @@ def _stream_summary(T: int, nll: float, events, macs: int, sizes) -> dict:
 
 
 def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_size: int = 1,
-             chunked: int | None = None) -> dict:
+             chunked: int | None = None, threads: int = 1) -> dict:
     """Stream `token_ids` through `runner` (reset first). Returns a JSON-serialisable dict with
     ``target``, ``tokens`` (predictions), ``perplexity``, ``cross_entropy`` (nats), ``macs_per_token``,
     ``activity`` (per layer), ``events_per_token`` (per layer), ``layer_sizes``, ``batch_size``, ``seconds``
@@ -112,14 +112,24 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     state per stream).
 
     `chunked` (bptt): EvNN's chunked protocol (module docstring): after every `chunked` tokens each layer's c
-    is zeroed and its y kept (batch 1 only); the result says ``"protocol": "evnn-chunked"`` and ``bptt``."""
+    is zeroed and its y kept (batch 1 only); the result says ``"protocol": "evnn-chunked"`` and ``bptt``.
+
+    `threads` N: threads of the runner's batched-stream kernels (``set_threads``; tvm artifacts: the B streams'
+    step split over N threads, results bit for bit those of 1 thread); the result gives ``threads``."""
     if chunked is not None:
         if int(chunked) < 1:
             raise DataError(f"--chunked must be at least 1 (got {chunked})")
         if int(batch_size) != 1:
             raise DataError("--chunked evaluates one stream, as EvNN's eval.py does: use --batch-size 1")
         chunk = int(chunked)
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or int(threads) < 1:
+        raise DataError(f"--threads must be at least 1 (got {threads})")
+    set_threads = getattr(runner, "set_threads", None)
+    if int(threads) != 1 and set_threads is None:
+        raise EgruError(f"the {runner.target} runner has no --threads (tvm artifacts have)")
     streams = split_streams(token_ids, batch_size)
+    if set_threads is not None:
+        set_threads(int(threads))
     S, L = streams.shape
     T = L - 1
     if S > 1 and not getattr(runner, "supports_state", False) and not getattr(runner, "native_streams", False):
@@ -173,6 +183,7 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
         "seconds": secs,
         "tokens_per_second": S * T / secs if secs > 0 else None,
         "protocol": "streaming" if chunked is None else "evnn-chunked",
+        "threads": int(threads),
     }
     if chunked is not None:
         result["bptt"] = int(chunked)

@@ -21,9 +21,11 @@ from pathlib import Path
 
 from .spec import EGRUKernelSpec, resolve_target
 
-__all__ = ["cache_dir", "library_key", "step_library", "load_step_module", "streams_library", "load_streams_module"]
+__all__ = ["cache_dir", "library_key", "step_library", "load_step_module", "streams_library", "load_streams_module",
+           "load_shared_module"]
 
-_GENERATOR_SOURCES = ("spec.py", "signature.py", "layout.py", "step.py", "streams.py", "tir.py", "cache.py")
+_GENERATOR_SOURCES = ("spec.py", "signature.py", "layout.py", "step.py", "streams.py", "shared.py", "tir.py",
+                      "cache.py")
 
 
 def cache_dir() -> Path | None:
@@ -163,3 +165,13 @@ def load_streams_module(spec: EGRUKernelSpec, target=None):
     batched kernels (artifacts compile them only when used)."""
     from .streams import build_egru_streams
     return _load(lambda p: streams_library(spec, p, target), lambda: build_egru_streams(spec, target))
+
+
+def load_shared_module(spec: EGRUKernelSpec, target=None):
+    """The shared-read batched kernels of `spec` (:func:`shared.build_egru_shared`) as a loaded module, through
+    the cache like :func:`load_streams_module` (built on the first B-stream call)."""
+    from .shared import build_egru_shared
+
+    def write(p):
+        return _library((spec, target, True, True, "shared"), lambda: build_egru_shared(spec, target), Path(p))
+    return _load(write, lambda: build_egru_shared(spec, target))

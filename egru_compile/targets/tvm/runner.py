@@ -87,6 +87,9 @@ class TVMRunner(Runner):
         except Exception as e:  # noqa: BLE001 - TVM raises its own error types
             raise ArtifactError(f"{lib} does not match the weights and kernel spec: {_first_line(e)}") from None
         self.rt.reset()
+        self.stream_threads = 1
+        if threads is not None:
+            self.set_threads(threads)
         self.path = str(path)
         self.layer_sizes = list(spec.hidden_sizes)
         self.vocab_size = spec.vocab_size
@@ -167,9 +170,17 @@ class TVMRunner(Runner):
             return super().reset_streams(batch)
         if int(batch) < 1:
             raise ArtifactError(f"batch size must be >= 1, got {batch}")
-        self.rt.reset_streams(int(batch))
+        self.rt.reset_streams(int(batch), threads=self.stream_threads)
         self.stream_batch = int(batch)
         self.last_stream_stats = None
+
+    def set_threads(self, threads: int) -> None:
+        """Threads of the batched-stream kernels from the next `reset_streams` on (`eval --threads`): the
+        shared-read kernels split each step's scatter, update and decoder over them (results identical for any
+        count); batch 1 and the per-stream kernels run on one."""
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or int(threads) < 1:
+            raise ArtifactError(f"threads must be an integer >= 1, got {threads!r}")
+        self.stream_threads = int(threads)
 
     @property
     def native_streams(self) -> bool:

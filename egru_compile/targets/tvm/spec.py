@@ -25,7 +25,9 @@ class EGRUKernelSpec:
         TVM's sigmoid/tanh (libm expf calls).
     decoder_chunk: V-chunk of the event decoder (0 = whole rows: best when D^T is not cache resident).
     decoder_unroll: active units handled per pass over the logits (more concurrent row streams).
-    interleave: number of sparse columns walked in lock step by the scatter loops (1 = off).
+    interleave: number of sparse columns walked in lock step by the scatter loops (1 = off, the default: the
+        columns are added in order, which the shared-read batched kernels of `shared.py` reproduce bit for bit;
+        B-stream runs of a spec with interleave > 1 fall back to each stream's batch-1 code, `streams.py`).
     projection: EvNN's projection decoder ``logits = D · a(P · y_last + p) + b``: an event-driven scatter of
         the last layer's active units through P (input-major CSR, int32 indices), then the decoder (D^T is
         [E, V]). ``projection_activation`` a: "relu" (EvNN's 2023 code): ReLU, compression of its non-zeros,
@@ -45,7 +47,7 @@ class EGRUKernelSpec:
     fast_math: bool = True
     decoder_chunk: int = 0
     decoder_unroll: int = 8
-    interleave: int = 8
+    interleave: int = 1
     table_limit_mb: float = 512.0
     projection: bool = False
     projection_activation: str = "identity"

@@ -248,24 +248,47 @@ class TVMStepRunner:
             return True
         return not self.spec.projection and self.spec.decoder_mode == "event"
 
+    @property
+    def shared_streams(self) -> bool:
+        """Whether B streams run the shared-read kernels (`shared.py`: each active column read once per step for
+        every stream that needs it); else each stream runs its batch-1 code in turn (`streams.py`)."""
+        from .shared import supports_shared
+        return supports_shared(self.spec)
+
     def _load_streams(self) -> None:
         """The batched kernels in their own library, compiled (or copied from the cache) on first use."""
+        if self.shared_streams:
+            if getattr(self, "_shared_module", None) is None:
+                from .cache import load_shared_module
+                self._shared_module = load_shared_module(self.spec, self._target)
+            return
         if self._streams_run_fn is not None and self._streams_score_fn is not None:
             return
         self.streams_module = load_streams_module(self.spec, self._target)
         self._streams_run_fn = self.streams_module["egru_streams_run"]
         self._streams_score_fn = self.streams_module["egru_streams_score"]
 
-    def reset_streams(self, batch: int) -> None:
-        """Start `batch` streams from a zero state (batched state tensors, separate from the batch-1 state)."""
+    def reset_streams(self, batch: int, threads: int = 1) -> None:
+        """Start `batch` streams from a zero state (batched state tensors, separate from the batch-1 state);
+        `threads`: threads of the shared-read kernels (the per-stream kernels run on one)."""
         import tvm
         from .signature import stream_arg_names
         if not self.has_streams:
             raise ValueError("this library has no batched-stream kernels")
-        self._load_streams()
         B = int(batch)
         if B < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self._load_streams()
+        if self.shared_streams:
+            sh = getattr(self, "_shared", None)
+            if sh is None or sh.B != B or sh.threads != int(threads):
+                from .shared_runner import SharedStreams
+                self._shared = SharedStreams(self, self._shared_module, B, int(threads))
+            self._shared.reset()
+            self.stream_batch = B
+            return
         if B != self.stream_batch:
             st = {}
             for l, h in enumerate(self.spec.hidden_sizes):
@@ -284,20 +307,13 @@ class TVMStepRunner:
             v[...] = 0
 
     def _stream_io(self, T: int, score: bool):
-        import tvm
-        key = (T, score)
-        bufs = self._stream_bufs.get(key)
-        if bufs is None:
-            B, L = self.stream_batch, len(self.spec.hidden_sizes)
-            shapes = [((T, B), np.int32)] + ([((T, B), np.int32), ((T, B), np.float64)] if score else []) \
-                + [((T, B, L + 1), np.int32)]
-            tensors = [tvm.runtime.tensor(np.zeros(s, dt)) for s, dt in shapes]
-            bufs = (tensors, [np.from_dlpack(t) for t in tensors])
-            self._stream_bufs[key] = bufs
-        return bufs
+        from .shared_runner import stream_io
+        return stream_io(self._stream_bufs, T, self.stream_batch, len(self.spec.hidden_sizes), score)
 
     def step_streams(self, tokens):
         """tokens int [B] -> (logits float32 [B, V] (a view the next call overwrites), stats int32 [B, L+1])."""
+        if self.shared_streams:
+            return self._shared.step(tokens)
         (t_tok, t_st), (n_tok, n_st) = self._stream_io(1, False)
         n_tok[0] = np.asarray(tokens).reshape(-1)
         self._streams_run_fn(t_tok, *self._stream_args, self._stream_logits, t_st)
@@ -305,6 +321,8 @@ class TVMStepRunner:
 
     def score_streams(self, tokens, targets):
         """tokens, targets int [T, B] -> (nll float64 [T, B], stats int32 [T, B, L+1]) in one call."""
+        if self.shared_streams:
+            return self._shared.score(tokens, targets)
         tok = np.asarray(tokens)
         (t_tok, t_tg, t_nll, t_st), (n_tok, n_tg, n_nll, n_st) = self._stream_io(tok.shape[0], True)
         n_tok[...] = tok

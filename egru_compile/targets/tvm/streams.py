@@ -1,5 +1,8 @@
-"""Batched streams: ``egru_streams_run`` / ``egru_streams_score`` advance B independent streams (B symbolic: one
-library serves any B) per step, with per-stream event gating, in one call for T steps.
+"""Batched streams, each stream's batch-1 code in turn: ``egru_streams_run`` / ``egru_streams_score`` advance B
+independent streams (B symbolic: one library serves any B) per step, with per-stream event gating, in one call
+for T steps. Specs whose batch-1 scatter adds columns in order (``interleave`` 1, the default) run the
+shared-read kernels of `shared.py` instead; these serve the others (``interleave`` > 1: artifacts compiled
+before that default), and :func:`prim_funcs` builds both libraries' run / score pair.
 
 The weights are the fused step's (`step.py`, same names and packing); the states are batched, stream-major
 (``c{l}``, ``y{l}`` and y's event list ``ei{l}`` / ``ev{l}`` [B*h], the counts ``en{l}`` [B], the accumulators
@@ -159,26 +162,33 @@ def _decoder(spec: EGRUKernelSpec, a: dict, B) -> None:
         chunk(nfull * CH, tail)
 
 
-def streams_functions(spec: EGRUKernelSpec) -> dict:
-    """{name: PrimFunc} of ``egru_streams_run`` (logits [B*V] of the last step) and ``egru_streams_score``."""
+def prim_funcs(prefix: str, declare, step) -> dict:
+    """{name: PrimFunc} of ``{prefix}_run`` and ``{prefix}_score``: ``a = declare(score)`` declares the
+    arguments, then ``step(a, t, score)`` builds step t of a loop over ``a["T"]`` steps."""
     from tvm.script import tirx as T
     from tvm.script.ir_builder import IRBuilder
     from tvm.tirx.script.builder import ir as TB
     from . import tir
-    if spec.projection or spec.decoder_mode != "event":
-        raise ValueError("batched streams need the event decoder without a projection")
     funcs = {}
     for score in (False, True):
-        name = "egru_streams_score" if score else "egru_streams_run"
+        name = f"{prefix}_score" if score else f"{prefix}_run"
         with IRBuilder() as ib:
             with TB.prim_func():
                 T.func_name(name)
                 T.func_attr({"global_symbol": name, "tir.noalias": True})
-                a = _declare(spec, score)
+                a = declare(score)
                 with tir.loop("t", a["T"]) as t:
-                    _streams_step(spec, a, t, score)
+                    step(a, t, score)
         funcs[name] = ib.get()
     return funcs
+
+
+def streams_functions(spec: EGRUKernelSpec) -> dict:
+    """{name: PrimFunc} of ``egru_streams_run`` (logits [B*V] of the last step) and ``egru_streams_score``."""
+    if spec.projection or spec.decoder_mode != "event":
+        raise ValueError("batched streams need the event decoder without a projection")
+    return prim_funcs("egru_streams", lambda score: _declare(spec, score),
+                      lambda a, t, score: _streams_step(spec, a, t, score))
 
 
 def build_egru_streams(spec: EGRUKernelSpec, target=None):

@@ -187,7 +187,12 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     tgt = default_target()
     functions = {"egru_step": "one token per call", "egru_run": "K tokens per call",
                  "egru_score": "K tokens per call, NLL of the next token computed in the library"}
-    if not spec.projection and spec.decoder_mode == "event":
+    from .shared import supports_shared
+    if supports_shared(spec):
+        functions.update(egru_shared_run="T steps of B streams per call, each active column read once for all "
+                                         "the streams (own library, compiled on first use)",
+                         egru_shared_score="the same with the NLL per stream (own library, compiled on first use)")
+    elif not spec.projection and spec.decoder_mode == "event":
         functions.update(egru_streams_run="T steps of B streams per call (own library, compiled on first use)",
                          egru_streams_score="T steps of B streams per call, NLL per stream (own library, "
                                             "compiled on first use)")
