@@ -102,7 +102,7 @@ def simulate(stack, cm, profile, ids) -> tuple[list[np.ndarray], dict, list]:
     neuron -= parts
     total = float(c["energy_pj"].sum())
     out = {"synapse": syn, "psum_adds": adds, "neuron": neuron, "parts": parts,
-           "network_spikes": total - syn - adds - neuron - psum_net, "network_psums": psum_net, "total": total}
+           "network_spikes": total - syn - adds - neuron - parts - psum_net, "network_psums": psum_net, "total": total}
     out = {k: v / T for k, v in out.items()}
     out.update(synops=float(c["synops"].sum()) / T, psum_messages=float(c["psum_messages"].sum()) / T,
                messages=float(c["messages_out"].sum()) / T, hops=float(c["hops_out"].sum()) / T)
