@@ -77,7 +77,7 @@ def choose(graph: Graph, prepared: Graph, opts) -> tuple[Graph, dict | None]:
     rec["dtype"] = dtype
     if dtype == "int8":
         q = quantized_rows(weight)
-        w = prepared.const(q, name="decoder_weight_q8", index=prepared.index_of(dec))
+        w = prepared.const(q, name="decoder_weight", index=prepared.index_of(dec))      # traffic.py reads the name
         dec.inputs = [dec.inputs[0], w, *dec.inputs[2:]]
         dec.attrs["weight_dtype"] = "i8"
     else:

@@ -119,7 +119,7 @@ class WeightStorage:
             else:
                 dense = np.zeros((n_in, n_out), np.int8)
                 dense[np.repeat(np.arange(n_in), np.diff(csc.indptr)), csc.indices] = csc.data
-                wt, stored = self.init(dense, f"{hint}_i8"), "dense"
+                wt, stored = self.init(dense, f"{hint}_dense"), "dense"
             self.stats["weights"].append({"name": hint, "shape": [n_out, n_in], "nnz": m.nnz, "stored": stored,
                                           "dtype": "i8"})
             sc = self.init(np.asarray(m.scale, np.float32).reshape(-1), f"{hint}_scale")
