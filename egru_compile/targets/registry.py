@@ -52,6 +52,9 @@ class OnnxTargetOptions:
     weight_dtype: str = option("auto", "dtype of the gathered weight rows (auto: f32, or int8 after "
                                "quantize-int8; int8 adds quantize-int8 — a quarter of the bytes, the fastest in "
                                "ORT)", choices=("auto", "f32", "f16", "int8"), aliases=("onnx_weight_dtype",))
+    decoder_dtype: str = option("auto", "dtype of the gathered decoder rows (auto: int8 with int8 layer rows when "
+                                "the calibration perplexity changes by <= 0.1 %, else as the layers)",
+                                choices=("auto", "f32", "f16", "int8"))
 
     def needs(self) -> frozenset[str]:
         return frozenset({INT8_WEIGHTS} if self.weight_dtype == "int8" else ())

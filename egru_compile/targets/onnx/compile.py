@@ -128,6 +128,8 @@ def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
                                 f"{lowered.outputs[0].shape[-1]}")
     vocab_file = VOCAB_FILE if vocab is not None else None
     manifest = build_manifest(lowered, source, graph, opts, options, len(data), vocab_file)
+    if lowered.stats.get("decoder_precision"):       # what decoder_dtype chose, and the calibration behind it
+        manifest["decoder_precision"] = lowered.stats["decoder_precision"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.onnx").write_bytes(data)
     write_vocab(out_dir, source)
@@ -140,4 +142,6 @@ def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
                + f"; {lo['event_gated_matvecs']} event-gated + {lo['dense_matvecs']} dense matvecs"
                + ("; embedding folded into layer 0" if lo["folded_embedding"] else "")
                + f"; ai.egru ops: {', '.join(manifest['onnx']['functions'])}")
+    if lowered.stats.get("decoder_precision"):
+        summary += "\n" + lowered.stats["decoder_precision"]["note"]
     return {"summary": summary, "manifest": manifest}

@@ -34,6 +34,7 @@ from ...ir import Graph, SparseMatrix, Value
 from ...passes.count_macs import collect_matrices
 from ...passes.utils import eval_constant
 from . import functions as F
+from . import decoder, int8_ops
 from .handlers import HANDLERS
 from .options import NP_NAMES, ONNX_DTYPES, IOSpec, Lowered, OnnxLoweringError, OnnxOptions
 from .pipeline import prepare_graph
@@ -118,7 +119,7 @@ class _Lowering(WeightStorage):
             data = self.const_of(w)
             if not (isinstance(data, SparseMatrix) and data.scale is not None):
                 raise OnnxLoweringError(f"%{node.outputs[0].name}: weight_dtype i8 needs an int8 sparse matrix")
-            wt, sc = self.weight_q8(w)
+            wt, sc = self.weight_q8(w, allow_dense=node.op == "linear")
             r = self.fn("EventMatVecQ", [idx, val, wt, sc], hint=hint)[0]
         elif dtype == "f16":
             r = self.fn("EventMatVecF16", [idx, val, self.weight_t(node, w, "f16")], hint=hint)[0]
@@ -298,7 +299,8 @@ class _Lowering(WeightStorage):
         model = helper.make_model(
             graph, ir_version=IR_VERSION, producer_name="egru-compile", producer_version=_version(),
             opset_imports=[helper.make_opsetid("", F.OPSET), helper.make_opsetid(F.DOMAIN, F.DOMAIN_VERSION)],
-            functions=F.build_functions(used_fns))
+            functions=[int8_ops.BODIES[f.name]() if f.name in int8_ops.BODIES else f
+                       for f in F.build_functions(used_fns)])
         stats = dict(self.stats)
         stats["functions"] = sorted(F.with_callees(used_fns))
         stats["nodes"] = len(kept)
@@ -320,9 +322,13 @@ def lower_graph(graph: Graph, options=None, prepare: bool = True) -> Lowered:
     `graph`; without it `graph` is translated as it is."""
     opts = OnnxOptions.from_options(options)
     pass_stats: dict = {}
+    record = None
     if prepare:
-        graph, pass_stats = prepare_graph(graph, opts)
+        prepared, pass_stats = prepare_graph(graph, opts)
+        graph, record = decoder.choose(graph, prepared, opts)
     lowered = _Lowering(graph, opts).run()
+    if record is not None:
+        lowered.stats["decoder_precision"] = record
     busy = (pass_stats.get("select-gating") or {}).get("dense_by_activity")
     if busy:
         lowered.stats["dense_by_activity"] = list(busy)

@@ -4,7 +4,7 @@ domain's name and versions (`functions`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import onnx
 from onnx import TensorProto
@@ -39,6 +39,10 @@ class OnnxOptions:
     event_gating: bool = True
     #: also gate the decoder (its input is the last layer's events)
     event_decoder: bool = True
+    #: rows of the gated decoder (`decoder`): "auto" (int8 — quantize-int8's rule, one scale per vocabulary row —
+    #: when the layers gather int8 rows and the calibration perplexity changes by <= 0.1 %; else as the layers),
+    #: "f32", "f16", "int8" (unchecked)
+    decoder_dtype: str = "auto"
     #: lower an event tensor's products densely when its layer's activity measured by count-macs
     #: (``--calib-data``) exceeds this: gathering rows costs ~1.5-2x a dense read per byte
     gate_max_activity: float = 0.5
@@ -49,11 +53,18 @@ class OnnxOptions:
     sparse_storage: bool = True
     #: extra outputs events{l} and macs
     extras: bool = True
+    #: the compile driver's calibration token ids and perplexity function (``decoder_dtype`` auto's check);
+    #: not options of the artifact (left out of `to_dict`)
+    calib_token_ids: object = field(default=None, repr=False, compare=False, metadata={"internal": True})
+    perplexity: object = field(default=None, repr=False, compare=False, metadata={"internal": True})
 
     def __post_init__(self):
         if self.weight_dtype not in ("auto", "f32", "f16", "int8"):
             raise OnnxLoweringError(f"onnx weight_dtype must be 'auto', 'f32', 'f16' or 'int8', "
                                     f"not {self.weight_dtype!r}")
+        if self.decoder_dtype not in ("auto", "f32", "f16", "int8"):
+            raise OnnxLoweringError(f"onnx decoder_dtype must be 'auto', 'f32', 'f16' or 'int8', "
+                                    f"not {self.decoder_dtype!r}")
 
     @classmethod
     def from_options(cls, options) -> "OnnxOptions":
@@ -72,7 +83,7 @@ class OnnxOptions:
         return cls(**kw)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("internal")}
 
 
 @dataclass

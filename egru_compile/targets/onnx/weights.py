@@ -113,8 +113,9 @@ class WeightStorage:
         self.weights[key] = name
         return name
 
-    def weight_q8(self, w: Value) -> tuple[str, str]:
-        """(WT int8 [n_in, n_out], scale f32 [n_out]) of an int8 SparseMatrix weight."""
+    def weight_q8(self, w: Value, allow_dense: bool = False) -> tuple[str, str]:
+        """(WT int8 [n_in, n_out], scale f32 [n_out]) of an int8 SparseMatrix weight; with `allow_dense` (the
+        int8 decoder: a dense matrix) a plain int8 initializer when that is smaller than its CSR."""
         m = self.const_of(w)
         key = (content_key(m), "q8")
         if key not in self.weights:
@@ -122,9 +123,16 @@ class WeightStorage:
             n_out, n_in = m.shape
             hint = _san((w.producer.attrs.get("label") if w.producer is not None and w.producer.is_const else None)
                         or w.name)
-            wt = self._csr_inits(csc.indptr, csc.indices, np.asarray(csc.data, np.int8), (n_in, n_out), hint,
-                                 op="SparseWeightI8")
-            self.stats["weights"].append({"name": hint, "shape": [n_out, n_in], "nnz": m.nnz, "stored": "csc",
+            ib = np.dtype(_idx_dtype(max(n_out - 1, 1))).itemsize
+            if not allow_dense or m.nnz * (1 + ib) < n_in * n_out:     # CSR of WT, expanded at load
+                wt = self._csr_inits(csc.indptr, csc.indices, np.asarray(csc.data, np.int8), (n_in, n_out), hint,
+                                     op="SparseWeightI8")
+                stored = "csc"
+            else:
+                dense = np.zeros((n_in, n_out), np.int8)
+                dense[np.repeat(np.arange(n_in), np.diff(csc.indptr)), csc.indices] = csc.data
+                wt, stored = self.init(dense, f"{hint}_dense"), "dense"
+            self.stats["weights"].append({"name": hint, "shape": [n_out, n_in], "nnz": m.nnz, "stored": stored,
                                           "dtype": "i8"})
             sc = self.init(np.asarray(m.scale, np.float32).reshape(-1), f"{hint}_scale")
             self.weights[key] = (wt, sc)

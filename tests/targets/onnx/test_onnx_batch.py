@@ -40,7 +40,9 @@ def small(tmp_path_factory):
     (d / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 15)) for _ in range(14)) + "\n")
     arts = {"f32": _compile(d / "m.pt", d / "f32"),
             "f16": _compile(d / "m.pt", d / "f16", "--weight-dtype", "f16"),
-            "int8": _compile(d / "m.pt", d / "int8", "--passes", "default,quantize-int8", "--weight-dtype", "int8")}
+            "int8": _compile(d / "m.pt", d / "int8", "--passes", "default,quantize-int8", "--weight-dtype", "int8"),
+            "int8dec": _compile(d / "m.pt", d / "int8dec", "--passes", "default,quantize-int8", "--weight-dtype",
+                                "int8", "--decoder-dtype", "int8")}
     ids = Vocabulary(WORDS).encode_file(d / "text.txt")
     return d, arts, ids
 
@@ -79,11 +81,13 @@ def _check_streams(runner, ids, B):
     assert ev.sum() > 0                                        # streams did fire
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "int8"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "int8", "int8dec"])
 def test_onnx_streams_equal_batch1_small(small, dtype):
     _, arts, ids = small
     r = open_artifact(arts[dtype])
     assert r.native_streams
+    if dtype == "int8dec":      # the decoder gathers int8 rows too (EventMatVecQ, batched per stream)
+        assert r.manifest["decoder_precision"]["dtype"] == "int8"
     for B in (1, 4, 7):
         _check_streams(r, ids, B)
 

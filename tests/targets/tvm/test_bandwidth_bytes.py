@@ -27,6 +27,8 @@ def setup(tmp_path_factory):
     opt = PassManager(None).run(trace_model(model))
     get_target("onnx")(opt, None, d / "onnx", {})
     get_target("onnx")(PassManager(["quantize-int8"]).run(opt), None, d / "onnx8", {"weight_dtype": "int8"})
+    get_target("onnx")(PassManager(["quantize-int8"]).run(opt), None, d / "onnx8d",
+                       {"weight_dtype": "int8", "decoder_dtype": "int8"})
     toks = np.random.default_rng(1).integers(0, V, BURN + N)
     # the reference: which units fire at each step, from PyTorch's own step
     active = []
@@ -74,10 +76,10 @@ def test_tvm_counts_match_recount(setup, tmp_path):
         assert got[name] == pytest.approx(exp[name] / N, rel=1e-9), name
 
 
-@pytest.mark.parametrize("int8", [False, True])
-def test_onnx_counts_match_recount(setup, int8):
+@pytest.mark.parametrize("int8,dec8", [(False, False), (True, False), (True, True)])
+def test_onnx_counts_match_recount(setup, int8, dec8):
     d, model, toks, active, W, R = setup
-    art = d / ("onnx8" if int8 else "onnx")
+    art = d / ("onnx8d" if dec8 else "onnx8" if int8 else "onnx")
     got = _parts(BB.onnx_accounting(art, open_artifact(art, threads=1), toks, BURN, N))
     vb, once = (1, True) if int8 else (4, False)
     L = len(HID)
@@ -91,7 +93,10 @@ def test_onnx_counts_match_recount(setup, int8):
             else:
                 rows = active[i][l - 1]
                 exp[f"L{l} W"] += len(rows) * (3 * h * vb + 12) + (3 * h * 4 if once else 0)
-        exp["decoder"] += len(active[i][L - 1]) * (V * 4 + 12)       # the tied decoder stays f32
+        if dec8:        # int8 decoder rows: 1 byte per logit and row, the per-logit scale once
+            exp["decoder"] += len(active[i][L - 1]) * (V * 1 + 12) + V * 4
+        else:           # the tied decoder stays f32
+            exp["decoder"] += len(active[i][L - 1]) * (V * 4 + 12)
     for name in exp:
         assert got[name] == pytest.approx(exp[name] / N, rel=1e-9), name
 

@@ -86,7 +86,7 @@ def int8_artifacts(tmp_path_factory):
     rng = np.random.default_rng(0)
     (d / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 12)) for _ in range(8)) + "\n")
     outs = {}
-    for target, extra in (("tvm", ["--decoder-dtype", "f32"]), ("onnx", [])):
+    for target, extra in (("tvm", ["--decoder-dtype", "f32"]), ("onnx", ["--decoder-dtype", "f32"])):
         res = CliRunner().invoke(main, [str(d / "m.pt"), "--target", target, "-o", str(d / target),
                                         "--weight-dtype", "int8", "--calib-data", str(d / "text.txt"), *extra])
         assert res.exit_code == 0, res.output
