@@ -1,13 +1,13 @@
 """Where the ONNX int8 artifact's time goes in onnxruntime (issue 26 item 3), and the body of EventMatVecQ before
-and after `targets.onnx.int8_ops`, side by side.
+and after the integer product (`targets.onnx.bodies`), side by side.
 
 PTB-size EGRU (`benchmarks.common.build_model`: embedding 750, hidden 1350/1350/750, vocabulary 10,000, random
 weights pruned to --sparsity), thresholds bisected on the PyTorch model to --activity (or --thresholds),
 quantize-int8, `compile_onnx(weight_dtype="int8")`. Three sessions of the same weights, 1 thread:
 
 * ``int8``        — the compiled model.onnx (EventMatVecQ = MatMulInteger of value digits x gathered int8 rows);
-* ``int8-widen``  — the same file with EventMatVecQ's previous body (`functions.event_matvec_q`: Gather int8
-  rows, Cast to float32, MatMul, Mul scale), i.e. what the lowering emitted before;
+* ``int8-widen``  — the same file with EventMatVecQ's previous body (`widen_body`: Gather int8 rows, Cast to
+  float32, MatMul, Mul scale), i.e. what the lowering emitted before;
 * ``int8-dec8``   — the int8 compile with ``decoder_dtype="int8"``: the decoder gathers int8 rows too (one
   scale per vocabulary row; what ``decoder_dtype auto`` picks when the calibration perplexity changes by
   <= 0.1 %);
@@ -45,6 +45,18 @@ from egru_compile.targets.onnx import functions as F  # noqa: E402
 from egru_compile.targets.onnx.runner import OnnxRunner  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+
+
+def widen_body():
+    """EventMatVecQ's previous body (before commit aced3f5): widen the gathered int8 rows to float32, MatMul."""
+    from onnx import TensorProto, helper
+    n = helper.make_node
+    nodes = [helper.make_node("Constant", [], ["ax0"], value_ints=[0]),
+             n("Unsqueeze", ["val", "ax0"], ["v2"]), n("Gather", ["WT", "idx"], ["rows"], axis=0),
+             n("Cast", ["rows"], ["rows_f"], to=TensorProto.FLOAT), n("MatMul", ["v2", "rows_f"], ["acc"]),
+             n("Mul", ["acc", "scale"], ["out"])]
+    return helper.make_function(F.DOMAIN, "EventMatVecQ", ["idx", "val", "WT", "scale"], ["out"], nodes,
+                                opset_imports=[helper.make_opsetid("", F.OPSET)])
 
 
 def with_body(model_bytes: bytes, name: str, fn) -> bytes:
@@ -111,7 +123,7 @@ def main(argv=None):
         models = {}
         for name in ("int8", "int8-dec8", "f32"):
             models[name] = ((d / name / "model.onnx").read_bytes(), json.loads((d / name / "manifest.json").read_text()))
-        models["int8-widen"] = (with_body(models["int8"][0], "EventMatVecQ", F.event_matvec_q), models["int8"][1])
+        models["int8-widen"] = (with_body(models["int8"][0], "EventMatVecQ", widen_body), models["int8"][1])
     order = ["int8-dec8", "int8", "int8-widen", "f32"]
     load = os.getloadavg()[0]
     res = {"sparsity": a.sparsity, "target_activity": a.activity, "thresholds": [round(t, 5) for t in thr],

@@ -2,12 +2,30 @@
 ``@script`` function below is the op of the same name; its docstring is the FunctionProto's doc string.
 
 Imported only when a model is built (`functions.build_functions`): onnxscript is not needed to run one.
+
+EventMatVecQ (int8 rows; batched form in `bodies_batched`, same arithmetic) is one integer product
+(``MatMulInteger``, ONNX Runtime's u8 x s8 kernel) of the gathered int8 rows with the event values written as
+integer digits, instead of widening the rows to float32 for a float MatMul (commit f9f1f7a's profile of the
+PTB-size artifact, `benchmarks/profile_onnx.py`: the Cast and the float MatMul were two thirds of the product;
+1,035 -> 519 us per token). Exactness: the float32 values become three base-128 digits of one 22-bit integer
+per event tensor: ``m = max|val|``, ``s = m / LIM`` (LIM = 2^21 - 2), ``t = round(val / s)`` (|t| < 2^21),
+``t = 2^14 d0 + 2^7 d1 + d2`` with d0 = floor(t / 2^14) in [-128, 127] and d1, d2 in [0, 127], stored as uint8
+with zero point 128. One MatMulInteger of the digit rows D [3, n] with the rows [n, N] gives three exact int32
+sums; the result is ``scale * (s * (2^14 acc0 + 2^7 acc1 + acc2))``. The only error beyond float32 rounding
+is the rounding of each value to a multiple of s: at most 2^-22 max|val| (about two float32 ulps of the
+largest value; checked against a float64 recount in tests/targets/onnx/test_int8_ops.py). At batch 1 a
+zero-valued event (row 0) is appended, so an empty event list still has one row (MatMulInteger with an empty
+inner dimension leaves its output unset in onnxruntime 1.23) and adds exactly nothing. Batched, every stream
+has its own max|val[b]| (padding values are 0: digits 128 = zero, maximum unchanged), so its integer sums and
+scale are those of its batch-1 run and its result is bit-identical to batch 1.
 """
 from __future__ import annotations
 
+import numpy as np
 from onnx import TensorProto
 from onnx.helper import make_tensor
-from onnxscript import FLOAT, INT64, script
+from onnx.numpy_helper import from_array
+from onnxscript import FLOAT, INT64, UINT8, script
 from onnxscript import opset21 as op
 from onnxscript.values import Opset
 
@@ -16,6 +34,15 @@ from .options import DOMAIN, DOMAIN_VERSION, OPSET
 if op.version != OPSET:
     raise ImportError(f"the ai.egru bodies are written against opset {op.version}, the models use {OPSET}")
 egru = Opset(DOMAIN, DOMAIN_VERSION)
+
+#: EventMatVecQ's digits: |t| <= LIM < 2^21 keeps the top digit floor(t / 2^14) in [-128, 127]; POWERS turns t
+#: into t / 2^14, t / 2^7, t; DIGITS turns their floors into the digits; COEF weighs the digit sums
+LIM = from_array(np.array([2.0 ** 21 - 2], np.float32), "lim")
+TINY = from_array(np.array([1e-30], np.float32), "tiny")
+POWERS = from_array(np.array([[2.0 ** -14], [2.0 ** -7], [1.0]], np.float32), "pw")
+COEF = from_array(np.array([[2.0 ** 14, 2.0 ** 7, 1.0]], np.float32), "cpw")
+DIGITS = from_array(np.array([[1, 0, 0], [-128, 1, 0], [0, -128, 1]], np.float32), "dig")
+ZERO_POINT = from_array(np.array(128, np.uint8), "zp")
 
 
 @script(egru, default_opset=op)
@@ -80,9 +107,20 @@ def EventMatVecF16(idx, val, WT):
 
 @script(egru, default_opset=op)
 def EventMatVecQ(idx, val, WT, scale):
-    """EventMatVec over int8 weight rows with a per-output scale applied after the sum: scale * sum_i val_i *
-    WT[i, :] (a quarter of the f32 bytes; exact up to f32 rounding)."""
-    out = op.MatMul(op.Unsqueeze(val, [0]), op.Cast(op.Gather(WT, idx, axis=0), to=FLOAT.dtype)) * scale
+    """EventMatVec over int8 weight rows with a per-output scale after the sum: scale * sum_i val_i * WT[i, :], as
+    one integer product (MatMulInteger) of the gathered int8 rows with the values written as three base-128
+    digits (22 bits; error <= 2^-22 max|val| per value)."""
+    lim = op.Constant(value=LIM)
+    idx1 = op.Concat(idx, [0], axis=0)               # + one zero-valued event: never an empty product
+    val1 = op.Concat(val, [0.0], axis=0)
+    m = op.Max(op.ReduceMax(op.Abs(val1), [0], keepdims=1), op.Constant(value=TINY))
+    t = op.Round(val1 * op.Div(lim, m))
+    fl = op.Floor(op.Unsqueeze(t, [0]) * op.Constant(value=POWERS))                 # [3, n+1]
+    digits = op.MatMul(op.Constant(value=DIGITS), fl) + 128.0                         # exact: integers < 2^22
+    acc_i = op.MatMulInteger(op.Cast(digits, to=UINT8.dtype), op.Gather(WT, idx1, axis=0),
+                             op.Constant(value=ZERO_POINT))                           # [3, N] int32, exact
+    coef = op.Div(m, lim) * op.Constant(value=COEF)                                   # [1, 3]
+    out = op.MatMul(coef, op.Cast(acc_i, to=FLOAT.dtype)) * scale
     return out
 
 

@@ -5,10 +5,11 @@ Imported only when a batched model is built (`batch.batch_model`).
 """
 from __future__ import annotations
 
-from onnxscript import FLOAT, INT64, script
+from onnxscript import FLOAT, INT64, UINT8, script
 from onnxscript import opset21 as op
 from onnxscript.values import Opset
 
+from .bodies import COEF, DIGITS, LIM, POWERS, TINY, ZERO_POINT
 from .options import DOMAIN, DOMAIN_VERSION, OPSET
 
 if op.version != OPSET:
@@ -54,9 +55,17 @@ def EventMatVecF16(idx, val, WT):
 
 @script(egru, default_opset=op)
 def EventMatVecQ(idx, val, WT, scale):
-    """Per-stream EventMatVec over int8 rows, per-output scale after the sum."""
-    rows = op.Cast(op.Gather(WT, idx, axis=0), to=FLOAT.dtype)
-    out = op.Squeeze(op.MatMul(op.Unsqueeze(val, [1]), rows), [1]) * scale
+    """Per-stream EventMatVecQ (integer product of each stream's value digits with its gathered int8 rows; the
+    arithmetic of the batch-1 body, bit-identical per stream to batch 1)."""
+    lim = op.Constant(value=LIM)
+    m = op.Max(op.ReduceMax(op.Abs(val), [1], keepdims=1), op.Constant(value=TINY))     # [B, 1]
+    t = op.Round(val * op.Div(lim, m))
+    fl = op.Floor(op.Unsqueeze(t, [1]) * op.Constant(value=POWERS))                   # [B, 3, K']
+    digits = op.MatMul(op.Constant(value=DIGITS), fl) + 128.0
+    acc_i = op.MatMulInteger(op.Cast(digits, to=UINT8.dtype), op.Gather(WT, idx, axis=0),
+                             op.Constant(value=ZERO_POINT))                           # [B, 3, N]
+    coef = op.Unsqueeze(op.Div(m, lim), [2]) * op.Constant(value=COEF)                # [B, 1, 3]
+    out = op.Squeeze(op.MatMul(coef, op.Cast(acc_i, to=FLOAT.dtype)), [1]) * scale
     return out
 
 

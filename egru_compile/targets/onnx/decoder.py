@@ -3,7 +3,7 @@
 The decoder (``linear`` of the last layer's events with the — usually tied — embedding [V, H]) is the largest
 gathered product of a token: 20 % of 750 units x 10,000 float32 logits = 6 MB of rows at PTB size, read by
 Gather + MatMul (`benchmarks/profile_onnx.py`: the heaviest nodes of the int8 artifact). int8 rows (quantize-int8's
-rule, one scale per vocabulary row; then EventMatVecQ, the integer product of `int8_ops`) read a quarter of it.
+rule, one scale per vocabulary row; then EventMatVecQ, the integer product in `bodies`) read a quarter of it.
 
 * ``auto``: int8 rows when the layers gather int8 rows (``weight_dtype`` int8, or auto with quantize-int8's
   matrices) and the calibration perplexity (``--calib-data``, the IR interpreter: the graph as compiled against

@@ -20,7 +20,9 @@ SparseWeightI8     (indptr, indices, values i8, shape) -> D i8 [R,C]       Spars
 EventMatVec        (idx [n], val [n], WT [K,N]) -> [1,N]                   Gather(WT, idx) rows of the active
                                                                            units, MatMul with their values
 EventMatVecF16     (idx, val, WT f16 [K,N]) -> [1,N] f32                   Gather f16 rows, Cast, MatMul
-EventMatVecQ       (idx, val, WT i8 [K,N], scale [N]) -> [1,N]             Gather i8 rows, Cast, MatMul, * scale
+EventMatVecQ       (idx, val, WT i8 [K,N], scale [N]) -> [1,N]             Gather i8 rows; values as 3 base-128
+                                                                           uint8 digits; MatMulInteger, * scale
+                                                                           (error <= 2^-22 max|val|; `bodies`)
 SparseMatVec       (x [1,K], WT [K,N]) -> [1,N]                            MatMul (dense input)
 EmbedMatVec        (tokens [1] i64, table [V,K], WT [K,N]) -> [1,N]        Gather(MatMul(table, WT), tokens):
                                                                            embedding folded into the first

@@ -34,7 +34,7 @@ from ...ir import Graph, SparseMatrix, Value
 from ...passes.count_macs import collect_matrices
 from ...passes.utils import eval_constant
 from . import functions as F
-from . import decoder, int8_ops
+from . import decoder
 from .handlers import HANDLERS
 from .options import NP_NAMES, ONNX_DTYPES, IOSpec, Lowered, OnnxLoweringError, OnnxOptions
 from .pipeline import prepare_graph
@@ -299,8 +299,7 @@ class _Lowering(WeightStorage):
         model = helper.make_model(
             graph, ir_version=IR_VERSION, producer_name="egru-compile", producer_version=_version(),
             opset_imports=[helper.make_opsetid("", F.OPSET), helper.make_opsetid(F.DOMAIN, F.DOMAIN_VERSION)],
-            functions=[int8_ops.BODIES[f.name]() if f.name in int8_ops.BODIES else f
-                       for f in F.build_functions(used_fns)])
+            functions=F.build_functions(used_fns))
         stats = dict(self.stats)
         stats["functions"] = sorted(F.with_callees(used_fns))
         stats["nodes"] = len(kept)

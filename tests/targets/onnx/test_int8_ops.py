@@ -1,5 +1,5 @@
-"""The integer-product body of ``ai.egru.EventMatVecQ`` (`targets.onnx.int8_ops`) in stock onnxruntime, against a
-float64 recount: the error is within the stated bound (event values rounded to 2^-22 max|val|, plus float32
+"""The integer-product body of ``ai.egru.EventMatVecQ`` (`targets.onnx.bodies`, batched: `bodies_batched`) in stock
+onnxruntime, against a float64 recount: the error is within the stated bound (event values rounded to 2^-22 max|val|, plus float32
 rounding), an empty event list gives exactly zero, and the batched body is bit-identical per stream to batch 1."""
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from egru_compile.targets.onnx import bodies, bodies_batched
 from egru_compile.targets.onnx import functions as F
-from egru_compile.targets.onnx import int8_ops
 from egru_compile.targets.onnx.batch import BATCHED
+
+ONE = F.function_proto(bodies.EventMatVecQ)
+BATCH = F.function_proto(bodies_batched.EventMatVecQ)
 
 
 def _session(fn: onnx.FunctionProto, WT, scale, idx_shape, val_shape):
@@ -43,7 +46,7 @@ def test_batch1_within_bound_of_float64(K, N, n, spread):
     idx = np.sort(rng.choice(K, n, replace=False)).astype(np.int64)
     val = (rng.uniform(0.05, 1.0, n) * spread * rng.choice([-1.0, 1.0], n)).astype(np.float32)
     val[0] = spread                                  # the largest value is on the digit grid's edge
-    out = _session(int8_ops.event_matvec_q(), WT, scale, ["n"], ["n"]).run(None, {"idx": idx, "val": val})[0]
+    out = _session(ONE, WT, scale, ["n"], ["n"]).run(None, {"idx": idx, "val": val})[0]
     assert out.shape == (1, N)
     rows = WT[idx].astype(np.float64)
     ref = (val.astype(np.float64) @ rows) * scale
@@ -59,19 +62,19 @@ def test_batch1_within_bound_of_float64(K, N, n, spread):
 def test_no_events_gives_exact_zero():
     rng = np.random.default_rng(1)
     WT, scale = _weights(rng, 30, 17)
-    s = _session(int8_ops.event_matvec_q(), WT, scale, ["n"], ["n"])
+    s = _session(ONE, WT, scale, ["n"], ["n"])
     for _ in range(3):      # repeated runs: the output never holds stale memory
         out = s.run(None, {"idx": np.zeros(0, np.int64), "val": np.zeros(0, np.float32)})[0]
         assert out.shape == (1, 17) and np.all(out == 0)
 
 
 def test_batched_body_is_registered_and_bit_identical_per_stream():
-    assert BATCHED["EventMatVecQ"] is int8_ops.event_matvec_q_b
+    assert "EventMatVecQ" in BATCHED and {n.op_type for n in BATCH.node} >= {"MatMulInteger"}
     rng = np.random.default_rng(2)
     K, N = 90, 41
     WT, scale = _weights(rng, K, N)
-    one = _session(int8_ops.event_matvec_q(), WT, scale, ["n"], ["n"])
-    bat = _session(int8_ops.event_matvec_q_b(), WT, scale, ["B", "k"], ["B", "k"])
+    one = _session(ONE, WT, scale, ["n"], ["n"])
+    bat = _session(BATCH, WT, scale, ["B", "k"], ["B", "k"])
     counts = [0, 5, 23, 11]
     width = 27                                   # padded rows: zeros (value 0) in front and behind
     idx_b = np.zeros((len(counts), width), np.int64)
