@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import random_lm
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint
 
-WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
@@ -23,11 +20,8 @@ DRIVER = shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     """A multi-core model with its decoder on chip, on two chips (RNN cores then decoder cores)."""
-    d = tmp_path_factory.mktemp("view")
-    model = make_model(vocab=60, emb=32, hidden=(300, 32), sparsity=0.8, seed=4, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(2)
-    (d / "calib.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 9)) for _ in range(3)) + "\n")
+    d, _ = random_lm(tmp_path_factory, "view", vocab=60, emb=32, hidden=(300, 32), sparsity=0.8, seed=4,
+                     thr=(0.05, 0.3), text="calib.txt", lines=3, words_per_line=9, text_seed=2)
     out = d / "out"
     res = CliRunner().invoke(main, [str(d / "m.pt"), "--target", "loihi-like", "-o", str(out), "--decoder", "chip",
                                     "--calib-data", str(d / "calib.txt")])
