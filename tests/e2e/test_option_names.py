@@ -77,3 +77,36 @@ def test_api_names_the_keyword_cli_names_the_flag(files, case):
     assert len(lines) == 1 and lines[0].startswith("error: ") and cli_says in lines[0], res.output
     assert not any(f"{k}=" in lines[0] for k in kw), res.output      # no API keyword in a CLI error
     assert not out.exists()
+
+
+# running an artifact: (API call on the loaded checkpoint, CLI arguments, API error says, CLI error says)
+RUN_CASES = {
+    "streams too short": (lambda a, d: a.evaluate(d / "text.txt", batch_size=30),
+                          ["eval", "{m}", "--data", "{t}", "--batch-size", "30"],
+                          "(lower batch_size=)", "(lower --batch-size)"),
+    "unknown unk token": (lambda a, d: a.evaluate(d / "text.txt", unk="nope"),
+                          ["eval", "{m}", "--data", "{t}", "--unk", "nope"],
+                          "unk= token 'nope' is not in the vocabulary", "--unk token 'nope' is not in the vocabulary"),
+    "chunked with streams": (lambda a, d: a.evaluate(d / "text.txt", batch_size=2, chunked=5),
+                             ["eval", "{m}", "--data", "{t}", "--batch-size", "2", "--chunked", "5"],
+                             "chunked= evaluates one stream, as EvNN's eval.py does: use batch_size=1",
+                             "--chunked evaluates one stream, as EvNN's eval.py does: use --batch-size 1"),
+    "unknown prompt word": (lambda a, d: a.generate("w1 zzqx", 3),
+                            ["generate", "{m}", "--prompt", "w1 zzqx", "--tokens", "3"],
+                            "is not in the vocabulary (use unk='TOKEN')", "is not in the vocabulary (use --unk TOKEN)"),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_CASES))
+def test_running_errors_name_the_keyword_or_the_flag(files, case):
+    """`Artifact.evaluate` / `generate` errors name their keywords; the CLI's eval / generate, which run the same
+    methods, name the flags."""
+    call, args, api_says, cli_says = RUN_CASES[case]
+    d = files
+    with pytest.raises(ec.EgruError) as e:
+        call(ec.load(d / "m.pt"), d)
+    assert api_says in str(e.value) and "--" not in str(e.value), str(e.value)
+    res = CliRunner().invoke(main, [a.format(m=d / "m.pt", t=d / "text.txt") for a in args])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and cli_says in lines[0], res.output
