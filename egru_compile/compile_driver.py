@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from .errors import EgruError
+from .errors import EgruError, option
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,12 @@ def resolve_target(req: CompileRequest):
         spec = registry.get(req.target)
     if spec is None:
         if req.given:
-            raise EgruError(f"--{sorted(req.given)[0].replace('_', '-')} needs --target")
+            raise EgruError(f"{option(sorted(req.given)[0])} needs {option('target')}")
         return None, None
     names = {f.name for f in fields(spec.options)}
     for key in sorted(req.given - names):
         takers = [s.name for s in registry.all_targets() if key in {f.name for f in fields(s.options)}]
-        raise EgruError(f"--{key.replace('_', '-')} applies to --target {', '.join(takers)} only "
+        raise EgruError(f"{option(key)} applies to {option('target').rstrip('=')} {', '.join(takers)} only "
                         f"(target: {spec.name})")
     return spec, spec.make_options(req.target_values)
 
@@ -76,7 +76,8 @@ def _load_calibration(path, source, n_tokens, unk):
     """Token ids of the calibration text, folded to lower case where the vocabulary does not distinguish case
     (as `eval` and `generate` fold)."""
     if source.vocab is None:
-        raise EgruError("--calib-data needs a vocabulary: the checkpoint has none, give --vocab TRAIN.txt")
+        raise EgruError(f"{option('calib_data')} needs a vocabulary: the checkpoint has none, give "
+                        f"{option('vocab', 'TRAIN.txt')}")
     return source.vocab.encode_file(path, max_tokens=n_tokens, unk=unk, fold_case=True)   # as eval and generate
 
 
@@ -99,8 +100,9 @@ def check_request_paths(req: CompileRequest) -> None:
     output, and none lies inside the output directory (which the compile replaces)."""
     from .frontend.ir_source import resource_path
     from .fsio import FileError, check_outputs
-    inputs = [("model", req.model), ("model resource file", resource_path(req.model)), ("--vocab", req.vocab_file),
-              ("--calib-data", req.calib_data), ("--profile", req.target_values.get("profile"))]
+    inputs = [("model", req.model), ("model resource file", resource_path(req.model)),
+              (option("vocab"), req.vocab_file),
+              (option("calib_data"), req.calib_data), (option("profile"), req.target_values.get("profile"))]
     outputs = [("--emit-ir", req.emit_ir), ("--emit-ir resource file", req.emit_ir and resource_path(req.emit_ir)),
                ("--report", req.report_path)]
     check_outputs(outputs, inputs)
@@ -124,7 +126,9 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
     check_request_paths(req)
     spec, opts = resolve_target(req)
     if spec is None and not (req.print_ir or req.print_ir_after_all or req.report_path or req.emit_ir):
-        raise EgruError("nothing to do: give --target (see `egru-compile targets`) or --print-ir")
+        cli = option("target").startswith("--")
+        raise EgruError(f"nothing to do: give {option('target')} (see `egru-compile targets`)"
+                        + (" or --print-ir" if cli else ""))
     profile = req.target_values.get("profile")
     protect = (req.model, req.vocab_file, req.calib_data, profile)
     out_dir = None

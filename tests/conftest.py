@@ -40,6 +40,35 @@ def small_model():
     return make_model()
 
 
+def lm_words(vocab: int) -> list[str]:
+    """The vocabulary of the random test models: w0 … w{vocab-2} and <eos>."""
+    return [f"w{i}" for i in range(vocab - 1)] + ["<eos>"]
+
+
+def save_lm(d: Path, model: EGRULanguageModel, text: str | None = "text.txt", lines: int = 14,
+            words_per_line: int = 15, text_seed: int = 0) -> Path:
+    """Save `model` as ``d/m.pt`` with the vocabulary `lm_words` of its size and, unless `text` is None, a random
+    text ``d/TEXT`` of `lines` lines of `words_per_line` words (no <eos>: lines end it), drawn with
+    ``np.random.default_rng(text_seed)``; returns `d`."""
+    from egru_compile.frontend import save_checkpoint
+    words = lm_words(model.config.vocab_size)
+    save_checkpoint(d / "m.pt", model, words)
+    if text is not None:
+        rng = np.random.default_rng(text_seed)
+        (d / text).write_text("\n".join(" ".join(rng.choice(words[:-1], words_per_line)) for _ in range(lines))
+                              + "\n")
+    return d
+
+
+def random_lm(tmp_path_factory, name: str, *, text: str | None = "text.txt", lines: int = 14,
+              words_per_line: int = 15, text_seed: int = 0, **model_kw) -> tuple[Path, EGRULanguageModel]:
+    """(folder, model): a fresh folder `name` holding ``m.pt`` = `make_model(**model_kw)` and its random text
+    (`save_lm`) — the module-scoped fixture of the tests that compile a small random model."""
+    d = tmp_path_factory.mktemp(name)
+    model = make_model(**model_kw)
+    return save_lm(d, model, text, lines, words_per_line, text_seed), model
+
+
 def ptb_path(split: str) -> Path:
     p = PTB_DIR / f"ptb.{split}.txt"
     if not p.is_file():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EgruError
+from ..errors import EgruError, api_spelling
 from .eval_result import EvalResult
 
 #: runner methods and attributes an Artifact passes through (`runtime.Runner`)
@@ -17,6 +17,7 @@ _RUNNER_API = ("reset", "step", "run", "score", "get_state", "set_state", "reset
                "stream_batch", "native_streams", "supports_state")
 
 
+@api_spelling()
 def load(path, *, vocab=None, trust: bool = False, **runner_options) -> "Artifact":
     """Open an artifact folder (runner chosen by its manifest), an IR file (``--emit-ir``), a source
     checkpoint (run by PyTorch) or a dense GRU / LSTM baseline of ``train --model gru|lstm``. `vocab`: a
@@ -75,6 +76,7 @@ class Artifact:
         return v
 
     # ------------------------------------------------------------------ text <-> ids
+    @api_spelling()
     def encode(self, text: str, *, unk: str | None = None, fold_case: bool = True) -> np.ndarray:
         """Token ids (int64) of `text`: its whitespace-separated words, ``<eos>`` for each line break.
         Words the vocabulary lacks map to `unk` (a vocabulary word) or raise `EgruError`; with `fold_case`, a
@@ -112,6 +114,7 @@ class Artifact:
         return "".join(out)
 
     # ------------------------------------------------------------------ generate / evaluate
+    @api_spelling()
     def generate_result(self, prompt: str, tokens: int = 20, *, temperature: float = 1.0, top_k: int | None = None,
                         seed: int = 0, unk: str | None = None) -> dict:
         """`generate` with the details: {"target", "prompt" (its words as encoded), "tokens" (generated ids),
@@ -136,6 +139,7 @@ class Artifact:
         return self.generate_result(prompt, tokens, temperature=temperature, top_k=top_k, seed=seed,
                                     unk=unk)["text"]
 
+    @api_spelling()
     def evaluate(self, text_or_path, batch_size: int = 1, max_tokens: int | None = None, *, unk: str | None = None,
                  progress: bool = False, chunked: int | None = None, threads: int = 1) -> EvalResult:
         """Streaming perplexity, activity, MACs/token and tokens/s on a text file (a path, or a string without

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import EgruError
+from ..errors import EgruError, api_spelling
 from .artifact_handle import load
 
 
@@ -56,17 +56,18 @@ def compile(model, target: str | None = None, out=None, *, calib_data=None, cali
     `force` and only when it is an egru-compile artifact). `projection_activation` ("identity" / "relu"): the
     activation of an EvNN state_dict's decoder projection (`frontend.load_source`)."""
     from ..compile_driver import CompileRequest
-    _check_target_options(target, target_options)
-    req = CompileRequest(model=str(model), target=target, out_dir=None if out is None else str(out),
-                         vocab_file=None if vocab is None else str(vocab), passes=passes,
-                         calib_data=None if calib_data is None else str(calib_data), calib_tokens=int(calib_tokens),
-                         unk=unk, trust=trust, force=force, verbose=verbose, progress=progress,
-                         target_values=dict(target_options),
-                         given=frozenset(k for k, v in target_options.items() if v is not None),
-                         projection_activation=projection_activation)
-    if calib_data is not None and not Path(calib_data).is_file():
-        raise EgruError(f"calib_data: {calib_data} is not a file")
-    info = compile_request(req, _echo_err if verbose else _silent)
+    with api_spelling():                  # errors name the keywords passed here (max_chips=), not the CLI's flags
+        _check_target_options(target, target_options)
+        req = CompileRequest(model=str(model), target=target, out_dir=None if out is None else str(out),
+                             vocab_file=None if vocab is None else str(vocab), passes=passes,
+                             calib_data=None if calib_data is None else str(calib_data),
+                             calib_tokens=int(calib_tokens), unk=unk, trust=trust, force=force, verbose=verbose,
+                             progress=progress, target_values=dict(target_options),
+                             given=frozenset(k for k, v in target_options.items() if v is not None),
+                             projection_activation=projection_activation)
+        if calib_data is not None and not Path(calib_data).is_file():
+            raise EgruError(f"calib_data: {calib_data} is not a file")
+        info = compile_request(req, _echo_err if verbose else _silent)
     if info is None:                                      # pragma: no cover - a target is always given here
         raise EgruError("nothing to do: give a target")
     art = load(info["artifact"])

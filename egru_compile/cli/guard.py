@@ -10,7 +10,7 @@ import warnings
 
 import click
 
-from ..errors import EgruError
+from ..errors import EgruError, cli_spelling
 
 
 def _fail(msg: str, code: int = 1):
@@ -90,7 +90,8 @@ def _run_guarded(debug: bool, fn, *args, **kwargs):
     warnings.formatwarning = lambda m, c, *a, **k: f"warning: {m}\n"
     _Interrupts.install()
     try:
-        return fn(*args, **kwargs)
+        with cli_spelling():                    # messages name flags, also those raised inside the API it calls
+            return fn(*args, **kwargs)
     except EgruError as e:
         if debug:
             raise

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EgruError
+from ..errors import EgruError, option
 
 EOS = "<eos>"
 #: spellings of the unknown-word token a vocabulary may hold (PTB: <unk>)
@@ -142,7 +142,7 @@ class Vocabulary:
         counts of words, unknown words (mapped to `unk`) and words folded to lower case (`fold_case`, when
         `folds_case`). An unknown word without `unk` raises DataError naming it and its line."""
         if unk is not None and unk not in self.index:
-            raise DataError(f"--unk token {unk!r} is not in the vocabulary")
+            raise DataError(f"{option('unk')} token {unk!r} is not in the vocabulary")
         unk_id = self.index.get(unk) if unk is not None else None
         marker = unk if unk is not None else next((w for w in UNK_WORDS if w in self.index), None)
         ids: list[int] = []
@@ -156,7 +156,7 @@ class Vocabulary:
             folded += f
             if i is None:
                 if unk_id is None:
-                    hint = f"--unk {marker}" if marker is not None else "--unk TOKEN"
+                    hint = option("unk", marker if marker is not None else "TOKEN")
                     raise DataError(f"{name}:{lineno}: word {t!r} is not in the vocabulary (use {hint})")
                 unknown += 1
                 i = unk_id

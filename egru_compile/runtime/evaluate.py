@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from ..data import DataError, Vocabulary
-from ..errors import EgruError
+from ..errors import EgruError, option
 
 
 def load_eval_tokens(path, vocab: Vocabulary | None, max_tokens: int | None = None,
@@ -41,9 +41,9 @@ def encode_eval_data(data, vocab: Vocabulary | None, max_tokens: int | None = No
     vocabulary lacks whose lower-case form it has, when the vocabulary does not distinguish case)."""
     from ..data.vocab import _tokens, text_tokens
     if vocab is None:
-        raise DataError("no vocabulary to encode the evaluation text: give --vocab TRAIN.txt")
+        raise DataError(f"no vocabulary to encode the evaluation text: give {option('vocab', 'TRAIN.txt')}")
     if max_tokens is not None and int(max_tokens) < 2:
-        raise DataError(f"--max-tokens must be at least 2 (got {max_tokens}): nothing to predict")
+        raise DataError(f"{option('max_tokens')} must be at least 2 (got {max_tokens}): nothing to predict")
     tokens = text_tokens(data) if is_text else _tokens(data)
     return vocab.encode_tokens(tokens, "the text" if is_text else str(data),
                                None if max_tokens is None else int(max_tokens), unk, fold_case)
@@ -76,13 +76,13 @@ def split_streams(token_ids, batch_size: int = 1) -> np.ndarray:
     ids = np.asarray(token_ids, np.int64).reshape(-1)
     B = int(batch_size)
     if B < 1:
-        raise DataError(f"--batch-size must be at least 1 (got {batch_size})")
+        raise DataError(f"{option('batch_size')} must be at least 1 (got {batch_size})")
     L = len(ids) // B
     if B == 1 and L < 2:
         raise DataError(f"need at least 2 tokens to evaluate, got {len(ids)}")
     if L < 2:
         raise DataError(f"{len(ids)} tokens cut into {B} streams leave {L} token(s) per stream: each needs at "
-                        "least 2 (lower --batch-size)")
+                        f"least 2 (lower {option('batch_size')})")
     return ids[:B * L].reshape(B, L)
 
 
@@ -118,9 +118,10 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     step split over N threads, results bit for bit those of 1 thread); the result gives ``threads``."""
     if chunked is not None:
         if int(chunked) < 1:
-            raise DataError(f"--chunked must be at least 1 (got {chunked})")
+            raise DataError(f"{option('chunked')} must be at least 1 (got {chunked})")
         if int(batch_size) != 1:
-            raise DataError("--chunked evaluates one stream, as EvNN's eval.py does: use --batch-size 1")
+            raise DataError(f"{option('chunked')} evaluates one stream, as EvNN's eval.py does: use "
+                            f"{option('batch_size', 1)}")
         chunk = int(chunked)
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or int(threads) < 1:
         raise DataError(f"--threads must be at least 1 (got {threads})")
@@ -134,7 +135,7 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     T = L - 1
     if S > 1 and not getattr(runner, "supports_state", False) and not getattr(runner, "native_streams", False):
         raise EgruError(f"the {runner.target} runner cannot save its state (get_state / set_state): "
-                        "use --batch-size 1")
+                        f"use {option('batch_size', 1)}")
     sizes = list(runner.layer_sizes)
     events = np.zeros((S, len(sizes)), np.int64)
     macs = np.zeros(S, np.int64)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import DataError, Vocabulary
+from ..errors import option
 from ..data.vocab import EOS
 
 
@@ -29,9 +30,9 @@ def encode_prompt_folded(vocab: Vocabulary | None, text: str, unk: str | None = 
     lacks whose lower-case form it has is folded when the vocabulary does not distinguish case
     (`Vocabulary.folds_case`: "The company said" with PTB's lower-case vocabulary)."""
     if vocab is None:
-        raise DataError("no vocabulary to encode the prompt: give --vocab TRAIN.txt")
+        raise DataError(f"no vocabulary to encode the prompt: give {option('vocab', 'TRAIN.txt')}")
     if unk is not None and unk not in vocab.index:
-        raise DataError(f"--unk token {unk!r} is not in the vocabulary")
+        raise DataError(f"{option('unk')} token {unk!r} is not in the vocabulary")
     words = text.split()
     if not words:
         raise DataError("the prompt has no words")
@@ -42,7 +43,7 @@ def encode_prompt_folded(vocab: Vocabulary | None, text: str, unk: str | None = 
         if i is None:
             i = vocab.index.get(unk) if unk is not None else None
         if i is None:
-            raise DataError(f"prompt word {w!r} is not in the vocabulary (use --unk TOKEN)")
+            raise DataError(f"prompt word {w!r} is not in the vocabulary (use {option('unk', 'TOKEN')})")
         ids.append(i)
     return np.asarray(ids, np.int64), folded
 
@@ -67,9 +68,9 @@ def generate(runner, prompt_ids, n_tokens: int, temperature: float = 1.0, top_k:
              seed: int = 0) -> np.ndarray:
     """`n_tokens` generated token ids after `prompt_ids` (runner reset first; see the module docstring)."""
     if temperature < 0 or not np.isfinite(temperature):
-        raise DataError(f"--temperature must be a finite number >= 0 (got {temperature})")
+        raise DataError(f"{option('temperature')} must be a finite number >= 0 (got {temperature})")
     if top_k is not None and top_k < 0:
-        raise DataError(f"--top-k must be >= 0 (got {top_k})")
+        raise DataError(f"{option('top_k')} must be >= 0 (got {top_k})")
     prompt = np.asarray(prompt_ids, np.int64).reshape(-1)
     if len(prompt) == 0:
         raise DataError("the prompt has no words")

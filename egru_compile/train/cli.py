@@ -64,7 +64,8 @@ def _check_train_paths(cfg) -> None:
         inputs += [("--resume", cfg.resume), ("--resume state", Path(cfg.resume).with_suffix(".state.pt"))]
     ck = cfg.resolved_ckpt_dir()
     outputs = [("-o", cfg.output), ("--log", cfg.resolved_log()), ("checkpoint", ck / "config.json")]
-    outputs += [("checkpoint", ck / f"{stage_name(t)}.pt") for t in [0.0, *cfg.prune_schedule]]
+    stages = [0.0, *cfg.prune_schedule]                 # a resumed run rewrites no checkpoint of a stage it skips
+    outputs += [("checkpoint", ck / f"{stage_name(t)}.pt") for t in stages[_first_stage(cfg, len(stages)):]]
     try:
         check_outputs(outputs, inputs)
         resumable = {(ck / n).resolve() for n in ("last.pt", "last.state.pt")}
@@ -72,6 +73,23 @@ def _check_train_paths(cfg) -> None:
                       [(lbl, p) for lbl, p in inputs if Path(p).resolve() not in resumable])
     except FileError as e:
         raise click.ClickException(str(e)) from None
+
+
+def _first_stage(cfg, n_stages: int) -> int:
+    """The first stage the run trains: 0, or after a --resume checkpoint's completed stage (`resume_point`, as
+    the trainer continues: ``run.sh``'s pruning step resumes from ``<ckpt-dir>/dense.pt`` with --epochs 0)."""
+    import torch
+
+    from .log import resume_point
+    if not cfg.resume:
+        return 0
+    try:
+        meta = torch.load(cfg.resume, map_location="cpu", weights_only=True).get("meta") or {}
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint fails later with its own one-line reason
+        return 0
+    ft = cfg.finetune_epochs if isinstance(cfg.finetune_epochs, (list, tuple)) else [cfg.finetune_epochs]
+    ft = list(ft) * (n_stages - 1) if len(ft) == 1 else list(ft)
+    return min(resume_point(meta.get("progress") or {}, [cfg.epochs, *ft])[0], n_stages)
 
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -10,6 +10,16 @@ def stage_name(target: float) -> str:
     return "dense" if target <= 0 else f"sparsity_{round(target * 100):02d}"
 
 
+def resume_point(progress: dict, stage_epochs: list[int]) -> tuple[int, int]:
+    """(stage, epochs done in it) where a run resumed at a checkpoint's `progress` continues, given each
+    stage's epochs (dense, then one per pruning step): a completed stage is skipped, and its checkpoint is not
+    written again."""
+    si, e = int(progress.get("stage", 0)), int(progress.get("epochs_done", 0))
+    if si < len(stage_epochs) and e >= stage_epochs[si] and not (si == 0 and e == 0):
+        si, e = si + 1, 0
+    return si, e
+
+
 class CsvLog:
     def __init__(self, path: Path, n_layers: int, enabled: bool):
         self.path = path

@@ -31,7 +31,7 @@ from .baselines import (BASELINE_FORMAT, DenseRNNConfig, DenseRNNLanguageModel, 
 from .data import iter_bptt, load_corpus, num_bptt_steps, shard_streams
 from .forward import Regularisation, detach_state, egru_forward
 from .evaluation import _all_sum, _dist_setup, evaluate, evaluate_test  # noqa: F401 (evaluate_test: API)
-from .log import CsvLog, stage_name
+from .log import CsvLog, resume_point, stage_name
 from .prune import global_sparsity, masked_fraction, prune_to, refresh_pruned_attributes
 
 
@@ -251,10 +251,7 @@ def run_training(cfg: TrainConfig, echo=print):
                 "dynamic_macs_per_token": valid["dynamic_macs_per_token"] if valid else None,
                 "elapsed_s": time.time() - t_start}
 
-    si0 = int(progress["stage"])
-    e0 = int(progress["epochs_done"])
-    if si0 < len(stages) and e0 >= stages[si0][1] and not (si0 == 0 and e0 == 0):
-        si0, e0 = si0 + 1, 0
+    si0, e0 = resume_point(progress, [n for _, n, _ in stages])
     for si in range(si0, len(stages)):
         target, n_epochs, base_lr = stages[si]
         start_epoch = e0 if si == si0 else 0

@@ -9,25 +9,22 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import lm_words, random_lm
 from egru_compile.cli import main
 from egru_compile.data import DataError, Vocabulary
-from egru_compile.frontend import load_source, save_checkpoint
+from egru_compile.frontend import load_source
 from egru_compile.passes import PassManager
 from egru_compile.runtime import GraphRunner, Runner, StepStats, evaluate, open_artifact
 from egru_compile.runtime.evaluate import split_streams
 from egru_compile.runner import NllScorer, nll_reference
 
-WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
+WORDS = lm_words(60)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("batch")
-    model = make_model(vocab=60, emb=16, hidden=(48, 16), sparsity=0.8, seed=5, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(0)
-    (d / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 15)) for _ in range(14)) + "\n")
+    d, model = random_lm(tmp_path_factory, "batch", vocab=60, emb=16, hidden=(48, 16), sparsity=0.8, seed=5,
+                         thr=(0.05, 0.3), lines=14, words_per_line=15)
     from egru_compile.targets.chip.profile import PROFILE_DIR
     small = (PROFILE_DIR / "loihi-like.toml").read_text().replace("compartments = 1024 ", "compartments = 24 ")
     (d / "small.toml").write_text(small)

@@ -175,3 +175,29 @@ def test_train_cli_rejects_bad_options_in_one_line(corpus_dir, tmp_path, args, n
                                     "--epochs", "1", "--max-steps", "1", *args])
     assert res.exit_code != 0 and needle in res.output, res.output
     assert "Traceback" not in res.output and not (tmp_path / "m.pt").exists()
+
+
+def test_pruning_resumes_from_the_dense_checkpoint_in_the_same_ckpt_dir(corpus_dir, tmp_path):
+    """examples/ptb-egru-small/run.sh's two steps: dense training into --ckpt-dir CK, then pruning with
+    ``--resume CK/dense.pt --epochs 0`` and the same --ckpt-dir. The finished dense stage is skipped, so its
+    checkpoint (the --resume input) is not rewritten and the run is allowed; a run that would continue the dense
+    stage (more --epochs than the checkpoint has done) writes CK/dense.pt again and is refused in one line."""
+    from click.testing import CliRunner
+
+    from egru_compile.cli import main
+    ck = tmp_path / "ck"
+    common = ["train", "--data-dir", str(corpus_dir), "--emb", "8", "--hidden", "12,8", "--batch-size", "4",
+              "--bptt", "10", "--max-steps", "2", "--no-progress", "--ckpt-dir", str(ck)]
+    res = CliRunner().invoke(main, [*common, "--epochs", "1", "-o", str(tmp_path / "dense.pt")])
+    assert res.exit_code == 0, res.output
+    dense = (ck / "dense.pt").read_bytes()
+    res = CliRunner().invoke(main, [*common, "--resume", str(ck / "dense.pt"), "--epochs", "0",
+                                    "--prune-schedule", "0.5", "--finetune-epochs", "1", "-o", str(tmp_path / "m.pt")])
+    assert res.exit_code == 0, res.output
+    assert (ck / "dense.pt").read_bytes() == dense and (ck / "sparsity_50.pt").exists()
+    assert masked_fraction(load_source(tmp_path / "m.pt").model) == pytest.approx(0.5, abs=1e-3)
+    res = CliRunner().invoke(main, [*common, "--resume", str(ck / "dense.pt"), "--epochs", "2",
+                                    "-o", str(tmp_path / "m2.pt")])
+    assert res.exit_code != 0 and "is the input --resume" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "m2.pt").exists()
+    assert (ck / "dense.pt").read_bytes() == dense

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import option
 from .model import CoreCosts, PlacementError
 from .network import LayerNet, group_sum
 from .profile import ChipProfile
@@ -104,7 +105,7 @@ def required_chips_error(profile: ChipProfile, max_chips: int, n_cores: int, chi
     else:
         why = f"cores: the placement needs {n_cores} cores ({chips} chips) under the per-core limits"
     return PlacementError(f"model does not fit on {max_chips} {profile.name} chip(s) — limiting resource {why}; "
-                          f"it needs {chips} chips (raise --max-chips)")
+                          f"it needs {chips} chips (raise {option('max_chips')})")
 
 
 class CoreOccupancy:

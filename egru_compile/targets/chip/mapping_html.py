@@ -5,16 +5,19 @@ Each core is one ``<rect data-core="N">`` (N: the core number of mapping.json), 
 synaptic-memory use per token (selectable; scale from 0). Hovering a core shows its figures, a click pins them:
 layers, units, synapses, limits used (compartments, synaptic memory, input and output axons), messages in and
 out, hops and energy (estimated; simulated beside when the compile simulated the calibration text). Mesh links
-carry their messages per token (simulated) as line widths; chips are outlined in red. The mouse wheel zooms
-around the pointer, dragging pans (or the buttons), so thousands of cores stay usable. The cell layout is the
-one of mapping.png (`mapping_png.core_cells`).
+carry their messages per token (simulated) as line widths; chips are outlined in red. Decoder cores (dashed
+magenta outline) and the partial-sum cores of a fan-in split (cyan outline) are marked as in mapping.png
+(`mapping_png.core_roles`; the rect's ``data-role`` says "rnn", "decoder" or "split part", the figures name a
+split core's layer and source range). The mouse wheel zooms around the pointer, dragging pans (or the
+buttons), so thousands of cores stay usable. The cell layout is the one of mapping.png
+(`mapping_png.core_cells`).
 """
 from __future__ import annotations
 
 import html
 import json
 
-from .mapping_png import MAX_DRAWN_LINES, cell_of, core_cells, core_synops, mesh_layout
+from .mapping_png import MAX_DRAWN_LINES, ROLE_MARKS, cell_of, core_cells, core_roles, core_synops, mesh_layout
 
 #: links drawn in the page (the busiest); the PNG draws fewer
 MAX_HTML_LINKS = max(MAX_DRAWN_LINES, 4000)
@@ -26,7 +29,10 @@ body{font:13px/1.35 system-ui,sans-serif;margin:0;display:flex;height:100vh;colo
 #mesh{flex:1;width:100%;background:#fafafa;cursor:grab}
 #side{width:330px;border-left:1px solid #ccc;padding:8px 10px;overflow:auto}
 rect.core{stroke:#555;stroke-width:.03}
-rect.core.sel{stroke:#06f;stroke-width:.15}
+rect.core.dec{stroke:#f0f;stroke-width:.09;stroke-dasharray:.22 .1}
+rect.core.part{stroke:#0ff;stroke-width:.07}
+rect.core.sel{stroke:#06f;stroke-width:.15;stroke-dasharray:none}
+.mk{padding:0 4px;border:2px solid}.mk.dec{border:2px dashed #f0f}.mk.part{border-color:#0ff}
 text.cnum{font-size:.32px;text-anchor:middle;fill:#fff;paint-order:stroke;stroke:#000;stroke-width:.04px;pointer-events:none}
 rect.chip{fill:none;stroke:red;stroke-width:.12;pointer-events:none}
 text.chiplabel{font-size:.8px;fill:red;pointer-events:none}
@@ -50,7 +56,8 @@ for (const c of D.cores) {
   const r = document.createElementNS(NS, 'rect');
   r.setAttribute('x', c.col + 0.04); r.setAttribute('y', H - 1 - c.row + 0.04);
   r.setAttribute('width', 0.92); r.setAttribute('height', 0.92);
-  r.setAttribute('class', 'core'); r.setAttribute('data-core', c.core);
+  r.setAttribute('class', 'core' + ({'decoder': ' dec', 'projection': ' dec', 'split part': ' part'}[c.role] || ''));
+  r.setAttribute('data-core', c.core); r.setAttribute('data-role', c.role);
   const t = document.createElementNS(NS, 'title'); t.textContent = 'core ' + c.core; r.appendChild(t);
   gl.appendChild(r); rects[c.core] = r;
 }
@@ -97,6 +104,7 @@ function show(n){
   const row = (k, v, q) => '<tr><td>' + k + '</td><td class="v" data-field="' + k + '">' + fmt(v) + (q ? mark(q) : '') + '</td></tr>';
   let h = '<h3 id="core-title">core ' + c.core + ' (' + c.role + ')</h3><table>';
   h += row('chip', c.chip) + row('slot', c.slot) + row('tile x', c.x) + row('tile y', c.y) + row('layers', c.layers) + row('units', c.units);
+  if (c.split) h += row('fan-in split', c.split);
   h += row('synapses', c.synapses) + row('memory_bytes', c.memory_bytes, 'memory_bytes');
   h += row('memory use %', c.memory_pct, 'limits') + row('compartments use %', c.compartments_pct, 'limits');
   h += row('input_axons', c.input_axons) + row('input axons use %', c.input_axons_pct, 'limits');
@@ -137,13 +145,15 @@ def page_data(m: dict, profile) -> dict:
     lay = mesh_layout(profile, m["chips"])
     s = lay["side"]
     sim = m.get("simulated")
+    roles = core_roles(m)
     cores = []
     for r, col, row, tx, ty in core_cells(m, profile):
         dec = "outputs" in r
         sc = sim["cores"][r["core"]] if sim else None
-        role = r.get("role", "decoder") if dec else "rnn"          # decoder or projection cores: outputs
-        c = {"core": r["core"], "col": col, "row": row, "role": role,
-             "chip": r.get("chip", r["slot"] // g.cores), "slot": r["slot"] % g.cores, "layers": role if dec else r.get("layers"),
+        role = roles.get(r["core"], {})
+        kind = role.get("role", r.get("role", "decoder") if dec else "rnn")      # rnn, decoder, projection, split part
+        c = {"core": r["core"], "col": col, "row": row, "role": kind,
+             "chip": r.get("chip", r["slot"] // g.cores), "slot": r["slot"] % g.cores, "layers": kind if dec else r.get("layers"),
              "units": r.get("units", r.get("outputs")), "synapses": r["synapses"],
              "memory_bytes": r["memory_bytes"], "input_axons": r["input_axons"],
              "output_axons": r.get("output_axons"), "synops": core_synops(m, r),
@@ -155,6 +165,11 @@ def page_data(m: dict, profile) -> dict:
         units = c["units"] or 0
         c["compartments_pct"] = 100.0 * units * (1 if dec else lim.compartments_per_unit) / lim.compartments
         c["x"], c["y"] = tx, ty
+        if role.get("split"):
+            sp = role["split"]
+            c["split"] = (f"layer {sp['layer']}, source range {sp['range']} of {sp['ranges']} (sources "
+                          f"{sp['sources'][0]}-{sp['sources'][1] - 1}"
+                          + ("; home: adds the partial sums)" if sp["range"] == 0 else "; sends partial sums)"))
         if sc:
             c["sim"] = {k: round(sc[k], 3) for k in ("synops", "decoder_synops", "spikes_out", "messages_out", "messages_in",
                                            "hops_out", "energy_pj")}
@@ -192,6 +207,9 @@ def render(m: dict, profile) -> str:
             f"{t['energy_pj'] / 1e6:.4f} uJ/token{a('energy_pj')}, {t['latency_ns'] / 1e3:.2f} us/token"
             f"{a('latency_ns')} (estimated, {html.escape(t.get('scope') or 'whole configuration')})"
             + ("" if m["calibrated"] else " &mdash; UNCALIBRATED: every-unit-fires upper bound (--calib-data)"))
+    kinds = [(k, sum(c["role"] == k for c in d["cores"])) for k in ROLE_MARKS]
+    marks = "".join(f'<span class="mk {"dec" if k == "decoder" else "part"}">{html.escape(ROLE_MARKS[k][2])}: '
+                    f"{n:,}</span>" for k, n in kinds if n)
     note = ('<p class="a">[A]: rests on profile values marked ASSUMPTION: ' + html.escape(", ".join(
         sorted({k for v in fl.values() for k in v}))) + "</p>") if fl else ""
     return f"""<!DOCTYPE html>
@@ -203,7 +221,7 @@ def render(m: dict, profile) -> str:
 <option value="memory_pct">memory use</option></select></label>
 <span id="legend"><span id="lmin"></span><span id="grad"></span><span id="lmax"></span></span>
 <button id="zin">+</button><button id="zout">&minus;</button><button id="zreset">reset</button>
-<span>wheel: zoom, drag: pan; red: chip boundary; orange: link load (messages/token)</span></div>
+<span>wheel: zoom, drag: pan; red: chip boundary; orange: link load (messages/token)</span>{marks}</div>
 <svg id="mesh" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet"></svg></div>
 <div id="side"><div id="info"><p>Hover a core for its figures; click to pin.</p></div>{note}</div>
 <script type="application/json" id="mapping-data">{data}</script>

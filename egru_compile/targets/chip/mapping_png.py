@@ -4,7 +4,9 @@ Every core is one cell (the cores of a tile as a small square block), numbered w
 number while the cells are large enough to read (up to `MAX_NUMBERED` cores; beyond, each chip is labelled).
 Chips are outlined in red and, when there are many, wrapped into rows of chips so that 8,000 cores stay
 legible; axes give tile coordinates within a chip. Mesh links are drawn as lines whose width grows with their
-messages per token (simulated; else the estimate's busiest core pairs).
+messages per token (simulated; else the estimate's busiest core pairs). Cores that are not plain RNN cores are
+marked, with a legend: decoder cores (``--decoder chip``) hatched in magenta, the partial-sum cores of a fan-in
+split (a remote source range of a split layer, `split.py`) hatched in cyan (`core_roles`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,14 @@ from .placement import slot_coords
 MAX_DRAWN_LINES = 400
 #: cells get their core number up to this many cores
 MAX_NUMBERED = 256
+#: role -> (mark colour, hatch, legend text) of the cores `core_roles` marks (colours outside viridis and the
+#: red chip outline / orange links, so the marks read at any scale)
+ROLE_MARKS = {
+    "decoder": ("#ff00ff", "//", "decoder core (--decoder chip)"),
+    "projection": ("#ff00ff", "xx", "projection core (EvNN's P·y + p, --decoder chip on graded spikes)"),
+    "split part": ("#00ffff", "\\\\", "fan-in split part (a remote source range: sends partial sums to the "
+                   "units' home cores)"),
+}
 
 
 def mesh_layout(profile, chips: int) -> dict:
@@ -52,6 +62,23 @@ def core_cells(m: dict, profile) -> list[tuple[dict, int, int, int, int]]:
         col, row = cell_of(profile, lay, int(c), tx, int(y), int(s % g.cores_per_tile))
         out.append((r, col, row, tx, int(y)))
     return out
+
+
+def core_roles(m: dict) -> dict[int, dict]:
+    """core number -> {"role": "rnn" | "decoder" | "projection" | "split part"} and, for the cores of a fan-in split layer,
+    "split": {"layer", "range", "ranges", "sources": [first, end)} (range 0 = the units' home cores, whose
+    role stays "rnn"; a core of a remote range is a "split part"), from mapping.json's ``decoder`` and ``split``."""
+    roles = {r["core"]: {"role": "rnn"} for r in m["cores"]}
+    for r in (m.get("decoder") or {}).get("cores", []):
+        roles[r["core"]] = {"role": r.get("role", "decoder")}          # "decoder" or (EvNN's) "projection"
+    for sl in (m.get("split") or {}).get("layers", []):
+        ranges = sl.get("cores_of_range") or []
+        for p, cores in reversed(list(enumerate(ranges))):        # a core in several ranges: its lowest range
+            for k in cores:
+                roles[k] = {"role": "split part" if p else roles.get(k, {}).get("role", "rnn"),
+                            "split": {"layer": sl["layer"], "range": p, "ranges": len(ranges),
+                                      "sources": list(sl["source_ranges"][p])}}
+    return roles
 
 
 def core_synops(m: dict, r: dict) -> float:
@@ -114,6 +141,7 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
             v = grid[row, col]
             ax.text(col, row, str(r["core"]), ha="center", va="center", fontsize=fs, zorder=6,
                     color="white" if v < 0.6 * vmax else "black")
+    marked = _mark_roles(ax, m, pos, n)
     what = _draw_links(ax, m, costs, profile, lay, pos, LineCollection)
     # axes: tile coordinates within a chip (chip 0's row of chips)
     step = 1 if g.tiles_x * lay["per_row"] <= 32 else max(1, g.tiles_x // 2)
@@ -135,9 +163,34 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
                  + ("; cell text = core number" if n <= MAX_NUMBERED else "") + f"\n{what}\n"
                  f"{t.get('messages_out') or 0:,.0f} messages/token, {t.get('hops_out') or 0:,.0f} hops/token "
                  "(estimated, whole configuration)", fontsize=8 if width < 12 else 13)
+    if marked:
+        ax.legend(handles=marked, loc="upper center", bbox_to_anchor=(0.5, -0.1 if width < 12 else -0.05),
+                  ncol=1 if width < 12 else len(marked), fontsize=8 if width < 12 else 11, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight" if marked else None)
     plt.close(fig)
+
+
+def _mark_roles(ax, m: dict, pos: dict, n: int) -> list:
+    """Hatch and outline the decoder and split-part cores (`ROLE_MARKS`); returns the legend handles."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Patch, Rectangle
+    by_role: dict[str, list] = {}
+    for core, info in core_roles(m).items():
+        if info["role"] in ROLE_MARKS and core in pos:
+            by_role.setdefault(info["role"], []).append(pos[core])
+    handles = []
+    lw = 1.6 if n <= 64 else (0.9 if n <= 1024 else 0.5)
+    for role, cells in by_role.items():
+        colour, hatch, label = ROLE_MARKS[role]
+        if n > 1024:
+            hatch = hatch[: len(hatch) // 2]                         # sparser hatch on small cells
+        rects = [Rectangle((c - 0.42, r - 0.42), 0.84, 0.84) for c, r in cells]
+        ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor=colour, hatch=hatch, linewidth=lw,
+                                          zorder=5))
+        handles.append(Patch(facecolor="#bbbbbb", edgecolor=colour, hatch=hatch, linewidth=1.5,
+                             label=f"{label}: {len(cells):,}"))
+    return handles
 
 
 def _draw_links(ax, m, costs, profile, lay, pos, LineCollection) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .split import split_info, split_lines
-from ...errors import EgruError
+from ...errors import EgruError, option
 from ..output import write_vocab
 from ..stack import extract_stack
 from .capacity import check_placement, required_chips_error
@@ -57,7 +57,7 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
     profile = load_profile(options.get("profile") or default_profile)
     max_chips, objective, decoder = options["max_chips"], options["placement_objective"], options["decoder"]
     if max_chips < 1:
-        raise EgruError("--max-chips must be at least 1")
+        raise EgruError(f"{option('max_chips')} must be at least 1")
     calib = options.get("calib_token_ids")
     calibrated = calib is not None and len(calib) > 0
     T = len(calib) if calibrated else 0
@@ -143,18 +143,19 @@ def _chip_weights(graph, options: dict, profile: ChipProfile, calib, decoder: st
     quantized = any(l.W.scale is not None or l.R.scale is not None for l in stack.layers)
     if weight_dtype == "int8" and not quantized:
         raise EgruError(f"{profile.name} holds {profile.memory.weight_bits}-bit weights: run quantize-int8 "
-                        "(the default pipeline does for chip targets) or pass --weight-dtype f16 / f32")
+                        f"(the default pipeline does for chip targets) or pass {option('weight_dtype', 'f16')} / "
+                        f"{option('weight_dtype', 'f32')}")
     if weight_dtype != "int8" and quantized:
-        raise EgruError(f"--weight-dtype {weight_dtype} needs float weights, but the pipeline quantized them to "
-                        "int8 (drop quantize-int8 from --passes)")
+        raise EgruError(f"{option('weight_dtype', weight_dtype)} needs float weights, but the pipeline quantized "
+                        f"them to int8 (drop quantize-int8 from {option('passes')})")
     if decoder not in DECODER_CHOICES:
-        raise EgruError(f"--decoder must be one of {', '.join(DECODER_CHOICES)} (got {decoder!r})")
+        raise EgruError(f"{option('decoder')} must be one of {', '.join(DECODER_CHOICES)} (got {decoder!r})")
     if decoder == "chip" and stack.projection is not None and not profile.spikes.graded:
         act = "relu(P · y + p)" if stack.projection_activation == "relu" else "P · y + p"
-        raise EgruError(f"--decoder chip: this model's decoder starts with a projection {act} whose output is "
-                        f"graded; binding limit: spike payload — {profile.name} sends binary spikes ([spikes] "
-                        "payload_bits = 0), so it runs on the host (use --decoder host, or a graded-spike "
-                        "profile such as loihi2-like)")
+        raise EgruError(f"{option('decoder', 'chip')}: this model's decoder starts with a projection {act} whose "
+                        f"output is graded; binding limit: spike payload — {profile.name} sends binary spikes "
+                        f"([spikes] payload_bits = 0), so it runs on the host (use {option('decoder', 'host')}, or a "
+                        "graded-spike profile such as loihi2-like)")
     if weight_dtype == "f16":                       # the chip holds float16 values: place, simulate, store those
         report = round_graph_f16(graph, calib, options.get("perplexity"))
         stack = extract_stack(graph)
@@ -175,7 +176,8 @@ def _place_decoder(decoder: str, stack, ours, profile: ChipProfile, nets, T: int
                 f"{len(dec.rows)} decoder")
         raise PlacementError(f"model does not fit on {max_chips} {profile.name} chip(s) with the decoder on "
                              f"chip — limiting resource cores: {ours.n_cores} RNN + {what} "
-                             f"cores need {dec.chips} chips (raise --max-chips or use --decoder host)")
+                             f"cores need {dec.chips} chips (raise {option('max_chips')} or use "
+                             f"{option('decoder', 'host')})")
     return dec
 
 

@@ -332,8 +332,8 @@ def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool
 
 
 def split_info(pl, profile: ChipProfile) -> dict | None:
-    """mapping.json ``split``: per split layer its source ranges, cores per range, and the partial-sum
-    payload (None when no layer is split)."""
+    """mapping.json ``split``: per split layer its source ranges, the cores holding each range (range 0: the
+    units' home cores) and their count, and the partial-sum payload (None when no layer is split)."""
     if not getattr(pl, "splits", None):
         return None
     layers = []
@@ -343,6 +343,7 @@ def split_info(pl, profile: ChipProfile) -> dict | None:
         pcs = [np.unique(sp.part_core[:, p][sp.part_core[:, p] >= 0]) for p in range(sp.parts)]
         layers.append({"layer": l, "source_ranges": [[int(a), int(b)] for a, b in zip(sp.bounds[:-1], sp.bounds[1:])],
                        "cores_per_range": [int(len(c)) for c in pcs],
+                       "cores_of_range": [[int(k) for k in c] for c in pcs],
                        "remote_parts": int((sp.part_core[:, 1:] >= 0).sum())})
     return {"why": f"a unit's fan-in exceeds the {profile.core.input_axons} input axons of a core: its synapses are "
                    "split by source range, each remote range sends one graded partial-sum message per token "

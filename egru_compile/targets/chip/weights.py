@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import EgruError
+from ...errors import EgruError, option
 from ...ir import SparseMatrix
 from .capacity import core_memory_bytes
 from .profile import ChipProfile
@@ -29,12 +29,14 @@ def resolve_weight_dtype(options: dict, profile: ChipProfile) -> str:
     if wd == "auto":
         return "f32" if float_weights else "int8"
     if wd not in WEIGHT_DTYPES:
-        raise EgruError(f"--weight-dtype for chip targets must be one of {', '.join(WEIGHT_DTYPES)} (got {wd!r})")
+        raise EgruError(f"{option('weight_dtype')} for chip targets must be one of {', '.join(WEIGHT_DTYPES)} "
+                        f"(got {wd!r})")
     if float_weights and wd != "f32":
-        raise EgruError(f"--float-weights means --weight-dtype f32; it contradicts --weight-dtype {wd}")
+        raise EgruError(f"{option('float_weights', True)} means {option('weight_dtype', 'f32')}; it contradicts "
+                        f"{option('weight_dtype', wd)}")
     if wd == "f16" and profile.memory.weight_bits < 16:
-        raise EgruError(f"--weight-dtype f16 needs 16-bit synaptic weights, but profile {profile.name} stores "
-                        f"{profile.memory.weight_bits}-bit weights (memory.weight_bits = "
+        raise EgruError(f"{option('weight_dtype', 'f16')} needs 16-bit synaptic weights, but profile {profile.name} "
+                        f"stores {profile.memory.weight_bits}-bit weights (memory.weight_bits = "
                         f"{profile.memory.weight_bits}); use int8, f32 (the float reference) or a profile with "
                         "weight_bits >= 16")
     return wd

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import EgruError
+from ...errors import EgruError, option
 from ...ir import SparseMatrix
 from .layout import quantize_dense_rows
 
@@ -33,7 +33,7 @@ def resolve_weight_dtype(stack, requested: str | None) -> str:
         return "int8" if all_int8 else "f32"
     if req == "int8" and not all_int8:
         raise EgruError("tvm weight_dtype 'int8' needs int8 weights: run the quantize-int8 pass "
-                        "(egru-compile adds it with --weight-dtype int8)")
+                        f"(egru-compile adds it with {option('weight_dtype', 'int8')})")
     return req
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import random_lm
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint, trace_model
+from egru_compile.frontend import trace_model
 from egru_compile.ir import Interpreter, SparseMatrix
 from egru_compile.passes import PassManager, PassOptions
 from egru_compile.targets.chip import load_profile
@@ -20,17 +20,12 @@ from egru_compile.targets.chip.placement import evaluate, place, sequential_plac
 from egru_compile.targets.chip.simulate import ChipSimulator
 from egru_compile.targets.stack import EGRUStack, LayerWeights, extract_stack
 
-WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 
 
 @pytest.fixture(scope="module")
 def chip_model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("chip")
-    model = make_model(vocab=60, emb=16, hidden=(96, 64, 16), sparsity=0.8, seed=5, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(0)
-    (d / "calib.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 15)) for _ in range(12)) + "\n")
-    return d, model
+    return random_lm(tmp_path_factory, "chip", vocab=60, emb=16, hidden=(96, 64, 16), sparsity=0.8, seed=5,
+                     thr=(0.05, 0.3), text="calib.txt", lines=12, words_per_line=15)
 
 
 def _compile(d, *extra):

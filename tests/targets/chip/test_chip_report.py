@@ -8,30 +8,23 @@ import re
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import random_lm
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint
 from egru_compile.targets.chip.placement import OBJECTIVES
 from egru_compile.targets.chip.profile import PROFILE_DIR
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ptb-egru-small" / "model.pt"
 PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
-WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 
 
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
     """A small model that needs several cores on every built-in profile, and a short calibration text."""
-    d = tmp_path_factory.mktemp("chiprep")
-    model = make_model(vocab=60, emb=32, hidden=(400, 300, 32), sparsity=0.8, seed=3, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(1)
-    (d / "calib.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 9)) for _ in range(3)) + "\n")
-    return d
+    return random_lm(tmp_path_factory, "chiprep", vocab=60, emb=32, hidden=(400, 300, 32), sparsity=0.8, seed=3,
+                     thr=(0.05, 0.3), text="calib.txt", lines=3, words_per_line=9, text_seed=1)[0]
 
 
 def _compile(src, out, *extra):

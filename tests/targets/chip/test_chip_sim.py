@@ -12,23 +12,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import lm_words, random_lm
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint, trace_model
+from egru_compile.frontend import trace_model
 from egru_compile.passes import PassManager, PassOptions, count_macs_for_tokens
 from egru_compile.targets.chip import load_program
 
-WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
+WORDS = lm_words(60)
 N_CALIB = 60
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("chipsim")
-    model = make_model(vocab=60, emb=16, hidden=(96, 64, 16), sparsity=0.8, seed=5, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(0)
-    (d / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 15)) for _ in range(8)) + "\n")
+    d, model = random_lm(tmp_path_factory, "chipsim", vocab=60, emb=16, hidden=(96, 64, 16), sparsity=0.8, seed=5,
+                         thr=(0.05, 0.3), lines=8, words_per_line=15)
     from egru_compile.targets.chip.profile import PROFILE_DIR
     base = (PROFILE_DIR / "loihi-like.toml").read_text()
     # 16 units per core: the 176-unit model spans ~12 cores over several tiles

@@ -12,12 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import make_model, save_lm
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint
 from egru_compile.api import evaluate_path
 
-WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +28,7 @@ def setup(tmp_path_factory):
             layer.kernel_orig.mul_(3)
             layer.recurrent_kernel_orig.mul_(3)
     model(torch.zeros(1, 1, dtype=torch.long))    # the prune hooks refresh kernel = kernel_orig * mask
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(0)
-    (d / "calib.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 15)) for _ in range(10)) + "\n")
+    save_lm(d, model, "calib.txt", lines=10, words_per_line=15)
     from egru_compile.targets.chip.profile import PROFILE_DIR
     text = (PROFILE_DIR / "loihi-like.toml").read_text()
     assert re.search(r"^weight_bits = 8 ", text, re.M)

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import PTB_DIR, make_model
+from conftest import PTB_DIR, random_lm
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint
 from egru_compile.targets.chip import load_profile, measure_unit_activity
 from egru_compile.targets.chip.network import build_network
 from egru_compile.targets.chip.objectives import DEFAULT_OBJECTIVE
@@ -22,7 +21,6 @@ from egru_compile.targets.chip.placement import place
 from egru_compile.targets.stack import extract_stack
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ptb-egru-small" / "model.pt"
-WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
 PTB_VALID = PTB_DIR / "ptb.valid.txt"
 
 
@@ -90,12 +88,8 @@ def _example_nets(tokens: int):
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
     """A small model that needs several cores on loihi-like, and a short calibration text."""
-    d = tmp_path_factory.mktemp("chipdefault")
-    model = make_model(vocab=60, emb=32, hidden=(400, 300, 32), sparsity=0.8, seed=3, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(1)
-    (d / "calib.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 9)) for _ in range(3)) + "\n")
-    return d
+    return random_lm(tmp_path_factory, "chipdefault", vocab=60, emb=32, hidden=(400, 300, 32), sparsity=0.8, seed=3,
+                     thr=(0.05, 0.3), text="calib.txt", lines=3, words_per_line=9, text_seed=1)[0]
 
 
 def test_example_default_never_worse_than_baseline():

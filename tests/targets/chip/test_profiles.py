@@ -7,27 +7,20 @@ import json
 import math
 import tomllib
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import random_lm
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint
 from egru_compile.targets.chip.profile import PROFILE_DIR, load_profile
 
-WORDS = [f"w{i}" for i in range(29)] + ["<eos>"]
 SHIPPED = sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("profiles")
-    save_checkpoint(d / "m.pt", make_model(vocab=30, emb=8, hidden=(24, 8), sparsity=0.5, seed=3,
-                                           thr=(0.05, 0.3)), WORDS)
-    rng = np.random.default_rng(1)
-    (d / "calib.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 12)) for _ in range(6)) + "\n")
-    return d
+    return random_lm(tmp_path_factory, "profiles", vocab=30, emb=8, hidden=(24, 8), sparsity=0.5, seed=3,
+                     thr=(0.05, 0.3), text="calib.txt", lines=6, words_per_line=12, text_seed=1)[0]
 
 
 def _toml_value(v) -> str:

@@ -11,10 +11,10 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_model, ptb_path
+from conftest import lm_words, ptb_path, random_lm
 from egru_compile.cli import main
 from egru_compile.data import Vocabulary
-from egru_compile.frontend import load_source, save_checkpoint
+from egru_compile.frontend import load_source
 from egru_compile.passes import PassManager
 from egru_compile.runtime import GraphRunner, Runner, evaluate, open_artifact
 from egru_compile.runtime.evaluate import split_streams
@@ -22,7 +22,7 @@ from egru_compile.targets.onnx.batch import BATCH_DIM, batch_model
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "ptb-egru-small" / "model.pt"
-WORDS = [f"w{i}" for i in range(59)] + ["<eos>"]
+WORDS = lm_words(60)
 
 
 def _compile(src, out, *extra):
@@ -33,11 +33,8 @@ def _compile(src, out, *extra):
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    d = tmp_path_factory.mktemp("onnxb")
-    model = make_model(vocab=60, emb=16, hidden=(48, 16), sparsity=0.8, seed=5, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(0)
-    (d / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 15)) for _ in range(14)) + "\n")
+    d, _ = random_lm(tmp_path_factory, "onnxb", vocab=60, emb=16, hidden=(48, 16), sparsity=0.8, seed=5,
+                     thr=(0.05, 0.3), lines=14, words_per_line=15)
     arts = {"f32": _compile(d / "m.pt", d / "f32"),
             "f16": _compile(d / "m.pt", d / "f16", "--weight-dtype", "f16"),
             "int8": _compile(d / "m.pt", d / "int8", "--passes", "default,quantize-int8", "--weight-dtype", "int8"),

@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import make_model, random_lm
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint
 
 pytest.importorskip("tvm")
 
-WORDS = [f"w{i}" for i in range(47)] + ["<eos>"]
 
 
 def q8_rows(M):
@@ -80,11 +78,8 @@ def torch_weights(model):
 
 @pytest.fixture(scope="module")
 def int8_artifacts(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tvm8")
-    model = make_model(vocab=48, emb=16, hidden=(40, 16), sparsity=0.8, seed=2, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(0)
-    (d / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 12)) for _ in range(8)) + "\n")
+    d, model = random_lm(tmp_path_factory, "tvm8", vocab=48, emb=16, hidden=(40, 16), sparsity=0.8, seed=2,
+                         thr=(0.05, 0.3), lines=8, words_per_line=12)
     outs = {}
     for target, extra in (("tvm", ["--decoder-dtype", "f32"]), ("onnx", ["--decoder-dtype", "f32"])):
         res = CliRunner().invoke(main, [str(d / "m.pt"), "--target", target, "-o", str(d / target),

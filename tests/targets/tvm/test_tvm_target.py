@@ -9,23 +9,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import make_model
+from conftest import lm_words, random_lm
 from tvm_reference import check_streams_equal_batch1
 from egru_compile.cli import main
-from egru_compile.frontend import save_checkpoint
 
 pytest.importorskip("tvm")
 
-WORDS = [f"w{i}" for i in range(47)] + ["<eos>"]
+WORDS = lm_words(48)
 
 
 @pytest.fixture(scope="module")
 def tvm_artifact(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tvm")
-    model = make_model(vocab=48, emb=16, hidden=(40, 16), sparsity=0.8, seed=2, thr=(0.05, 0.3))
-    save_checkpoint(d / "m.pt", model, WORDS)
-    rng = np.random.default_rng(0)
-    (d / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS[:-1], 12)) for _ in range(25)) + "\n")
+    d, model = random_lm(tmp_path_factory, "tvm", vocab=48, emb=16, hidden=(40, 16), sparsity=0.8, seed=2,
+                         thr=(0.05, 0.3), lines=25, words_per_line=12)
     res = CliRunner().invoke(main, [str(d / "m.pt"), "--target", "tvm", "-o", str(d / "out")])
     assert res.exit_code == 0, res.output
     return d, model
