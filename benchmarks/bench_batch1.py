@@ -638,7 +638,7 @@ def main(argv=None):
             lines.append(f"| torch dense RNN stack (fp32 weights {goal['macs']['dense_rnn'] * 4 / 2 ** 20:.0f} MiB) | "
                          f"{goal['torch_rnn_us']:.0f} | - | - | - | "
                          f"{goal['macs']['dense_rnn'] * 4 / (goal['torch_rnn_us'] * 1e-6) / 1e9:.1f} |")
-        lines += ["", "**Goals of issue 17 (items 1, 2) at 85 % / 20 %**, whole token (decoder + logits included), "
+        lines += ["", "**Goals of issue 26 (items 1, 3) at 85 % / 20 %**, whole token (decoder + logits included), "
                   "best dense peer = the faster of PyTorch dense and ORT dense, same weights, 1 thread:", ""]
         lines += goal_lines(goal, f"tvm int8: {goal['tvm_int8_error']}" if "tvm_int8_error" in goal
                             else tvm_int8_state)

@@ -204,8 +204,10 @@ def onnx_accounting(art_dir, runner, toks, burn: int, n: int, target: str = "onn
         p.bytes /= n
         p.rows /= n
     dts = sorted({m.get("dtype", "f32") for m in mats.values() if _part_of_matrix(m["name"]) not in (None, "decoder")})
-    notes = [f"dense WT rows gathered ({'/'.join(dts)}; pruned zeros included), f32 decoder rows, layer-0 input = "
-             "one row of the folded table"]
+    ddt = sorted({m.get("dtype", "f32") for m in mats.values()
+                  if _san(m["name"]) in ("decoder_weight", "decoder_decoder_weight")}) or ["f32"]
+    notes = [f"dense WT rows gathered ({'/'.join(dts)}; pruned zeros included), {'/'.join(ddt)} decoder rows, "
+             "layer-0 input = one row of the folded table"]
     return Accounting(target, parts, foot, notes)
 
 
