@@ -45,19 +45,26 @@ class AssignmentCosts:
             t[src] += rows
         return t
 
-    def at(self, slot_of_core: np.ndarray) -> CoreCosts:
-        """The full estimate with the cores in `slot_of_core`."""
+    def at(self, slot_of_core: np.ndarray, dense: bool = True) -> CoreCosts:
+        """The full estimate with the cores in `slot_of_core`; ``dense`` False leaves out the [cores, cores]
+        traffic matrix (``traffic`` None: the messages in / out per core are summed per layer instead; a
+        17,000-core baseline's matrix alone is 2.3 GB)."""
         n, L = len(self.units), len(self.layer_traffic)
         model = CostModel(self.profile)
         slots = np.asarray(slot_of_core)
         energy = np.zeros(n)
         busy = np.zeros((L, n))
         hops_out = np.zeros(n)
-        traffic = np.zeros((n, n))
+        traffic = np.zeros((n, n)) if dense else None
+        t_in, t_out = np.zeros(n), np.zeros(n)
         for l, (src, t) in enumerate(self.layer_traffic):
             energy += self.compute_pj[l]
             busy[l] += self.compute_ns[l]
-            traffic[src] += t
+            if dense:
+                traffic[src] += t
+            else:
+                t_in += t.sum(0)
+                t_out[src] += t.sum(1)
             # a spike's delivery time counts toward the phase of the layer that produced it; the per-row sums
             # are linear in the traffic, so adding them per layer equals one pass over the summed matrix
             h_l, pj_l, ns_l = _rowwise_link_sums(model, t, slots[src], slots)
@@ -67,8 +74,10 @@ class AssignmentCosts:
         units = self.units
         memory = core_memory_bytes(self.profile, self.syn, self.in_axons, units)
         cpu = self.profile.core.compartments_per_unit
+        if dense:
+            t_in, t_out = traffic.sum(0), traffic.sum(1)
         return CoreCosts(units, units * cpu, self.syn, self.in_axons, self.out_axons, memory, self.syn.copy(),
-                         self.mac_events, traffic.sum(0), traffic.sum(1), hops_out, energy, busy, traffic)
+                         self.mac_events, t_in, t_out, hops_out, energy, busy, traffic)
 
 
 def _rowwise_link_sums(model: CostModel, traffic_rows: np.ndarray, src_slots: np.ndarray, slots: np.ndarray,

@@ -24,7 +24,7 @@ from .costs import CostModel, hop_matrices, slot_coords  # noqa: F401 (the place
 from .estimate import estimate_assignment, evaluate  # noqa: F401
 from .layout import layout, layout_summary
 from .model import CoreCosts, Placement, PlacementError  # noqa: F401
-from .network import LayerNet, net_reach
+from .network import LayerNet, net_reach, release_freed_heap
 from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from .partition import partition_layer, unit_cost
 from .profile import ChipProfile
@@ -285,6 +285,7 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
     from .split import crowded, needs_split, split_placement
+    release_freed_heap()                             # before the placement's large arrays
     if info is not None:
         info["memory_bound"] = memory_bound(nets, profile)
     if profile.spikes.graded and any(needs_split(net, profile) for net in nets):
@@ -296,12 +297,13 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
-    seq.costs = seq_est.at(seq.slot_of_core)
     split = None                                     # < 2 units per core in a layer: the fan-in split competes
     if profile.spikes.graded and crowded(seq):
         split = split_placement(nets, profile, calibrated, objective)
         if split.n_cores >= seq.n_cores:
             split = None
+    # the baseline's [cores, cores] traffic only where it may be kept (no split taking its place)
+    seq.costs = seq_est.at(seq.slot_of_core, dense=split is None or 2 * split.n_cores > seq.n_cores)
     info = {} if info is None else info
     if split is not None and obj.compete_baseline and 2 * split.n_cores <= seq.n_cores:
         # axon-bound baseline, memory-bound split: the split is kept for its cores (no partition of the
