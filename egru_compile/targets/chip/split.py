@@ -295,29 +295,6 @@ def interleaved_slots(cm) -> np.ndarray:
     return slots
 
 
-def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = ""):
-    """`model.Placement` ``split`` of `split_core_map` with its estimate (`estimate_split`); what the compile
-    placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds a core's input
-    axons (the same in-order fill is then its own baseline), or when a layer is `crowded` and the split needs
-    fewer cores than the sequential baseline (compared with it in the report). Its layout: the mesh layout
-    search (`layout.layout`) from `interleaved_slots` (a unit's parts next to its home core), on the
-    estimate's traffic (spikes and partial sums)."""
-    from .estimate import estimate_split
-    from .layout import layout
-    from .model import CoreMap, Placement
-    cm = split_core_map(nets, profile)
-    chips = max(1, -(-cm.n_cores // profile.chip.cores))
-    start = interleaved_slots(cm)
-    first = estimate_split(nets, CoreMap(cm.core_of, start, cm.n_cores, None, cm.splits), profile, calibrated)
-    stats: dict = {}
-    slots = layout(first.traffic, profile, cm.n_cores, chips, start=start, info=stats)
-    cm = CoreMap(cm.core_of, slots, cm.n_cores, None, cm.splits)
-    pl = Placement("split", cm.core_of, cm.slot_of_core, cm.n_cores, chips, objective, splits=cm.splits,
-                   layout=stats)
-    pl.costs = estimate_split(nets, cm, profile, calibrated)
-    return pl
-
-
 def split_info(pl, profile: ChipProfile) -> dict | None:
     """mapping.json ``split``: per split layer its source ranges, cores per range, and the partial-sum
     payload (None when no layer is split)."""
