@@ -172,6 +172,8 @@ def compile_one(ckpt: Path, ptb: Path, profile: str, calib_tokens: int, mem_kb: 
         load1 = os.getloadavg()
         report = (out / "report.txt").read_text() if (out / "report.txt").is_file() else ""
         mapping = json.loads((out / "mapping.json").read_text()) if (out / "mapping.json").is_file() else {}
+    if keep:                                       # the compile's own output, for what the table leaves out
+        (keep / f"{ckpt.stem}.{profile}.log").write_text(r.stdout + "\n" + r.stderr)
     err = r.stderr.splitlines()
 
     def field(name):
@@ -184,7 +186,7 @@ def compile_one(ckpt: Path, ptb: Path, profile: str, calib_tokens: int, mem_kb: 
     res = {"ok": r.returncode == 0, "wall_s": wall_s, "cpu_s": float(field("User time") or 0) +
            float(field("System time") or 0), "peak_gib": int(field("Maximum resident set size") or 0) / 2 ** 20,
            "load_before": load0[0], "load_after": load1[0],
-           "placement_s": num(r"placement took ([\d.]+) s"), "frontend_s": (num(r"frontend: .*\(([\d.]+) ms\)")
+           "placement_s": num(r"chip target: placement ([\d.]+) s"), "frontend_s": (num(r"frontend: .*\(([\d.]+) ms\)")
                                                                           or 0) / 1e3,
            "passes_s": (num(r"\[pass\] total\s+([\d.]+) ms") or 0) / 1e3,
            "placement_cpu_s": num(r"chip target: placement [\d.]+ s \(([\d.]+) s CPU\)"),
@@ -211,7 +213,8 @@ def row(scale: str, profile: str, m: dict) -> str:
         return (f"| {name} | {profile} | failed after {m['wall_s']:.0f} s wall, {m['cpu_s']:.0f} s CPU, peak "
                 f"{m['peak_gib']:.2f} GiB: {m['error']} | | | | | | | | | | | | | |")
     bound = m["bound"] or float("nan")
-    return (f"| {name} | {profile} | {m['synapses']:,} | {m['cores']:,} | {m['chips']} | "
+    m = {k: (float("nan") if v is None else v) for k, v in m.items()}
+    return (f"| {name} | {profile} | {m['synapses']:,} | {m['cores']:,} | {m['chips']:,} | "
             f"{bound:,} | {m['cores'] / bound:.2f} | {m['placement_s']:.1f} ({m['placement_cpu_s']:.1f}) | "
             f"{m['sim_s']:.1f} ({m['sim_cpu_s']:.1f}) | {m['frontend_s']:.1f} | {m['passes_s']:.1f} | "
             f"{m['wall_s']:.1f} | {m['cpu_s']:.1f} | {m['peak_gib']:.2f} | {m['load_before']:.1f} → "

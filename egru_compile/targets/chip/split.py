@@ -64,16 +64,20 @@ def source_bounds(n_src: int, axons: int, home_units: int = 1) -> np.ndarray:
                          f"{home_units} unit(s) per home core")
 
 
-def split_layer(net: LayerNet, profile: ChipProfile, first_core: int) -> tuple[np.ndarray, SplitLayer, int]:
+def split_layer(net: LayerNet, profile: ChipProfile, first_core: int, out_guess=None,
+                bounds=None) -> tuple[np.ndarray, SplitLayer, int]:
     """(home core of each unit, its `SplitLayer`, cores used) with this layer's cores numbered from
     `first_core`. The trade: wider ranges mean fewer parts (fewer partial-sum messages) but fewer units per
     home core (each remote part takes an input axon there) and, near the axon limit, few units per part core
     (their fan-in unions fill the axons). Candidates: ranges as wide as the axons allow for 1, 2, 4, ...
     units per home core (`source_bounds`), and P = P_min ... P_min + 5 equal ranges (`equal_bounds`; ranges
     well below the axon limit leave memory, not axons, binding). Of those the fewest parts whose core count
-    is within `SPLIT_CORE_SLACK` of the fewest wins (then the fewest cores)."""
+    is within `SPLIT_CORE_SLACK` of the fewest wins (then the fewest cores). `out_guess` [h]: output axons
+    each unit's spikes need at home (`_fill_parts`); `bounds`: this source split only."""
     pres = np.concatenate([net.conn_in, net.conn_rec], axis=1)              # [h, n_src] int8 synapses (0..3)
     axons, n_src = profile.core.input_axons, pres.shape[1]
+    if bounds is not None:
+        return _fill_parts(net, profile, pres, np.asarray(bounds), first_core, out_guess)
     cands, seen = [], set()
     r = 1
     while r <= min(profile.units_per_core, 128):
@@ -86,10 +90,16 @@ def split_layer(net: LayerNet, profile: ChipProfile, first_core: int) -> tuple[n
     cands += [b for P in range(max(2, p_min), max(2, p_min) + 6) if (b := equal_bounds(n_src, P, axons)) is not None]
     results = []
     for bounds in cands:
+        if 0 < net.n_in < bounds[1]:
+            # the home range holds layer inputs only: its units' own spikes then never target their home
+            # cores, whose count (set by the output axons of the spikes they send) would feed back on itself
+            bounds = np.insert(bounds, 1, net.n_in)
+            if int(np.diff(bounds).max()) + len(bounds) - 2 > axons:
+                continue
         if tuple(bounds) in seen:
             continue
         seen.add(tuple(bounds))
-        results.append(_fill_parts(net, profile, pres, bounds, first_core))
+        results.append(_fill_parts(net, profile, pres, bounds, first_core, out_guess))
     if not results:
         raise PlacementError(f"layer {net.index} cannot be split: a core's {axons} input axons "
                              f"cannot hold one range of its {n_src} sources and the partial sums")
@@ -113,11 +123,12 @@ def equal_bounds(n_src: int, parts: int, axons: int) -> np.ndarray | None:
     return bounds
 
 
-def _fill_parts(net, profile, pres, bounds, first_core):
+def _fill_parts(net, profile, pres, bounds, first_core, out_guess=None):
     """Every part filled in unit order onto cores of its own (compartments: one accumulator per gate on every
     part; memory: the part's synapses and input axons, plus at home one axon pointer and
     ``compartments_per_unit`` adder synapses per remote part; input axons: the distinct sources in the
-    range, plus at home one per remote part). Output axons are not limited here."""
+    range, plus at home one per remote part; output axons: at home `out_guess` [h] per unit (the cores its
+    spikes reach; None: not limited), on a remote part one per unit, its partial sum's home)."""
     mem, cpu = profile.memory, profile.core.compartments_per_unit
     P = len(bounds) - 1
     part_syn = np.stack([pres[:, bounds[p]:bounds[p + 1]].sum(1) for p in range(P)], 1)   # [h, P]
@@ -131,17 +142,20 @@ def _fill_parts(net, profile, pres, bounds, first_core):
             if p and not part_syn[j, p]:
                 continue                         # no synapse of unit j in this range: no part
             extra = int(remote[j]) if p == 0 else 0
+            o_j = (float(out_guess[j]) if out_guess is not None else 0.0) if p == 0 else 1.0
             add_bits = int(part_syn[j, p]) * mem.synapse_bits + mem.state_bits_per_unit + \
                 extra * (mem.axon_pointer_bits + cpu * mem.synapse_bits)
             if started:
                 ranged = int(np.count_nonzero(mask | block[j]))
                 if not core_fits(profile, (units + 1) * cpu, (bits + add_bits + ranged * mem.axon_pointer_bits) / 8.0,
-                                 ranged + extras + extra):
+                                 ranged + extras + extra, outs + o_j):
                     core += 1
                     started = False
             if not started:
                 units, bits, extras, mask, started = 0, 0, 0, np.zeros(block.shape[1], bool), True
+                outs = 0.0
             mask |= block[j]
+            outs += o_j
             units += 1
             bits += add_bits
             extras += extra
@@ -194,27 +208,44 @@ def split_synops(fan_in_T: np.ndarray, fan_rec_T: np.ndarray, a_in: np.ndarray |
     return np.bincount(pc[ok], weights=per[ok], minlength=n_cores).astype(np.int64), per
 
 
-def split_core_map(nets: list[LayerNet], profile: ChipProfile):
+def split_core_map(nets: list[LayerNet], profile: ChipProfile, rounds: int = 5):
     """A layer-by-layer in-order placement (`model.CoreMap`, slots in core order), each layer on cores of
     its own. Per layer: split (`split_layer`) when some unit's fan-in exceeds a core's input axons, or when
     the split needs fewer cores than the sequential fill (the trade: fewer cores, more messages); else the
-    sequential baseline's fill. Graded-spike profiles only: a binary profile refuses an over-limit fan-in as
-    `capacity.check_fan_in` does."""
+    sequential baseline's fill. Output axons (the cores a unit's spikes reach, which the other layers' fills
+    decide) are refined as `placement.sequential_placement` does: filled again with each unit's reach of
+    the previous round until no core exceeds the limit (at most `rounds` rounds; the source ranges stay).
+    Graded-spike profiles only: a binary profile refuses an over-limit fan-in as `capacity.check_fan_in` does."""
     from .capacity import check_fan_in
     from .model import CoreMap
     if not profile.spikes.graded:
         check_fan_in(nets, profile)
-    core_of, splits, n = [], [], 0
-    for net in nets:
-        split = split_layer(net, profile, n) if profile.spikes.graded else None
-        if not needs_split(net, profile):
-            (co,), k = fill_sequential([net], profile, [1.0])
-            if split is None or k <= split[2]:
-                split = (co + n, None, k)
-        home, sp, k = split
-        core_of.append(home)
-        splits.append(sp)
-        n += k
+    guess, chosen = [None] * len(nets), [None] * len(nets)
+    for _ in range(rounds):
+        core_of, splits, n = [], [], 0
+        for l, net in enumerate(nets):
+            split = None
+            if profile.spikes.graded and (chosen[l] is None or chosen[l] is not False):
+                split = split_layer(net, profile, n, guess[l], chosen[l])
+            if chosen[l] is None and not needs_split(net, profile) or chosen[l] is False:
+                g = 1.0 if guess[l] is None else float(np.max(guess[l], initial=1.0))
+                (co,), k = fill_sequential([net], profile, [g])
+                if split is None or k <= split[2]:
+                    split = (co + n, None, k)
+            home, sp, k = split
+            chosen[l] = False if sp is None else sp.bounds
+            core_of.append(home)
+            splits.append(sp)
+            n += k
+        reach = split_dest_cores([(x.conn_in, x.conn_rec) for x in nets], core_of, splits, n)
+        guess = [r.sum(1).astype(np.float64) for r in reach]
+        out = sum(np.bincount(core_of[l], weights=guess[l], minlength=n) for l in range(len(nets)))
+        for sp in splits:
+            if sp is not None:
+                pc = sp.part_core[:, 1:]
+                out += np.bincount(pc[pc >= 0], minlength=n)
+        if not (out > profile.core.output_axons).any():
+            break
     return CoreMap(core_of, np.arange(n), n, None, splits if any(s is not None for s in splits) else None)
 
 

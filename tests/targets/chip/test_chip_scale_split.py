@@ -73,6 +73,28 @@ def _recount_cores(nets, pl, profile):
     return (bits + axons * m.axon_pointer_bits) / 8, axons, comp
 
 
+def _recount_out_axons(nets, pl):
+    """Per core: for each unit it is home to, the distinct cores holding a synapse from that unit (its own
+    layer's recurrent synapses, the next layer's input synapses); for each remote part, one (its home)."""
+    def where(l, s):                              # core of each unit's synapses from source s of layer l
+        sp = pl.splits[l] if pl.splits else None
+        if sp is None:
+            return np.asarray(pl.core_of[l])
+        return sp.part_core[:, int(np.searchsorted(sp.bounds, s, side="right")) - 1]
+    out = np.zeros(pl.n_cores, np.int64)
+    for l, net in enumerate(nets):
+        for i in range(net.hidden):
+            dests = set(where(l, net.n_in + i)[net.conn_rec[:, i] > 0].tolist())
+            if l + 1 < len(nets):
+                dests |= set(where(l + 1, i)[nets[l + 1].conn_in[:, i] > 0].tolist())
+            out[pl.core_of[l][i]] += len(dests)
+        sp = pl.splits[l] if pl.splits else None
+        if sp is not None:
+            pc = sp.part_core[:, 1:]
+            np.add.at(out, pc[pc >= 0], 1)
+    return out
+
+
 def test_memory_bound_is_the_synapse_memory_over_core_memory(tmp_path):
     profile = _loihi2(tmp_path, synapse_memory_bytes=16384, input_axons=256)
     nets = _scaled_nets()
@@ -84,8 +106,9 @@ def test_memory_bound_is_the_synapse_memory_over_core_memory(tmp_path):
 
 def test_split_of_a_crowded_model_lands_within_twice_the_bound_and_every_limit(tmp_path):
     """Unsplit, layers 0 and 1 hold one unit per core (~360 cores); split by source range the model fits in
-    at most 2x its memory bound, every core within its memory, input axons and compartments (recounted)."""
-    profile = _loihi2(tmp_path, synapse_memory_bytes=16384, input_axons=256)
+    at most 2x its memory bound, every core within its memory, input and output axons and compartments
+    (recounted; 400 output axons bind the home cores)."""
+    profile = _loihi2(tmp_path, synapse_memory_bytes=16384, input_axons=256, output_axons=400)
     nets = _scaled_nets()
     bound = memory_bound(nets, profile)["cores"]
     unsplit = sum(len(np.unique(c)) for c in sequential_placement(nets, profile, 100).core_of)
@@ -96,6 +119,9 @@ def test_split_of_a_crowded_model_lands_within_twice_the_bound_and_every_limit(t
     assert (mem <= profile.core.synapse_memory_bytes).all()
     assert (axons <= profile.core.input_axons).all()
     assert (comp <= profile.core.compartments).all()
+    out = _recount_out_axons(nets, pl)
+    assert (out <= profile.core.output_axons).all()
+    assert np.array_equal(out, pl.costs.output_axons)
     assert np.array_equal(axons, pl.costs.input_axons)                     # the estimate counts the same axons
     assert np.allclose(mem, pl.costs.memory_bytes, atol=1)
     assert layout_summary(pl.layout).startswith("layout: verified local optimum")
