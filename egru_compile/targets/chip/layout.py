@@ -268,7 +268,7 @@ def layout_summary(stats: dict) -> str:
     """One line on the layout search's end: a verified local optimum, or where it stopped and by how much its
     last full sweep improved the cost (``stats``: the `layout` statistics)."""
     if not stats or "cost" not in stats:
-        return "layout: in-order (no layout search)"
+        return "layout: in-order slots (no layout search)"
     start = stats.get("chosen", "?")
     runs = f"{stats.get('perturbation_rounds_run', 0)} of {stats.get('perturbation_rounds', 0)} perturbation rounds"
     cost = stats["cost"]

@@ -369,6 +369,8 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     info["chosen"] = name
     info["candidates"] = ms
     info["layout_line"] = layout_summary(ours.layout)
+    if ours.layout is None:                  # the baseline's own slots kept: say how the searched ones ended
+        info["layout_line"] += "".join(f"; {n}: {layout_summary(pl.layout)[8:]}" for n, pl in cands if pl.layout)
     if obj.never_worse:
         rejected = [(n, ms[n]) for n, _ in cands if n != name and not all(_le(ms[n][q], base[q]) for q in MEASURES)]
         info["trade"] = _trade(name, ms[name], base, rejected)
