@@ -281,4 +281,4 @@ def layout_summary(stats: dict) -> str:
         f"the cap of {stats['max_sweeps']} sweeps"
     return (f"layout: stopped early at {why} ({stats['cores']:,} cores, {start} start, "
             f"{stats.get('sweeps', 0)} sweeps, {runs}; not a verified local optimum: the last full sweep improved "
-            f"the cost by {gain:,.1f} ({pct:.2f} %); cost {cost:,.1f})")
+            f"the cost by {gain:,.1f} ({pct:.2g} %); cost {cost:,.1f})")
