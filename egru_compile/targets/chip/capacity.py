@@ -25,6 +25,17 @@ def core_memory_bytes(profile: ChipProfile, synapses, input_axons, units, synaps
             + units * m.state_bits_per_unit + 7) // 8
 
 
+def memory_bound(nets: list[LayerNet], profile: ChipProfile) -> dict:
+    """The fewest cores any placement of `nets` needs (a lower bound): every synapse (``synapse_bits``) and
+    every unit's state in some core's synaptic memory, every unit's compartments in some core — input-axon
+    pointers, which depend on the placement, left out. ``cores``: that bound; ``bytes``: the memory."""
+    m, lim = profile.memory, profile.core
+    bits = sum(int(n.synapses.sum()) * m.synapse_bits + n.hidden * m.state_bits_per_unit for n in nets)
+    units = sum(n.hidden for n in nets)
+    cores = max(-(-bits // (8 * lim.synapse_memory_bytes)), -(-units // profile.units_per_core))
+    return {"cores": int(cores), "bytes": (bits + 7) // 8, "core_bytes": int(lim.synapse_memory_bytes)}
+
+
 def fits_memory(profile: ChipProfile, synapses: int, input_axons: int, units: int) -> bool:
     return core_memory_bytes(profile, synapses, input_axons, units) <= profile.core.synapse_memory_bytes
 

@@ -45,19 +45,26 @@ class AssignmentCosts:
             t[src] += rows
         return t
 
-    def at(self, slot_of_core: np.ndarray) -> CoreCosts:
-        """The full estimate with the cores in `slot_of_core`."""
+    def at(self, slot_of_core: np.ndarray, dense: bool = True) -> CoreCosts:
+        """The full estimate with the cores in `slot_of_core`; ``dense`` False leaves out the [cores, cores]
+        traffic matrix (``traffic`` None: the messages in / out per core are summed per layer instead; a
+        17,000-core baseline's matrix alone is 2.3 GB)."""
         n, L = len(self.units), len(self.layer_traffic)
         model = CostModel(self.profile)
         slots = np.asarray(slot_of_core)
         energy = np.zeros(n)
         busy = np.zeros((L, n))
         hops_out = np.zeros(n)
-        traffic = np.zeros((n, n))
+        traffic = np.zeros((n, n)) if dense else None
+        t_in, t_out = np.zeros(n), np.zeros(n)
         for l, (src, t) in enumerate(self.layer_traffic):
             energy += self.compute_pj[l]
             busy[l] += self.compute_ns[l]
-            traffic[src] += t
+            if dense:
+                traffic[src] += t
+            else:
+                t_in += t.sum(0)
+                t_out[src] += t.sum(1)
             # a spike's delivery time counts toward the phase of the layer that produced it; the per-row sums
             # are linear in the traffic, so adding them per layer equals one pass over the summed matrix
             h_l, pj_l, ns_l = _rowwise_link_sums(model, t, slots[src], slots)
@@ -67,8 +74,10 @@ class AssignmentCosts:
         units = self.units
         memory = core_memory_bytes(self.profile, self.syn, self.in_axons, units)
         cpu = self.profile.core.compartments_per_unit
+        if dense:
+            t_in, t_out = traffic.sum(0), traffic.sum(1)
         return CoreCosts(units, units * cpu, self.syn, self.in_axons, self.out_axons, memory, self.syn.copy(),
-                         self.mac_events, traffic.sum(0), traffic.sum(1), hops_out, energy, busy, traffic)
+                         self.mac_events, t_in, t_out, hops_out, energy, busy, traffic)
 
 
 def _rowwise_link_sums(model: CostModel, traffic_rows: np.ndarray, src_slots: np.ndarray, slots: np.ndarray,
@@ -130,3 +139,81 @@ def estimate_assignment(nets: list[LayerNet], core_of: list[np.ndarray], n: int,
 def evaluate(nets: list[LayerNet], pl: Placement, profile: ChipProfile, calibrated: bool) -> CoreCosts:
     """The estimate of placement `pl` (both stages)."""
     return estimate_assignment(nets, pl.core_of, pl.n_cores, profile, calibrated).at(pl.slot_of_core)
+
+
+def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: bool):
+    """`model.CoreCosts` of a split mapping (`split_core_map`), charged by `costs.CostModel` like
+    `estimate.AssignmentCosts.at`: per core the unit-parts it holds (``units``: accumulators of one unit's
+    gates), their synapses (plus ``compartments_per_unit`` adder synapses per partial sum received) and axons,
+    the MACs (exact per part from the calibration's per-source counts), the update of every remote part's
+    ``compartments_per_unit`` accumulators each token (charged as a unit that fires in a token the part sends,
+    a silent one otherwise), spikes to every core holding a
+    target synapse, and one partial-sum message per (unit, remote part) and token in which the part gets an
+    event (probability from the sources' rates taken as independent; uncalibrated: every token)."""
+    from .split import SplitLayer, psum_bits, split_dest_cores
+    model, cpu, n, L = CostModel(profile), profile.core.compartments_per_unit, cm.n_cores, len(nets)
+    slots = np.asarray(cm.slot_of_core)[:n]
+    z = lambda: np.zeros(n)  # noqa: E731
+    units, syn, axons, out_axons, macs, mac_ev, hops, energy = z(), z(), z(), z(), z(), z(), z(), z()
+    busy, traffic = np.zeros((L, n)), np.zeros((n, n))
+    splits = cm.splits or [None] * L
+    reach = split_dest_cores([(x.conn_in, x.conn_rec) for x in nets], cm.core_of, splits, n)
+    pbits = psum_bits(profile)
+    for l, net in enumerate(nets):
+        T = net.tokens if calibrated else 0
+        home = np.asarray(cm.core_of[l])
+        sp = splits[l] or SplitLayer(np.array([0, net.n_in + net.hidden]), home[:, None])
+        pres = np.concatenate([net.conn_in, net.conn_rec], axis=1)          # int8 synapse counts (0..3)
+        src_f = net.source_fires if T and net.source_fires is not None else None
+        src_rate = src_f / T if src_f is not None else np.ones(pres.shape[1])
+        rate = net.fires / T if T else np.ones(net.hidden)
+        syn_ops, part_upd, part_act = z(), z(), z()
+        for p in range(sp.parts):
+            lo, hi = sp.bounds[p], sp.bounds[p + 1]
+            pc = sp.part_core[:, p]
+            ok = pc >= 0
+            blk = pres[ok, lo:hi]
+            units += np.bincount(pc[ok], minlength=n)
+            syn += np.bincount(pc[ok], weights=blk.sum(1), minlength=n)
+            macs += np.bincount(pc[ok], weights=blk.sum(1), minlength=n)
+            ids, present = group_sum(blk > 0, pc[ok], n, bool, compact=True)
+            axons[ids] += present.sum(1)
+            if src_f is not None:
+                mac_ev += np.bincount(pc[ok], weights=blk @ src_f[lo:hi], minlength=n)
+            syn_ops += np.bincount(pc[ok], weights=blk @ src_rate[lo:hi], minlength=n)
+            if p == 0:
+                continue
+            # partial sums: P(part gets an event) = 1 - prod(1 - rate) over its distinct sources
+            silent = np.exp((blk > 0) @ np.log1p(-np.minimum(src_rate[lo:hi], 1 - 1e-12)))
+            pr = 1.0 - silent if T else np.ones(int(ok.sum()))
+            h_pr, pj, ns = model.route(slots[pc[ok]], slots[home[ok]], pbits)
+            snd, rcv = pc[ok], home[ok]
+            syn += np.bincount(rcv, minlength=n) * cpu                   # adder synapses at home
+            axons += np.bincount(rcv, minlength=n)
+            out_axons += np.bincount(snd, minlength=n)
+            syn_ops += np.bincount(rcv, weights=pr * cpu, minlength=n)   # the adds
+            part_upd += np.bincount(snd, minlength=n) * cpu              # the part's accumulators, every token,
+            part_act += np.bincount(snd, weights=pr * cpu, minlength=n)  # active in a token it sends
+            hops += np.bincount(snd, weights=pr * h_pr, minlength=n)
+            energy += np.bincount(snd, weights=pr * pj, minlength=n)
+            busy[l] += np.bincount(snd, weights=pr * ns, minlength=n)
+            np.add.at(traffic, (snd, rcv), pr)
+        h_units = np.bincount(home, minlength=n)
+        act = np.bincount(home, weights=rate * cpu, minlength=n)
+        pj, ns = model.compute(syn_ops, act + part_act, h_units * cpu - act + part_upd - part_act)
+        energy += pj
+        busy[l] += ns
+        out_axons += np.bincount(home, weights=reach[l].sum(1), minlength=n)
+        src, rows = group_sum(reach[l], home, n, np.float64, weights=rate, compact=True)
+        traffic[src] += rows
+        h_l, pj_l, ns_l = _rowwise_link_sums(model, rows, slots[src], slots)
+        hops[src] += h_l
+        energy[src] += pj_l
+        busy[l, src] += ns_l
+    units = units.astype(np.int64)
+    syn = syn.astype(np.int64)
+    axons = axons.astype(np.int64)
+    memory = core_memory_bytes(profile, syn, axons, units)
+    return CoreCosts(units, units * cpu, syn, axons, out_axons.astype(np.int64), memory, macs.astype(np.int64),
+                     np.rint(mac_ev).astype(np.int64) if calibrated else None, traffic.sum(0), traffic.sum(1),
+                     hops, energy, busy, traffic)

@@ -128,8 +128,10 @@ def _gather(indptr, rows: np.ndarray):
 
 
 def _local_search(indptr, nbr, wt, mesh: _Mesh, slot_of: np.ndarray, n_slots: int, work: int,
-                  max_sweeps: int, deadline: float) -> tuple[np.ndarray, int, bool]:
-    """Sweeps of best-candidate moves. Candidates of core a: the K slots (other tiles) where a alone would
+                  max_sweeps: int, deadline: float) -> tuple[np.ndarray, int, bool, float]:
+    """Sweeps of best-candidate moves -> (slots, sweeps, converged, cost saved by the last full sweep);
+    converged: a full sweep over every core found no improving move (a verified local optimum), not a sweep
+    cut short by the `deadline`. Candidates of core a: the K slots (other tiles) where a alone would
     cost least given its partners; K = work / average degree (all slots on small problems, at least 8). A
     move to an empty slot costs C_a(s) - C_a(p); a swap with occupant b adds C_b(p) - C_b(s) + 2 W_ab d(p, s),
     all from the two cores' partner lists."""
@@ -140,11 +142,13 @@ def _local_search(indptr, nbr, wt, mesh: _Mesh, slot_of: np.ndarray, n_slots: in
     k = int(min(n_slots - 1, max(8, work // deg)))
     sweeps = 0
     converged = False
+    last_gain = 0.0
     while sweeps < max_sweeps:
         sweeps += 1
-        moved = 0
+        moved, gain, complete = 0, 0.0, True
         for a in range(n):
             if a % 256 == 255 and time.perf_counter() > deadline:
+                complete = False
                 break
             lo, hi = indptr[a], indptr[a + 1]
             if lo == hi:
@@ -179,49 +183,63 @@ def _local_search(indptr, nbr, wt, mesh: _Mesh, slot_of: np.ndarray, n_slots: in
                 if bb >= 0:
                     slot_of[bb] = p
                 moved += 1
+                gain -= float(delta[i])
+        if not complete:
+            break
+        last_gain = gain
         if moved == 0:
             converged = True
             break
         if time.perf_counter() > deadline:
             break
-    return slot_of, sweeps, converged
+    return slot_of, sweeps, converged, last_gain
 
 
 def layout(traffic, profile: ChipProfile, n: int, chips: int, metric: str = "hops", work: int = 4000,
            max_sweeps: int = 200, budget_s: float = 40.0, big: int = 2000, seed: int = 0,
-           info: dict | None = None) -> np.ndarray:
+           info: dict | None = None, start: np.ndarray | None = None) -> np.ndarray:
     """Slot of each of the n logical cores on `chips` chips (see the module docstring). `traffic`: dense
     [n, n] spikes per token, or a CSR triple from `sparse_symmetric`. `metric`: ``hops`` (spike-hops, energy
-    as a tie-break) or ``energy`` (pJ). After the two starts, small problems get iterated local search:
-    rounds of random perturbation (a few cores swapped) + local search, kept when cheaper; the number of
-    rounds depends only on the problem size, so the result is deterministic — unless the search runs past
-    `budget_s` seconds (only on thousands of cores), where it stops after the current sweep. `info`
-    (optional dict) receives the search statistics."""
+    as a tie-break) or ``energy`` (pJ). `start`: a slot map that replaces the identity start (e.g. a split
+    layer's parts next to their home cores, `split.interleaved_slots`). After the starts, small problems get
+    iterated local search: rounds of random perturbation (a few cores swapped) + local search, kept when
+    cheaper; the number of rounds depends only on the problem size, so the result is deterministic — unless
+    the search runs past `budget_s` seconds (only on thousands of cores), where it stops within the current
+    sweep. `info` (optional dict) receives the search statistics, among them ``converged`` (the result passed
+    a full sweep without an improving move: a verified local optimum), ``last_sweep_gain`` (cost its last
+    full sweep saved) and ``cost`` (`layout_summary` says it in words)."""
     n_slots = chips * profile.chip.cores
     if n_slots < n:
         raise ValueError(f"{n} cores do not fit on {chips} chip(s)")
     indptr, nbr, wt = traffic if isinstance(traffic, tuple) else sparse_symmetric(traffic)
     mesh = _Mesh(profile, n_slots, metric)
-    deadline = time.perf_counter() + budget_s
+    t_all = time.perf_counter()
+    deadline = t_all + budget_s
     best, best_cost, stats = None, np.inf, {}
+    first = "identity" if start is None else "given"
     # both starts on small problems; on large ones (> `big` cores) only the greedy one, which starts far
-    # closer to a good layout than the identity (PTB-size: 63,400 vs 87,300 before the search)
-    starts = ("identity", "greedy") if n <= big else ("greedy",)
+    # closer to a good layout than the identity (PTB-size: 63,400 vs 87,300 before the search) — or the
+    # given start only
+    starts = (first, "greedy") if n <= big else ((first,) if start is not None else ("greedy",))
     for name in starts:
         t0 = time.perf_counter()
-        start = np.arange(n, dtype=np.int64) if name == "identity" else \
-            _greedy_start(indptr, nbr, wt, mesh, n, n_slots)
-        before = layout_cost(indptr, nbr, wt, mesh, start) if len(starts) > 1 else None
-        slot_of, sweeps, conv = _local_search(indptr, nbr, wt, mesh, start, n_slots, work, max_sweeps, deadline)
-        cost = layout_cost(indptr, nbr, wt, mesh, slot_of) if len(starts) > 1 else 0.0
+        s0 = np.arange(n, dtype=np.int64) if name == "identity" else np.asarray(start, np.int64).copy() \
+            if name == "given" else _greedy_start(indptr, nbr, wt, mesh, n, n_slots)
+        before = layout_cost(indptr, nbr, wt, mesh, s0)
+        slot_of, sweeps, conv, gain = _local_search(indptr, nbr, wt, mesh, s0, n_slots, work, max_sweeps, deadline)
+        cost = layout_cost(indptr, nbr, wt, mesh, slot_of)
         stats[name] = {"before": before, "after": cost, "sweeps": sweeps, "converged": conv,
                        "seconds": time.perf_counter() - t0}
-        if cost < best_cost - 1e-9:
+        if cost < best_cost - 1e-9 or best is None:
             best, best_cost, stats["chosen"] = slot_of, cost, name
+            stats["converged"], stats["last_sweep_gain"], stats["sweeps"] = conv, gain, sweeps
     rounds = int(min(30, 4e6 // max(len(nbr) * max(n, 1) // 50, 1))) if 2 < n <= big else 0
     rng = np.random.default_rng(seed)
-    kept = 0
+    kept = done = 0
     for _ in range(rounds):
+        if time.perf_counter() > deadline:
+            break
+        done += 1
         trial = best.copy()
         occ = -np.ones(n_slots, np.int64)
         occ[trial] = np.arange(n)
@@ -232,12 +250,35 @@ def layout(traffic, profile: ChipProfile, n: int, chips: int, metric: str = "hop
             if b >= 0:
                 trial[b] = trial[a]
             trial[a] = s
-        trial, _, _ = _local_search(indptr, nbr, wt, mesh, trial, n_slots, work, max_sweeps, deadline)
+        trial, sweeps, conv, gain = _local_search(indptr, nbr, wt, mesh, trial, n_slots, work, max_sweeps, deadline)
         cost = layout_cost(indptr, nbr, wt, mesh, trial)
         if cost < best_cost - 1e-9:
             best, best_cost = trial, cost
+            stats["converged"], stats["last_sweep_gain"], stats["sweeps"] = conv, gain, sweeps
             kept += 1
-    stats["perturbation_rounds"], stats["perturbations_kept"], stats["cost"] = rounds, kept, best_cost
+    stats.update(perturbation_rounds=rounds, perturbation_rounds_run=done, perturbations_kept=kept,
+                 cost=best_cost, cores=n, budget_s=budget_s, max_sweeps=max_sweeps,
+                 seconds=time.perf_counter() - t_all)
     if info is not None:
         info.update(stats)
     return best
+
+
+def layout_summary(stats: dict) -> str:
+    """One line on the layout search's end: a verified local optimum, or where it stopped and by how much its
+    last full sweep improved the cost (``stats``: the `layout` statistics)."""
+    if not stats or "cost" not in stats:
+        return "layout: in-order slots (no layout search)"
+    start = stats.get("chosen", "?")
+    runs = f"{stats.get('perturbation_rounds_run', 0)} of {stats.get('perturbation_rounds', 0)} perturbation rounds"
+    cost = stats["cost"]
+    if stats.get("converged"):
+        return (f"layout: verified local optimum ({stats['cores']:,} cores, {start} start, {runs}; a full sweep "
+                f"found no improving move; cost {cost:,.1f}, {stats['seconds']:.1f} s)")
+    gain = stats.get("last_sweep_gain", 0.0)
+    pct = 100 * gain / (cost + gain) if cost + gain > 0 else 0.0
+    why = f"the {stats['budget_s']:g} s budget" if stats["seconds"] >= stats["budget_s"] else \
+        f"the cap of {stats['max_sweeps']} sweeps"
+    return (f"layout: stopped early at {why} ({stats['cores']:,} cores, {start} start, "
+            f"{stats.get('sweeps', 0)} sweeps, {runs}; not a verified local optimum: the last full sweep improved "
+            f"the cost by {gain:,.1f} ({pct:.2g} %); cost {cost:,.1f})")

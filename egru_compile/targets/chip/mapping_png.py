@@ -218,7 +218,7 @@ def _draw_links(ax, m, costs, profile, lay, pos, LineCollection) -> str:
         ax.add_collection(LineCollection(segs, colors="#ff8c00", linewidths=widths, alpha=0.85, capstyle="butt",
                                          zorder=7))
         return f"orange lines: mesh links, width by messages/token (busiest {top:,.1f}, simulated)"
-    if costs is None:
+    if costs is None or costs.traffic is None:
         return "no link loads"
     tr = costs.traffic + costs.traffic.T
     np.fill_diagonal(tr, 0)

@@ -73,6 +73,7 @@ class Placement:
     objective: str = ""
     costs: CoreCosts | None = field(default=None, repr=False, compare=False)
     splits: list | None = None           # per layer: `split.SplitLayer` or None (fan-in split placements)
+    layout: dict | None = field(default=None, repr=False, compare=False)   # `layout.layout`'s statistics
 
     def core_map(self, decoder=None) -> CoreMap:
         """What the chip program holds (with the decoder's cores and slots when it is placed on chip)."""

@@ -124,3 +124,17 @@ def dest_cores(fans: list[tuple[np.ndarray, np.ndarray]], core_of: list[np.ndarr
 def net_reach(nets: list[LayerNet], core_of: list[np.ndarray], n_cores: int) -> list[np.ndarray]:
     """`dest_cores` of the placement's view of the network (connectivity of `build_network`)."""
     return dest_cores([(n.conn_in, n.conn_rec) for n in nets], core_of, n_cores)
+
+
+def release_freed_heap() -> None:
+    """Give memory the process has freed but the C allocator still holds back to the system (glibc's
+    ``malloc_trim``; a no-op elsewhere). The frontend and the passes free gigabytes of small and mid-size
+    blocks (27M synapses: 1.3 GB of a 2.8 GB resident set) that the placement's and the simulator's large
+    arrays (fresh memory maps) would never reuse."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

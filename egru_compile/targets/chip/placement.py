@@ -19,15 +19,16 @@ import math
 import numpy as np
 
 from .capacity import (CoreOccupancy, check_fan_in, core_fits, core_memory_bytes, fill_sequential,  # noqa: F401
-                       required_chips_error, unit_memory_bytes, violations)
+                       memory_bound, required_chips_error, unit_memory_bytes, violations)
 from .costs import CostModel, hop_matrices, slot_coords  # noqa: F401 (the placement API's geometry)
-from .estimate import estimate_assignment, evaluate  # noqa: F401
-from .layout import layout
-from .model import CoreCosts, Placement, PlacementError  # noqa: F401
-from .network import LayerNet, net_reach
+from .estimate import estimate_assignment, estimate_split, evaluate  # noqa: F401
+from .layout import layout, layout_summary
+from .model import CoreCosts, CoreMap, Placement, PlacementError  # noqa: F401
+from .network import LayerNet, net_reach, release_freed_heap
 from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from .partition import partition_layer, unit_cost
 from .profile import ChipProfile
+from .split import crowded, interleaved_slots, needs_split, split_core_map
 
 __all__ = ["Placement", "PlacementError", "CoreCosts", "place", "evaluate", "violations", "sequential_placement",
            "balanced_placement", "required_chips_error", "slot_coords", "hop_matrices", "OBJECTIVES",
@@ -135,7 +136,28 @@ def _laid_out(est, pl: Placement, profile, info, name, **extra) -> Placement:
     slots = layout(est.traffic, profile, pl.n_cores, pl.chips, info=stats)
     if info is not None:
         info.update(extra, layout=stats)
-    return Placement(name or pl.name, pl.core_of, slots, pl.n_cores, pl.chips, pl.objective, est.at(slots))
+    return Placement(name or pl.name, pl.core_of, slots, pl.n_cores, pl.chips, pl.objective, est.at(slots),
+                     layout=stats)
+
+
+def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = ""):
+    """`model.Placement` ``split`` of `split_core_map` with its estimate (`estimate_split`); what the compile
+    placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds a core's input
+    axons (the same in-order fill is then its own baseline), or when a layer is `crowded` and the split needs
+    fewer cores than the sequential baseline (compared with it in the report). Its layout: the mesh layout
+    search (`layout.layout`) from `interleaved_slots` (a unit's parts next to its home core), on the
+    estimate's traffic (spikes and partial sums)."""
+    cm = split_core_map(nets, profile)
+    chips = max(1, -(-cm.n_cores // profile.chip.cores))
+    start = interleaved_slots(cm)
+    first = estimate_split(nets, CoreMap(cm.core_of, start, cm.n_cores, None, cm.splits), profile, calibrated)
+    stats: dict = {}
+    slots = layout(first.traffic, profile, cm.n_cores, chips, start=start, info=stats)
+    cm = CoreMap(cm.core_of, slots, cm.n_cores, None, cm.splits)
+    pl = Placement("split", cm.core_of, cm.slot_of_core, cm.n_cores, chips, objective, splits=cm.splits,
+                   layout=stats)
+    pl.costs = estimate_split(nets, cm, profile, calibrated)
+    return pl
 
 
 def _unit_ns(nets, core_of, n: int, profile: ChipProfile, calibrated: bool) -> list[np.ndarray]:
@@ -244,6 +266,17 @@ def _trade(name: str, m: dict, base: dict, rejected: list[tuple[str, dict]]) -> 
     return "; ".join(parts)
 
 
+def _split_trade(split: Placement, seq: Placement, m: dict, base: dict) -> str:
+    """The report's sentence when the fan-in split is kept for its cores (`place`)."""
+    won = [q for q in MEASURES if not _le(base[q], m[q])]
+    out = (f"fan-in split: {split.n_cores:,} cores vs the sequential baseline's {seq.n_cores:,} (an axon-bound "
+           "layer holds fewer than 2 units per core there), no worse on messages, hops and latency; kept "
+           "without partitions of the baseline's cores")
+    if won:
+        out += "; " + ", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, m[q])} vs {_fmt(q, base[q])}" for q in won) + " better"
+    return out
+
+
 def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objective: str = DEFAULT_OBJECTIVE,
           info: dict | None = None) -> tuple[Placement, Placement]:
     """(sequential baseline, ours) for the same network, each with its estimate (``costs``); ours starts from
@@ -260,26 +293,47 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     candidate), ``candidates`` (name -> measures) and ``trade`` (one sentence for the report: what the
     choice wins, where it keeps the baseline's figure, why the others were dropped). ``latency``: spare
     cores of the occupied chips go to the bottleneck layer (more packets, lower max load). When the baseline
-    needs more than `max_chips` chips, ours is the baseline (the caller reports `required_chips_error`)."""
+    needs more than `max_chips` chips, ours is the baseline (the caller reports `required_chips_error`).
+
+    Graded-spike profiles: when a layer's fan-in exceeds the input axons, the fan-in split is both (its own
+    baseline). When the baseline is `split.crowded` (an axon-bound layer with fewer than 2 units per core)
+    and the split needs at most half its cores and is no worse on messages, hops and latency, ``traffic``
+    keeps it without building partitions of the baseline's cores (the 107M-synapse model: 17k axon-bound
+    cores vs 1.6k); otherwise the split is one more candidate under the never-worse rule."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
-    from .split import crowded, needs_split, split_placement
+    release_freed_heap()                             # before the placement's large arrays
+    if info is not None:
+        info["memory_bound"] = memory_bound(nets, profile)
     if profile.spikes.graded and any(needs_split(net, profile) for net in nets):
         split = split_placement(nets, profile, calibrated, objective)    # partial-sum fan-in split (`split`)
+        if info is not None:
+            info["layout_line"] = layout_summary(split.layout)
         return split, split
     obj = OBJECTIVES[objective]
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
-    seq.costs = seq_est.at(seq.slot_of_core)
     split = None                                     # < 2 units per core in a layer: the fan-in split competes
     if profile.spikes.graded and crowded(seq):
         split = split_placement(nets, profile, calibrated, objective)
         if split.n_cores >= seq.n_cores:
             split = None
-    if seq.chips > max_chips:
-        return seq, (split if split is not None else seq)
+    # the baseline's [cores, cores] traffic only where it may be kept (no split taking its place)
+    seq.costs = seq_est.at(seq.slot_of_core, dense=split is None or 2 * split.n_cores > seq.n_cores)
     info = {} if info is None else info
+    if split is not None and obj.compete_baseline and 2 * split.n_cores <= seq.n_cores:
+        # axon-bound baseline, memory-bound split: a split no worse on messages, hops and latency is kept
+        # without building partitions of the baseline's thousands of one-unit cores
+        m, base = measures(split, profile), measures(seq, profile)
+        if all(_le(m[q], base[q]) for q in MEASURES):
+            info.update(chosen="fan-in split", candidates={"fan-in split": m, "sequential baseline": base},
+                        trade=_split_trade(split, seq, m, base), layout_line=layout_summary(split.layout))
+            return seq, split
+    if seq.chips > max_chips:
+        if info is not None:
+            info["layout_line"] = layout_summary((split or seq).layout)
+        return seq, (split if split is not None else seq)
     base_k = layer_core_counts(seq)
     ours = balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k, objective=objective,
                               info=info)
@@ -288,6 +342,7 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     if not obj.compete_baseline:                     # latency: the split only where it is faster
         if split is not None and measures(split, profile)["latency_ns"] < measures(ours, profile)["latency_ns"]:
             ours = split
+        info["layout_line"] = layout_summary(ours.layout)
         return seq, ours
     cands = [("partitioned", ours)] + ([("fan-in split", split)] if split is not None else [])
     small = ours.n_cores <= RELAYOUT_MAX_CORES
@@ -313,6 +368,9 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     name, ours = min(ok or cands, key=lambda c: tuple(round(ms[c[0]][q], 6) for q in MEASURES))
     info["chosen"] = name
     info["candidates"] = ms
+    info["layout_line"] = layout_summary(ours.layout)
+    if ours.layout is None:                  # the baseline's own slots kept: say how the searched ones ended
+        info["layout_line"] += "".join(f"; {n}: {layout_summary(pl.layout)[8:]}" for n, pl in cands if pl.layout)
     if obj.never_worse:
         rejected = [(n, ms[n]) for n, _ in cands if n != name and not all(_le(ms[n][q], base[q]) for q in MEASURES)]
         info["trade"] = _trade(name, ms[name], base, rejected)

@@ -111,7 +111,8 @@ def compare_baseline(ours: dict, base: dict, objective: str, choice: dict | None
     """Chosen placement vs the sequential baseline (RNN cores of both) on hops, latency and energy; names the
     objective that targets a quantity on which the chosen placement loses. `choice` (the ``info`` of
     `placement.place`): which candidate was kept (``chosen``) and the trade it made (``trade``)."""
-    out = {"chosen": (choice or {}).get("chosen"), "trade": (choice or {}).get("trade")}
+    out = {"chosen": (choice or {}).get("chosen"), "trade": (choice or {}).get("trade"),
+           "layout": (choice or {}).get("layout_line"), "memory_bound": (choice or {}).get("memory_bound")}
     for q in ("hops_out", "latency_ns", "energy_pj"):
         a, b = ours.get(q) or 0.0, base.get(q) or 0.0
         key = "hops" if q == "hops_out" else q
@@ -187,6 +188,7 @@ def text_report(m: dict) -> str:
     mem = [c["memory_bytes"] / c["memory_limit_bytes"] for c in cores]
     lines.append(f"synaptic memory: {sum(c['memory_bytes'] for c in cores) / 2**20:.2f} MiB{mark(fl, 'memory_bytes')}"
                  f" on {len(cores)} cores, utilisation mean {100 * np.mean(mem):.1f} % max {100 * np.max(mem):.1f} %")
+    lines += _bound_lines(m)
     key = "synops_estimated" if m["calibrated"] else "synops_static"
     syn = np.array([c[key] for c in cores], float)
     lines.append(f"synops/token: total {syn.sum():,.0f} ({key}"
@@ -224,6 +226,20 @@ def text_report(m: dict) -> str:
     lines += estimated_vs_simulated(m)
     lines += footnote(fl, p["name"])
     return "\n".join(lines) + "\n"
+
+
+def _bound_lines(m: dict) -> list[str]:
+    """The synaptic-memory bound (`capacity.memory_bound`) and the layout search's end (`layout.layout_summary`)."""
+    c = m.get("comparison") or {}
+    out = []
+    if c.get("memory_bound"):
+        b, n = c["memory_bound"], len(m["cores"])
+        out.append(f"synaptic-memory bound: {b['cores']:,} cores (the RNN's synapses and unit state, "
+                   f"{b['bytes'] / 2**20:.1f} MiB, at {b['core_bytes'] / 1024:g} KiB per core; axon pointers "
+                   f"excluded); this mapping: {n:,} RNN cores = {n / b['cores']:.2f}x the bound")
+    if c.get("layout"):
+        out.append(c["layout"])
+    return out
 
 
 def decoder_lines(m: dict) -> list[str]:

@@ -52,15 +52,15 @@ def default_backend() -> str:
 
 
 def _gate_fan(M, h: int) -> np.ndarray:
-    """[h, n_pre] non-zero synapses (gates summed) from presynaptic unit i into unit j, from the stored
+    """[h, n_pre] int8 non-zero synapses (gates summed) from presynaptic unit i into unit j, from the stored
     values as the cores hold them (an explicitly stored zero is no synapse)."""
     d = M.to_dense() != 0
-    return d[:h].astype(np.int32) + d[h:2 * h] + d[2 * h:3 * h]
+    return d[:h].astype(np.int8) + d[h:2 * h] + d[2 * h:3 * h]          # 0..3: int8 (sums widen to int64)
 
 
 def _core_sums(fan_T: np.ndarray, active: np.ndarray, core_of: np.ndarray, n: int) -> np.ndarray:
     """[n] int64: per core, the synapses its units have from the `active` presynaptic units (`fan_T`
-    [n_pre, h] int32 per presynaptic unit, `core_of` [h])."""
+    [n_pre, h] int8 per presynaptic unit, `core_of` [h])."""
     per_unit = fan_T[active].sum(0, dtype=np.int64)
     return np.bincount(core_of, weights=per_unit, minlength=n).astype(np.int64)
 
@@ -178,8 +178,8 @@ class ChipSimulator:
         self.dec = DecoderSide(stack, cores, profile, n)
         self.dec_core_of = self.dec.dec_core_of
         dec_fan, dec_dest = self.dec.first or (None, None)    # cores the last layer's spikes reach after it
-        # fan-out tables [presynaptic unit, postsynaptic unit] (int32): per step, the synapses on each core are
-        # the active rows summed, grouped by the postsynaptic units' cores (`_core_sums`)
+        # fan-out tables [presynaptic unit, postsynaptic unit] (int8; the decoder's int32): per step, the
+        # synapses on each core are the active rows summed, grouped by the postsynaptic units' cores (`_core_sums`)
         self.fin_T = [np.ascontiguousarray(f[0].T) for f in fans]
         self.frec_T = [np.ascontiguousarray(f[1].T) for f in fans]
         self.fin0 = np.bincount(self.core_of[0], weights=fans[0][0].sum(1), minlength=n).astype(np.int64)

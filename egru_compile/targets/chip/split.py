@@ -11,7 +11,8 @@ counted as ``psum_adds``, charged as synops). A remote part's accumulators are c
 update every token, charged like a unit's: ``neuron_active`` in a token the part sends its partial sum,
 ``neuron_inactive`` otherwise — as SANA-FE charges every neuron every step, and a spike's generation.
 
-`SplitLayer` is the data model (stored in program.npz by `program`, carried by `model.CoreMap.splits`);
+`SplitLayer` is the data model (stored in program.npz by `program`, carried by `model.CoreMap.splits`;
+`estimate.estimate_split` is its compile-time estimate);
 `split_layer` is the placer of one layer (in-order fill of every part under the core limits); `synapse_reach`
 and `split_synops` are the split-aware versions of `network.dest_cores` and the simulator's per-core synops.
 Binary-spike profiles never split (their spikes cannot carry a partial sum): `capacity.check_fan_in` names the
@@ -65,34 +66,71 @@ def source_bounds(n_src: int, axons: int, home_units: int = 1) -> np.ndarray:
                          f"{home_units} unit(s) per home core")
 
 
-def split_layer(net: LayerNet, profile: ChipProfile, first_core: int) -> tuple[np.ndarray, SplitLayer, int]:
+def split_layer(net: LayerNet, profile: ChipProfile, first_core: int, out_guess=None,
+                bounds=None) -> tuple[np.ndarray, SplitLayer, int]:
     """(home core of each unit, its `SplitLayer`, cores used) with this layer's cores numbered from
     `first_core`. The trade: wider ranges mean fewer parts (fewer partial-sum messages) but fewer units per
-    home core (each remote part takes an input axon there). Range widths for 1, 2, 4, ... units per home core
-    are tried (`source_bounds`); the one with the fewest cores wins, then the fewest parts."""
+    home core (each remote part takes an input axon there) and, near the axon limit, few units per part core
+    (their fan-in unions fill the axons). Candidates: ranges as wide as the axons allow for 1, 2, 4, ...
+    units per home core (`source_bounds`), and P = P_min ... P_min + 5 equal ranges (`equal_bounds`; ranges
+    well below the axon limit leave memory, not axons, binding). Of those the fewest parts whose core count
+    is within `SPLIT_CORE_SLACK` of the fewest wins (then the fewest cores). `out_guess` [h]: output axons
+    each unit's spikes need at home (`_fill_parts`); `bounds`: this source split only."""
     pres = np.concatenate([net.conn_in, net.conn_rec], axis=1)              # [h, n_src] int8 synapses (0..3)
-    best = None
+    axons, n_src = profile.core.input_axons, pres.shape[1]
+    if bounds is not None:
+        return _fill_parts(net, profile, pres, np.asarray(bounds), first_core, out_guess)
+    cands, seen = [], set()
     r = 1
     while r <= min(profile.units_per_core, 128):
         try:
-            bounds = source_bounds(pres.shape[1], profile.core.input_axons, r)
+            cands.append(source_bounds(n_src, axons, r))
         except PlacementError:
             break
-        home, sp, k = _fill_parts(net, profile, pres, bounds, first_core)
-        if best is None or (k, sp.parts) < (best[2], best[1].parts):
-            best = (home, sp, k)
         r *= 2
-    if best is None:
-        raise PlacementError(f"layer {net.index} cannot be split: a core's {profile.core.input_axons} input axons "
-                             f"cannot hold one range of its {pres.shape[1]} sources and the partial sums")
-    return best
+    p_min = -(-n_src // axons)
+    cands += [b for P in range(max(2, p_min), max(2, p_min) + 6) if (b := equal_bounds(n_src, P, axons)) is not None]
+    results = []
+    for bounds in cands:
+        if 0 < net.n_in < bounds[1]:
+            # the home range holds layer inputs only: its units' own spikes then never target their home
+            # cores, whose count (set by the output axons of the spikes they send) would feed back on itself
+            bounds = np.insert(bounds, 1, net.n_in)
+            if int(np.diff(bounds).max()) + len(bounds) - 2 > axons:
+                continue
+        if tuple(bounds) in seen:
+            continue
+        seen.add(tuple(bounds))
+        results.append(_fill_parts(net, profile, pres, bounds, first_core, out_guess))
+    if not results:
+        raise PlacementError(f"layer {net.index} cannot be split: a core's {axons} input axons "
+                             f"cannot hold one range of its {n_src} sources and the partial sums")
+    fewest = min(k for _, _, k in results)
+    return min((x for x in results if x[2] <= fewest * (1 + SPLIT_CORE_SLACK)),
+               key=lambda x: (x[1].parts, x[2]))
 
 
-def _fill_parts(net, profile, pres, bounds, first_core):
+#: a split with fewer parts (fewer partial-sum messages) is kept when it needs at most this much more cores
+SPLIT_CORE_SLACK = 0.05
+
+
+def equal_bounds(n_src: int, parts: int, axons: int) -> np.ndarray | None:
+    """`parts` contiguous ranges of (nearly) equal width over `n_src` sources, or None when one unit's home
+    core could not hold its range plus one axon per remote part."""
+    if parts > n_src:
+        return None
+    bounds = np.rint(np.linspace(0, n_src, parts + 1)).astype(np.int64)
+    if int(np.diff(bounds).max()) + parts - 1 > axons:
+        return None
+    return bounds
+
+
+def _fill_parts(net, profile, pres, bounds, first_core, out_guess=None):
     """Every part filled in unit order onto cores of its own (compartments: one accumulator per gate on every
     part; memory: the part's synapses and input axons, plus at home one axon pointer and
     ``compartments_per_unit`` adder synapses per remote part; input axons: the distinct sources in the
-    range, plus at home one per remote part). Output axons are not limited here."""
+    range, plus at home one per remote part; output axons: at home `out_guess` [h] per unit (the cores its
+    spikes reach; None: not limited), on a remote part one per unit, its partial sum's home)."""
     mem, cpu = profile.memory, profile.core.compartments_per_unit
     P = len(bounds) - 1
     part_syn = np.stack([pres[:, bounds[p]:bounds[p + 1]].sum(1) for p in range(P)], 1)   # [h, P]
@@ -106,17 +144,20 @@ def _fill_parts(net, profile, pres, bounds, first_core):
             if p and not part_syn[j, p]:
                 continue                         # no synapse of unit j in this range: no part
             extra = int(remote[j]) if p == 0 else 0
+            o_j = (float(out_guess[j]) if out_guess is not None else 0.0) if p == 0 else 1.0
             add_bits = int(part_syn[j, p]) * mem.synapse_bits + mem.state_bits_per_unit + \
                 extra * (mem.axon_pointer_bits + cpu * mem.synapse_bits)
             if started:
                 ranged = int(np.count_nonzero(mask | block[j]))
                 if not core_fits(profile, (units + 1) * cpu, (bits + add_bits + ranged * mem.axon_pointer_bits) / 8.0,
-                                 ranged + extras + extra):
+                                 ranged + extras + extra, outs + o_j):
                     core += 1
                     started = False
             if not started:
                 units, bits, extras, mask, started = 0, 0, 0, np.zeros(block.shape[1], bool), True
+                outs = 0.0
             mask |= block[j]
+            outs += o_j
             units += 1
             bits += add_bits
             extras += extra
@@ -169,27 +210,44 @@ def split_synops(fan_in_T: np.ndarray, fan_rec_T: np.ndarray, a_in: np.ndarray |
     return np.bincount(pc[ok], weights=per[ok], minlength=n_cores).astype(np.int64), per
 
 
-def split_core_map(nets: list[LayerNet], profile: ChipProfile):
+def split_core_map(nets: list[LayerNet], profile: ChipProfile, rounds: int = 5):
     """A layer-by-layer in-order placement (`model.CoreMap`, slots in core order), each layer on cores of
     its own. Per layer: split (`split_layer`) when some unit's fan-in exceeds a core's input axons, or when
     the split needs fewer cores than the sequential fill (the trade: fewer cores, more messages); else the
-    sequential baseline's fill. Graded-spike profiles only: a binary profile refuses an over-limit fan-in as
-    `capacity.check_fan_in` does."""
+    sequential baseline's fill. Output axons (the cores a unit's spikes reach, which the other layers' fills
+    decide) are refined as `placement.sequential_placement` does: filled again with each unit's reach of
+    the previous round until no core exceeds the limit (at most `rounds` rounds; the source ranges stay).
+    Graded-spike profiles only: a binary profile refuses an over-limit fan-in as `capacity.check_fan_in` does."""
     from .capacity import check_fan_in
     from .model import CoreMap
     if not profile.spikes.graded:
         check_fan_in(nets, profile)
-    core_of, splits, n = [], [], 0
-    for net in nets:
-        split = split_layer(net, profile, n) if profile.spikes.graded else None
-        if not needs_split(net, profile):
-            (co,), k = fill_sequential([net], profile, [1.0])
-            if split is None or k <= split[2]:
-                split = (co + n, None, k)
-        home, sp, k = split
-        core_of.append(home)
-        splits.append(sp)
-        n += k
+    guess, chosen = [None] * len(nets), [None] * len(nets)
+    for _ in range(rounds):
+        core_of, splits, n = [], [], 0
+        for l, net in enumerate(nets):
+            split = None
+            if profile.spikes.graded and (chosen[l] is None or chosen[l] is not False):
+                split = split_layer(net, profile, n, guess[l], chosen[l])
+            if chosen[l] is None and not needs_split(net, profile) or chosen[l] is False:
+                g = 1.0 if guess[l] is None else float(np.max(guess[l], initial=1.0))
+                (co,), k = fill_sequential([net], profile, [g])
+                if split is None or k <= split[2]:
+                    split = (co + n, None, k)
+            home, sp, k = split
+            chosen[l] = False if sp is None else sp.bounds
+            core_of.append(home)
+            splits.append(sp)
+            n += k
+        reach = split_dest_cores([(x.conn_in, x.conn_rec) for x in nets], core_of, splits, n)
+        guess = [r.sum(1).astype(np.float64) for r in reach]
+        out = sum(np.bincount(core_of[l], weights=guess[l], minlength=n) for l in range(len(nets)))
+        for sp in splits:
+            if sp is not None:
+                pc = sp.part_core[:, 1:]
+                out += np.bincount(pc[pc >= 0], minlength=n)
+        if not (out > profile.core.output_axons).any():
+            break
     return CoreMap(core_of, np.arange(n), n, None, splits if any(s is not None for s in splits) else None)
 
 
@@ -232,103 +290,42 @@ def psum_link_loads(ps: dict, tiles: np.ndarray, mesh, loads: np.ndarray) -> Non
         mesh.add_unicast_loads(loads, int(s), grid)
 
 
-def estimate_split(nets: list[LayerNet], cm, profile: ChipProfile, calibrated: bool):
-    """`model.CoreCosts` of a split mapping (`split_core_map`), charged by `costs.CostModel` like
-    `estimate.AssignmentCosts.at`: per core the unit-parts it holds (``units``: accumulators of one unit's
-    gates), their synapses (plus ``compartments_per_unit`` adder synapses per partial sum received) and axons,
-    the MACs (exact per part from the calibration's per-source counts), the update of every remote part's
-    ``compartments_per_unit`` accumulators each token (charged as a unit that fires in a token the part sends, a silent one otherwise), spikes to every core holding a
-    target synapse, and one partial-sum message per (unit, remote part) and token in which the part gets an
-    event (probability from the sources' rates taken as independent; uncalibrated: every token)."""
-    from .capacity import core_memory_bytes
-    from .costs import CostModel
-    from .estimate import _rowwise_link_sums
-    from .model import CoreCosts
-    model, cpu, n, L = CostModel(profile), profile.core.compartments_per_unit, cm.n_cores, len(nets)
-    slots = np.asarray(cm.slot_of_core)[:n]
-    z = lambda: np.zeros(n)  # noqa: E731
-    units, syn, axons, out_axons, macs, mac_ev, hops, energy = z(), z(), z(), z(), z(), z(), z(), z()
-    busy, traffic = np.zeros((L, n)), np.zeros((n, n))
-    splits = cm.splits or [None] * L
-    reach = split_dest_cores([(x.conn_in, x.conn_rec) for x in nets], cm.core_of, splits, n)
-    pbits = psum_bits(profile)
-    for l, net in enumerate(nets):
-        T = net.tokens if calibrated else 0
-        home = np.asarray(cm.core_of[l])
-        sp = splits[l] or SplitLayer(np.array([0, net.n_in + net.hidden]), home[:, None])
-        pres = np.concatenate([net.conn_in, net.conn_rec], axis=1)          # int8 synapse counts (0..3)
-        src_f = net.source_fires if T and net.source_fires is not None else None
-        src_rate = src_f / T if src_f is not None else np.ones(pres.shape[1])
-        rate = net.fires / T if T else np.ones(net.hidden)
-        syn_ops, part_upd, part_act = z(), z(), z()
-        for p in range(sp.parts):
-            lo, hi = sp.bounds[p], sp.bounds[p + 1]
-            pc = sp.part_core[:, p]
-            ok = pc >= 0
-            blk = pres[ok, lo:hi]
-            units += np.bincount(pc[ok], minlength=n)
-            syn += np.bincount(pc[ok], weights=blk.sum(1), minlength=n)
-            macs += np.bincount(pc[ok], weights=blk.sum(1), minlength=n)
-            ids, present = group_sum(blk > 0, pc[ok], n, bool, compact=True)
-            axons[ids] += present.sum(1)
-            if src_f is not None:
-                mac_ev += np.bincount(pc[ok], weights=blk @ src_f[lo:hi], minlength=n)
-            syn_ops += np.bincount(pc[ok], weights=blk @ src_rate[lo:hi], minlength=n)
-            if p == 0:
-                continue
-            # partial sums: P(part gets an event) = 1 - prod(1 - rate) over its distinct sources
-            silent = np.exp((blk > 0) @ np.log1p(-np.minimum(src_rate[lo:hi], 1 - 1e-12)))
-            pr = 1.0 - silent if T else np.ones(int(ok.sum()))
-            h_pr, pj, ns = model.route(slots[pc[ok]], slots[home[ok]], pbits)
-            snd, rcv = pc[ok], home[ok]
-            syn += np.bincount(rcv, minlength=n) * cpu                   # adder synapses at home
-            axons += np.bincount(rcv, minlength=n)
-            out_axons += np.bincount(snd, minlength=n)
-            syn_ops += np.bincount(rcv, weights=pr * cpu, minlength=n)   # the adds
-            part_upd += np.bincount(snd, minlength=n) * cpu              # the part's accumulators, every token,
-            part_act += np.bincount(snd, weights=pr * cpu, minlength=n)  # active in a token it sends
-            hops += np.bincount(snd, weights=pr * h_pr, minlength=n)
-            energy += np.bincount(snd, weights=pr * pj, minlength=n)
-            busy[l] += np.bincount(snd, weights=pr * ns, minlength=n)
-            np.add.at(traffic, (snd, rcv), pr)
-        h_units = np.bincount(home, minlength=n)
-        act = np.bincount(home, weights=rate * cpu, minlength=n)
-        pj, ns = model.compute(syn_ops, act + part_act, h_units * cpu - act + part_upd - part_act)
-        energy += pj
-        busy[l] += ns
-        out_axons += np.bincount(home, weights=reach[l].sum(1), minlength=n)
-        src, rows = group_sum(reach[l], home, n, np.float64, weights=rate, compact=True)
-        traffic[src] += rows
-        h_l, pj_l, ns_l = _rowwise_link_sums(model, rows, slots[src], slots)
-        hops[src] += h_l
-        energy[src] += pj_l
-        busy[l, src] += ns_l
-    units = units.astype(np.int64)
-    syn = syn.astype(np.int64)
-    axons = axons.astype(np.int64)
-    memory = core_memory_bytes(profile, syn, axons, units)
-    return CoreCosts(units, units * cpu, syn, axons, out_axons.astype(np.int64), memory, macs.astype(np.int64),
-                     np.rint(mac_ev).astype(np.int64) if calibrated else None, traffic.sum(0), traffic.sum(1),
-                     hops, energy, busy, traffic)
-
-
 def crowded(pl) -> bool:
     """Does some layer of placement `pl` hold fewer than 2 units per core on average (its units' fan-in
     unions exceed the input axons: the case where a split can need fewer cores)?"""
     return any(len(co) > 1 and 2 * len(np.unique(co)) > len(co) for co in pl.core_of)
 
 
-def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = ""):
-    """`model.Placement` ``split`` of `split_core_map` with its estimate (`estimate_split`); what the compile
-    placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds a core's input
-    axons (the same in-order fill is then its own baseline), or when a layer is `crowded` and the split needs
-    fewer cores than the sequential baseline (compared with it in the report)."""
-    from .model import Placement
-    cm = split_core_map(nets, profile)
-    chips = max(1, -(-cm.n_cores // profile.chip.cores))
-    pl = Placement("split", cm.core_of, cm.slot_of_core, cm.n_cores, chips, objective, splits=cm.splits)
-    pl.costs = estimate_split(nets, cm, profile, calibrated)
-    return pl
+def interleaved_slots(cm) -> np.ndarray:
+    """Slots (in core order) that put every split layer's part cores next to the home cores of the units they
+    serve: within a layer the cores are ordered by the mean home position of their units' (home core rank,
+    then part), so consecutive slots (a tile, then its neighbours) hold one group of units' home and parts.
+    Unsplit layers keep their order; layers follow each other."""
+    n = cm.n_cores
+    key = np.arange(n, dtype=np.float64)
+    for co, sp in zip(cm.core_of, cm.splits or [None] * len(cm.core_of)):
+        if sp is None:
+            continue
+        home = np.asarray(co)
+        cores = np.unique(sp.part_core[sp.part_core >= 0])
+        lo, hi = int(cores.min()), int(cores.max()) + 1
+        pos = np.zeros(n)
+        cnt = np.zeros(n)
+        for p in range(sp.parts):
+            pc = sp.part_core[:, p]
+            ok = pc >= 0
+            pos += np.bincount(pc[ok], weights=home[ok].astype(np.float64), minlength=n)
+            cnt += np.bincount(pc[ok], minlength=n)
+        mean = pos[lo:hi] / np.maximum(cnt[lo:hi], 1)
+        part = np.zeros(hi - lo)
+        for p in range(sp.parts):                          # a part core's part index breaks ties: home first
+            pc = sp.part_core[:, p]
+            part[np.unique(pc[pc >= 0]) - lo] = p
+        order = np.lexsort((part, mean))
+        key[lo:hi] = lo + np.argsort(order, kind="stable")
+    slots = np.empty(n, np.int64)
+    slots[np.argsort(key, kind="stable")] = np.arange(n)
+    return slots
 
 
 def split_info(pl, profile: ChipProfile) -> dict | None:
