@@ -14,7 +14,7 @@ Math of one layer (gate order z, r, g; hidden h; input n_in)::
 
 * scatter loops (:func:`scatter_columns`): each input column's non-zeros (input-major CSR, `layout.py`) in
   groups of 8 (indices read as 64-bit words, one vector multiply for the 8 products, then 8 scalar
-  read-modify-writes of acc); optionally several sparse columns walked in lock step (``interleave``, default 8):
+  read-modify-writes of acc); optionally several sparse columns walked in lock step (``interleave``; the spec's default is 1, `spec.EGRUKernelSpec`):
   a lone layer whose weights sit in L2/L3 is fastest with 1, but in the 3-layer stack the weights miss the
   caches and 8 streams in flight win.
 * :func:`update`: the gate / threshold / reset update, branch free and vectorisable (``fast``: a polynomial
