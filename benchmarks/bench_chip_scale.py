@@ -283,18 +283,22 @@ def main(argv=None):
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
     cmd = "python -m benchmarks.bench_chip_scale " + " ".join(argv if argv is not None else sys.argv[1:])
-    rows, cmds = {}, {}
+    rows, cmds, failed = {}, {}, []
     for scale in scales:
         ckpt = checkpoint(ckpt_dir, scale, ptb, a.activity)
         m = compile_one(ckpt, ptb, a.profile, a.calib_tokens, int(a.mem_limit_gb * 2 ** 20), keep)
         rows[(scale, a.profile)] = row(scale, a.profile, m)
         cmds[(scale, a.profile)] = cmd
         print(rows[(scale, a.profile)], flush=True)
+        if not m["ok"]:
+            failed.append(f"{scale} on {a.profile}: {m.get('error', '?')}")
     out = Path(a.out)
     text = merge(out, rows, cmds, INTRO)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
+    if failed:          # the row says so in the table; the exit status says so to scripts and CI
+        raise SystemExit("error: compile failed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":
