@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egru_compile.targets.chip import load_profile
 from egru_compile.targets.chip.capacity import memory_bound
 from egru_compile.targets.chip.layout import layout, layout_summary
 from egru_compile.targets.chip.network import LayerNet
@@ -20,16 +19,7 @@ from test_placement import _dense_cost, _profile
 
 
 def _loihi2(tmp_path, **core):
-    from egru_compile.targets.chip.profile import PROFILE_DIR
-    text = (PROFILE_DIR / "loihi2-like.toml").read_text()
-    for key, value in core.items():
-        lines = text.splitlines()
-        i = next(i for i, ln in enumerate(lines) if ln.split("=")[0].strip() == key)
-        lines[i] = f"{key} = {value}"
-        text = "\n".join(lines) + "\n"
-    p = tmp_path / "l2.toml"
-    p.write_text(text)
-    return load_profile(str(p))
+    return _profile(tmp_path, base="loihi2-like", file="l2.toml", **core)
 
 
 def _net(index, n_in, h, rng, keep=0.15):

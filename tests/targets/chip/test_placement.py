@@ -41,16 +41,15 @@ def _nets(sizes=(120, 160, 60), emb=40, density=0.1, seed=0, T=50):
     return nets
 
 
-def _profile(tmp_path, **changes):
-    """loihi-like with some [core]/[chip] numbers changed."""
-    base = load_profile("loihi-like")
-    text = open(base.source).read()
+def _profile(tmp_path, base: str = "loihi-like", file: str = "p.toml", **changes):
+    """Shipped profile `base` with some [core]/[chip] numbers changed, written to tmp_path / `file`."""
+    text = open(load_profile(base).source).read()
     for key, value in changes.items():
         lines = text.splitlines()
         i = next(i for i, ln in enumerate(lines) if ln.split("=")[0].strip() == key)
         lines[i] = f"{key} = {value}"
         text = "\n".join(lines) + "\n"
-    path = tmp_path / "p.toml"
+    path = tmp_path / file
     path.write_text(text)
     return load_profile(str(path))
 
