@@ -143,6 +143,15 @@ def test_doc_block_runs(page, block, tmp_path_factory):
     assert not changed, f"{page.relative_to(ROOT)} line {block['line']} wrote into the repository: {changed}"
 
 
+def test_blocks_write_into_their_working_directory():
+    """A doc block that writes to a fixed absolute path (`-o /tmp/x`) fails on the second run of the same machine
+    ("output directory already exists") and can collide with another user's files: blocks write relative paths
+    (the doc test runs each page in its own folder)."""
+    bad = [f"{p.relative_to(ROOT)}:{b['line']}" for p in PAGES for b in blocks(p)
+           if b["lang"] in RUN and re.search(r"(-o|--out|--ckpt-dir|--out-dir)[ =]+/", b["text"])]
+    assert not bad, f"blocks writing to an absolute path: {bad}"
+
+
 def test_readme_is_short():
     n = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
     assert n <= 200, f"README.md has {n} lines (≤ 200: detail belongs in docs/)"
