@@ -141,6 +141,11 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
         source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file,
                              projection_activation=req.projection_activation)
         graph = source.to_graph()
+    if spec is not None and source.vocab is None and source.kind == "evnn-state-dict":
+        import warnings
+        warnings.warn(f"{req.model} is an EvNN state_dict, which holds no vocabulary, and no {option('vocab')} "
+                      f"TRAIN.txt was given: the artifact cannot read or write text (eval, generate) until given "
+                      f"{option('vocab')} there; give it here to store it in the artifact")
     if req.verbose:
         echo(f"frontend: {source.kind} {req.model} -> {len(graph.nodes)} IR nodes "
              f"({(time.perf_counter() - t0) * 1e3:.0f} ms)", err=True)

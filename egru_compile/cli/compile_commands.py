@@ -17,7 +17,8 @@ from .options import (
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", help="target name (listed by `egru-compile --help` and `egru-compile targets`)")
 @click.option("-o", "--output", "out_dir", type=click.Path(),
-              help="output directory (default MODEL.TARGET; with --profile FILE.toml: MODEL.FILE)")
+              help="output directory (default ./STEM.TARGET in the current directory, STEM = the model file's "
+                   "name without extension; with --profile FILE.toml: ./STEM.FILE)")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False),
               help="training text whose first-appearance order gives the vocabulary (EvNN state_dicts)")
 @click.option("--passes", "passes", help="comma-separated pass pipeline (default: the standard pipeline)")
