@@ -15,9 +15,14 @@ INDEX_DTYPES = ("auto", "int16", "uint16", "int32")
 class EGRUKernelSpec:
     """Shape of the model the fused step is compiled for (validated at construction: it comes from manifests too).
 
-    embed_mode: "csc" (scatter the dense embedding row through W0, no extra memory), "table"
-        (precomputed ``E @ W0`` [V, 3h0]: skips the ~0.45 ns/nnz dense-input matvec, costs V*3h0*4
-        bytes) or "auto" (table when it needs <= table_limit_mb, resolved at construction).
+    embed_mode: "csc" (scatter the dense embedding row through W0, no extra memory), "table" (the embedding
+        folded into layer 0's input product: ``E @ W0`` [V, 3h0] float32 built at load time, one row read per
+        token instead of a dense-input matvec, costs V*3h0*4 bytes) or "auto" (table when it needs <=
+        table_limit_mb, resolved at construction: the fold-embedding pass's rule, `passes.fold_embedding`; the
+        tvm target decides by that pass and its ``fold_embedding`` / ``fold_max_mb`` options).
+    table_bias: the f32 / f16 table holds layer 0's z, r, g_x bias too (added in float64 before the table's one
+        rounding, `layout.fold_table`); False: the kernel adds it (the libraries of artifacts compiled before
+        the table held it: a manifest spec without this key). int8 layers add the bias after the scale.
     decoder_mode: "event" (walk the active units of y_last over rows of D^T) or "dense" (all rows,
         same vectorised code; for comparison).
     index_dtype: "auto" (int16 if 4h <= 32767, uint16 if <= 65535, else int32), or explicit.
@@ -48,7 +53,8 @@ class EGRUKernelSpec:
     decoder_chunk: int = 0
     decoder_unroll: int = 8
     interleave: int = 1
-    table_limit_mb: float = 512.0
+    table_limit_mb: float = 256.0            # = passes.fold_embedding.FOLD_MAX_MB
+    table_bias: bool = True
     projection: bool = False
     projection_activation: str = "identity"
     weight_dtype: str = "f32"
@@ -70,6 +76,8 @@ class EGRUKernelSpec:
         if self.embed_mode == "auto":
             table_mb = self.vocab_size * 3 * self.hidden_sizes[0] * 4 / 2 ** 20
             object.__setattr__(self, "embed_mode", "table" if table_mb <= self.table_limit_mb else "csc")
+        if not isinstance(self.table_bias, bool):
+            raise ValueError(f"table_bias must be true or false, got {self.table_bias!r}")
         if self.embed_mode not in ("csc", "table"):
             raise ValueError("embed_mode must be 'csc' or 'table'")
         if self.decoder_mode not in ("event", "dense"):
@@ -110,6 +118,7 @@ class EGRUKernelSpec:
         d = dict(d)
         if d.get("projection") and "projection_activation" not in d:
             d["projection_activation"] = "relu"      # a spec written before the activation was recorded
+        d.setdefault("table_bias", False)            # written before the folded table held the bias
         return cls(**d)
 
 

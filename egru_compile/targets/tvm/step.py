@@ -14,7 +14,9 @@ last layer's events are scattered through P (``p_ptr/p_idx/p_val``) into ``pacc[
 compressed (``pei/pev/pen``), and the event decoder walks those.
 
 Layer 0's input (a dense embedding row) is either scattered column by column (``embed_mode="csc"``) or read
-from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
+from the folded gate table ``tab[V, 3h0] = E @ W0 + b`` (``embed_mode="table"``; `layout.fold_table`: float64,
+rounded once; int8 layers: E @ W0's integer values, the scale and the bias after the sum; ``spec.table_bias``
+False: the kernel adds the bias, as libraries compiled before the table held it did).
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
         if l == 0 and spec.embed_mode == "table":
             tab = a["tab"]
             with tir.loop("o", 3 * h) as o:
-                T.buffer_store(acc, tab[tk, o] if q8 else b[o] + tab[tk, o], [o])
+                T.buffer_store(acc, tab[tk, o] if q8 or spec.table_bias else b[o] + tab[tk, o], [o])
             with tir.loop("o_g", 3 * h if q8 else h) as o:
                 T.buffer_store(acc, T.float32(0.0) if q8 else b[3 * h + o], [3 * h + o])
         else:
