@@ -55,6 +55,7 @@ class EGRUKernelSpec:
     interleave: int = 1
     table_limit_mb: float = 256.0            # = passes.fold_embedding.FOLD_MAX_MB
     table_bias: bool = True
+    prefetch: int = 0
     projection: bool = False
     projection_activation: str = "identity"
     weight_dtype: str = "f32"
@@ -62,7 +63,7 @@ class EGRUKernelSpec:
 
     def __post_init__(self):
         for name, least in (("vocab_size", 1), ("embedding_size", 1), ("decoder_chunk", 0), ("decoder_unroll", 0),
-                            ("interleave", 0)):
+                            ("interleave", 0), ("prefetch", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")

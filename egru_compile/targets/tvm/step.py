@@ -96,12 +96,12 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
                 ev_in = (a[f"ei{l - 1}"], a[f"ev{l - 1}"], a[f"en{l - 1}"])
                 if stats_row is not None:
                     tir.fanout_count(w[0], ev_in[0], ev_in[2], macs, add_macs)
-                tir.scatter_events(*w, acc, *ev_in, spec.interleave)
+                tir.scatter_events(*w, acc, *ev_in, spec.interleave, prefetch=spec.prefetch)
         ev_own = (a[f"ei{l}"], a[f"ev{l}"], a[f"en{l}"])
         r = (a[f"r{l}_ptr"], a[f"r{l}_idx"], a[f"r{l}_val"])
         if stats_row is not None:
             tir.fanout_count(r[0], ev_own[0], ev_own[2], macs, add_macs)
-        tir.scatter_events(*r, acc, *ev_own, spec.interleave)
+        tir.scatter_events(*r, acc, *ev_own, spec.interleave, prefetch=spec.prefetch)
         if q8:
             tir.update_scaled(h, acc, b, a[f"s{l}"], a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], fast)
         else:
