@@ -38,6 +38,10 @@ class EGRUKernelSpec:
         [E, V]). ``projection_activation`` a: "relu" (EvNN's 2023 code): ReLU, compression of its non-zeros,
         the event decoder over those; "identity" (EvNN >= 0.2.0): the output is graded and signed, so the
         decoder reads all E rows (dense mode's code).
+    prefetch: with interleave 1, the batch-1 scatter loops prefetch the values and indices of the event column
+        this many columns ahead (software prefetch: the rows of random columns are short — a few KiB, one or
+        two pages — so the hardware prefetchers start each one late); 0 = off. The arithmetic and its order are
+        unchanged (results bit for bit the same). The shared-read batched kernels do not use it.
     weight_dtype: value dtype of the layers' W and R ("f32", "f16": float16 widened in the kernel, "int8":
         quantize-int8's int8 values with the per-output scale applied after the sum — `layout.py`).
     decoder_dtype: value dtype of the decoder rows D^T (same choices; int8: per-vocabulary-row scale applied
@@ -55,7 +59,7 @@ class EGRUKernelSpec:
     interleave: int = 1
     table_limit_mb: float = 256.0            # = passes.fold_embedding.FOLD_MAX_MB
     table_bias: bool = True
-    prefetch: int = 0
+    prefetch: int = 1
     projection: bool = False
     projection_activation: str = "identity"
     weight_dtype: str = "f32"
@@ -120,6 +124,7 @@ class EGRUKernelSpec:
         if d.get("projection") and "projection_activation" not in d:
             d["projection_activation"] = "relu"      # a spec written before the activation was recorded
         d.setdefault("table_bias", False)            # written before the folded table held the bias
+        d.setdefault("prefetch", 0)                  # ... and before the step kernels prefetched
         return cls(**d)
 
 

@@ -153,7 +153,9 @@ def scatter_columns(ptr, idx, val, acc, n, col: Index, wgt: Index, interleave: i
     per non-zero for the plain scalar loop on Zen 4, 750 -> 1350 at 85 % sparsity). With ``interleave`` = G > 1,
     G columns are walked in lock step (more independent streams in flight: wins when the weights are not cache
     resident, e.g. the whole PTB stack; costs ~25 % when one layer sits in L2/L3); indices inside one column
-    are distinct, so the read-modify-writes of one column never conflict."""
+    are distinct, so the read-modify-writes of one column never conflict. With G = 1 and ``prefetch`` = D > 0,
+    the cache lines of column c + D's values and indices are prefetched before column c is added (the sums
+    and their order are unchanged)."""
     U = SCATTER_GROUP
     G = max(1, int(interleave))
     if G > 1:

@@ -72,6 +72,18 @@ def test_fused_step_parity(hidden, embed_mode, index_dtype, interleave):
     np.testing.assert_allclose(r.run(toks[20:]), ref[20:], atol=TOL, rtol=0)
 
 
+def test_prefetch_changes_no_result():
+    """The software prefetch of the next event column (spec.prefetch) leaves every sum and its order as they
+    are: the logits are bit-identical to the kernel without it, and match the reference."""
+    E, layers, db = rand_model(hidden=(96, 64), emb=64, seed=8)
+    toks = np.random.default_rng(9).integers(0, E.shape[0], 40)
+    ref, _ = reference_run(toks, E, layers, E, db)
+    plain = TVMStepRunner(E, layers, db, prefetch=0).run(toks)
+    assert np.abs(plain - ref).max() <= TOL
+    np.testing.assert_array_equal(TVMStepRunner(E, layers, db, prefetch=2).run(toks), plain)
+    assert EGRUKernelSpec.from_dict({"vocab_size": 3, "embedding_size": 2, "hidden_sizes": [4]}).prefetch == 0
+
+
 def test_precise_math_and_untied_decoder():
     E, layers, db = rand_model(hidden=(20, 12), emb=16, seed=3)
     D = np.random.default_rng(4).standard_normal((E.shape[0], 12)).astype(np.float32) * 0.3
