@@ -244,8 +244,9 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                 "projection": _projection_macs(graph), "decoder_precision": dec_record,
                 "projection_activation": stack.projection_activation}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, index dtype "
-               f"{spec.index_dtype}, decoder {spec.decoder_mode}"
+    idts = "/".join(dict.fromkeys(spec.layer_index_dtype(l) for l in range(len(stack.layers))))
+    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, {idts} indices, "
+               f"decoder {spec.decoder_mode}"
                f"{_projection_words(stack)}; "
                f"kernels {'copied from the compile cache' if cached else 'compiled'} in {compile_s:.1f} s for {tgt}\n"
                f"{fold['note']}\n{dec_record['note']}")
