@@ -12,27 +12,11 @@ from click.testing import CliRunner
 
 from conftest import random_lm
 from egru_compile.cli import main
-from tvm_reference import reference_run
+from tvm_reference import rand_model, reference_run
 
 pytest.importorskip("tvm")
 
 from egru_compile.targets.tvm import EGRUKernelSpec, TVMStepRunner  # noqa: E402
-
-
-def _model(vocab=40, emb=12, hidden=(20, 12), seed=0, sparsity=0.8):
-    rng = np.random.default_rng(seed)
-    E = rng.uniform(-0.5, 0.5, (vocab, emb)).astype(np.float32)
-    layers, n_in = [], emb
-    for h in hidden:
-        W = (rng.standard_normal((n_in, 3 * h)) / np.sqrt(n_in * (1 - sparsity))).astype(np.float32)
-        R = (rng.standard_normal((h, 3 * h)) / np.sqrt(h * (1 - sparsity))).astype(np.float32)
-        W[rng.random(W.shape) < sparsity] = 0
-        R[rng.random(R.shape) < sparsity] = 0
-        layers.append(dict(W=W, R=R, b=rng.normal(0, 0.2, 3 * h).astype(np.float32),
-                           br=rng.normal(0, 0.2, 3 * h).astype(np.float32),
-                           thr=rng.uniform(0.0, 0.3, h).astype(np.float32)))
-        n_in = h
-    return E, layers, rng.normal(0, 0.1, vocab).astype(np.float32)
 
 
 def _gx0_of_zero_state(r: TVMStepRunner, tok: int) -> np.ndarray:
@@ -44,7 +28,7 @@ def _gx0_of_zero_state(r: TVMStepRunner, tok: int) -> np.ndarray:
 
 
 def test_f32_table_is_the_float64_recount_of_E_W0_plus_bias():
-    E, layers, db = _model()
+    E, layers, db = rand_model(vocab=40, emb=12, hidden=(20, 12), sparsity=0.8)
     L0, h = layers[0], 20
     r = TVMStepRunner(E, layers, db, embed_mode="table")
     b64, br64 = L0["b"].astype(np.float64), L0["br"].astype(np.float64)
@@ -57,7 +41,7 @@ def test_f32_table_is_the_float64_recount_of_E_W0_plus_bias():
 
 def test_int8_table_is_E_times_the_integer_values():
     """int8 layers: the table holds E @ W0's int8 values (float64, rounded once); scale and bias come after."""
-    E, layers, db = _model(seed=1)
+    E, layers, db = rand_model(vocab=40, emb=12, hidden=(20, 12), sparsity=0.8, seed=1)
     rng = np.random.default_rng(2)
     q = []
     for L in layers:
@@ -80,7 +64,7 @@ def test_int8_table_is_E_times_the_integer_values():
 def test_folded_unfolded_and_old_spec_tables_match_the_reference():
     """table (bias in the table), csc (no table) and a spec written before the table held the bias (the
     kernel adds it) give the IR op semantics' logits; a manifest spec without ``table_bias`` is the old kind."""
-    E, layers, db = _model(hidden=(24, 12), emb=12, seed=3)
+    E, layers, db = rand_model(vocab=40, emb=12, hidden=(24, 12), sparsity=0.8, seed=3)
     toks = np.random.default_rng(4).integers(0, E.shape[0], 40)
     ref, _ = reference_run(toks, E, layers, E, db)
     old = EGRUKernelSpec.from_dict({k: v for k, v in EGRUKernelSpec(40, 12, (24, 12)).to_dict().items()
