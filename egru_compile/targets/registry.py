@@ -275,6 +275,6 @@ def parse_option(text: str) -> tuple[str, Any]:
         except ValueError:
             raise TargetError(f"--option {key}={value}: expected a number") from None
         if not math.isfinite(number) or meta.get("min") is not None and number < meta["min"]:
-            raise TargetError(f"--option {key}={value}: expected a number >= {meta.get('min', '-inf')}")
+            raise TargetError(f"--option {key}={value}: expected a finite number >= {meta.get('min', '-inf')}")
         return name, number
     return name, value

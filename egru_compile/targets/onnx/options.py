@@ -65,6 +65,8 @@ class OnnxOptions:
             self.fold_embedding = fold_mode(self.fold_embedding)
         except ValueError as e:
             raise OnnxLoweringError(f"onnx {e}") from None
+        if not float(self.fold_max_mb) >= 0:
+            raise OnnxLoweringError(f"--fold-max-mb {self.fold_max_mb}: expected a number >= 0")
         if self.weight_dtype not in ("auto", "f32", "f16", "int8"):
             raise OnnxLoweringError(f"onnx weight_dtype must be 'auto', 'f32', 'f16' or 'int8', "
                                     f"not {self.weight_dtype!r}")

@@ -171,6 +171,8 @@ def embedding_fold(graph, stack: EGRUStack, options: dict, int8: bool) -> dict:
     except ValueError as e:
         raise EgruError(f"tvm {e}") from None
     max_mb = float(options["fold_max_mb"]) if options.get("fold_max_mb") is not None else FOLD_MAX_MB
+    if not max_mb >= 0:                    # NaN or negative (click's FloatRange lets NaN through)
+        raise EgruError(f"--fold-max-mb {max_mb}: expected a number >= 0")
     before = {id(n): n.attrs.get("fold_embedding") for n in graph.nodes}
     fold_embedding(graph, mode, max_mb)
     marked = [n for n in graph.nodes if n.attrs.get("fold_embedding")]

@@ -121,7 +121,8 @@ def test_compile_options_decide_the_fold_and_the_manifest_says_its_size(lm):
 @pytest.mark.parametrize("flags,message", [
     (("--fold-embedding", "maybe"), "'maybe' is not one of"),
     (("--fold-max-mb", "-1"), "-1.0 is not in the range"),
-    (("--option", "fold_max_mb=nan"), "expected a number >= 0"),
+    (("--option", "fold_max_mb=nan"), "expected a finite number >= 0"),
+    (("--fold-max-mb", "nan"), "--fold-max-mb nan: expected a number >= 0"),
 ])
 def test_bad_fold_options_are_one_line_errors(lm, flags, message):
     d, _ = lm
@@ -134,6 +135,6 @@ def test_api_checks_fold_max_mb(lm):
     import egru_compile as ec
     from egru_compile.errors import EgruError
     d, _ = lm
-    with pytest.raises(EgruError, match="fold_max_mb=-2: expected a number >= 0"):
+    with pytest.raises(EgruError, match="fold_max_mb=-2: expected a finite number >= 0"):
         ec.compile(d / "m.pt", "tvm", d / "bad_api", fold_max_mb=-2)
     assert not (d / "bad_api").exists()
