@@ -140,14 +140,14 @@ def _laid_out(est, pl: Placement, profile, info, name, **extra) -> Placement:
                      layout=stats)
 
 
-def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = ""):
-    """`model.Placement` ``split`` of `split_core_map` with its estimate (`estimate_split`); what the compile
-    placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds a core's input
-    axons (the same in-order fill is then its own baseline), or when a layer is `crowded` and the split needs
-    fewer cores than the sequential baseline (compared with it in the report). Its layout: the mesh layout
-    search (`layout.layout`) from `interleaved_slots` (a unit's parts next to its home core), on the
-    estimate's traffic (spikes and partial sums)."""
-    cm = split_core_map(nets, profile)
+def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = "", cm=None):
+    """`model.Placement` ``split`` of `split_core_map` (or its result `cm`) with its estimate (`estimate_split`);
+    what the compile placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds
+    a core's input axons (the same in-order fill is then its own baseline), or when it needs fewer cores than
+    the sequential baseline (it splits some layer, or a layer is `crowded`; compared with it in the report).
+    Its layout: the mesh layout search (`layout.layout`) from `interleaved_slots` (a unit's parts next to its
+    home core), on the estimate's traffic (spikes and partial sums)."""
+    cm = split_core_map(nets, profile) if cm is None else cm
     chips = max(1, -(-cm.n_cores // profile.chip.cores))
     start = interleaved_slots(cm)
     first = estimate_split(nets, CoreMap(cm.core_of, start, cm.n_cores, None, cm.splits), profile, calibrated)
@@ -296,10 +296,12 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     needs more than `max_chips` chips, ours is the baseline (the caller reports `required_chips_error`).
 
     Graded-spike profiles: when a layer's fan-in exceeds the input axons, the fan-in split is both (its own
-    baseline). When the baseline is `split.crowded` (an axon-bound layer with fewer than 2 units per core)
-    and the split needs at most half its cores and is no worse on messages, hops and latency, ``traffic``
-    keeps it without building partitions of the baseline's cores (the 107M-synapse model: 17k axon-bound
-    cores vs 1.6k); otherwise the split is one more candidate under the never-worse rule."""
+    baseline). When `split.split_core_map` needs fewer cores than the baseline (it splits some layer by
+    source range, or the baseline is `split.crowded`: fewer than 2 units per core in a layer), the split
+    competes: if it needs at most half the baseline's cores and is no worse on messages, hops and latency,
+    ``traffic`` keeps it without building partitions of the baseline's cores (the 107M-synapse model: 17k
+    axon-bound cores vs 1.6k); otherwise it is one more candidate under the never-worse rule (the 27M model
+    on loihi2-like: its output-axon-bound layer 0 and input-axon-bound layer 1 fit on fewer cores split)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
     release_freed_heap()                             # before the placement's large arrays
@@ -314,11 +316,11 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
-    split = None                                     # < 2 units per core in a layer: the fan-in split competes
-    if profile.spikes.graded and crowded(seq):
-        split = split_placement(nets, profile, calibrated, objective)
-        if split.n_cores >= seq.n_cores:
-            split = None
+    split = None                                     # a split needing fewer cores than the baseline competes
+    if profile.spikes.graded:
+        cm = split_core_map(nets, profile)           # (in-order fills; laid out only when it may compete)
+        if (cm.splits is not None or crowded(seq)) and cm.n_cores < seq.n_cores:
+            split = split_placement(nets, profile, calibrated, objective, cm)
     # the baseline's [cores, cores] traffic only where it may be kept (no split taking its place)
     seq.costs = seq_est.at(seq.slot_of_core, dense=split is None or 2 * split.n_cores > seq.n_cores)
     info = {} if info is None else info
