@@ -45,11 +45,12 @@ def choose_split(nets, profile, calibrated: bool, seq, seq_costs, info: dict | N
     maps = []
     for k in range(len(layers), 0, -1):
         for sub in combinations(layers, k):
-            for keep in (None, seq.core_of) if k < len(nets) else (None,):   # the others refilled / as the baseline
-                cm = full if k == len(layers) and keep is None else \
-                    split_core_map(nets, profile, only=set(sub), keep=keep)
-                if cm.n_cores < seq.n_cores and cm.splits is not None:
-                    maps.append((sub, cm))
+            cm = full if k == len(layers) else split_core_map(nets, profile, only=set(sub))
+            variants = [cm]
+            unsplit = [l for l, sp in enumerate(cm.splits or [None] * len(nets)) if sp is None]
+            if any(not _same_groups(cm.core_of[l], seq.core_of[l]) for l in unsplit):
+                variants.append(split_core_map(nets, profile, only=set(sub), keep=seq.core_of))
+            maps += [(sub, v) for v in variants if v.n_cores < seq.n_cores and v.splits is not None]
     if not layers and full.n_cores < seq.n_cores:                # crowded, nothing split: the refill itself
         maps.append(((), full))
     cands, pick = [], None                       # estimated in order of cores, up to the first within the margin
@@ -72,3 +73,8 @@ def choose_split(nets, profile, calibrated: bool, seq, seq_costs, info: dict | N
                 f"({base / 1e3:.1f} us): the baseline's {seq.n_cores:,} cores kept")
         info["split_choice"] = head + (f"; dropped for latency: {'; '.join(dropped)}" if dropped else "")
     return pick[1] if pick else None
+
+
+def _same_groups(a, b) -> bool:
+    """Do unit -> core maps `a` and `b` group the units alike (core numbers aside)?"""
+    return bool(np.array_equal(np.unique(a, return_inverse=True)[1], np.unique(b, return_inverse=True)[1]))
