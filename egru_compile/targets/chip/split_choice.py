@@ -8,10 +8,10 @@ core (33k synops per token vs 14k unsplit), and the simulated latency rose 254 -
 message it injects, the longest route, the barrier — the simulator's latency model) with the sequential
 baseline's, and keeps the subset with the fewest cores whose phase latency is at most
 `SPLIT_LATENCY_MARGIN` above the baseline's. Each subset is tried with the other layers refilled (fewer
-cores where the split frees their output axons) and on the baseline's own cores (their phase as short as the
-baseline's: the 27M model's layer 0, whose refill holds more units and so more dense input per core). A subset is filled and estimated
-in-order (`split.interleaved_slots`, no layout search): the layout moves routes, which are a small part of a
-phase (under 1 us of ~100 us at 27M synapses)."""
+cores where the split frees their output axons) and, where that changes their grouping, on the baseline's own
+cores (their phases no longer: the 27M model's layer 0, whose refill holds more units and so more dense input
+per core). A subset is filled and estimated in-order (`split.interleaved_slots`, no layout search): the layout
+moves routes, which are a small part of a phase (under 1 us of ~100 us at 27M synapses)."""
 from __future__ import annotations
 
 from itertools import combinations
@@ -21,7 +21,7 @@ import numpy as np
 from .capacity import violations
 from .estimate import estimate_split
 from .model import CoreMap
-from .split import crowded, split_core_map, interleaved_slots
+from .split import crowded, interleaved_slots, split_core_map
 
 #: a split subset is kept when its estimated phase latency is at most this much above the baseline's
 SPLIT_LATENCY_MARGIN = 0.02
@@ -38,8 +38,8 @@ def choose_split(nets, profile, calibrated: bool, seq, seq_costs, info: dict | N
     receives one sentence for the report (which layers split, the cores and phase latency against the
     baseline's, the subsets dropped for their latency)."""
     full = split_core_map(nets, profile)
-    if full.n_cores >= seq.n_cores or (full.splits is None and not crowded(seq)):
-        return None
+    if full.splits is None and (full.n_cores >= seq.n_cores or not crowded(seq)):
+        return None                              # (a subset of the split layers may need fewer cores than all)
     layers = [l for l, s in enumerate(full.splits or []) if s is not None]
     base = phase_latency(seq_costs)
     maps = []

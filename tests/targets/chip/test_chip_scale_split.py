@@ -203,3 +203,25 @@ def test_layout_statement_verified_optimum_or_stopped_early(tmp_path):
     assert gain > 0 and one["last_sweep_gain"] == pytest.approx(gain, rel=1e-9)
     line = layout_summary(one)
     assert line.startswith("layout: stopped early") and "not a verified local optimum" in line
+
+
+def test_split_core_map_splits_only_the_named_layers_and_keeps_the_baseline_cores(tmp_path):
+    """`split_core_map(only=..., keep=...)` (what `split_choice` tries): only the named layer is split, every
+    other layer keeps the baseline's unit grouping exactly (its phase work unchanged), and every core stays
+    within its limits (recounted from the map and the connectivity)."""
+    profile = _loihi2(tmp_path, synapse_memory_bytes=12288, input_axons=512)
+    rng = np.random.default_rng(0)
+    nets = [_net(0, 64, 256, rng), _net(1, 256, 256, rng), _net(2, 256, 64, rng)]
+    seq = sequential_placement(nets, profile, 100)
+    cm = split_core_map(nets, profile, only={1}, keep=seq.core_of)
+    assert [s is not None for s in cm.splits] == [False, True, False]
+    for l in (0, 2):
+        a, b = np.asarray(cm.core_of[l]), np.asarray(seq.core_of[l])
+        assert len(np.unique(a)) == len(np.unique(b))
+        assert all(len(np.unique(a[b == c])) == 1 for c in np.unique(b))     # the same groups of units
+    pl = type("P", (), {"n_cores": cm.n_cores, "splits": cm.splits, "core_of": cm.core_of})
+    mem, axons, comp = _recount_cores(nets, pl, profile)
+    assert (mem <= profile.core.synapse_memory_bytes).all()
+    assert (axons <= profile.core.input_axons).all()
+    assert (comp <= profile.core.compartments).all()
+    assert (_recount_out_axons(nets, pl) <= profile.core.output_axons).all()
