@@ -318,8 +318,7 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
     split, info = None, {} if info is None else info   # a split needing fewer cores, as fast, competes
-    if profile.spikes.graded and (cm := choose_split(nets, profile, calibrated, seq,
-                                                     seq_est.at(seq.slot_of_core, dense=False), info)) is not None:
+    if profile.spikes.graded and (cm := choose_split(nets, profile, calibrated, seq, seq_est, info)) is not None:
         split = split_placement(nets, profile, calibrated, objective, cm)
     # the baseline's [cores, cores] traffic only where it may be kept (no split taking its place)
     seq.costs = seq_est.at(seq.slot_of_core, dense=split is None or 2 * split.n_cores > seq.n_cores)

@@ -11,7 +11,12 @@ baseline's, and keeps the subset with the fewest cores whose phase latency is at
 cores where the split frees their output axons) and, where that changes their grouping, on the baseline's own
 cores (their phases no longer: the 27M model's layer 0, whose refill holds more units and so more dense input
 per core). A subset is filled and estimated in-order (`split.interleaved_slots`, no layout search): the layout
-moves routes, which are a small part of a phase (under 1 us of ~100 us at 27M synapses)."""
+moves routes, which are a small part of a phase (under 1 us of ~100 us at 27M synapses).
+
+A *crowded* baseline (`split.crowded`: a layer with fewer than 2 units per core, one unit per core where two
+units' fan-in union exceeds the axons) is no latency reference — its cores each hold one unit's work: there
+the split of every layer that needs fewer cores competes, cores first, as before (the 107M-synapse model:
+1,939 cores vs ~17,000; `placement.place` keeps it where it is no worse on messages, hops and latency)."""
 from __future__ import annotations
 
 from itertools import combinations
@@ -32,16 +37,23 @@ def phase_latency(costs) -> float:
     return float(np.sum(costs.phase_ns))
 
 
-def choose_split(nets, profile, calibrated: bool, seq, seq_costs, info: dict | None = None):
+def choose_split(nets, profile, calibrated: bool, seq, seq_est, info: dict | None = None):
     """The `model.CoreMap` of the layers' split that competes with the sequential baseline `seq` (its
-    estimate `seq_costs`), or None: none needs fewer cores within the latency margin. ``info["split_choice"]``
+    assignment's estimate `seq_est`, `estimate.AssignmentCosts`), or None: none needs fewer cores within the latency margin. ``info["split_choice"]``
     receives one sentence for the report (which layers split, the cores and phase latency against the
     baseline's, the subsets dropped for their latency)."""
     full = split_core_map(nets, profile)
-    if full.splits is None and (full.n_cores >= seq.n_cores or not crowded(seq)):
+    if crowded(seq):         # < 2 units per core in a layer: cores first (the 107M model: 17k cores vs 1.9k)
+        if full.n_cores >= seq.n_cores:
+            return None
+        if info is not None:
+            info["split_choice"] = (f"crowded baseline (a layer with fewer than 2 units per core): the split of every "
+                                    f"layer that needs fewer cores, {full.n_cores:,} vs {seq.n_cores:,} cores")
+        return full
+    if full.splits is None:
         return None                              # (a subset of the split layers may need fewer cores than all)
     layers = [l for l, s in enumerate(full.splits or []) if s is not None]
-    base = phase_latency(seq_costs)
+    base = phase_latency(seq_est.at(seq.slot_of_core, dense=False))
     maps = []
     for k in range(len(layers), 0, -1):
         for sub in combinations(layers, k):
@@ -51,8 +63,6 @@ def choose_split(nets, profile, calibrated: bool, seq, seq_costs, info: dict | N
             if any(not _same_groups(cm.core_of[l], seq.core_of[l]) for l in unsplit):
                 variants.append(split_core_map(nets, profile, only=set(sub), keep=seq.core_of))
             maps += [(sub, v) for v in variants if v.n_cores < seq.n_cores and v.splits is not None]
-    if not layers and full.n_cores < seq.n_cores:                # crowded, nothing split: the refill itself
-        maps.append(((), full))
     cands, pick = [], None                       # estimated in order of cores, up to the first within the margin
     for sub, cm in sorted(maps, key=lambda x: x[1].n_cores):
         est = estimate_split(nets, CoreMap(cm.core_of, interleaved_slots(cm), cm.n_cores, None, cm.splits),
