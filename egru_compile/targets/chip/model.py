@@ -45,6 +45,9 @@ class CoreCosts:
     energy_pj: np.ndarray
     busy_ns: np.ndarray                # [layers, cores] work time of each core in each layer phase
     traffic: np.ndarray                # [cores, cores] spikes per token from core a to core b
+    #: [layers] the simulator's latency model per layer phase (ns per token): the busiest core's work with one
+    #: delivery per message it injects, plus the longest route (spikes, then partial sums), plus the barrier
+    phase_ns: np.ndarray | None = None
 
     @property
     def packets(self) -> float:

@@ -28,7 +28,8 @@ from .network import LayerNet, net_reach, release_freed_heap
 from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from .partition import partition_layer, unit_cost
 from .profile import ChipProfile
-from .split import crowded, interleaved_slots, needs_split, split_core_map
+from .split import interleaved_slots, needs_split, split_core_map
+from .split_choice import choose_split
 
 __all__ = ["Placement", "PlacementError", "CoreCosts", "place", "evaluate", "violations", "sequential_placement",
            "balanced_placement", "required_chips_error", "slot_coords", "hop_matrices", "OBJECTIVES",
@@ -140,14 +141,14 @@ def _laid_out(est, pl: Placement, profile, info, name, **extra) -> Placement:
                      layout=stats)
 
 
-def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = ""):
-    """`model.Placement` ``split`` of `split_core_map` with its estimate (`estimate_split`); what the compile
-    placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds a core's input
-    axons (the same in-order fill is then its own baseline), or when a layer is `crowded` and the split needs
-    fewer cores than the sequential baseline (compared with it in the report). Its layout: the mesh layout
-    search (`layout.layout`) from `interleaved_slots` (a unit's parts next to its home core), on the
-    estimate's traffic (spikes and partial sums)."""
-    cm = split_core_map(nets, profile)
+def split_placement(nets: list[LayerNet], profile: ChipProfile, calibrated: bool, objective: str = "", cm=None):
+    """`model.Placement` ``split`` of `split_core_map` (or its result `cm`) with its estimate (`estimate_split`);
+    what the compile placer (`placement.place`) uses on a graded-spike profile when some unit's fan-in exceeds
+    a core's input axons (the same in-order fill is then its own baseline), or when it needs fewer cores than
+    the sequential baseline (it splits some layer, or a layer is `crowded`; compared with it in the report).
+    Its layout: the mesh layout search (`layout.layout`) from `interleaved_slots` (a unit's parts next to its
+    home core), on the estimate's traffic (spikes and partial sums)."""
+    cm = split_core_map(nets, profile) if cm is None else cm
     chips = max(1, -(-cm.n_cores // profile.chip.cores))
     start = interleaved_slots(cm)
     first = estimate_split(nets, CoreMap(cm.core_of, start, cm.n_cores, None, cm.splits), profile, calibrated)
@@ -269,9 +270,8 @@ def _trade(name: str, m: dict, base: dict, rejected: list[tuple[str, dict]]) -> 
 def _split_trade(split: Placement, seq: Placement, m: dict, base: dict) -> str:
     """The report's sentence when the fan-in split is kept for its cores (`place`)."""
     won = [q for q in MEASURES if not _le(base[q], m[q])]
-    out = (f"fan-in split: {split.n_cores:,} cores vs the sequential baseline's {seq.n_cores:,} (an axon-bound "
-           "layer holds fewer than 2 units per core there), no worse on messages, hops and latency; kept "
-           "without partitions of the baseline's cores")
+    out = (f"fan-in split: {split.n_cores:,} cores vs the sequential baseline's {seq.n_cores:,} (axon-bound "
+           "layers), no worse on messages, hops and latency; kept without partitions of the baseline's cores")
     if won:
         out += "; " + ", ".join(f"{_MEASURE_NAMES[q]} {_fmt(q, m[q])} vs {_fmt(q, base[q])}" for q in won) + " better"
     return out
@@ -296,10 +296,13 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     needs more than `max_chips` chips, ours is the baseline (the caller reports `required_chips_error`).
 
     Graded-spike profiles: when a layer's fan-in exceeds the input axons, the fan-in split is both (its own
-    baseline). When the baseline is `split.crowded` (an axon-bound layer with fewer than 2 units per core)
-    and the split needs at most half its cores and is no worse on messages, hops and latency, ``traffic``
-    keeps it without building partitions of the baseline's cores (the 107M-synapse model: 17k axon-bound
-    cores vs 1.6k); otherwise the split is one more candidate under the never-worse rule."""
+    baseline). Otherwise `split_choice.choose_split` picks the layers to split (the fewest cores within 2 % of
+    the baseline's phase latency, the simulator's latency model; none: no split competes), and the split
+    competes: if it needs at most half the baseline's cores and is no worse on messages, hops and latency,
+    ``traffic`` keeps it without building partitions of the baseline's cores (the 107M-synapse model: 17k
+    axon-bound cores vs 1.6k); otherwise it is one more candidate under the never-worse rule (the 27M model
+    on loihi2-like: layers 1 and 2 split, layer 0 on the baseline's cores; split, its dense embedding input
+    would lengthen its phase)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown placement objective {objective!r}")
     release_freed_heap()                             # before the placement's large arrays
@@ -314,21 +317,19 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     check_fan_in(nets, profile)
     seq = sequential_placement(nets, profile, max_chips)
     seq_est = estimate_assignment(nets, seq.core_of, seq.n_cores, profile, calibrated)
-    split = None                                     # < 2 units per core in a layer: the fan-in split competes
-    if profile.spikes.graded and crowded(seq):
-        split = split_placement(nets, profile, calibrated, objective)
-        if split.n_cores >= seq.n_cores:
-            split = None
+    split, info = None, {} if info is None else info   # a split needing fewer cores, as fast, competes
+    if profile.spikes.graded and (cm := choose_split(nets, profile, calibrated, seq, seq_est, info)) is not None:
+        split = split_placement(nets, profile, calibrated, objective, cm)
     # the baseline's [cores, cores] traffic only where it may be kept (no split taking its place)
     seq.costs = seq_est.at(seq.slot_of_core, dense=split is None or 2 * split.n_cores > seq.n_cores)
-    info = {} if info is None else info
     if split is not None and obj.compete_baseline and 2 * split.n_cores <= seq.n_cores:
         # axon-bound baseline, memory-bound split: a split no worse on messages, hops and latency is kept
         # without building partitions of the baseline's thousands of one-unit cores
         m, base = measures(split, profile), measures(seq, profile)
         if all(_le(m[q], base[q]) for q in MEASURES):
             info.update(chosen="fan-in split", candidates={"fan-in split": m, "sequential baseline": base},
-                        trade=_split_trade(split, seq, m, base), layout_line=layout_summary(split.layout))
+                        trade=_split_trade(split, seq, m, base) + f"; {info['split_choice']}",
+                        layout_line=layout_summary(split.layout))
             return seq, split
     if seq.chips > max_chips:
         if info is not None:
@@ -373,7 +374,7 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
         info["layout_line"] += "".join(f"; {n}: {layout_summary(pl.layout)[8:]}" for n, pl in cands if pl.layout)
     if obj.never_worse:
         rejected = [(n, ms[n]) for n, _ in cands if n != name and not all(_le(ms[n][q], base[q]) for q in MEASURES)]
-        info["trade"] = _trade(name, ms[name], base, rejected)
+        info["trade"] = _trade(name, ms[name], base, rejected) + (f"; {info['split_choice']}" if split else "")
     return seq, ours
 
 

@@ -210,26 +210,32 @@ def split_synops(fan_in_T: np.ndarray, fan_rec_T: np.ndarray, a_in: np.ndarray |
     return np.bincount(pc[ok], weights=per[ok], minlength=n_cores).astype(np.int64), per
 
 
-def split_core_map(nets: list[LayerNet], profile: ChipProfile, rounds: int = 5):
+def split_core_map(nets: list[LayerNet], profile: ChipProfile, rounds: int = 5, only=None, keep=None):
     """A layer-by-layer in-order placement (`model.CoreMap`, slots in core order), each layer on cores of
     its own. Per layer: split (`split_layer`) when some unit's fan-in exceeds a core's input axons, or when
     the split needs fewer cores than the sequential fill (the trade: fewer cores, more messages); else the
     sequential baseline's fill. Output axons (the cores a unit's spikes reach, which the other layers' fills
     decide) are refined as `placement.sequential_placement` does: filled again with each unit's reach of
     the previous round until no core exceeds the limit (at most `rounds` rounds; the source ranges stay).
+    `only`: the layers that may split when no unit of theirs needs it (None: every layer; `split_choice`);
+    `keep`: per layer a unit -> core grouping (the baseline's) that an unsplit layer keeps instead of a fill.
     Graded-spike profiles only: a binary profile refuses an over-limit fan-in as `capacity.check_fan_in` does."""
     from .capacity import check_fan_in
     from .model import CoreMap
     if not profile.spikes.graded:
         check_fan_in(nets, profile)
-    guess, chosen = [None] * len(nets), [None] * len(nets)
+    guess = [None] * len(nets)
+    chosen = [None if only is None or l in only or needs_split(net, profile) else False for l, net in enumerate(nets)]
     for _ in range(rounds):
         core_of, splits, n = [], [], 0
         for l, net in enumerate(nets):
             split = None
             if profile.spikes.graded and (chosen[l] is None or chosen[l] is not False):
                 split = split_layer(net, profile, n, guess[l], chosen[l])
-            if chosen[l] is None and not needs_split(net, profile) or chosen[l] is False:
+            if chosen[l] is False and keep is not None and keep[l] is not None:
+                co, k = np.unique(keep[l], return_inverse=True)[1], len(np.unique(keep[l]))
+                split = (co + n, None, k)
+            elif chosen[l] is None and not needs_split(net, profile) or chosen[l] is False:
                 g = 1.0 if guess[l] is None else float(np.max(guess[l], initial=1.0))
                 (co,), k = fill_sequential([net], profile, [g])
                 if split is None or k <= split[2]:

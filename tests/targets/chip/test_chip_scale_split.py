@@ -13,7 +13,7 @@ import pytest
 from egru_compile.targets.chip.capacity import memory_bound
 from egru_compile.targets.chip.layout import layout, layout_summary
 from egru_compile.targets.chip.network import LayerNet
-from egru_compile.targets.chip.placement import sequential_placement, split_placement
+from egru_compile.targets.chip.placement import place, sequential_placement, split_placement
 from egru_compile.targets.chip.split import interleaved_slots, split_core_map
 from test_placement import _dense_cost, _profile
 
@@ -118,6 +118,31 @@ def test_split_of_a_crowded_model_lands_within_twice_the_bound_and_every_limit(t
     assert len(set(pl.slot_of_core.tolist())) == pl.n_cores               # injective
 
 
+
+def test_split_competes_where_the_baseline_is_axon_bound_but_not_crowded(tmp_path):
+    """The 27M model's case in miniature (emb / hidden 64 / 256 / 256 / 64, layer 1's 512 sources = the input
+    axons): no unit's fan-in exceeds the axons and the baseline holds >= 2 units per core in every layer, yet
+    split by source range the model needs fewer cores; `place` (default objective) keeps the split, every core
+    within its limits (recounted from the map and the connectivity)."""
+    profile = _loihi2(tmp_path, synapse_memory_bytes=12288, input_axons=512)
+    rng = np.random.default_rng(0)
+    nets = [_net(0, 64, 256, rng), _net(1, 256, 256, rng), _net(2, 256, 64, rng)]
+    fan = [int(((np.concatenate([n.conn_in, n.conn_rec], 1)) > 0).sum(1).max()) for n in nets]
+    assert max(fan) <= profile.core.input_axons                             # nothing needs a split
+    info: dict = {}
+    seq, ours = place(nets, profile, 100, False, info=info)
+    units_per_core = [n.hidden / len(np.unique(c)) for n, c in zip(nets, seq.core_of)]
+    assert min(units_per_core) >= 2                                          # not crowded
+    _, seq_axons, _ = _recount_cores(nets, seq, profile)
+    assert seq_axons.max() == profile.core.input_axons                       # axon-bound baseline
+    assert info["chosen"] == "fan-in split" and ours.splits is not None
+    assert ours.n_cores < seq.n_cores, (ours.n_cores, seq.n_cores)
+    mem, axons, comp = _recount_cores(nets, ours, profile)
+    assert (mem <= profile.core.synapse_memory_bytes).all()
+    assert (axons <= profile.core.input_axons).all()
+    assert (comp <= profile.core.compartments).all()
+    assert (_recount_out_axons(nets, ours) <= profile.core.output_axons).all()
+
 def _tile_xy(slots, profile):
     g = profile.chip
     chip, local = np.divmod(np.asarray(slots), g.cores)
@@ -178,3 +203,25 @@ def test_layout_statement_verified_optimum_or_stopped_early(tmp_path):
     assert gain > 0 and one["last_sweep_gain"] == pytest.approx(gain, rel=1e-9)
     line = layout_summary(one)
     assert line.startswith("layout: stopped early") and "not a verified local optimum" in line
+
+
+def test_split_core_map_splits_only_the_named_layers_and_keeps_the_baseline_cores(tmp_path):
+    """`split_core_map(only=..., keep=...)` (what `split_choice` tries): only the named layer is split, every
+    other layer keeps the baseline's unit grouping exactly (its phase work unchanged), and every core stays
+    within its limits (recounted from the map and the connectivity)."""
+    profile = _loihi2(tmp_path, synapse_memory_bytes=12288, input_axons=512)
+    rng = np.random.default_rng(0)
+    nets = [_net(0, 64, 256, rng), _net(1, 256, 256, rng), _net(2, 256, 64, rng)]
+    seq = sequential_placement(nets, profile, 100)
+    cm = split_core_map(nets, profile, only={1}, keep=seq.core_of)
+    assert [s is not None for s in cm.splits] == [False, True, False]
+    for l in (0, 2):
+        a, b = np.asarray(cm.core_of[l]), np.asarray(seq.core_of[l])
+        assert len(np.unique(a)) == len(np.unique(b))
+        assert all(len(np.unique(a[b == c])) == 1 for c in np.unique(b))     # the same groups of units
+    pl = type("P", (), {"n_cores": cm.n_cores, "splits": cm.splits, "core_of": cm.core_of})
+    mem, axons, comp = _recount_cores(nets, pl, profile)
+    assert (mem <= profile.core.synapse_memory_bytes).all()
+    assert (axons <= profile.core.input_axons).all()
+    assert (comp <= profile.core.compartments).all()
+    assert (_recount_out_axons(nets, pl) <= profile.core.output_axons).all()
