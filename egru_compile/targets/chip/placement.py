@@ -348,7 +348,7 @@ def place(nets, profile: ChipProfile, max_chips: int, calibrated: bool, objectiv
     cands = [("partitioned", ours)] + ([("fan-in split", split)] if split is not None else [])
     small = ours.n_cores <= RELAYOUT_MAX_CORES
     if obj.never_worse and small and layer_core_counts(ours) != base_k:
-        cands.append(("partitioned at the baseline's cores",
+        cands.append(("partitioned at the baseline's per-layer core counts",
                       balanced_placement(nets, profile, max_chips, calibrated, min_cores=base_k,
                                          objective=objective, tighten=False)))
     if obj.never_worse and small:           # a partition that loses latency only may win it back balanced
