@@ -170,7 +170,7 @@ def main(argv=None):
                      for k in ks}
         steps[th] = (dt / Tn * 1e6, [r[0] / Tn * 1e6 for r in runs[th]])
     N = a.threads
-    lines = [f"PTB-size EGRU {a.emb}/{a.hidden.replace(',', '/')}, {a.sparsity:.0%} pruned, ~{a.activity:.0%} "
+    lines = [f"EGRU {a.emb}/{a.hidden.replace(',', '/')}, {a.sparsity:.0%} pruned, ~{a.activity:.0%} "
              f"activity; B = {B} streams, {Tn} steps per call, best of {a.rounds} interleaved rounds; load "
              f"average {load0[0]:.2f} at start, {load1[0]:.2f} at end ({os.cpu_count()} cores).", "",
              "Command: `nice .venv/bin/python -m benchmarks.bench_threads " + " ".join(argv or sys.argv[1:]) + "`",
