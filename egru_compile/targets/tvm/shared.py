@@ -167,17 +167,21 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
     if l > 0:
         hp = spec.hidden_sizes[l - 1]
         ui_p, un_p, y_p = a[f"ui{l - 1}"], a[f"un{l - 1}"], a[f"y{l - 1}"]
-    with once("pre", P):
-        if l == 0 and not table:               # the block's embedding rows, stream-minor: xe[i*S + s]
+    if l == 0 and not table:
+        with once("xe", P):                     # the block's embedding rows, stream-minor: xe[i*S + s]
             with tir.loop("xi", spec.embedding_size) as i:
                 for s in range(S):
                     T.buffer_store(a["xe"], a["emb"][tok(s), i], [i * S + s])
-        if l > 0:
-            _macs(a["cnt"], blk, a[f"w{l}_ptr"], un_p[blk], lambda c_: ui_p[blk, c_],
-                  lambda j: y_p[T.Ramp((blk * hp + j) * S, 1, S)])
-        _macs(a["cnt"], blk, a[f"r{l}_ptr"], un[blk], lambda c_: ui[blk, c_],
-              lambda j: y[T.Ramp((blk * h + j) * S, 1, S)])
     with phase("p", P) as p:
+        with T.If(p == P - 1):                 # the MAC counts (cnt is read after the last layer)
+            with T.Then():
+                if l == 0:
+                    T.buffer_store(a["cnt"], T.Broadcast(T.int32(0), S), [blk, T.Ramp(0, 1, S)])
+                else:
+                    _macs(a["cnt"], blk, a[f"w{l}_ptr"], un_p[blk], lambda c_: ui_p[blk, c_],
+                          lambda j: y_p[T.Ramp((blk * hp + j) * S, 1, S)])
+                _macs(a["cnt"], blk, a[f"r{l}_ptr"], un[blk], lambda c_: ui[blk, c_],
+                      lambda j: y[T.Ramp((blk * h + j) * S, 1, S)])
         r0 = tir.let("p_r0", a[f"rb{l}"][p])
         r1 = tir.let("p_r1", a[f"rb{l}"][p + 1])
         with tir.loop("o", r0, r1) as o:
@@ -230,7 +234,8 @@ def _events(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
     with tir.loop("es", nval) as s:
         b = tir.let("es_b", blk * S + s)
         T.buffer_store(a["stats"], evc[blk, s], [t, b, l])
-        if l == L - 1:             # the stream's own event list (batch 1's compress) for the decoder
+        if l == L - 1:             # the MACs; the stream's own event list (batch 1's compress) for the decoder
+            T.buffer_store(a["stats"], a["cnt"][blk, s], [t, b, L])
             T.buffer_store(a["den"], 0, [b])
             with tir.loop("dq", h) as q:
                 n = tir.let("dq_n", a["den"][b])
@@ -284,15 +289,9 @@ def _step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
     S, B, P = LANES, a["B"], a["parts"]
     L = len(spec.hidden_sizes)
     with region():
-        with once("cb", P):
-            with tir.loop("cb", a["NB"]) as blk:
-                T.buffer_store(a["cnt"], T.Broadcast(T.int32(0), S), [blk, T.Ramp(0, 1, S)])
         for l in range(L):
             with tir.loop(f"lb{l}", a["NB"]) as blk:
                 _layer(spec, a, t, l, blk, tir.let("nval", T.min(B - blk * S, S)))
-        with once("sb", P):
-            with tir.loop("sb", B) as b:
-                T.buffer_store(a["stats"], a["cnt"][b // S, b % S], [t, b, L])
         _head(spec, a, t, score)
 
 
