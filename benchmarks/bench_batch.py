@@ -18,7 +18,8 @@ Variants (same weights):
   per step each active column's non-zeros read once for all the streams that need it, bit-identical to
   batch 1), 1 thread;
 * ``tvm 2 threads`` — the same runner with ``eval --threads 2`` (the step's scatter, update and decoder split
-  over two threads of TVM's pool; same results);
+  over two threads of TVM's pool; same results; `bench_threads.py` shows per phase and thread where its time
+  goes and which CPUs the threads ran on);
 * ``tvm per-stream`` — the same artifact with the previous batched kernels (`targets/tvm/streams.py`: each
   stream's batch-1 code in turn, layer-major; what a spec with ``interleave`` 8 runs), 1 thread (``--no-old``
   leaves it out);

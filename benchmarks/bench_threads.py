@@ -49,7 +49,8 @@ NPHASE = 64
 @contextlib.contextmanager
 def timed_phases(names: list):
     """While building: every `region.par` task adds its TSC cycles to ``prof[phase, iteration]`` and the step
-    to ``prof[step, NPHASE - 1]`` (an extra int64 argument ``prof`` [NPHASE, NPHASE] after the others);
+    to ``prof[step, NPHASE - 1]``; part p (< 8) of a scatter or the decoder counts the CPU it ran on in
+    ``prof[NPHASE - 2 - p, cpu]`` (an extra int64 argument ``prof`` [NPHASE, NPHASE] after the others);
     `names` receives the phase names (``L{l}.`` + the loop's name inside layer l)."""
     from tvm.script import tirx as T
     from egru_compile.targets.tvm import region, shared, tir
@@ -76,6 +77,10 @@ def timed_phases(names: list):
             self.r = rid(st.get("pfx", "") + self.name)
             self.v = super().__enter__()
             self.t0 = tir.let("t0", tsc())
+            if self.name in ("p", "vp"):    # the CPU of each part of the scatters and the decoder
+                prof, cpu = st["prof"], T.min(T.call_extern("int32", "sched_getcpu"), NPHASE - 1)
+                T.buffer_store(prof, prof[NPHASE - 2 - T.min(self.v, 7), cpu] + 1,
+                               [NPHASE - 2 - T.min(self.v, 7), cpu])
             return self.v
 
         def __exit__(self, *exc):
@@ -99,6 +104,24 @@ def timed_phases(names: list):
         yield
     finally:
         shared._declare, region.par, shared._layer, shared._step = saved
+
+
+def busy_cores(dt: float = 0.3) -> float:
+    """Cores busy (all processes, from /proc/stat) over the next `dt` seconds, while this one sleeps."""
+    def read():
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(v), v[3] + v[4]
+    (t0, i0), _, (t1, i1) = read(), time.sleep(dt), read()
+    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+
+
+def wait_idle(limit: float, seconds: float) -> bool:
+    """Wait up to `seconds` for a moment when the other processes keep less than `limit` cores busy."""
+    end = time.time() + seconds
+    while time.time() < end:
+        if busy_cores() < limit:
+            return True
+    return False
 
 
 def build(tmp: Path, a) -> Path:
@@ -125,6 +148,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=32, help="steps per timed call")
     ap.add_argument("--rounds", type=int, default=8, help="interleaved rounds (1 and N threads each)")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help="before each timed call wait up to S seconds for a moment when other processes keep "
+                         "under 0.15 cores busy (a shared machine's quiet moments); the table counts them")
     ap.add_argument("--out", default=str(HERE / "results" / "threads.md"))
     a = ap.parse_args(argv)
     if a.threads < 2 or a.threads > 60 or a.batch < 1:
@@ -144,6 +170,7 @@ def main(argv=None):
     prof = tvm.runtime.tensor(np.zeros((NPHASE, NPHASE), np.int64))
     pv = np.from_dlpack(prof)
     runs: dict = {th: [] for th in ths}
+    n_idle = 0
     for rnd in range(a.rounds + 1):                     # round 0 warms up
         for th in (ths if rnd % 2 else ths[::-1]):
             s = streams[th]
@@ -152,11 +179,13 @@ def main(argv=None):
             n_tok[...], n_tg[...] = tok[:Tn], tok[1:]
             pv[...] = 0
             set_kernel_threads(th)
+            idle = wait_idle(0.15, a.wait_idle) if a.wait_idle > 0 else False
             t0 = time.perf_counter()
             s._score_fn(th, t_tok, t_tg, *s._args, s._logits, s._red, t_nll, t_st, prof)
             dt = time.perf_counter() - t0
             if rnd:
                 runs[th].append((dt, pv.copy(), n_nll.copy()))
+                n_idle += idle
     load1 = os.getloadavg()
     if not np.array_equal(runs[1][0][2], runs[a.threads][0][2]):
         sys.exit("error: the NLL of 1 and N threads differ")
@@ -172,7 +201,9 @@ def main(argv=None):
     N = a.threads
     lines = [f"EGRU {a.emb}/{a.hidden.replace(',', '/')}, {a.sparsity:.0%} pruned, ~{a.activity:.0%} "
              f"activity; B = {B} streams, {Tn} steps per call, best of {a.rounds} interleaved rounds; load "
-             f"average {load0[0]:.2f} at start, {load1[0]:.2f} at end ({os.cpu_count()} cores).", "",
+             f"average {load0[0]:.2f} at start, {load1[0]:.2f} at end ({os.cpu_count()} cores)"
+             + (f"; {n_idle} of {2 * a.rounds} calls started at a quiet moment (other processes < 0.15 cores "
+                f"busy over 0.3 s; waited up to {a.wait_idle:g} s)." if a.wait_idle > 0 else "."), "",
              "Command: `nice .venv/bin/python -m benchmarks.bench_threads " + " ".join(argv or sys.argv[1:]) + "`",
              "", f"| phase | 1 thread µs/step | {N} threads: each thread µs/step | phase scaling |", "|---|---|---|---|"]
     busy = {th: 0.0 for th in ths}
@@ -187,6 +218,11 @@ def main(argv=None):
     for th in ths:
         sync = steps[th][0] - busy[th]
         lines.append(f"| sync + waiting, {th} thread{'s' * (th > 1)} | {sync:.1f} µs/step | | |")
+    dt, p, _ = min(runs[N], key=lambda r: r[0])
+    on = [{c: int(p[NPHASE - 2 - q, c]) for c in range(NPHASE) if p[NPHASE - 2 - q, c]} for q in range(min(N, 8))]
+    lines += ["", f"CPUs the parts of the scatters and the decoder ran on ({N} threads, fastest round; part: "
+              "{cpu: phases}): " + "; ".join(f"part {q}: {on[q]}" for q in range(len(on)))
+              + " (parts sharing one CPU run one after the other)."]
     r_best = steps[1][0] / steps[N][0]
     r_med = float(np.median(steps[1][1]) / np.median(steps[N][1]))
     lines += ["", f"Whole step: 1 thread {steps[1][0]:.0f} µs, {N} threads {steps[N][0]:.0f} µs (best of rounds): "
