@@ -99,13 +99,14 @@ def check_request_paths(req: CompileRequest) -> None:
     input (the model and an IR model's ``.npz``, ``--vocab``, ``--calib-data``, ``--profile``) or another
     output, and none lies inside the output directory (which the compile replaces)."""
     from .frontend.ir_source import resource_path
-    from .fsio import FileError, check_outputs
+    from .fsio import FileError, check_new_files, check_outputs
     inputs = [("model", req.model), ("model resource file", resource_path(req.model)),
               (option("vocab"), req.vocab_file),
               (option("calib_data"), req.calib_data), (option("profile"), req.target_values.get("profile"))]
     outputs = [("--emit-ir", req.emit_ir), ("--emit-ir resource file", req.emit_ir and resource_path(req.emit_ir)),
                ("--report", req.report_path)]
     check_outputs(outputs, inputs)
+    check_new_files(outputs, req.force, option("force", True))
     if req.out_dir:
         out = Path(req.out_dir).resolve()
         for label, p in outputs:
@@ -140,6 +141,11 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
         source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file,
                              projection_activation=req.projection_activation)
         graph = source.to_graph()
+    if spec is not None and source.vocab is None and source.kind == "evnn-state-dict":
+        import warnings
+        warnings.warn(f"{req.model} is an EvNN state_dict, which holds no vocabulary, and no {option('vocab')} "
+                      f"TRAIN.txt was given: the artifact cannot read or write text (eval, generate) until given "
+                      f"{option('vocab')} there; give it here to store it in the artifact")
     if req.verbose:
         echo(f"frontend: {source.kind} {req.model} -> {len(graph.nodes)} IR nodes "
              f"({(time.perf_counter() - t0) * 1e3:.0f} ms)", err=True)
@@ -190,7 +196,7 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
 SPLIT_MARKER = "// -----"
 
 
-def run_opt(path, passes: str | None = None, output=None, split_input_file: bool = False) -> str:
+def run_opt(path, passes: str | None = None, output=None, split_input_file: bool = False, force: bool = False) -> str:
     """``egru-compile opt FILE [--passes P] [-o OUT]``: the IR of `path` after `passes` (None: none, the file
     byte for byte) — printed text, or, with `output`, written there (+ its resource file) and "" returned.
 
@@ -206,10 +212,11 @@ def run_opt(path, passes: str | None = None, output=None, split_input_file: bool
         return f"{SPLIT_MARKER}\n".join(_opt_text(chunk, f"{path} (case {k + 1})", passes)
                                         for k, chunk in enumerate(_split_cases(path)))
     if output is not None:
-        from .fsio import check_outputs
+        from .fsio import check_new_files, check_outputs
         from .frontend.ir_source import resource_path
-        check_outputs([("-o", output), ("-o resource file", resource_path(output))],
-                      [("IR file", path), ("resource file", resource_path(path))])
+        outs = [("-o", output), ("-o resource file", resource_path(output))]
+        check_outputs(outs, [("IR file", path), ("resource file", resource_path(path))])
+        check_new_files(outs, force)
     parsed, _ = read_ir(path)
     graph = parsed.graph
     if passes:

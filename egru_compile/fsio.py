@@ -7,6 +7,7 @@ but `errors`).
 * `make_dir` — a directory with the user's umask (``0777 & ~umask``; `tempfile.mkdtemp` makes 0700).
 * `read_bounded` — read a file (or device, FIFO) into memory, refusing after `limit` bytes: no file the tool
   reads can make it allocate more than the caller allows (``/dev/zero`` as a profile is refused at once).
+* `check_new_files` — refuse an output path that already exists unless the user passed --force.
 * `check_outputs` — refuse, before anything is written, an output path that is (resolved, or by inode) one of
   the command's input files, or another output of the same command.
 """
@@ -158,6 +159,21 @@ def check_outputs(outputs: Iterable[tuple[str, str | Path | None]],
             if real == oreal or (ino is not None and ino == oino):
                 raise FileError(f"{label} {p} is also the {olabel} {op}: give each output its own path")
         seen.append((label, p, real, ino))
+
+
+def check_new_files(outputs: Iterable[tuple[str, str | Path | None]], force: bool, flag: str = "--force") -> None:
+    """Refuse (FileError, one line) an output path that already holds something, unless `force` (the user's
+    explicit ``--force`` / ``force=True``): a file the user owns is never replaced silently. A directory is
+    refused even with `force` (an output here is one file). Call before writing anything."""
+    for label, p in outputs:
+        if p is None or str(p) == "":
+            continue
+        p = Path(p)
+        if p.is_dir():
+            raise FileError(f"{label} {p} is a directory; give a file path")
+        if (p.exists() or p.is_symlink()) and not force:
+            raise FileError(f"{label} {p} already exists: refusing to overwrite it (choose another path, or pass "
+                            f"{flag} to replace it)")
 
 
 class BoundedNpz:

@@ -3,6 +3,7 @@
 * :func:`reference_step` / :func:`reference_run`: one EGRU LM step from dense numpy weights, composed of the IR
   interpreter's op semantics (``OPS["embedding"]``, ``OPS["linear"]``, ``OPS["egru_cell"]``), which define what
   every target computes — not a second hand-written EGRU.
+* :func:`rand_model`: a random pruned EGRU LM as numpy arrays (EvNN layout) for the kernel tests.
 * :func:`check_streams_equal_batch1`: each stream of a batched run against the same runner's batch-1 run.
 * :func:`extra_kernels`: kernels only the tests compile — event compression on its own and a plain (one row per
   pass) event decoder — built from the package's TIR blocks (`egru_compile.targets.tvm.tir`).
@@ -12,6 +13,23 @@ from __future__ import annotations
 import numpy as np
 
 from egru_compile.ir.ops import OPS
+
+
+def rand_model(vocab=30, emb=16, hidden=(24, 16), sparsity=0.85, seed=0):
+    """Random pruned EGRU LM (numpy, EvNN layout) with thresholds that give a few tens of % activity."""
+    rng = np.random.default_rng(seed)
+    E = rng.uniform(-0.5, 0.5, (vocab, emb)).astype(np.float32)
+    layers, n_in = [], emb
+    for h in hidden:
+        W = (rng.standard_normal((n_in, 3 * h)) / np.sqrt(n_in * (1 - sparsity))).astype(np.float32)
+        R = (rng.standard_normal((h, 3 * h)) / np.sqrt(h * (1 - sparsity))).astype(np.float32)
+        W[rng.random(W.shape) < sparsity] = 0
+        R[rng.random(R.shape) < sparsity] = 0
+        layers.append(dict(W=W, R=R, b=rng.normal(0, 0.2, 3 * h).astype(np.float32),
+                           br=rng.normal(0, 0.2, 3 * h).astype(np.float32),
+                           thr=rng.uniform(0.0, 0.3, h).astype(np.float32)))
+        n_in = h
+    return E, layers, rng.normal(0, 0.1, vocab).astype(np.float32)
 
 
 def _op(name, *args):

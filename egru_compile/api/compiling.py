@@ -33,7 +33,11 @@ def _check_target_options(target: str | None, options: dict) -> None:
             continue
         if meta.get("choices") and value not in meta["choices"]:
             raise EgruError(f"{key}={value!r}: expected one of {', '.join(meta['choices'])}")
-        if meta.get("min") is not None and (not isinstance(value, int) or value < meta["min"]):
+        if meta.get("min") is not None and isinstance(f.default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= meta["min"] \
+                    or value == float("inf"):
+                raise EgruError(f"{key}={value!r}: expected a finite number >= {meta['min']}")
+        elif meta.get("min") is not None and (not isinstance(value, int) or value < meta["min"]):
             raise EgruError(f"{key}={value!r}: expected a whole number >= {meta['min']}")
         if meta.get("path") and not Path(value).is_file():
             raise EgruError(f"{key}: {value} is not a file")

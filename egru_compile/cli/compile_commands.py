@@ -17,7 +17,8 @@ from .options import (
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", help="target name (listed by `egru-compile --help` and `egru-compile targets`)")
 @click.option("-o", "--output", "out_dir", type=click.Path(),
-              help="output directory (default MODEL.TARGET; with --profile FILE.toml: MODEL.FILE)")
+              help="output directory (default ./STEM.TARGET in the current directory, STEM = the model file's "
+                   "name without extension; with --profile FILE.toml: ./STEM.FILE)")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False),
               help="training text whose first-appearance order gives the vocabulary (EvNN state_dicts)")
 @click.option("--passes", "passes", help="comma-separated pass pipeline (default: the standard pipeline)")
@@ -85,14 +86,15 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write the IR here (+ OUTPUT.npz)")
 @click.option("--split-input-file", is_flag=True,
               help="the file holds several IR texts separated by '// -----' lines: run each on its own")
+@click.option("--force", is_flag=True, help="replace an existing -o file (and its .npz)")
 @_output_options
 @click.option("--debug", is_flag=True, help="show tracebacks")
-def opt_cmd(ir_file, passes, output, split_input_file, as_json, verbose, quiet, debug):
+def opt_cmd(ir_file, passes, output, split_input_file, force, as_json, verbose, quiet, debug):
     """Run passes over an IR file and print the IR (no passes: the file as it is). --json prints {"ir" (the
     text; "" with -o), "passes", "output"}; -v the time the passes took."""
     from ..compile_driver import run_opt
     t0 = time.perf_counter()
-    text = _guard(debug, quiet, run_opt, ir_file, passes, output, split_input_file)
+    text = _guard(debug, quiet, run_opt, ir_file, passes, output, split_input_file, force=force)
     if verbose and not quiet:
         click.echo(f"opt: {passes or 'no passes'} in {(time.perf_counter() - t0) * 1e3:.0f} ms", err=True)
     if as_json:

@@ -3,6 +3,8 @@
 The subcommands register on `main` in `compile_commands`, `run_commands` and (``train``) `egru_compile.cli`."""
 from __future__ import annotations
 
+import difflib
+import os
 import sys
 
 import click
@@ -17,8 +19,20 @@ class DefaultCommandGroup(click.Group):
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            self._refuse_unknown_command(args[0])
             args = ["compile"] + list(args)
         return super().parse_args(ctx, args)
+
+    def _refuse_unknown_command(self, word: str) -> None:
+        """A first word that is neither a command nor an existing file, and reads like a command (no path
+        separator, no extension; or close to a command's name), is a mistyped command: say so, instead of
+        compiling a model of that name and complaining about the next argument."""
+        if word.startswith("-") or os.path.exists(word):
+            return
+        close = difflib.get_close_matches(word, list(self.commands), n=1, cutoff=0.6)
+        if close or not (os.sep in word or "." in word):
+            hint = f"did you mean '{close[0]}'?" if close else "commands: " + ", ".join(sorted(self.commands))
+            _fail(f"no such command or model file '{word}' ({hint})", 2)
 
     def format_epilog(self, ctx, formatter):
         """`--help` ends with the targets of the registry (built-in and chip profiles)."""

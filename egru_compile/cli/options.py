@@ -78,6 +78,8 @@ def _target_options(f):
             typ = click.Path(exists=True, dir_okay=False)
         elif isinstance(default, int):
             typ = click.IntRange(min=meta.get("min")) if meta.get("min") is not None else int
+        elif isinstance(default, float):
+            typ = click.FloatRange(min=meta.get("min")) if meta.get("min") is not None else float
         else:
             typ = str
         f = click.option(*flags, name, type=typ, default=default, show_default=default is not None, help=help_)(f)

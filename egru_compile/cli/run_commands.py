@@ -52,7 +52,7 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
         _echo_json(result)
         return
     click.echo(f"target        {res.target}")
-    click.echo(f"tokens        {res.tokens}" + (
+    click.echo(f"tokens        {res.tokens} predicted" + (
         f" ({res.batch_size} streams; {result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else "")
         + (f"; {threads} threads" if threads > 1 else ""))
     click.echo(f"perplexity    {res.perplexity:.4f}" + (
@@ -67,13 +67,14 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
     ops = _ops_name(res)
     if not res.chip:                # (a chip artifact: the synops/token line of the chip lines below)
         click.echo(f"MACs/token    {res.macs_per_token:.1f}")
-    click.echo("activity      " + " ".join(f"{a:.4f}" for a in res.activity))
+    click.echo("activity      " + " ".join(f"{a:.4f}" for a in res.activity) + "  (share of units firing, per layer)")
     if result.get("projection_activation"):
         from ..model import projection_line
         click.echo(f"projection    {projection_line(result['projection_activation'])}")
     if res.tokens_per_second:
-        click.echo(f"tokens/s      {res.tokens_per_second:,.0f} ({1e6 / res.tokens_per_second:,.1f} "
-                   "µs/token, whole token incl. decoder and log-softmax)")
+        where = ("this host running the chip simulator, not the chip's latency" if res.chip else
+                 "whole token incl. decoder and log-softmax")
+        click.echo(f"tokens/s      {res.tokens_per_second:,.0f} ({1e6 / res.tokens_per_second:,.1f} µs/token, {where})")
     if verbose:
         click.echo(f"cross-entropy {res.cross_entropy:.6f} nats")
         click.echo("events/token  " + " ".join(f"{e:.2f}" for e in res.events_per_token))

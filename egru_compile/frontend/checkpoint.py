@@ -63,7 +63,32 @@ def _first_line(e: BaseException) -> str:
     return s.splitlines()[0][:200] if s else type(e).__name__
 
 
+def _not_a_checkpoint(path: str) -> str | None:
+    """What `path` looks like when its first bytes are neither a zip (torch.save's format) nor a pickle stream
+    (the legacy format starts with protocol byte 0x80): "an ONNX model", "JSON", "text" or "binary data";
+    None for a file torch.load may read."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return None
+    if path.lower().endswith(".onnx") or (head[:1] == b"\x08" and b"\x12" in head[:8]):
+        return "an ONNX model"
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        return "JSON"
+    try:
+        head.decode("utf-8")
+        return "text" if head else "empty"
+    except UnicodeDecodeError:
+        return "binary data"
+
+
 def _torch_load(path: str, trust: bool):
+    kind = _not_a_checkpoint(path)
+    if kind is not None:
+        hint = (f"; an artifact is its folder ({os.path.dirname(path) or '.'})" if kind == "an ONNX model" else
+                "; a model is a .pt checkpoint or EvNN state_dict, a .pt2 export or an IR text")
+        raise CheckpointError(f"{path} is {kind}, not a PyTorch checkpoint, torch.export program or IR file{hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files

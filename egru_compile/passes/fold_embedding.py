@@ -17,8 +17,9 @@ After::
     %embedding = embedding(%embeddings_weight, %tokens) : tensor<1x8xf32>
     %gx0 = sparse_matvec(%embedding, %w0_input, %rnns_0_bias) {fold_embedding=True, layer=0, role=input}
 
-Options (`target_options.target_option`): ``fold_embedding`` (None = by size; False: never),
-``fold_max_mb`` (256).
+Options (`target_options.target_option`): ``fold_embedding`` (None or "auto" = by size; True / "on":
+always; False / "off": never), ``fold_max_mb`` (256). The onnx and tvm targets both take them
+(``--fold-embedding``, ``--fold-max-mb``) and decide by this pass.
 """
 from __future__ import annotations
 
@@ -30,6 +31,23 @@ from .target_options import target_option
 from .utils import eval_constant
 
 FOLDABLE_OPS = ("sparse_matvec", "matmul", "linear")
+#: default of ``fold_max_mb``: the largest folded table (MiB) the auto rule builds
+FOLD_MAX_MB = 256.0
+
+
+def fold_mode(value) -> bool | None:
+    """The ``fold_embedding`` option as the pass reads it: None ("auto"), True ("on") or False ("off")."""
+    if value is None or isinstance(value, bool):
+        return value
+    modes = {"auto": None, "on": True, "true": True, "off": False, "false": False}
+    if isinstance(value, str) and value.lower() in modes:
+        return modes[value.lower()]
+    raise ValueError(f"fold_embedding must be 'auto', 'on' or 'off', not {value!r}")
+
+
+def table_mib(vocab_size: int, n_out: int) -> float:
+    """MiB of a folded [vocab_size, n_out] float32 table."""
+    return vocab_size * n_out * 4 / 2 ** 20
 
 
 def embedding_source(x: Value, cache: dict | None = None) -> tuple[Value, Value] | None:
@@ -53,10 +71,10 @@ def _foldable(node: Node, cache: dict, force: bool, max_mb: float) -> bool:
     if table.ndim != 2 or x.type.shape[0] != 1:
         return False
     n_out = node.outputs[0].type.shape[-1]
-    return force or table.shape[0] * n_out * 4 / 2 ** 20 <= max_mb
+    return force or table_mib(table.shape[0], n_out) <= max_mb
 
 
-def fold_embedding(graph: Graph, mode: bool | None = None, max_mb: float = 256.0) -> int:
+def fold_embedding(graph: Graph, mode: bool | None = None, max_mb: float = FOLD_MAX_MB) -> int:
     """Set ``fold_embedding=True`` on the foldable products (none when `mode` is False) and remove it from
     the others (a second run re-decides); returns how many are marked."""
     cache: dict = {}
@@ -72,6 +90,5 @@ def fold_embedding(graph: Graph, mode: bool | None = None, max_mb: float = 256.0
 
 @register_pass("fold-embedding", invalidates=())        # an annotation: same math, same MACs
 def run(graph: Graph, options: PassOptions) -> dict:
-    mode = target_option(options, "fold_embedding", None)
-    return {"folded": fold_embedding(graph, None if mode is None else bool(mode),
-                                     float(target_option(options, "fold_max_mb", 256.0)))}
+    return {"folded": fold_embedding(graph, fold_mode(target_option(options, "fold_embedding", None)),
+                                     float(target_option(options, "fold_max_mb", FOLD_MAX_MB)))}

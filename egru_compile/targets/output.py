@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..errors import EgruError
+from ..errors import EgruError, option
 from ..fsio import FileError, atomic_write, make_temp_dir
 
 
@@ -42,8 +42,8 @@ def check_output_dir(path: str | Path, force: bool, protect: tuple = ()) -> Path
             raise OutputError(f"output directory {path} contains the input {p}; choose another directory")
     if path.exists() or path.is_symlink():
         if not force:
-            raise OutputError(f"output directory {path} already exists (use --force to replace a previous "
-                              "egru-compile artifact)")
+            raise OutputError(f"output directory {path} already exists (use {option('force', True)} to replace a "
+                              "previous egru-compile artifact)")
         if not path.is_dir() or path.is_symlink():
             raise OutputError(f"output path {path} exists and is not a directory; nothing was replaced")
         from ..artifact import ArtifactError, owned_files

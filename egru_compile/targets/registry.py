@@ -15,6 +15,7 @@ because runners are found by the manifest's ``format`` (``egru-compile/chip-prog
 from __future__ import annotations
 
 import importlib
+import math
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -40,6 +41,13 @@ def option(default, help: str, choices: tuple[str, ...] | None = None, minimum=N
                                             "aliases": tuple(aliases)})
 
 
+#: the embedding fold of the onnx and tvm targets (one rule: `passes.fold_embedding`)
+FOLD_HELP = ("fold the embedding into layer 0's input product: a [vocab, 3 h0] float32 table built at load time, "
+             "one row read per token instead of a matrix-vector product (auto: when the table is <= --fold-max-mb; "
+             "its memory is the user's)")
+FOLD_MAX_HELP = "largest folded embedding table (MiB) that --fold-embedding auto builds"
+
+
 @dataclass(frozen=True)
 class NoOptions:
     def needs(self) -> frozenset[str]:
@@ -55,6 +63,8 @@ class OnnxTargetOptions:
     decoder_dtype: str = option("auto", "dtype of the gathered decoder rows (auto: int8 with int8 layer rows when "
                                 "the calibration perplexity changes by <= 0.1 %, else as the layers)",
                                 choices=("auto", "f32", "f16", "int8"))
+    fold_embedding: str = option("auto", FOLD_HELP, choices=("auto", "on", "off"))
+    fold_max_mb: float = option(256.0, FOLD_MAX_HELP, minimum=0)
 
     def needs(self) -> frozenset[str]:
         return frozenset({INT8_WEIGHTS} if self.weight_dtype == "int8" else ())
@@ -67,6 +77,8 @@ class TvmTargetOptions:
     decoder_dtype: str = option("auto", "dtype of the TVM decoder rows (auto: int8 with --weight-dtype int8 when "
                                 "the calibration perplexity changes by <= 0.1 %, f16 with f16, else f32)",
                                 choices=("auto", "f32", "f16", "int8"))
+    fold_embedding: str = option("auto", FOLD_HELP, choices=("auto", "on", "off"))
+    fold_max_mb: float = option(256.0, FOLD_MAX_HELP, minimum=0)
 
     def needs(self) -> frozenset[str]:
         return frozenset({INT8_WEIGHTS} if self.weight_dtype == "int8" else ())
@@ -259,7 +271,10 @@ def parse_option(text: str) -> tuple[str, Any]:
         return name, number
     if isinstance(default, float):
         try:
-            return name, float(value)
+            number = float(value)
         except ValueError:
             raise TargetError(f"--option {key}={value}: expected a number") from None
+        if not math.isfinite(number) or meta.get("min") is not None and number < meta["min"]:
+            raise TargetError(f"--option {key}={value}: expected a finite number >= {meta.get('min', '-inf')}")
+        return name, number
     return name, value

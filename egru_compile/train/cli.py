@@ -51,12 +51,13 @@ def _ints(ctx, param, value):
     return out
 
 
-def _check_train_paths(cfg) -> None:
+def _check_train_paths(cfg, force: bool = False) -> None:
     """No file train writes (-o, the log, the checkpoint folder's files) is an input: a file of --data, the
-    --resume checkpoint (only the checkpoint folder's own last.pt may be resumed from and rewritten)."""
+    --resume checkpoint (only the checkpoint folder's own last.pt may be resumed from and rewritten); an
+    existing -o file is replaced only with --force (the checkpoint folder is the run's own, resumable state)."""
     from pathlib import Path
 
-    from ..fsio import FileError, check_outputs
+    from ..fsio import FileError, check_new_files, check_outputs
     from .trainer import stage_name
     data = Path(cfg.data)
     inputs = [("--data file", p) for p in sorted(data.iterdir())[:10_000] if p.is_file()] if data.is_dir() else []
@@ -68,6 +69,7 @@ def _check_train_paths(cfg) -> None:
     outputs += [("checkpoint", ck / f"{stage_name(t)}.pt") for t in stages[_first_stage(cfg, len(stages)):]]
     try:
         check_outputs(outputs, inputs)
+        check_new_files([("-o", cfg.output)], force)
         resumable = {(ck / n).resolve() for n in ("last.pt", "last.state.pt")}
         check_outputs([(lbl, p) for lbl, p in [("checkpoint", ck / "last.pt"), ("checkpoint", ck / "last.state.pt")]],
                       [(lbl, p) for lbl, p in inputs if Path(p).resolve() not in resumable])
@@ -99,6 +101,7 @@ def _first_stage(cfg, n_stages: int) -> int:
 @click.option("--data", "data_old", type=click.Path(exists=True, file_okay=False), hidden=True,
               help="Deprecated spelling of --data-dir (elsewhere --data is a file).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Final checkpoint (project format).")
+@click.option("--force", is_flag=True, help="Replace an existing -o file (checked before training starts).")
 @click.option("--model", "model_type", type=click.Choice(["egru", "gru", "lstm"]), default="egru",
               help="egru, or a dense GRU/LSTM baseline of the same shape.")
 @click.option("--emb", default=128, type=click.IntRange(min=1),
@@ -154,7 +157,7 @@ def _first_stage(cfg, n_stages: int) -> int:
               help="At the end, print one JSON object: the output checkpoint and its final figures (meta).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print the resolved training configuration.")
 @click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors (no progress bar, no log lines).")
-def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, projection, projection_activation, hidden, epochs, batch_size, bptt, lr, min_lr_ratio, warmup_steps,
+def train(data, data_old, as_json, verbose, quiet, output, force, model_type, emb, projection, projection_activation, hidden, epochs, batch_size, bptt, lr, min_lr_ratio, warmup_steps,
           weight_decay, input_wd_mult, act_reg, clip, dropout, dropout_emb, dropout_words, dropconnect, dampening, support,
           thr_init, prune_schedule, finetune_epochs, finetune_lr, seed, resume, ckpt_dir, log, train_tokens,
           valid_tokens, max_steps, log_interval, eval_batch_size, threads, run_test, bf16_decoder, progress):
@@ -201,7 +204,7 @@ def train(data, data_old, as_json, verbose, quiet, output, model_type, emb, proj
                       train_tokens=train_tokens, valid_tokens=valid_tokens, max_steps=max_steps, log_interval=log_interval,
                       eval_batch_size=eval_batch_size, threads=threads, progress=progress, test=run_test,
                       bf16_decoder=bf16_decoder)
-    _check_train_paths(cfg)
+    _check_train_paths(cfg, force)
     try:
         if verbose and not quiet:
             from dataclasses import asdict

@@ -14,12 +14,12 @@ COMMON="--data-dir $DATA --emb 128 --hidden 256,128 --batch-size 32 --bptt 70 --
 # $EX/sweep_wd.sh && $PY $EX/summarize_sweep.py
 
 # 1) dense EGRU, 6 epochs  -> run/ckpts/dense.pt (the dense twin), run/dense.pt
-$PY -m egru_compile.train $COMMON --epochs 6 -o $EX/run/dense.pt
+$PY -m egru_compile.train $COMMON --epochs 6 -o $EX/run/dense.pt --force
 
 # 2) iterative global magnitude pruning 50 -> 75 -> 85 %, fine-tuning 1, 1, 2 epochs with the activity
 #    regulariser on  -> run/ckpts/sparsity_{50,75,85}.pt, model.pt
 $PY -m egru_compile.train $COMMON --resume $EX/run/ckpts/dense.pt --epochs 0 \
-    --prune-schedule 0.5,0.75,0.85 --finetune-epochs 1,1,2 --act-reg 0.2 -o $EX/model.pt
+    --prune-schedule 0.5,0.75,0.85 --finetune-epochs 1,1,2 --act-reg 0.2 -o $EX/model.pt --force
 
 # ship: dense twin next to the pruned model, log
 cp $EX/run/ckpts/dense.pt $EX/dense.pt

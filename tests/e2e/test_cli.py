@@ -197,3 +197,26 @@ def test_profile_file_names_the_output(ckpt, tmp_path, monkeypatch):
     obj = json.loads(res.stdout)
     mapping = json.loads((tmp_path / "m.my-chip" / "mapping.json").read_text())
     assert obj["mapping"]["core"] == next(c for c in mapping["cores"] if c["core"] == 0)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["evall", "out", "--data", "x"], "did you mean 'eval'?"),
+    (["inspct", "out"], "did you mean 'inspect'?"),
+    (["count-macs", "out"], "commands: compile, eval, generate, inspect, opt, targets, train"),
+])
+def test_mistyped_command_is_named_as_such(tmp_path, monkeypatch, argv, needle):
+    """A first word that is no command and no file reads as a mistyped command, not as a model path (which
+    made the error name the next argument, e.g. "No such option '--data'")."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no such command or model file") and needle in lines[0]
+
+
+def test_model_path_named_like_a_command_still_compiles_when_it_exists(tmp_path, monkeypatch):
+    """An existing file wins over the mistyped-command reading, whatever its name."""
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tmp_path / "evall", make_model(), [f"w{i}" for i in range(39)] + ["<eos>"])
+    res = CliRunner().invoke(main, ["evall", "--target", "onnx", "-o", "o"])
+    assert res.exit_code == 0, res.output

@@ -182,8 +182,9 @@ def test_every_block_is_run_or_says_why():
 
 def _train_steps(script: str, subst: dict) -> tuple[list[str], list[list[str]]]:
     """(COMMON's flags, each `-m egru_compile.train $COMMON ...` line's further flags) of a shell text, with
-    `subst` applied, the smoke limits ($LIMIT) dropped and path values (--ckpt-dir, -o, --resume) cut to their
-    file name: what is left is the recipe itself."""
+    `subst` applied, the smoke limits ($LIMIT) and --force (run.sh regenerates the shipped example's files; the
+    doc's block writes new ones) dropped and path values (--ckpt-dir, -o, --resume) cut to their file name: what is
+    left is the recipe itself."""
     import shlex
     text = script.replace("\\\n", " ")
     for k, v in subst.items():
@@ -197,7 +198,7 @@ def _train_steps(script: str, subst: dict) -> tuple[list[str], list[list[str]]]:
                 v = next(it)
                 if f != "--ckpt-dir":
                     out += [f, Path(v).name]
-            elif f != "$LIMIT":
+            elif f not in ("$LIMIT", "--force"):
                 out.append(f)
         return out
     steps = [norm(shlex.split(line.split("$COMMON", 1)[1])) for line in text.splitlines()

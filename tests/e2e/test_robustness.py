@@ -2,6 +2,8 @@
 non-zero exit, and no partial output directory."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -83,8 +85,28 @@ def test_unsupported_format_version(tmp_path):
     _one_line_failure(res, tmp_path, "version 99")
 
 
-def test_not_a_checkpoint(tmp_path):
-    (tmp_path / "m.pt").write_text("hello, I am text")
+@pytest.mark.parametrize("name,content,kind", [
+    ("m.pt", b"hello, I am text", "is text"),
+    ("config.json", b'{"hidden": [128]}', "is JSON"),
+    ("model.onnx", b"\x08\x0a\x12\x07pytorch", "is an ONNX model"),
+    ("m.pt", b"", "is empty"),
+    ("m.pt", bytes(range(1, 255)), "is binary data"),
+])
+def test_not_a_checkpoint(tmp_path, name, content, kind):
+    """Files that are no checkpoint at all are named for what they are, never as "pickled Python objects" (which
+    would send the user to --trust-checkpoint) nor with torch's internal unpickling error."""
+    (tmp_path / name).write_bytes(content)
+    for args in ([str(tmp_path / name), "--target", "loihi-like", "-o", str(tmp_path / "out")],
+                 [str(tmp_path / name), "--target", "onnx", "--trust-checkpoint", "-o", str(tmp_path / "out")],
+                 ["inspect", str(tmp_path / name)]):
+        res = CliRunner().invoke(main, args)
+        _one_line_failure(res, tmp_path, kind, "not a PyTorch checkpoint")
+        assert "pickled" not in res.output
+
+
+def test_truncated_checkpoint(tmp_path):
+    data = (Path(__file__).parents[2] / "examples/ptb-egru-small/model.pt").read_bytes()
+    (tmp_path / "m.pt").write_bytes(data[: len(data) // 2])
     res = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--target", "loihi-like", "-o", str(tmp_path / "out")])
     _one_line_failure(res, tmp_path, "truncated or corrupt")
 

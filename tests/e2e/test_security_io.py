@@ -157,6 +157,32 @@ def test_no_output_is_an_input(tmp_path, ckpt, case):
     no_temporaries(tmp_path)
 
 
+@pytest.mark.parametrize("case", ["report", "emit-ir", "emit-ir-npz", "opt", "train"])
+def test_an_existing_user_file_is_replaced_only_with_force(tmp_path, ckpt, case):
+    """A single-file output (--report, --emit-ir and its .npz, opt -o, train -o) that already exists is the
+    user's: refused in one line and left byte for byte unless --force (then replaced)."""
+    mine = tmp_path / "precious.txt"
+    if case == "emit-ir-npz":
+        (tmp_path / "precious.txt.npz").write_bytes(b"my notes")
+    mine.write_text("my precious\n")
+    if case == "opt":
+        assert cli(ckpt, "--emit-ir", tmp_path / "m.egir").exit_code == 0
+    before = snapshot(tmp_path)
+    args = {"report": (ckpt, "--report", mine), "emit-ir": (ckpt, "--emit-ir", mine),
+            "emit-ir-npz": (ckpt, "--emit-ir", tmp_path / "precious.txt"),
+            "opt": ("opt", tmp_path / "m.egir", "-o", mine),
+            "train": ("train", "--data-dir", REPO / "data" / "ptb", "-o", mine, "--emb", 8, "--hidden", "8",
+                      "--epochs", 1, "--max-steps", 1, "--batch-size", 2, "--bptt", 5, "--train-tokens", 2000,
+                      "--valid-tokens", 100, "--no-test", "--no-progress", "--ckpt-dir", tmp_path / "ck")}[case]
+    res = cli(*args)
+    assert res.exit_code != 0
+    one_line_error(res.output, "already exists", "--force")
+    assert snapshot(tmp_path) == before
+    res = cli(*args, "--force")
+    assert res.exit_code == 0, res.output
+    assert mine.read_bytes() != b"my precious\n"
+
+
 def test_train_output_onto_the_training_text_is_refused(tmp_path):
     from egru_compile.train.data import synthetic_corpus
     corpus = tmp_path / "corpus"

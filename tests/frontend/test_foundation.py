@@ -317,3 +317,26 @@ def test_console_script_headline_form(tmp_path):
     save_checkpoint(tmp_path / "model.pt", model, None)
     res = CliRunner().invoke(main, [str(tmp_path / "model.pt"), "--print-ir"])
     assert res.exit_code == 0 and res.output.startswith("// egru-ir v1\ngraph @step(")
+
+
+def test_evnn_state_dict_compiled_without_vocab_warns_once(tmp_path):
+    """An EvNN state_dict holds no vocabulary: compiling one without --vocab warns (one line naming --vocab);
+    with it, no warning and the artifact reads text."""
+    from click.testing import CliRunner
+
+    from egru_compile.cli import main
+    model = make_model(vocab=6, emb=4, hidden=(5, 4), seed=3)
+    torch.save(_evnn_state_dict(model), tmp_path / "evnn.pt")
+    import warnings
+    with pytest.warns(UserWarning) as got:
+        res = CliRunner().invoke(main, [str(tmp_path / "evnn.pt"), "--target", "onnx", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    warned = [str(w.message) for w in got if "vocabulary" in str(w.message)]
+    assert len(warned) == 1 and "no --vocab TRAIN.txt" in warned[0], warned
+    (tmp_path / "train.txt").write_text("a b c\nd e\n")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        res = CliRunner().invoke(main, [str(tmp_path / "evnn.pt"), "--vocab", str(tmp_path / "train.txt"),
+                                        "--target", "onnx", "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert not [w for w in got if "vocabulary" in str(w.message)]

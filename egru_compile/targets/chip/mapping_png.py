@@ -164,7 +164,7 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
                  f"{t.get('messages_out') or 0:,.0f} messages/token, {t.get('hops_out') or 0:,.0f} hops/token "
                  "(estimated, whole configuration)", fontsize=8 if width < 12 else 13)
     if marked:
-        ax.legend(handles=marked, loc="upper center", bbox_to_anchor=(0.5, -0.1 if width < 12 else -0.05),
+        ax.legend(handles=marked, loc="upper center", bbox_to_anchor=(0.5, -0.16 if width < 12 else -0.11),
                   ncol=1 if width < 12 else len(marked), fontsize=8 if width < 12 else 11, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight" if marked else None)

@@ -205,7 +205,9 @@ def text_report(m: dict) -> str:
         st = s["totals"]
         lines.append(f"simulated on the calibration tokens: energy/token {st['energy_pj'] / 1e6:.3f} uJ"
                      f"{mark(fl, 'energy_pj')}, latency/token {st['latency_ns'] / 1e3:.2f} us{mark(fl, 'latency_ns')}"
-                     f" ({st['cores']} cores, {st['messages']:,.1f} messages/token)")
+                     f" ({st['cores']} cores, {st['messages']:,.1f} "
+                     + ("packets/token: multicast, one per spike" if s.get("router") == "multicast" else
+                        "messages/token") + ")")
     r = m.get("rnn_totals")
     if r:
         lines.append(f"RNN cores only (subtotal): {r['cores_used']} cores, energy/token {r['energy_pj'] / 1e6:.3f} uJ"
@@ -239,7 +241,8 @@ def estimated_vs_simulated(m: dict) -> list[str]:
     fl = (m.get("assumptions") or {}).get("figures")
     rows = [("synops", t.get("synops_estimated"), st["synops"] + st.get("decoder_synops", 0.0), ",.1f"),
             ("spikes", None, st["spikes_out"], ",.1f"),
-            ("messages", t.get("messages_out"), st["messages"], ",.1f"),
+            ("messages" if s["router"] != "multicast" else "messages / packets", t.get("messages_out"),
+             st["messages"], ",.1f"),
             ("hops" + mark(fl, "hops"), t.get("hops_out"), st["hops"], ",.1f"),
             ("energy (uJ)" + mark(fl, "energy_pj"), t["energy_pj"] / 1e6 if t.get("energy_pj") is not None
              else None, st["energy_pj"] / 1e6, ".4f"),

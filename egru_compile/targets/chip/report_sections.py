@@ -10,7 +10,7 @@ def _bound_lines(m: dict) -> list[str]:
     if c.get("memory_bound"):
         b, n = c["memory_bound"], len(m["cores"])
         out.append(f"synaptic-memory bound: {b['cores']:,} cores (the RNN's synapses and unit state, "
-                   f"{b['bytes'] / 2**20:.1f} MiB, at {b['core_bytes'] / 1024:g} KiB per core; axon pointers "
+                   f"{b['bytes'] / 2**20:.2f} MiB, at {b['core_bytes'] / 1024:g} KiB per core; axon pointers "
                    f"excluded); this mapping: {n:,} RNN cores = {n / b['cores']:.2f}x the bound")
     if c.get("layout"):
         out.append(c["layout"])

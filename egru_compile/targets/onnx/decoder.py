@@ -61,7 +61,7 @@ def choose(graph: Graph, prepared: Graph, opts) -> tuple[Graph, dict | None]:
     else:
         int8_layers = any(n.attrs.get("weight_dtype") == "i8" for n in prepared.nodes if n is not dec)
         calib, ppl = opts.calib_token_ids, opts.perplexity
-        dtype, rec["note"] = chosen, f"decoder rows {chosen}"
+        dtype, rec["note"] = chosen, f"decoder rows {chosen}" + ("" if int8_layers else " (as the layers' weights)")
         if int8_layers and (calib is None or len(calib) < 2 or ppl is None):
             rec["note"] += " (int8 rows need --calib-data to check the perplexity change)"
         elif int8_layers:

@@ -46,8 +46,9 @@ class OnnxOptions:
     #: lower an event tensor's products densely when its layer's activity measured by count-macs
     #: (``--calib-data``) exceeds this: gathering rows costs ~1.5-2x a dense read per byte
     gate_max_activity: float = 0.5
-    #: fold embedding @ first input matrix into one [V, 3h] table at load time (None: when <= fold_max_mb)
-    fold_embedding: bool | None = None
+    #: fold embedding @ first input matrix into one [V, 3h] table at load time (None / "auto": when
+    #: <= fold_max_mb; True / "on", False / "off"; `passes.fold_embedding.fold_mode`)
+    fold_embedding: bool | str | None = None
     fold_max_mb: float = 256.0
     #: store 2-D weights as CSR initializers when smaller than dense
     sparse_storage: bool = True
@@ -59,6 +60,13 @@ class OnnxOptions:
     perplexity: object = field(default=None, repr=False, compare=False, metadata={"internal": True})
 
     def __post_init__(self):
+        from ...passes.fold_embedding import fold_mode
+        try:
+            self.fold_embedding = fold_mode(self.fold_embedding)
+        except ValueError as e:
+            raise OnnxLoweringError(f"onnx {e}") from None
+        if not float(self.fold_max_mb) >= 0:
+            raise OnnxLoweringError(f"--fold-max-mb {self.fold_max_mb}: expected a number >= 0")
         if self.weight_dtype not in ("auto", "f32", "f16", "int8"):
             raise OnnxLoweringError(f"onnx weight_dtype must be 'auto', 'f32', 'f16' or 'int8', "
                                     f"not {self.weight_dtype!r}")

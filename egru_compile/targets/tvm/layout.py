@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["to_input_major", "from_input_major", "choose_index_dtype", "pack_layer", "quantize_rows",
-           "quantize_dense_rows", "WEIGHT_DTYPES", "NP_DTYPES", "TIR_DTYPES"]
+           "quantize_dense_rows", "fold_table", "WEIGHT_DTYPES", "NP_DTYPES", "TIR_DTYPES"]
 
 #: value dtypes of the packed weights and their numpy / TIR dtype
 WEIGHT_DTYPES = ("f32", "f16", "int8")
@@ -49,6 +49,28 @@ def from_input_major(indptr, indices, data, n_out: int) -> np.ndarray:
     rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
     W[rows, np.asarray(indices).astype(np.int64)] = data
     return W
+
+
+def fold_table(emb, w_ptr, w_idx, w_val, n_out: int, bias=None, chunk: int = 1024) -> np.ndarray:
+    """The folded embedding table ``E @ W0 (+ bias)`` [V, n_out] float32 of layer 0's packed input matrix
+    (input-major CSR; int8 values: the integer values, the per-output scale comes after the sum in the kernel).
+
+    Computed in float64 from the stored values (float32 / float16 / int8: all exact in float64) and rounded to
+    float32 once per element, so every entry is the correctly rounded float32 of the float64 sum (float64's own
+    accumulation error, ~n_in * 2^-53 relative, is far below float32's half ulp). `bias` [n_out] is added in
+    float64 before the rounding. Rows are done `chunk` at a time (float64 scratch of chunk x n_out)."""
+    emb = np.asarray(emb)
+    W = np.zeros((len(w_ptr) - 1, n_out), np.float64)
+    rows = np.repeat(np.arange(len(w_ptr) - 1), np.diff(np.asarray(w_ptr)))
+    W[rows, np.asarray(w_idx).astype(np.int64)] = np.asarray(w_val).astype(np.float64)
+    b = None if bias is None else np.asarray(bias, np.float64).reshape(-1)
+    out = np.empty((emb.shape[0], n_out), np.float32)
+    for v0 in range(0, emb.shape[0], chunk):
+        t = emb[v0:v0 + chunk].astype(np.float64) @ W
+        if b is not None:
+            t += b
+        out[v0:v0 + chunk] = t
+    return out
 
 
 def choose_index_dtype(max_index_exclusive: int, requested: str = "auto") -> str:

@@ -190,8 +190,8 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
                     g = T.Select(o < 3 * h, a["tab"][tok(s), T.min(o, 3 * h - 1)], T.float32(0.0))
                     if q8:
                         init = g
-                    else:   # batch 1: bias[o] + tab[tk, o] for o < 3h, bias[o] after
-                        init = T.Select(o < 3 * h, bias[o] + g, bias[o])
+                    else:   # batch 1: tab[tk, o] (+ bias[o] unless the table holds it) for o < 3h, bias[o] after
+                        init = T.Select(o < 3 * h, g if spec.table_bias else bias[o] + g, bias[o])
                     T.buffer_store(acc, init, [o * S + s])
             else:
                 T.buffer_store(acc, T.Broadcast(T.float32(0.0) if q8 else bias[o], S), [T.Ramp(o * S, 1, S)])

@@ -15,9 +15,14 @@ INDEX_DTYPES = ("auto", "int16", "uint16", "int32")
 class EGRUKernelSpec:
     """Shape of the model the fused step is compiled for (validated at construction: it comes from manifests too).
 
-    embed_mode: "csc" (scatter the dense embedding row through W0, no extra memory), "table"
-        (precomputed ``E @ W0`` [V, 3h0]: skips the ~0.45 ns/nnz dense-input matvec, costs V*3h0*4
-        bytes) or "auto" (table when it needs <= table_limit_mb, resolved at construction).
+    embed_mode: "csc" (scatter the dense embedding row through W0, no extra memory), "table" (the embedding
+        folded into layer 0's input product: ``E @ W0`` [V, 3h0] float32 built at load time, one row read per
+        token instead of a dense-input matvec, costs V*3h0*4 bytes) or "auto" (table when it needs <=
+        table_limit_mb, resolved at construction: the fold-embedding pass's rule, `passes.fold_embedding`; the
+        tvm target decides by that pass and its ``fold_embedding`` / ``fold_max_mb`` options).
+    table_bias: the f32 / f16 table holds layer 0's z, r, g_x bias too (added in float64 before the table's one
+        rounding, `layout.fold_table`); False: the kernel adds it (the libraries of artifacts compiled before
+        the table held it: a manifest spec without this key). int8 layers add the bias after the scale.
     decoder_mode: "event" (walk the active units of y_last over rows of D^T) or "dense" (all rows,
         same vectorised code; for comparison).
     index_dtype: "auto" (int16 if 4h <= 32767, uint16 if <= 65535, else int32), or explicit.
@@ -33,6 +38,10 @@ class EGRUKernelSpec:
         [E, V]). ``projection_activation`` a: "relu" (EvNN's 2023 code): ReLU, compression of its non-zeros,
         the event decoder over those; "identity" (EvNN >= 0.2.0): the output is graded and signed, so the
         decoder reads all E rows (dense mode's code).
+    prefetch: with interleave 1, the batch-1 scatter loops prefetch the values and indices of the event column
+        this many columns ahead (software prefetch: the rows of random columns are short — a few KiB, one or
+        two pages — so the hardware prefetchers start each one late); 0 = off. The arithmetic and its order are
+        unchanged (results bit for bit the same). The shared-read batched kernels do not use it.
     weight_dtype: value dtype of the layers' W and R ("f32", "f16": float16 widened in the kernel, "int8":
         quantize-int8's int8 values with the per-output scale applied after the sum — `layout.py`).
     decoder_dtype: value dtype of the decoder rows D^T (same choices; int8: per-vocabulary-row scale applied
@@ -48,7 +57,9 @@ class EGRUKernelSpec:
     decoder_chunk: int = 0
     decoder_unroll: int = 8
     interleave: int = 1
-    table_limit_mb: float = 512.0
+    table_limit_mb: float = 256.0            # = passes.fold_embedding.FOLD_MAX_MB
+    table_bias: bool = True
+    prefetch: int = 1
     projection: bool = False
     projection_activation: str = "identity"
     weight_dtype: str = "f32"
@@ -56,7 +67,7 @@ class EGRUKernelSpec:
 
     def __post_init__(self):
         for name, least in (("vocab_size", 1), ("embedding_size", 1), ("decoder_chunk", 0), ("decoder_unroll", 0),
-                            ("interleave", 0)):
+                            ("interleave", 0), ("prefetch", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
@@ -70,6 +81,8 @@ class EGRUKernelSpec:
         if self.embed_mode == "auto":
             table_mb = self.vocab_size * 3 * self.hidden_sizes[0] * 4 / 2 ** 20
             object.__setattr__(self, "embed_mode", "table" if table_mb <= self.table_limit_mb else "csc")
+        if not isinstance(self.table_bias, bool):
+            raise ValueError(f"table_bias must be true or false, got {self.table_bias!r}")
         if self.embed_mode not in ("csc", "table"):
             raise ValueError("embed_mode must be 'csc' or 'table'")
         if self.decoder_mode not in ("event", "dense"):
@@ -110,6 +123,8 @@ class EGRUKernelSpec:
         d = dict(d)
         if d.get("projection") and "projection_activation" not in d:
             d["projection_activation"] = "relu"      # a spec written before the activation was recorded
+        d.setdefault("table_bias", False)            # written before the folded table held the bias
+        d.setdefault("prefetch", 0)                  # ... and before the step kernels prefetched
         return cls(**d)
 
 

@@ -14,7 +14,9 @@ last layer's events are scattered through P (``p_ptr/p_idx/p_val``) into ``pacc[
 compressed (``pei/pev/pen``), and the event decoder walks those.
 
 Layer 0's input (a dense embedding row) is either scattered column by column (``embed_mode="csc"``) or read
-from the precomputed gate table ``tab[V, 3h0] = E @ W0``.
+from the folded gate table ``tab[V, 3h0] = E @ W0 + b`` (``embed_mode="table"``; `layout.fold_table`: float64,
+rounded once; int8 layers: E @ W0's integer values, the scale and the bias after the sum; ``spec.table_bias``
+False: the kernel adds the bias, as libraries compiled before the table held it did).
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
         if l == 0 and spec.embed_mode == "table":
             tab = a["tab"]
             with tir.loop("o", 3 * h) as o:
-                T.buffer_store(acc, tab[tk, o] if q8 else b[o] + tab[tk, o], [o])
+                T.buffer_store(acc, tab[tk, o] if q8 or spec.table_bias else b[o] + tab[tk, o], [o])
             with tir.loop("o_g", 3 * h if q8 else h) as o:
                 T.buffer_store(acc, T.float32(0.0) if q8 else b[3 * h + o], [3 * h + o])
         else:
@@ -94,12 +96,12 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
                 ev_in = (a[f"ei{l - 1}"], a[f"ev{l - 1}"], a[f"en{l - 1}"])
                 if stats_row is not None:
                     tir.fanout_count(w[0], ev_in[0], ev_in[2], macs, add_macs)
-                tir.scatter_events(*w, acc, *ev_in, spec.interleave)
+                tir.scatter_events(*w, acc, *ev_in, spec.interleave, prefetch=spec.prefetch)
         ev_own = (a[f"ei{l}"], a[f"ev{l}"], a[f"en{l}"])
         r = (a[f"r{l}_ptr"], a[f"r{l}_idx"], a[f"r{l}_val"])
         if stats_row is not None:
             tir.fanout_count(r[0], ev_own[0], ev_own[2], macs, add_macs)
-        tir.scatter_events(*r, acc, *ev_own, spec.interleave)
+        tir.scatter_events(*r, acc, *ev_own, spec.interleave, prefetch=spec.prefetch)
         if q8:
             tir.update_scaled(h, acc, b, a[f"s{l}"], a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], fast)
         else:

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .layout import NP_DTYPES, _as_csr, _check_csr, from_input_major, pack_layer, quantize_dense_rows
+from .layout import NP_DTYPES, _as_csr, _check_csr, fold_table, pack_layer, quantize_dense_rows
 from .spec import EGRUKernelSpec
 from .cache import load_step_module, load_streams_module
 from .signature import step_arg_names
@@ -21,6 +21,14 @@ def _function(module, name: str):
         return module[name]
     except Exception:  # noqa: BLE001 - TVM raises its own error types
         return None
+
+
+def _folded_bias(b, br, h: int) -> np.ndarray:
+    """The bias the f32 / f16 kernels start layer 0's z, r and g_x sums from, in float64: b + br for z and r
+    (they share gx and gh), b for g_x (the packed ``bias4[:3h]``, summed without float32 rounding)."""
+    b = np.asarray(b, np.float64).reshape(-1)
+    br = np.asarray(br, np.float64).reshape(-1)
+    return np.concatenate([b[:2 * h] + br[:2 * h], b[2 * h:3 * h]])
 
 
 class TVMStepRunner:
@@ -83,9 +91,10 @@ class TVMStepRunner:
             p = pack_layer(L["W"], L["R"], L["b"], L["br"], L["thr"], spec.index_dtype, spec.weight_dtype,
                            L.get("W_scale"), L.get("R_scale"))
             if l == 0 and spec.embed_mode == "table":
-                # E @ W0 with W0's values as packed (int8: the integer values, the scale comes after the sum)
-                W0 = from_input_major(p["w_ptr"], p["w_idx"], p["w_val"].astype(np.float32), n_out=3 * hs[0])
-                arrays["tab"] = np.ascontiguousarray(emb @ W0, dtype=np.float32)
+                # E @ W0 (+ the packed z, r, g_x bias: b + br for z, r, b for g) in float64, rounded once;
+                # int8: E @ the integer values, the scale and the bias come after the sum in the kernel
+                fb = _folded_bias(L["b"], L["br"], hs[0]) if spec.table_bias and not q8 else None
+                arrays["tab"] = fold_table(emb, p["w_ptr"], p["w_idx"], p["w_val"], 3 * hs[0], fb)
             else:
                 if l == 0:
                     arrays["emb"] = emb

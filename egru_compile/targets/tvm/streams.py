@@ -99,7 +99,7 @@ def _streams_step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
             if l == 0 and spec.embed_mode == "table":
                 tab = a["tab"]
                 with tir.loop("o", 3 * h) as o:
-                    T.buffer_store(acc, tab[tk, o] if q8 else bias[o] + tab[tk, o], [b * A + o])
+                    T.buffer_store(acc, tab[tk, o] if q8 or spec.table_bias else bias[o] + tab[tk, o], [b * A + o])
                 with tir.loop("o_g", 3 * h if q8 else h) as o:
                     T.buffer_store(acc, T.float32(0.0) if q8 else bias[3 * h + o], [b * A + 3 * h + o])
             else:

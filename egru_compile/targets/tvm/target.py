@@ -161,6 +161,43 @@ def _projection_words(stack) -> str:
     return "; the projection (event-driven, identity: EvNN >= 0.2.0) feeds it graded values, read densely"
 
 
+def embedding_fold(graph, stack: EGRUStack, options: dict, int8: bool) -> dict:
+    """Whether layer 0's input product is folded with the embedding (``embed_mode`` "table"), decided by the
+    fold-embedding pass with the target's ``fold_embedding`` / ``fold_max_mb`` options (the onnx target's
+    rule); the manifest's record of it. The graph is left as it was (the pass's annotation is undone)."""
+    from ...passes.fold_embedding import FOLD_MAX_MB, fold_embedding, fold_mode, table_mib
+    try:
+        mode = fold_mode(options.get("fold_embedding"))
+    except ValueError as e:
+        raise EgruError(f"tvm {e}") from None
+    max_mb = float(options["fold_max_mb"]) if options.get("fold_max_mb") is not None else FOLD_MAX_MB
+    if not max_mb >= 0:                    # NaN or negative (click's FloatRange lets NaN through)
+        raise EgruError(f"--fold-max-mb {max_mb}: expected a number >= 0")
+    before = {id(n): n.attrs.get("fold_embedding") for n in graph.nodes}
+    fold_embedding(graph, mode, max_mb)
+    marked = [n for n in graph.nodes if n.attrs.get("fold_embedding")]
+    for n in graph.nodes:                  # the target's decision is the spec's embed_mode, not the graph's
+        if before[id(n)] is None:
+            n.attrs.pop("fold_embedding", None)
+        else:
+            n.attrs["fold_embedding"] = before[id(n)]
+    folded = any(n.attrs.get("layer") == 0 and n.attrs.get("role") == "input" for n in marked)
+    if mode is True and not folded:
+        raise EgruError("--fold-embedding on: layer 0's input product is not foldable with the embedding")
+    V, n_out = stack.vocab_size, 3 * stack.hidden_sizes[0]
+    mib = table_mib(V, n_out)
+    why = {True: "--fold-embedding on", False: "--fold-embedding off"}.get(
+        mode, f"auto: {mib:,.1f} MiB {'<=' if folded else '>'} --fold-max-mb {max_mb:g}")
+    what = ("E @ W0's integer values (the int8 scale and the bias come after the sum)" if int8 else
+            "E @ W0 + layer 0's z, r, g_x bias")
+    return {"folded": folded, "table_shape": [V, n_out], "dtype": "float32", "table_mib": round(mib, 3),
+            "why": why, "values": what + ", computed in float64 and rounded to float32 once, at load time",
+            "note": (f"embedding folded into layer 0's input product: a [{V}, {n_out}] float32 table of "
+                     f"{mib:,.1f} MiB built at load time (memory the runner holds), one row read per token ({why})"
+                     if folded else f"embedding not folded ({why}; the table would be {mib:,.1f} MiB): layer 0 "
+                     "multiplies the embedding row by its input matrix every token")}
+
+
 def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     try:
         import tvm  # noqa: F401
@@ -174,8 +211,10 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     wdt = resolve_weight_dtype(stack, options.get("weight_dtype"))
     ddt, dec_record = decoder_precision(graph, stack, wdt, options.get("decoder_dtype"),
                                         options.get("calib_token_ids"), options.get("perplexity"))
+    fold = embedding_fold(graph, stack, options, wdt == "int8")
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
+                          embed_mode="table" if fold["folded"] else "csc",
                           projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt,
                           projection_activation=stack.projection_activation or "identity")
     # weights packed by the runner; the batched-stream kernels (eval --batch-size) are compiled in a library
@@ -201,13 +240,17 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size, "vocab": vocab_file,
                 "source_sha256": getattr(source, "sha256", None),
                 "functions": functions,
-                "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens")},
+                "options": {k: options.get(k) for k in ("passes", "calib_data", "calib_tokens", "fold_embedding",
+                                                         "fold_max_mb")},
+                "folded_embedding": {k: v for k, v in fold.items() if k != "note"},
                 "projection": _projection_macs(graph), "decoder_precision": dec_record,
                 "projection_activation": stack.projection_activation}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, index dtype "
-               f"{spec.index_dtype}, embedding mode {spec.embed_mode}, decoder {spec.decoder_mode}"
+    idts = "/".join(dict.fromkeys(spec.layer_index_dtype(l) for l in range(len(stack.layers))))
+    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, {idts} indices, "
+               f"decoder {spec.decoder_mode}"
                f"{_projection_words(stack)}; "
-               f"kernels {'copied from the compile cache' if cached else 'compiled'} in {compile_s:.1f} s for {tgt}\n{dec_record['note']}")
+               f"kernels {'copied from the compile cache' if cached else 'compiled'} in {compile_s:.1f} s for {tgt}\n"
+               f"{fold['note']}\n{dec_record['note']}")
     (out_dir / "report.txt").write_text(summary + "\n")
     return {"summary": summary}

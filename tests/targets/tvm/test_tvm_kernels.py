@@ -9,26 +9,9 @@ tvm = pytest.importorskip("tvm")
 from egru_compile.ir.ops import OPS  # noqa: E402
 from egru_compile.targets.tvm import (EGRUKernelSpec, TVMStepRunner, build_kernel_library,  # noqa: E402
                                       default_target, from_input_major, pack_layer, to_input_major)
-from tvm_reference import extra_kernels, reference_run  # noqa: E402
+from tvm_reference import extra_kernels, rand_model, reference_run  # noqa: E402
 
 TOL = 1e-5
-
-
-def rand_model(vocab=30, emb=16, hidden=(24, 16), sparsity=0.85, seed=0):
-    """Random pruned EGRU LM (numpy, EvNN layout) with thresholds that give a few tens of % activity."""
-    rng = np.random.default_rng(seed)
-    E = rng.uniform(-0.5, 0.5, (vocab, emb)).astype(np.float32)
-    layers, n_in = [], emb
-    for h in hidden:
-        W = (rng.standard_normal((n_in, 3 * h)) / np.sqrt(n_in * (1 - sparsity))).astype(np.float32)
-        R = (rng.standard_normal((h, 3 * h)) / np.sqrt(h * (1 - sparsity))).astype(np.float32)
-        W[rng.random(W.shape) < sparsity] = 0
-        R[rng.random(R.shape) < sparsity] = 0
-        layers.append(dict(W=W, R=R, b=rng.normal(0, 0.2, 3 * h).astype(np.float32),
-                           br=rng.normal(0, 0.2, 3 * h).astype(np.float32),
-                           thr=rng.uniform(0.0, 0.3, h).astype(np.float32)))
-        n_in = h
-    return E, layers, rng.normal(0, 0.1, vocab).astype(np.float32)
 
 
 def test_input_major_roundtrip():
@@ -70,6 +53,18 @@ def test_fused_step_parity(hidden, embed_mode, index_dtype, interleave):
     r.reset()
     np.testing.assert_allclose(r.run(toks[:20]), ref[:20], atol=TOL, rtol=0)
     np.testing.assert_allclose(r.run(toks[20:]), ref[20:], atol=TOL, rtol=0)
+
+
+def test_prefetch_changes_no_result():
+    """The software prefetch of the next event column (spec.prefetch) leaves every sum and its order as they
+    are: the logits are bit-identical to the kernel without it, and match the reference."""
+    E, layers, db = rand_model(hidden=(96, 64), emb=64, seed=8)
+    toks = np.random.default_rng(9).integers(0, E.shape[0], 40)
+    ref, _ = reference_run(toks, E, layers, E, db)
+    plain = TVMStepRunner(E, layers, db, prefetch=0).run(toks)
+    assert np.abs(plain - ref).max() <= TOL
+    np.testing.assert_array_equal(TVMStepRunner(E, layers, db, prefetch=2).run(toks), plain)
+    assert EGRUKernelSpec.from_dict({"vocab_size": 3, "embedding_size": 2, "hidden_sizes": [4]}).prefetch == 0
 
 
 def test_precise_math_and_untied_decoder():
