@@ -205,7 +205,8 @@ def main(argv=None):
              + (f"; {n_idle} of {2 * a.rounds} calls started at a quiet moment (other processes < 0.15 cores "
                 f"busy over 0.3 s; waited up to {a.wait_idle:g} s)." if a.wait_idle > 0 else "."), "",
              "Command: `nice .venv/bin/python -m benchmarks.bench_threads " + " ".join(argv or sys.argv[1:]) + "`",
-             "", f"| phase | 1 thread µs/step | {N} threads: each thread µs/step | phase scaling |", "|---|---|---|---|"]
+             "", f"| phase | 1 thread µs/step | {N} threads: each thread µs/step | phase scaling |",
+             "|---|---|---|---|"]
     busy = {th: 0.0 for th in ths}
     for n in table[1]:
         one, many = sum(table[1][n]), table[N][n]
