@@ -18,7 +18,8 @@ Variants (same weights):
   per step each active column's non-zeros read once for all the streams that need it, bit-identical to
   batch 1), 1 thread;
 * ``tvm 2 threads`` — the same runner with ``eval --threads 2`` (the step's scatter, update and decoder split
-  over two threads of TVM's pool; same results);
+  over two threads of TVM's pool; same results; `bench_threads.py` shows per phase and thread where its time
+  goes and which CPUs the threads ran on);
 * ``tvm per-stream`` — the same artifact with the previous batched kernels (`targets/tvm/streams.py`: each
   stream's batch-1 code in turn, layer-major; what a spec with ``interleave`` 8 runs), 1 thread (``--no-old``
   leaves it out);
@@ -54,7 +55,7 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-from benchmarks.common import build_model, calibrate  # noqa: E402
+from benchmarks.common import build_model, calibrate, wait_idle  # noqa: E402
 
 from egru_compile.data import Vocabulary  # noqa: E402
 from egru_compile.frontend import trace_model  # noqa: E402
@@ -149,6 +150,9 @@ def main(argv=None):
     ap.add_argument("--no-tvm", action="store_true")
     ap.add_argument("--no-old", action="store_true", help="leave out the per-stream TVM kernels")
     ap.add_argument("--threads", type=int, default=2, help="threads of the 'tvm N threads' variant (0: none)")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help="before each cell's run wait up to S seconds for a moment when other processes keep under "
+                         "0.15 cores busy (a shared machine's quiet moments; `bench_threads.py`)")
     ap.add_argument("--out", default=str(HERE / "results" / "batch.md"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -173,6 +177,7 @@ def main(argv=None):
         native = {k: bool(getattr(r, "native_streams", False)) for k, r in runners.items()}
         res: dict = {}
         info: dict = {}
+        n_quiet = n_runs = 0
         for rnd in range(a.rounds):
             for B in Bs:
                 names = list(runners)
@@ -181,8 +186,11 @@ def main(argv=None):
                     r = runners[name]
                     if B == 1 and (threads[name] > 1 or name == "tvm per-stream"):
                         continue                        # batch 1: one thread, the artifact's own step kernels
+                    if a.wait_idle > 0:
+                        n_quiet += wait_idle(0.15, a.wait_idle)
                     out = evaluate(r, ids, quiet=True, batch_size=B, threads=threads[name])
                     tps = out["tokens_per_second"]
+                    n_runs += 1
                     res[(name, B)] = max(res.get((name, B), 0.0), tps)
                     info[(name, B)] = out
                     print(f"round {rnd + 1} B={B:<3} {name:<10} {tps:9.1f} tokens/s  ({out['tokens']} tokens, "
@@ -196,7 +204,9 @@ def main(argv=None):
              f"to {a.sparsity:.0%}, thresholds for ~{a.activity:.0%} activity; `evaluate(..., batch_size=B)` on the "
              f"first {a.tokens} PTB test tokens (B contiguous streams), 1 thread, best of {a.rounds} interleaved "
              f"rounds; load average {load0[0]:.2f} at start, {load1[0]:.2f} at end (shared machine, "
-             f"{os.cpu_count()} cores).", "",
+             f"{os.cpu_count()} cores)" + (f"; {n_quiet} of {n_runs} runs started at a quiet moment (other processes "
+                                          f"< 0.15 cores busy; waited up to {a.wait_idle:g} s)." if a.wait_idle > 0
+                                          else "."), "",
              "Command: `nice .venv/bin/python -m benchmarks.bench_batch " + " ".join(argv or sys.argv[1:]) + "`", "",
              head, "|" + "---|" * (3 + len(Bs))]
     for n in names:

@@ -148,3 +148,22 @@ def interleaved_steps(fns: dict, n_tokens: int, rounds: int, burn: int = 10, clo
                 step(i)
                 ts.append(clock() - t0)
     return res
+
+
+# ----------------------------------------------------------------------------------------------- quiet moments
+def busy_cores(dt: float = 0.3) -> float:
+    """Cores busy (all processes, from /proc/stat) over the next `dt` seconds, while this one sleeps."""
+    def read():
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(v), v[3] + v[4]
+    (t0, i0), _, (t1, i1) = read(), time.sleep(dt), read()
+    return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
+
+
+def wait_idle(limit: float, seconds: float) -> bool:
+    """Wait up to `seconds` for a moment when the other processes keep less than `limit` cores busy."""
+    end = time.time() + seconds
+    while time.time() < end:
+        if busy_cores() < limit:
+            return True
+    return False

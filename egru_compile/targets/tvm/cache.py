@@ -24,8 +24,8 @@ from .spec import EGRUKernelSpec, resolve_target
 __all__ = ["cache_dir", "library_key", "step_library", "load_step_module", "streams_library", "load_streams_module",
            "load_shared_module"]
 
-_GENERATOR_SOURCES = ("spec.py", "signature.py", "layout.py", "step.py", "streams.py", "shared.py", "tir.py",
-                      "cache.py")
+_GENERATOR_SOURCES = ("spec.py", "signature.py", "layout.py", "step.py", "streams.py", "shared.py", "region.py",
+                      "tir.py", "cache.py")
 
 
 def cache_dir() -> Path | None:

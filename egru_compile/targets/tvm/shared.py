@@ -17,15 +17,18 @@ accumulator would turn +0.0). The gate update is `tir.update` itself on the stre
 the NLL are batch 1's code per stream (`tir.decoder`, `tir.nll`) on each stream's own event list of the last
 layer, by V-chunks (`streams.DECODER_CHUNK`).
 
-Threads: the scatter splits the accumulator rows into ``P`` parts (``parts``; per column the first non-zero of
-each part, ``*_sp``, comes from the runner) and the update the units, each part one task of TVM's parallel
-loop; every accumulator element is written by one part only, in the same order, so any P gives the same bits.
-The decoder runs V-chunks in parallel, the NLL streams. The row bounds (``rb{l}``) balance the
-non-zeros of W and R over the parts.
+Threads: a step is one parallel region of TVM's thread pool (one wake-up per step, not one per loop), in
+phases that end at a barrier (:class:`region.phase`): the scatter splits the accumulator rows into ``P`` parts
+(``parts``; per column the first non-zero of each part, ``*_sp``, comes from the runner; the row bounds
+``rb{l}`` balance the non-zeros of W and R over the parts), the update the units, the decoder the vocabulary
+(part p: one contiguous range of logits, by V-chunks), the NLL the streams; the union / event-list bookkeeping
+between them is serial (:class:`region.once`). Every element is written by one part only, in the same order, so any
+P gives the same bits; no part reduces into another's memory.
 """
 from __future__ import annotations
 
 from .signature import NLL_LANES, weight_arg_names
+from .region import once, phase, region
 from .spec import EGRUKernelSpec, resolve_target
 
 __all__ = ["LANES", "shared_functions", "build_egru_shared", "shared_state_params", "shared_arg_names",
@@ -68,21 +71,6 @@ def shared_arg_names(spec: EGRUKernelSpec) -> list[str]:
     """Weights, split points, row bounds, batched states (between ``parts`` and the outputs)."""
     return (weight_arg_names(spec) + [f"{m}_sp" for m in split_names(spec)]
             + [f"rb{l}" for l in range(len(spec.hidden_sizes))] + [n for n, _, _ in shared_state_params(spec)])
-
-
-class _par:
-    """``for name in T.parallel(0, n)`` (`tir.loop`'s frame protocol)."""
-
-    def __init__(self, name, n):
-        from tvm.script import tirx as T
-        self.name, self.frame = name, T.parallel(0, n)
-
-    def __enter__(self):
-        from . import tir
-        return tir.loop.__enter__(self)
-
-    def __exit__(self, *exc):
-        return self.frame.__exit__(*exc)
 
 
 def _declare(spec: EGRUKernelSpec, score: bool) -> dict:
@@ -163,7 +151,6 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
     from tvm.script import tirx as T
     from . import tir
     S, V, B, P = LANES, spec.vocab_size, a["B"], a["parts"]
-    L = len(spec.hidden_sizes)
     q8 = spec.int8_layers
     h, A = spec.hidden_sizes[l], spec.acc_size(l)
     acc, bias = a[f"acc{l}"], a[f"b{l}"]
@@ -176,18 +163,25 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
         return buf[k] if str(buf.dtype) == "float32" else T.Cast("float32", buf[k])
 
     table = l == 0 and spec.embed_mode == "table"
-    if l == 0 and not table:               # the block's embedding rows, stream-minor: xe[i*S + s]
-        with tir.loop("xi", spec.embedding_size) as i:
-            for s in range(S):
-                T.buffer_store(a["xe"], a["emb"][tok(s), i], [i * S + s])
+    ui, un = a[f"ui{l}"], a[f"un{l}"]
     if l > 0:
         hp = spec.hidden_sizes[l - 1]
         ui_p, un_p, y_p = a[f"ui{l - 1}"], a[f"un{l - 1}"], a[f"y{l - 1}"]
-        _macs(a["cnt"], blk, a[f"w{l}_ptr"], un_p[blk], lambda c_: ui_p[blk, c_],
-              lambda j: y_p[T.Ramp((blk * hp + j) * S, 1, S)])
-    ui, un = a[f"ui{l}"], a[f"un{l}"]
-    _macs(a["cnt"], blk, a[f"r{l}_ptr"], un[blk], lambda c_: ui[blk, c_], lambda j: y[T.Ramp((blk * h + j) * S, 1, S)])
-    with _par("p", P) as p:
+    if l == 0 and not table:
+        with once("xe", P):                     # the block's embedding rows, stream-minor: xe[i*S + s]
+            with tir.loop("xi", spec.embedding_size) as i:
+                for s in range(S):
+                    T.buffer_store(a["xe"], a["emb"][tok(s), i], [i * S + s])
+    with phase("p", P) as p:
+        with T.If(p == P - 1):                 # the MAC counts (cnt is read after the last layer)
+            with T.Then():
+                if l == 0:
+                    T.buffer_store(a["cnt"], T.Broadcast(T.int32(0), S), [blk, T.Ramp(0, 1, S)])
+                else:
+                    _macs(a["cnt"], blk, a[f"w{l}_ptr"], un_p[blk], lambda c_: ui_p[blk, c_],
+                          lambda j: y_p[T.Ramp((blk * hp + j) * S, 1, S)])
+                _macs(a["cnt"], blk, a[f"r{l}_ptr"], un[blk], lambda c_: ui[blk, c_],
+                      lambda j: y[T.Ramp((blk * h + j) * S, 1, S)])
         r0 = tir.let("p_r0", a[f"rb{l}"][p])
         r1 = tir.let("p_r1", a[f"rb{l}"][p + 1])
         with tir.loop("o", r0, r1) as o:
@@ -210,7 +204,17 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
         _scatter(acc, a[f"r{l}_ptr"], a[f"r{l}_idx"], a[f"r{l}_val"], a[f"r{l}_sp"], p,
                  lambda c_: ui[blk, c_], un[blk], lambda j: y[T.Ramp((blk * h + j) * S, 1, S)], wide)
     _update(spec, a, l, blk)
-    # padded lanes stay silent; the union of the block's events; each stream's count
+    with once("post", P):
+        _events(spec, a, t, l, blk, nval)
+
+
+def _events(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
+    """After layer l's update (serial): padded lanes silent, the union of the block's events, each stream's
+    count; the last layer: each stream's own event list for the decoder."""
+    from tvm.script import tirx as T
+    from . import tir
+    S, L, h = LANES, len(spec.hidden_sizes), spec.hidden_sizes[l]
+    y, ui, un = a[f"y{l}"], a[f"ui{l}"], a[f"un{l}"]
     with tir.loop("zj", h) as j:
         with tir.loop("zs", nval, S) as s:
             T.buffer_store(y, T.float32(0.0), [(blk * h + j) * S + s])
@@ -230,7 +234,8 @@ def _layer(spec: EGRUKernelSpec, a: dict, t, l: int, blk, nval) -> None:
     with tir.loop("es", nval) as s:
         b = tir.let("es_b", blk * S + s)
         T.buffer_store(a["stats"], evc[blk, s], [t, b, l])
-        if l == L - 1:             # the stream's own event list (batch 1's compress) for the decoder
+        if l == L - 1:             # the MACs; the stream's own event list (batch 1's compress) for the decoder
+            T.buffer_store(a["stats"], a["cnt"][blk, s], [t, b, L])
             T.buffer_store(a["den"], 0, [b])
             with tir.loop("dq", h) as q:
                 n = tir.let("dq_n", a["den"][b])
@@ -258,7 +263,7 @@ def _update(spec: EGRUKernelSpec, a: dict, l: int, blk) -> None:
     h = spec.hidden_sizes[l]
     acc = a[f"acc{l}"]
     thr = a[f"thr{l}"]
-    with _par("up", P) as p:
+    with phase("up", P) as p:
         with tir.loop("uj", h * p // P, h * (p + 1) // P) as j:
             off = (blk * h + j) * S
             if spec.int8_layers:
@@ -281,16 +286,23 @@ def _update(spec: EGRUKernelSpec, a: dict, l: int, blk) -> None:
 def _step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
     from tvm.script import tirx as T
     from . import tir
-    from .streams import DECODER_CHUNK
-    S, V, B = LANES, spec.vocab_size, a["B"]
+    S, B, P = LANES, a["B"], a["parts"]
     L = len(spec.hidden_sizes)
-    with tir.loop("cb", a["NB"]) as blk:
-        T.buffer_store(a["cnt"], T.Broadcast(T.int32(0), S), [blk, T.Ramp(0, 1, S)])
-    for l in range(L):
-        with tir.loop(f"lb{l}", a["NB"]) as blk:
-            _layer(spec, a, t, l, blk, tir.let("nval", T.min(B - blk * S, S)))
-    with tir.loop("sb", B) as b:
-        T.buffer_store(a["stats"], a["cnt"][b // S, b % S], [t, b, L])
+    with region():
+        for l in range(L):
+            with tir.loop(f"lb{l}", a["NB"]) as blk:
+                _layer(spec, a, t, l, blk, tir.let("nval", T.min(B - blk * S, S)))
+        _head(spec, a, t, score)
+
+
+def _head(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
+    """The decoder (every stream's batch-1 event decoder, part p: its own contiguous range of the vocabulary, by
+    V-chunks) and the NLL (streams split over the parts)."""
+    from tvm.script import tirx as T
+    from . import tir
+    from .streams import DECODER_CHUNK
+    S, V, B, P = LANES, spec.vocab_size, a["B"], a["parts"]
+    L = len(spec.hidden_sizes)
     hL = spec.hidden_sizes[L - 1]
     logits = a["logits"]
     CH = min(DECODER_CHUNK, V)
@@ -306,11 +318,14 @@ def _step(spec: EGRUKernelSpec, a: dict, t, score: bool) -> None:
             tir.decoder(spec, a["dbias"], a["dwt"], a["dei"], a["dev"], a["den"], None, load, store, a.get("dscale"),
                         eoff=b * hL, es=b, vrange=(base, width))
 
-    with _par("vb", (V + CH - 1) // CH) as vb:
-        chunk(vb * CH, T.min(CH, V - vb * CH))
+    with phase("vp", P) as p:                 # part p: logits [v0, v1), v0 a multiple of LANES
+        v0 = tir.let("vp_0", V * p // P // S * S)
+        v1 = tir.let("vp_1", T.Select(p == P - 1, V, V * (p + 1) // P // S * S))
+        with tir.loop("vc", (v1 - v0 + CH - 1) // CH) as vc:
+            chunk(v0 + vc * CH, T.min(CH, v1 - v0 - vc * CH))
     if score:
         from tvm.tirx.script.builder import ir as TB
-        with _par("nb", B) as b:           # each stream's reduction scratch: its own 2 x NLL_LANES of red
+        with phase("nb", B) as b:           # each stream's reduction scratch: its own 2 x NLL_LANES of red
             red = TB.decl_buffer((2 * NLL_LANES,), "float64", data=a["red"].data, elem_offset=b * 2 * NLL_LANES)
             tir.nll(V, logits, a["targets"][t, b], red, NLL_LANES,
                     lambda value: T.buffer_store(a["nll"], value, [t, b]), base=b * V)
