@@ -55,7 +55,8 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-from benchmarks.common import build_model, calibrate, wait_idle  # noqa: E402
+from benchmarks.common import (QUIET_CORES, add_model_args, add_wait_idle_arg, build_model, calibrate,  # noqa: E402
+                               wait_idle)
 
 from egru_compile.data import Vocabulary  # noqa: E402
 from egru_compile.frontend import trace_model  # noqa: E402
@@ -140,19 +141,14 @@ def goal_lines(res: dict, threads: int) -> list[str]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--emb", type=int, default=750)
-    ap.add_argument("--hidden", default="1350,1350,750")
-    ap.add_argument("--sparsity", type=float, default=0.85)
-    ap.add_argument("--activity", type=float, default=0.2)
+    add_model_args(ap)
     ap.add_argument("--tokens", type=int, default=4096, help="eval tokens per (variant, B)")
     ap.add_argument("--batches", default="1,4,16,64")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-tvm", action="store_true")
     ap.add_argument("--no-old", action="store_true", help="leave out the per-stream TVM kernels")
     ap.add_argument("--threads", type=int, default=2, help="threads of the 'tvm N threads' variant (0: none)")
-    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
-                    help="before each cell's run wait up to S seconds for a moment when other processes keep under "
-                         "0.15 cores busy (a shared machine's quiet moments; `bench_threads.py`)")
+    add_wait_idle_arg(ap, "each cell's run")
     ap.add_argument("--out", default=str(HERE / "results" / "batch.md"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -187,7 +183,7 @@ def main(argv=None):
                     if B == 1 and (threads[name] > 1 or name == "tvm per-stream"):
                         continue                        # batch 1: one thread, the artifact's own step kernels
                     if a.wait_idle > 0:
-                        n_quiet += wait_idle(0.15, a.wait_idle)
+                        n_quiet += wait_idle(QUIET_CORES, a.wait_idle)
                     out = evaluate(r, ids, quiet=True, batch_size=B, threads=threads[name])
                     tps = out["tokens_per_second"]
                     n_runs += 1
@@ -205,8 +201,8 @@ def main(argv=None):
              f"first {a.tokens} PTB test tokens (B contiguous streams), 1 thread, best of {a.rounds} interleaved "
              f"rounds; load average {load0[0]:.2f} at start, {load1[0]:.2f} at end (shared machine, "
              f"{os.cpu_count()} cores)" + (f"; {n_quiet} of {n_runs} runs started at a quiet moment (other processes "
-                                          f"< 0.15 cores busy; waited up to {a.wait_idle:g} s)." if a.wait_idle > 0
-                                          else "."), "",
+                                          f"< {QUIET_CORES:g} cores busy; waited up to {a.wait_idle:g} s)."
+                                          if a.wait_idle > 0 else "."), "",
              "Command: `nice .venv/bin/python -m benchmarks.bench_batch " + " ".join(argv or sys.argv[1:]) + "`", "",
              head, "|" + "---|" * (3 + len(Bs))]
     for n in names:

@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-from benchmarks.common import build_model, calibrate, wait_idle  # noqa: E402
+from benchmarks.common import (QUIET_CORES, add_model_args, add_wait_idle_arg, build_model, calibrate,  # noqa: E402
+                               wait_idle)
 
 from egru_compile.data import Vocabulary  # noqa: E402
 from egru_compile.frontend import trace_model  # noqa: E402
@@ -122,17 +123,12 @@ def per_task(p: np.ndarray, k: int, n_iter: int, threads: int) -> list[float]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--emb", type=int, default=750)
-    ap.add_argument("--hidden", default="1350,1350,750")
-    ap.add_argument("--sparsity", type=float, default=0.85)
-    ap.add_argument("--activity", type=float, default=0.2)
+    add_model_args(ap)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=32, help="steps per timed call")
     ap.add_argument("--rounds", type=int, default=8, help="interleaved rounds (1 and N threads each)")
-    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
-                    help="before each timed call wait up to S seconds for a moment when other processes keep "
-                         "under 0.15 cores busy (a shared machine's quiet moments); the table counts them")
+    add_wait_idle_arg(ap, "each timed call")
     ap.add_argument("--out", default=str(HERE / "results" / "threads.md"))
     a = ap.parse_args(argv)
     if a.threads < 2 or a.threads > 60 or a.batch < 1:
@@ -161,7 +157,7 @@ def main(argv=None):
             n_tok[...], n_tg[...] = tok[:Tn], tok[1:]
             pv[...] = 0
             set_kernel_threads(th)
-            idle = wait_idle(0.15, a.wait_idle) if a.wait_idle > 0 else False
+            idle = wait_idle(QUIET_CORES, a.wait_idle) if a.wait_idle > 0 else False
             t0 = time.perf_counter()
             s._score_fn(th, t_tok, t_tg, *s._args, s._logits, s._red, t_nll, t_st, prof)
             dt = time.perf_counter() - t0
@@ -184,8 +180,9 @@ def main(argv=None):
     lines = [f"EGRU {a.emb}/{a.hidden.replace(',', '/')}, {a.sparsity:.0%} pruned, ~{a.activity:.0%} "
              f"activity; B = {B} streams, {Tn} steps per call, best of {a.rounds} interleaved rounds; load "
              f"average {load0[0]:.2f} at start, {load1[0]:.2f} at end ({os.cpu_count()} cores)"
-             + (f"; {n_idle} of {2 * a.rounds} calls started at a quiet moment (other processes < 0.15 cores "
-                f"busy over 0.3 s; waited up to {a.wait_idle:g} s)." if a.wait_idle > 0 else "."), "",
+             + (f"; {n_idle} of {2 * a.rounds} calls started at a quiet moment (other processes < "
+                f"{QUIET_CORES:g} cores busy over 0.3 s; waited up to {a.wait_idle:g} s)." if a.wait_idle > 0
+                else "."), "",
              "Command: `nice .venv/bin/python -m benchmarks.bench_threads " + " ".join(argv or sys.argv[1:]) + "`",
              "", f"| phase | 1 thread µs/step | {N} threads: each thread µs/step | phase scaling |",
              "|---|---|---|---|"]

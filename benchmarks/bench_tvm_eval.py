@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
-from benchmarks.common import build_model, calibrate, median_times  # noqa: E402
+from benchmarks.common import add_model_args, build_model, calibrate, median_times  # noqa: E402
 
 from egru_compile.frontend import trace_model  # noqa: E402
 from egru_compile.passes import PassManager  # noqa: E402
@@ -57,10 +57,7 @@ def timed(fns: dict, rounds: int) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vocab", type=int, default=10000)
-    ap.add_argument("--emb", type=int, default=750)
-    ap.add_argument("--hidden", default="1350,1350,750")
-    ap.add_argument("--sparsity", type=float, default=0.85)
-    ap.add_argument("--activity", type=float, default=0.2)
+    add_model_args(ap)
     ap.add_argument("--variants", default="f32,int8,int8+dec8")
     ap.add_argument("--tokens", type=int, default=2000, help="timed tokens per round")
     ap.add_argument("--chunk", type=int, default=256)

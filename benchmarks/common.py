@@ -160,6 +160,10 @@ def busy_cores(dt: float = 0.3) -> float:
     return (os.cpu_count() or 1) * (1 - (i1 - i0) / max(t1 - t0, 1))
 
 
+#: a quiet moment: the other processes keep fewer cores than this busy (over `busy_cores`' 0.3 s)
+QUIET_CORES = 0.15
+
+
 def wait_idle(limit: float, seconds: float) -> bool:
     """Wait up to `seconds` for a moment when the other processes keep less than `limit` cores busy."""
     end = time.time() + seconds
@@ -167,3 +171,19 @@ def wait_idle(limit: float, seconds: float) -> bool:
         if busy_cores() < limit:
             return True
     return False
+
+
+# ------------------------------------------------------------------------------------------ shared CLI options
+def add_model_args(ap) -> None:
+    """The random PTB-size model's options (embedding, hidden sizes, RNN weight sparsity, target activity)."""
+    ap.add_argument("--emb", type=int, default=750)
+    ap.add_argument("--hidden", default="1350,1350,750")
+    ap.add_argument("--sparsity", type=float, default=0.85)
+    ap.add_argument("--activity", type=float, default=0.2)
+
+
+def add_wait_idle_arg(ap, when: str) -> None:
+    """``--wait-idle S``: before `when`, wait up to S seconds for a quiet moment (`QUIET_CORES`)."""
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help=f"before {when} wait up to S seconds for a moment when other processes keep under "
+                         f"{QUIET_CORES:g} cores busy (a shared machine's quiet moments)")

@@ -74,7 +74,8 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
     if res.tokens_per_second:
         where = ("this host running the chip simulator, not the chip's latency" if res.chip else
                  "whole token incl. decoder and log-softmax")
-        click.echo(f"tokens/s      {res.tokens_per_second:,.0f} ({1e6 / res.tokens_per_second:,.1f} µs/token, {where})")
+        click.echo(f"tokens/s      {res.tokens_per_second:,.0f} "
+                   f"({1e6 / res.tokens_per_second:,.1f} µs/token, {where})")
     if verbose:
         click.echo(f"cross-entropy {res.cross_entropy:.6f} nats")
         click.echo("events/token  " + " ".join(f"{e:.2f}" for e in res.events_per_token))

@@ -74,18 +74,25 @@ def _foldable(node: Node, cache: dict, force: bool, max_mb: float) -> bool:
     return force or table_mib(table.shape[0], n_out) <= max_mb
 
 
-def fold_embedding(graph: Graph, mode: bool | None = None, max_mb: float = FOLD_MAX_MB) -> int:
-    """Set ``fold_embedding=True`` on the foldable products (none when `mode` is False) and remove it from
-    the others (a second run re-decides); returns how many are marked."""
+def products_to_fold(graph: Graph, mode: bool | None = None, max_mb: float = FOLD_MAX_MB) -> list[Node]:
+    """The products the rule folds (none when `mode` is False; every foldable one when True; by table size
+    when None); the graph is not changed — a target that decides without annotating (tvm) calls this."""
+    if mode is False:
+        return []
     cache: dict = {}
-    n = 0
+    return [node for node in graph.nodes if _foldable(node, cache, mode is True, max_mb)]
+
+
+def fold_embedding(graph: Graph, mode: bool | None = None, max_mb: float = FOLD_MAX_MB) -> int:
+    """Set ``fold_embedding=True`` on the products `products_to_fold` picks and remove it from the others (a
+    second run re-decides); returns how many are marked."""
+    fold = {id(n) for n in products_to_fold(graph, mode, max_mb)}
     for node in graph.nodes:
-        if mode is not False and _foldable(node, cache, mode is True, max_mb):
+        if id(node) in fold:
             node.attrs["fold_embedding"] = True
-            n += 1
         else:
             node.attrs.pop("fold_embedding", None)
-    return n
+    return len(fold)
 
 
 @register_pass("fold-embedding", invalidates=())        # an annotation: same math, same MACs

@@ -39,8 +39,8 @@ def phase_latency(costs) -> float:
 
 def choose_split(nets, profile, calibrated: bool, seq, seq_est, info: dict | None = None):
     """The `model.CoreMap` of the layers' split that competes with the sequential baseline `seq` (its
-    assignment's estimate `seq_est`, `estimate.AssignmentCosts`), or None: none needs fewer cores within the latency margin. ``info["split_choice"]``
-    receives one sentence for the report (which layers split, the cores and phase latency against the
+    assignment's estimate `seq_est`, `estimate.AssignmentCosts`), or None: none needs fewer cores within the
+    latency margin. ``info["split_choice"]`` receives one sentence for the report (which layers split, the cores and phase latency against the
     baseline's, the subsets dropped for their latency)."""
     full = split_core_map(nets, profile)
     if crowded(seq):         # < 2 units per core in a layer: cores first (the 107M model: 17k cores vs 1.9k)

@@ -164,8 +164,8 @@ def _projection_words(stack) -> str:
 def embedding_fold(graph, stack: EGRUStack, options: dict, int8: bool) -> dict:
     """Whether layer 0's input product is folded with the embedding (``embed_mode`` "table"), decided by the
     fold-embedding pass with the target's ``fold_embedding`` / ``fold_max_mb`` options (the onnx target's
-    rule); the manifest's record of it. The graph is left as it was (the pass's annotation is undone)."""
-    from ...passes.fold_embedding import FOLD_MAX_MB, fold_embedding, fold_mode, table_mib
+    rule); the manifest's record of it. The graph is not changed."""
+    from ...passes.fold_embedding import FOLD_MAX_MB, fold_mode, products_to_fold, table_mib
     try:
         mode = fold_mode(options.get("fold_embedding"))
     except ValueError as e:
@@ -173,15 +173,8 @@ def embedding_fold(graph, stack: EGRUStack, options: dict, int8: bool) -> dict:
     max_mb = float(options["fold_max_mb"]) if options.get("fold_max_mb") is not None else FOLD_MAX_MB
     if not max_mb >= 0:                    # NaN or negative (click's FloatRange lets NaN through)
         raise EgruError(f"--fold-max-mb {max_mb}: expected a number >= 0")
-    before = {id(n): n.attrs.get("fold_embedding") for n in graph.nodes}
-    fold_embedding(graph, mode, max_mb)
-    marked = [n for n in graph.nodes if n.attrs.get("fold_embedding")]
-    for n in graph.nodes:                  # the target's decision is the spec's embed_mode, not the graph's
-        if before[id(n)] is None:
-            n.attrs.pop("fold_embedding", None)
-        else:
-            n.attrs["fold_embedding"] = before[id(n)]
-    folded = any(n.attrs.get("layer") == 0 and n.attrs.get("role") == "input" for n in marked)
+    folded = any(n.attrs.get("layer") == 0 and n.attrs.get("role") == "input"
+                 for n in products_to_fold(graph, mode, max_mb))   # the spec's embed_mode; the graph unchanged
     if mode is True and not folded:
         raise EgruError("--fold-embedding on: layer 0's input product is not foldable with the embedding")
     V, n_out = stack.vocab_size, 3 * stack.hidden_sizes[0]
