@@ -87,6 +87,10 @@ def _run_guarded(debug: bool, fn, *args, **kwargs):
     """Run `fn`: the project's errors become one `error:` line (exit 1), Ctrl-C exit 130, MemoryError
     exit 1; anything else is a bug and keeps its traceback."""
     warnings.simplefilter("default")
+    # ResourceWarning is for developers (Python hides it by default): a signal that lands while the interpreter
+    # reads a module's source leaves that file to the garbage collector, which must not add a second line to
+    # the one ``error: interrupted`` the user gets
+    warnings.simplefilter("ignore", ResourceWarning)
     warnings.formatwarning = lambda m, c, *a, **k: f"warning: {m}\n"
     _Interrupts.install()
     try:

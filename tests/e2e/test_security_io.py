@@ -241,6 +241,29 @@ def test_fatal_signal_during_compile_removes_temporaries(tmp_path, ckpt, sig, ta
     assert {p.name for p in tmp_path.iterdir()} == {"m.pt", "data.txt"}
 
 
+LEAK_THEN_INTERRUPT = r"""
+import gc, os, signal
+from egru_compile.cli.guard import _run_guarded
+def fn():                                   # what a signal landing inside an import leaves: an open source file
+    f = open(__file__, "rb")
+    f = None
+    gc.collect()
+    os.kill(os.getpid(), signal.SIGHUP)
+_run_guarded(False, fn)
+"""
+
+
+def test_interrupt_that_leaks_a_file_still_prints_one_line(tmp_path):
+    """CI stop 28: SIGHUP landed while Python read a module's source; the unclosed file's ResourceWarning
+    became a second stderr line before ``error: interrupted (SIGHUP)``. Developer warnings stay hidden."""
+    script = tmp_path / "leak.py"
+    script.write_text(LEAK_THEN_INTERRUPT)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert r.returncode == 128 + signal.SIGHUP, (r.returncode, r.stderr)
+    one_line_error(r.stdout + r.stderr, "interrupted", "SIGHUP")
+
+
 # =========================================================================== D. swap between check and load
 EVIL_C = r"""
 #include <stdio.h>
