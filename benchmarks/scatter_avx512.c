@@ -8,7 +8,9 @@
                its scatter is conflict-free): vpgatherdd acc, 16 products, vpscatterdd back;
      blk16   — row-blocked layout: each column's 3h outputs split into 16-row blocks, one 16-bit mask per block
                and the packed int8 values; per block: widen 16 packed values, vpexpandd them by the mask, multiply,
-               one 64-byte add into acc (no index bytes at all: 2 bytes of mask per 16 rows instead).
+               one 64-byte add into acc (no index bytes at all: 2 bytes of mask per 16 rows instead);
+     blk16x4 — blk16 with 4 active columns in lock step: per 16-row block one load and one store of acc for
+               the 4 columns' expanded products (added in column order, so bit-identical to scalar).
 
    gcc -O2 -mavx512f -mavx512bw -mavx512vl -mavx512vbmi2 -ffp-contract=off benchmarks/scatter_avx512.c -o /tmp/scatter_avx512
    /tmp/scatter_avx512 [n_in] [n_out] [density] [activity] [reps] [matrices]   (defaults 1350 4050 0.15 0.2 400 1;
@@ -68,6 +70,27 @@ static void blk16(const mat_t *m, float *acc, const int32_t *ei, const float *ev
     }
 }
 
+static void blk16x4(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en) {
+    int c = 0;
+    for (; c + 4 <= en; c += 4) {
+        __m512 v[4]; const uint16_t *mk[4]; const int8_t *p[4];
+        for (int j = 0; j < 4; j++) { v[j] = _mm512_set1_ps(ev[c + j]); mk[j] = m->mask + (size_t)ei[c + j] * m->nb;
+                                      p[j] = m->val + m->bptr[ei[c + j]]; }
+        for (int b = 0; b < m->nb; b++) {
+            float *a = acc + 16 * b;
+            __m512 s = _mm512_load_ps(a);
+            for (int j = 0; j < 4; j++) {
+                const __mmask16 mm = mk[j][b];
+                __m512 q = _mm512_cvtepi32_ps(_mm512_maskz_expand_epi32(mm, _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p[j]))));
+                p[j] += __builtin_popcount(mm);
+                s = _mm512_add_ps(s, _mm512_maskz_mul_ps(mm, v[j], q));
+            }
+            _mm512_store_ps(a, s);
+        }
+    }
+    blk16(m, acc, ei + c, ev + c, en - c);
+}
+
 static int8_t *dense_all[16], *dense;                                                               /* dense16: [n_in][16 nb] */
 static void dense16(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en) {
     const int w = 16 * m->nb;
@@ -108,7 +131,7 @@ int main(int argc, char **argv) {
     }
     mat_t m = ms[0]; dense = dense_all[0];
     int npad = 16 * m.nb;
-    float *accs[4]; for (int j = 0; j < 4; j++) accs[j] = aligned_alloc(64, sizeof(float) * npad);
+    float *accs[5]; for (int j = 0; j < 5; j++) accs[j] = aligned_alloc(64, sizeof(float) * npad);
     int32_t *ei = malloc(sizeof(int32_t) * n_in * sets); float *ev = malloc(sizeof(float) * n_in * sets);
     int *en = malloc(sizeof(int) * sets); double tot_nnz = 0;
     for (int s = 0; s < sets; s++) {
@@ -118,16 +141,17 @@ int main(int argc, char **argv) {
         for (int c = 0; c < n; c++) tot_nnz += m.ptr[ei[s * n_in + c] + 1] - m.ptr[ei[s * n_in + c]];
     }
     double nnz_per_call = tot_nnz / sets;
-    void (*fn[4])(const mat_t *, float *, const int32_t *, const float *, int) = {scalar, gs16, blk16, dense16};
-    const char *name[4] = {"scalar", "gs16", "blk16", "dense16"};
+    enum { NV = 5 };
+    void (*fn[NV])(const mat_t *, float *, const int32_t *, const float *, int) = {scalar, gs16, blk16, dense16, blk16x4};
+    const char *name[NV] = {"scalar", "gs16", "blk16", "dense16", "blk16x4"};
     for (int s = 0; s < sets; s++) {              /* bit-identical results */
-        for (int j = 0; j < 4; j++) { memset(accs[j], 0, sizeof(float) * npad); fn[j](&m, accs[j], ei + s * n_in, ev + s * n_in, en[s]); }
-        for (int j = 1; j < 4; j++) if (memcmp(accs[0], accs[j], sizeof(float) * n_out)) { printf("MISMATCH %s set %d\n", name[j], s); return 1; }
+        for (int j = 0; j < NV; j++) { memset(accs[j], 0, sizeof(float) * npad); fn[j](&m, accs[j], ei + s * n_in, ev + s * n_in, en[s]); }
+        for (int j = 1; j < NV; j++) if (memcmp(accs[0], accs[j], sizeof(float) * n_out)) { printf("MISMATCH %s set %d\n", name[j], s); return 1; }
     }
-    double *ts[4]; for (int j = 0; j < 4; j++) ts[j] = malloc(sizeof(double) * reps);
+    double *ts[NV]; for (int j = 0; j < NV; j++) ts[j] = malloc(sizeof(double) * reps);
     for (int r = 0; r < reps; r++)
-        for (int jj = 0; jj < 4; jj++) {
-            int j = (jj + r) % 4, s = r % sets, mi = r % NM;
+        for (int jj = 0; jj < NV; jj++) {
+            int j = (jj + r) % NV, s = r % sets, mi = r % NM;
             memset(accs[j], 0, sizeof(float) * npad);
             dense = dense_all[mi];
             double t0 = now();
@@ -136,7 +160,7 @@ int main(int argc, char **argv) {
         }
     printf("n_in %d n_out %d density %.2f activity %.2f, %d matrices cycled: %.0f nnz per call, matrix %.2f MB sparse (int8 + int16 idx), %.2f MB dense int8\n",
            n_in, n_out, dens, act, NM, nnz_per_call, m.ptr[n_in] * 3e-6, n_in * 16.0 * m.nb * 1e-6);
-    for (int j = 0; j < 4; j++) {
+    for (int j = 0; j < NV; j++) {
         qsort(ts[j], reps, sizeof(double), cmpd);
         printf("%-8s median %8.1f us  (%.3f ns per nnz)  min %8.1f us\n", name[j], ts[j][reps / 2] * 1e6,
                ts[j][reps / 2] * 1e9 / nnz_per_call, ts[j][0] * 1e6);
