@@ -20,9 +20,9 @@ benchmark blocks — `.ci/run` has a step for it — so a benchmark block must n
 without the compile cache, as the benchmarks document their compile times), ``training`` (the example's
 whole recipe, hours; never run here), ``setup`` (``make ...``: creates a virtual environment; checked by hand
 on a fresh clone), ``suite`` (``make test`` itself), ``placeholder`` (a pattern with the reader's own file
-names or checkout). Every skipped block is reported with its reason (``pytest -ra``). Relative links between the pages must resolve, and
-README.md stays ≤ 200 lines. ``EGRU_DOCS_TIMES=FILE`` appends each block's CPU and wall seconds to FILE (the
-budget: ≤ 60 s of CPU for all blocks run by default).
+names or checkout). Every skipped block is reported with its reason (``pytest -ra``). Relative links between
+the pages must resolve, and README.md stays ≤ 200 lines. ``EGRU_DOCS_TIMES=FILE`` appends each block's CPU and
+wall seconds to FILE (the budget: ≤ 60 s of CPU for all blocks run by default).
 """
 from __future__ import annotations
 
