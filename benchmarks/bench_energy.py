@@ -329,7 +329,7 @@ def main(argv=None):
                 ckpt = td / "ptb.pt"
                 save_checkpoint(ckpt, model, vocab)
             t0 = time.perf_counter()
-            r = CliRunner().invoke(cli, [str(ckpt), "--target", "loihi-like", "--profile", str(profile.source),
+            r = CliRunner().invoke(cli, [str(ckpt), "--profile", str(profile.source),
                                          "-o", str(out), "--force", "--calib-data", str(ptb / "ptb.valid.txt"),
                                          "--calib-tokens", str(T)])
             if r.exit_code:

@@ -332,7 +332,7 @@ def main(argv=None):
         ckpt = random_checkpoint(td / "model.pt", vocab, a.emb, hidden, a.activity)
         ids = vocab.encode_file(ptb / "ptb.valid.txt", max_tokens=a.tokens)
         t0 = time.perf_counter()
-        r = CliRunner().invoke(cli, [str(ckpt), "--target", "loihi2-like", "--profile", str(prof_path), "-o",
+        r = CliRunner().invoke(cli, [str(ckpt), "--profile", str(prof_path), "-o",
                                      str(td / "art"), "--force", "--calib-data", str(ptb / "ptb.valid.txt"),
                                      "--calib-tokens", str(len(ids))])
         if r.exit_code:

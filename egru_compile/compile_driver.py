@@ -54,6 +54,10 @@ def resolve_target(req: CompileRequest):
         spec = None
     else:
         spec = registry.get(req.target)
+        if p is not None and spec is not None and spec.family == "chip" and p.name != spec.name:
+            raise EgruError(f"{option('target')} {spec.name} and {option('profile')} {profile} (a profile named "
+                            f"{p.name}) disagree: give {option('profile')} alone (it names the chip) or a profile "
+                            f"of {spec.name}")
     if spec is None:
         if req.given:
             raise EgruError(f"{option(sorted(req.given)[0])} needs {option('target')}")

@@ -38,8 +38,10 @@ def setup(tmp_path_factory):
 
 
 def _compile(d, name, *extra):
+    """loihi-like, or the chip a --profile among `extra` names."""
     out = d / name
-    res = CliRunner().invoke(main, [str(d / "m.pt"), "--target", "loihi-like", "-o", str(out), "--force",
+    target = [] if "--profile" in extra else ["--target", "loihi-like"]
+    res = CliRunner().invoke(main, [str(d / "m.pt"), *target, "-o", str(out), "--force",
                                     "--calib-data", str(d / "calib.txt"), *extra])
     return out, res
 

@@ -47,9 +47,10 @@ def _base() -> dict:
     return tomllib.loads((PROFILE_DIR / "loihi-like.toml").read_text())
 
 
-def _compile(d, profile_file, out, target="loihi-like"):
-    return CliRunner().invoke(main, [str(d / "m.pt"), "--target", target, "-o", str(out), "--profile",
-                                     str(profile_file), "--calib-data", str(d / "calib.txt")])
+def _compile(d, profile_file, out, target=None):
+    """Compile with --profile FILE (the documented form: the profile names the chip), --target too if given."""
+    args = [str(d / "m.pt"), "-o", str(out), "--profile", str(profile_file), "--calib-data", str(d / "calib.txt")]
+    return CliRunner().invoke(main, args + (["--target", target] if target else []))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -182,7 +183,8 @@ def test_loihi2_like_compiles_and_evaluates_like_pytorch(tiny, tmp_path):
 
 
 def test_user_profile_with_own_name_evaluates(tiny, tmp_path):
-    """A user profile with its own name compiles under --target loihi-like and its artifact still opens."""
+    """A user profile with its own name compiles as a target of that name and its artifact opens; naming a
+    different chip with --target as well is refused in one line (the artifact would name two chips)."""
     data = _base()
     data["name"] = "my-chip"
     f = tmp_path / "mine.toml"
@@ -191,4 +193,11 @@ def test_user_profile_with_own_name_evaluates(tiny, tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "o" / "mapping.json").read_text())["profile"]["name"] == "my-chip"
     r = _eval_json(tmp_path / "o", tiny / "calib.txt")
-    assert r["target"] == "loihi-like" and r["tokens"] > 0
+    assert r["target"] == "my-chip" and r["tokens"] > 0
+    res = _compile(tiny, f, tmp_path / "o2", target="loihi-like")
+    assert res.exit_code != 0 and not (tmp_path / "o2").exists()
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "--target loihi-like and --profile" in lines[0] and "my-chip" in lines[0], lines
+    data["name"] = "loihi-like"                 # a copy of the target's own profile, edited: accepted
+    f.write_text(dump_toml(data))
+    assert _compile(tiny, f, tmp_path / "o3", target="loihi-like").exit_code == 0
