@@ -217,7 +217,8 @@ def text_report(m: dict) -> str:
                  f"{mark(fl, 'hops')}")
     lines += _comparison_lines(m, fl)
     if not t["hops_out"]:
-        lines.append("  (no message leaves a core: no inter-core hops)")
+        lines.append("  (no message leaves a core: no inter-core hops)" if not t["messages_out"] else
+                     "  (0 hops: every message goes to a core on the sender's own tile, which crosses no mesh link)")
     if m.get("count_macs") and m["count_macs"].get("dynamic") is not None:
         lines.append(f"count-macs dynamic MACs/token: {m['count_macs']['dynamic']:,.3f} "
                      "(= sum of the RNN cores' synops_estimated)")
