@@ -100,7 +100,8 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
         "router": "multicast" if multicast else "unicast", "simulated": sim_report,
         "decoder": _decoder_info(decoder, dec, stack, sim_report, profile), "calibrated": calibrated,
         "calib_tokens": T,
-        "weights": weights_info(weight_dtype, profile, ours.costs, weight_report), "cores": rows, "totals": tot,
+        "weights": weights_info(weight_dtype, profile, ours.costs, weight_report, len(dec.rows) if dec else 0),
+        "cores": rows, "totals": tot,
         "rnn_totals": rnn_tot,
         "baseline": {"placement": ("in-order fan-in split (its own baseline: a unit's fan-in exceeds the "
                                    "input-axon limit, so no unsplit placement exists)") if seq.splits else "sequential",
@@ -129,7 +130,9 @@ def compile_chip(graph, source, out_dir, options: dict, default_profile: str) ->
                 "hidden_sizes": stack.hidden_sizes, "vocab_size": stack.vocab_size,
                 "decoder": decoder, "router": mapping["router"], "weight_dtype": weight_dtype,
                 "projection_activation": stack.projection_activation,      # EvNN's projection (host or cores)
-                "synaptic_memory_bytes": mapping["weights"]["synaptic_memory_bytes"],
+                # the whole configuration's (decoder cores included), as report.txt / mapping.json totals
+                "synaptic_memory_bytes": int(mapping["totals"]["memory_bytes"]),
+                "rnn_synaptic_memory_bytes": mapping["weights"]["synaptic_memory_bytes"],
                 "options": {k: options.get(k) for k in MANIFEST_OPTIONS}}
     write_json(out_dir / "manifest.json", manifest)
     return {"summary": report.rstrip("\n"), "mapping": mapping}

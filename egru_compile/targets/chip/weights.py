@@ -66,17 +66,20 @@ def to_f16_storage(stack) -> None:
         stack.projection = _f16(stack.projection, np.float16)
 
 
-def weights_info(dtype: str, profile: ChipProfile, costs, quantize: dict | None) -> dict:
-    """mapping.json ``weights``: dtype, bits, synapse word, synaptic memory of the placed cores with that word
-    (synapses x (weight + index bits) + one pointer per input axon + unit state, per core, rounded up to
-    bytes) and, where it differs, the profile's word the placement was sized for (f32 on an 8-bit profile)."""
+def weights_info(dtype: str, profile: ChipProfile, costs, quantize: dict | None, decoder_cores: int = 0) -> dict:
+    """mapping.json ``weights``: dtype, bits, synapse word, synaptic memory of the placed RNN cores with that
+    word (synapses x (weight + index bits) + one pointer per input axon + unit state, per core, rounded up to
+    bytes) and, where it differs, the profile's word the placement was sized for (f32 on an 8-bit profile).
+    With `decoder_cores` (``--decoder chip``) the summary says the figure is the RNN cores' alone."""
     m = profile.memory
     bits = BITS[dtype]
     mem = int(core_memory_bytes(profile, costs.synapses, costs.input_axons, costs.units,
                                 bits + m.index_bits).sum())
     line = {"int8": "weights int8 per-row", "f16": "weights float16 (16-bit synaptic words)",
             "f32": "weights float32 (the float reference: --weight-dtype f32 / --float-weights)"}[dtype]
-    line += f": synaptic memory {mem / 2**20:.2f} MiB with {bits + m.index_bits}-bit synapse words"
+    whose = f"RNN cores' synaptic memory (the {decoder_cores} decoder cores not included)" if decoder_cores \
+        else "synaptic memory"
+    line += f": {whose} {mem / 2**20:.2f} MiB with {bits + m.index_bits}-bit synapse words"
     if bits > m.weight_bits:
         line += f" (the placement is sized for the profile's {m.weight_bits}-bit weights)"
     if dtype != "f32" and quantize and quantize.get("ppl_before") is not None:

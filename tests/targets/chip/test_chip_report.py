@@ -88,6 +88,11 @@ def test_decoder_chip_totals_are_the_simulated_whole_configuration(multi):
     assert f"simulated on the calibration tokens: energy/token {sum(c['energy_pj'] for c in sim['cores']) / 1e6:.3f}" \
         in report
     assert "RNN cores only (subtotal)" in report
+    # one synaptic-memory figure per scope: the whole configuration's in the manifest, the RNN cores' labelled
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["synaptic_memory_bytes"] == t["memory_bytes"]
+    assert manifest["rnn_synaptic_memory_bytes"] == sum(c["memory_bytes"] for c in m["cores"]) < t["memory_bytes"]
+    assert f"RNN cores' synaptic memory (the {len(dec)} decoder cores not included)" in report
     # eval on the calibration text: the same whole configuration
     res = CliRunner().invoke(main, ["eval", str(out), "--data", str(multi / "calib.txt"), "--json"])
     assert res.exit_code == 0, res.output
