@@ -242,8 +242,9 @@ def estimated_vs_simulated(m: dict) -> list[str]:
     fl = (m.get("assumptions") or {}).get("figures")
     rows = [("synops", t.get("synops_estimated"), st["synops"] + st.get("decoder_synops", 0.0), ",.1f"),
             ("spikes", None, st["spikes_out"], ",.1f"),
-            ("messages" if s["router"] != "multicast" else "messages / packets", t.get("messages_out"),
-             st["messages"], ",.1f"),
+            *([("messages", t.get("messages_out"), st["messages"], ",.1f")] if s["router"] != "multicast" else
+              [("messages (deliveries)", t.get("messages_out"), st["messages_in"], ",.1f"),
+               ("packets (multicast)", None, st["messages"], ",.1f")]),
             ("hops" + mark(fl, "hops"), t.get("hops_out"), st["hops"], ",.1f"),
             ("energy (uJ)" + mark(fl, "energy_pj"), t["energy_pj"] / 1e6 if t.get("energy_pj") is not None
              else None, st["energy_pj"] / 1e6, ".4f"),
@@ -252,8 +253,9 @@ def estimated_vs_simulated(m: dict) -> list[str]:
            f"{t.get('scope') or 'whole configuration'}):", f"  {'':<20} {'estimated':>14} {'simulated':>14}"]
     out += [f"  {name:<20} {e(a, f):>14} {e(b, f):>14}" for name, a, b, f in rows]
     if s["router"] == "multicast":
-        out.append("  (multicast router: the simulation sends one packet per spike, replicated along a tree, and "
-                   "counts each tree link once; the estimate counts one message per destination core)")
+        out.append("  (multicast router: one packet per spike, replicated along a tree to its destination cores "
+                   "(one message each); hops count each tree link once in the simulation, once per message in "
+                   "the estimate)")
     out.append("  (latency: the estimate charges every message's whole route serially on its sending core and "
                "takes the busiest core of the average token; the simulation charges one injection per message, "
                "the longest route once per phase (routers pipeline) and the busiest core of every token)")
@@ -321,8 +323,11 @@ def chip_summary(chip: dict) -> str:
               "RNN cores' figure is" if t["decoder_synops"] else "RNN cores; 1 synop = 1 MAC:") +
              " the MACs/token of count-macs and of eval on onnx/tvm)",
              f"spikes/token  {t['spikes_out']:,.1f}",
-             f"messages      {t['messages']:,.1f}/token, {t['hops']:,.1f} hops/token{mark(fl, 'hops')}, busiest link "
-             f"{t['busiest_link_messages']:,.1f} messages/token",
+             (f"messages      {t['messages']:,.1f}/token" if chip["router"] != "multicast" else
+              f"packets       {t['messages']:,.1f}/token (multicast: one per spike, copied by the routers to "
+              f"{t['messages_in']:,.1f} messages/token at their destination cores)") +
+             f", {t['hops']:,.1f} hops/token{mark(fl, 'hops')}, busiest link {t['busiest_link_messages']:,.1f} "
+             + ("messages" if chip["router"] != "multicast" else "packets") + "/token",
              f"energy/token  {t['energy_pj'] / 1e6:.4f} uJ{mark(fl, 'energy_pj')} (chip)",
              f"latency/token {t['latency_ns'] / 1e3:.2f} us{mark(fl, 'latency_ns')} (phases " +
              " ".join(f"{p / 1e3:.2f}" for p in t["phase_ns"]) + " us)"]

@@ -201,6 +201,32 @@ def test_one_name_per_quantity(multi):
     assert 0 < s["spikes_out"] <= s["messages"]
 
 
+def test_multicast_packets_are_not_called_messages(multi):
+    """A multicast packet reaches several cores: a *message* stays one delivery to one core. The report sets
+    the estimated messages beside the simulated deliveries (recounted from the simulator's per-core
+    messages_in) and the packets on a row of their own; eval calls the packets packets."""
+    out, m = _artifact(multi, "spinnaker2-like", "traffic", multi / "m.pt")
+    s = m["simulated"]
+    assert s["router"] == "multicast"
+    deliveries = sum(c["messages_in"] for c in s["cores"])
+    packets = sum(c["messages_out"] for c in s["cores"])
+    assert packets < deliveries                          # the point of multicast on this model
+    report = (out / "report.txt").read_text()
+    row = re.search(r"messages \(deliveries\)\s+([\d,.]+)\s+([\d,.]+)", report)
+    assert row and float(row.group(2).replace(",", "")) == pytest.approx(deliveries, abs=0.06)
+    assert float(row.group(1).replace(",", "")) == pytest.approx(m["totals"]["messages_out"], abs=0.06)
+    assert re.search(r"packets \(multicast\)\s+-\s+" + re.escape(f"{packets:,.1f}"), report)
+    res = CliRunner().invoke(main, ["eval", str(out), "--data", str(multi / "calib.txt"), "--json"])
+    ev = json.loads(res.output.strip().splitlines()[-1])["chip"]
+    ev_packets = sum(c["messages_out"] for c in ev["cores"])
+    ev_deliveries = sum(c["messages_in"] for c in ev["cores"])
+    res = CliRunner().invoke(main, ["eval", str(out), "--data", str(multi / "calib.txt")])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("packets"))
+    assert f"{ev_packets:,.1f}/token" in line and f"{ev_deliveries:,.1f} messages/token at their destination" in line
+    assert not any(ln.startswith("messages") for ln in res.output.splitlines())
+
+
 def test_old_mapping_json_is_refused_in_one_line(multi, tmp_path):
     import shutil
     src, _ = _artifact(multi, "loihi-like", "traffic", multi / "m.pt")
