@@ -97,6 +97,7 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
+    from matplotlib import patheffects
     from matplotlib.patches import Rectangle
     g = profile.chip
     chips = m["chips"]
@@ -118,7 +119,9 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
     im = ax.imshow(grid, cmap=cmap, origin="lower", vmin=0.0, vmax=vmax, interpolation="nearest")
     sim = m.get("simulated")
-    fig.colorbar(im, ax=ax, label="synops per token " + ("(simulated)" if sim else "(estimated)"),
+    calibrated = bool(m.get("calibrated"))
+    fig.colorbar(im, ax=ax, label="synops per token " + ("(simulated)" if sim else "(estimated)" if calibrated
+                                                         else "(UNCALIBRATED bound)"),
                  fraction=0.04, pad=0.02, shrink=0.8)
     # chip outlines (red) and names
     for c in range(chips):
@@ -139,8 +142,10 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
         fs = 9 if n <= 16 else (7 if n <= 64 else 5)
         for r, col, row, _, _ in cells:
             v = grid[row, col]
+            dark = v < 0.6 * vmax       # a thin outline keeps the number legible where a link line crosses it
             ax.text(col, row, str(r["core"]), ha="center", va="center", fontsize=fs, zorder=6,
-                    color="white" if v < 0.6 * vmax else "black")
+                    color="white" if dark else "black",
+                    path_effects=[patheffects.withStroke(linewidth=2, foreground="black" if dark else "white")])
     marked = _mark_roles(ax, m, pos, n)
     what = _draw_links(ax, m, costs, profile, lay, pos, LineCollection)
     # axes: tile coordinates within a chip (chip 0's row of chips)
@@ -162,7 +167,10 @@ def plot_mapping(m: dict, costs, profile, path) -> None:
     ax.set_title(f"{profile.name}: {n} cores on {chips} chip(s) (red: chip boundary)"
                  + ("; cell text = core number" if n <= MAX_NUMBERED else "") + f"\n{what}\n"
                  f"{t.get('messages_out') or 0:,.0f} messages/token, {t.get('hops_out') or 0:,.0f} hops/token "
-                 "(estimated, whole configuration)", fontsize=8 if width < 12 else 13)
+                 + ("(estimated, whole configuration)" if calibrated else
+                    "(whole configuration)\nUNCALIBRATED upper bound (every unit fires every token); "
+                    "--calib-data gives real activity"),
+                 fontsize=8 if width < 12 else 13)
     if marked:
         ax.legend(handles=marked, loc="upper center", bbox_to_anchor=(0.5, -0.16 if width < 12 else -0.11),
                   ncol=1 if width < 12 else len(marked), fontsize=8 if width < 12 else 11, frameon=False)
@@ -233,4 +241,5 @@ def _draw_links(ax, m, costs, profile, lay, pos, LineCollection) -> str:
             segs.append([pos[a], pos[b]])
             widths.append(0.4 + 2.0 * v / tr.max())
     ax.add_collection(LineCollection(segs, colors="white", linewidths=widths, alpha=0.7, zorder=5))
-    return f"white lines: the {min(len(vals), MAX_DRAWN_LINES)} busiest core pairs, width by messages/token (estimated)"
+    k = min(len(vals), MAX_DRAWN_LINES)
+    return f"white lines: the {k} busiest core pair{'s' if k != 1 else ''}, width by messages/token (estimated)"
