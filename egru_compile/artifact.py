@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .errors import EgruError
+from .errors import EgruError, option
 from .fsio import FileError, atomic_write, read_bounded
 
 MANIFEST = "manifest.json"
@@ -98,8 +98,8 @@ def owned_files(path: str | Path) -> list[str]:
     try:
         manifest = read_manifest(path, verify_files=True)
     except ArtifactError as e:
-        raise ArtifactError(f"--force replaces only a previous, unmodified egru-compile artifact, and {path} is "
-                            f"not one ({e}); nothing was touched") from None
+        raise ArtifactError(f"{option('force')} replaces only a previous, unmodified egru-compile artifact, and "
+                            f"{path} is not one ({e}); nothing was touched") from None
     listed = set(manifest["files"]) | {MANIFEST}
     dirs = {str(PurePosixPath(n).parent) for n in listed} - {"."}
     dirs |= {str(p) for d in list(dirs) for p in PurePosixPath(d).parents} - {"."}
@@ -109,8 +109,8 @@ def owned_files(path: str | Path) -> list[str]:
             continue
         if rel in dirs and p.is_dir() and not p.is_symlink():
             continue
-        raise ArtifactError(f"--force replaces only the files egru-compile wrote, and {path} also holds {rel}; "
-                            "nothing was touched (move it away or choose another -o)")
+        raise ArtifactError(f"{option('force')} replaces only the files egru-compile wrote, and {path} also holds "
+                            f"{rel}; nothing was touched (move it away or choose another output folder)")
     return sorted(listed)
 
 

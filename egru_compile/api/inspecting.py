@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import EgruError
+from ..errors import EgruError, api_spelling, option
 
 
+@api_spelling()
 def inspect(path, *, core: int | None = None, links: bool = False, trust: bool = False,
             projection_activation: str | None = None) -> tuple[str, dict]:
     """(text, JSON object) describing an artifact folder (its manifest; ``core`` / ``links``: chip details)
@@ -33,6 +34,10 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
         if core is not None or links:
             data["mapping"] = _mapping_json(p, info, core, links)
         return text, data
+    if core is not None or links:
+        what = option("core") if core is not None else option("links")
+        raise EgruError(f"{what} shows a chip artifact's cores; {path} is not an artifact folder (compile it for "
+                        f"a chip target first)")
     from ..frontend import load_source
     from ..frontend.checkpoint import BaselineCheckpointError
     try:

@@ -124,10 +124,10 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
                             f"{option('batch_size', 1)}")
         chunk = int(chunked)
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or int(threads) < 1:
-        raise DataError(f"--threads must be at least 1 (got {threads})")
+        raise DataError(f"{option('threads')} must be at least 1 (got {threads})")
     set_threads = getattr(runner, "set_threads", None)
     if int(threads) != 1 and set_threads is None:
-        raise EgruError(f"the {runner.target} runner has no --threads (tvm artifacts have)")
+        raise EgruError(f"the {runner.target} runner has no {option('threads')} (tvm artifacts have)")
     streams = split_streams(token_ids, batch_size)
     if set_threads is not None:
         set_threads(int(threads))

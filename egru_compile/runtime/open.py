@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..artifact import ArtifactError, read_manifest
 from ..data import Vocabulary
+from ..errors import option
 from ..runner import Runner
 
 
@@ -59,11 +60,11 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, projection_acti
         manifest = read_manifest(p)
         act = artifact_projection_activation(manifest)
         if projection_activation is not None and act is None:
-            raise ArtifactError(f"{p}: --projection-activation {projection_activation}: this model has no decoder "
-                                "projection")
+            raise ArtifactError(f"{p}: {option('projection_activation', projection_activation)}: this model has no "
+                                "decoder projection")
         if projection_activation is not None and act is not None and projection_activation != act:
             raise ArtifactError(f"{p} was compiled with projection activation {act}; "
-                                f"--projection-activation {projection_activation} needs a recompile")
+                                f"{option('projection_activation', projection_activation)} needs a recompile")
         factory = _resolve(manifest)
         try:
             runner = factory(p, manifest, **options)
@@ -83,8 +84,8 @@ def open_artifact(path, *, trust: bool = False, vocab_file=None, projection_acti
                                  projection_activation=projection_activation)
         except BaselineCheckpointError:                  # a dense GRU/LSTM baseline: evaluates, does not compile
             if projection_activation is not None:
-                raise ArtifactError(f"{p}: --projection-activation {projection_activation}: a dense baseline has no "
-                                    "decoder projection") from None
+                raise ArtifactError(f"{p}: {option('projection_activation', projection_activation)}: a dense "
+                                    "baseline has no decoder projection") from None
             from .baseline_runner import BaselineRunner
             runner = BaselineRunner.from_file(p, **options)
             if vocab_file is not None:

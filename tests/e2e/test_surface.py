@@ -195,3 +195,19 @@ def test_projection_decoder_shape_is_out_x_in(tmp_path):
             assert SHAPE.findall(row) == [(str(w.shape[1]), str(w.shape[0]))]
     data = json.loads(_run("inspect", tmp_path / "p.pt", "--json"))
     assert data["decoder"]["shape"] == list(P.shape)
+
+
+def test_core_and_links_only_where_there_are_cores(artifacts):
+    """--core / --links are refused in one line on a checkpoint (they were silently ignored) and on an onnx
+    artifact; the Python API names its keyword (core=), not the flag."""
+    import egru_compile as ec
+    for target, args in ((EXAMPLE, ["--core", "0"]), (EXAMPLE, ["--links"]), (artifacts / "onnx", ["--core", "0"])):
+        res = CliRunner().invoke(main, ["inspect", str(target), *args])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+        assert args[0] in lines[0]
+    assert "is an onnx artifact" in res.output
+    with pytest.raises(ec.EgruError, match=r"^core= shows a chip artifact's cores"):
+        ec.inspect(EXAMPLE, core=0)
+    with pytest.raises(ec.EgruError, match=r"threads="):
+        ec.load(artifacts / "onnx").evaluate(artifacts / "text.txt", threads=2)
