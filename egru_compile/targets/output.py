@@ -41,11 +41,12 @@ def check_output_dir(path: str | Path, force: bool, protect: tuple = ()) -> Path
         if p is not None and _contains(real, Path(p).resolve()):
             raise OutputError(f"output directory {path} contains the input {p}; choose another directory")
     if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():     # --force would not help: it replaces artifact folders only
+            raise OutputError(f"output path {path} exists and is not a directory (an artifact is a folder): choose "
+                              "another path; nothing was replaced")
         if not force:
             raise OutputError(f"output directory {path} already exists (use {option('force', True)} to replace a "
                               "previous egru-compile artifact)")
-        if not path.is_dir() or path.is_symlink():
-            raise OutputError(f"output path {path} exists and is not a directory; nothing was replaced")
         from ..artifact import ArtifactError, owned_files
         try:
             owned_files(path)

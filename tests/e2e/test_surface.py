@@ -211,3 +211,16 @@ def test_core_and_links_only_where_there_are_cores(artifacts):
         ec.inspect(EXAMPLE, core=0)
     with pytest.raises(ec.EgruError, match=r"threads="):
         ec.load(artifacts / "onnx").evaluate(artifacts / "text.txt", threads=2)
+
+
+def test_output_path_that_is_a_file_is_refused_with_the_right_hint(tmp_path):
+    """-o naming an existing file: the first error already says it is not a folder (it used to suggest
+    --force, which then refused it for that reason); the file is untouched."""
+    f = tmp_path / "notes.md"
+    f.write_text("mine\n")
+    for extra in ([], ["--force"]):
+        res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "onnx", "-o", str(f), *extra])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code != 0 and len(lines) == 1 and "is not a directory" in lines[0], res.output
+        assert "--force" not in lines[0]
+    assert f.read_text() == "mine\n"

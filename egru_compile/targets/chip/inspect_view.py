@@ -93,6 +93,9 @@ def links_detail(m: dict, top: int = 20) -> str:
     if not s:
         return "links: no simulation in this mapping (compile with --calib-data to simulate the calibration text)\n"
     ls = s["links"]
+    if not ls:
+        return (f"links: none used ({s['router']} router, {s['tokens']} calibration tokens): every message stays "
+                "on its sender's tile\n")
     lines = [f"busiest links ({len(ls)} used; {s['router']} router; messages per token over {s['tokens']} "
              "calibration tokens; tile coordinates (x, y), chips side by side along x):"]
     for r in ls[:top]:
