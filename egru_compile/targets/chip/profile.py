@@ -111,7 +111,24 @@ class ChipProfile:
         return self.core.compartments // self.core.compartments_per_unit
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The profile as mapping.json records it; ``source`` without the machine's own folders (a built-in
+        profile as its path inside the package, a user's file by its name) so that an artifact copied to
+        another machine or shared with a lab says the same thing."""
+        d = asdict(self)
+        d["source"] = portable_source(self.source)
+        return d
+
+
+def portable_source(source: str) -> str:
+    """``egru_compile/targets/chip/profiles/NAME.toml`` for a built-in profile file, the bare file name for
+    any other file, `source` unchanged when it is not a file path (a label such as a mapping's)."""
+    p = Path(source)
+    try:
+        if p.is_file() and p.resolve().parent == PROFILE_DIR.resolve():
+            return f"egru_compile/targets/chip/profiles/{p.name}"
+        return p.name if p.is_file() else source
+    except OSError:
+        return source
 
 
 # ----------------------------------------------------------------------------------------------- schema

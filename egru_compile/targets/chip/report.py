@@ -98,8 +98,9 @@ def totals(rows: list[dict], costs: CoreCosts, profile, tokens: int) -> dict:
         # integer total, divided once: equals count-macs' dynamic MACs/token exactly
         t["synop_events_total"] = int(sum(r["synop_events_total"] for r in rows))
         t["synops_estimated"] = t["synop_events_total"] / tokens
-    phases = costs.busy_ns.max(axis=1)
-    t["latency_ns"] = float(sum(CostModel(profile).phase_ns(p) for p in phases))
+    cm = CostModel(profile)
+    phases = [cm.phase_ns(p) for p in costs.busy_ns.max(axis=1)]   # each with its barrier, as the simulator's
+    t["latency_ns"] = float(sum(phases))
     t["layer_phase_ns"] = [float(p) for p in phases]
     t["cores_used"] = len(rows)
     t["max_core_synops"] = max((r["synops_estimated"] if r["synops_estimated"] is not None else r["synops_static"])

@@ -80,6 +80,14 @@ def test_decoder_chip_totals_are_the_simulated_whole_configuration(multi):
     assert r["cores_used"] == len(m["cores"]) and "RNN cores only" in r["scope"]
     assert r["energy_pj"] < t["energy_pj"] and r["synops_estimated"] < t["synops_estimated"]
     assert t["memory_bytes"] == sum(c["memory_bytes"] for c in m["cores"] + dec)
+    # the estimated phases carry their barrier, as the simulated ones: they add up to the latency
+    for tt in (t, r):
+        assert sum(tt["layer_phase_ns"]) == pytest.approx(tt["latency_ns"], rel=1e-12)
+    st = sim["totals"]
+    assert len(t["layer_phase_ns"]) == len(st["phase_ns"]) and sum(st["phase_ns"]) == \
+        pytest.approx(st["latency_ns"], rel=1e-12)
+    assert json.loads((out / "mapping.json").read_text())["profile"]["source"] == \
+        "egru_compile/targets/chip/profiles/loihi-like.toml"                 # no machine path in the artifact
     # headline lines and report.txt say the whole configuration
     report = (out / "report.txt").read_text()
     first = report.splitlines()[0]
