@@ -49,6 +49,8 @@ def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, mo
     weights = lowered.stats["weights"]
     nnz = sum(w["nnz"] for w in weights)
     dense = sum(w["shape"][0] * w["shape"][1] for w in weights)
+    rnn = [w for w in weights if str(w["name"]).startswith("rnns.")]      # the pruned layers alone
+    rnn_nnz, rnn_dense = sum(w["nnz"] for w in rnn), sum(w["shape"][0] * w["shape"][1] for w in rnn)
     from ...passes import MacReport
     from ...passes.utils import graph_projection_activation
     rep = graph.analyses.get(MacReport)
@@ -69,6 +71,8 @@ def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, mo
                  "domain_version": F.DOMAIN_VERSION, "functions": lowered.stats["functions"],
                  "nodes": lowered.stats["nodes"]},
         "weights": {"nnz": nnz, "dense": dense, "density": (nnz / dense) if dense else None,
+                    "rnn_nnz": rnn_nnz, "rnn_dense": rnn_dense,
+                    "rnn_density": (rnn_nnz / rnn_dense) if rnn_dense else None,
                     "matrices": weights, "initializer_bytes": lowered.stats["initializer_bytes"]},
         "lowering": {"event_gated_matvecs": lowered.stats["gated_matvecs"],
                      "dense_matvecs": lowered.stats["dense_matvecs"],
@@ -79,13 +83,20 @@ def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, mo
     }
 
 
+def _rnn_part(w: dict, digits: int = 4) -> str:
+    """'; RNN layers a of b, density d' when the total includes tables that are not pruned (the embedding)."""
+    if not w.get("rnn_dense") or w["rnn_dense"] == w["dense"]:
+        return ""
+    return f"; RNN layers {w['rnn_nnz']:,} of {w['rnn_dense']:,}, density {w['rnn_density']:.{digits}f}"
+
+
 def report_text(m: dict) -> str:
     """The human-readable description written to ``report.txt`` (shown by ``egru-compile inspect``)."""
     w, lo, ox = m["weights"], m["lowering"], m["onnx"]
     lines = [f"model         {m['model']} {m['model_bytes'] / 2 ** 20:.2f} MiB, opset {ox['opset']}, "
              f"{ox['domain']} v{ox['domain_version']}, {ox['nodes']} nodes"]
     if w["dense"]:
-        lines.append(f"weights       nnz {w['nnz']:,} of {w['dense']:,} (density {w['density']:.4f})")
+        lines.append(f"weights       nnz {w['nnz']:,} of {w['dense']:,} (density {w['density']:.4f}){_rnn_part(w)}")
     for mat in w["matrices"]:
         shape = "x".join(str(s) for s in mat["shape"])
         lines.append(f"  {mat['name']:<30} {shape:<11} nnz {mat['nnz']:>10,}  {mat['stored']}"
@@ -138,7 +149,7 @@ def compile_onnx(graph: Graph, source, out_dir, options=None) -> dict:
     w = manifest["weights"]
     lo = manifest["lowering"]
     summary = (f"onnx: model.onnx {len(data) / 2 ** 20:.2f} MiB, weights nnz {w['nnz']:,} of {w['dense']:,}"
-               + (f" (density {w['density']:.3f})" if w["density"] is not None else "")
+               + (f" (density {w['density']:.3f}){_rnn_part(w, 3)}" if w["density"] is not None else "")
                + f"; {lo['event_gated_matvecs']} event-gated + {lo['dense_matvecs']} dense matvecs"
                + ("; embedding folded into layer 0" if lo["folded_embedding"] else "")
                + f"; ai.egru ops: {', '.join(manifest['onnx']['functions'])}")
