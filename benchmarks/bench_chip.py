@@ -18,9 +18,9 @@ ptb.valid.txt --calib-tokens N` does; then every placement runs on the same netw
   `balanced_placement(method=..., min_cores=k, tighten=False)` (partitioner, then our capacity repair), laid
   out twice: by our layout search (``+ours layout``) and by the greedy + pairwise-swap layout of the previous
   release (``+swap layout``, copied below), i.e. the standard pipeline of issue 14 — with a met / not met
-  line for the acceptance of issue 14 (no more packets and no more spike-hops than the best of them).
+  line for the acceptance of issue 14 (no more messages and no more hops than the best of them).
 
-Per token: packets (one per spike and destination core), spike-hops, energy, busiest-core MACs (and
+Per token: messages (one per spike and destination core), hops, energy, busiest-core MACs (and
 max/mean), latency (per layer phase the busiest core plus a barrier), and placement seconds.
 
 ``--scaling`` times `place` alone (seconds, peak RSS of a fresh process) on random models of growing size;
@@ -192,16 +192,16 @@ def equal_cores(name, nets, profile, max_chips, k, big):
     bp = min(std, key=lambda r: r[1]["packets"])
     bh = min(std, key=lambda r: r[1]["hops"])
     ok = ours["packets"] <= bp[1]["packets"] + 1e-6 and ours["hops"] <= bh[1]["hops"] + 1e-6
-    return rows, (f"acceptance (ours sends no more packets and no more spike-hops per token than the best standard "
-                  f"partitioner at these cores): **{'met' if ok else 'not met'}** — packets "
+    return rows, (f"acceptance (ours sends no more messages and no more hops per token than the best standard "
+                  f"partitioner at these cores): **{'met' if ok else 'not met'}** — messages "
                   f"{ours['packets']:,.1f} vs "
-                  f"{bp[1]['packets']:,.1f} ({bp[0]}), spike-hops {ours['hops']:,.1f} vs {bh[1]['hops']:,.1f} "
+                  f"{bp[1]['packets']:,.1f} ({bp[0]}), hops {ours['hops']:,.1f} vs {bh[1]['hops']:,.1f} "
                   f"({bh[0]})")
 
 
 def placement_table(name: str, nets, profile, max_chips: int) -> list[str]:
     """Issue 25 item 3: the default objective vs the sequential baseline vs ``--placement-objective latency``
-    on packets, spike-hops and latency, the default's trade, and the latency objective against every standard
+    on messages, hops and latency, the default's trade, and the latency objective against every standard
     partitioner at its own per-layer core counts (partitioner + our capacity repair + our layout)."""
     t = time.perf_counter()
     seq = P.sequential_placement(nets, profile, max_chips)
@@ -220,10 +220,10 @@ def placement_table(name: str, nets, profile, max_chips: int) -> list[str]:
         if obj == "latency":
             k_lat = P.layer_core_counts(pl)
     base, dm, lat = rows[0][1], rows[1 + list(P.OBJECTIVES).index(P.DEFAULT_OBJECTIVE)][1], rows[-1][1]
-    qs = (("packets", "packets"), ("hops", "spike-hops"), ("latency_us", "latency"))
+    qs = (("messages", "messages"), ("hops", "hops"), ("latency_us", "latency"))
     ok = all(dm[q] <= base[q] * (1 + 1e-9) + 1e-9 for q, _ in qs)
     out = table(f"### {name}: default vs baseline vs latency objective", rows)
-    out += [f"default no worse than the baseline on packets, spike-hops and latency: **{'met' if ok else 'NOT met'}**"
+    out += [f"default no worse than the baseline on messages, hops and latency: **{'met' if ok else 'NOT met'}**"
             f" — " + "; ".join(f"{n} {dm[q]:,.1f} vs {base[q]:,.1f}" for q, n in qs), "",
             f"default's trade (as the report prints it): {trade}", ""]
     std = []
@@ -253,7 +253,7 @@ def placement_table(name: str, nets, profile, max_chips: int) -> list[str]:
 
 def table(title: str, rows) -> list[str]:
     out = [f"{title}", "",
-           "| placement | cores (per layer) | packets/token | spike-hops/token | energy/token | "
+           "| placement | cores (per layer) | messages/token | hops/token | energy/token | "
            "core MACs/token max / mean (max/mean) | latency/token | placement s |",
            "|---|---|---|---|---|---|---|---|"]
     for name, m in rows:
@@ -353,7 +353,7 @@ def main(argv=None):
     profile = load_profile(a.profile)
     vocab = ptb_vocab(ptb)
     lines = [f"# Chip placement ({a.profile}, {a.calib_tokens} calibration tokens of ptb.valid)", "",
-             "Per token. packets = spike messages (one per spike and destination core); spike-hops = mesh hops "
+             "Per token. messages = spike messages (one per spike and destination core); hops = mesh hops "
              "of those messages (a chip-to-chip link counts one); latency = per layer phase the busiest core, plus "
              "a barrier; core MACs = MACs per token of the busiest core / the mean core (max/mean, "
              "`CoreCosts.balance`); placement s = wall seconds of partition + repair (+ refinement) + layout. "
