@@ -4,14 +4,14 @@ PTB-size layers (embedding 750, hidden 1350,1350,750, the Penn Treebank vocabula
 RNN matrices magnitude-pruned to 85 % (`bench_onnx.build_model`, seed 0), thresholds for ~20 % activity (as
 bench_chip.py). The checkpoint is compiled with the CLI as a user would —
 
-    egru-compile ptb.pt --target loihi-like --calib-data ptb.valid.txt --calib-tokens N --decoder host|chip
+    egru-compile ptb.pt --target loihi-like --calib-data data/ptb/ptb.valid.txt --calib-tokens N --decoder host|chip
 
 — and the artifact is evaluated in-process (`runtime.evaluate`, the code `egru-compile eval` runs) on the
 first --eval-tokens tokens of ptb.test, with TVM / BLAS / OpenMP held to one thread (one core). Prints the
 eval speed (tokens/s, the issue-16 goal is >= 100) and the simulated per-token figures beside the compile's
-estimates (mapping.json "totals", RNN cores only). The machine's load average is printed with it: on a shared
-machine wall-clock tokens/s falls with the load; tokens per CPU-second of the eval process (one thread)
-is what one unshared core would give.
+estimates (mapping.json "totals": the whole configuration, decoder cores included). The machine's load
+average is printed with it: on a shared machine wall-clock tokens/s falls with the load; tokens per
+CPU-second of the eval process (one thread) is what one unshared core would give.
 
     python -m benchmarks.bench_chip_eval                   # loihi-like, decoder host and chip
     python -m benchmarks.bench_chip_eval --decoder host --eval-tokens 1000
@@ -88,7 +88,7 @@ def main(argv=None):
     print(f"PTB-size EGRU 750/1350/1350/750, vocab {len(vocab)}, RNN pruned to 85 % (random, seed 0), ~"
           f"{a.activity:.0%} activity; {a.profile}; compiled with {a.calib_tokens} calibration tokens of "
           f"ptb.valid; chip eval of the first {a.eval_tokens} tokens of ptb.test on one thread; per token.\n")
-    print("| decoder | chips | cores | eval tokens/s wall (load avg) / per CPU-second | synops RNN est. / sim. "
+    print("| decoder | chips | cores | eval tokens/s wall (load avg) / per CPU-second | synops est. / sim. "
           "| decoder synops (chip) "
           "| host decoder MACs | messages | hops est. / sim. | busiest link | energy est. / sim. | "
           "latency est. / sim. |")
@@ -99,12 +99,14 @@ def main(argv=None):
         host_macs = f"{host['decoder_macs']:,.0f}" if host else "-"
         print(f"| {dec} | {c['chips']} | {c['cores']} | {r['tokens_per_second']:.1f} ({load:.1f}) / "
               f"{r['tokens_per_cpu_second']:.1f} | "
-              f"{t['synops_estimated']:,.0f} / {c['synops']:,.0f} | {c['decoder_synops']:,.0f} | {host_macs} | "
+              f"{t['synops_estimated']:,.0f} / {c['synops'] + c['decoder_synops']:,.0f} | {c['decoder_synops']:,.0f} | "
+              f"{host_macs} | "
               f"{c['messages']:,.0f} | {t['hops_out']:,.0f} / {c['hops']:,.0f} | "
               f"{c['busiest_link_messages']:,.0f} | {t['energy_pj'] / 1e6:.2f} / {c['energy_pj'] / 1e6:.2f} µJ | "
               f"{t['latency_ns'] / 1e3:.1f} / {c['latency_ns'] / 1e3:.1f} µs |")
-    print("\nEstimates (mapping.json, compile time) cover the RNN cores from calibration activity; simulated "
-          "figures are the chip eval's counters on ptb.test (decoder cores included with --decoder chip). "
+    print("\nEstimates (mapping.json, compile time, from calibration activity) and simulated figures (the chip "
+          "eval's counters on ptb.test) cover the whole configuration, decoder cores included with --decoder chip "
+          "(synops = RNN + decoder cores; the decoder cores' share in its own column). "
           f"Perplexity (random weights) {rows[0][2]['perplexity']:.1f}. Compile times"
           + (" (artifacts reused)" if a.reuse else "") + ": " +
           ", ".join(f"{d} {s:.0f} s" for d, _, _, s, _ in rows) + ".")

@@ -5,7 +5,7 @@ vocabulary, RNN matrices magnitude-pruned to 85 %, thresholds bisected to ~20 % 
 `bench_chip.random_checkpoint`; s = 1 is the 27M-synapse model of issue 14) are compiled by the CLI, one
 fresh process per size, exactly as a user would::
 
-    egru-compile MODEL --target loihi-like --calib-data ptb.valid.txt --calib-tokens 200 --max-chips 1000
+    egru-compile MODEL --target loihi-like --calib-data data/ptb/ptb.valid.txt --calib-tokens 200 --max-chips 1000
 
 under ``/usr/bin/time -v`` (wall clock, user + system CPU seconds, peak resident set of the process) with
 ``nice`` and an address-space limit (``--mem-limit-gb``, ``ulimit -v``). The placement seconds and the chip
@@ -244,8 +244,8 @@ def merge(out: Path, rows: dict, commands: dict, intro: str) -> str:
 INTRO = ("# Whole-compile scaling of the chip targets (200 calibration tokens of ptb.valid)\n\n"
          "Random EGRU models (emb / hidden as named; a number s means s × 1024 / 4096 / 4096 / 1024; 85 % pruned, "
          "thresholds for ~20 % activity, built by `bench_chip_scale.lean_checkpoint`), one `egru-compile --target "
-         "PROFILE --calib-data ptb.valid.txt --calib-tokens 200 --max-chips 1000 -v` per row in a fresh process "
-         "under `/usr/bin/time -v`, `nice`, with an address-space limit. memory bound: the fewest cores that can "
+         "PROFILE --calib-data data/ptb/ptb.valid.txt --calib-tokens 200 --max-chips 1000 -v` per row in a fresh "
+         "process under `/usr/bin/time -v`, `nice`, with an address-space limit. memory bound: the fewest cores that can "
          "hold the model's synapses and unit state in synaptic memory (report.txt `synaptic-memory bound`); "
          "placement: `place` + its evaluations, wall (CPU) s from report.txt; simulation: the calibration text on "
          "the simulated chip; frontend / passes: wall s of the `-v` timings; wall, CPU (user + system) s and peak "
