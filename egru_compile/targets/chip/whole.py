@@ -109,6 +109,7 @@ def whole_totals(rnn_tot: dict, dec_rows: list[dict], stages: list[dict], busy_n
     phases = phases + profile.energy.barrier_ns                      # each with its barrier, as the simulator's
     t["latency_ns"] = float(phases.sum())
     t["layer_phase_ns"] = [float(p) for p in phases]
+    t["latency_phase_model_ns"] = None          # the phase model covers RNN phases only (rnn_totals has it)
     n_extra = sum(s["cores"] for s in stages)
     t["cores_used"] = rnn_tot["cores_used"] + n_extra
     dec_max = max((r["synops_estimated"] if calibrated else r["synops_static"]) for r in dec_rows) if dec_rows else 0

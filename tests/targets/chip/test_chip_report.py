@@ -209,6 +209,21 @@ def test_one_name_per_quantity(multi):
     assert 0 < s["spikes_out"] <= s["messages"]
 
 
+def test_phase_model_estimate_is_reported_beside_the_serial_one(multi):
+    """mapping.json totals carry the phase-model latency estimate; on the calibration text it lies within 10 %
+    of the simulator's latency (independent: the event-driven run), and the report prints it in the
+    estimated-vs-simulated table; decoder-on-chip totals leave it to the RNN subtotal."""
+    for objective in OBJECTIVES:
+        out, m = _artifact(multi, "loihi-like", objective, multi / "m.pt")
+        t, st = m["totals"], m["simulated"]["totals"]
+        assert t["latency_phase_model_ns"] == pytest.approx(st["latency_ns"], rel=0.10), objective
+        assert re.search(r"phase model \(us\)\s+" + re.escape(f"{t['latency_phase_model_ns'] / 1e3:,.2f}"),
+                         (out / "report.txt").read_text())
+    m = json.loads((multi / "dec" / "mapping.json").read_text()) if (multi / "dec").is_dir() else None
+    if m is not None:
+        assert m["totals"]["latency_phase_model_ns"] is None and m["rnn_totals"]["latency_phase_model_ns"] > 0
+
+
 def test_multicast_packets_are_not_called_messages(multi):
     """A multicast packet reaches several cores: a *message* stays one delivery to one core. The report sets
     the estimated messages beside the simulated deliveries (recounted from the simulator's per-core
