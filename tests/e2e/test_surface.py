@@ -236,3 +236,14 @@ def test_onnx_density_line_separates_the_pruned_layers(artifacts):
     assert (w["rnn_nnz"], w["rnn_dense"]) == (nnz, dense)
     report = (artifacts / "onnx" / "report.txt").read_text()
     assert f"RNN layers {nnz:,} of {dense:,}, density {nnz / dense:.4f}" in report
+
+
+def test_onnx_int8_density_line_counts_every_layer(tmp_path):
+    """The int8 path names its matrices rnns_L_... (sanitised): every RNN matrix is still in the subtotal
+    (its dense size equals the checkpoint's; int8 rounding may zero a few weights, never add one)."""
+    ref = _reference_shapes()
+    nnz = sum(round(d * s[0] * s[1]) for s, d in ref.values())
+    dense = sum(s[0] * s[1] for s, _ in ref.values())
+    _run(EXAMPLE, "--target", "onnx", "--weight-dtype", "int8", "-o", tmp_path / "o8", "--quiet")
+    w = json.loads((tmp_path / "o8" / "manifest.json").read_text())["weights"]
+    assert w["rnn_dense"] == dense and 0.999 * nnz <= w["rnn_nnz"] <= nnz

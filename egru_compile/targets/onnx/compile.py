@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,9 @@ def build_manifest(lowered, source, graph: Graph, opts: OnnxOptions, options, mo
     weights = lowered.stats["weights"]
     nnz = sum(w["nnz"] for w in weights)
     dense = sum(w["shape"][0] * w["shape"][1] for w in weights)
-    rnn = [w for w in weights if str(w["name"]).startswith("rnns.")]      # the pruned layers alone
+    # the pruned layers alone: named after their checkpoint labels, rnns.L.kernel (the int8 path sanitises
+    # them to rnns_L_kernel)
+    rnn = [w for w in weights if re.match(r"rnns[._]\d+[._]", str(w["name"]))]
     rnn_nnz, rnn_dense = sum(w["nnz"] for w in rnn), sum(w["shape"][0] * w["shape"][1] for w in rnn)
     from ...passes import MacReport
     from ...passes.utils import graph_projection_activation
