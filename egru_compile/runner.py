@@ -106,7 +106,24 @@ class Runner(ABC):
         """Negative log-likelihood (nats, float64 [K]) of ``targets[k]`` after stepping ``tokens[k]`` (state
         carried, as `run`), per-step activity in ``last_run``. `scorer`: a reusable `NllScorer`.
         Runners override this to score without materialising a copy of the logits."""
+        tokens, targets = self.check_score_args(tokens, targets)
         return (scorer or NllScorer())(self.run(tokens), targets)
+
+    def check_score_args(self, tokens, targets) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, targets) as int64 vectors of one length, every id in the vocabulary; else ArtifactError
+        (every runner refuses what the tvm library refuses)."""
+        toks = np.asarray(tokens).reshape(-1)
+        tg = np.asarray(targets).reshape(-1)
+        for name, a in (("token", toks), ("target", tg)):
+            if a.size and not np.issubdtype(a.dtype, np.integer):
+                raise ArtifactError(f"{name} ids must be integers (got {a.dtype})")
+        if len(tg) != len(toks):
+            raise ArtifactError(f"score needs one target per token ({len(toks)} tokens, {len(tg)} targets)")
+        for name, a in (("token", toks), ("target", tg)):
+            bad = a[(a < 0) | (a >= self.vocab_size)]
+            if bad.size:
+                raise ArtifactError(f"{name} id {int(bad[0])} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return toks.astype(np.int64), tg.astype(np.int64)
 
     # ------------------------------------------------------------------ batched streams
     def reset_streams(self, batch: int) -> None:

@@ -247,3 +247,20 @@ def test_onnx_int8_density_line_counts_every_layer(tmp_path):
     _run(EXAMPLE, "--target", "onnx", "--weight-dtype", "int8", "-o", tmp_path / "o8", "--quiet")
     w = json.loads((tmp_path / "o8" / "manifest.json").read_text())["weights"]
     assert w["rnn_dense"] == dense and 0.999 * nnz <= w["rnn_nnz"] <= nnz
+
+
+def test_score_refuses_what_tvm_refuses(artifacts):
+    """score / score_streams on every runner: one target per token, ids in the vocabulary, integer ids — an
+    EgruError, never a silent value (a -1 target scored the last word) or a raw IndexError."""
+    import egru_compile as ec
+    for path in (artifacts / "onnx", artifacts / "chip", EXAMPLE):
+        a = ec.load(path)
+        for toks, tg, msg in (([1, 2], [3], "one target per token"), ([1], [3, 4], "one target per token"),
+                              ([1, 2], [3, -1], "target id -1 is outside"), ([1, 2], [3, 10**6], "outside"),
+                              ([1.5], [2], "must be integers")):
+            with pytest.raises(ec.EgruError, match=msg):
+                a.score(toks, tg)
+        if path != artifacts / "chip":
+            a.reset_streams(2)
+            with pytest.raises(ec.EgruError, match="target id -1"):
+                a.score_streams([[1, 2]], [[3, -1]])

@@ -283,6 +283,7 @@ class OnnxRunner(Runner):
         if targets.shape != tokens.shape:
             raise ArtifactError(f"targets of shape {list(targets.shape)} for tokens of shape {list(tokens.shape)}")
         self._check_stream_tokens(tokens)
+        self.check_score_args(tokens, targets)          # every target id in the vocabulary
         scorer = scorer or NllScorer()
         T, B = tokens.shape
         nll = np.empty((T, B), np.float64)
