@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Vocabulary
+from ..data import DataError, Vocabulary
 from ..frontend.checkpoint import load_source, save_checkpoint
 from ..fsio import atomic_write
 from ..model import EGRUConfig, EGRULanguageModel
@@ -186,6 +186,12 @@ def run_training(cfg: TrainConfig, echo=print):
     is_main = rank == 0
     say = echo if is_main else (lambda *a, **k: None)
     ckpt_dir = cfg.resolved_ckpt_dir()
+    # every refusal before anything is written (the checkpoint folder, its config.json, the CSV log)
+    ft = cfg.finetune_epochs if isinstance(cfg.finetune_epochs, (list, tuple)) else [cfg.finetune_epochs]
+    if len(ft) == 1:
+        ft = list(ft) * len(cfg.prune_schedule)
+    if len(ft) != len(cfg.prune_schedule):
+        raise ValueError(f"--finetune-epochs gives {len(ft)} values for {len(cfg.prune_schedule)} pruning steps")
 
     progress = {"stage": 0, "epochs_done": 0}
     vocab = None
@@ -202,6 +208,12 @@ def run_training(cfg: TrainConfig, echo=print):
             f"sparsity {masked_fraction(model) if isinstance(model, EGRULanguageModel) else 0.0:.3f}")
     corpus = load_corpus(cfg.data, vocab, cfg.train_tokens, cfg.valid_tokens)
     vocab = corpus.vocab
+    for what, toks, n, flags in (("training", corpus.train, cfg.batch_size, "--train-tokens / --batch-size"),
+                                 ("validation", corpus.valid, cfg.eval_batch_size,
+                                  "--valid-tokens / --eval-batch-size")):
+        if toks.numel() // max(n, 1) < 2:          # what batchify needs: two tokens per stream
+            raise DataError(f"the {what} text has {toks.numel()} tokens, too few for {n} streams of at least 2 "
+                            f"({flags})")
     if model is None:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, len(vocab))
@@ -230,11 +242,6 @@ def run_training(cfg: TrainConfig, echo=print):
     act_w = activity_weights(model) if (isinstance(model, EGRULanguageModel) and cfg.act_reg > 0) else None
     if act_w:
         act_w = [cfg.act_reg * w for w in act_w]
-    ft = cfg.finetune_epochs if isinstance(cfg.finetune_epochs, (list, tuple)) else [cfg.finetune_epochs]
-    if len(ft) == 1:
-        ft = list(ft) * len(cfg.prune_schedule)
-    if len(ft) != len(cfg.prune_schedule):
-        raise ValueError(f"--finetune-epochs gives {len(ft)} values for {len(cfg.prune_schedule)} pruning steps")
     stages = [(0.0, cfg.epochs, cfg.lr)] + [(float(s), int(k), cfg.finetune_lr or cfg.lr / 2)
                                             for s, k in zip(cfg.prune_schedule, ft)]
     t_start = time.time()

@@ -166,7 +166,10 @@ def test_ddp_two_processes_identical_parameters(corpus_dir, tmp_path):
 
 @pytest.mark.parametrize("args,needle", [(["--finetune-epochs", "a"], "expected comma-separated whole numbers"),
                                           (["--finetune-epochs", "1,-2"], "cannot be negative"),
-                                          (["--model", "gru", "--input-wd-mult", "5"], "EGRU models only")])
+                                          (["--model", "gru", "--input-wd-mult", "5"], "EGRU models only"),
+                                          (["--finetune-epochs", "1,2", "--prune-schedule", "0.5"],
+                                           "2 values for 1 pruning steps"),
+                                          (["--valid-tokens", "2"], "--eval-batch-size")])
 def test_train_cli_rejects_bad_options_in_one_line(corpus_dir, tmp_path, args, needle):
     from click.testing import CliRunner
 
@@ -175,6 +178,7 @@ def test_train_cli_rejects_bad_options_in_one_line(corpus_dir, tmp_path, args, n
                                     "--epochs", "1", "--max-steps", "1", *args])
     assert res.exit_code != 0 and needle in res.output, res.output
     assert "Traceback" not in res.output and not (tmp_path / "m.pt").exists()
+    assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())     # no checkpoint folder, config or log
 
 
 def test_pruning_resumes_from_the_dense_checkpoint_in_the_same_ckpt_dir(corpus_dir, tmp_path):
