@@ -53,12 +53,23 @@ def text_tokens(text: str, name: str = "text"):
 def _stream_tokens(f, path):
     """The words of text stream `f` (see `_tokens`; `path` names it in errors)."""
     lineno, word, line_open, blank = 1, "", False, 0
+
+    def too_long(w: str) -> str:
+        if len(w) > MAX_WORD_CHARS:
+            raise DataError(f"{path}:{lineno}: a word longer than {MAX_WORD_CHARS:,} characters "
+                            "(is this a word-level text file?)")
+        return w
+
     while chunk := f.read(_CHUNK):
         if "\n" not in chunk and chunk.isspace():
             blank += len(chunk)
         else:
-            last_line = chunk.rsplit("\n", 1)[-1]
-            blank = len(last_line) - len(last_line.rstrip())
+            lead = chunk[:len(chunk) - len(chunk.lstrip())]      # continues the previous chunk's blank run
+            if "\n" not in lead and blank + len(lead) > MAX_BLANK_CHARS:
+                blank += len(lead)
+            else:
+                last_line = chunk.rsplit("\n", 1)[-1]
+                blank = len(last_line) - len(last_line.rstrip())
         if blank > MAX_BLANK_CHARS:
             raise DataError(f"{path}:{lineno}: more than {MAX_BLANK_CHARS:,} whitespace characters without "
                             "a word or line break (is this a word-level text file?)")
@@ -73,12 +84,10 @@ def _stream_tokens(f, path):
                 head, tail = part, ""
             if head:
                 for w in (word + head).split():
-                    yield lineno, w
+                    yield lineno, too_long(w)
                 word = ""
             word += tail
-            if len(word) > MAX_WORD_CHARS:
-                raise DataError(f"{path}:{lineno}: a word longer than {MAX_WORD_CHARS} characters "
-                                "(is this a word-level text file?)")
+            too_long(word)
             line_open = line_open or bool(part)
             if not last:
                 if word:
@@ -157,7 +166,8 @@ class Vocabulary:
             if i is None:
                 if unk_id is None:
                     hint = option("unk", marker if marker is not None else "TOKEN")
-                    raise DataError(f"{name}:{lineno}: word {t!r} is not in the vocabulary (use {hint})")
+                    shown = repr(t) if len(t) <= 60 else f"{t[:40]!r}... ({len(t):,} characters)"
+                    raise DataError(f"{name}:{lineno}: word {shown} is not in the vocabulary (use {hint})")
                 unknown += 1
                 i = unk_id
             ids.append(i)

@@ -355,3 +355,22 @@ def test_vocabulary_word_with_whitespace_refused_at_compile(tmp_path, word):
     res = cli(tmp_path / "m.pt", "--target", "onnx", "-o", tmp_path / "out")
     assert_one_line_error(res, 1, "whitespace")
     assert_no_leftovers(tmp_path, {"m.pt"})
+
+
+@pytest.mark.parametrize("n", [10_001, 60_000, 70_000])
+def test_word_limit_holds_wherever_the_word_falls(ckpt, tmp_path, n):
+    """The 10,000-character word limit held only for words crossing a 64 KiB read boundary: a 60,000-character
+    word inside one chunk was accepted (mapped to <unk>). Every length over the limit is refused in one line,
+    which does not echo the word."""
+    f = tmp_path / "w.txt"
+    f.write_text("w1 w2 " + "x" * n + " w3\n")
+    res = cli("eval", ckpt, "--data", f, "--unk", "<eos>")
+    assert_one_line_error(res, 1, "longer than 10,000")
+    assert len(res.output) < 300
+
+
+def test_blank_run_limit_holds_across_read_chunks(ckpt, tmp_path):
+    """A run of blanks just over the limit, split over two read chunks, is refused like one inside a chunk."""
+    f = tmp_path / "b.txt"
+    f.write_text("w1" + " " * ((1 << 20) + 2) + "w2\n")
+    assert_one_line_error(cli("eval", ckpt, "--data", f), 1, "whitespace characters without")
