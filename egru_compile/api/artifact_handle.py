@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EgruError, api_spelling
+from ..errors import EgruError, api_spelling, option
 from .eval_result import EvalResult
 
 #: runner methods and attributes an Artifact passes through (`runtime.Runner`)
@@ -122,9 +122,8 @@ class Artifact:
         from ..runtime.generate import encode_prompt_folded, generate, render
         vocab = self._vocab()
         ids, folded = encode_prompt_folded(vocab, prompt, unk)
-        if int(tokens) < 1:
-            raise EgruError(f"tokens must be at least 1 (got {tokens})")
-        out = generate(self.runner, ids, int(tokens), temperature, top_k or None, seed)
+        _check_generate_args(tokens, temperature, top_k, seed)
+        out = generate(self.runner, ids, int(tokens), float(temperature), int(top_k) if top_k else None, int(seed))
         words = [vocab.words[i] for i in out]
         prompt_words = [vocab.words[i] for i in ids]
         return {"target": self.target, "prompt": prompt_words, "tokens": out.tolist(), "words": words,
@@ -187,3 +186,23 @@ def evaluate_path(artifact, data, vocab_file=None, max_tokens: int | None = None
 
 def _no_eos():
     raise EgruError("the text has line breaks but the vocabulary has no <eos>")
+
+
+def _check_generate_args(tokens, temperature, top_k, seed) -> None:
+    """The CLI's limits on `generate` (``--tokens``, ``--temperature``, ``--top-k``, ``--seed``) for the API:
+    an EgruError naming the keyword, never a raw ValueError / TypeError from numpy."""
+    import math
+
+    from ..runtime.generate import MAX_GENERATE
+
+    def whole(name, v, lo, hi=None):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
+            rng = f"a whole number >= {lo}" + (f" and <= {hi:,}" if hi is not None else "")
+            raise EgruError(f"{option(name)} must be {rng} (got {v!r})")
+    whole("tokens", tokens, 1, MAX_GENERATE)
+    whole("seed", seed, 0, 2 ** 63 - 1)
+    if top_k is not None:
+        whole("top_k", top_k, 0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(temperature)) or float(temperature) < 0:
+        raise EgruError(f"{option('temperature')} must be a finite number >= 0 (got {temperature!r})")

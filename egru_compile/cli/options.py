@@ -9,10 +9,7 @@ import sys
 import click
 
 from ..errors import EgruError
-
-
-#: most tokens `generate --tokens` produces in one call
-MAX_GENERATE = 1_000_000
+from ..runtime.generate import MAX_GENERATE  # noqa: F401 - most tokens `generate --tokens` produces (re-exported)
 
 #: ``--projection-activation``: wherever a state_dict is read (compile, eval, inspect, generate)
 _projection_activation = click.option(

@@ -17,6 +17,10 @@ from ..errors import option
 from ..data.vocab import EOS
 
 
+#: most words one `generate` call produces (the CLI's --tokens limit, the API's tokens=)
+MAX_GENERATE = 1_000_000
+
+
 def encode_prompt(vocab: Vocabulary | None, text: str, unk: str | None = None) -> np.ndarray:
     """Token ids of the whitespace-separated words of `text`. An unknown word raises DataError naming it,
     unless `unk` names a vocabulary word to map it to; an empty prompt raises DataError. Words are taken as

@@ -264,3 +264,15 @@ def test_score_refuses_what_tvm_refuses(artifacts):
             a.reset_streams(2)
             with pytest.raises(ec.EgruError, match="target id -1"):
                 a.score_streams([[1, 2]], [[3, -1]])
+
+
+@pytest.mark.parametrize("kw,needle", [({"seed": -1}, "seed="), ({"top_k": 1.5}, "top_k="),
+                                       ({"tokens": 2_000_000}, "tokens="), ({"temperature": float("nan")},
+                                                                            "temperature=")])
+def test_generate_api_keeps_the_cli_limits(artifacts, kw, needle):
+    """The API refuses what the CLI refuses (--seed >= 0, whole --top-k, --tokens <= 1,000,000, a finite
+    --temperature) with an EgruError naming the keyword — it raised raw ValueError / TypeError, or generated
+    two million words."""
+    import egru_compile as ec
+    with pytest.raises(ec.EgruError, match=f"^{re.escape(needle)} must be"):
+        ec.load(artifacts / "onnx").generate("the", **{"tokens": 3, **kw})
