@@ -12,10 +12,12 @@ from ..errors import EgruError, option
 def describe_artifact(path: Path, manifest: dict, core: int | None = None, links: bool = False) -> str:
     target = manifest.get("target", "?")
     lines = [f"artifact      {path}", f"target        {target}"]
-    for key in ("source_sha256", "hidden_sizes", "vocab_size", "vocab", "decoder", "router", "projection"):
+    for key in ("source_sha256", "hidden_sizes", "vocab_size", "vocab", "decoder", "router"):
         if manifest.get(key) is not None:
             lines.append(f"{key:<13} {manifest[key]}")
-    if manifest.get("projection_activation"):
+    report = path / "report.txt"
+    if manifest.get("projection_activation") and not (
+            report.is_file() and re.search(r"^projection {4}", report.read_text(), re.M)):   # said once
         from ..model import projection_line
         lines.append(f"{'projection':<13} {projection_line(manifest['projection_activation'])}")
     text = "\n".join(lines) + "\n"

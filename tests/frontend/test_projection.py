@@ -196,6 +196,9 @@ def test_source_and_onnx_match_reference(evnn):
     man = json.loads((out / "manifest.json").read_text())
     assert man["projection"] == rep.get("projection")                 # the MAC report's decoder-side entry
     assert man["projection_activation"] == _ACT[d]
+    text = CliRunner().invoke(main, ["inspect", str(out)]).output       # one projection line, no raw dict
+    proj = [ln for ln in text.splitlines() if ln.startswith("projection ")]
+    assert (len(proj) == 1 and "{" not in proj[0]) if _ACT[d] else not proj, proj
     # the projection is event-gated; with relu the decoder skips relu's zeros, with identity its input is
     # graded and signed, so the decoder is the one dense product
     assert man["lowering"]["dense_matvecs"] == (1 if _ACT[d] == "identity" else 0)
