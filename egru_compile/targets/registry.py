@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from ..artifact import seal
 from ..errors import EgruError
+from ..errors import option as spell_option
 from .chip.objectives import DEFAULT_OBJECTIVE, OBJECTIVE_HELP, OBJECTIVES
 
 PROFILE_DIR = Path(__file__).resolve().parent / "chip" / "profiles"
@@ -204,7 +205,8 @@ def target_names() -> list[str]:
 def get(name: str) -> TargetSpec:
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise TargetError(f"unknown target {name!r} (known: {', '.join(_REGISTRY)}; or --profile FILE.toml)")
+        raise TargetError(f"unknown target {name!r} (known: {', '.join(_REGISTRY)}; or "
+                          f"{spell_option('profile', 'FILE.toml')})")
     return _REGISTRY[name]
 
 
