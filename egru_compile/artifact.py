@@ -98,8 +98,8 @@ def owned_files(path: str | Path) -> list[str]:
     try:
         manifest = read_manifest(path, verify_files=True)
     except ArtifactError as e:
-        raise ArtifactError(f"{option('force')} replaces only a previous, unmodified egru-compile artifact, and "
-                            f"{path} is not one ({e}); nothing was touched") from None
+        raise ArtifactError(f"{option('force')} replaces only a previous, unmodified egru-compile artifact: "
+                            f"{e}; nothing was touched") from None
     listed = set(manifest["files"]) | {MANIFEST}
     dirs = {str(PurePosixPath(n).parent) for n in listed} - {"."}
     dirs |= {str(p) for d in list(dirs) for p in PurePosixPath(d).parents} - {"."}
