@@ -98,7 +98,7 @@ def test_force_never_replaces_user_data(tmp_path, ckpt, monkeypatch):
     user.mkdir()
     (user / "thesis.tex").write_text("precious")
     res = cli(ckpt, "--target", "onnx", "-o", user, "--force")
-    assert_one_line_error(res, 1, "not one")
+    assert_one_line_error(res, 1, "replaces only a previous", "not a compiled artifact")
     assert (user / "thesis.tex").read_text() == "precious"
 
     res = cli(ckpt, "--target", "onnx", "-o", tmp_path, "--force")          # holds the source
