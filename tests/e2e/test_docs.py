@@ -17,10 +17,10 @@ A block is not run when its fence says why, visibly in the Markdown source::
 Kinds: ``slow`` (runs when ``EGRU_DOCS_ALL=1``; kept out of the default suite for its time budget),
 ``benchmark`` (the full benchmark runs, tens of minutes: run when ``EGRU_DOCS_BENCH=1``, which runs *only* the
 benchmark blocks — `.ci/run` has a step for it — so a benchmark block must not need an earlier block's output;
-without the compile cache, as the benchmarks document their compile times), ``training`` (the example's
-whole recipe, hours; never run here), ``setup`` (``make ...``: creates a virtual environment; checked by hand
-on a fresh clone), ``suite`` (``make test`` itself), ``placeholder`` (a pattern with the reader's own file
-names or checkout). Every skipped block is reported with its reason (``pytest -ra``). Relative links between
+without the compile cache, as the benchmarks document their compile times) and ``ci`` (the README's quick start,
+``make demo`` then ``make test``: it creates the virtual environment this suite runs in, so ``.ci/run`` runs that
+block itself, first, on the fresh clone — ``test_ci_runs_the_quick_start_block`` checks it does). No other kind
+exists: every block runs in CI. Every skipped block is reported with its reason (``pytest -ra``). Relative links between
 the pages must resolve, and README.md stays ≤ 200 lines. ``EGRU_DOCS_TIMES=FILE`` appends each block's CPU and
 wall seconds to FILE (the budget: ≤ 60 s of CPU for all blocks run by default).
 """
@@ -40,7 +40,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP = re.compile(r"\{\s*skip-test:\s*([a-z-]+)\s*(?:,\s*([^}]*))?\}")
-KINDS = {"slow", "benchmark", "training", "setup", "suite", "placeholder"}
+KINDS = {"slow", "benchmark", "ci"}
 BLOCK_TIMEOUT_S = 600
 BENCH_TIMEOUT_S = 3600          # a benchmark block (all its commands); CI's whole limit is 90 min
 
@@ -75,10 +75,17 @@ def runnable_blocks():
                 yield pytest.param(page, b, id=f"{page.relative_to(ROOT)}:{b['line']}")
 
 
+def _output_folders(folder: str, names: list[str]) -> list[str]:
+    """The folders a local training run leaves in examples/ (run.sh's run/, the sweeps' sweep*/, smoke-run/,
+    out/): not copied; scripts such as sweep_wd85.sh are."""
+    return [n for n in names if (Path(folder) / n).is_dir()
+            and (n in ("run", "out", "smoke-run") or n.startswith("sweep"))]
+
+
 def _workdir(tmp_path_factory, page: Path, cache={}) -> Path:
     if page not in cache:
         d = tmp_path_factory.mktemp(page.stem.lower())
-        shutil.copytree(ROOT / "examples", d / "examples", ignore=shutil.ignore_patterns("run", "sweep*", "out"))
+        shutil.copytree(ROOT / "examples", d / "examples", ignore=_output_folders)
         shutil.copytree(ROOT / "benchmarks", d / "benchmarks")      # benchmarks write into their results/
         for name in ("data", "egru_compile", "tests", "constraints.txt", "pyproject.toml", "Makefile"):
             (d / name).symlink_to(ROOT / name)
@@ -180,42 +187,47 @@ def test_every_block_is_run_or_says_why():
                 pytest.fail(f"{page.name}:{b['line']}: skip-test on a {b['lang'] or 'plain'} block (never run)")
 
 
-def _train_steps(script: str, subst: dict) -> tuple[list[str], list[list[str]]]:
-    """(COMMON's flags, each `-m egru_compile.train $COMMON ...` line's further flags) of a shell text, with
-    `subst` applied, the smoke limits ($LIMIT) and --force (run.sh regenerates the shipped example's files; the
-    doc's block writes new ones) dropped and path values (--ckpt-dir, -o, --resume) cut to their file name: what is
-    left is the recipe itself."""
-    import shlex
-    text = script.replace("\\\n", " ")
-    for k, v in subst.items():
-        text = text.replace(k, v)
-    common = shlex.split(re.search(r'^COMMON="(.*?)"', text, re.S | re.M).group(1))
+def test_training_block_runs_the_examples_whole_recipe():
+    """docs/training.md runs examples/ptb-egru-small/run.sh itself with SMOKE=1 (CI runs it), and SMOKE changes
+    nothing but how long each step runs and where it writes: inside run.sh's SMOKE switch only OUT, LIMIT and
+    EVAL_LIMIT are set, both empty in the real run; every training command (run.sh's and sweep_wd85.sh's)
+    carries $LIMIT and the evaluation $EVAL_LIMIT; nothing is written under the shipped example ($EX) except
+    through $OUT (whose default in the real run is the example)."""
+    ex = ROOT / "examples" / "ptb-egru-small"
+    run_sh, sweep = (ex / "run.sh").read_text(encoding="utf-8"), (ex / "sweep_wd85.sh").read_text(encoding="utf-8")
+    doc = [b for b in blocks(ROOT / "docs" / "training.md") if "examples/ptb-egru-small/run.sh" in b["text"]]
+    assert len(doc) == 1 and doc[0]["skip"] in (None, "slow"), "one runnable block running the whole recipe"
+    assert re.search(r"^SMOKE=1 examples/ptb-egru-small/run\.sh$", doc[0]["text"], re.M), doc[0]["text"]
+    switch = re.search(r'^if \[ "\$\{SMOKE:-0\}" = 1 \]; then\n(.*?)^else\n(.*?)^fi$', run_sh, re.S | re.M)
+    assert switch, "run.sh's SMOKE switch"
+    smoke, real = (dict(re.findall(r"^\s*(\w+)=(.*)$", part, re.M)) for part in switch.groups())
+    assert set(smoke) == set(real) == {"OUT", "LIMIT", "EVAL_LIMIT"}, (smoke, real)
+    assert real["LIMIT"] == real["EVAL_LIMIT"] == '""' and real["OUT"] == "${OUT:-$EX}", real
+    assert "--max-steps" in smoke["LIMIT"] and "--max-tokens" in smoke["EVAL_LIMIT"]
+    joined = [re.sub(r"\\\n\s*", " ", text) for text in (run_sh, sweep)]
+    trains = [ln for text in joined for ln in text.splitlines() if re.match(r"\s*\$PY -m egru_compile\.train", ln)]
+    assert len(trains) == 4 and all("$LIMIT" in ln for ln in trains), trains
+    evals = [ln for ln in joined[0].splitlines() if "ppl_vs_macs.py" in ln and ln.lstrip().startswith("$PY")]
+    assert len(evals) == 1 and "$EVAL_LIMIT" in evals[0], evals
+    writes = re.findall(r"(?:-o|--ckpt-dir|--png|--json|cp \S+)\s+(\S+)", joined[0])
+    assert writes and all(w.startswith(("$OUT/", '"$OUT')) for w in writes), writes
+    assert "DENSE=$OUT/" in run_sh and "SWEEP=$OUT/" in run_sh
 
-    def norm(flags):
-        out, it = [], iter(flags)
-        for f in it:
-            if f in ("--ckpt-dir", "-o", "--resume"):
-                v = next(it)
-                if f != "--ckpt-dir":
-                    out += [f, Path(v).name]
-            elif f not in ("$LIMIT", "--force"):
-                out.append(f)
-        return out
-    steps = [norm(shlex.split(line.split("$COMMON", 1)[1])) for line in text.splitlines()
-             if re.match(r"\s*\S+ -m egru_compile\.train \$COMMON", line)]
-    return norm(common), steps
+
+def quick_start_block() -> dict:
+    """The README's quick-start block: the one `ci` block, run by .ci/run itself."""
+    found = [b for p in PAGES for b in blocks(p) if b["skip"] == "ci"]
+    assert len(found) == 1 and found[0] in blocks(ROOT / "README.md"), "one `ci` block: the README's quick start"
+    return found[0]
 
 
-def test_training_smoke_block_is_the_examples_recipe():
-    """docs/training.md's runnable training block runs examples/ptb-egru-small/run.sh's two training steps with
-    the recipe's own flags (only output paths and the smoke limits differ), so CI's smoke run checks the real
-    recipe; the hours-long whole run.sh stays a skipped `training` block."""
-    run_sh = (ROOT / "examples" / "ptb-egru-small" / "run.sh").read_text(encoding="utf-8")
-    doc = [b for b in blocks(ROOT / "docs" / "training.md") if "egru_compile.train $COMMON" in b["text"]]
-    assert len(doc) == 1 and doc[0]["skip"] in (None, "slow"), "one runnable block of the recipe's steps"
-    ours = _train_steps(doc[0]["text"], {})
-    theirs = _train_steps(run_sh, {"$DATA": "data/ptb", "$EX/": ""})
-    assert ours == theirs and len(theirs[1]) == 2, (ours, theirs)
-    assert re.search(r'^LIMIT="--max-steps \d+ ', doc[0]["text"], re.M)
-    whole = [b for b in blocks(ROOT / "docs" / "training.md") if b["text"].strip() == "examples/ptb-egru-small/run.sh"]
-    assert len(whole) == 1 and whole[0]["skip"] == "training"
+def test_ci_runs_the_quick_start_block():
+    """.ci/run extracts the README's `ci` block (with the same fence pattern) and runs it as its first step, with
+    bash -e: a README whose quick start fails fails CI. Checked by running .ci/run's extraction on this README."""
+    block = quick_start_block()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    m = re.search(r"^quick_start\(\) \{\n(.*?)^\}$", ci, re.S | re.M)
+    assert m, ".ci/run defines quick_start()"
+    out = subprocess.run(["bash", "-c", m.group(0) + "\nquick_start"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == block["text"], (out.stdout, block["text"], out.stderr)
+    assert re.search(r"^quick_start > (\S+)\n.*bash -e -o pipefail \1", ci, re.S | re.M), "runs the extracted block"
