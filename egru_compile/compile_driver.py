@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from .errors import EgruError, option
+from .errors import EgruError, UsageError, option
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,17 @@ def resolve_target(req: CompileRequest):
     else:
         spec = registry.get(req.target)
         if p is not None and spec is not None and spec.family == "chip" and p.name != spec.name:
-            raise EgruError(f"{option('target')} {spec.name} and {option('profile')} {profile} (a profile named "
+            raise UsageError(f"{option('target')} {spec.name} and {option('profile')} {profile} (a profile named "
                             f"{p.name}) disagree: give {option('profile')} alone (it names the chip) or a profile "
                             f"of {spec.name}")
     if spec is None:
         if req.given:
-            raise EgruError(f"{option(sorted(req.given)[0])} needs {option('target')}")
+            raise UsageError(f"{option(sorted(req.given)[0])} needs {option('target')}")
         return None, None
     names = {f.name for f in fields(spec.options)}
     for key in sorted(req.given - names):
         takers = [s.name for s in registry.all_targets() if key in {f.name for f in fields(s.options)}]
-        raise EgruError(f"{option(key)} applies to {option('target').rstrip('=')} {', '.join(takers)} only "
+        raise UsageError(f"{option(key)} applies to {option('target').rstrip('=')} {', '.join(takers)} only "
                         f"(target: {spec.name})")
     return spec, spec.make_options(req.target_values)
 

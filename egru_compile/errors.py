@@ -1,4 +1,4 @@
-"""The error every user-facing failure derives from: the CLI prints its message as one line and exits 1.
+"""The error every user-facing failure derives from: the CLI prints its message as one line and exits 1 (2 for a\n`UsageError`, a malformed request).
 
 `option` spells an option in a message the way the user gave it: ``--max-chips`` on the command line,
 ``max_chips=`` from the Python API, so one message text serves both surfaces. The surface sets the spelling
@@ -16,7 +16,14 @@ _NO_VALUE = object()
 
 
 class EgruError(Exception):
-    """A problem with the user's input or environment (not a compiler bug)."""
+    """A problem with the user's input or environment (not a compiler bug). The CLI exits with `exit_code`."""
+    exit_code = 1
+
+
+class UsageError(EgruError):
+    """A malformed request — an option value out of its range, an empty output name — found after the command
+    line parsed: the CLI exits 2, as for the usage errors its parser finds."""
+    exit_code = 2
 
 
 def option(name: str, value=_NO_VALUE) -> str:

@@ -33,7 +33,7 @@ def load(path, *, vocab=None, trust: bool = False, **runner_options) -> "Artifac
 class Artifact:
     """A compiled artifact or a checkpoint, ready to run. ``path``, ``target`` (the runner's: "onnx", "tvm", a
     chip name, "torch" for a checkpoint, "gru"/"lstm" for a baseline), ``kind`` ("artifact", "checkpoint",
-    "baseline"), ``manifest`` (artifact folders), ``vocab`` (`data.Vocabulary` or None), ``runner``.
+    "baseline", "ir" for an IR file run by the reference interpreter), ``manifest`` (artifact folders), ``vocab`` (`data.Vocabulary` or None), ``runner``.
     `reset`, `step`, `run`, `score`, `get_state`, `set_state`, `reset_streams`, `step_streams`, `score_streams`
     and the ``last_*`` statistics are the runner's (`runtime.Runner`)."""
 
@@ -48,7 +48,8 @@ class Artifact:
             from ..artifact import read_manifest
             self.manifest = read_manifest(self.path, verify_files=False)
         self.kind = ("artifact" if self.path.is_dir() else
-                     "baseline" if isinstance(runner, BaselineRunner) else "checkpoint")
+                     "baseline" if isinstance(runner, BaselineRunner) else
+                     "ir" if runner.target == "ir" else "checkpoint")
 
     def __repr__(self) -> str:
         return f"Artifact({str(self.path)!r}, target={self.target!r}, kind={self.kind!r})"

@@ -84,7 +84,7 @@ class _Interrupts:
 
 
 def _run_guarded(debug: bool, fn, *args, **kwargs):
-    """Run `fn`: the project's errors become one `error:` line (exit 1), Ctrl-C exit 130, MemoryError
+    """Run `fn`: the project's errors become one `error:` line (exit 1; 2 for a usage error), Ctrl-C exit 130, MemoryError
     exit 1; anything else is a bug and keeps its traceback."""
     warnings.simplefilter("default")
     # ResourceWarning is for developers (Python hides it by default): a signal that lands while the interpreter
@@ -99,7 +99,7 @@ def _run_guarded(debug: bool, fn, *args, **kwargs):
     except EgruError as e:
         if debug:
             raise
-        _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        _fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, e.exit_code)
     except (KeyboardInterrupt, click.Abort):
         _Interrupts.fail()
     except MemoryError:

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ..errors import EgruError
+from ..errors import EgruError, UsageError
 from ..runtime.generate import MAX_GENERATE  # noqa: F401 - most tokens `generate --tokens` produces (re-exported)
 
 #: ``--projection-activation``: wherever a state_dict is read (compile, eval, inspect, generate)
@@ -91,7 +91,7 @@ def _merge_option_pairs(pairs, values: dict, given: set) -> tuple[dict, set]:
     for text in pairs:
         name, value = parse_option(text)
         if name in given:
-            raise EgruError(f"--option {name}: given twice (--{name.replace('_', '-')} or another --option)")
+            raise UsageError(f"--option {name}: given twice (--{name.replace('_', '-')} or another --option)")
         values[name] = value
         given.add(name)
     return values, given

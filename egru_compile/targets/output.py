@@ -14,12 +14,16 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..errors import EgruError, option
+from ..errors import EgruError, UsageError, option
 from ..fsio import FileError, atomic_write, make_temp_dir
 
 
 class OutputError(EgruError):
     pass
+
+
+class EmptyOutputName(OutputError, UsageError):
+    """``-o ""``: a usage error (exit 2)."""
 
 
 def _contains(outer: Path, inner: Path) -> bool:
@@ -31,7 +35,7 @@ def check_output_dir(path: str | Path, force: bool, protect: tuple = ()) -> Path
     artifact (its manifest says so) that is not the current directory and holds neither the current directory
     nor any of the `protect` paths (the source files). Anything else raises OutputError; nothing is touched."""
     if str(path).strip() == "":
-        raise OutputError("output directory name is empty")
+        raise EmptyOutputName("output directory name is empty")
     path = Path(path)
     real = path.resolve()
     cwd = Path.cwd().resolve()

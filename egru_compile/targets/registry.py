@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..artifact import seal
-from ..errors import EgruError
+from ..errors import EgruError, UsageError
 from ..errors import option as spell_option
 from .chip.objectives import DEFAULT_OBJECTIVE, OBJECTIVE_HELP, OBJECTIVES
 
@@ -32,6 +32,11 @@ INT8_WEIGHTS = "int8-weights"
 
 class TargetError(EgruError):
     pass
+
+
+class OptionError(TargetError, UsageError):
+    """A malformed ``--option KEY=VALUE`` (unknown key, value out of the field's type, choices or range): a usage
+    error (exit 2), as the same value given as ``--field-name`` is to the CLI's parser."""
 
 
 def option(default, help: str, choices: tuple[str, ...] | None = None, minimum=None, path: bool = False,
@@ -240,43 +245,43 @@ def parse_option(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` of ``compile --option`` -> (field name, value typed as the field's default), checked
     against every registered target's options dataclass (KEY may use ``-`` or ``_``; an alias counts as its
     field). Whether the chosen target takes the field is checked later, with the other target options
-    (`compile_driver.resolve_target`). Raises `TargetError` (one line) on a malformed pair, an unknown key or
+    (`compile_driver.resolve_target`). Raises `OptionError` (one line, a usage error) on a malformed pair, an unknown key or
     a value out of the field's choices / range."""
     key, sep, value = str(text).partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key:
-        raise TargetError(f"--option {text!r}: expected KEY=VALUE (e.g. --option max_chips=4)")
+        raise OptionError(f"--option {text!r}: expected KEY=VALUE (e.g. --option max_chips=4)")
     known: dict[str, tuple[str, Any, dict]] = {}
     for name, default, meta, _takers in option_fields():
         for k in (name, *meta.get("aliases", ())):
             known.setdefault(k, (name, default, meta))
     if key not in known:
-        raise TargetError(f"--option {key}: no registered target has this option (known: "
+        raise OptionError(f"--option {key}: no registered target has this option (known: "
                           f"{', '.join(sorted(n for n, *_ in option_fields()))})")
     name, default, meta = known[key]
     value = value.strip()
     if isinstance(default, bool):
         if value.lower() not in _TRUE + _FALSE:
-            raise TargetError(f"--option {key}={value}: expected true or false")
+            raise OptionError(f"--option {key}={value}: expected true or false")
         return name, value.lower() in _TRUE
     if meta.get("choices") and value not in meta["choices"]:
-        raise TargetError(f"--option {key}={value}: expected one of {', '.join(meta['choices'])}")
+        raise OptionError(f"--option {key}={value}: expected one of {', '.join(meta['choices'])}")
     if meta.get("path") and not Path(value).is_file():
-        raise TargetError(f"--option {key}={value}: no such file")
+        raise OptionError(f"--option {key}={value}: no such file")
     if isinstance(default, int):
         try:
             number = int(value)
         except ValueError:
-            raise TargetError(f"--option {key}={value}: expected an integer") from None
+            raise OptionError(f"--option {key}={value}: expected an integer") from None
         if meta.get("min") is not None and number < meta["min"]:
-            raise TargetError(f"--option {key}={value}: expected an integer >= {meta['min']}")
+            raise OptionError(f"--option {key}={value}: expected an integer >= {meta['min']}")
         return name, number
     if isinstance(default, float):
         try:
             number = float(value)
         except ValueError:
-            raise TargetError(f"--option {key}={value}: expected a number") from None
+            raise OptionError(f"--option {key}={value}: expected a number") from None
         if not math.isfinite(number) or meta.get("min") is not None and number < meta["min"]:
-            raise TargetError(f"--option {key}={value}: expected a finite number >= {meta.get('min', '-inf')}")
+            raise OptionError(f"--option {key}={value}: expected a finite number >= {meta.get('min', '-inf')}")
         return name, number
     return name, value

@@ -80,7 +80,8 @@ def test_target_options_belong_to_their_target(tmp_path, ckpt):
     path, _ = ckpt
     res = cli(path, "--target", "onnx", "--max-chips", "4", "-o", tmp_path / "o")
     chips = ", ".join(s.name for s in registry.all_targets() if s.family == "chip")
-    assert res.exit_code == 1 and res.output.strip() == \
+    # a usage error: exit 2
+    assert res.exit_code == 2 and res.output.strip() == \
         f"error: --max-chips applies to --target {chips} only (target: onnx)"
 
 

@@ -159,20 +159,26 @@ def test_option_key_value_reaches_a_plugin_registered_after_the_cli(tmp_path, mo
     _run(EXAMPLE, "--target", "plugin-onnx", "-o", out, "--quiet",
          "--option", "level=3", "--option", "mode=b", "--option", "exact=true")
     assert json.loads((out / "plugin_options.json").read_text()) == {"level": 3, "mode": "b", "exact": True}
-    # bad pairs: one error line, exit 1, nothing written
+    # bad pairs: one error line, exit 2 (a usage error, as `--level -1` is to click), nothing written
     for bad, msg in [("level=-1", "expected an integer >= 0"), ("mode=c", "expected one of a, b"),
                      ("levle=2", "no registered target has this option"), ("level", "expected KEY=VALUE"),
                      ("exact=maybe", "expected true or false"), ("max_chips=2", "applies to --target")]:
         res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "plugin-onnx", "-o", str(tmp_path / "bad"),
                                         "--option", bad])
-        assert res.exit_code == 1, (bad, res.output)
+        assert res.exit_code == 2, (bad, res.output)
         lines = res.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], (bad, res.output)
         assert not (tmp_path / "bad").exists()
     # a built-in option given twice is refused
     res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "loihi-like", "--max-chips", "2",
                                     "--option", "max-chips=3", "-o", str(tmp_path / "bad")])
-    assert res.exit_code == 1 and "given twice" in res.output and not (tmp_path / "bad").exists()
+    assert res.exit_code == 2 and "given twice" in res.output and not (tmp_path / "bad").exists()
+    # the flag spelling of a bad value exits 2 too (click's parser): both spellings are usage errors
+    res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "loihi-like", "--max-chips", "0", "-o",
+                                    str(tmp_path / "bad")])
+    assert res.exit_code == 2 and not (tmp_path / "bad").exists(), res.output
+    res = CliRunner().invoke(main, [str(EXAMPLE), "--target", "onnx", "-o", ""])
+    assert res.exit_code == 2 and res.output.strip() == "error: output directory name is empty", res.output
 
 
 def test_projection_decoder_shape_is_out_x_in(tmp_path):

@@ -83,6 +83,25 @@ def test_load_checkpoint_and_max_tokens_batch(setup):
     assert len(r.extra["streams"]) == 2
 
 
+
+def test_load_ir_file_is_kind_ir(setup, tmp_path):
+    """An IR file (``--emit-ir``) loads as kind "ir" (the reference interpreter runs it), not as a checkpoint,
+    and scores the text like the checkpoint it came from (PyTorch recount)."""
+    from click.testing import CliRunner
+
+    from egru_compile.cli import main
+    d, model, _ = setup
+    res = CliRunner().invoke(main, [str(d / "m.pt"), "--target", "onnx", "--emit-ir", str(tmp_path / "m.ir"),
+                                    "-o", str(tmp_path / "onnx"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "vocab.txt").write_text(" ".join(WORDS[:-1]) + "\n")     # the checkpoint's words, in order
+    ir = ec.load(tmp_path / "m.ir", vocab=tmp_path / "vocab.txt")
+    assert ir.kind == "ir" and ir.target == "ir", ir
+    ids = corpus_ids(TEXT, WORDS)[:60]
+    nll = torch_nll(model, ids)[0]
+    assert ir.evaluate(TEXT, max_tokens=60).perplexity == pytest.approx(math.exp(nll / 59), rel=1e-4)
+
+
 def test_encode_decode_round_trip(setup):
     art = setup[2]
     rng = np.random.default_rng(0)
