@@ -107,7 +107,7 @@ def check_request_paths(req: CompileRequest) -> None:
     inputs = [("model", req.model), ("model resource file", resource_path(req.model)),
               (option("vocab"), req.vocab_file),
               (option("calib_data"), req.calib_data), (option("profile"), req.target_values.get("profile"))]
-    outputs = [("--emit-ir", req.emit_ir), ("--emit-ir resource file", req.emit_ir and resource_path(req.emit_ir)),
+    outputs = [("--emit-ir", req.emit_ir), ("--emit-ir resource file", resource_path(req.emit_ir) if req.emit_ir else None),
                ("--report", req.report_path)]
     check_outputs(outputs, inputs)
     check_new_files(outputs, req.force, option("force", True))

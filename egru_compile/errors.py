@@ -8,6 +8,7 @@ for the call: the CLI runs every command under `cli_spelling()` (`cli.guard`), t
 """
 from __future__ import annotations
 
+import shlex
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -33,7 +34,8 @@ def option(name: str, value=_NO_VALUE) -> str:
     if _SPELLING.get() == "api":
         return f"{name}=" + ("" if value is _NO_VALUE else repr(value))
     flag = "--" + name.replace("_", "-")
-    return flag if value is _NO_VALUE or value is True else f"{flag} {value}"
+    # quoted as a shell needs it, so the hint can be pasted: --unk '<unk>' (a bare <unk> is a redirection)
+    return flag if value is _NO_VALUE or value is True else f"{flag} {shlex.quote(str(value))}"
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .errors import EgruError
+from .errors import EgruError, UsageError
 
 
 class FileError(EgruError):
@@ -164,10 +164,13 @@ def check_outputs(outputs: Iterable[tuple[str, str | Path | None]],
 def check_new_files(outputs: Iterable[tuple[str, str | Path | None]], force: bool, flag: str = "--force") -> None:
     """Refuse (FileError, one line) an output path that already holds something, unless `force` (the user's
     explicit ``--force`` / ``force=True``): a file the user owns is never replaced silently. A directory is
-    refused even with `force` (an output here is one file). Call before writing anything."""
+    refused even with `force` (an output here is one file); an empty name is a usage error (None: not given).
+    Call before writing anything."""
     for label, p in outputs:
-        if p is None or str(p) == "":
+        if p is None:
             continue
+        if str(p).strip() == "":
+            raise UsageError(f"{label}: the file name is empty")
         p = Path(p)
         if p.is_dir():
             raise FileError(f"{label} {p} is a directory; give a file path")

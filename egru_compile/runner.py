@@ -20,7 +20,7 @@ import numpy as np
 
 from .artifact import ArtifactError
 from .data import Vocabulary
-from .errors import EgruError, option
+from .errors import EgruError, UsageError, option
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class Runner(ABC):
         """Zero every layer's cell state c and keep its output y: EvNN's chunk boundary (its
         ``LanguageModel.forward`` hands each layer only its last y as the next chunk's initial state), used by
         ``eval --chunked BPTT``."""
-        raise ArtifactError(f"the {self.target} runner cannot reset its cell states: {option('chunked')} needs a "
+        raise UsageError(f"the {self.target} runner cannot reset its cell states: {option('chunked')} needs a "
                             "source checkpoint, onnx or tvm artifact")
 
     @property

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EgruError, api_spelling, option
+from ..errors import EgruError, UsageError, api_spelling, option
 from .eval_result import EvalResult
 
 #: runner methods and attributes an Artifact passes through (`runtime.Runner`)
@@ -199,11 +199,11 @@ def _check_generate_args(tokens, temperature, top_k, seed) -> None:
     def whole(name, v, lo, hi=None):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo or (hi is not None and v > hi):
             rng = f"a whole number >= {lo}" + (f" and <= {hi:,}" if hi is not None else "")
-            raise EgruError(f"{option(name)} must be {rng} (got {v!r})")
+            raise UsageError(f"{option(name)} must be {rng} (got {v!r})")
     whole("tokens", tokens, 1, MAX_GENERATE)
     whole("seed", seed, 0, 2 ** 63 - 1)
     if top_k is not None:
         whole("top_k", top_k, 0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)) \
             or not math.isfinite(float(temperature)) or float(temperature) < 0:
-        raise EgruError(f"{option('temperature')} must be a finite number >= 0 (got {temperature!r})")
+        raise UsageError(f"{option('temperature')} must be a finite number >= 0 (got {temperature!r})")

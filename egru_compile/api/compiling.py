@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import EgruError, api_spelling
+from ..errors import EgruError, UsageError, api_spelling
 from .artifact_handle import load
 
 
@@ -27,20 +27,20 @@ def _check_target_options(target: str | None, options: dict) -> None:
     for key, value in options.items():
         f = known.get(key)
         if f is None:
-            raise EgruError(f"unknown target option {key!r} (options: {', '.join(sorted(known))})")
+            raise UsageError(f"unknown target option {key!r} (options: {', '.join(sorted(known))})")
         meta = f.metadata
         if value is None:
             continue
         if meta.get("choices") and value not in meta["choices"]:
-            raise EgruError(f"{key}={value!r}: expected one of {', '.join(meta['choices'])}")
+            raise UsageError(f"{key}={value!r}: expected one of {', '.join(meta['choices'])}")
         if meta.get("min") is not None and isinstance(f.default, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= meta["min"] \
                     or value == float("inf"):
-                raise EgruError(f"{key}={value!r}: expected a finite number >= {meta['min']}")
+                raise UsageError(f"{key}={value!r}: expected a finite number >= {meta['min']}")
         elif meta.get("min") is not None and (not isinstance(value, int) or value < meta["min"]):
-            raise EgruError(f"{key}={value!r}: expected a whole number >= {meta['min']}")
+            raise UsageError(f"{key}={value!r}: expected a whole number >= {meta['min']}")
         if meta.get("path") and not Path(value).is_file():
-            raise EgruError(f"{key}: {value} is not a file")
+            raise UsageError(f"{key}: {value} is not a file")
 
 
 def compile(model, target: str | None = None, out=None, *, calib_data=None, calib_tokens: int = 2000,
@@ -62,6 +62,8 @@ def compile(model, target: str | None = None, out=None, *, calib_data=None, cali
     from ..compile_driver import CompileRequest
     with api_spelling():                  # errors name the keywords passed here (max_chips=), not the CLI's flags
         _check_target_options(target, target_options)
+        if isinstance(calib_tokens, bool) or not isinstance(calib_tokens, int) or calib_tokens < 2:
+            raise UsageError(f"calib_tokens={calib_tokens!r}: expected a whole number >= 2 (as --calib-tokens)")
         req = CompileRequest(model=str(model), target=target, out_dir=None if out is None else str(out),
                              vocab_file=None if vocab is None else str(vocab), passes=passes,
                              calib_data=None if calib_data is None else str(calib_data),

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from ..data import DataError, Vocabulary
-from ..errors import EgruError, option
+from ..errors import EgruError, UsageError, option
 
 
 def load_eval_tokens(path, vocab: Vocabulary | None, max_tokens: int | None = None,
@@ -118,16 +118,16 @@ def evaluate(runner, token_ids, quiet: bool = False, chunk: int = 256, batch_siz
     step split over N threads, results bit for bit those of 1 thread); the result gives ``threads``."""
     if chunked is not None:
         if int(chunked) < 1:
-            raise DataError(f"{option('chunked')} must be at least 1 (got {chunked})")
+            raise UsageError(f"{option('chunked')} must be at least 1 (got {chunked})")
         if int(batch_size) != 1:
-            raise DataError(f"{option('chunked')} evaluates one stream, as EvNN's eval.py does: use "
+            raise UsageError(f"{option('chunked')} evaluates one stream, as EvNN's eval.py does: use "
                             f"{option('batch_size', 1)}")
         chunk = int(chunked)
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or int(threads) < 1:
         raise DataError(f"{option('threads')} must be at least 1 (got {threads})")
     set_threads = getattr(runner, "set_threads", None)
     if int(threads) != 1 and set_threads is None:
-        raise EgruError(f"the {runner.target} runner has no {option('threads')} (tvm artifacts have)")
+        raise UsageError(f"the {runner.target} runner has no {option('threads')} (tvm artifacts have)")
     streams = split_streams(token_ids, batch_size)
     if set_threads is not None:
         set_threads(int(threads))

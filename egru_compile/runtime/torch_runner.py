@@ -11,6 +11,29 @@ from ..artifact import ArtifactError
 from ..runner import Runner, StepStats
 
 
+def _masks_folded(model):
+    """`model`, or — when it carries ``torch.nn.utils.prune`` reparametrizations — a copy whose pruned weights
+    are plain parameters holding ``orig * mask`` (the values the prune hooks compute, so the logits are the
+    same bit for bit). The hooks recompute every masked matrix on every call; a step of the example paid for
+    that ~4x over. The caller's model keeps its masks."""
+    import copy
+
+    from torch.nn.utils import prune
+    hooked = [(name, mod) for name, mod in model.named_modules()
+              if any(isinstance(h, prune.BasePruningMethod) for h in mod._forward_pre_hooks.values())]
+    if not hooked:
+        return model
+    for _, mod in hooked:              # the hooks' last product (a non-leaf tensor) cannot be deep-copied
+        for hook in [h for h in mod._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]:
+            setattr(mod, hook._tensor_name, getattr(mod, hook._tensor_name).detach())
+    model = copy.deepcopy(model)
+    for name, _ in hooked:
+        mod = model.get_submodule(name)
+        for hook in [h for h in mod._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]:
+            prune.remove(mod, hook._tensor_name)
+    return model
+
+
 class TorchRunner(Runner):
     """Runs ``EGRULanguageModel.step`` (float32, no grad). MACs per step: layer 0's input matrix counts all
     its non-zeros (the embedding input is dense); every other matrix counts the non-zero fan-out of the
@@ -24,7 +47,7 @@ class TorchRunner(Runner):
         super().__init__()
         import torch
         self.torch = torch
-        self.model = model.eval()
+        self.model = _masks_folded(model).eval()
         self.vocab = vocab
         self.path = path
         cfg = model.config

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import EgruError, option
+from ..errors import EgruError, UsageError, option
 
 
 def describe_artifact(path: Path, manifest: dict, core: int | None = None, links: bool = False) -> str:
@@ -35,7 +35,7 @@ def describe_artifact(path: Path, manifest: dict, core: int | None = None, links
             # a resealed mapping.json with fields of the wrong type or range (a report, not a program)
             raise EgruError(f"{mapping} is malformed ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})") from None
     if core is not None or links:
-        raise EgruError(f"{option('core')}/{option('links')} apply to chip targets; {path} is "
+        raise UsageError(f"{option('core')}/{option('links')} apply to chip targets; {path} is "
                         f"{'an' if str(target)[:1].lower() in 'aeio' else 'a'} {target} artifact")
     report = path / "report.txt"
     if report.is_file():

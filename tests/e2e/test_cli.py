@@ -220,3 +220,53 @@ def test_model_path_named_like_a_command_still_compiles_when_it_exists(tmp_path,
     save_checkpoint(tmp_path / "evall", make_model(), [f"w{i}" for i in range(39)] + ["<eos>"])
     res = CliRunner().invoke(main, ["evall", "--target", "onnx", "-o", "o"])
     assert res.exit_code == 0, res.output
+
+
+def test_unknown_word_hint_can_be_pasted_into_a_shell(tmp_path):
+    """The hint for an unknown word names the vocabulary's own marker, shell-quoted (a bare <unk> is a
+    redirection): pasted into bash, the suggested command evaluates the text."""
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[2] / "examples" / "ptb-egru-small" / "model.pt"
+    text = tmp_path / "mine.txt"
+    text.write_text("the zzqx company said\n")
+    res = CliRunner().invoke(main, ["eval", str(example), "--data", str(text)])
+    assert res.exit_code == 1 and res.output.strip().endswith("(use --unk '<unk>')"), res.output
+    hint = res.output.strip().rsplit("(use ", 1)[1][:-1]
+    exe = Path(sys.executable).parent / "egru-compile"
+    cmd = f"{shlex.quote(str(exe))} eval {shlex.quote(str(example))} --data {shlex.quote(str(text))} {hint}"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and "perplexity" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_options_that_do_not_apply_and_empty_names_are_usage_errors(tmp_path, monkeypatch):
+    """Exit 2 with one line and nothing written, as for the parser's usage errors: an option the artifact's
+    runner does not take (eval --threads on onnx, inspect --core on onnx), a value out of range (generate
+    --temperature nan), an empty output name (opt -o '', --report '', --emit-ir ''); the API raises the
+    same class (calib_tokens=-5)."""
+    from pathlib import Path
+
+    import egru_compile as ec
+    from egru_compile.errors import UsageError
+    monkeypatch.chdir(tmp_path)
+    example = Path(__file__).resolve().parents[2] / "examples" / "ptb-egru-small" / "model.pt"
+    text = tmp_path / "t.txt"
+    text.write_text("the company said\n")
+    run = CliRunner().invoke
+    assert run(main, [str(example), "--target", "onnx", "-o", "out", "--quiet",
+                      "--emit-ir", "m.egir"]).exit_code == 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args in (["eval", "out", "--data", str(text), "--threads", "2"], ["inspect", "out", "--core", "0"],
+                 ["generate", "out", "--prompt", "the", "--temperature", "nan"],
+                 ["opt", "m.egir", "--passes", "default", "-o", ""],
+                 [str(example), "--target", "onnx", "-o", "o2", "--report", ""],
+                 [str(example), "--target", "onnx", "-o", "o3", "--emit-ir", ""]):
+        res = run(main, args)
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, res.output)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before, args      # nothing written (no ..npz)
+    with pytest.raises(UsageError, match="calib_tokens=-5"):
+        ec.compile(example, "loihi-like", "pyx", calib_data=str(text), calib_tokens=-5)
+    assert not (tmp_path / "pyx").exists()
