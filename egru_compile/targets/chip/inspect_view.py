@@ -7,6 +7,15 @@ from .assumptions import footnote, mark
 from .report import CORE_FIELDS, check_version
 
 
+
+def _value(v) -> str:
+    """A field as a reader wants it: thousands separators, floats to 0.1 (small ones to 4 significant digits)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.4g}"
+
 def _ranges(idx: np.ndarray) -> str:
     """'0-4,7,9-12' for sorted indices."""
     if not len(idx):
@@ -30,7 +39,7 @@ def core_detail(m: dict, core: int, program=None) -> str:
     fl = (m.get("assumptions") or {}).get("figures")
     flag = {"memory_bytes": "memory_bytes", "memory_limit_bytes": "limits", "energy_pj": "energy_pj",
             "hops_out": "hops"}
-    text = "".join(f"{k:<20} {c[k]}{mark(fl, flag.get(k, ''))}\n"
+    text = "".join(f"{k:<20} {_value(c[k])}{mark(fl, flag.get(k, ''))}\n"
                    for k in CORE_FIELDS + ["synop_events_total", "role", "outputs"] if k in c)
     sim = (m.get("simulated") or {}).get("cores")
     if sim and core < len(sim):

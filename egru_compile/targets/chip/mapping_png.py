@@ -87,7 +87,7 @@ def core_synops(m: dict, r: dict) -> float:
     sim = m.get("simulated")
     if sim:
         sc = sim["cores"][r["core"]]
-        return float(sc["synops"] + sc["decoder_synops"])
+        return float(sc["synops"])                 # the core's whole (decoder_synops is part of it)
     v = r.get("synops_estimated")
     return float(v if v is not None else r.get("synops_static", r.get("synapses", 0)))
 

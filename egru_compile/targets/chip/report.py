@@ -252,7 +252,7 @@ def estimated_vs_simulated(m: dict) -> list[str]:
     t, st = m["totals"], s["totals"]
     e = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     fl = (m.get("assumptions") or {}).get("figures")
-    rows = [("synops", t.get("synops_estimated"), st["synops"] + st.get("decoder_synops", 0.0), ",.1f"),
+    rows = [("synops", t.get("synops_estimated"), st["synops"], ",.1f"),
             ("spikes", None, st["spikes_out"], ",.1f"),
             *([("messages", t.get("messages_out"), st["messages"], ",.1f")] if s["router"] != "multicast" else
               [("messages (deliveries)", t.get("messages_out"), st["messages_in"], ",.1f"),
@@ -286,7 +286,9 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
     n_rnn = sim.core_map.n_cores
     first_dec = sim.n_cores if dec.dec_core_of is None else int(dec.dec_core_of.min())
     role = lambda k: "rnn" if k < n_rnn else ("projection" if k < first_dec else "decoder")  # noqa: E731
-    cores = [{"core": k, "role": role(k), "synops": pt(c["synops"][k]),
+    # "synops" is always the whole of what it covers (a core's, the configuration's); decoder_synops (projection
+    # included) and rnn_synops are its parts, named as such
+    cores = [{"core": k, "role": role(k), "synops": pt(c["synops"][k] + c["dec_synops"][k]),
               "decoder_synops": pt(c["dec_synops"][k]), "updates": pt(c["updates"][k]),
               "spikes_out": pt(c["spikes_out"][k]), "messages_out": pt(c["messages_out"][k]),
               "messages_in": pt(c["messages_in"][k]), "hops_out": pt(c["hops_out"][k]),
@@ -296,7 +298,8 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
     links = [{"link": int(i), "from": list(mesh.links[i][0]), "to": list(mesh.links[i][1]),
               "kind": mesh.link_kind[i], "messages": pt(lm[i])}
              for i in sorted(np.nonzero(lm)[0], key=lambda i: (-lm[i], i))]
-    totals = {"synops": pt(c["synops"].sum()), "decoder_synops": pt(c["dec_synops"].sum()),
+    totals = {"synops": pt(c["synops"].sum() + c["dec_synops"].sum()), "rnn_synops": pt(c["synops"].sum()),
+              "decoder_synops": pt(c["dec_synops"].sum()),
               "projection_synops": pt(c["dec_synops"][n_rnn:first_dec].sum()),
               "updates": pt(c["updates"].sum()), "spikes_out": pt(c["spikes_out"].sum()),
               "messages": pt(c["messages_out"].sum()), "messages_in": pt(c["messages_in"].sum()),
@@ -332,8 +335,8 @@ def chip_summary(chip: dict) -> str:
     lines = [f"chip          {chip['profile']}, {t['cores']} cores on {t['chips']} chip(s), {chip['router']} router, "
              f"decoder on {chip['decoder']} (figures: whole configuration, per token)",
              # 1 synop = 1 MAC of count-macs: the RNN cores' synops are what onnx / tvm / checkpoints call MACs/token
-             f"synops/token  {t['synops'] + t['decoder_synops']:,.1f} (" +
-             (f"{t['synops']:,.1f} RNN cores + {t['decoder_synops']:,.1f} decoder cores; 1 synop = 1 MAC: the "
+             f"synops/token  {t['synops']:,.1f} (" +
+             (f"{t['rnn_synops']:,.1f} RNN cores + {t['decoder_synops']:,.1f} decoder cores; 1 synop = 1 MAC: the "
               "RNN cores' figure is" if t["decoder_synops"] else "RNN cores; 1 synop = 1 MAC:") +
              " the MACs/token of count-macs and of eval on onnx/tvm)",
              f"spikes/token  {t['spikes_out']:,.1f}",

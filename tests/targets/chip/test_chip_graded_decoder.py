@@ -217,6 +217,8 @@ def test_projection_and_decoder_core_counters_equal_a_recount(setup, act):
     side = np.array([r != "rnn" for r in roles])
     assert roles.count("projection") == len(set(pc.tolist())) >= 2 and roles.count("decoder") >= 2
     assert (got["decoder_synops"][side] == syn[side]).all()
+    got_syn = np.array([round(c["synops"] * T) for c in chip["cores"]])       # a core's synops: all of its work
+    assert (got_syn[side] == syn[side]).all()
     assert (got["updates"][side] == upd[side]).all()
     assert (got["spikes_out"][side] == spk[side]).all()
     assert (got["messages_out"][side] == m_out[side]).all()
@@ -235,7 +237,8 @@ def test_projection_and_decoder_core_counters_equal_a_recount(setup, act):
     # compile-time estimate = simulation on the calibration text (linear counters)
     mp = json.loads((out / "mapping.json").read_text())
     tot, st = mp["totals"], mp["simulated"]["totals"]
-    assert tot["synops_estimated"] == pytest.approx(st["synops"] + st["decoder_synops"], rel=1e-9)
+    assert tot["synops_estimated"] == pytest.approx(st["synops"], rel=1e-9)
+    assert st["synops"] == pytest.approx(st["rnn_synops"] + st["decoder_synops"], rel=1e-9)
     assert tot["messages_out"] == pytest.approx(st["messages"], rel=1e-6)          # rows rounded to 1e-4
     assert tot["hops_out"] == pytest.approx(st["hops"], rel=1e-4)
     assert tot["energy_pj"] == pytest.approx(st["energy_pj"], rel=1e-6)

@@ -68,7 +68,13 @@ def test_decoder_chip_totals_are_the_simulated_whole_configuration(multi):
     n = len(sim["cores"])
     assert t["cores_used"] == n == len(m["cores"]) + len(dec) and len(dec) > 0
     assert sorted(c["core"] for c in m["cores"] + dec) == list(range(n))
-    recount = {"synops_estimated": sum(c["synops"] + c["decoder_synops"] for c in sim["cores"]),
+    # simulated synops name the whole (a core's, the configuration's); rnn_synops / decoder_synops are parts
+    st = sim["totals"]
+    assert st["synops"] == pytest.approx(st["rnn_synops"] + st["decoder_synops"], rel=1e-9)
+    assert st["decoder_synops"] > 0
+    assert st["decoder_synops"] == pytest.approx(sum(c["decoder_synops"] for c in sim["cores"]), rel=1e-9)
+    assert st["rnn_synops"] == pytest.approx(sum(c["synops"] for c in sim["cores"] if c["role"] == "rnn"), rel=1e-9)
+    recount = {"synops_estimated": sum(c["synops"] for c in sim["cores"]),
                "messages_out": sum(c["messages_out"] for c in sim["cores"]),
                "messages_in": sum(c["messages_in"] for c in sim["cores"]),
                "hops_out": sum(c["hops_out"] for c in sim["cores"]),
@@ -150,7 +156,7 @@ def test_assumption_flags_everywhere(multi):
     res = CliRunner().invoke(main, ["eval", str(out), "--data", str(multi / "calib.txt")])
     assert re.search(r"energy/token +[\d.]+ uJ \[A\]", res.output) and "ASSUMPTION" in res.output
     res = CliRunner().invoke(main, ["inspect", str(out), "--core", "0"])
-    assert re.search(r"energy_pj +[\d.]+ \[A\]", res.output) and "ASSUMPTION" in res.output
+    assert re.search(r"energy_pj +[\d.,]+ \[A\]", res.output) and "ASSUMPTION" in res.output
     html = (out / "mapping.html").read_text()
     assert "ASSUMPTION" in html and "energy.synop_pj" in html
     out, m = _artifact(multi, "loihi-like", "traffic", multi / "m.pt")
