@@ -52,7 +52,7 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
         _echo_json(result)
         return
     click.echo(f"target        {res.target}")
-    click.echo(f"tokens        {res.tokens} predicted" + (
+    click.echo(f"tokens        {res.tokens:,} predicted" + (
         f" ({res.batch_size} streams; {result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else "")
         + (f"; {threads} threads" if threads > 1 else ""))
     click.echo(f"perplexity    {res.perplexity:.4f}" + (
@@ -66,7 +66,7 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
     # one synop is one MAC of count-macs, the MACs/token onnx / tvm / checkpoints report (the paper's convention)
     ops = _ops_name(res)
     if not res.chip:                # (a chip artifact: the synops/token line of the chip lines below)
-        click.echo(f"MACs/token    {res.macs_per_token:.1f}")
+        click.echo(f"MACs/token    {res.macs_per_token:,.1f}  (RNN layers; the embedding and decoder are not counted)")
     click.echo("activity      " + " ".join(f"{a:.4f}" for a in res.activity) + "  (share of units firing, per layer)")
     if result.get("projection_activation"):
         from ..model import projection_line
