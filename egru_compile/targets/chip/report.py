@@ -302,6 +302,9 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
               "decoder_synops": pt(c["dec_synops"].sum()),
               "projection_synops": pt(c["dec_synops"][n_rnn:first_dec].sum()),
               "updates": pt(c["updates"].sum()), "spikes_out": pt(c["spikes_out"].sum()),
+              # fan-in split layers: graded partial-sum messages (part of "messages") and the adds they cost at
+              # the home cores (charged at the synop energy, not counted in synops: no synapse is read)
+              "psum_messages": pt(c["psum_messages"].sum()), "psum_adds": pt(c["psum_adds"].sum()),
               "messages": pt(c["messages_out"].sum()), "messages_in": pt(c["messages_in"].sum()),
               "hops": pt(c["hops_out"].sum()), "energy_pj": pt(c["energy_pj"].sum()),
               "latency_ns": sim.latency_ns / T, "phase_ns": [float(p) / T for p in sim.phase_ns],
@@ -348,6 +351,10 @@ def chip_summary(chip: dict) -> str:
              f"energy/token  {t['energy_pj'] / 1e6:.4f} uJ{mark(fl, 'energy_pj')} (chip)",
              f"latency/token {t['latency_ns'] / 1e3:.2f} us{mark(fl, 'latency_ns')} (phases " +
              " ".join(f"{p / 1e3:.2f}" for p in t["phase_ns"]) + " us)"]
+    if t.get("psum_messages"):
+        lines.append(f"partial sums  {t['psum_messages']:,.1f} graded messages/token (fan-in split layers; part of "
+                     f"the messages above), {t['psum_adds']:,.1f} adds/token at the home cores (charged at the "
+                     f"synop energy, not in synops)")
     if chip.get("decoder_why"):
         lines.append(f"decoder       on {chip['decoder']} ({chip['decoder_why']})")
     if chip.get("projection"):

@@ -297,3 +297,6 @@ def test_compile_splits_over_limit_layers_and_eval_equals_recount(setup, axons):
     assert [round(c["messages_out"] * T) for c in chip["cores"]] == msgs.tolist()
     assert [round(c["hops_out"] * T) for c in chip["cores"]] == hops.tolist() and psum.sum() > 0
     assert np.allclose([c["energy_pj"] * T for c in chip["cores"]], energy, rtol=1e-9)
+    # the partial sums the energy charges are reported, equal to the recount (eval --json totals)
+    assert round(chip["totals"]["psum_messages"] * T) == psum.sum() > 0
+    assert round(chip["totals"]["psum_adds"] * T) == adds.sum()
