@@ -73,8 +73,7 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
     if as_json:
         _echo_json(info)
         return
-    if quiet:
-        return
+    # --quiet silences stderr only (progress, notes, warnings), as on every subcommand: the result stays on stdout
     if info.get("summary"):
         click.echo(info["summary"])
     click.echo(f"wrote {info['artifact']} ({info['target']}) in {info['seconds']:.1f} s")

@@ -78,7 +78,10 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
                    f"({1e6 / res.tokens_per_second:,.1f} µs/token, {where})")
     if verbose:
         click.echo(f"cross-entropy {res.cross_entropy:.6f} nats")
-        click.echo("events/token  " + " ".join(f"{e:.2f}" for e in res.events_per_token))
+        # a unit that fires is an event; on a chip it is a spike (the chip lines' spikes/token is their sum plus
+        # the decoder's): one name per surface
+        click.echo(("spikes/token  " if res.chip else "events/token  ") + " ".join(f"{e:.2f}" for e in res.events_per_token)
+                   + "  (units firing, per RNN layer)")
         click.echo(f"seconds       {res.seconds:.2f}")
         for b, st in enumerate(result.get("streams") or []):
             click.echo(f"stream {b:<6} tokens {st['tokens']}  perplexity {st['perplexity']:.4f}  "

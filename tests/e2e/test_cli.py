@@ -151,8 +151,8 @@ def test_every_result_command_takes_json_verbose_quiet(ckpt, tmp_path, monkeypat
         assert isinstance(obj, dict), name
         if name == "compile":
             assert obj["artifact"] == str(art) and obj["target"] == "onnx"
-            res = run(*args, "--force", "--quiet")
-            assert res.exit_code == 0 and res.stdout == "" and res.stderr == "", res.output
+            res = run(*args, "--force", "--quiet")       # --quiet: nothing on stderr; the result on stdout
+            assert res.exit_code == 0 and res.stderr == "" and f"wrote {art} (onnx)" in res.stdout, res.output
         elif name == "train":
             assert obj["output"] == str(tmp_path / "g.pt") and obj["config"]["cell"] == "gru"
         else:
