@@ -132,7 +132,7 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
     spec, opts = resolve_target(req)
     if spec is None and not (req.print_ir or req.print_ir_after_all or req.report_path or req.emit_ir):
         cli = option("target").startswith("--")
-        raise EgruError(f"nothing to do: give {option('target')} (see `egru-compile targets`)"
+        raise UsageError(f"nothing to do: give {option('target')} (see `egru-compile targets`)"
                         + (" or --print-ir" if cli else ""))
     profile = req.target_values.get("profile")
     protect = (req.model, req.vocab_file, req.calib_data, profile)

@@ -75,7 +75,7 @@ def compile(model, target: str | None = None, out=None, *, calib_data=None, cali
             raise EgruError(f"calib_data: {calib_data} is not a file")
         info = compile_request(req, _echo_err if verbose else _silent)
     if info is None:                                      # pragma: no cover - a target is always given here
-        raise EgruError("nothing to do: give a target")
+        raise UsageError("nothing to do: give a target")
     art = load(info["artifact"])
     art.summary = info.get("summary")
     art.compile_info = info

@@ -53,6 +53,8 @@ def compile_cmd(ctx, model, target, out_dir, vocab_file, passes, print_ir, emit_
              if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
     if extra_options:
         target_values, given = _guard(debug, quiet, _merge_option_pairs, extra_options, target_values, given)
+    if calib_data is None and ctx.get_parameter_source("calib_tokens") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("--calib-tokens needs --calib-data (the text it takes the tokens from)")
     from ..api import compile_request
     from ..compile_driver import CompileRequest
     req = CompileRequest(model=model, target=target, out_dir=out_dir, vocab_file=vocab_file, passes=passes,

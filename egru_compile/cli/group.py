@@ -51,6 +51,9 @@ class DefaultCommandGroup(click.Group):
         _Interrupts.install()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:     # bare `egru-compile`: the help, as it is laid out
+            click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
+            sys.exit(0)
         except click.UsageError as e:
             msg = " ".join(e.format_message().split())
             cmd = e.ctx.command_path if e.ctx is not None else "egru-compile"

@@ -34,6 +34,10 @@ class TargetError(EgruError):
     pass
 
 
+class UnknownTarget(TargetError, UsageError):
+    """``--target`` names no registered target: a usage error (exit 2)."""
+
+
 class OptionError(TargetError, UsageError):
     """A malformed ``--option KEY=VALUE`` (unknown key, value out of the field's type, choices or range): a usage
     error (exit 2), as the same value given as ``--field-name`` is to the CLI's parser."""
@@ -210,7 +214,7 @@ def target_names() -> list[str]:
 def get(name: str) -> TargetSpec:
     _ensure_loaded()
     if name not in _REGISTRY:
-        raise TargetError(f"unknown target {name!r} (known: {', '.join(_REGISTRY)}; or "
+        raise UnknownTarget(f"unknown target {name!r} (known: {', '.join(_REGISTRY)}; or "
                           f"{spell_option('profile', 'FILE.toml')})")
     return _REGISTRY[name]
 

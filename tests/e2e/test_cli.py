@@ -262,7 +262,8 @@ def test_options_that_do_not_apply_and_empty_names_are_usage_errors(tmp_path, mo
                  ["generate", "out", "--prompt", "the", "--temperature", "nan"],
                  ["opt", "m.egir", "--passes", "default", "-o", ""],
                  [str(example), "--target", "onnx", "-o", "o2", "--report", ""],
-                 [str(example), "--target", "onnx", "-o", "o3", "--emit-ir", ""]):
+                 [str(example), "--target", "onnx", "-o", "o3", "--emit-ir", ""],
+                 [str(example), "--target", "onnx", "-o", "o4", "--calib-tokens", "100"]):     # no --calib-data
         res = run(main, args)
         lines = res.output.strip().splitlines()
         assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, res.output)
@@ -270,3 +271,18 @@ def test_options_that_do_not_apply_and_empty_names_are_usage_errors(tmp_path, mo
     with pytest.raises(UsageError, match="calib_tokens=-5"):
         ec.compile(example, "loihi-like", "pyx", calib_data=str(text), calib_tokens=-5)
     assert not (tmp_path / "pyx").exists()
+
+
+def test_bare_command_prints_the_help_and_unknown_target_is_a_usage_error(tmp_path):
+    """`egru-compile` alone prints its help as laid out (many lines, the targets listed), exit 0; an unknown
+    --target and a compile with nothing to do are usage errors (exit 2, one line)."""
+    from pathlib import Path
+    res = CliRunner().invoke(main, [], prog_name="egru-compile")
+    assert res.exit_code == 0 and res.output.startswith("Usage: egru-compile") and "\n  onnx" in res.output
+    assert len(res.output.splitlines()) > 10 and "error:" not in res.output
+    example = Path(__file__).resolve().parents[2] / "examples" / "ptb-egru-small" / "model.pt"
+    for args, msg in ((["--target", "ONNX"], "unknown target 'ONNX'"), ([], "nothing to do")):
+        res = CliRunner().invoke(main, [str(example), "-o", str(tmp_path / "o"), *args])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 2 and len(lines) == 1 and msg in lines[0], res.output
+        assert not (tmp_path / "o").exists()

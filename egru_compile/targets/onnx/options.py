@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 import onnx
 from onnx import TensorProto
 
-from ...errors import EgruError
+from ...errors import EgruError, UsageError
 
 #: the compiler's ONNX function domain, its version and the standard opset of the models and function bodies
 DOMAIN = "ai.egru"
@@ -25,6 +25,10 @@ NP_NAMES = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", 
 
 class OnnxLoweringError(EgruError):
     pass
+
+
+class OnnxOptionError(OnnxLoweringError, UsageError):
+    """An onnx option value out of its range (NaN slips through click's FloatRange): a usage error (exit 2)."""
 
 
 @dataclass
@@ -66,7 +70,7 @@ class OnnxOptions:
         except ValueError as e:
             raise OnnxLoweringError(f"onnx {e}") from None
         if not float(self.fold_max_mb) >= 0:
-            raise OnnxLoweringError(f"--fold-max-mb {self.fold_max_mb}: expected a number >= 0")
+            raise OnnxOptionError(f"--fold-max-mb {self.fold_max_mb}: expected a number >= 0")
         if self.weight_dtype not in ("auto", "f32", "f16", "int8"):
             raise OnnxLoweringError(f"onnx weight_dtype must be 'auto', 'f32', 'f16' or 'int8', "
                                     f"not {self.weight_dtype!r}")

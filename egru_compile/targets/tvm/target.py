@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EgruError
+from ...errors import EgruError, UsageError
 from ...ir.sparse import part_arrays, read_parts
 from ..output import write_vocab
 from ..stack import EGRUStack, extract_stack
@@ -172,7 +172,7 @@ def embedding_fold(graph, stack: EGRUStack, options: dict, int8: bool) -> dict:
         raise EgruError(f"tvm {e}") from None
     max_mb = float(options["fold_max_mb"]) if options.get("fold_max_mb") is not None else FOLD_MAX_MB
     if not max_mb >= 0:                    # NaN or negative (click's FloatRange lets NaN through)
-        raise EgruError(f"--fold-max-mb {max_mb}: expected a number >= 0")
+        raise UsageError(f"--fold-max-mb {max_mb}: expected a number >= 0")
     folded = any(n.attrs.get("layer") == 0 and n.attrs.get("role") == "input"
                  for n in products_to_fold(graph, mode, max_mb))   # the spec's embed_mode; the graph unchanged
     if mode is True and not folded:
