@@ -71,7 +71,7 @@ class Artifact:
         from ..data import DataError
         v = self.runner.vocab
         if v is None:
-            raise DataError(f"{self.path} has no vocabulary: load it with vocab=TRAIN.txt (CLI: --vocab)")
+            raise DataError(f"{self.path} has no vocabulary: load it with {option('vocab', 'TRAIN.txt')}")
         if len(v) != self.runner.vocab_size:
             raise EgruError(f"vocabulary has {len(v)} words but the model predicts {self.runner.vocab_size}")
         return v

@@ -13,7 +13,7 @@ from .options import MAX_GENERATE, _echo_json, _note, _output_options, _progress
 
 
 @main.command("eval")
-@click.argument("artifact", type=click.Path(exists=True))
+@click.argument("artifact", type=click.Path())   # a missing path: the loader's message, as ec.load gives
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="text file to evaluate on")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), help="training text (vocabulary)")
 @click.option("--max-tokens", type=click.IntRange(min=2), help="use only the first N tokens")
@@ -98,7 +98,7 @@ def _ops_name(res) -> str:
 
 
 @main.command("generate")
-@click.argument("artifact", type=click.Path(exists=True))
+@click.argument("artifact", type=click.Path())   # a missing path: the loader's message, as ec.load gives
 @click.option("--prompt", required=True, help="words to start from (whitespace-separated vocabulary words; folded "
               "to lower case when the vocabulary does not distinguish case)")
 @click.option("--tokens", "n_tokens", type=click.IntRange(min=1, max=MAX_GENERATE), default=20, show_default=True,
@@ -135,7 +135,7 @@ def generate_cmd(artifact, prompt, n_tokens, temperature, top_k, seed, vocab_fil
 
 
 @main.command("inspect")
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=click.Path())
 @click.option("--core", type=int, help="details of one core (chip targets)")
 @click.option("--links", is_flag=True, help="the busiest mesh links (chip targets)")
 @_projection_activation

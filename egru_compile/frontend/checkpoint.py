@@ -151,8 +151,10 @@ def _load_source(path: str | Path, trust: bool = False, vocab_file: str | Path |
     checkpoint). An IR file or exported program states its decoder itself, so a value is refused there."""
     path = str(path)
     check_projection_activation(projection_activation)
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{path}: no such file or directory")       # the words of every loader
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: not a file")
     from .ir_source import is_ir_file, load_ir_source
     if is_ir_file(path):                    # IR text (`egru-compile --emit-ir`)
         _no_activation_for(path, "an IR file", projection_activation)

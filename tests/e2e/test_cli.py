@@ -286,3 +286,17 @@ def test_bare_command_prints_the_help_and_unknown_target_is_a_usage_error(tmp_pa
         lines = res.output.strip().splitlines()
         assert res.exit_code == 2 and len(lines) == 1 and msg in lines[0], res.output
         assert not (tmp_path / "o").exists()
+
+
+def test_missing_artifact_same_message_from_cli_and_api(tmp_path, monkeypatch):
+    """A path that does not exist: eval, generate and inspect print the loader's line, the message ec.load
+    raises (exit 1: a file error, not a malformed command line)."""
+    import egru_compile as ec
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("a b\n")
+    with pytest.raises(ec.EgruError) as e:
+        ec.load("missing")
+    for args in (["eval", "missing", "--data", "t.txt"], ["generate", "missing", "--prompt", "a"],
+                 ["inspect", "missing"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1 == e.value.exit_code and res.output.strip() == f"error: {e.value}", res.output
