@@ -98,8 +98,10 @@ def owned_files(path: str | Path) -> list[str]:
     try:
         manifest = read_manifest(path, verify_files=True)
     except ArtifactError as e:
+        why = str(e).removesuffix("; recompile")   # (recompiling into it is what the user is doing)
         raise ArtifactError(f"{option('force')} replaces only a previous, unmodified egru-compile artifact: "
-                            f"{e}; nothing was touched") from None
+                            f"{why}; nothing was touched (it may hold your changes: move it away or choose another "
+                            f"output folder)") from None
     listed = set(manifest["files"]) | {MANIFEST}
     dirs = {str(PurePosixPath(n).parent) for n in listed} - {"."}
     dirs |= {str(p) for d in list(dirs) for p in PurePosixPath(d).parents} - {"."}
