@@ -54,7 +54,8 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
     click.echo(f"target        {res.target}")
     click.echo(f"tokens        {res.tokens:,} predicted" + (
         f" ({res.batch_size} streams; {result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else "")
-        + (f"; {threads} threads" if threads > 1 else ""))
+        + ((f"; {threads} threads" if res.batch_size > 1 else "; one thread (batch 1: --threads splits the streams "
+                                                                "of --batch-size > 1)") if threads > 1 else ""))
     click.echo(f"perplexity    {res.perplexity:.4f}" + (
         f" (EvNN's chunked protocol, bptt {result['bptt']})" if result.get("bptt") else ""))
     click.echo(f"words         {res.words}; unknown {res.unknown_words} ({100 * res.unknown_share:.2f} %"

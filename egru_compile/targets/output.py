@@ -30,6 +30,19 @@ def _contains(outer: Path, inner: Path) -> bool:
     return inner == outer or inner.is_relative_to(outer)
 
 
+def _is_artifact(folder: Path) -> bool:
+    """Whether `folder` holds an egru-compile manifest (its generator says so; another tool's manifest.json is not
+    one). Reads it only when it is under 4 MiB; anything unreadable is not an artifact."""
+    import json
+    f = folder / "manifest.json"
+    try:
+        if not f.is_file() or f.stat().st_size > 4 << 20:
+            return False
+        return json.loads(f.read_text(encoding="utf-8")).get("generator") == "egru-compile"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_output_dir(path: str | Path, force: bool, protect: tuple = ()) -> Path:
     """Check that `path` may become an output directory: new, or — with `force` — a previous egru-compile
     artifact (its manifest says so) that is not the current directory and holds neither the current directory
@@ -59,6 +72,10 @@ def check_output_dir(path: str | Path, force: bool, protect: tuple = ()) -> Path
     parent = path.absolute().parent
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: parent directory {parent} does not exist")
+    for up in real.parents:           # an artifact inside another one: the outer one could no longer be replaced
+        if _is_artifact(up):
+            raise OutputError(f"output directory {path} would lie inside the egru-compile artifact {up}; choose a "
+                              "folder outside it")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"cannot write {path}: parent directory {parent} is not writable")
     return path

@@ -300,3 +300,21 @@ def test_missing_artifact_same_message_from_cli_and_api(tmp_path, monkeypatch):
                  ["inspect", "missing"]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 1 == e.value.exit_code and res.output.strip() == f"error: {e.value}", res.output
+
+
+def test_no_artifact_inside_another_artifact(tmp_path, monkeypatch):
+    """-o inside an existing egru-compile artifact is refused (the outer artifact could no longer be replaced
+    with --force); a folder holding another tool's manifest.json is not an artifact and takes outputs."""
+    import json as _json
+    from pathlib import Path
+    monkeypatch.chdir(tmp_path)
+    example = Path(__file__).resolve().parents[2] / "examples" / "ptb-egru-small" / "model.pt"
+    assert CliRunner().invoke(main, [str(example), "--target", "onnx", "-o", "outer", "--quiet"]).exit_code == 0
+    before = sorted(p.name for p in (tmp_path / "outer").iterdir())
+    res = CliRunner().invoke(main, [str(example), "--target", "onnx", "-o", "outer/sub"])
+    assert res.exit_code == 1 and "inside the egru-compile artifact" in res.output, res.output
+    assert sorted(p.name for p in (tmp_path / "outer").iterdir()) == before
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "manifest.json").write_text(_json.dumps({"name": "my app"}))
+    res = CliRunner().invoke(main, [str(example), "--target", "onnx", "-o", "web/sub", "--quiet"])
+    assert res.exit_code == 0 and (tmp_path / "web" / "sub" / "manifest.json").is_file(), res.output
