@@ -31,7 +31,7 @@ from .baselines import (BASELINE_FORMAT, DenseRNNConfig, DenseRNNLanguageModel, 
 from .data import iter_bptt, load_corpus, num_bptt_steps, shard_streams
 from .forward import Regularisation, detach_state, egru_forward
 from .evaluation import _all_sum, _dist_setup, evaluate, evaluate_test  # noqa: F401 (evaluate_test: API)
-from .log import CsvLog, resume_point, stage_name
+from .log import CsvLog, make_dirs, resume_point, stage_name
 from .prune import global_sparsity, masked_fraction, prune_to, refresh_pruned_attributes
 
 
@@ -179,8 +179,13 @@ def load_any(path: str):
 
 
 # ------------------------------------------------------------------------------------------- main
-def run_training(cfg: TrainConfig, echo=print):
-    """Run the whole plan; returns the trained model (identical on every DDP rank)."""
+def run_training(cfg: TrainConfig, echo=print, *, replace_log: bool = False):
+    """Run the whole plan; returns the trained model (identical on every DDP rank).
+
+    An existing log is appended to (it must be a train log of the same layer count), or replaced with
+    `replace_log`. The checkpoint folder's config.json is written with the run's first checkpoint; a run that
+    fails or is interrupted before its first checkpoint removes the folders and the log it created, so it
+    leaves nothing behind (the checks that an existing folder or log may be used are `train`'s)."""
     rank, world = _dist_setup()
     torch.set_num_threads(max(1, cfg.threads))
     is_main = rank == 0
@@ -199,6 +204,9 @@ def run_training(cfg: TrainConfig, echo=print):
     resume_state = None
     if cfg.resume:
         model, vocab, meta = load_any(cfg.resume)
+        kind = "egru" if isinstance(model, EGRULanguageModel) else model.config.cell
+        if kind != cfg.model:
+            raise ValueError(f"--resume {cfg.resume} is a {kind} model, not {cfg.model}")
         model.train()
         progress = dict(meta.get("progress") or {"stage": 0, "epochs_done": 0})
         st_path = Path(cfg.resume).with_suffix(".state.pt")
@@ -226,18 +234,59 @@ def run_training(cfg: TrainConfig, echo=print):
             for t in list(model.parameters()) + list(model.buffers()):
                 dist.broadcast(t, 0)
 
+    n_layers = len(model.config.hidden_sizes)
+    created: list[Path] = []            # what this run created: removed again if it ends before a checkpoint
+    try:
+        if is_main:
+            created += make_dirs(ckpt_dir)
+        log = CsvLog(cfg.resolved_log(), n_layers, is_main, replace=replace_log)
+        created += log.created
+        config_json = json.dumps(
+            {"train": asdict(cfg), "model": model.config.to_dict(), "model_type": cfg.model, "world_size": world,
+             "torch": torch.__version__, "train_tokens": int(corpus.train.numel()),
+             "valid_tokens": int(corpus.valid.numel())}, indent=2, default=str)
+        return _run_stages(cfg, model, vocab, corpus, ft, progress, resume_state, log, config_json, created,
+                           rank, world, say)
+    except BaseException:
+        _remove_created(created)        # empty once the run's first checkpoint is written
+        raise
+
+
+def _remove_created(paths: list[Path]) -> None:
+    """Remove the files and (now empty) folders of `paths` that this run created, innermost first."""
+    for p in reversed(paths):
+        try:
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            else:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def _run_stages(cfg, model, vocab, corpus, ft, progress, resume_state, log, config_json, created, rank, world,
+                say):
+    is_main = rank == 0
+    ckpt_dir = cfg.resolved_ckpt_dir()
     train_src = shard_streams(corpus.train, cfg.batch_size, rank, world)
     steps_per_epoch = num_bptt_steps(train_src, cfg.bptt)
     if cfg.max_steps:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
-    n_layers = len(model.config.hidden_sizes)
-    log = CsvLog(cfg.resolved_log(), n_layers, is_main)
-    if is_main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(ckpt_dir / "config.json", json.dumps(
-            {"train": asdict(cfg), "model": model.config.to_dict(), "model_type": cfg.model, "world_size": world,
-             "torch": torch.__version__, "train_tokens": int(corpus.train.numel()),
-             "valid_tokens": int(corpus.valid.numel())}, indent=2, default=str))
+    first_save = [True]
+
+    def save_ckpt(path: Path, meta: dict, state: dict | None = None) -> None:
+        """A checkpoint in the checkpoint folder; the run's first also writes config.json (and from then on the
+        run's files stay when it fails: they are resumable)."""
+        if first_save[0]:
+            if not (ckpt_dir / "config.json").exists():
+                created.append(ckpt_dir / "config.json")
+            atomic_write(ckpt_dir / "config.json", config_json)
+        save_any(path, model, vocab, meta)
+        if state is not None:
+            atomic_write(ckpt_dir / "last.state.pt", lambda tmp: torch.save(state, tmp))
+        created.clear()                 # the run's first checkpoint is written: nothing is removed any more
+        first_save[0] = False
+
     reg = Regularisation(cfg.dropout, cfg.dropout_emb, cfg.dropout_words, cfg.dropconnect)
     act_w = activity_weights(model) if (isinstance(model, EGRULanguageModel) and cfg.act_reg > 0) else None
     if act_w:
@@ -360,13 +409,12 @@ def run_training(cfg: TrainConfig, echo=print):
                       tokens_per_s=n_tok / dt, elapsed_s=time.time() - t_start,
                       **{f"activity_{i}": a for i, a in enumerate(valid["activity"])})
             if is_main:
-                save_any(ckpt_dir / "last.pt", model, vocab, meta_for(si, epoch + 1, valid))
-                torch.save({"optimizer": opt.state_dict(), "progress": {"stage": si, "epochs_done": epoch + 1}},
-                           ckpt_dir / "last.state.pt")
+                save_ckpt(ckpt_dir / "last.pt", meta_for(si, epoch + 1, valid),
+                          {"optimizer": opt.state_dict(), "progress": {"stage": si, "epochs_done": epoch + 1}})
         if is_main:
             if last_valid is None:
                 last_valid = evaluate(model, corpus.valid, cfg.eval_batch_size)
-            save_any(ckpt_dir / f"{stage_name(target)}.pt", model, vocab, meta_for(si, n_epochs, last_valid))
+            save_ckpt(ckpt_dir / f"{stage_name(target)}.pt", meta_for(si, n_epochs, last_valid))
         elif last_valid is None:
             last_valid = evaluate(model, corpus.valid, cfg.eval_batch_size)
         if world > 1:
@@ -379,6 +427,7 @@ def run_training(cfg: TrainConfig, echo=print):
             test = evaluate_test(model, cfg.data, vocab)
             meta["test_ppl"] = test["ppl"]
             say(f"test ppl {test['ppl']:.2f} (batch 1, {test['tokens']} tokens)")
+        make_dirs(Path(cfg.output).absolute().parent)
         save_any(Path(cfg.output), model, vocab, meta)
         say(f"wrote {cfg.output}")
     if world > 1:

@@ -166,7 +166,8 @@ def test_ddp_two_processes_identical_parameters(corpus_dir, tmp_path):
 
 @pytest.mark.parametrize("args,needle", [(["--finetune-epochs", "a"], "expected comma-separated whole numbers"),
                                           (["--finetune-epochs", "1,-2"], "cannot be negative"),
-                                          (["--model", "gru", "--input-wd-mult", "5"], "EGRU models only"),
+                                          (["--model", "gru", "--input-wd-mult", "5"],
+                                           "--input-wd-mult applies to --model egru only"),
                                           (["--finetune-epochs", "1,2", "--prune-schedule", "0.5"],
                                            "2 values for 1 pruning steps"),
                                           (["--valid-tokens", "2"], "--eval-batch-size")])
