@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from egru_compile.train.data import find_split
     from egru_compile.train.metrics import measure_activity_and_macs
     from egru_compile.train.evaluation import evaluate
-    from egru_compile.train.trainer import load_any
+    from egru_compile.train.checkpoints import load_any
     torch.set_num_threads(args.threads)
 
     rows = []

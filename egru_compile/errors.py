@@ -2,7 +2,7 @@
 
 `option` spells an option in a message the way the user gave it: ``--max-chips`` on the command line,
 ``max_chips=`` from the Python API, so one message text serves both surfaces. The surface sets the spelling
-for the call: the CLI runs every command under `cli_spelling()` (`cli.guard`), the API's entry points
+for the call: the CLI runs every command under `cli_spelling()` (`guard`), the API's entry points
 (`egru_compile.compile`, `Artifact.evaluate` / `generate`) under `api_spelling()`; the outer one wins (the CLI's
 ``eval`` goes through `Artifact.evaluate` and still names flags), and outside both the flag is named.
 """

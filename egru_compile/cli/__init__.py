@@ -9,7 +9,7 @@ subcommand that prints results: ``--json`` (one JSON object on stdout), ``-v`` /
 ~2 s; when stderr is a terminal) and notes go to stderr, and not with ``--json`` (whose fields carry the notes'
 facts).
 
-Modules: `guard` (errors and signals), `group` (the command group `main`), `options` (shared options and
+Modules (errors and signals: `egru_compile.guard`, below every layer): `group` (the command group `main`), `options` (shared options and
 output helpers), `compile_commands` (compile, opt, targets), `run_commands` (eval, generate, inspect).
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import time
 import click
 
 from .group import main
-from .guard import _guard
+from ..guard import _guard
 from .options import (
     _echo_json, _merge_option_pairs, _output_options, _progress_wanted, _projection_activation, _target_options,
 )

@@ -10,7 +10,7 @@ import sys
 import click
 
 from ..errors import EgruError
-from .guard import _fail, _Interrupts
+from ..guard import _fail, _Interrupts
 
 
 class DefaultCommandGroup(click.Group):

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .group import main
-from .guard import _guard
+from ..guard import _guard
 from .options import MAX_GENERATE, _echo_json, _note, _output_options, _progress_wanted, _projection_activation
 
 

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ..cli.guard import _fail, _Interrupts
+from ..guard import _fail, _Interrupts
 from .cli import train
 
 

@@ -22,17 +22,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import DataError, Vocabulary
-from ..frontend.checkpoint import load_source, save_checkpoint
+from ..data import DataError
 from ..fsio import atomic_write
 from ..model import EGRUConfig, EGRULanguageModel
-from .baselines import (BASELINE_FORMAT, DenseRNNConfig, DenseRNNLanguageModel, dense_forward,
-                        load_baseline_checkpoint, save_baseline_checkpoint)
+from .baselines import DenseRNNConfig, DenseRNNLanguageModel, dense_forward
 from .data import iter_bptt, load_corpus, num_bptt_steps, shard_streams
 from .forward import Regularisation, detach_state, egru_forward
 from .evaluation import _all_sum, _dist_setup, evaluate, evaluate_test  # noqa: F401 (evaluate_test: API)
 from .log import CsvLog, make_dirs, resume_point, stage_name
-from .prune import global_sparsity, masked_fraction, prune_to, refresh_pruned_attributes
+from .checkpoints import load_any, save_any
+from .optim import lr_at, make_optimizer
+from .prune import global_sparsity, masked_fraction, prune_to
 
 
 @dataclass
@@ -133,49 +133,6 @@ def activity_weights(model) -> list[float]:
     hs = model.config.hidden_sizes
     costs = [h * (3 * h + (3 * hs[i + 1] if i + 1 < len(hs) else 0)) for i, h in enumerate(hs)]
     return [c / sum(costs) for c in costs]
-
-
-def make_optimizer(model, lr: float, weight_decay: float, input_wd_mult: float = 1.0) -> torch.optim.Optimizer:
-    """AdamW; decay on weight matrices only. The first layer's input kernel (its non-zeros cost MACs on every
-    token, the embedding input being dense) can get `input_wd_mult` times the decay."""
-    decay, decay_in, no_decay = [], [], []
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if p.dim() < 2:
-            no_decay.append(p)
-        elif name in ("rnns.0.kernel", "rnns.0.kernel_orig"):
-            decay_in.append(p)
-        else:
-            decay.append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": decay_in, "weight_decay": weight_decay * input_wd_mult},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999))
-
-
-def lr_at(step: int, total: int, base: float, warmup: int, min_ratio: float) -> float:
-    warm = min(1.0, (step + 1) / max(1, warmup))
-    frac = min(1.0, step / max(1, total))
-    return base * warm * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
-
-
-def save_any(path: Path, model, vocab: Vocabulary, meta: dict) -> None:
-    if isinstance(model, EGRULanguageModel):
-        refresh_pruned_attributes(model)
-        save_checkpoint(path, model, vocab, meta)
-    else:
-        save_baseline_checkpoint(path, model, vocab, meta)
-
-
-def load_any(path: str):
-    """-> (model, vocab, meta) from a project EGRU checkpoint (masks restored) or a baseline checkpoint."""
-    try:
-        obj_fmt = torch.load(path, map_location="cpu", weights_only=True).get("format")
-    except Exception:  # noqa: BLE001 - let load_source give its one-line reason
-        obj_fmt = None
-    if obj_fmt == BASELINE_FORMAT:
-        model, words, meta = load_baseline_checkpoint(path)
-        return model, Vocabulary(words) if words else None, meta
-    src = load_source(path)
-    return src.model, src.vocab, src.meta
 
 
 # ------------------------------------------------------------------------------------------- main

@@ -243,7 +243,7 @@ def test_fatal_signal_during_compile_removes_temporaries(tmp_path, ckpt, sig, ta
 
 LEAK_THEN_INTERRUPT = r"""
 import gc, os, signal
-from egru_compile.cli.guard import _run_guarded
+from egru_compile.guard import _run_guarded
 def fn():                                   # what a signal landing inside an import leaves: an open source file
     f = open(__file__, "rb")
     f = None

@@ -10,7 +10,7 @@ import warnings
 
 import click
 
-from ..errors import EgruError, cli_spelling
+from .errors import EgruError, cli_spelling
 
 
 def _fail(msg: str, code: int = 1):
