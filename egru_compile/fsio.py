@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import EgruError, UsageError
+from .guard import signals_deferred
 
 
 class FileError(EgruError):
@@ -72,11 +73,13 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[str], None], *,
         make_dir(parent)
     if not parent.is_dir():
         raise FileError(f"cannot write {path}: directory {parent} does not exist")
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=parent)
-    except OSError as e:
-        raise FileError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
+        try:
+            with signals_deferred():        # the name is bound before a signal can interrupt: cleanup knows it
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=parent)
+        except OSError as e:
+            raise FileError(f"cannot write {path}: {e.strerror or e}") from None
         if callable(data):
             os.close(fd)
             data(tmp)
@@ -88,10 +91,11 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[str], None], *,
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise
     return path
 

@@ -2,6 +2,7 @@
 fatal signals (SIGINT, SIGTERM, SIGHUP) as an ``error: interrupted`` exit after cleanup (`_Interrupts`)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -29,10 +30,13 @@ class _Interrupts:
     count = 0
     signum = signal.SIGINT
     SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+    deferred = 0                # > 0 inside `signals_deferred`: a signal is recorded, raised when the block ends
+    pending = False
 
     @classmethod
     def install(cls):
         cls.count = 0
+        cls.pending = False
         cls.signum = signal.SIGINT
         if threading.current_thread() is not threading.main_thread():
             return
@@ -40,7 +44,9 @@ class _Interrupts:
         def handler(signum, frame):
             cls.count += 1
             cls.signum = signum
-            if cls.count != 2:          # a second signal while cleaning up does not cut the cleanup short
+            if cls.deferred:
+                cls.pending = True
+            elif cls.count != 2:        # a second signal while cleaning up does not cut the cleanup short
                 raise KeyboardInterrupt
         for sig in cls.SIGNALS:
             try:
@@ -81,6 +87,25 @@ class _Interrupts:
             sys.stderr.flush()
             os._exit(code)
         _fail(msg, code)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """A fatal signal arriving inside the block is acted on when the block ends (with the CLI's handler
+    installed, `_Interrupts`): a temporary created in the block is bound to its name first, so the cleanup that
+    follows always knows it — a signal landing between ``mkdtemp`` and the assignment left a ``.out.tmp-*``
+    folder behind — and a swap of two folders runs whole. Python runs signal handlers in the main thread
+    between bytecodes, whichever thread the OS delivered the signal to, so this holds in a process with native
+    thread pools (TVM, torch), where blocking the signal in one thread would not."""
+    _Interrupts.deferred += 1
+    try:
+        yield
+    finally:
+        _Interrupts.deferred -= 1
+        if not _Interrupts.deferred and _Interrupts.pending:
+            _Interrupts.pending = False
+            if _Interrupts.count != 2:
+                raise KeyboardInterrupt
 
 
 def _run_guarded(debug: bool, fn, *args, **kwargs):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import EgruError, UsageError, option
 from ..fsio import FileError, atomic_write, make_temp_dir
+from ..guard import signals_deferred
 
 
 class OutputError(EgruError):
@@ -87,11 +88,13 @@ def atomic_output_dir(path: str | Path, force: bool = False, protect: tuple = ()
     what may be replaced), on any error (or Ctrl-C) it is removed and `path` is left as it was."""
     path = check_output_dir(path, force, protect)
     parent = path.absolute().parent
+    tmp = None
     try:
-        tmp = make_temp_dir(f".{path.name}.tmp-", parent)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}") from None
-    try:
+        try:
+            with signals_deferred():        # bound to `tmp` before a signal can interrupt (see signals_deferred)
+                tmp = make_temp_dir(f".{path.name}.tmp-", parent)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror}") from None
         yield tmp
         if path.exists():
             from ..artifact import ArtifactError, owned_files
@@ -99,14 +102,26 @@ def atomic_output_dir(path: str | Path, force: bool = False, protect: tuple = ()
                 owned = owned_files(path)          # again: the folder may have changed during the compile
             except ArtifactError as e:
                 raise OutputError(str(e)) from None
-            old = tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent)
-            os.replace(path, Path(old) / "x")
-            os.replace(tmp, path)
-            _remove_owned(Path(old), owned)
+            # the swap runs whole or not at all: a signal in between would leave the previous artifact hidden
+            # in .old-*/x with nothing at `path`
+            with signals_deferred():
+                old = tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=parent)
+                os.replace(path, Path(old) / "x")
+                try:
+                    os.replace(tmp, path)
+                except OSError:                 # put the previous artifact back where it was
+                    os.replace(Path(old) / "x", path)
+                    os.rmdir(old)
+                    raise
+                tmp = None
+                _remove_owned(Path(old), owned)
         else:
-            os.replace(tmp, path)
+            with signals_deferred():
+                os.replace(tmp, path)
+                tmp = None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
