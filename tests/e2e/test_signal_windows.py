@@ -1,7 +1,7 @@
 """A fatal signal that lands in the instant after a temporary is created (before its name is bound) or in the
 middle of swapping a new artifact for the old one: the temporaries are still removed and the previous artifact
 is never left hidden. Signals are raised in this very process with the CLI's own handler installed, at the exact
-instant, instead of racing a subprocess (CI stop 29's flaky test)."""
+instant, instead of racing a subprocess (test_security_io's signal test, which raced it, failed once under load)."""
 import os
 import signal
 from pathlib import Path
