@@ -399,7 +399,7 @@ def test_chunked_protocol_matches_reference(evnn):
         assert r["macs_per_token"] * r["tokens"] == pytest.approx(want[1] * r["tokens"], abs=1e-6)
     res = CliRunner().invoke(main, ["eval", str(out), "--data", str(d / "test.txt"), "--chunked", "7",
                                     "--batch-size", "2"])
-    assert res.exit_code == 1 and res.output.startswith("error: ") and "--batch-size 1" in res.output
+    assert res.exit_code == 2 and res.output.startswith("error: ") and "--batch-size 1" in res.output
 
 
 def test_projection_activation_sources(tmp_path):
