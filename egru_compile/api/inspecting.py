@@ -47,8 +47,8 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
         r = BaselineRunner.from_file(path)
         cfg = r.model.config
         lines = [f"source        {cfg.cell}-baseline (dense; evaluates, does not compile)",
-                 f"vocab         {cfg.vocab_size} words" + ("" if r.vocab else " (no vocabulary stored)"),
-                 f"embedding     {cfg.embedding_size}", f"layers        {' '.join(map(str, cfg.hidden_sizes))}",
+                 f"vocab_size    {cfg.vocab_size}" + ("" if r.vocab else " (no vocabulary stored)"),
+                 f"embedding     {cfg.embedding_size}", f"hidden_sizes  {list(cfg.hidden_sizes)}",
                  f"MACs/token    {r.macs} (dense {cfg.cell.upper()} layers)"]
         return "\n".join(lines) + "\n", {"path": str(p), "kind": f"{e.cell}-baseline", "vocab_size": cfg.vocab_size,
                                          "embedding": cfg.embedding_size, "layers": list(cfg.hidden_sizes),
@@ -57,8 +57,8 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
     data: dict = {"path": str(p), "kind": src.kind, "sha256": src.sha256}
     if src.model is not None:
         cfg = src.model.config
-        lines += [f"vocab         {cfg.vocab_size} words" + ("" if src.vocab else " (no vocabulary stored)"),
-                  f"embedding     {cfg.embedding_size}", f"layers        {' '.join(str(h) for h in cfg.hidden_sizes)}"]
+        lines += [f"vocab_size    {cfg.vocab_size}" + ("" if src.vocab else " (no vocabulary stored)"),
+                  f"embedding     {cfg.embedding_size}", f"hidden_sizes  {list(cfg.hidden_sizes)}"]
         data |= {"vocab_size": cfg.vocab_size, "has_vocab": src.vocab is not None, "embedding": cfg.embedding_size,
                  "layers": list(cfg.hidden_sizes), "weights": {}}
         # one shape convention in every view (ir.sparse.SHAPE_CONVENTION: out x in, as the compiled IR and
@@ -87,7 +87,7 @@ def inspect(path, *, core: int | None = None, links: bool = False, trust: bool =
             lines.append("decoder       E · y + b (tied to the embedding)")
             data["decoder"] = {"kind": "tied"}
     else:
-        lines.append(f"layers        {' '.join(str(h) for h in src.hidden_sizes)}")
+        lines.append(f"hidden_sizes  {list(src.hidden_sizes)}")
         data["layers"] = list(src.hidden_sizes)
     return "\n".join(lines) + "\n", data
 

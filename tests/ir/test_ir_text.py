@@ -229,7 +229,7 @@ def test_ir_file_is_a_model_for_every_command(tmp_path):
     assert src.kind == "egru-ir" and src.vocab.words == WORDS and src.hidden_sizes == [8, 6]
     assert print_graph(src.to_graph()) == print_graph(trace_model(model))
     res = r.invoke(main, ["inspect", str(tmp_path / "m.egir")])
-    assert res.exit_code == 0 and "egru-ir" in res.output and "layers        8 6" in res.output
+    assert res.exit_code == 0 and "egru-ir" in res.output and "hidden_sizes  [8, 6]" in res.output
     data = tmp_path / "d.txt"
     data.write_text(" ".join(WORDS[1 + i % 19] for i in range(0, 120, 7)) + "\n")
     evals = {}
