@@ -392,8 +392,9 @@ def _train(data, data_old, as_json, verbose, quiet, output, force, model_type, e
 
 def _final_json(output) -> dict:
     """{"output", "format", "config", and the checkpoint's meta (valid_ppl, test_ppl with --test, sparsity,
-    activity, dynamic_macs_per_token, elapsed_s, tokens_seen ...) minus the training config}."""
+    activity, macs_per_token — the meta's dynamic_macs_per_token, named as eval names it ...) minus the config}."""
     import torch
     obj = torch.load(output, map_location="cpu", weights_only=True)
     meta = {k: v for k, v in dict(obj.get("meta") or {}).items() if k != "train_config"}
+    meta |= {"macs_per_token": meta.pop("dynamic_macs_per_token")} if "dynamic_macs_per_token" in meta else {}
     return {"output": str(output), "format": obj.get("format"), "config": obj.get("config")} | meta

@@ -318,3 +318,15 @@ def test_no_artifact_inside_another_artifact(tmp_path, monkeypatch):
     (tmp_path / "web" / "manifest.json").write_text(_json.dumps({"name": "my app"}))
     res = CliRunner().invoke(main, [str(example), "--target", "onnx", "-o", "web/sub", "--quiet"])
     assert res.exit_code == 0 and (tmp_path / "web" / "sub" / "manifest.json").is_file(), res.output
+
+
+def test_train_json_names_macs_as_eval_does(tmp_path):
+    """train --json gives the dynamic RNN-layer MACs per token the name eval --json gives them."""
+    from egru_compile.train.data import synthetic_corpus
+    corpus = synthetic_corpus(tmp_path / "c", n_lines=200, vocab_size=12)
+    res = CliRunner().invoke(main, ["train", "--data-dir", str(corpus), "--emb", "8", "--hidden", "8",
+                                    "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--bptt", "8",
+                                    "--no-progress", "--quiet", "-o", str(tmp_path / "m.pt"), "--json"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    assert obj["macs_per_token"] > 0 and "dynamic_macs_per_token" not in obj
