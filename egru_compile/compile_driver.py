@@ -145,6 +145,8 @@ def run_compile(req: CompileRequest, echo: Callable[..., None]) -> dict | None:
         source = load_source(req.model, trust=req.trust, vocab_file=req.vocab_file,
                              projection_activation=req.projection_activation)
         graph = source.to_graph()
+    if req.calib_data and source.vocab is None:     # refused before the no-vocabulary warning: one line
+        _load_calibration(req.calib_data, source, req.calib_tokens, req.unk)
     if spec is not None and source.vocab is None and source.kind == "evnn-state-dict":
         import warnings
         warnings.warn(f"{req.model} is an EvNN state_dict, which holds no vocabulary, and no {option('vocab')} "

@@ -112,3 +112,16 @@ def test_running_errors_name_the_keyword_or_the_flag(files, case):
     assert res.exit_code == e.value.exit_code == (2 if case == "chunked with streams" else 1), res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and cli_says in lines[0], res.output
+
+
+def test_calibration_of_an_evnn_state_dict_without_vocabulary_is_one_line(files, tmp_path):
+    """An EvNN state_dict holds no vocabulary: with --calib-data and no --vocab the refusal is the only line
+    (the no-vocabulary warning a compile without calibration prints does not come first)."""
+    import torch
+    model = make_model(vocab=60, emb=16, hidden=(24, 16), seed=1)
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, tmp_path / "evnn.pt")
+    res = CliRunner().invoke(main, [str(tmp_path / "evnn.pt"), "--target", "onnx", "-o", str(tmp_path / "o"),
+                                    "--calib-data", str(files / "text.txt")])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and len(lines) == 1 and "--calib-data needs a vocabulary" in lines[0], res.output
+    assert not (tmp_path / "o").exists()
