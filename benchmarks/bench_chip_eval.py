@@ -97,11 +97,11 @@ def main(argv=None):
         t, c = m["totals"], r["chip"]["totals"]
         host = r["chip"].get("host")
         host_macs = f"{host['decoder_macs']:,.0f}" if host else "-"
-        print(f"| {dec} | {c['chips']} | {c['cores']} | {r['tokens_per_second']:.1f} ({load:.1f}) / "
+        print(f"| {dec} | {c['chips']} | {c['cores_used']} | {r['tokens_per_second']:.1f} ({load:.1f}) / "
               f"{r['tokens_per_cpu_second']:.1f} | "
-              f"{t['synops_estimated']:,.0f} / {c['synops'] + c['decoder_synops']:,.0f} | {c['decoder_synops']:,.0f} | "
+              f"{t['synops_estimated']:,.0f} / {c['synops']:,.0f} | {c['decoder_synops']:,.0f} | "
               f"{host_macs} | "
-              f"{c['messages']:,.0f} | {t['hops_out']:,.0f} / {c['hops']:,.0f} | "
+              f"{c['messages_out']:,.0f} | {t['hops_out']:,.0f} / {c['hops_out']:,.0f} | "
               f"{c['busiest_link_messages']:,.0f} | {t['energy_pj'] / 1e6:.2f} / {c['energy_pj'] / 1e6:.2f} µJ | "
               f"{t['latency_ns'] / 1e3:.1f} / {c['latency_ns'] / 1e3:.1f} µs |")
     print("\nEstimates (mapping.json, compile time, from calibration activity) and simulated figures (the chip "

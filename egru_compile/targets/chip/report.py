@@ -217,7 +217,7 @@ def text_report(m: dict) -> str:
         st = s["totals"]
         lines.append(f"simulated on the calibration tokens: energy/token {st['energy_pj'] / 1e6:.3f} uJ"
                      f"{mark(fl, 'energy_pj')}, latency/token {st['latency_ns'] / 1e3:.2f} us{mark(fl, 'latency_ns')}"
-                     f" ({st['cores']} cores, {st['messages']:,.1f} "
+                     f" ({st['cores_used']} cores, {st['messages_out']:,.1f} "
                      + ("packets/token: multicast, one per spike" if s.get("router") == "multicast" else
                         "messages/token") + ")")
     r = m.get("rnn_totals")
@@ -254,10 +254,10 @@ def estimated_vs_simulated(m: dict) -> list[str]:
     fl = (m.get("assumptions") or {}).get("figures")
     rows = [("synops", t.get("synops_estimated"), st["synops"], ",.1f"),
             ("spikes", None, st["spikes_out"], ",.1f"),
-            *([("messages", t.get("messages_out"), st["messages"], ",.1f")] if s["router"] != "multicast" else
+            *([("messages", t.get("messages_out"), st["messages_out"], ",.1f")] if s["router"] != "multicast" else
               [("messages (deliveries)", t.get("messages_out"), st["messages_in"], ",.1f"),
-               ("packets (multicast)", None, st["messages"], ",.1f")]),
-            ("hops" + mark(fl, "hops"), t.get("hops_out"), st["hops"], ",.1f"),
+               ("packets (multicast)", None, st["messages_out"], ",.1f")]),
+            ("hops" + mark(fl, "hops"), t.get("hops_out"), st["hops_out"], ",.1f"),
             ("energy (uJ)" + mark(fl, "energy_pj"), t["energy_pj"] / 1e6 if t.get("energy_pj") is not None
              else None, st["energy_pj"] / 1e6, ".4f"),
             ("latency (us)" + mark(fl, "latency_ns"), t["latency_ns"] / 1e3, st["latency_ns"] / 1e3, ".2f")]
@@ -305,10 +305,11 @@ def simulated_report(sim, decoder: str, assumptions: dict | None = None) -> dict
               # fan-in split layers: graded partial-sum messages (part of "messages") and the adds they cost at
               # the home cores (charged at the synop energy, not counted in synops: no synapse is read)
               "psum_messages": pt(c["psum_messages"].sum()), "psum_adds": pt(c["psum_adds"].sum()),
-              "messages": pt(c["messages_out"].sum()), "messages_in": pt(c["messages_in"].sum()),
-              "hops": pt(c["hops_out"].sum()), "energy_pj": pt(c["energy_pj"].sum()),
-              "latency_ns": sim.latency_ns / T, "phase_ns": [float(p) / T for p in sim.phase_ns],
-              "cores": sim.n_cores, "chips": mesh.width // sim.profile.chip.tiles_x,
+              # the names of mapping.json's estimate (messages_out, hops_out, cores_used, layer_phase_ns)
+              "messages_out": pt(c["messages_out"].sum()), "messages_in": pt(c["messages_in"].sum()),
+              "hops_out": pt(c["hops_out"].sum()), "energy_pj": pt(c["energy_pj"].sum()),
+              "latency_ns": sim.latency_ns / T, "layer_phase_ns": [float(p) / T for p in sim.phase_ns],
+              "cores_used": sim.n_cores, "chips": mesh.width // sim.profile.chip.tiles_x,
               "busiest_link_messages": float(lm.max()) / T if len(lm) else 0.0}
     out = {"tokens": sim.steps, "profile": sim.profile.name, "router": "multicast" if sim.multicast else "unicast",
            "decoder": decoder, "cores": cores, "links": links, "totals": totals}
@@ -335,7 +336,7 @@ def chip_summary(chip: dict) -> str:
     """The few lines plain `eval` prints for a chip artifact."""
     t = chip["totals"]
     fl = (chip.get("assumptions") or {}).get("figures")
-    lines = [f"chip          {chip['profile']}, {t['cores']} cores on {t['chips']} chip(s), {chip['router']} router, "
+    lines = [f"chip          {chip['profile']}, {t['cores_used']} cores on {t['chips']} chip(s), {chip['router']} router, "
              f"decoder on {chip['decoder']} (figures: whole configuration, per token)",
              # 1 synop = 1 MAC of count-macs: the RNN cores' synops are what onnx / tvm / checkpoints call MACs/token
              f"synops/token  {t['synops']:,.1f} (" +
@@ -343,14 +344,14 @@ def chip_summary(chip: dict) -> str:
               "RNN cores' figure is" if t["decoder_synops"] else "RNN cores; 1 synop = 1 MAC:") +
              " the MACs/token of count-macs and of eval on onnx/tvm)",
              f"spikes/token  {t['spikes_out']:,.1f}",
-             (f"messages      {t['messages']:,.1f}/token" if chip["router"] != "multicast" else
-              f"packets       {t['messages']:,.1f}/token (multicast: one per spike, copied by the routers to "
+             (f"messages      {t['messages_out']:,.1f}/token" if chip["router"] != "multicast" else
+              f"packets       {t['messages_out']:,.1f}/token (multicast: one per spike, copied by the routers to "
               f"{t['messages_in']:,.1f} messages/token at their destination cores)") +
-             f", {t['hops']:,.1f} hops/token{mark(fl, 'hops')}, busiest link {t['busiest_link_messages']:,.1f} "
+             f", {t['hops_out']:,.1f} hops/token{mark(fl, 'hops')}, busiest link {t['busiest_link_messages']:,.1f} "
              + ("messages" if chip["router"] != "multicast" else "packets") + "/token",
              f"energy/token  {t['energy_pj'] / 1e6:.4f} uJ{mark(fl, 'energy_pj')} (chip)",
              f"latency/token {t['latency_ns'] / 1e3:.2f} us{mark(fl, 'latency_ns')} (phases " +
-             " ".join(f"{p / 1e3:.2f}" for p in t["phase_ns"]) + " us)"]
+             " ".join(f"{p / 1e3:.2f}" for p in t["layer_phase_ns"]) + " us)"]
     if t.get("psum_messages"):
         lines.append(f"partial sums  {t['psum_messages']:,.1f} graded messages/token (fan-in split layers; part of "
                      f"the messages above), {t['psum_adds']:,.1f} adds/token at the home cores (charged at the "

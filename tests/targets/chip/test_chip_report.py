@@ -90,7 +90,7 @@ def test_decoder_chip_totals_are_the_simulated_whole_configuration(multi):
     for tt in (t, r):
         assert sum(tt["layer_phase_ns"]) == pytest.approx(tt["latency_ns"], rel=1e-12)
     st = sim["totals"]
-    assert len(t["layer_phase_ns"]) == len(st["phase_ns"]) and sum(st["phase_ns"]) == \
+    assert len(t["layer_phase_ns"]) == len(st["layer_phase_ns"]) and sum(st["layer_phase_ns"]) == \
         pytest.approx(st["latency_ns"], rel=1e-12)
     assert json.loads((out / "mapping.json").read_text())["profile"]["source"] == \
         "egru_compile/targets/chip/profiles/loihi-like.toml"                 # no machine path in the artifact
@@ -111,7 +111,7 @@ def test_decoder_chip_totals_are_the_simulated_whole_configuration(multi):
     res = CliRunner().invoke(main, ["eval", str(out), "--data", str(multi / "calib.txt"), "--json"])
     assert res.exit_code == 0, res.output
     chip = json.loads(res.output.strip().splitlines()[-1])["chip"]
-    assert chip["totals"]["cores"] == n
+    assert chip["totals"]["cores_used"] == n
     assert chip["totals"]["decoder_synops"] > 0
     res = CliRunner().invoke(main, ["eval", str(out), "--data", str(multi / "calib.txt")])
     assert f"{n} cores" in res.output and "whole configuration" in res.output
@@ -212,7 +212,10 @@ def test_one_name_per_quantity(multi):
         assert "spike-hops" not in text and "macs_estimated" not in text and "spikes_in" not in text
     # simulated spikes_out = unit firings: never more than the messages they cause (unicast, >= 1 destination)
     s = m["simulated"]["totals"]
-    assert 0 < s["spikes_out"] <= s["messages"]
+    assert 0 < s["spikes_out"] <= s["messages_out"]
+    # one name per quantity: the simulated totals use the estimate's names
+    assert {"messages_out", "hops_out", "cores_used", "layer_phase_ns"} <= set(s) <= set(s) | set(m["totals"])
+    assert not {"messages", "hops", "cores", "phase_ns"} & set(s)
 
 
 def test_phase_model_estimate_is_reported_beside_the_serial_one(multi):

@@ -175,7 +175,7 @@ def test_simulated_per_core_counts_equal_independent_recount(setup, profile, tar
     assert round(sum(c["spikes_out"] for c in chip["cores"]) * T) == spikes_total > 0
     assert hops.sum() > 0 and abs(chip["totals"]["synops"] - res["macs_per_token"]) < 1e-6
     # every message crosses links: the per-link loads add up to the hops
-    assert abs(sum(l["messages"] for l in chip["links"]) - chip["totals"]["hops"]) < 1e-6
+    assert abs(sum(l["messages"] for l in chip["links"]) - chip["totals"]["hops_out"]) < 1e-6
     if profile == "twochips.toml":
         assert any(l["kind"] == "chip" for l in chip["links"])
 
@@ -205,18 +205,18 @@ def test_estimated_and_simulated_agree_on_the_calibration_text(setup, profile, c
     est, sim = m["totals"], m["simulated"]["totals"]
     assert m["simulated"]["tokens"] == N_CALIB and m["chips"] == chips
     assert abs(est["synops_estimated"] - sim["synops"]) < 1e-6 * est["synops_estimated"]
-    assert abs(est["messages_out"] - sim["messages"]) < 1e-6 * est["messages_out"]
-    assert abs(est["hops_out"] - sim["hops"]) < 1e-6 * max(est["hops_out"], 1)
+    assert abs(est["messages_out"] - sim["messages_out"]) < 1e-6 * est["messages_out"]
+    assert abs(est["hops_out"] - sim["hops_out"]) < 1e-6 * max(est["hops_out"], 1)
     assert abs(est["energy_pj"] - sim["energy_pj"]) < 1e-6 * est["energy_pj"]
     for ce, cs in zip(m["cores"], m["simulated"]["cores"]):
         assert abs(ce["synops_estimated"] - cs["synops"]) < 1e-6 * max(ce["synops_estimated"], 1)
         assert abs(ce["hops_out"] - cs["hops_out"]) < 1e-4 * max(ce["hops_out"], 1)
         assert abs(ce["energy_pj"] - cs["energy_pj"]) < 1e-4 * max(ce["energy_pj"], 1)
     if chips > 1:
-        assert sim["hops"] > 0 and any(c["chip"] > 0 for c in m["cores"])
+        assert sim["hops_out"] > 0 and any(c["chip"] > 0 for c in m["cores"])
     # eval on the same text simulates the same tokens: the same figures
     res = _eval(out, d, N_CALIB + 1)
-    for k in ("synops", "messages", "hops", "energy_pj", "latency_ns"):
+    for k in ("synops", "messages_out", "hops_out", "energy_pj", "latency_ns"):
         assert abs(res["chip"]["totals"][k] - sim[k]) < 1e-6 * max(sim[k], 1), k
     if chips > 1:
         return
@@ -250,7 +250,7 @@ def test_decoder_on_chip_is_placed_counted_and_gives_the_same_logits(setup):
     roles = [c["role"] for c in rc["chip"]["cores"]]
     assert roles.count("decoder") == len(dcores)
     assert rc["chip"]["totals"]["energy_pj"] > rh["chip"]["totals"]["energy_pj"]
-    assert len(rc["chip"]["totals"]["phase_ns"]) == 4 and "host" not in rc["chip"]
+    assert len(rc["chip"]["totals"]["layer_phase_ns"]) == 4 and "host" not in rc["chip"]
     assert rh["chip"]["host"]["decoder_macs_dense"] == int((model.decoder.decoder.weight != 0).sum())
 
 

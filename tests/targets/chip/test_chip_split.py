@@ -90,7 +90,7 @@ def test_graded_message_energy_and_latency_equal_independent_recount(setup, base
     ids = Vocabulary(WORDS).encode_file(d / "text.txt", max_tokens=n_tok)[:T]
     energy, latency = _recount_energy_latency(model, ids, cm.core_of, cm.slot_of_core, tomllib.loads(text))
     chip = res["chip"]
-    assert chip["totals"]["messages"] > 0 and chip["totals"]["hops"] > 0
+    assert chip["totals"]["messages_out"] > 0 and chip["totals"]["hops_out"] > 0
     sim_e = np.array([c["energy_pj"] * T for c in chip["cores"]])
     assert np.allclose(sim_e, energy, rtol=1e-9, atol=1e-6), (sim_e, energy)
     assert abs(chip["totals"]["latency_ns"] * T - latency) <= 1e-9 * latency
