@@ -89,6 +89,34 @@ class _Interrupts:
         _fail(msg, code)
 
 
+def run_click_main(run, prog: str):
+    """End a click command as the CLI does: ``run()`` is the command's ``main(..., standalone_mode=False)``; a usage
+    error is one ``error: ... (see PROG --help)`` line, exit 2; another click error one line, its exit code; Ctrl-C
+    and the fatal signals ``error: interrupted`` after cleanup (`_Interrupts`); bare `egru-compile` (no arguments)
+    prints the help as laid out. Used by `egru-compile` and ``python -m egru_compile.train``."""
+    saved = _Interrupts.saved()
+    _Interrupts.install()
+    try:
+        rv = run()
+    except click.exceptions.NoArgsIsHelpError as e:     # bare `egru-compile`: the help, as it is laid out
+        click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
+        sys.exit(0)
+    except click.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx is not None else prog
+        _fail(f"{' '.join(e.format_message().split())} (see {cmd} --help)", 2)
+    except click.ClickException as e:
+        _fail(" ".join(e.format_message().split()), e.exit_code or 1)
+    except (click.Abort, KeyboardInterrupt):
+        _Interrupts.fail()
+    except Exception:
+        if _Interrupts.count:
+            _Interrupts.fail()
+        raise
+    finally:
+        _Interrupts.restore(saved)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
 @contextlib.contextmanager
 def signals_deferred():
     """A fatal signal arriving inside the block is acted on when the block ends (with the CLI's handler

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import difflib
 import os
-import sys
 
 import click
 
 from ..errors import EgruError
-from ..guard import _fail, _Interrupts
+from ..guard import _fail, run_click_main
 
 
 class DefaultCommandGroup(click.Group):
@@ -47,28 +46,8 @@ class DefaultCommandGroup(click.Group):
         super().format_epilog(ctx, formatter)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        saved = _Interrupts.saved()
-        _Interrupts.install()
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as e:     # bare `egru-compile`: the help, as it is laid out
-            click.echo(e.ctx.get_help() if e.ctx is not None else e.format_message())
-            sys.exit(0)
-        except click.UsageError as e:
-            msg = " ".join(e.format_message().split())
-            cmd = e.ctx.command_path if e.ctx is not None else "egru-compile"
-            _fail(f"{msg} (see {cmd} --help)", 2)
-        except click.ClickException as e:
-            _fail(" ".join(e.format_message().split()), e.exit_code or 1)
-        except (click.Abort, KeyboardInterrupt):
-            _Interrupts.fail()
-        except Exception:
-            if _Interrupts.count:
-                _Interrupts.fail()
-            raise
-        finally:
-            _Interrupts.restore(saved)
-        sys.exit(rv if isinstance(rv, int) else 0)
+        run_click_main(lambda: super(DefaultCommandGroup, self).main(args, prog_name, complete_var,
+                                                                     standalone_mode=False, **extra), "egru-compile")
 
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
