@@ -80,12 +80,21 @@ def tvm_accounting(tv, toks, burn: int, n: int, target: str = "tvm") -> Accounti
     parts.append(Part("decoder", "decoder"))
     P = {p.name: p for p in parts}
 
-    def once(prefix: str) -> float:        # arrays other than ptr/idx/val of a matrix, read once per product
+    def once(prefix: str) -> float:        # arrays other than the rows of a matrix, read once per product
         return float(sum(a.nbytes for k, a in v.items()
-                         if k.startswith(prefix + "_") and k.split("_", 1)[1] not in ("ptr", "idx", "val")))
+                         if k.startswith(prefix + "_") and k.split("_", 1)[1] not in ("ptr", "idx", "val", "rows")))
 
     def col_bytes(l, kind):
         return _isz(v[f"{kind}{l}_val"]) + _isz(v[f"{kind}{l}_idx"])
+
+    def product_bytes(l, kind, events):
+        """What one event product of matrix `kind` of layer l reads for `events` active inputs: CSR columns
+        (values + indices of their non-zeros, 16 B of pointers and event per column), or with uint8 events
+        whole dense int8 rows, 8 events per pass (the last pass padded with row 0, which is read too)."""
+        if f"{kind}{l}_rows" in v:
+            return -(-len(events) // 8) * 8 * v[f"{kind}{l}_rows"].shape[1] + len(events) * 8 + once(f"{kind}{l}")
+        fan = (fan_r if kind == "r" else fan_w)[l]
+        return fan[events].sum() * col_bytes(l, kind) + len(events) * 16 + once(f"{kind}{l}")
 
     tv.reset()
     for i in range(burn + n):
@@ -102,7 +111,7 @@ def tvm_accounting(tv, toks, burn: int, n: int, target: str = "tvm") -> Accounti
                                  f"{tv.last_stats.macs - tv.embed_macs}")
         for l in range(L):
             p = P[f"L{l} R"]
-            p.bytes += fan_r[l][prev[l]].sum() * col_bytes(l, "r") + len(prev[l]) * 16 + once(f"r{l}")
+            p.bytes += product_bytes(l, "r", prev[l])
             p.rows += len(prev[l])
             p = P[f"L{l} W"]
             if l == 0 and "tab" in v:
@@ -113,11 +122,12 @@ def tvm_accounting(tv, toks, burn: int, n: int, target: str = "tvm") -> Accounti
                 p.bytes += fan_w[0].sum() * col_bytes(0, "w") + (E + 1) * 4 + E * _isz(v["emb"]) + once("w0")
                 p.rows += E
             else:
-                p.bytes += fan_w[l][cur[l - 1]].sum() * col_bytes(l, "w") + len(cur[l - 1]) * 16 + once(f"w{l}")
+                p.bytes += product_bytes(l, "w", cur[l - 1])
                 p.rows += len(cur[l - 1])
         p = P["decoder"]
         k = len(cur[L - 1])
-        p.bytes += k * V * _isz(v["dwt"]) + k * 8 + sum(a.nbytes for kk, a in v.items()
+        rows_read = -(-k // 8) * 8 if spec.u8_decoder else k
+        p.bytes += rows_read * v["dwt"].shape[1] * _isz(v["dwt"]) + k * 8 + sum(a.nbytes for kk, a in v.items()
                                                       if kk.startswith("d") and kk != "dwt")
         p.rows += k
     for p in parts:
@@ -125,9 +135,14 @@ def tvm_accounting(tv, toks, burn: int, n: int, target: str = "tvm") -> Accounti
         p.rows /= n
     names = [k for k in v if k.startswith(("w", "r", "d", "b", "thr"))]     # not the table: one row a token
     foot = float(sum(v[k].nbytes for k in names)) + (0.0 if "tab" in v else float(v["emb"].nbytes))
-    dt = sorted({str(v[f"r{l}_val"].dtype) for l in range(L)})
-    notes = [f"CSR values {'/'.join(dt)}, indices {'/'.join(sorted({str(v[f'r{l}_idx'].dtype) for l in range(L)}))}, "
-             f"decoder rows {v['dwt'].dtype}" + (", layer-0 input = one row of the E @ W0 table" if "tab" in v else "")]
+    if spec.u8_events:
+        what = ("uint8 events . dense int8 rows (zeros stored, 8 rows per pass)"
+                + (", the decoder too" if spec.u8_decoder else f", decoder rows {v['dwt'].dtype}"))
+    else:
+        dt = sorted({str(v[f"r{l}_val"].dtype) for l in range(L)})
+        what = (f"CSR values {'/'.join(dt)}, indices "
+                f"{'/'.join(sorted({str(v[f'r{l}_idx'].dtype) for l in range(L)}))}, decoder rows {v['dwt'].dtype}")
+    notes = [what + (", layer-0 input = one row of the E @ W0 table" if "tab" in v else "")]
     return Accounting(target, parts, foot, notes)
 
 

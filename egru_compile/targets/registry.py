@@ -87,11 +87,14 @@ class TvmTargetOptions:
     decoder_dtype: str = option("auto", "dtype of the TVM decoder rows (auto: int8 with --weight-dtype int8 when "
                                 "the calibration perplexity changes by <= 0.1 %, f16 with f16, else f32)",
                                 choices=("auto", "f32", "f16", "int8"))
+    event_dtype: str = option("f32", "event values entering the int8 products: f32, or u8 (quantized per step to "
+                              "uint8, one scale per event list, as ORT's quantize_dynamic; exact int32 AVX512-VNNI "
+                              "dot products over dense int8 rows; implies --weight-dtype int8)", choices=("f32", "u8"))
     fold_embedding: str = option("auto", FOLD_HELP, choices=("auto", "on", "off"))
     fold_max_mb: float = option(256.0, FOLD_MAX_HELP, minimum=0)
 
     def needs(self) -> frozenset[str]:
-        return frozenset({INT8_WEIGHTS} if self.weight_dtype == "int8" else ())
+        return frozenset({INT8_WEIGHTS} if self.weight_dtype == "int8" or self.event_dtype == "u8" else ())
 
 
 @dataclass(frozen=True)

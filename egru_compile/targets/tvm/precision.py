@@ -5,6 +5,9 @@
   uses quantize-int8's values and per-output-row scales as they are in the IR (the compile adds the pass), so the
   tvm and onnx int8 artifacts compute the same numbers up to float32 rounding; ``f16`` / ``f32`` read float
   values (int8 matrices dequantized).
+* events (``--event-dtype``): ``f32``, or ``u8`` with int8 layers on a CPU with AVX512-VNNI (`u8_events.py`); its
+  effect is measured on ``--calib-data`` by :func:`event_precision`: the artifact's own kernels against the IR
+  interpreter on the graph as compiled (f32 events).
 * decoder: ``auto`` follows f16 layers, and with int8 layers takes int8 rows (quantize-int8's rule, one scale
   per vocabulary row, `layout.quantize_dense_rows`) only when the calibration perplexity changes by at most
   :data:`DECODER_PPL_LIMIT` (measured on ``--calib-data`` with the IR interpreter: the graph as compiled
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import EgruError, option
+from ...errors import EgruError, UsageError, option
 from ...ir import SparseMatrix
 from .layout import quantize_dense_rows
 
-__all__ = ["DECODER_PPL_LIMIT", "resolve_weight_dtype", "decoder_precision"]
+__all__ = ["DECODER_PPL_LIMIT", "resolve_weight_dtype", "decoder_precision", "resolve_event_dtype",
+           "event_precision"]
 
 #: largest relative calibration-perplexity change that keeps int8 decoder rows under ``--decoder-dtype auto``
 DECODER_PPL_LIMIT = 1e-3
@@ -69,3 +73,51 @@ def decoder_precision(graph, stack, weight_dtype: str, requested: str | None, ca
             f"limit {100 * DECODER_PPL_LIMIT:.1f} %): decoder rows {dt}")
     return dt, {"note": note, "ppl_before": before, "ppl_after": after, "ppl_rel_change": change,
                 "tokens": int(np.asarray(calib).size), "limit": DECODER_PPL_LIMIT}
+
+
+def resolve_event_dtype(requested: str | None, weight_dtype: str, target) -> str:
+    """f32 / u8 for the event values of the int8 products; u8 needs int8 layers and AVX512-VNNI."""
+    req = requested or "f32"
+    if req not in ("f32", "u8"):
+        raise UsageError(f"tvm event_dtype must be 'f32' or 'u8', not {req!r}")
+    if req == "u8":
+        if weight_dtype != "int8":
+            raise UsageError(f"{option('event_dtype', 'u8')} needs int8 weights, not {weight_dtype} "
+                             f"(leave {option('weight_dtype', 'auto')} or give int8)")
+        import tvm
+        if not tvm.target.codegen.target_has_features("avx512vnni", target):
+            raise EgruError(f"{option('event_dtype', 'u8')} needs a CPU with AVX512-VNNI; {target} has none")
+    return req
+
+
+def event_precision(graph, spec, module, stack, calib, perplexity=None, decoder_record=None) -> dict:
+    """What uint8 events change, measured: the calibration perplexity of this artifact's kernels (`module`, the
+    weights of `stack`) against the IR interpreter's on the graph as compiled (f32 events, the decoder rows of
+    `spec`). A record ``{"note", "ppl_before", "ppl_after", "ppl_rel_change", "tokens"}`` (note only, without
+    calibration text)."""
+    if not spec.u8_events:
+        return {"note": "event values f32"}
+    if calib is None or len(calib) < 2 or perplexity is None:
+        return {"note": "uint8 events: perplexity change not measured (give --calib-data)"}
+    from .step_runner import TVMStepRunner
+    from .target import stack_layer_arrays
+    toks = np.asarray(calib, np.int64).reshape(-1)
+    rec = decoder_record or {}
+    if spec.decoder_dtype == "int8" and "ppl_after" in rec:
+        before = float(rec["ppl_after"])
+    elif spec.decoder_dtype != "int8" and "ppl_before" in rec:
+        before = float(rec["ppl_before"])
+    else:
+        g = graph
+        if spec.decoder_dtype == "int8":
+            q, scale = quantize_dense_rows(stack.decoder_weight)
+            g = _with_decoder(graph, q.astype(np.float32) * scale[:, None])
+        before = float(perplexity(g, toks))
+    rt = TVMStepRunner(stack.embedding, stack_layer_arrays(stack, int8=True), stack.decoder_bias,
+                       stack.decoder_weight, module=module, spec=spec)
+    nll, _ = rt.score(toks[:-1], toks[1:])
+    after = float(np.exp(np.mean(nll)))
+    change = (after - before) / before
+    return {"note": f"uint8 events: calibration perplexity {before:.3f} (f32 events, IR interpreter) -> "
+                    f"{after:.3f} (this artifact's kernels) ({100 * change:+.4f} %)",
+            "ppl_before": before, "ppl_after": after, "ppl_rel_change": change, "tokens": int(toks.size)}

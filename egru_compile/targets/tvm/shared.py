@@ -41,7 +41,7 @@ LANES = 16
 def supports_shared(spec: EGRUKernelSpec) -> bool:
     """The shared-read kernels equal batch 1 for specs whose batch-1 scatter adds columns in order
     (``interleave`` <= 1) with the event decoder and no projection."""
-    return spec.interleave <= 1 and not spec.projection and spec.decoder_mode == "event"
+    return spec.interleave <= 1 and not spec.projection and spec.decoder_mode == "event" and not spec.u8_events
 
 
 def split_names(spec: EGRUKernelSpec) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .layout import TIR_DTYPES
 from .spec import EGRUKernelSpec
+from .u8_events import padded
 
 #: vector lanes of the in-kernel log-softmax reductions (egru_score's ``red`` scratch holds 2 x this many f64)
 NLL_LANES = 8
@@ -27,11 +28,19 @@ def kernel_params(spec: EGRUKernelSpec, kind: str) -> list[tuple[str, tuple, str
     for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
         idt = spec.layer_index_dtype(l)
         A = spec.acc_size(l)
-        if not (l == 0 and spec.embed_mode == "table"):
-            out += [(f"w{l}_ptr", (n_in + 1,), "int32"), (f"w{l}_idx", (f"nw{l}",), idt),
-                    (f"w{l}_val", (f"nw{l}",), vdt)]
-        out += [(f"r{l}_ptr", (h + 1,), "int32"), (f"r{l}_idx", (f"nr{l}",), idt),
-                (f"r{l}_val", (f"nr{l}",), vdt), (f"b{l}", (A,), "float32")]
+        if spec.u8_events:          # block-permuted dense int8 rows (`u8_events.py`); ptr: fan-outs for stats
+            width = padded(3 * h)
+            if l > 0:
+                out += [(f"w{l}_ptr", (n_in + 1,), "int32"), (f"w{l}_rows", (n_in, width), "int8")]
+            elif spec.embed_mode != "table":
+                out += [("w0_ptr", (n_in + 1,), "int32"), ("w0_idx", ("nw0",), idt), ("w0_val", ("nw0",), vdt)]
+            out += [(f"r{l}_ptr", (h + 1,), "int32"), (f"r{l}_rows", (h, width), "int8"), (f"b{l}", (A,), "float32")]
+        else:
+            if not (l == 0 and spec.embed_mode == "table"):
+                out += [(f"w{l}_ptr", (n_in + 1,), "int32"), (f"w{l}_idx", (f"nw{l}",), idt),
+                        (f"w{l}_val", (f"nw{l}",), vdt)]
+            out += [(f"r{l}_ptr", (h + 1,), "int32"), (f"r{l}_idx", (f"nr{l}",), idt),
+                    (f"r{l}_val", (f"nr{l}",), vdt), (f"b{l}", (A,), "float32")]
         if spec.int8_layers:
             out.append((f"s{l}", (A,), "float32"))
         out += [(f"thr{l}", (h,), "float32"), (f"c{l}", (h,), "float32"),
@@ -42,7 +51,12 @@ def kernel_params(spec: EGRUKernelSpec, kind: str) -> list[tuple[str, tuple, str
         out += [("p_ptr", (H + 1,), "int32"), ("p_idx", ("np",), "int32"), ("p_val", ("np",), "float32"),
                 ("pbias", (E,), "float32"), ("pacc", (E,), "float32"), ("pei", (E,), "int32"),
                 ("pev", (E,), "float32"), ("pen", (1,), "int32")]
-    out += [("dwt", (spec.decoder_input_size, V), TIR_DTYPES[spec.decoder_dtype]), ("dbias", (V,), "float32")]
+    if spec.u8_events:              # scratch of the uint8 events and their int32 sums
+        Q = spec.quant_capacity
+        out += [("q_row", (Q,), "int32"), ("q_word", (Q // 4,), "int32"), ("q_scale", (1,), "float32"),
+                ("i_sum", (spec.sum_capacity,), "int32")]
+    D = (spec.decoder_input_size, padded(V)) if spec.u8_decoder else (spec.decoder_input_size, V)
+    out += [("dwt", D, TIR_DTYPES[spec.decoder_dtype]), ("dbias", (V,), "float32")]
     if spec.decoder_dtype == "int8":
         out.append(("dscale", (V,), "float32"))
     if kind == "run":

@@ -6,9 +6,10 @@ from dataclasses import asdict, dataclass
 
 from .layout import WEIGHT_DTYPES, choose_index_dtype
 
-__all__ = ["EGRUKernelSpec", "INDEX_DTYPES", "default_target", "resolve_target"]
+__all__ = ["EGRUKernelSpec", "INDEX_DTYPES", "EVENT_DTYPES", "default_target", "resolve_target"]
 
 INDEX_DTYPES = ("auto", "int16", "uint16", "int32")
+EVENT_DTYPES = ("f32", "u8")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,11 @@ class EGRUKernelSpec:
     weight_dtype: value dtype of the layers' W and R ("f32", "f16": float16 widened in the kernel, "int8":
         quantize-int8's int8 values with the per-output scale applied after the sum — `layout.py`).
     decoder_dtype: value dtype of the decoder rows D^T (same choices; int8: per-vocabulary-row scale applied
-        after the sum). The projection (EvNN) stays float32."""
+        after the sum). The projection (EvNN) stays float32.
+    event_dtype: "f32" (the event values enter the products as float32) or "u8" (int8 layers only: every event
+        list is quantized to uint8 with one scale per list and step where a product reads it, and the products
+        are exact int32 VNNI dot products over dense int8 rows — `u8_events.py`; the decoder too when its rows
+        are int8 and it reads the last layer's events). Batched streams run one at a time."""
 
     vocab_size: int
     embedding_size: int
@@ -64,6 +69,7 @@ class EGRUKernelSpec:
     projection_activation: str = "identity"
     weight_dtype: str = "f32"
     decoder_dtype: str = "f32"
+    event_dtype: str = "f32"
 
     def __post_init__(self):
         for name, least in (("vocab_size", 1), ("embedding_size", 1), ("decoder_chunk", 0), ("decoder_unroll", 0),
@@ -92,6 +98,10 @@ class EGRUKernelSpec:
         for name in ("weight_dtype", "decoder_dtype"):
             if getattr(self, name) not in WEIGHT_DTYPES:
                 raise ValueError(f"{name} must be one of {WEIGHT_DTYPES}, got {getattr(self, name)!r}")
+        if self.event_dtype not in EVENT_DTYPES:
+            raise ValueError(f"event_dtype must be one of {EVENT_DTYPES}, got {self.event_dtype!r}")
+        if self.event_dtype == "u8" and self.weight_dtype != "int8":
+            raise ValueError("event_dtype 'u8' needs int8 weights (weight_dtype 'int8')")
 
     @property
     def decoder_input_size(self) -> int:
@@ -105,6 +115,29 @@ class EGRUKernelSpec:
     @property
     def int8_layers(self) -> bool:
         return self.weight_dtype == "int8"
+
+    @property
+    def u8_events(self) -> bool:
+        return self.event_dtype == "u8"
+
+    @property
+    def u8_decoder(self) -> bool:
+        """The decoder's product runs on uint8 events too (int8 rows, the last layer's events, no projection)."""
+        return self.u8_events and self.decoder_dtype == "int8" and not self.projection and \
+            self.decoder_mode == "event"
+
+    @property
+    def quant_capacity(self) -> int:
+        """Entries of the uint8 event scratch (``q_row``): the longest event list, rounded up to 8."""
+        n = max(max(self.hidden_sizes), self.decoder_input_size)
+        return -(-n // 8) * 8
+
+    @property
+    def sum_capacity(self) -> int:
+        """Entries of the int32 sum scratch (``i_sum``): the longest padded dense row."""
+        from .u8_events import padded
+        return max([padded(3 * h) for h in self.hidden_sizes] + ([padded(self.vocab_size)] if self.u8_decoder
+                                                                  else []))
 
     def acc_size(self, l: int) -> int:
         """Accumulator length of layer l: 4h (f32 / f16 packed layout) or 6h (int8: W and R sums apart)."""

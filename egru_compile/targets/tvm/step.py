@@ -78,6 +78,15 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
         T.buffer_store(stats, value, [stats_row, L_all])
 
     q8 = spec.int8_layers
+    if spec.u8_events:
+        from .u8_events import dot_rows, padded, quantize_events, sums_to_float
+        scratch = (a["q_row"], a["q_word"], a["q_scale"])
+
+        def u8_product(rows, events, n_out, off):
+            """acc[off:off + n_out] = (the uint8 events . rows) * their scale (`u8_events.py`)."""
+            quantize_events(*events, *scratch)
+            dot_rows(rows, padded(n_out), scratch[0], scratch[1], events[2][0], a["i_sum"])
+            sums_to_float(n_out, a["i_sum"], scratch[2], acc, off)
     for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)):
         acc, b = a[f"acc{l}"], a[f"b{l}"]
         if l == 0 and spec.embed_mode == "table":
@@ -86,6 +95,11 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
                 T.buffer_store(acc, tab[tk, o] if q8 or spec.table_bias else b[o] + tab[tk, o], [o])
             with tir.loop("o_g", 3 * h if q8 else h) as o:
                 T.buffer_store(acc, T.float32(0.0) if q8 else b[3 * h + o], [3 * h + o])
+        elif spec.u8_events and l > 0:
+            ev_in = (a[f"ei{l - 1}"], a[f"ev{l - 1}"], a[f"en{l - 1}"])
+            if stats_row is not None:
+                tir.fanout_count(a[f"w{l}_ptr"], ev_in[0], ev_in[2], macs, add_macs)
+            u8_product(a[f"w{l}_rows"], ev_in, 3 * h, 0)
         else:
             with tir.loop("o", spec.acc_size(l)) as o:
                 T.buffer_store(acc, T.float32(0.0) if q8 else b[o], [o])
@@ -98,10 +112,13 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
                     tir.fanout_count(w[0], ev_in[0], ev_in[2], macs, add_macs)
                 tir.scatter_events(*w, acc, *ev_in, spec.interleave, prefetch=spec.prefetch)
         ev_own = (a[f"ei{l}"], a[f"ev{l}"], a[f"en{l}"])
-        r = (a[f"r{l}_ptr"], a[f"r{l}_idx"], a[f"r{l}_val"])
         if stats_row is not None:
-            tir.fanout_count(r[0], ev_own[0], ev_own[2], macs, add_macs)
-        tir.scatter_events(*r, acc, *ev_own, spec.interleave, prefetch=spec.prefetch)
+            tir.fanout_count(a[f"r{l}_ptr"], ev_own[0], ev_own[2], macs, add_macs)
+        if spec.u8_events:
+            u8_product(a[f"r{l}_rows"], ev_own, 3 * h, 3 * h)
+        else:
+            r = (a[f"r{l}_ptr"], a[f"r{l}_idx"], a[f"r{l}_val"])
+            tir.scatter_events(*r, acc, *ev_own, spec.interleave, prefetch=spec.prefetch)
         if q8:
             tir.update_scaled(h, acc, b, a[f"s{l}"], a[f"thr{l}"], a[f"c{l}"], a[f"y{l}"], fast)
         else:
@@ -125,6 +142,13 @@ def _step_body(spec: EGRUKernelSpec, a: dict, tok, logits_at, stats_row=None, wi
         # relu: the event decoder over the non-zeros; identity: graded, signed output -> every row (dense)
         tir.decoder(spec if relu else replace(spec, decoder_mode="dense"), a["dbias"], a["dwt"], a["pei"],
                     a["pev"], a["pen"], a["pacc"], load, store, a.get("dscale"))
+    elif with_decoder and spec.u8_decoder:     # int8 rows . uint8 events, then scale and bias per row
+        ev_last = (a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"])
+        quantize_events(*ev_last, *scratch)
+        dot_rows(a["dwt"], padded(V), scratch[0], scratch[1], ev_last[2][0], a["i_sum"])
+        s = tir.let("dq", scratch[2][0])
+        with tir.loop("dv", V) as v:
+            store(v, a["dbias"][v] + a["dscale"][v] * (T.Cast("float32", a["i_sum"][v]) * s))
     elif with_decoder:
         tir.decoder(spec, a["dbias"], a["dwt"], a[f"ei{last}"], a[f"ev{last}"], a[f"en{last}"], a[f"y{last}"],
                     load, store, a.get("dscale"))

@@ -10,6 +10,7 @@ from .layout import NP_DTYPES, _as_csr, _check_csr, fold_table, pack_layer, quan
 from .spec import EGRUKernelSpec
 from .cache import load_step_module, load_streams_module
 from .signature import step_arg_names
+from .u8_events import dense_event_rows, permute_dense_rows
 
 __all__ = ["TVMStepRunner"]
 
@@ -100,6 +101,11 @@ class TVMStepRunner:
                     arrays["emb"] = emb
                 arrays[f"w{l}_ptr"], arrays[f"w{l}_idx"], arrays[f"w{l}_val"] = p["w_ptr"], p["w_idx"], p["w_val"]
             arrays[f"r{l}_ptr"], arrays[f"r{l}_idx"], arrays[f"r{l}_val"] = p["r_ptr"], p["r_idx"], p["r_val"]
+            if spec.u8_events:          # dense rows for the uint8 event products (R's indices back to 0..3h)
+                for m in ("w", "r") if l > 0 else ("r",):
+                    idx = arrays.pop(f"{m}{l}_idx").astype(np.int64) - (3 * hs[l] if m == "r" else 0)
+                    arrays[f"{m}{l}_rows"] = dense_event_rows(arrays[f"{m}{l}_ptr"], idx,
+                                                              arrays.pop(f"{m}{l}_val"), 3 * hs[l])
             arrays[f"b{l}"], arrays[f"thr{l}"] = (p["bias6"] if q8 else p["bias4"]), p["thr"]
             if q8:
                 arrays[f"s{l}"] = p["scale6"]
@@ -111,6 +117,12 @@ class TVMStepRunner:
                 raise ValueError("a decoder scale needs int8 decoder weights")
             arrays["dscale"] = np.ascontiguousarray(dec_scale, dtype=np.float32).reshape(-1)
         arrays["dwt"] = np.ascontiguousarray(dw.T.astype(NP_DTYPES[spec.decoder_dtype]))
+        if spec.u8_events:
+            if spec.u8_decoder:
+                arrays["dwt"] = permute_dense_rows(arrays["dwt"])
+            Q = spec.quant_capacity
+            arrays.update(q_row=np.zeros(Q, np.int32), q_word=np.zeros(Q // 4, np.int32),
+                          q_scale=np.zeros(1, np.float32), i_sum=np.zeros(spec.sum_capacity, np.int32))
         self._init_from_arrays(arrays, module, target, streams)
 
     # -- construction helpers --------------------------------------------------------------------
@@ -255,7 +267,7 @@ class TVMStepRunner:
         on the first :meth:`reset_streams` (through the compile cache), in a library of their own."""
         if self._streams_run_fn is not None and self._streams_score_fn is not None:
             return True
-        return not self.spec.projection and self.spec.decoder_mode == "event"
+        return not self.spec.projection and self.spec.decoder_mode == "event" and not self.spec.u8_events
 
     @property
     def shared_streams(self) -> bool:

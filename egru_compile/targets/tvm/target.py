@@ -191,12 +191,22 @@ def embedding_fold(graph, stack: EGRUStack, options: dict, int8: bool) -> dict:
                      "multiplies the embedding row by its input matrix every token")}
 
 
+def _u8_rows_mib(spec) -> float:
+    """Memory of the dense int8 rows the uint8 event products read (the runner builds them at load time)."""
+    from .u8_events import padded
+    n = sum((n_in if l > 0 else 0) * padded(3 * h) + h * padded(3 * h)
+            for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)))
+    if spec.u8_decoder:
+        n += spec.decoder_input_size * padded(spec.vocab_size)
+    return n / 2 ** 20
+
+
 def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     try:
         import tvm  # noqa: F401
     except ModuleNotFoundError:
         raise EgruError("target tvm needs Apache TVM: pip install apache-tvm==0.27.0.post1") from None
-    from .precision import decoder_precision, resolve_weight_dtype
+    from .precision import decoder_precision, event_precision, resolve_event_dtype, resolve_weight_dtype
     from .spec import EGRUKernelSpec, default_target
     from .cache import step_library
     out_dir = Path(out_dir)
@@ -204,16 +214,22 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     wdt = resolve_weight_dtype(stack, options.get("weight_dtype"))
     ddt, dec_record = decoder_precision(graph, stack, wdt, options.get("decoder_dtype"),
                                         options.get("calib_token_ids"), options.get("perplexity"))
+    edt = resolve_event_dtype(options.get("event_dtype"), wdt, default_target())
     fold = embedding_fold(graph, stack, options, wdt == "int8")
     t0 = time.perf_counter()
     spec = EGRUKernelSpec(stack.vocab_size, stack.embedding.shape[1], tuple(stack.hidden_sizes),
                           embed_mode="table" if fold["folded"] else "csc",
                           projection=stack.projection is not None, weight_dtype=wdt, decoder_dtype=ddt,
-                          projection_activation=stack.projection_activation or "identity")
+                          projection_activation=stack.projection_activation or "identity", event_dtype=edt)
     # weights packed by the runner; the batched-stream kernels (eval --batch-size) are compiled in a library
     # of their own on first use, through the compile cache (cache.load_streams_module)
     cached = step_library(spec, out_dir / LIBRARY)
     compile_s = time.perf_counter() - t0
+    ev_record = {"note": "event values f32"}
+    if spec.u8_events:
+        from .library import load_module
+        ev_record = event_precision(graph, spec, load_module(str(out_dir / LIBRARY)), stack,
+                                    options.get("calib_token_ids"), options.get("perplexity"), dec_record)
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
     tgt = default_target()
@@ -224,7 +240,7 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
         functions.update(egru_shared_run="T steps of B streams per call, each active column read once for all "
                                          "the streams (own library, compiled on first use)",
                          egru_shared_score="the same with the NLL per stream (own library, compiled on first use)")
-    elif not spec.projection and spec.decoder_mode == "event":
+    elif not spec.projection and spec.decoder_mode == "event" and not spec.u8_events:
         functions.update(egru_streams_run="T steps of B streams per call (own library, compiled on first use)",
                          egru_streams_score="T steps of B streams per call, NLL per stream (own library, "
                                             "compiled on first use)")
@@ -237,13 +253,17 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
                                                          "fold_max_mb")},
                 "folded_embedding": {k: v for k, v in fold.items() if k != "note"},
                 "projection": _projection_macs(graph), "decoder_precision": dec_record,
+                "event_precision": ev_record,
                 "projection_activation": stack.projection_activation}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     idts = "/".join(dict.fromkeys(spec.layer_index_dtype(l) for l in range(len(stack.layers))))
-    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values, {idts} indices, "
+    summary = (f"tvm: {len(stack.layers)} layers {stack.hidden_sizes}, {wdt} weight values"
+               f"{', uint8 event values' if spec.u8_events else ''}, {idts} indices, "
                f"decoder {spec.decoder_mode}"
                f"{_projection_words(stack)}; "
                f"kernels {'copied from the compile cache' if cached else 'compiled'} in {compile_s:.1f} s for {tgt}\n"
-               f"{fold['note']}\n{dec_record['note']}")
+               f"{fold['note']}\n{dec_record['note']}"
+               + (f"\n{ev_record['note']}; dense int8 rows for the uint8 event products: "
+                  f"{_u8_rows_mib(spec):,.1f} MiB" if spec.u8_events else ""))
     (out_dir / "report.txt").write_text(summary + "\n")
     return {"summary": summary}
