@@ -109,9 +109,22 @@ def tvm_has_weight_dtype() -> bool:
     return any(f.name == "weight_dtype" for f in fields(get("tvm").options))
 
 
+def tvm_has_u8_events() -> bool:
+    """Whether the tvm target takes event_dtype u8 and this CPU has AVX512-VNNI."""
+    from dataclasses import fields
+    import tvm
+    from egru_compile.targets.registry import get
+    return any(f.name == "event_dtype" for f in fields(get("tvm").options)) and \
+        bool(tvm.target.codegen.target_has_features("avx512vnni", K.default_target()))
+
+
 DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,
              "extras": False}
-VARIANTS = ["torch", "ort-dense", "ort-dense-int8", "onnx", "onnx-int8", "tvm"]     # + "tvm-int8" when the build has it
+VARIANTS = ["torch", "ort-dense", "ort-dense-int8", "onnx", "onnx-int8", "tvm"]     # + TVM_INT8 when the build has them
+#: the TVM int8 variants: (name, artifact folder, compile options); the second reads uint8 events (W8A8, as
+#: ORT's quantize_dynamic does; AVX512-VNNI)
+TVM_INT8 = (("tvm-int8", "tvm8", {"weight_dtype": "int8"}),
+            ("tvm-int8-u8", "tvm8u8", {"weight_dtype": "int8", "event_dtype": "u8"}))
 SCOPES = ("rnn", "token")
 
 
@@ -215,17 +228,23 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
     compile_onnx(strip_decoder(raw), None, d / "dense_rnn", DENSE_ORT)
     for scope in ("token", "rnn"):      # the dense int8 peer: ORT's own quantize_dynamic of the dense graph
         quantize_dense(d / f"dense_{scope}", d / f"dense8_{scope}")
-    if a.tvm_int8:                      # int8 rows in the TVM kernels (issue 17 item 2), when the build has them
+    for var, folder, opts in TVM_INT8:      # int8 rows in the TVM kernels (f32 / uint8 events), when the build has them
+        if var not in VARIANTS:
+            continue
         try:
-            (d / "tvm8").mkdir()
-            compile_tvm(q8, None, d / "tvm8", {"weight_dtype": "int8", **cal8})
+            (d / folder).mkdir()
+            compile_tvm(q8, None, d / folder, {**opts, **cal8})
         except Exception as e:  # noqa: BLE001 - report and carry on without the variant
-            row["tvm_int8_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            row[f"{var}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     del raw, opt, q8
     row["decoder_rows"] = {"onnx-int8": json.loads((d / "onnx8_token" / "manifest.json").read_text())
                            .get("decoder_precision", {}).get("dtype", "f32")}
-    if (d / "tvm8" / "manifest.json").exists():
-        row["decoder_rows"]["tvm-int8"] = json.loads((d / "tvm8" / "manifest.json").read_text())["spec"]["decoder_dtype"]
+    for var, folder, _ in TVM_INT8:
+        if (d / folder / "manifest.json").exists():
+            man = json.loads((d / folder / "manifest.json").read_text())
+            row["decoder_rows"][var] = man["spec"]["decoder_dtype"]
+            if man.get("event_precision", {}).get("ppl_rel_change") is not None:
+                row[f"{var}_event_ppl_change"] = man["event_precision"]["ppl_rel_change"]
     gc.collect()
 
     ort = {n: open_artifact(d / n, threads=1)
@@ -241,17 +260,17 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
     toks_t = [torch.tensor([t]) for t in toks]
     t_reset, t_token, t_rnn, t_state = torch_fns(model, toks_t)
 
-    tv8 = None
-    if a.tvm_int8 and "tvm_int8_error" not in row:
+    tv8 = {}
+    for var, folder, _ in TVM_INT8:
+        if var not in VARIANTS or f"{var}_error" in row:
+            continue
         try:
-            tv8 = open_artifact(d / "tvm8")
-            r8 = tv8.rt
-            f8, a8, l8 = r8._step_fn, r8._args, r8._logits
-            if not any(np.asarray(x).dtype == np.int8 for x in r8.views.values()):
+            tv8[var] = open_artifact(d / folder)
+            if not any(np.asarray(x).dtype == np.int8 for x in tv8[var].rt.views.values()):
                 raise ValueError("the artifact compiled with weight_dtype int8 holds no int8 tensor")
         except Exception as e:  # noqa: BLE001
-            row["tvm_int8_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            tv8 = None
+            row[f"{var}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            tv8.pop(var, None)
     fns = {
         ("torch", "rnn"): (t_reset, t_rnn),
         ("ort-dense", "rnn"): (ort["dense_rnn"].reset, lambda i: ort["dense_rnn"].step(toks[i])),
@@ -266,16 +285,18 @@ def measure_point(model, sparsity, act, cal, rnn_mod, stream, a, tmp: Path, hidd
         ("onnx-int8", "token"): (ort["onnx8_token"].reset, lambda i: ort["onnx8_token"].step(toks[i])),
         ("tvm", "token"): (rt.reset, lambda i: step_fn(toks[i], *args, lg)),
     }
-    if tv8 is not None:
-        fns[("tvm-int8", "token")] = (r8.reset, lambda i: f8(toks[i], *a8, l8))
+    for var, art in tv8.items():
+        r8 = art.rt
+        f8, a8, l8 = r8._step_fn, r8._args, r8._logits
+        fns[(var, "token")] = (r8.reset, lambda i, f8=f8, a8=a8, l8=l8: f8(toks[i], *a8, l8))
         try:        # the decoder-less program of the int8 spec (the RNN-stack scope)
             key = repr(r8.spec)         # the library depends on the spec only: build once per run
             if key not in _RNN8:
                 _RNN8[key] = K.build_egru_step(r8.spec, with_decoder=False)
             m8 = _RNN8[key]["egru_step"]
-            fns[("tvm-int8", "rnn")] = (r8.reset, lambda i: m8(toks[i], *a8, l8))
+            fns[(var, "rnn")] = (r8.reset, lambda i, m8=m8, a8=a8, l8=l8: m8(toks[i], *a8, l8))
         except Exception as e:  # noqa: BLE001
-            row["tvm_int8_rnn_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            row[f"{var}_rnn_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
     # ---- activity / MACs on the stream (untimed), from each program's own events
     burn, N = 10, a.tokens
@@ -391,7 +412,8 @@ def profile(mods, rt, toks, N, rounds, burn, hidden, V, E, scat, ev_t, res):
 
 
 # ------------------------------------------------------------------------------------------------ roofline
-ROOF_TARGETS = (("tvm f32", "tvm"), ("tvm int8", "tvm-int8"), ("onnx f32", "onnx"), ("onnx int8", "onnx-int8"),
+ROOF_TARGETS = (("tvm f32", "tvm"), ("tvm int8", "tvm-int8"), ("tvm int8 u8", "tvm-int8-u8"), ("onnx f32", "onnx"),
+                ("onnx int8", "onnx-int8"),
                 ("dense ORT", "ort-dense"), ("dense PyTorch", "torch"))
 
 
@@ -401,8 +423,9 @@ def roofline(model, d: Path, tv, tv8, ort, toks, burn, N, row, res, a) -> dict:
     accs = {"tvm f32": traffic.tvm_accounting(tv, toks, burn, N, "tvm f32"),
             "onnx f32": traffic.onnx_accounting(d / "onnx_token", ort["onnx_token"], toks, burn, N, "onnx f32"),
             "onnx int8": traffic.onnx_accounting(d / "onnx8_token", ort["onnx8_token"], toks, burn, N, "onnx int8")}
-    if tv8 is not None:
-        accs["tvm int8"] = traffic.tvm_accounting(tv8, toks, burn, N, "tvm int8")
+    for name, var in (("tvm int8", "tvm-int8"), ("tvm int8 u8", "tvm-int8-u8")):
+        if var in tv8:
+            accs[name] = traffic.tvm_accounting(tv8[var], toks, burn, N, name)
     for name in ("dense ORT", "dense PyTorch"):
         accs[name] = traffic.dense_accounting(model, name)
     rows = sorted({float(f"{p.row_bytes:.2g}") for acc in accs.values() for p in acc.parts   # 2 digits
@@ -434,13 +457,16 @@ def roofline(model, d: Path, tv, tv8, ort, toks, burn, N, row, res, a) -> dict:
     return out
 
 
+U8_LABEL = "TVM int8 with uint8 events (W8A8, like the peer) whole token"
+
+
 def goal_lines(goal: dict, tvm_int8_state: str) -> list[str]:
     """Issue 17 items 1 and 2 at 85 % / 20 %: whole-token speed-up over the best dense peer (ORT or PyTorch)."""
     best = min(goal["torch_token_us"], goal["ort-dense_token_us"])
     who = "PyTorch" if goal["torch_token_us"] <= goal["ort-dense_token_us"] else "ORT dense"
     out = []
     for label, key, need in (("TVM f32 whole token", "tvm", 15), ("TVM int8 whole token", "tvm-int8", 30),
-                             ("ONNX int8 whole token", "onnx-int8", 3.5)):
+                             (U8_LABEL, "tvm-int8-u8", 30), ("ONNX int8 whole token", "onnx-int8", 3.5)):
         us = goal.get(f"{key}_token_us")
         if us is None:
             out.append(f"* {label} >= {need:g}x the best dense peer: **not available in this build** "
@@ -451,7 +477,8 @@ def goal_lines(goal: dict, tvm_int8_state: str) -> list[str]:
                    f"**{r:.1f}x — {'met' if r >= need else 'not met'}**.")
     q8 = goal.get("ort-dense-int8_token_us")
     if q8 is not None:                  # issue 26: the peer a user would pick instead
-        for label, key, need in (("TVM int8 whole token", "tvm-int8", 10), ("TVM f32 whole token", "tvm", None)):
+        for label, key, need in (("TVM int8 whole token", "tvm-int8", 10), (U8_LABEL, "tvm-int8-u8", 10),
+                                 ("TVM f32 whole token", "tvm", None)):
             us = goal.get(f"{key}_token_us")
             if us is None:
                 continue
@@ -465,8 +492,9 @@ def goal_lines(goal: dict, tvm_int8_state: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------ report
 def fmt_table(rows, scope):
     cols = [("onnx", "ONNX-compiled"), ("onnx-int8", "ONNX int8"), ("tvm", "TVM")]
-    if any(f"tvm-int8_{scope}_us" in r for r in rows):
-        cols.append(("tvm-int8", "TVM int8"))
+    for var, title in (("tvm-int8", "TVM int8"), ("tvm-int8-u8", "TVM int8 + uint8 events")):
+        if any(f"{var}_{scope}_us" in r for r in rows):
+            cols.append((var, title))
     cols.insert(0, ("ort-dense-int8", "ORT dense int8 (quantize_dynamic)"))
     head = ("| weight sparsity | activity target / measured (L0/L1/L2) | MAC ratio | torch µs | ORT dense µs | "
             + " | ".join(f"{t} µs (vs torch / vs ORT dense)" for _, t in cols) + " |")
@@ -542,6 +570,8 @@ def main(argv=None):
                       "the tvm target has no weight_dtype option yet")
     if a.tvm_int8:
         VARIANTS.append("tvm-int8")
+        if tvm_has_u8_events():
+            VARIANTS.append("tvm-int8-u8")
     load0 = os.getloadavg()
     sps = [float(x) for x in a.sparsity.split(",")]
     acts = [float(x) for x in a.activity.split(",")]
@@ -593,7 +623,7 @@ def main(argv=None):
                 print("    " + "  ".join(f"{s}: " + " ".join(f"{v}={r[f'{v}_{s}_us']:.0f}" for v in VARIANTS
                                                              if f"{v}_{s}_us" in r)
                                          for s in SCOPES) + " µs", flush=True)
-                for k in ("tvm_int8_error", "tvm_int8_rnn_error"):
+                for k in [f"{v}_{e}" for v, _, _ in TVM_INT8 for e in ("error", "rnn_error")]:
                     if k in r:
                         print(f"    {k}: {r[k]}", flush=True)
                 shutil_rm(Path(td))
@@ -640,14 +670,19 @@ def main(argv=None):
                          f"{goal['macs']['dense_rnn'] * 4 / (goal['torch_rnn_us'] * 1e-6) / 1e9:.1f} |")
         lines += ["", "**Goals of issue 26 (items 1, 3) at 85 % / 20 %**, whole token (decoder + logits included), "
                   "best dense peer = the faster of PyTorch dense and ORT dense, same weights, 1 thread:", ""]
-        lines += goal_lines(goal, f"tvm int8: {goal['tvm_int8_error']}" if "tvm_int8_error" in goal
-                            else tvm_int8_state)
+        errors = "; ".join(f"{v}: {goal[f'{v}_error']}" for v, _, _ in TVM_INT8 if f"{v}_error" in goal)
+        lines += goal_lines(goal, errors or tvm_int8_state)
         if goal.get("decoder_rows"):
             lines.append("* decoder rows of the int8 variants (the compile's calibration check, --calib-tokens "
                          f"{goal.get('calib_tokens', 0)}): "
                          + ", ".join(f"{k} {v}" for k, v in goal["decoder_rows"].items()) + ".")
-        if "tvm_int8_rnn_error" in goal:
-            lines.append(f"  (tvm int8 RNN-stack scope: {goal['tvm_int8_rnn_error']})")
+        if "tvm-int8-u8_event_ppl_change" in goal:
+            lines.append("* uint8 events (tvm-int8-u8): calibration perplexity change printed by its compile, "
+                         "this artifact's kernels vs the IR interpreter with f32 events: "
+                         f"{100 * goal['tvm-int8-u8_event_ppl_change']:+.4f} %.")
+        for v, _, _ in TVM_INT8:
+            if f"{v}_rnn_error" in goal:
+                lines.append(f"  ({v} RNN-stack scope: {goal[f'{v}_rnn_error']})")
         rf = goal.get("roofline")
         if rf:
             bw = rf["bandwidth"]
