@@ -13,7 +13,13 @@
                vpdpbusd. The weight bytes of each 64-block are stored permuted at pack time so that the
                interleave yields outputs in natural order. 256 outputs (16 int32 accumulators) stay in
                registers across all the events of the call. Zero weights are stored (a dense row per input).
-               Integer sums: exact, order-free (any batch or thread split gives the same bits).
+               Integer sums: exact, order-free (any batch or thread split gives the same bits). Loop order:
+               output chunks outer, events inner (the sums never leave registers, but every 256-byte piece of
+               a row is a separate random access);
+     vnni_rows  — the same products, events outer: 4 whole rows streamed front to back per pass, the int32 sums
+               in memory (L1);
+     vnni_rows8 — vnni_rows with 8 events (two groups of 4) per pass: half the loads / stores of the sums. This
+               is the kernel `egru_compile/targets/tvm/u8_events.py` builds in TIR (--event-dtype u8).
 
    Checked: vnni's int32 sums equal an int64 recount from the CSR for every event set (exit 1 otherwise).
    Timed interleaved on the same random event sets (thread CPU time), M matrices cycled call by call (M > 1:
