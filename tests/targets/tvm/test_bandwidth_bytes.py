@@ -76,6 +76,37 @@ def test_tvm_counts_match_recount(setup, tmp_path):
         assert got[name] == pytest.approx(exp[name] / N, rel=1e-9), name
 
 
+def test_tvm_uint8_event_counts_match_recount(setup, tmp_path):
+    """--event-dtype u8 (int8 decoder rows): per product, whole dense int8 rows of 3h padded to 64 bytes, 8 rows
+    per pass (the last pass padded with row 0, read too), 8 bytes per event; the decoder likewise over V padded,
+    plus its bias and scale once."""
+    tvm = pytest.importorskip("tvm")
+    from egru_compile.targets.tvm.spec import default_target
+    if not tvm.target.codegen.target_has_features("avx512vnni", default_target()):
+        pytest.skip("this CPU has no AVX512-VNNI")
+    d, model, toks, active, W, R = setup
+    q8 = PassManager(["quantize-int8"]).run(PassManager(None).run(trace_model(model)))
+    (tmp_path / "u8").mkdir()
+    get_target("tvm")(q8, None, tmp_path / "u8", {"weight_dtype": "int8", "event_dtype": "u8", "decoder_dtype": "int8"})
+    got = _parts(BB.tvm_accounting(open_artifact(tmp_path / "u8"), toks, BURN, N))
+    pad = lambda n: -(-n // 64) * 64                    # noqa: E731
+    passes = lambda k: -(-k // 8) * 8                   # noqa: E731
+    exp = {k: 0.0 for k in got}
+    for i in range(BURN, BURN + N):
+        for l, h in enumerate(HID):
+            rows = _prev(active, i, l)
+            exp[f"L{l} R"] += passes(len(rows)) * pad(3 * h) + 8 * len(rows)
+            if l == 0:
+                exp["L0 W"] += 3 * h * 4
+            else:
+                rows = active[i][l - 1]
+                exp[f"L{l} W"] += passes(len(rows)) * pad(3 * h) + 8 * len(rows)
+        k = len(active[i][len(HID) - 1])
+        exp["decoder"] += passes(k) * pad(V) + 8 * k + 2 * V * 4
+    for name in exp:
+        assert got[name] == pytest.approx(exp[name] / N, rel=1e-9), name
+
+
 @pytest.mark.parametrize("int8,dec8", [(False, False), (True, False), (True, True)])
 def test_onnx_counts_match_recount(setup, int8, dec8):
     d, model, toks, active, W, R = setup
