@@ -90,9 +90,9 @@ def resolve_event_dtype(requested: str | None, weight_dtype: str, target) -> str
     return req
 
 
-def event_precision(graph, spec, module, stack, calib, perplexity=None, decoder_record=None) -> dict:
+def event_precision(graph, spec, module, stack, layers, calib, perplexity=None, decoder_record=None) -> dict:
     """What uint8 events change, measured: the calibration perplexity of this artifact's kernels (`module`, the
-    weights of `stack`) against the IR interpreter's on the graph as compiled (f32 events, the decoder rows of
+    weights of `stack`; `layers`: its int8 layer arrays, `target.stack_layer_arrays`) against the IR interpreter's on the graph as compiled (f32 events, the decoder rows of
     `spec`). A record ``{"note", "ppl_before", "ppl_after", "ppl_rel_change", "tokens"}`` (note only, without
     calibration text)."""
     if not spec.u8_events:
@@ -100,7 +100,6 @@ def event_precision(graph, spec, module, stack, calib, perplexity=None, decoder_
     if calib is None or len(calib) < 2 or perplexity is None:
         return {"note": "uint8 events: perplexity change not measured (give --calib-data)"}
     from .step_runner import TVMStepRunner
-    from .target import stack_layer_arrays
     toks = np.asarray(calib, np.int64).reshape(-1)
     rec = decoder_record or {}
     if spec.decoder_dtype == "int8" and "ppl_after" in rec:
@@ -113,7 +112,7 @@ def event_precision(graph, spec, module, stack, calib, perplexity=None, decoder_
             q, scale = quantize_dense_rows(stack.decoder_weight)
             g = _with_decoder(graph, q.astype(np.float32) * scale[:, None])
         before = float(perplexity(g, toks))
-    rt = TVMStepRunner(stack.embedding, stack_layer_arrays(stack, int8=True), stack.decoder_bias,
+    rt = TVMStepRunner(stack.embedding, layers, stack.decoder_bias,
                        stack.decoder_weight, module=module, spec=spec)
     nll, _ = rt.score(toks[:-1], toks[1:])
     after = float(np.exp(np.mean(nll)))

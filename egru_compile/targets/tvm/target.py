@@ -229,7 +229,8 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     if spec.u8_events:
         from .library import load_module
         ev_record = event_precision(graph, spec, load_module(str(out_dir / LIBRARY)), stack,
-                                    options.get("calib_token_ids"), options.get("perplexity"), dec_record)
+                                    stack_layer_arrays(stack, int8=True), options.get("calib_token_ids"),
+                                    options.get("perplexity"), dec_record)
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
     tgt = default_target()
