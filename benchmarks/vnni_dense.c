@@ -25,8 +25,8 @@
    Timed interleaved on the same random event sets (thread CPU time), M matrices cycled call by call (M > 1:
    the working set of a layer stack instead of one matrix in L2/L3).
 
-   cc -O2 -march=native benchmarks/vnni_dense.c -o /tmp/vnni_dense
-   /tmp/vnni_dense [n_in] [n_out] [density] [activity] [reps] [M]      (defaults 2700 4050 0.15 0.2 400 1:
+   cc -O2 -march=native benchmarks/vnni_dense.c -o vnni_dense
+   ./vnni_dense [n_in] [n_out] [density] [activity] [reps] [M]      (defaults 2700 4050 0.15 0.2 400 1:
    one EGRU layer of PTB size, its W and R stacked: 1350 + 1350 inputs -> 3h = 4050 outputs)
 */
 #define _GNU_SOURCE
