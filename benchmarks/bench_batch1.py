@@ -59,6 +59,8 @@ ONNX int8 >= 3.5x), each stating met / not met and the measured ratio.
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 
 for _v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
@@ -678,7 +680,7 @@ def main(argv=None):
                          + ", ".join(f"{k} {v}" for k, v in goal["decoder_rows"].items()) + ".")
         if "tvm-int8-u8_event_ppl_change" in goal:
             lines.append("* uint8 events (tvm-int8-u8): calibration perplexity change printed by its compile, "
-                         "this artifact's kernels vs the IR interpreter with f32 events: "
+                         "this artifact's kernels vs the same int8 kernels with float events: "
                          f"{100 * goal['tvm-int8-u8_event_ppl_change']:+.4f} %.")
         for v, _, _ in TVM_INT8:
             if f"{v}_rnn_error" in goal:
@@ -706,7 +708,14 @@ def main(argv=None):
               f"timings are medians of interleaved rounds ({a.clock} clock; process / thread CPU time over the "
               f"timed loops {CPU_CHECK['process'] / max(CPU_CHECK['thread'], 1e-9):.3f}), the bandwidths count the "
               "thread's CPU time only."]
-    flags = (" --quick" if a.quick else "") + (" --clock wall" if a.clock == "wall" else "")
+    given = sys.argv[1:] if argv is None else list(argv)      # the command as run (minus --out)
+    kept, skip = [], False
+    for x in given:
+        if skip or x == "--out" or x.startswith("--out="):
+            skip = x == "--out"
+            continue
+        kept.append(x)
+    flags = "".join(f" {shlex.quote(x)}" for x in kept)
     lines += ["", f"Command: `nice .venv/bin/python -m benchmarks.bench_batch1{flags}` "
               f"({wall / 60:.1f} min)."]
     text = "\n".join(lines)

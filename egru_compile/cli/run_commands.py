@@ -53,7 +53,8 @@ def _eval(artifact, data, vocab_file, max_tokens, unk, as_json, quiet, trust, ba
         return
     click.echo(f"target        {res.target}")
     click.echo(f"tokens        {res.tokens:,} predicted" + (
-        f" ({res.batch_size} streams; {result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else "")
+        f" ({res.batch_size} streams{'' if result.get('native_streams', True) else ', run one at a time'}; "
+        f"{result['dropped_tokens']} tail tokens not used)" if res.batch_size > 1 else "")
         + ((f"; {threads} threads" if res.batch_size > 1 else "; one thread (batch 1: --threads splits the streams "
                                                                 "of --batch-size > 1)") if threads > 1 else ""))
     click.echo(f"perplexity    {res.perplexity:.4f}" + (

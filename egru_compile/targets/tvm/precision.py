@@ -6,8 +6,8 @@
   tvm and onnx int8 artifacts compute the same numbers up to float32 rounding; ``f16`` / ``f32`` read float
   values (int8 matrices dequantized).
 * events (``--event-dtype``): ``f32``, or ``u8`` with int8 layers on a CPU with AVX512-VNNI (`u8_events.py`); its
-  effect is measured on ``--calib-data`` by :func:`event_precision`: the artifact's own kernels against the IR
-  interpreter on the graph as compiled (f32 events).
+  effect is measured on ``--calib-data`` by :func:`event_precision`: the artifact's kernels against the same
+  kernels with float events.
 * decoder: ``auto`` follows f16 layers, and with int8 layers takes int8 rows (quantize-int8's rule, one scale
   per vocabulary row, `layout.quantize_dense_rows`) only when the calibration perplexity changes by at most
   :data:`DECODER_PPL_LIMIT` (measured on ``--calib-data`` with the IR interpreter: the graph as compiled
@@ -90,33 +90,38 @@ def resolve_event_dtype(requested: str | None, weight_dtype: str, target) -> str
     return req
 
 
-def event_precision(graph, spec, module, stack, layers, calib, perplexity=None, decoder_record=None) -> dict:
+def _products(spec) -> str:
+    """Which products read uint8 events (the compile report's words)."""
+    if spec.u8_decoder:
+        return "the layers' products and the decoder's"
+    return ("the layers' products (the decoder's float rows read float events; int8 decoder rows, and with them "
+            "uint8 events, need --calib-data or --decoder-dtype int8)")
+
+
+def event_precision(spec, module, stack, layers, calib) -> dict:
     """What uint8 events change, measured: the calibration perplexity of this artifact's kernels (`module`, the
-    weights of `stack`; `layers`: its int8 layer arrays, `target.stack_layer_arrays`) against the IR interpreter's on the graph as compiled (f32 events, the decoder rows of
-    `spec`). A record ``{"note", "ppl_before", "ppl_after", "ppl_rel_change", "tokens"}`` (note only, without
-    calibration text)."""
+    weights of `stack`; `layers`: its int8 layer arrays, `target.stack_layer_arrays`) against the same kernels
+    with float events (the spec with ``event_dtype`` f32, through the compile cache): nothing else differs. A
+    record ``{"note", "ppl_before", "ppl_after", "ppl_rel_change", "tokens"}`` (no numbers without calibration
+    text)."""
     if not spec.u8_events:
         return {"note": "event values f32"}
-    if calib is None or len(calib) < 2 or perplexity is None:
-        return {"note": "uint8 events: perplexity change not measured (give --calib-data)"}
+    if calib is None or len(calib) < 2:
+        return {"note": f"uint8 events in {_products(spec)}; the perplexity change is not measured (give "
+                        "--calib-data)"}
+    from dataclasses import replace
+    from .cache import load_step_module
     from .step_runner import TVMStepRunner
     toks = np.asarray(calib, np.int64).reshape(-1)
-    rec = decoder_record or {}
-    if spec.decoder_dtype == "int8" and "ppl_after" in rec:
-        before = float(rec["ppl_after"])
-    elif spec.decoder_dtype != "int8" and "ppl_before" in rec:
-        before = float(rec["ppl_before"])
-    else:
-        g = graph
-        if spec.decoder_dtype == "int8":
-            q, scale = quantize_dense_rows(stack.decoder_weight)
-            g = _with_decoder(graph, q.astype(np.float32) * scale[:, None])
-        before = float(perplexity(g, toks))
-    rt = TVMStepRunner(stack.embedding, layers, stack.decoder_bias,
-                       stack.decoder_weight, module=module, spec=spec)
-    nll, _ = rt.score(toks[:-1], toks[1:])
-    after = float(np.exp(np.mean(nll)))
+
+    def perplexity(sp, mod) -> float:
+        rt = TVMStepRunner(stack.embedding, layers, stack.decoder_bias, stack.decoder_weight, module=mod, spec=sp)
+        nll, _ = rt.score(toks[:-1], toks[1:])
+        return float(np.exp(np.mean(nll)))
+    float_events = replace(spec, event_dtype="f32")
+    before = perplexity(float_events, load_step_module(float_events))
+    after = perplexity(spec, module)
     change = (after - before) / before
-    return {"note": f"uint8 events: calibration perplexity {before:.3f} (f32 events, IR interpreter) -> "
-                    f"{after:.3f} (this artifact's kernels) ({100 * change:+.4f} %)",
+    return {"note": f"uint8 events in {_products(spec)}: calibration perplexity {before:.3f} (the same int8 kernels "
+                    f"with float events) -> {after:.3f} ({100 * change:+.4f} %)",
             "ppl_before": before, "ppl_after": after, "ppl_rel_change": change, "tokens": int(toks.size)}

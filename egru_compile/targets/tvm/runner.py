@@ -12,6 +12,7 @@ import numpy as np
 
 from ...artifact import read_verified
 from ...artifact import ArtifactError
+from ...errors import UsageError, option
 from ...runner import NllScorer, Runner, RunStats, StepStats, StreamStats, read_vocab_file
 from .target import LIBRARY, WEIGHTS, load_weights
 
@@ -66,6 +67,8 @@ class TVMRunner(Runner):
         from .library import load_module
         from .step_runner import TVMStepRunner
         spec = _spec(path, manifest)
+        if spec.u8_events:
+            _check_vnni(path)
         # every file is read once, checked against the sealed manifest, and used from those bytes: a file
         # swapped after read_manifest verified it (e.g. during `import tvm`) is refused or never seen
         lib, lib_bytes = read_verified(path, manifest, "library", LIBRARY)
@@ -180,6 +183,10 @@ class TVMRunner(Runner):
         count); batch 1 and the per-stream kernels run on one."""
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or int(threads) < 1:
             raise ArtifactError(f"threads must be an integer >= 1, got {threads!r}")
+        why = self.rt.one_thread_reason
+        if int(threads) > 1 and why:
+            raise UsageError(f"{option('threads')} {int(threads)}: this artifact's streams run one at a time on one "
+                             f"thread ({why}); only the shared-read batched kernels split streams over threads")
         self.stream_threads = int(threads)
 
     @property
@@ -218,3 +225,14 @@ class TVMRunner(Runner):
         L = len(self.layer_sizes)
         self.last_run = RunStats(stats[..., :L].astype(np.int64), stats[..., L].astype(np.int64) + self.embed_macs)
         return nll
+
+
+def _check_vnni(path) -> None:
+    """A library with uint8-event kernels runs AVX512-VNNI instructions: refuse a host without them (instead of
+    an illegal-instruction crash on the first token)."""
+    import tvm
+    from .spec import default_target
+    if not tvm.target.codegen.target_has_features("avx512vnni", default_target()):
+        raise ArtifactError(f"{path} was compiled with --event-dtype u8 (AVX512-VNNI instructions); this CPU "
+                            f"({tvm.target.codegen.llvm_get_system_cpu()}) has no AVX512-VNNI: compile it "
+                            "again without --event-dtype u8")

@@ -276,6 +276,20 @@ class TVMStepRunner:
         from .shared import supports_shared
         return supports_shared(self.spec)
 
+    @property
+    def one_thread_reason(self) -> str | None:
+        """Why B streams cannot be split over threads (None when the shared-read kernels run them)."""
+        spec = self.spec
+        if self.shared_streams:
+            return None
+        if spec.u8_events:
+            return "uint8 events have no batched kernels"
+        if spec.projection:
+            return "EvNN's projection decoder has no batched kernels"
+        if spec.decoder_mode != "event":
+            return "the dense decoder mode has no batched kernels"
+        return f"kernels compiled with interleave {spec.interleave} run each stream's batch-1 code"
+
     def _load_streams(self) -> None:
         """The batched kernels in their own library, compiled (or copied from the cache) on first use."""
         if self.shared_streams:

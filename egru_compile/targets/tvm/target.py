@@ -228,9 +228,8 @@ def compile_tvm(graph, source, out_dir, options: dict) -> dict:
     ev_record = {"note": "event values f32"}
     if spec.u8_events:
         from .library import load_module
-        ev_record = event_precision(graph, spec, load_module(str(out_dir / LIBRARY)), stack,
-                                    stack_layer_arrays(stack, int8=True), options.get("calib_token_ids"),
-                                    options.get("perplexity"), dec_record)
+        ev_record = event_precision(spec, load_module(str(out_dir / LIBRARY)), stack,
+                                    stack_layer_arrays(stack, int8=True), options.get("calib_token_ids"))
     save_weights(out_dir / WEIGHTS, stack, int8=wdt == "int8")
     vocab_file = write_vocab(out_dir, source)
     tgt = default_target()

@@ -3,8 +3,8 @@
 With int8 weights the event products can run on integers: the event values of one event list (a layer's y,
 all > 0) are quantized to uint8 with one scale per list and step, ``s = max(ev) / 255`` and ``q = min(255,
 rint(ev / s))`` (ONNX Runtime's ``DynamicQuantizeLinear`` of a non-negative tensor: zero point 0, round half to
-even), and the product of a matrix's int8 rows with them is an exact int32 sum, ``isum[o] = sum_e q_e *
-W[i_e, o]``; the float value is ``s * isum[o]`` times the row scale of quantize-int8, applied after the sum as
+even; a scale that is 0 — no events, or only denormal values — is taken as 1), and the product of a matrix's
+int8 rows with them is an exact int32 sum, ``isum[o] = sum_e q_e * W[i_e, o]``; the float value is ``s * isum[o]`` times the row scale of quantize-int8, applied after the sum as
 for float events. Integer sums do not depend on the order of the additions.
 
 Layout (:func:`dense_event_rows`, numpy): the int8 matrix stored dense, one row per input unit (zeros
@@ -71,8 +71,8 @@ def quantize_reference(values) -> tuple[np.ndarray, np.float32]:
     """The kernel's quantization of one event list in numpy (the independent statement of the rule):
     (uint8 values, float32 scale); an empty list has scale 1."""
     v = np.asarray(values, np.float32)
-    mx = np.float32(v.max()) if v.size else np.float32(0)
-    s = np.float32(mx / np.float32(255)) if mx > 0 else np.float32(1)
+    s = np.float32(v.max()) / np.float32(255) if v.size else np.float32(0)
+    s = s if s > 0 else np.float32(1)
     q = np.minimum(np.rint(v / s), np.float32(255)).astype(np.uint8)
     return q, s
 
@@ -106,8 +106,8 @@ def quantize_events(ei, ev, en, qrow, qword, qs, eoff=0, es=0) -> None:
     T.buffer_store(qs, T.float32(0.0), [0])
     with loop("qm", n) as c:
         T.buffer_store(qs, T.max(qs[0], ev[eoff + c]), [0])
-    mx = let("qmx", qs[0])
-    s = let("qsc", T.Select(mx > T.float32(0.0), mx / T.float32(255.0), T.float32(1.0)))
+    s0 = let("qs0", qs[0] / T.float32(255.0))
+    s = let("qsc", T.Select(s0 > T.float32(0.0), s0, T.float32(1.0)))     # no events (or denormal ones): 1
     T.buffer_store(qs, s, [0])
     with loop("qg", (n + 7) // 8 * 2) as g:
         word = T.int64(0)

@@ -23,9 +23,9 @@ needs_vnni = pytest.mark.skipif(not tvm.target.codegen.target_has_features("avx5
 def q_events(v):
     """uint8 quantization of one event list, float32 as the rule says: (q as int64, scale)."""
     v = np.asarray(v, np.float32)
-    if v.size == 0 or v.max() <= 0:
+    s = np.float32(v.max()) / np.float32(255) if v.size else np.float32(0)
+    if not s > 0:                                   # no events, or denormal ones: scale 1
         return np.zeros(v.shape, np.int64), np.float32(1)
-    s = np.float32(v.max()) / np.float32(255)
     return np.minimum(np.rint(v / s), 255).astype(np.int64), np.float32(s)
 
 
@@ -73,6 +73,11 @@ def test_dot_rows_equal_the_integer_recount(n_in, n_out):
         assert t["qs"].numpy()[0] == s
         assert np.array_equal(t["isum"].numpy()[:n_out], ref)
         assert np.array_equal(t["acc"].numpy(), ref.astype(np.float32) * s)
+    args["ev"][:] = np.float32(1e-43)                          # denormal events: the scale 0 is taken as 1, q = 0
+    args["en"][0] = n_in
+    t = {n: tvm.runtime.tensor(v) for n, v in args.items()}
+    k(*[t[n] for n, _, _ in shapes])
+    assert t["qs"].numpy()[0] == 1 and not t["isum"].numpy().any()
 
 
 def _csr(W):
@@ -92,19 +97,24 @@ def weights(model):
             dec.weight.detach().numpy().astype(np.float64), dec.bias.detach().numpy().astype(np.float64))
 
 
-def _product(q8, y32):
-    """(s_row * s_events) * (int8 rows . uint8 events): exact integer sum, then the two scales."""
-    (qm, sm), (qy, sy) = q8, q_events(y32)
+def _product(q8, y32, u8=True):
+    """(s_row * s_events) * (int8 rows . uint8 events): exact integer sum, then the two scales (u8 False: the
+    int8 rows with the float events)."""
+    (qm, sm) = q8
+    if not u8:
+        return sm * (qm @ np.asarray(y32, np.float64))
+    qy, sy = q_events(y32)
     return sm * float(sy) * (qm @ qy)
 
 
-def reference_step(tok, state, emb, qlayers, layers, dec, dec_b, int8_decoder):
-    """One token from `state` [(c, y float32)]: (logits, new state); event products on uint8 events."""
+def reference_step(tok, state, emb, qlayers, layers, dec, dec_b, int8_decoder, u8=True):
+    """One token from `state` [(c, y float32)]: (logits, new state); event products on uint8 events (or, with
+    `u8` False, on the float events)."""
     x, new = None, []
     for l, ((qw, qr), L, (c, y)) in enumerate(zip(qlayers, layers, state)):
         h = L["thr"].shape[0]
-        gx = L["b"] + (qw[1] * (qw[0] @ emb[tok]) if l == 0 else _product(qw, x))
-        gh = L["br"] + _product(qr, y)
+        gx = L["b"] + (qw[1] * (qw[0] @ emb[tok]) if l == 0 else _product(qw, x, u8))
+        gh = L["br"] + _product(qr, y, u8)
         z = 1 / (1 + np.exp(-(gx[:h] + gh[:h])))
         r = 1 / (1 + np.exp(-(gx[h:2 * h] + gh[h:2 * h])))
         g = np.tanh(gx[2 * h:] + r * gh[2 * h:])
@@ -112,7 +122,7 @@ def reference_step(tok, state, emb, qlayers, layers, dec, dec_b, int8_decoder):
         o = ct - L["thr"] > 0
         new.append((np.where(o, ct - L["thr"], ct).astype(np.float32), np.where(o, ct, 0.0).astype(np.float32)))
         x = new[-1][1]
-    logits = dec_b + (_product(q8_rows(dec), x) if int8_decoder else dec @ x)
+    logits = dec_b + (_product(q8_rows(dec), x, u8) if int8_decoder else dec @ x)
     return logits, new
 
 
@@ -152,9 +162,10 @@ def test_compile_prints_the_measured_change_and_batches_equal_batch1(tmp_path_fa
     d, model = random_lm(tmp_path_factory, "u8", vocab=48, emb=16, hidden=(40, 16), sparsity=0.8, seed=2,
                          thr=(0.05, 0.3), lines=8, words_per_line=12)
     res = CliRunner().invoke(main, [str(d / "m.pt"), "--target", "tvm", "-o", str(d / "a"), "--event-dtype", "u8",
-                                    "--decoder-dtype", "f32", "--calib-data", str(d / "text.txt")])
+                                    "--decoder-dtype", "int8", "--calib-data", str(d / "text.txt")])
     assert res.exit_code == 0, res.output
-    assert "uint8 event values" in res.output and "uint8 events: calibration perplexity" in res.output
+    assert "uint8 event values" in res.output
+    assert "uint8 events in the layers' products and the decoder's: calibration perplexity" in res.output
     man = json.loads((d / "a" / "manifest.json").read_text())
     assert man["spec"]["event_dtype"] == "u8" and man["spec"]["weight_dtype"] == "int8"
     rec = man["event_precision"]
@@ -162,15 +173,19 @@ def test_compile_prints_the_measured_change_and_batches_equal_batch1(tmp_path_fa
     ids = art.vocab.encode_file(d / "text.txt")
     emb, layers, dec, dec_b = weights(model)
     qlayers = [(q8_rows(L["W"]), q8_rows(L["R"])) for L in layers]
-    nll_u8 = []
-    state = [(np.zeros(L["thr"].shape, np.float32),) * 2 for L in layers]
-    for t, nxt in zip(ids[:-1], ids[1:]):
-        logits, state = reference_step(int(t), state, emb, qlayers, layers, dec, dec_b, False)
-        m = logits.max()
-        nll_u8.append(m + np.log(np.exp(logits - m).sum()) - logits[nxt])
-    ppl_u8 = float(np.exp(np.mean(nll_u8)))
+    ppl = {}
+    for u8 in (True, False):
+        nll = []
+        state = [(np.zeros(L["thr"].shape, np.float32),) * 2 for L in layers]
+        for t, nxt in zip(ids[:-1], ids[1:]):
+            logits, state = reference_step(int(t), state, emb, qlayers, layers, dec, dec_b, True, u8)
+            m = logits.max()
+            nll.append(m + np.log(np.exp(logits - m).sum()) - logits[nxt])
+        ppl[u8] = float(np.exp(np.mean(nll)))
+    ppl_u8 = ppl[True]
     assert rec["tokens"] == len(ids) and abs(rec["ppl_after"] - ppl_u8) < 1e-4 * ppl_u8
-    assert f"-> {rec['ppl_after']:.3f} (this artifact's kernels)" in res.output
+    assert abs(rec["ppl_before"] - ppl[False]) < 1e-4 * ppl[False]
+    assert f"{rec['ppl_before']:.3f} (the same int8 kernels with float events) -> {rec['ppl_after']:.3f}" in res.output
     nll_art = art.score(ids[:-1], ids[1:])
     assert abs(float(np.exp(np.mean(nll_art))) - ppl_u8) < 1e-4 * ppl_u8
     from tvm_reference import check_streams_equal_batch1
@@ -188,3 +203,26 @@ def test_uint8_events_need_int8_weights(tmp_path_factory):
     assert res.exit_code == 2
     assert res.output.strip().splitlines()[-1].startswith("error: --event-dtype u8 needs int8 weights")
     assert not (d / "a").exists()
+
+
+@needs_vnni
+def test_threads_refused_and_streams_said_to_run_one_at_a_time(tmp_path_factory, monkeypatch):
+    """No batched kernels for uint8 events: `eval --threads 2` is refused (it would do nothing), `--batch-size`
+    says the streams run one at a time; an artifact opened on a CPU without AVX512-VNNI is refused."""
+    d, _ = random_lm(tmp_path_factory, "u8thr", vocab=30, emb=8, hidden=(12, 8), sparsity=0.5, seed=4,
+                     thr=(0.05, 0.3), lines=4, words_per_line=10)
+    assert CliRunner().invoke(main, [str(d / "m.pt"), "--target", "tvm", "-o", str(d / "a"),
+                                     "--event-dtype", "u8"]).exit_code == 0
+    res = CliRunner().invoke(main, ["eval", str(d / "a"), "--data", str(d / "text.txt"), "--batch-size", "2",
+                                    "--threads", "2"])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == (
+        "error: --threads 2: this artifact's streams run one at a time on one thread (uint8 events have no "
+        "batched kernels); only the shared-read batched kernels split streams over threads")
+    res = CliRunner().invoke(main, ["eval", str(d / "a"), "--data", str(d / "text.txt"), "--batch-size", "2"])
+    assert res.exit_code == 0 and "(2 streams, run one at a time;" in res.output
+    import egru_compile.targets.tvm.runner as R
+    monkeypatch.setattr(tvm.target.codegen, "target_has_features", lambda *a, **k: False)
+    from egru_compile.runtime import open_artifact
+    with pytest.raises(R.ArtifactError, match="has no AVX512-VNNI: compile it again without --event-dtype u8"):
+        open_artifact(d / "a")
