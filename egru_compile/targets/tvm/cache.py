@@ -25,7 +25,7 @@ __all__ = ["cache_dir", "library_key", "step_library", "load_step_module", "stre
            "load_shared_module"]
 
 _GENERATOR_SOURCES = ("spec.py", "signature.py", "layout.py", "step.py", "streams.py", "shared.py", "region.py",
-                      "tir.py", "cache.py")
+                      "tir.py", "u8_events.py", "cache.py")
 
 
 def cache_dir() -> Path | None:
