@@ -139,6 +139,30 @@ def goal_lines(res: dict, threads: int) -> list[str]:
     return out
 
 
+def batch16_goals(tmp: Path, emb: int, hidden: str, sparsity: float, activity: float, tokens: int = 2048,
+                  rounds: int = 2, threads: int = 2) -> tuple[dict, list[str]]:
+    """Only what the issue-26 goal lines at B = 16 need (`bench_batch1` prints them with its own): the tvm
+    artifact at 1 and `threads` threads and the dense ORT peer, `evaluate(..., batch_size=16)` on the first
+    `tokens` PTB test tokens, best of `rounds` interleaved runs. Returns ({(variant, 16): tokens/s}, lines)."""
+    vocab = Vocabulary.from_train_file(PTB / "ptb.train.txt")
+    model = build_model(len(vocab), emb, [int(h) for h in hidden.split(",")], sparsity)
+    calibrate(model, activity, np.random.default_rng(0).integers(0, len(vocab), 60))
+    raw = trace_model(model)
+    (tmp / "tvm").mkdir()
+    get_target("tvm")(PassManager(None).run(raw), None, tmp / "tvm", {})
+    get_target("onnx")(raw, None, tmp / "dense", DENSE_ORT)
+    ids = vocab.encode_file(PTB / "ptb.test.txt", max_tokens=tokens, unk="<unk>")
+    tvm, dense = open_artifact(tmp / "tvm", threads=1), open_artifact(tmp / "dense", threads=1)
+    cells = [("tvm", tvm, 1), ("ort dense", dense, 1)] + ([(f"tvm {threads} threads", tvm, threads)]
+                                                            if threads > 1 else [])
+    res: dict = {}
+    for rnd in range(rounds):
+        for name, r, t in cells[rnd % len(cells):] + cells[:rnd % len(cells)]:
+            tps = evaluate(r, ids, quiet=True, batch_size=16, threads=t)["tokens_per_second"]
+            res[(name, 16)] = max(res.get((name, 16), 0.0), tps)
+    return res, goal_lines(res, threads)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(ap)

@@ -25,7 +25,15 @@ Variants (all from the same weights and thresholds):
   ones, not the f32 ones the other variants hold; `bench_onnx.py` times the dense graph of those very
   weights too (same speed as ORT dense: a dense MatMul's time does not depend on the values);
 * ``tvm``       — default pass pipeline + `compile_tvm` (`egru_step.so`), `open_artifact`; the timed call is
-  the artifact's packed ``egru_step`` (one Python -> TVM call per token, logits written in place).
+  the artifact's packed ``egru_step`` (one Python -> TVM call per token, logits written in place);
+* ``tvm-int8`` — the same with ``weight_dtype="int8"`` (int8 CSR rows, float events; the decoder rows as the
+  calibration check decides, like ``onnx-int8``);
+* ``tvm-int8-u8`` — the same with ``event_dtype="u8"`` too (uint8 events, exact VNNI dot products over dense
+  int8 rows: the W8A8 arithmetic of the ``quantize_dynamic`` peer; only on a CPU with AVX512-VNNI).
+
+After the batch-1 runs, the same process prints the issue-26 goal lines of batched streams
+(`bench_batch.batch16_goals`: ``eval --batch-size 16`` of the tvm artifact at 1 and 2 threads and of the dense
+ORT graph on the first ``--batch-tokens`` PTB test tokens; 0 leaves them out).
 
 Two scopes:
 
@@ -562,10 +570,14 @@ def main(argv=None):
     ap.add_argument("--clock", choices=("thread", "wall"), default="thread",
                     help="per-token clock: this thread's CPU time (default; robust on a shared machine) or wall time")
     ap.add_argument("--no-profile", action="store_true", help="skip the breakdown at 85 %% / 20 %%")
+    ap.add_argument("--batch-tokens", type=int, default=2048,
+                    help="PTB test tokens of the B = 16 goal lines (issue 26 item 2: `bench_batch.batch16_goals`, "
+                         "best of 2 rounds); 0: leave them out")
     ap.add_argument("--out", default=str(HERE / "results" / "batch1"), help="prefix of the .md/.json/.png")
     a = ap.parse_args(argv)
     if a.quick:
         a.sparsity, a.activity, a.tokens, a.rounds, a.calib_iters = "0.85", "0.2", 30, 3, 8
+        a.batch_tokens = min(a.batch_tokens, 256)
     CLOCK.update(fn=time.thread_time if a.clock == "thread" else time.perf_counter, name=a.clock)
     a.tvm_int8 = tvm_has_weight_dtype()
     tvm_int8_state = ("tvm target takes --weight-dtype" if a.tvm_int8 else
@@ -702,6 +714,13 @@ def main(argv=None):
                       "rows give bytes only, and the RNN-stack row divides the stack's bytes by the stack's time. "
                       "decoder = whole token − RNN stack.", "", bandwidth.HEADER] + rf["lines"]
             lines += ["", "Conclusions (whole token):", ""] + rf["conclusions"]
+    if goal is not None and a.batch_tokens > 0:          # issue 26 item 2, same process, after the batch-1 runs
+        from benchmarks.bench_batch import batch16_goals
+        with tempfile.TemporaryDirectory(prefix="bench_batch1_b16_") as td:
+            _, b16 = batch16_goals(Path(td), a.emb, a.hidden, 0.85, 0.2, tokens=a.batch_tokens)
+        lines += ["", f"**Goals of issue 26 item 2** (batched streams, `eval --batch-size 16`, the first "
+                  f"{a.batch_tokens:,} PTB test tokens, PTB vocabulary, 85 % / 20 %, best of 2 interleaved runs):",
+                  ""] + [f"* {x}" for x in b16]
     load1 = os.getloadavg()
     lines += ["", f"Load average (uptime; 2 cores shared with other jobs): {load0[0]:.2f} / {load0[1]:.2f} / "
               f"{load0[2]:.2f} at the start, {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} at the end; the "
