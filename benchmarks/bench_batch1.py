@@ -29,7 +29,8 @@ Variants (all from the same weights and thresholds):
 * ``tvm-int8`` — the same with ``weight_dtype="int8"`` (int8 CSR rows, float events; the decoder rows as the
   calibration check decides, like ``onnx-int8``);
 * ``tvm-int8-u8`` — the same with ``event_dtype="u8"`` too (uint8 events, exact VNNI dot products over dense
-  int8 rows: the W8A8 arithmetic of the ``quantize_dynamic`` peer; only on a CPU with AVX512-VNNI).
+  int8 rows: W8A8 like the ``quantize_dynamic`` peer — activations quantized as it does, weights per output row;
+  only on a CPU with AVX512-VNNI).
 
 After the batch-1 runs, the same process prints the issue-26 goal lines of batched streams
 (`bench_batch.batch16_goals`: ``eval --batch-size 16`` of the tvm artifact at 1 and 2 threads and of the dense
