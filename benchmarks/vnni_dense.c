@@ -37,6 +37,9 @@
 #include <string.h>
 #include <time.h>
 
+/* the VNNI kernels are compiled for AVX512-VNNI whatever -march says; main() checks the CPU before running them */
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
 static uint64_t rs = 88172645463325252ull;
 static uint64_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return rs; }
 static double urand(void) { return (rnd() >> 11) * (1.0 / 9007199254740992.0); }
@@ -64,7 +67,7 @@ static void scatter(const mat_t *m, float *acc, const int32_t *ei, const float *
 static int32_t *qbuf_rows; static uint32_t *qbuf_words;     /* vnni scratch: padded event rows, packed bytes */
 static float vnni_scale;
 
-static void vnni(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
+VNNI static void vnni(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
     float mx = 0.f;
     for (int c = 0; c < en; c++) mx = ev[c] > mx ? ev[c] : mx;
     const float scale = mx > 0.f ? mx / 255.f : 1.f, inv = 1.f / scale;
@@ -108,7 +111,7 @@ static void vnni(const mat_t *m, float *acc, const int32_t *ei, const float *ev,
 
 
 /* vnni_rows: the same products, events outer (4 whole rows streamed front to back), int32 sums in memory */
-static void vnni_rows(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
+VNNI static void vnni_rows(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
     float mx = 0.f;
     for (int c = 0; c < en; c++) mx = ev[c] > mx ? ev[c] : mx;
     const float scale = mx > 0.f ? mx / 255.f : 1.f, inv = 1.f / scale;
@@ -141,8 +144,8 @@ static void vnni_rows(const mat_t *m, float *acc, const int32_t *ei, const float
 }
 
 /* vnni_rows8: vnni_rows with 8 events (two groups of 4) per pass over the sums: half the sum loads / stores */
-static inline __m512i dot4(__m512i s, __m512i a, __m512i x) { return _mm512_dpbusd_epi32(s, a, x); }
-static void vnni_rows8(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
+VNNI static inline __m512i dot4(__m512i s, __m512i a, __m512i x) { return _mm512_dpbusd_epi32(s, a, x); }
+VNNI static void vnni_rows8(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
     float mx = 0.f;
     for (int c = 0; c < en; c++) mx = ev[c] > mx ? ev[c] : mx;
     const float scale = mx > 0.f ? mx / 255.f : 1.f, inv = 1.f / scale;
@@ -180,6 +183,11 @@ static void vnni_rows8(const mat_t *m, float *acc, const int32_t *ei, const floa
 }
 
 int main(int argc, char **argv) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512vnni")) {
+        printf("skipped: this CPU has no AVX512-VNNI (the vnni variants need it)\n");
+        return 0;
+    }
     int n_in = argc > 1 ? atoi(argv[1]) : 2700, n_out = argc > 2 ? atoi(argv[2]) : 4050;
     double dens = argc > 3 ? atof(argv[3]) : 0.15, act = argc > 4 ? atof(argv[4]) : 0.2;
     int reps = argc > 5 ? atoi(argv[5]) : 400, sets = 64, NM = argc > 6 ? atoi(argv[6]) : 1;
