@@ -21,7 +21,8 @@
      vnni_rows8 — vnni_rows with 8 events (two groups of 4) per pass: half the loads / stores of the sums. This
                is the kernel `egru_compile/targets/tvm/u8_events.py` builds in TIR (--event-dtype u8).
 
-   Checked: vnni's int32 sums equal an int64 recount from the CSR for every event set (exit 1 otherwise).
+   Checked: every vnni variant's int32 sums equal an int64 recount from the CSR for every event set (exit 1
+   otherwise).
    Timed interleaved on the same random event sets (thread CPU time), M matrices cycled call by call (M > 1:
    the working set of a layer stack instead of one matrix in L2/L3).
 
@@ -67,10 +68,22 @@ static void scatter(const mat_t *m, float *acc, const int32_t *ei, const float *
 static int32_t *qbuf_rows; static uint32_t *qbuf_words;     /* vnni scratch: padded event rows, packed bytes */
 static float vnni_scale;
 
-VNNI static void vnni(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
+/* the uint8 scale of an event list: max / 255 (1 for an empty list); q = rint(v / scale) capped at 255 */
+static float event_scale(const float *ev, int en) {
     float mx = 0.f;
     for (int c = 0; c < en; c++) mx = ev[c] > mx ? ev[c] : mx;
-    const float scale = mx > 0.f ? mx / 255.f : 1.f, inv = 1.f / scale;
+    vnni_scale = mx > 0.f ? mx / 255.f : 1.f;
+    return vnni_scale;
+}
+
+/* int32 sums -> float times the event scale (the per-row weight scale comes later) */
+VNNI static void sums_to_acc(const mat_t *m, float *acc, const int32_t *isum, float scale) {
+    for (int b = 0; b < m->n_pad; b += 16)
+        _mm512_storeu_ps(acc + b, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isum + b)), _mm512_set1_ps(scale)));
+}
+
+VNNI static void vnni(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
+    const float scale = event_scale(ev, en), inv = 1.f / scale;
     const int ng = (en + 3) / 4;
     for (int g = 0; g < ng; g++) {
         uint32_t w = 0;
@@ -106,15 +119,12 @@ VNNI static void vnni(const mat_t *m, float *acc, const int32_t *ei, const float
             _mm512_storeu_ps(acc + base + 16 * j, _mm512_mul_ps(_mm512_cvtepi32_ps(s[j]), _mm512_set1_ps(scale)));
         }
     }
-    vnni_scale = scale;
 }
 
 
 /* vnni_rows: the same products, events outer (4 whole rows streamed front to back), int32 sums in memory */
 VNNI static void vnni_rows(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
-    float mx = 0.f;
-    for (int c = 0; c < en; c++) mx = ev[c] > mx ? ev[c] : mx;
-    const float scale = mx > 0.f ? mx / 255.f : 1.f, inv = 1.f / scale;
+    const float scale = event_scale(ev, en), inv = 1.f / scale;
     const int ng = (en + 3) / 4;
     const size_t ld = (size_t)m->n_pad;
     memset(isum, 0, sizeof(int32_t) * m->n_pad);
@@ -139,16 +149,13 @@ VNNI static void vnni_rows(const mat_t *m, float *acc, const int32_t *ei, const 
             _mm512_store_si512(o + 48, _mm512_dpbusd_epi32(_mm512_load_si512(o + 48), a, _mm512_unpackhi_epi16(t1, t3)));
         }
     }
-    for (int b = 0; b < m->n_pad; b += 16)
-        _mm512_storeu_ps(acc + b, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isum + b)), _mm512_set1_ps(scale)));
+    sums_to_acc(m, acc, isum, scale);
 }
 
 /* vnni_rows8: vnni_rows with 8 events (two groups of 4) per pass over the sums: half the sum loads / stores */
 VNNI static inline __m512i dot4(__m512i s, __m512i a, __m512i x) { return _mm512_dpbusd_epi32(s, a, x); }
 VNNI static void vnni_rows8(const mat_t *m, float *acc, const int32_t *ei, const float *ev, int en, int32_t *isum) {
-    float mx = 0.f;
-    for (int c = 0; c < en; c++) mx = ev[c] > mx ? ev[c] : mx;
-    const float scale = mx > 0.f ? mx / 255.f : 1.f, inv = 1.f / scale;
+    const float scale = event_scale(ev, en), inv = 1.f / scale;
     const int ng = (en + 7) / 8;
     const size_t ld = (size_t)m->n_pad;
     memset(isum, 0, sizeof(int32_t) * m->n_pad);
@@ -178,8 +185,7 @@ VNNI static void vnni_rows8(const mat_t *m, float *acc, const int32_t *ei, const
             _mm512_store_si512(o + 32, s2); _mm512_store_si512(o + 48, s3);
         }
     }
-    for (int b = 0; b < m->n_pad; b += 16)
-        _mm512_storeu_ps(acc + b, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isum + b)), _mm512_set1_ps(scale)));
+    sums_to_acc(m, acc, isum, scale);
 }
 
 int main(int argc, char **argv) {
@@ -225,19 +231,22 @@ int main(int argc, char **argv) {
         en[s] = n; tot_ev += n;
         for (int c = 0; c < n; c++) tot_nnz += ms[0].ptr[ei[s * n_in + c] + 1] - ms[0].ptr[ei[s * n_in + c]];
     }
-    /* vnni's integer sums against an int64 recount from the CSR (same uint8 events) */
-    for (int s = 0; s < sets; s++) {
-        const int32_t *e = ei + s * n_in; const float *v = ev + s * n_in;
-        vnni(&ms[0], accs[1], e, v, en[s], isum);
-        int64_t *ref = calloc(n_out, sizeof(int64_t));
-        const float inv = 1.f / vnni_scale;
-        for (int c = 0; c < en[s]; c++) {
-            int q = (int)(v[c] * inv + 0.5f); q = q > 255 ? 255 : q;
-            for (int k = ms[0].ptr[e[c]]; k < ms[0].ptr[e[c] + 1]; k++) ref[ms[0].idx[k]] += (int64_t)q * ms[0].val[k];
+    /* every vnni variant's integer sums against an int64 recount from the CSR (same uint8 events) */
+    void (*vfn[3])(const mat_t *, float *, const int32_t *, const float *, int, int32_t *) = {vnni, vnni_rows, vnni_rows8};
+    for (int s = 0; s < sets; s++)
+        for (int j = 0; j < 3; j++) {
+            const int32_t *e = ei + s * n_in; const float *v = ev + s * n_in;
+            vfn[j](&ms[0], accs[1], e, v, en[s], isum);
+            int64_t *ref = calloc(n_out, sizeof(int64_t));
+            const float inv = 1.f / vnni_scale;
+            for (int c = 0; c < en[s]; c++) {
+                int q = (int)(v[c] * inv + 0.5f); q = q > 255 ? 255 : q;
+                for (int k = ms[0].ptr[e[c]]; k < ms[0].ptr[e[c] + 1]; k++) ref[ms[0].idx[k]] += (int64_t)q * ms[0].val[k];
+            }
+            for (int o = 0; o < n_out; o++)
+                if (ref[o] != isum[o]) { printf("MISMATCH variant %d set %d output %d\n", j, s, o); return 1; }
+            free(ref);
         }
-        for (int o = 0; o < n_out; o++) if (ref[o] != isum[o]) { printf("MISMATCH set %d output %d\n", s, o); return 1; }
-        free(ref);
-    }
     enum { NV = 4 };
     void (*fn[NV])(const mat_t *, float *, const int32_t *, const float *, int, int32_t *) = {scatter, vnni, vnni_rows, vnni_rows8};
     const char *name[NV] = {"scatter", "vnni", "vnni_rows", "vnni_rows8"};
