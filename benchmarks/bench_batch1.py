@@ -123,10 +123,9 @@ def tvm_has_weight_dtype() -> bool:
 def tvm_has_u8_events() -> bool:
     """Whether the tvm target takes event_dtype u8 and this CPU has AVX512-VNNI."""
     from dataclasses import fields
-    import tvm
     from egru_compile.targets.registry import get
-    return any(f.name == "event_dtype" for f in fields(get("tvm").options)) and \
-        bool(tvm.target.codegen.target_has_features("avx512vnni", K.default_target()))
+    from egru_compile.targets.tvm.spec import has_vnni
+    return any(f.name == "event_dtype" for f in fields(get("tvm").options)) and has_vnni()
 
 
 DENSE_ORT = {"event_gating": False, "event_decoder": False, "fold_embedding": False, "sparse_storage": False,

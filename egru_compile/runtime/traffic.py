@@ -72,6 +72,7 @@ def tvm_accounting(tv, toks, burn: int, n: int, target: str = "tvm") -> Accounti
     V = spec.vocab_size
     if spec.projection:
         raise NotImplementedError("projection decoders are not counted")
+    from ..targets.tvm.u8_events import padded_events
     fan_w, fan_r = tv.fan_w, tv.fan_r
     acc = {}
     parts = []
@@ -92,7 +93,7 @@ def tvm_accounting(tv, toks, burn: int, n: int, target: str = "tvm") -> Accounti
         (values + indices of their non-zeros, 16 B of pointers and event per column), or with uint8 events
         whole dense int8 rows, 8 events per pass (the last pass padded with row 0, which is read too)."""
         if f"{kind}{l}_rows" in v:
-            return -(-len(events) // 8) * 8 * v[f"{kind}{l}_rows"].shape[1] + len(events) * 8 + once(f"{kind}{l}")
+            return padded_events(len(events)) * v[f"{kind}{l}_rows"].shape[1] + len(events) * 8 + once(f"{kind}{l}")
         fan = (fan_r if kind == "r" else fan_w)[l]
         return fan[events].sum() * col_bytes(l, kind) + len(events) * 16 + once(f"{kind}{l}")
 
@@ -126,7 +127,7 @@ def tvm_accounting(tv, toks, burn: int, n: int, target: str = "tvm") -> Accounti
                 p.rows += len(cur[l - 1])
         p = P["decoder"]
         k = len(cur[L - 1])
-        rows_read = -(-k // 8) * 8 if spec.u8_decoder else k
+        rows_read = padded_events(k) if spec.u8_decoder else k
         p.bytes += rows_read * v["dwt"].shape[1] * _isz(v["dwt"]) + k * 8 + sum(a.nbytes for kk, a in v.items()
                                                       if kk.startswith("d") and kk != "dwt")
         p.rows += k

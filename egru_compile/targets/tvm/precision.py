@@ -84,8 +84,8 @@ def resolve_event_dtype(requested: str | None, weight_dtype: str, target) -> str
         if weight_dtype != "int8":
             raise UsageError(f"{option('event_dtype', 'u8')} needs int8 weights, not {weight_dtype} "
                              f"(leave {option('weight_dtype', 'auto')} or give int8)")
-        import tvm
-        if not tvm.target.codegen.target_has_features("avx512vnni", target):
+        from .spec import has_vnni
+        if not has_vnni(target):
             raise EgruError(f"{option('event_dtype', 'u8')} needs a CPU with AVX512-VNNI; {target} has none")
     return req
 

@@ -231,8 +231,8 @@ def _check_vnni(path) -> None:
     """A library with uint8-event kernels runs AVX512-VNNI instructions: refuse a host without them (instead of
     an illegal-instruction crash on the first token)."""
     import tvm
-    from .spec import default_target
-    if not tvm.target.codegen.target_has_features("avx512vnni", default_target()):
+    from .spec import has_vnni
+    if not has_vnni():
         raise ArtifactError(f"{path} was compiled with --event-dtype u8 (AVX512-VNNI instructions); this CPU "
                             f"({tvm.target.codegen.llvm_get_system_cpu()}) has no AVX512-VNNI: compile it "
                             "again without --event-dtype u8")

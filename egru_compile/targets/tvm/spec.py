@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from .layout import WEIGHT_DTYPES, choose_index_dtype
 
-__all__ = ["EGRUKernelSpec", "INDEX_DTYPES", "EVENT_DTYPES", "default_target", "resolve_target"]
+__all__ = ["EGRUKernelSpec", "INDEX_DTYPES", "EVENT_DTYPES", "default_target", "resolve_target", "has_vnni"]
 
 INDEX_DTYPES = ("auto", "int16", "uint16", "int32")
 EVENT_DTYPES = ("f32", "u8")
@@ -128,9 +128,9 @@ class EGRUKernelSpec:
 
     @property
     def quant_capacity(self) -> int:
-        """Entries of the uint8 event scratch (``q_row``): the longest event list, rounded up to 8."""
-        n = max(max(self.hidden_sizes), self.decoder_input_size)
-        return -(-n // 8) * 8
+        """Entries of the uint8 event scratch (``q_row``): the longest event list, padded to whole passes."""
+        from .u8_events import padded_events
+        return padded_events(max(max(self.hidden_sizes), self.decoder_input_size))
 
     @property
     def sum_capacity(self) -> int:
@@ -175,3 +175,10 @@ def resolve_target(target):
     if isinstance(target, (dict, str)):
         return tvm.target.Target(target)
     return target
+
+
+def has_vnni(target=None) -> bool:
+    """Whether the LLVM target (default: this CPU) has AVX512-VNNI, which the uint8-event kernels
+    (``event_dtype`` u8, `u8_events.py`) need."""
+    import tvm
+    return bool(tvm.target.codegen.target_has_features("avx512vnni", resolve_target(target)))

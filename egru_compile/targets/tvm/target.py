@@ -192,13 +192,11 @@ def embedding_fold(graph, stack: EGRUStack, options: dict, int8: bool) -> dict:
 
 
 def _u8_rows_mib(spec) -> float:
-    """Memory of the dense int8 rows the uint8 event products read (the runner builds them at load time)."""
-    from .u8_events import padded
-    n = sum((n_in if l > 0 else 0) * padded(3 * h) + h * padded(3 * h)
-            for l, (n_in, h) in enumerate(zip(spec.input_sizes, spec.hidden_sizes)))
-    if spec.u8_decoder:
-        n += spec.decoder_input_size * padded(spec.vocab_size)
-    return n / 2 ** 20
+    """Memory of the dense int8 rows the uint8 event products read (the kernel arguments `*_rows`, and the
+    decoder's ``dwt`` when it reads uint8 events; the runner builds them at load time)."""
+    from .signature import kernel_params
+    return sum(int(np.prod(shape)) for name, shape, _ in kernel_params(spec, "step")
+               if name.endswith("_rows") or (name == "dwt" and spec.u8_decoder)) / 2 ** 20
 
 
 def compile_tvm(graph, source, out_dir, options: dict) -> dict:

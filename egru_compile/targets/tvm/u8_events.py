@@ -4,10 +4,11 @@ With int8 weights the event products can run on integers: the event values of on
 all > 0) are quantized to uint8 with one scale per list and step, ``s = max(ev) / 255`` and ``q = min(255,
 rint(ev / s))`` (ONNX Runtime's ``DynamicQuantizeLinear`` of a non-negative tensor: zero point 0, round half to
 even; a scale that is 0 — no events, or only denormal values — is taken as 1), and the product of a matrix's
-int8 rows with them is an exact int32 sum, ``isum[o] = sum_e q_e * W[i_e, o]``; the float value is ``s * isum[o]`` times the row scale of quantize-int8, applied after the sum as
-for float events. Integer sums do not depend on the order of the additions.
+int8 rows with them is an exact int32 sum, ``isum[o] = sum_e q_e * W[i_e, o]``; the float value is
+``s * isum[o]`` times the row scale of quantize-int8, applied after the sum as for float events. Integer sums do
+not depend on the order of the additions.
 
-Layout (:func:`dense_event_rows`, numpy): the int8 matrix stored dense, one row per input unit (zeros
+Layout (:func:`permute_dense_rows`, numpy): the int8 matrix stored dense, one row per input unit (zeros
 included: at 85 % weight sparsity 6.7 bytes per non-zero instead of 3 for int8 values + int16 indices), the
 row length padded to a multiple of 64 and the bytes of every 64-output block permuted (:func:`block_position`)
 so that interleaving 4 rows with vpunpck{l,h}bw and vpunpck{l,h}wd yields 4 x 16 dwords whose 4 bytes are the
@@ -23,16 +24,23 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BLOCK", "padded", "block_position", "dense_event_rows", "permute_dense_rows", "quantize_reference", "quantize_events",
-           "dot_rows", "sums_to_float"]
+__all__ = ["BLOCK", "EVENTS_PER_PASS", "padded", "padded_events", "block_position",
+           "dense_event_rows", "permute_dense_rows", "quantize_events", "dot_rows", "sums_to_float"]
 
 #: outputs per interleaved block (one 64-byte row segment per event)
 BLOCK = 64
+#: events (rows) per pass of :func:`dot_rows` over the sums: two groups of 4, one dword of uint8 values each
+EVENTS_PER_PASS = 8
 
 
 def padded(n_out: int) -> int:
     """Row length of the dense layout: n_out rounded up to a multiple of :data:`BLOCK`."""
     return -(-int(n_out) // BLOCK) * BLOCK
+
+
+def padded_events(n: int) -> int:
+    """Rows :func:`dot_rows` reads for n events: n rounded up to :data:`EVENTS_PER_PASS` (padding reads row 0)."""
+    return -(-int(n) // EVENTS_PER_PASS) * EVENTS_PER_PASS
 
 
 def block_position(o: np.ndarray | int):
@@ -44,16 +52,13 @@ def block_position(o: np.ndarray | int):
 
 def dense_event_rows(indptr, indices, data, n_out: int) -> np.ndarray:
     """Input-major CSR (int8 data) -> dense int8 rows [n_in, padded(n_out)] in the block-permuted layout."""
-    indptr = np.asarray(indptr, np.int64)
-    idx = np.asarray(indices, np.int64)
     data = np.asarray(data)
     if data.dtype != np.int8:
         raise ValueError("the dense event rows need int8 values")
-    n_in = len(indptr) - 1
-    out = np.zeros((n_in, padded(n_out)), np.int8)
-    rows = np.repeat(np.arange(n_in), np.diff(indptr))
-    out[rows, idx // BLOCK * BLOCK + block_position(idx % BLOCK)] = data
-    return out
+    indptr = np.asarray(indptr, np.int64)
+    M = np.zeros((len(indptr) - 1, n_out), np.int8)
+    M[np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), np.asarray(indices, np.int64)] = data
+    return permute_dense_rows(M)
 
 
 def permute_dense_rows(M) -> np.ndarray:
@@ -65,16 +70,6 @@ def permute_dense_rows(M) -> np.ndarray:
     out = np.zeros((M.shape[0], padded(M.shape[1])), np.int8)
     out[:, o // BLOCK * BLOCK + block_position(o % BLOCK)] = M
     return out
-
-
-def quantize_reference(values) -> tuple[np.ndarray, np.float32]:
-    """The kernel's quantization of one event list in numpy (the independent statement of the rule):
-    (uint8 values, float32 scale); an empty list has scale 1."""
-    v = np.asarray(values, np.float32)
-    s = np.float32(v.max()) / np.float32(255) if v.size else np.float32(0)
-    s = s if s > 0 else np.float32(1)
-    q = np.minimum(np.rint(v / s), np.float32(255)).astype(np.uint8)
-    return q, s
 
 
 def _byte_shuffles():
@@ -109,7 +104,7 @@ def quantize_events(ei, ev, en, qrow, qword, qs, eoff=0, es=0) -> None:
     s0 = let("qs0", qs[0] / T.float32(255.0))
     s = let("qsc", T.Select(s0 > T.float32(0.0), s0, T.float32(1.0)))     # no events (or denormal ones): 1
     T.buffer_store(qs, s, [0])
-    with loop("qg", (n + 7) // 8 * 2) as g:
+    with loop("qg", (n + EVENTS_PER_PASS - 1) // EVENTS_PER_PASS * (EVENTS_PER_PASS // 4)) as g:
         word = T.int64(0)
         for j in range(4):
             c = g * 4 + j
@@ -136,13 +131,15 @@ def dot_rows(rows, npad: int, qrow, qword, n, isum, base=0) -> None:
     def shuffle(x, y, kind):
         return T.Shuffle([x, y], SHUFFLES[kind])
 
-    with loop("dg", (n + 7) // 8) as g:
-        words = [let(f"da{h}", T.reinterpret("int8x64", T.Broadcast(qword[g * 2 + h], 16))) for h in range(2)]
-        r = [let(f"dr{j}", qrow[g * 8 + j]) for j in range(8)]
+    with loop("dg", (n + EVENTS_PER_PASS - 1) // EVENTS_PER_PASS) as g:
+        groups = EVENTS_PER_PASS // 4
+        words = [let(f"da{h}", T.reinterpret("int8x64", T.Broadcast(qword[g * groups + h], 16)))
+                 for h in range(groups)]
+        r = [let(f"dr{j}", qrow[g * EVENTS_PER_PASS + j]) for j in range(EVENTS_PER_PASS)]
         with loop("db", nb) as b:
             o = let("do", base + b * BLOCK)
             s = [let(f"ds{k}", isum[T.Ramp(o + 16 * k, 1, 16)]) for k in range(4)]
-            for h in range(2):
+            for h in range(groups):
                 A, B, C, D = (rows[r[4 * h + j], T.Ramp(b * BLOCK, 1, BLOCK)] for j in range(4))
                 t0 = let("t0", shuffle(A, B, "lo8"))
                 t1 = let("t1", shuffle(A, B, "hi8"))
